@@ -1,0 +1,62 @@
+#pragma once
+/// @file clock.hpp
+/// The injectable clock. Every expiry decision in dogpile-cpp reads time through a `Clock`, so
+/// tests can move time forward without sleeping.
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+namespace dogpile {
+
+/// Wall-clock time point used for creation timestamps (dogpile stores Unix seconds).
+using TimePoint = std::chrono::system_clock::time_point;
+
+/// A source of "now". Any callable returning a `TimePoint`; copyable.
+using Clock = std::function<TimePoint()>;
+
+/// The default clock: `std::chrono::system_clock::now()`.
+inline Clock system_clock() {
+  return [] { return std::chrono::system_clock::now(); };
+}
+
+/// Seconds since the Unix epoch as a double, as Python's `time.time()`.
+inline double to_unix_seconds(TimePoint t) {
+  return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+/// The inverse of `to_unix_seconds` (microsecond resolution).
+inline TimePoint from_unix_seconds(double s) {
+  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
+      std::chrono::duration<double>(s)));
+}
+
+/// A clock for tests: time stands still until `advance` or `set` moves it. Copies share state,
+/// so a test can keep one copy and hand another to a region. Thread-safe.
+class ManualClock {
+ public:
+  /// Starts at `start` (default: 1,700,000,000 s after the epoch).
+  explicit ManualClock(TimePoint start = TimePoint(std::chrono::seconds(1'700'000'000)))
+      : now_(std::make_shared<std::atomic<TimePoint::rep>>(start.time_since_epoch().count())) {}
+
+  /// The current (frozen) time.
+  TimePoint operator()() const { return TimePoint(TimePoint::duration(now_->load())); }
+  /// Moves time forward by `d`.
+  template <class Rep, class Period>
+  void advance(std::chrono::duration<Rep, Period> d) {
+    now_->fetch_add(std::chrono::duration_cast<TimePoint::duration>(d).count());
+  }
+  /// Sets the time.
+  void set(TimePoint t) { now_->store(t.time_since_epoch().count()); }
+  /// A `Clock` reading this manual clock.
+  operator Clock() const {  // NOLINT(google-explicit-constructor): meant to convert
+    auto state = now_;
+    return [state] { return TimePoint(TimePoint::duration(state->load())); };
+  }
+
+ private:
+  std::shared_ptr<std::atomic<TimePoint::rep>> now_;
+};
+
+}  // namespace dogpile

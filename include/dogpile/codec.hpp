@@ -1,0 +1,225 @@
+#pragma once
+/// @file codec.hpp
+/// Values to bytes and back: `Codec<T>` (the payload) and the envelope (the metadata around it).
+///
+/// * `Codec<T>` turns a `T` into payload bytes. Strings and byte vectors pass through; any type
+///   nlohmann_json can convert goes through JSON (default), MessagePack or CBOR.
+///   Specialize `dogpile::Codec<T>` for a type of your own.
+/// * The envelope adds the creation time. By default it is byte-compatible with dogpile.cache:
+///   `{"ct": 1700000000.123, "v": 2}|payload`. `EnvelopeFormat::compact` is a 14-byte binary
+///   header instead. Payloads above `compress_threshold` are zlib-compressed (flagged in the
+///   envelope; a Python reader does not understand that flag, so leave it off for interop).
+
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dogpile/detail/zlib.hpp"
+#include "dogpile/error.hpp"
+
+namespace dogpile {
+
+/// Payload encoding for types that go through nlohmann_json.
+enum class Format : std::uint8_t {
+  json,     ///< text JSON (default; what a Python dogpile JSON serializer reads)
+  msgpack,  ///< nlohmann::json::to_msgpack
+  cbor,     ///< nlohmann::json::to_cbor
+};
+
+/// Envelope (metadata) layout.
+enum class EnvelopeFormat : std::uint8_t {
+  dogpile,  ///< `{"ct": <float seconds>, "v": 2}|payload`, readable by Python dogpile.cache
+  compact,  ///< binary: magic, version, flags, fixed64 microseconds, payload
+};
+
+/// How a region serializes values for a byte backend. Plain aggregate.
+struct CodecOptions {
+  Format format = Format::json;                     ///< payload encoding
+  EnvelopeFormat envelope = EnvelopeFormat::dogpile;  ///< metadata layout
+  std::size_t compress_threshold = 0;  ///< zlib-compress payloads at least this long; 0 = never
+  int compress_level = 6;              ///< zlib level 1..9
+};
+
+/// Payload codec. The primary template handles every type nlohmann_json can convert.
+/// Specialize for your own types: `static std::string encode(const T&, Format)` and
+/// `static T decode(std::string_view, Format)` (throw `CantDeserialize` on bad bytes).
+template <class T, class Enable = void>
+struct Codec {
+  static std::string encode(const T& value, Format format) {
+    nlohmann::json j = value;
+    switch (format) {
+      case Format::msgpack: {
+        auto v = nlohmann::json::to_msgpack(j);
+        return {v.begin(), v.end()};
+      }
+      case Format::cbor: {
+        auto v = nlohmann::json::to_cbor(j);
+        return {v.begin(), v.end()};
+      }
+      case Format::json:
+        break;
+    }
+    return j.dump();
+  }
+  static T decode(std::string_view bytes, Format format) {
+    try {
+      nlohmann::json j;
+      switch (format) {
+        case Format::msgpack:
+          j = nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
+          break;
+        case Format::cbor:
+          j = nlohmann::json::from_cbor(bytes.begin(), bytes.end());
+          break;
+        case Format::json:
+          j = nlohmann::json::parse(bytes.begin(), bytes.end());
+          break;
+      }
+      return j.template get<T>();
+    } catch (const nlohmann::json::exception& e) {
+      detail::throw_error<CantDeserialize>(std::string("cannot decode value: ") + e.what());
+    }
+  }
+};
+
+/// Strings pass through unchanged (whatever the format).
+template <>
+struct Codec<std::string> {
+  static std::string encode(const std::string& v, Format /*format*/) { return v; }
+  static std::string decode(std::string_view b, Format /*format*/) { return std::string(b); }
+};
+
+/// Byte vectors pass through unchanged.
+template <class Byte>
+struct Codec<std::vector<Byte>, std::enable_if_t<sizeof(Byte) == 1 && std::is_trivial_v<Byte>>> {
+  static std::string encode(const std::vector<Byte>& v, Format /*format*/) {
+    return {reinterpret_cast<const char*>(v.data()), v.size()};
+  }
+  static std::vector<Byte> decode(std::string_view b, Format /*format*/) {
+    std::vector<Byte> out(b.size());
+    if (!b.empty()) std::memcpy(out.data(), b.data(), b.size());
+    return out;
+  }
+};
+
+/// Envelope metadata. `ct` is the creation time in Unix seconds (dogpile's `ct`), `v` the
+/// dogpile value version (2), `delta` the seconds the creator took (for early refresh; 0 if
+/// unknown).
+struct Metadata {
+  double ct = 0;
+  int v = 2;
+  double delta = 0;
+};
+
+/// An unpacked envelope: metadata plus the (decompressed) payload bytes.
+struct Unpacked {
+  Metadata meta;
+  std::string payload;
+};
+
+namespace detail {
+inline constexpr char kCompactMagic0 = '\xDC';
+inline constexpr char kCompactMagic1 = 'P';
+inline constexpr std::uint8_t kFlagZlib = 1;
+
+inline void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xFF));
+}
+inline std::uint64_t get_u64(std::string_view in) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  return v;
+}
+}  // namespace detail
+
+/// Wraps `payload` in an envelope.
+/// @throws BackendError if compression fails (out of memory).
+inline std::string pack_envelope(const Metadata& meta, std::string_view payload,
+                                 const CodecOptions& opts) {
+  std::string compressed;
+  bool zipped = false;
+  if (opts.compress_threshold > 0 && payload.size() >= opts.compress_threshold) {
+    compressed = detail::zlib_compress(payload, opts.compress_level);
+    if (compressed.size() < payload.size()) {
+      zipped = true;
+      payload = compressed;
+    }
+  }
+  std::string out;
+  if (opts.envelope == EnvelopeFormat::compact) {
+    out.reserve(payload.size() + 20);
+    out.push_back(detail::kCompactMagic0);
+    out.push_back(detail::kCompactMagic1);
+    out.push_back(static_cast<char>(meta.v));
+    out.push_back(static_cast<char>(zipped ? detail::kFlagZlib : 0));
+    detail::put_u64(out, static_cast<std::uint64_t>(static_cast<std::int64_t>(meta.ct * 1e6)));
+    detail::put_u64(out, static_cast<std::uint64_t>(static_cast<std::int64_t>(meta.delta * 1e6)));
+  } else {
+    // Python's json.dumps writes `{"ct": 1700000000.123, "v": 2}`; nlohmann prints the
+    // shortest round-trip float the same way, so the header is byte-identical.
+    out.reserve(payload.size() + 64);
+    out += "{\"ct\": ";
+    out += nlohmann::json(meta.ct).dump();
+    out += ", \"v\": ";
+    out += std::to_string(meta.v);
+    if (meta.delta > 0) {
+      out += ", \"d\": ";
+      out += nlohmann::json(meta.delta).dump();
+    }
+    if (zipped) out += ", \"z\": 1";
+    out += "}|";
+  }
+  out.append(payload.data(), payload.size());
+  return out;
+}
+
+/// Parses either envelope format (detected from the first bytes).
+/// @throws CantDeserialize on corrupt or truncated bytes.
+inline Unpacked unpack_envelope(std::string_view bytes) {
+  Unpacked u;
+  bool zipped = false;
+  std::string_view payload;
+  if (bytes.size() >= 2 && bytes[0] == detail::kCompactMagic0 && bytes[1] == detail::kCompactMagic1) {
+    if (bytes.size() < 20) detail::throw_error<CantDeserialize>("truncated compact envelope");
+    u.meta.v = static_cast<unsigned char>(bytes[2]);
+    zipped = (static_cast<unsigned char>(bytes[3]) & detail::kFlagZlib) != 0;
+    u.meta.ct = static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(4)))) / 1e6;
+    u.meta.delta = static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(12)))) / 1e6;
+    payload = bytes.substr(20);
+  } else {
+    auto bar = bytes.find('|');
+    if (bar == std::string_view::npos) {
+      detail::throw_error<CantDeserialize>("envelope has no '|' separator");
+    }
+    nlohmann::json meta = nlohmann::json::parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
+                                                nullptr, /*allow_exceptions=*/false);
+    if (!meta.is_object() || !meta.contains("ct") || !meta["ct"].is_number()) {
+      detail::throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
+    }
+    u.meta.ct = meta["ct"].get<double>();
+    u.meta.v = meta.contains("v") && meta["v"].is_number_integer() ? meta["v"].get<int>() : 0;
+    if (meta.contains("d") && meta["d"].is_number()) u.meta.delta = meta["d"].get<double>();
+    zipped = meta.contains("z");
+    payload = bytes.substr(bar + 1);
+  }
+  if (zipped) {
+    u.payload = detail::zlib_decompress(payload);
+  } else {
+    u.payload.assign(payload.data(), payload.size());
+  }
+  return u;
+}
+
+/// Encodes `value` with `Codec<T>` and wraps it in an envelope.
+template <class T>
+std::string encode_value(const T& value, const Metadata& meta, const CodecOptions& opts) {
+  return pack_envelope(meta, Codec<T>::encode(value, opts.format), opts);
+}
+
+}  // namespace dogpile
