@@ -49,11 +49,7 @@ class ManualClock {
   }
   /// Sets the time.
   void set(TimePoint t) { now_->store(t.time_since_epoch().count()); }
-  /// A `Clock` reading this manual clock.
-  operator Clock() const {  // NOLINT(google-explicit-constructor): meant to convert
-    auto state = now_;
-    return [state] { return TimePoint(TimePoint::duration(state->load())); };
-  }
+  // A ManualClock is itself callable, so it converts to `Clock`; copies share the time.
 
  private:
   std::shared_ptr<std::atomic<TimePoint::rep>> now_;

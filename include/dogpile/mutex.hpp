@@ -117,6 +117,8 @@ class MutexHandle {
   void release() {
     if (auto m = std::exchange(mutex_, nullptr)) m->release();
   }
+  /// Gives up ownership without releasing: the caller now owns the acquired mutex.
+  std::shared_ptr<CacheMutex> disown() noexcept { return std::exchange(mutex_, nullptr); }
   /// True while this handle holds the lock.
   [[nodiscard]] bool owns() const { return mutex_ != nullptr; }
   /// The mutex held (nullptr after release).

@@ -1,0 +1,258 @@
+#pragma once
+/// @file lock.hpp
+/// The dogpile lock: decides, for one key, who regenerates an expiring value and who waits.
+/// It implements dogpile.cache's decision table exactly (reference/dogpile.md §2):
+///
+/// | state of the cached value        | what a caller does                                   |
+/// |----------------------------------|------------------------------------------------------|
+/// | fresh                            | returns it; no mutex is touched                      |
+/// | expired, present                 | tries the mutex without waiting: the winner          |
+/// |                                  | regenerates, everyone else returns the stale value   |
+/// | missing                          | waits for the mutex, re-reads, creates only if still |
+/// |                                  | missing, so a stampede runs one creation             |
+///
+/// Beyond dogpile: the result of a blocking acquire is honoured (a wait timeout throws
+/// `TimeoutError` instead of running an unguarded creator), a stale policy can make callers
+/// wait instead of serving stale values, and XFetch early refresh regenerates hot keys a little
+/// before they expire.
+
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <utility>
+
+#include "dogpile/clock.hpp"
+#include "dogpile/error.hpp"
+#include "dogpile/mutex.hpp"
+
+namespace dogpile {
+
+/// A cached value with its creation time, as `value_and_created_fn` returns it.
+template <class T>
+struct Cached {
+  T value;                                   ///< the payload
+  TimePoint created;                         ///< when it was created
+  std::chrono::duration<double> delta{0.0};  ///< how long creating it took (0 = unknown)
+};
+
+/// Thrown by a value function to say "no usable value" (dogpile's NeedRegenerationException).
+/// Returning `std::nullopt` means the same thing.
+class NeedRegeneration : public Error {
+ public:
+  NeedRegeneration() : Error("value needs regeneration") {}
+};
+
+/// What callers do while another caller regenerates an expired (present) value.
+struct StalePolicy {
+  enum class Kind : std::uint8_t {
+    serve_stale,      ///< return the stale value at once (dogpile's behaviour)
+    block,            ///< wait for the fresh value
+    serve_stale_for,  ///< serve stale values up to `max_age` past expiry, then wait
+  };
+  Kind kind = Kind::serve_stale;        ///< the policy
+  std::chrono::milliseconds max_age{};  ///< for `serve_stale_for`
+};
+/// dogpile's behaviour: stale values are served while one caller regenerates.
+inline constexpr StalePolicy serve_stale{};
+/// Never serve a stale value: wait for the regenerating caller.
+inline constexpr StalePolicy block{StalePolicy::Kind::block, {}};
+/// Serve stale values for at most `max_age` past their expiry; older ones make callers wait.
+template <class Rep, class Period>
+constexpr StalePolicy serve_stale_for(std::chrono::duration<Rep, Period> max_age) {
+  return {StalePolicy::Kind::serve_stale_for,
+          std::chrono::duration_cast<std::chrono::milliseconds>(max_age)};
+}
+
+/// XFetch probabilistic early recomputation (Vattani et al.): a value is regenerated early with
+/// a probability that grows as expiry nears and with the time its creation took.
+struct EarlyRefresh {
+  double beta = 1.0;  ///< > 1 refreshes earlier, < 1 later; 0 disables
+};
+
+/// What happened inside one lock decision; the region turns these into statistics.
+enum class LockEvent : std::uint8_t {
+  hit,           ///< a fresh value was returned without locking
+  stale_served,  ///< a stale value was returned while someone else regenerates
+  waited,        ///< the caller blocked on the mutex (duration reported)
+  created,       ///< this caller ran the creator
+  async_started  ///< this caller handed creation to the async runner
+};
+
+/// Options of one lock decision. Plain aggregate.
+struct LockOptions {
+  std::optional<std::chrono::milliseconds> expiration;  ///< nullopt: values never expire
+  StalePolicy stale_policy{};                           ///< see `StalePolicy`
+  std::optional<EarlyRefresh> early_refresh;            ///< XFetch; off when empty
+  std::optional<std::chrono::milliseconds> lock_timeout;  ///< limit on a blocking wait; none = forever
+  Clock clock;                                          ///< "now"; system clock when empty
+  /// Called for every event (with the wait duration for `waited`); may be empty.
+  std::function<void(LockEvent, std::chrono::nanoseconds)> observer;
+};
+
+namespace detail {
+
+inline double uniform_open01() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  // (0, 1]: log(0) must never happen.
+  return 1.0 - std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+/// The lock algorithm with its collaborators as template parameters, so the region's hit path
+/// has no type erasure and touches no mutex. `get_mutex()` is only called when a lock is needed.
+///  * `value_fn() -> std::optional<Cached<T>>` (may throw NeedRegeneration)
+///  * `creator() -> Cached<T>` (creates and stores)
+///  * `async_creator(MutexHandle)`: when callable (not nullptr_t), used on the stale path.
+template <class T, class GetMutex, class ValueFn, class Creator, class AsyncCreator>
+T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
+                   AsyncCreator&& async_creator, bool has_async, const LockOptions& o) {
+  const auto now = [&] { return o.clock ? o.clock() : std::chrono::system_clock::now(); };
+  const auto emit = [&](LockEvent e, std::chrono::nanoseconds d = {}) {
+    if (o.observer) o.observer(e, d);
+  };
+  const auto read = [&]() -> std::optional<Cached<T>> {
+    try {
+      return value_fn();
+    } catch (const NeedRegeneration&) {
+      return std::nullopt;
+    }
+  };
+  // dogpile's _is_expired, strict '>' against the clock.
+  const auto is_expired = [&](const Cached<T>& c, TimePoint t) {
+    return o.expiration && (t - c.created) > *o.expiration;
+  };
+  const auto wants_early_refresh = [&](const Cached<T>& c, TimePoint t) {
+    if (!o.early_refresh || o.early_refresh->beta <= 0 || !o.expiration) return false;
+    const double delta = c.delta.count() > 0 ? c.delta.count() : 0.001;
+    const double early = -delta * o.early_refresh->beta * std::log(uniform_open01());
+    return t + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(early)) >=
+           c.created + *o.expiration;
+  };
+  // Acquires blocking (honouring lock_timeout); throws TimeoutError when the wait gives up.
+  const auto acquire_blocking = [&](CacheMutex& m) {
+    if (m.acquire(false)) return;
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool ok = o.lock_timeout ? m.try_acquire_for(*o.lock_timeout) : m.acquire(true);
+    emit(LockEvent::waited, std::chrono::steady_clock::now() - t0);
+    if (!ok) throw TimeoutError("timed out waiting for the dogpile lock");
+  };
+  // Runs the creator while holding `m`; releases it even if the creator throws.
+  const auto create_holding = [&](std::shared_ptr<CacheMutex> m) -> T {
+    MutexHandle held = MutexHandle::adopt(std::move(m));
+    Cached<T> c = creator();
+    emit(LockEvent::created);
+    held.release();
+    return std::move(c.value);
+  };
+  const auto start_async = [&](std::shared_ptr<CacheMutex> m, T stale) -> T {
+    if constexpr (!std::is_same_v<std::decay_t<AsyncCreator>, std::nullptr_t>) {
+      emit(LockEvent::async_started);
+      async_creator(MutexHandle::adopt(std::move(m)));
+    }
+    return stale;
+  };
+
+  std::optional<Cached<T>> v = read();
+  TimePoint t = now();
+  if (v && !is_expired(*v, t)) {
+    if (!wants_early_refresh(*v, t)) {
+      emit(LockEvent::hit);
+      return std::move(v->value);
+    }
+    // Early refresh: the value is still good, so nobody ever waits for it.
+    std::shared_ptr<CacheMutex> m = get_mutex();
+    if (!m->acquire(false)) {
+      emit(LockEvent::hit);
+      return std::move(v->value);
+    }
+    if (has_async) return start_async(std::move(m), std::move(v->value));
+    return create_holding(std::move(m));
+  }
+
+  std::shared_ptr<CacheMutex> m = get_mutex();
+  if (v) {
+    // Expired but present.
+    bool may_serve_stale = o.stale_policy.kind == StalePolicy::Kind::serve_stale;
+    if (o.stale_policy.kind == StalePolicy::Kind::serve_stale_for) {
+      may_serve_stale = (t - v->created) - *o.expiration <= o.stale_policy.max_age;
+    }
+    if (may_serve_stale) {
+      if (!m->acquire(false)) {  // creation in progress elsewhere
+        emit(LockEvent::stale_served);
+        return std::move(v->value);
+      }
+      // The winner does not re-read (dogpile ticket #122): it regenerates.
+      if (has_async) return start_async(std::move(m), std::move(v->value));
+      return create_holding(std::move(m));
+    }
+    // Blocking policy: wait, then take what the previous holder made if it is fresh.
+  }
+  acquire_blocking(*m);
+  MutexHandle held = MutexHandle::adopt(m);
+  std::optional<Cached<T>> again = read();
+  if (again && !is_expired(*again, now())) {
+    emit(LockEvent::hit);  // a concurrent caller created it
+    return std::move(again->value);
+  }
+  if (again && has_async) {
+    // Entered without a value but found an expired one after waiting (dogpile L161-170).
+    return start_async(held.disown(), std::move(again->value));
+  }
+  Cached<T> c = creator();
+  emit(LockEvent::created);
+  held.release();
+  return std::move(c.value);
+}
+
+}  // namespace detail
+
+/// dogpile's `Lock`, usable on its own (the region uses the same algorithm).
+///
+/// ```cpp
+/// dogpile::Lock<int> lock(mutex, create /* stores and returns Cached<int> */,
+///                         read /* optional<Cached<int>>, nullopt = missing */,
+///                         {.expiration = 10s});
+/// int v = lock.get();
+/// ```
+/// Thread-safety: a `Lock` object is immutable; `get()` may run on many threads at once, and
+/// the shared `mutex` decides who creates.
+template <class T>
+class Lock {
+ public:
+  using ValueFn = std::function<std::optional<Cached<T>>()>;  ///< nullopt or NeedRegeneration = no value
+  using Creator = std::function<Cached<T>()>;                 ///< creates and stores
+  using AsyncCreator = std::function<void(MutexHandle)>;      ///< owns the mutex from then on
+
+  Lock(std::shared_ptr<CacheMutex> mutex, Creator creator, ValueFn value_fn, LockOptions options = {},
+       AsyncCreator async_creator = {})
+      : mutex_(std::move(mutex)),
+        creator_(std::move(creator)),
+        value_fn_(std::move(value_fn)),
+        options_(std::move(options)),
+        async_(std::move(async_creator)) {
+    if (!mutex_ || !creator_ || !value_fn_) {
+      detail::throw_error<ValidationError>("dogpile::Lock needs a mutex, a creator and a value function");
+    }
+  }
+
+  /// Runs the decision table and returns the value (fresh, stale or newly created).
+  /// @throws whatever the creator throws (the mutex is released first); TimeoutError if
+  /// `lock_timeout` expires while waiting.
+  T get() const {
+    return detail::run_dogpile_lock<T>([this] { return mutex_; }, value_fn_, creator_,
+                                       [this](MutexHandle h) { async_(std::move(h)); },
+                                       static_cast<bool>(async_), options_);
+  }
+
+ private:
+  std::shared_ptr<CacheMutex> mutex_;
+  Creator creator_;
+  ValueFn value_fn_;
+  LockOptions options_;
+  AsyncCreator async_;
+};
+
+}  // namespace dogpile
