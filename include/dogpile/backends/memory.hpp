@@ -2,97 +2,204 @@
 /// @file memory.hpp
 /// In-process backends: `memory` keeps live C++ objects (no serialization on a hit),
 /// `memory_serialized` keeps envelope bytes (values are copied in and out, like dogpile's
-/// memory_pickle). Both are sharded hash maps.
+/// memory_pickle). Both are sharded hash maps, unbounded by default, optionally bounded by
+/// entry count and/or bytes with W-TinyLFU (default) or LRU eviction.
+///
+/// Bounds are split evenly over the shards and enforced per shard, so the totals are never
+/// exceeded; the eviction order is exact within a shard (use `shards = 1` for a global order).
+/// The weight of an entry is its key length plus its value length (bytes) or
+/// `StoredObject::size_hint` (objects). An entry heavier than a shard's share of `max_bytes`
+/// is not stored.
 
-#include <array>
-#include <functional>
+#include <algorithm>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
-#include <unordered_map>
+#include <typeinfo>
 
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/detail/eviction.hpp"
+#include "dogpile/error.hpp"
 
 namespace dogpile {
 
-/// Options of the memory backends. Plain aggregate.
+/// Options of the `memory` and `memory_serialized` backends. Plain aggregate: fill it with
+/// designated initializers, e.g. `MemoryOptions{.max_entries = 100'000}`.
 struct MemoryOptions {
-  std::size_t shards = 16;  ///< independent maps, each with its own mutex (rounded up to 2^n)
+  /// Independent maps, each with its own mutex; rounded up to a power of two (1..65536). When
+  /// bounded, lowered so that each shard holds at least 16 entries and 64 KiB of `max_bytes`.
+  std::size_t shards = 16;
+  /// Most entries kept at once; 0 = no bound.
+  std::size_t max_entries = 0;
+  /// Most bytes kept at once (sum of key + value lengths / `size_hint`s); 0 = no bound.
+  std::size_t max_bytes = 0;
+  /// Which entry to drop when a bound is reached (only used when bounded).
+  MemoryEviction eviction = MemoryEviction::tiny_lfu;
 };
 
 namespace detail {
-struct StringHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
-};
 
-/// A sharded map from string keys to `V`. Thread-safe.
+inline constexpr std::size_t kMaxMemoryShards = std::size_t{1} << 16;
+
+/// @throws ValidationError naming the bad field.
+inline void validate_memory_options(const MemoryOptions& o) {
+  if (o.shards == 0 || o.shards > kMaxMemoryShards) {
+    throw_error<ValidationError>("memory backend option 'shards' must be in 1..65536, got " +
+                                 std::to_string(o.shards));
+  }
+  if (o.eviction != MemoryEviction::tiny_lfu && o.eviction != MemoryEviction::lru) {
+    throw_error<ValidationError>("memory backend option 'eviction' has an unknown value");
+  }
+}
+
+/// The shard count actually used for `o` (see `MemoryOptions::shards`). @throws ValidationError.
+inline std::size_t effective_memory_shards(const MemoryOptions& o) {
+  validate_memory_options(o);
+  std::size_t n = std::bit_ceil(std::clamp<std::size_t>(o.shards, 1, kMaxMemoryShards));
+  while (n > 1 && o.max_entries != 0 && o.max_entries / n < 16) n >>= 1;
+  while (n > 1 && o.max_bytes != 0 && o.max_bytes / n < (std::size_t{64} << 10)) n >>= 1;
+  return n;
+}
+
+/// A sharded map from string keys to `V`, optionally bounded. Thread-safe.
 template <class V>
-class ShardedMap {
+class ShardedStore {
  public:
-  explicit ShardedMap(std::size_t shards) {
-    std::size_t n = 1;
-    while (n < shards) n <<= 1;
-    shards_ = std::vector<Shard>(n);
-    mask_ = n - 1;
+  explicit ShardedStore(const MemoryOptions& o)
+      : count_(effective_memory_shards(o)), shards_(std::make_unique<Shard[]>(count_)) {
+    for (std::size_t i = 0; i < count_; ++i) {
+      shards_[i].s.configure({share(o.max_entries, i), share(o.max_bytes, i)}, o.eviction);
+    }
   }
   std::optional<V> get(std::string_view key) {
-    auto& s = shard(key);
-    std::lock_guard lk(s.mutex);
-    auto it = s.map.find(key);
-    if (it == s.map.end()) return std::nullopt;
-    return it->second;
+    const PrehashedKey k{key, hash_key(key)};
+    return shard(k).get(k);
   }
-  void set(std::string_view key, V value) {
-    auto& s = shard(key);
-    std::lock_guard lk(s.mutex);
-    auto it = s.map.find(key);
-    if (it == s.map.end()) {
-      s.map.emplace(std::string(key), std::move(value));
-    } else {
-      it->second = std::move(value);
-    }
+  void set(std::string_view key, V value, std::size_t weight) {
+    const PrehashedKey k{key, hash_key(key)};
+    shard(k).set(k, std::move(value), key.size() + weight);
   }
   void erase(std::string_view key) {
-    auto& s = shard(key);
-    std::lock_guard lk(s.mutex);
-    auto it = s.map.find(key);
-    if (it != s.map.end()) s.map.erase(it);
+    const PrehashedKey k{key, hash_key(key)};
+    shard(k).erase(k);
   }
+  void clear() {
+    for (std::size_t i = 0; i < count_; ++i) shards_[i].s.clear();
+  }
+  [[nodiscard]] Usage usage() const {
+    Usage u;
+    for (std::size_t i = 0; i < count_; ++i) {
+      const Usage s = shards_[i].s.usage();
+      u.entries += s.entries;
+      u.bytes += s.bytes;
+    }
+    return u;
+  }
+  [[nodiscard]] std::size_t evictions() const {
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < count_; ++i) n += shards_[i].s.evictions();
+    return n;
+  }
+  [[nodiscard]] std::size_t shard_count() const noexcept { return count_; }
 
  private:
-  struct Shard {
-    std::mutex mutex;
-    std::unordered_map<std::string, V, StringHash, std::equal_to<>> map;
+  struct alignas(64) Shard {
+    mutable EvictingShard<V> s;
   };
-  Shard& shard(std::string_view key) { return shards_[StringHash{}(key) & mask_]; }
-  std::vector<Shard> shards_;
-  std::size_t mask_ = 0;
+  /// Shard i's part of `total` (0 = unbounded); the parts add up to `total` exactly.
+  [[nodiscard]] std::size_t share(std::size_t total, std::size_t i) const noexcept {
+    if (total == 0) return kUnbounded;
+    return total / count_ + (i < total % count_ ? 1 : 0);
+  }
+  EvictingShard<V>& shard(const PrehashedKey& k) noexcept {
+    return shards_[(mix64(k.hash) >> 32) & (count_ - 1)].s;
+  }
+
+  std::size_t count_;
+  std::unique_ptr<Shard[]> shards_;
 };
 
+inline const nlohmann::json* memory_option(const nlohmann::json& a, const char* name) {
+  auto it = a.find(name);
+  return it == a.end() ? nullptr : &*it;
+}
+
+inline std::size_t memory_size_option(const nlohmann::json& v, const char* name, bool positive) {
+  const bool ok = v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0);
+  if (!ok || (positive && v.get<std::uint64_t>() == 0)) {
+    throw_error<ValidationError>(std::string("memory backend option '") + name + "' must be a " +
+                                 (positive ? "positive" : "non-negative") + " integer, got " +
+                                 v.dump());
+  }
+  return static_cast<std::size_t>(v.get<std::uint64_t>());
+}
+
+/// Parses the backend arguments (never modifies them). @throws ValidationError naming the option.
 inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
   MemoryOptions o;
-  if (a.contains("shards")) {
-    if (!a["shards"].is_number_unsigned() || a["shards"].get<std::size_t>() == 0) {
-      throw ValidationError("memory backend option 'shards' must be a positive integer");
-    }
-    o.shards = a["shards"].get<std::size_t>();
+  if (a.is_null()) return o;
+  if (!a.is_object()) {
+    throw_error<ValidationError>("memory backend arguments must be a JSON object, got " + a.dump());
   }
+  for (const auto& [name, value] : a.items()) {
+    if (name != "shards" && name != "max_entries" && name != "max_bytes" && name != "eviction") {
+      throw_error<ValidationError>("memory backend: unknown option '" + name +
+                                   "' (known: shards, max_entries, max_bytes, eviction)");
+    }
+  }
+  if (const auto* v = memory_option(a, "shards")) o.shards = memory_size_option(*v, "shards", true);
+  if (const auto* v = memory_option(a, "max_entries")) {
+    o.max_entries = memory_size_option(*v, "max_entries", false);
+  }
+  if (const auto* v = memory_option(a, "max_bytes")) {
+    o.max_bytes = memory_size_option(*v, "max_bytes", false);
+  }
+  if (const auto* v = memory_option(a, "eviction")) {
+    if (v->is_string() && v->get_ref<const std::string&>() == "tiny_lfu") {
+      o.eviction = MemoryEviction::tiny_lfu;
+    } else if (v->is_string() && v->get_ref<const std::string&>() == "lru") {
+      o.eviction = MemoryEviction::lru;
+    } else {
+      throw_error<ValidationError>(
+          "memory backend option 'eviction' must be \"tiny_lfu\" or \"lru\", got " + v->dump());
+    }
+  }
+  validate_memory_options(o);
   return o;
 }
 }  // namespace detail
 
-/// The `memory` backend: live objects in a sharded map. Thread-safe.
+/// The `memory` backend: live objects in a sharded map; a hit copies one `shared_ptr`.
+/// Thread-safe: one mutex per shard, held only for the map lookup and the policy update.
 class MemoryBackend final : public CacheBackend {
  public:
-  explicit MemoryBackend(MemoryOptions opts = {}) : map_(opts.shards) {}
-  /// Arguments: `shards` (positive integer). @throws ValidationError.
+  /// @throws ValidationError if an option is out of range.
+  explicit MemoryBackend(MemoryOptions opts = {}) : opts_(opts), map_(opts) {}
+  /// Arguments (JSON object, not modified): `shards` (positive integer), `max_entries`,
+  /// `max_bytes` (non-negative integers, 0 = unbounded), `eviction` ("tiny_lfu" | "lru").
+  /// @throws ValidationError naming the bad or unknown option.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
     return std::make_shared<MemoryBackend>(detail::memory_options_from_json(a));
   }
+
+  /// The options this backend was built with.
+  [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
+  /// Entries currently stored. Thread-safe (locks each shard in turn: a snapshot, not atomic).
+  [[nodiscard]] std::size_t size() const { return map_.usage().entries; }
+  /// Current total weight (see the file comment). Thread-safe.
+  [[nodiscard]] std::size_t bytes() const { return map_.usage().bytes; }
+  /// Entries dropped by the eviction policy so far (not erases, not replacements). Thread-safe.
+  [[nodiscard]] std::size_t evictions() const { return map_.evictions(); }
+  /// Number of shards in use (see `MemoryOptions::shards`).
+  [[nodiscard]] std::size_t shard_count() const noexcept { return map_.shard_count(); }
+  /// Removes every entry. Thread-safe.
+  void clear() { map_.clear(); }
 
  protected:
   // Byte access stores the bytes as a std::string object, so proxies and raw tests work.
@@ -102,33 +209,58 @@ class MemoryBackend final : public CacheBackend {
     return *static_cast<const std::string*>(o->payload.get());
   }
   void do_set(std::string_view key, std::string_view value) override {
-    map_.set(key, StoredObject{std::make_shared<const std::string>(value), typeid(std::string), {}, value.size()});
+    map_.set(key,
+             StoredObject{
+                 std::make_shared<const std::string>(value), typeid(std::string), {}, value.size()},
+             value.size());
   }
   void do_erase(std::string_view key) override { map_.erase(key); }
   [[nodiscard]] bool do_stores_objects() const override { return true; }
   std::optional<StoredObject> do_get_object(std::string_view key) override { return map_.get(key); }
-  void do_set_object(std::string_view key, StoredObject obj) override { map_.set(key, std::move(obj)); }
+  void do_set_object(std::string_view key, StoredObject obj) override {
+    const std::size_t w = obj.size_hint;
+    map_.set(key, std::move(obj), w);
+  }
 
  private:
-  detail::ShardedMap<StoredObject> map_;
+  MemoryOptions opts_;
+  detail::ShardedStore<StoredObject> map_;
 };
 
-/// The `memory_serialized` backend: envelope bytes in a sharded map. Thread-safe.
+/// The `memory_serialized` backend: envelope bytes in a sharded map (a get copies them out).
+/// Thread-safe, same structure and options as `MemoryBackend`.
 class MemorySerializedBackend final : public CacheBackend {
  public:
-  explicit MemorySerializedBackend(MemoryOptions opts = {}) : map_(opts.shards) {}
-  /// Arguments: `shards` (positive integer). @throws ValidationError.
+  /// @throws ValidationError if an option is out of range.
+  explicit MemorySerializedBackend(MemoryOptions opts = {}) : opts_(opts), map_(opts) {}
+  /// Same arguments as `MemoryBackend::from_arguments`. @throws ValidationError.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
     return std::make_shared<MemorySerializedBackend>(detail::memory_options_from_json(a));
   }
 
+  /// The options this backend was built with.
+  [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
+  /// Entries currently stored. Thread-safe.
+  [[nodiscard]] std::size_t size() const { return map_.usage().entries; }
+  /// Current total weight (key + value bytes). Thread-safe.
+  [[nodiscard]] std::size_t bytes() const { return map_.usage().bytes; }
+  /// Entries dropped by the eviction policy so far. Thread-safe.
+  [[nodiscard]] std::size_t evictions() const { return map_.evictions(); }
+  /// Number of shards in use.
+  [[nodiscard]] std::size_t shard_count() const noexcept { return map_.shard_count(); }
+  /// Removes every entry. Thread-safe.
+  void clear() { map_.clear(); }
+
  protected:
   std::optional<std::string> do_get(std::string_view key) override { return map_.get(key); }
-  void do_set(std::string_view key, std::string_view value) override { map_.set(key, std::string(value)); }
+  void do_set(std::string_view key, std::string_view value) override {
+    map_.set(key, std::string(value), value.size());
+  }
   void do_erase(std::string_view key) override { map_.erase(key); }
 
  private:
-  detail::ShardedMap<std::string> map_;
+  MemoryOptions opts_;
+  detail::ShardedStore<std::string> map_;
 };
 
 }  // namespace dogpile

@@ -1,0 +1,382 @@
+// The in-process backends: bounds, eviction order (LRU and W-TinyLFU), thread safety,
+// argument validation.
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dogpile/backends/memory.hpp"
+#include "dogpile/registry.hpp"
+
+using dogpile::MemoryBackend;
+using dogpile::MemoryEviction;
+using dogpile::MemoryOptions;
+using dogpile::MemorySerializedBackend;
+using dogpile::StoredObject;
+
+namespace {
+
+StoredObject object_of(int v, std::size_t size_hint = 0) {
+  return StoredObject{std::make_shared<const int>(v), typeid(int), {}, size_hint};
+}
+
+int int_of(const std::optional<StoredObject>& o) {
+  REQUIRE(o.has_value());
+  REQUIRE(o->type == typeid(int));
+  return *static_cast<const int*>(o->payload.get());
+}
+
+std::string key(int i) { return "k" + std::to_string(i); }
+
+}  // namespace
+
+TEST_CASE("unbounded memory backend stores objects and bytes", "[memory]") {
+  MemoryBackend b;
+  CHECK(b.stores_objects());
+  CHECK_FALSE(b.get_object("a").has_value());
+  b.set_object("a", object_of(1));
+  CHECK(int_of(b.get_object("a")) == 1);
+  b.set_object("a", object_of(2));
+  CHECK(int_of(b.get_object("a")) == 2);
+  b.set("bytes", "xyz");
+  CHECK(b.get("bytes") == std::optional<std::string>("xyz"));
+  CHECK_FALSE(b.get("a").has_value());  // an int object is not bytes
+  CHECK(b.size() == 2);
+  b.erase("a");
+  b.erase("a");  // idempotent
+  CHECK_FALSE(b.get_object("a").has_value());
+  CHECK(b.size() == 1);
+  b.clear();
+  CHECK(b.size() == 0);
+  CHECK(b.evictions() == 0);
+}
+
+TEST_CASE("a hit returns the same live object", "[memory]") {
+  MemoryBackend b;
+  auto p = std::make_shared<const int>(42);
+  b.set_object("k", StoredObject{p, typeid(int), {}, 4});
+  auto o = b.get_object("k");
+  REQUIRE(o);
+  CHECK(o->payload.get() == p.get());
+}
+
+TEST_CASE("max_entries is never exceeded and is reached", "[memory][bounds]") {
+  for (auto policy : {MemoryEviction::tiny_lfu, MemoryEviction::lru}) {
+    MemoryBackend b(MemoryOptions{.shards = 4, .max_entries = 100, .eviction = policy});
+    CHECK(b.shard_count() == 4);
+    for (int i = 0; i < 5000; ++i) {
+      b.set_object(key(i), object_of(i));
+      if (i % 7 == 0) (void)b.get_object(key(i / 2));
+      REQUIRE(b.size() <= 100);
+    }
+    CHECK(b.size() == 100);  // every shard filled its 25 slots
+    CHECK(b.evictions() == 5000 - 100);
+  }
+}
+
+TEST_CASE("a small max_entries lowers the shard count", "[memory][bounds]") {
+  MemoryBackend b(MemoryOptions{.shards = 64, .max_entries = 40});
+  CHECK(b.shard_count() == 2);
+  MemoryBackend one(MemoryOptions{.shards = 64, .max_entries = 5});
+  CHECK(one.shard_count() == 1);
+}
+
+TEST_CASE("max_bytes is never exceeded and counts key + value", "[memory][bounds]") {
+  for (auto policy : {MemoryEviction::tiny_lfu, MemoryEviction::lru}) {
+    MemorySerializedBackend b(MemoryOptions{.max_bytes = 1000, .eviction = policy});
+    CHECK(b.shard_count() == 1);
+    b.set("ab", std::string(10, 'x'));
+    CHECK(b.bytes() == 12);
+    b.set("ab", std::string(30, 'x'));  // replacing adjusts the weight
+    CHECK(b.bytes() == 32);
+    CHECK(b.size() == 1);
+    std::mt19937 rng(7);
+    for (int i = 0; i < 3000; ++i) {
+      b.set(key(i), std::string(rng() % 200, 'v'));
+      REQUIRE(b.bytes() <= 1000);
+    }
+    // The weight is exactly the sum over the entries present.
+    std::size_t sum = 0, n = 0;
+    for (int i = 0; i < 3000; ++i) {
+      if (auto v = b.get(key(i))) {
+        sum += key(i).size() + v->size();
+        ++n;
+      }
+    }
+    if (auto v = b.get("ab")) {
+      sum += 2 + v->size();
+      ++n;
+    }
+    CHECK(n == b.size());
+    CHECK(sum == b.bytes());
+    CHECK(b.bytes() > 500);
+  }
+}
+
+TEST_CASE("object weight is key length + size_hint", "[memory][bounds]") {
+  MemoryBackend b(MemoryOptions{.max_bytes = 100, .eviction = MemoryEviction::lru});
+  b.set_object("a", object_of(1, 49));  // 50
+  b.set_object("b", object_of(2, 49));  // 100: full
+  CHECK(b.size() == 2);
+  CHECK(b.bytes() == 100);
+  b.set_object("c", object_of(3, 9));  // 10 more: "a" (LRU) goes
+  CHECK_FALSE(b.get_object("a"));
+  CHECK(int_of(b.get_object("b")) == 2);
+  CHECK(b.bytes() == 60);
+}
+
+TEST_CASE("an entry heavier than the bound is not stored and drops the old value",
+          "[memory][bounds]") {
+  MemorySerializedBackend b(MemoryOptions{.max_bytes = 100});
+  b.set("k", "small");
+  b.set("other", "value");
+  b.set("k", std::string(200, 'x'));
+  CHECK_FALSE(b.get("k"));
+  CHECK(b.get("other") == std::optional<std::string>("value"));
+  CHECK(b.size() == 1);
+  CHECK(b.evictions() == 0);
+}
+
+TEST_CASE("lru policy evicts the least recently used entry", "[memory][lru]") {
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 3, .eviction = MemoryEviction::lru});
+  b.set_object("a", object_of(1));
+  b.set_object("b", object_of(2));
+  b.set_object("c", object_of(3));
+  CHECK(int_of(b.get_object("a")) == 1);  // order now b, c, a
+  b.set_object("d", object_of(4));        // evicts b
+  CHECK_FALSE(b.get_object("b"));
+  CHECK(b.evictions() == 1);
+  b.set_object("c", object_of(33));  // an update is a use: order a, d, c
+  b.set_object("e", object_of(5));   // evicts a
+  CHECK_FALSE(b.get_object("a"));
+  CHECK(int_of(b.get_object("c")) == 33);
+  CHECK(int_of(b.get_object("d")) == 4);
+  CHECK(int_of(b.get_object("e")) == 5);
+  CHECK(b.size() == 3);
+  // A miss does not count as a use, and erase frees a slot without an eviction.
+  b.erase("d");
+  b.set_object("f", object_of(6));
+  CHECK(b.evictions() == 2);
+  CHECK(b.size() == 3);
+}
+
+TEST_CASE("lru policy: a scan larger than the cache flushes the hot set", "[memory][lru]") {
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 100, .eviction = MemoryEviction::lru});
+  for (int round = 0; round < 5; ++round) {
+    for (int i = 0; i < 50; ++i) b.set_object(key(i), object_of(i));
+  }
+  for (int i = 1000; i < 1200; ++i) b.set_object(key(i), object_of(i));
+  int hot_left = 0;
+  for (int i = 0; i < 50; ++i) hot_left += b.get_object(key(i)).has_value() ? 1 : 0;
+  CHECK(hot_left == 0);
+}
+
+TEST_CASE("tiny_lfu keeps a frequently used set through a long scan", "[memory][tinylfu]") {
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 100});
+  for (int round = 0; round < 8; ++round) {
+    for (int i = 0; i < 50; ++i) {
+      if (!b.get_object(key(i))) b.set_object(key(i), object_of(i));
+    }
+  }
+  // 20,000 one-time keys, with the hot set still being read now and then.
+  for (int i = 1000; i < 21000; ++i) {
+    if (!b.get_object(key(i))) b.set_object(key(i), object_of(i));
+    if (i % 500 == 0) {
+      for (int h = 0; h < 50; ++h) (void)b.get_object(key(h));
+    }
+  }
+  int hot_left = 0;
+  for (int i = 0; i < 50; ++i) hot_left += b.get_object(key(i)).has_value() ? 1 : 0;
+  CHECK(hot_left == 50);
+  CHECK(b.size() == 100);
+  CHECK(b.evictions() == 50 + 20000 - 100);
+}
+
+TEST_CASE("tiny_lfu admits a newly popular key", "[memory][tinylfu]") {
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 100});
+  for (int i = 0; i < 100; ++i) b.set_object(key(i), object_of(i));
+  // "new" is asked for (and missed) again and again: its frequency grows until it is admitted.
+  bool admitted = false;
+  for (int attempt = 0; attempt < 20 && !admitted; ++attempt) {
+    if (b.get_object("new")) {
+      admitted = true;
+    } else {
+      b.set_object("new", object_of(-1));
+      for (int i = 200 + attempt * 3; i < 203 + attempt * 3; ++i)
+        b.set_object(key(i), object_of(i));
+    }
+  }
+  CHECK(admitted);
+  CHECK(b.size() == 100);
+}
+
+TEST_CASE("with one window slot, a one-hit wonder does not displace a used entry",
+          "[memory][tinylfu]") {
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 10});
+  for (int i = 0; i < 10; ++i) b.set_object(key(i), object_of(i));
+  for (int r = 0; r < 3; ++r) {
+    for (int i = 0; i < 10; ++i) (void)b.get_object(key(i));
+  }
+  for (int i = 100; i < 200; ++i) b.set_object(key(i), object_of(i));
+  // The window holds 1 entry: the used keys in the main region win every contest against the
+  // one-time keys; only the one that was still in the window (a tie against a main victim) may go.
+  int kept = 0;
+  for (int i = 0; i < 10; ++i) kept += b.get_object(key(i)).has_value() ? 1 : 0;
+  CHECK(kept >= 9);
+  CHECK(b.size() == 10);
+}
+
+TEST_CASE("evicted values are destroyed outside the shard lock", "[memory]") {
+  auto b = std::make_shared<MemoryBackend>(
+      MemoryOptions{.shards = 1, .max_entries = 2, .eviction = MemoryEviction::lru});
+  std::atomic<int> reentered{0};
+  auto reentrant = [&](int v) {
+    // The deleter reads the cache: it would deadlock if run under the shard mutex.
+    std::shared_ptr<const int> p(
+        new int(v), [b_weak = std::weak_ptr<MemoryBackend>(b), &reentered](const int* x) {
+          if (auto bb = b_weak.lock()) {
+            (void)bb->get_object("probe");
+            ++reentered;
+          }
+          delete x;
+        });
+    return StoredObject{p, typeid(int), {}, 0};
+  };
+  b->set_object("a", reentrant(1));
+  b->set_object("b", reentrant(2));
+  b->set_object("c", object_of(3));  // evicts a
+  b->set_object("b", object_of(4));  // replaces b
+  CHECK(reentered == 2);
+  b->set_object("d", reentrant(5));
+  b->erase("d");
+  CHECK(reentered == 3);
+}
+
+TEST_CASE("many threads hammering a bounded backend", "[memory][threads]") {
+  struct Case {
+    MemoryEviction policy;
+    std::size_t max_entries;
+  };
+  for (auto c : {Case{MemoryEviction::tiny_lfu, 64}, Case{MemoryEviction::lru, 64},
+                 Case{MemoryEviction::tiny_lfu, 0}}) {
+    MemoryBackend objects(
+        MemoryOptions{.shards = 4, .max_entries = c.max_entries, .eviction = c.policy});
+    MemorySerializedBackend bytes(
+        MemoryOptions{.shards = 4, .max_entries = c.max_entries, .eviction = c.policy});
+    std::atomic<bool> bad{false};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937 rng(static_cast<unsigned>(t + 1));
+        for (int n = 0; n < 20000; ++n) {
+          const int k = static_cast<int>(rng() % 300);
+          const auto op = rng() % 10;
+          if (op < 6) {
+            if (auto o = objects.get_object(key(k))) {
+              if (o->type != typeid(int) || *static_cast<const int*>(o->payload.get()) != k)
+                bad = true;
+            }
+            if (auto v = bytes.get(key(k))) {
+              if (*v != "v" + key(k)) bad = true;
+            }
+          } else if (op < 9) {
+            objects.set_object(key(k), object_of(k, 8));
+            bytes.set(key(k), "v" + key(k));
+          } else {
+            objects.erase(key(k));
+            bytes.erase(key(k));
+          }
+          if (n % 1000 == 0) {
+            if (c.max_entries != 0 &&
+                (objects.size() > c.max_entries || bytes.size() > c.max_entries)) {
+              bad = true;
+            }
+            (void)objects.evictions();
+          }
+          if (t == 3 && n == 10000) objects.clear();
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    CHECK_FALSE(bad);
+    if (c.max_entries != 0) {
+      CHECK(objects.size() <= c.max_entries);
+      CHECK(bytes.size() <= c.max_entries);
+      CHECK(bytes.evictions() > 0);
+    } else {
+      CHECK(objects.evictions() == 0);
+    }
+  }
+}
+
+TEST_CASE("arguments: parsed, validated, never modified", "[memory][arguments]") {
+  const nlohmann::json args = {
+      {"shards", 8}, {"max_entries", 1000}, {"max_bytes", 1 << 20}, {"eviction", "lru"}};
+  const nlohmann::json copy = args;
+  auto backend = dogpile::make_backend("memory", args);
+  CHECK(args == copy);
+  auto* m = dynamic_cast<MemoryBackend*>(backend.get());
+  REQUIRE(m != nullptr);
+  CHECK(m->options().shards == 8);
+  CHECK(m->options().max_entries == 1000);
+  CHECK(m->options().max_bytes == (1u << 20));
+  CHECK(m->options().eviction == MemoryEviction::lru);
+
+  auto ser = dogpile::make_backend(
+      "memory_serialized", nlohmann::json::parse(R"({"eviction":"tiny_lfu","max_entries":5})"));
+  auto* s = dynamic_cast<MemorySerializedBackend*>(ser.get());
+  REQUIRE(s != nullptr);
+  CHECK(s->options().eviction == MemoryEviction::tiny_lfu);
+  CHECK(s->options().max_entries == 5);
+
+  auto defaults = MemoryBackend::from_arguments(nlohmann::json::object());
+  CHECK(dynamic_cast<MemoryBackend&>(*defaults).options().max_entries == 0);
+  auto from_null = MemoryBackend::from_arguments(nlohmann::json());
+  CHECK(dynamic_cast<MemoryBackend&>(*from_null).options().shards == 16);
+}
+
+TEST_CASE("bad arguments throw ValidationError naming the option", "[memory][arguments]") {
+  struct Bad {
+    const char* json;
+    const char* names;
+  };
+  const Bad cases[] = {
+      {R"({"shards": 0})", "'shards'"},
+      {R"({"shards": -2})", "'shards'"},
+      {R"({"shards": "4"})", "'shards'"},
+      {R"({"shards": 1.5})", "'shards'"},
+      {R"({"shards": true})", "'shards'"},
+      {R"({"shards": 100000})", "'shards'"},
+      {R"({"max_entries": -1})", "'max_entries'"},
+      {R"({"max_entries": "x"})", "'max_entries'"},
+      {R"({"max_bytes": 2.5})", "'max_bytes'"},
+      {R"({"max_bytes": null})", "'max_bytes'"},
+      {R"({"eviction": "lfu"})", "'eviction'"},
+      {R"({"eviction": 1})", "'eviction'"},
+      {R"({"max_entires": 10})", "'max_entires'"},
+  };
+  for (const auto& c : cases) {
+    const auto args = nlohmann::json::parse(c.json);
+    const auto copy = args;
+    INFO(c.json);
+    for (const char* name : {"memory", "memory_serialized"}) {
+      std::string message;
+      try {
+        (void)dogpile::make_backend(name, args);
+      } catch (const dogpile::ValidationError& e) {
+        message = e.what();
+      }
+      CHECK_THAT(message, Catch::Matchers::Contains(c.names));
+    }
+    CHECK_THROWS_AS(MemoryBackend::from_arguments(args), dogpile::ValidationError);
+    CHECK(args == copy);
+  }
+  CHECK_THROWS_AS(MemoryBackend::from_arguments(nlohmann::json::array()), dogpile::ValidationError);
+  CHECK_THROWS_AS(MemoryBackend(MemoryOptions{.shards = 0}), dogpile::ValidationError);
+  CHECK_THROWS_AS(MemorySerializedBackend(MemoryOptions{.shards = 1u << 20}),
+                  dogpile::ValidationError);
+}
