@@ -23,10 +23,10 @@ namespace dogpile {
 
 /// A live C++ object kept by an in-process backend (`memory`): no serialization on a hit.
 struct StoredObject {
-  std::shared_ptr<const void> payload;      ///< points to a `const T`
-  std::type_index type = typeid(void);      ///< `typeid(T)`
-  Metadata meta;                            ///< creation time etc.
-  std::size_t size_hint = 0;                ///< approximate bytes, for `max_bytes` bounds
+  std::shared_ptr<const void> payload;  ///< points to a `const T`
+  std::type_index type = typeid(void);  ///< `typeid(T)`
+  Metadata meta;                        ///< creation time etc.
+  std::size_t size_hint = 0;            ///< approximate bytes, for `max_bytes` bounds
 };
 
 /// One key/value pair of bytes for `set_multi`.
@@ -106,7 +106,8 @@ class CacheBackend {
   virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
     detail::throw_error<BackendError>("this backend does not store objects");
   }
-  virtual std::vector<std::optional<StoredObject>> do_get_objects(std::span<const std::string> keys) {
+  virtual std::vector<std::optional<StoredObject>> do_get_objects(
+      std::span<const std::string> keys) {
     std::vector<std::optional<StoredObject>> out;
     out.reserve(keys.size());
     for (const auto& k : keys) out.push_back(do_get_object(k));
@@ -150,7 +151,8 @@ class ProxyBackend : public CacheBackend {
   std::optional<StoredObject> do_get_object(std::string_view key) override {
     return proxied_->get_object(key);
   }
-  std::vector<std::optional<StoredObject>> do_get_objects(std::span<const std::string> keys) override {
+  std::vector<std::optional<StoredObject>> do_get_objects(
+      std::span<const std::string> keys) override {
     return proxied_->get_objects(keys);
   }
   void do_set_object(std::string_view key, StoredObject obj) override {

@@ -28,8 +28,8 @@ inline double to_unix_seconds(TimePoint t) {
 
 /// The inverse of `to_unix_seconds` (microsecond resolution).
 inline TimePoint from_unix_seconds(double s) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(
-      std::chrono::duration<double>(s)));
+  return TimePoint(
+      std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(s)));
 }
 
 /// A clock for tests: time stands still until `advance` or `set` moves it. Copies share state,

@@ -40,7 +40,7 @@ enum class EnvelopeFormat : std::uint8_t {
 
 /// How a region serializes values for a byte backend. Plain aggregate.
 struct CodecOptions {
-  Format format = Format::json;                     ///< payload encoding
+  Format format = Format::json;                       ///< payload encoding
   EnvelopeFormat envelope = EnvelopeFormat::dogpile;  ///< metadata layout
   std::size_t compress_threshold = 0;  ///< zlib-compress payloads at least this long; 0 = never
   int compress_level = 6;              ///< zlib level 1..9
@@ -133,7 +133,8 @@ inline void put_u64(std::string& out, std::uint64_t v) {
 }
 inline std::uint64_t get_u64(std::string_view in) {
   std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
   return v;
 }
 }  // namespace detail
@@ -185,20 +186,24 @@ inline Unpacked unpack_envelope(std::string_view bytes) {
   Unpacked u;
   bool zipped = false;
   std::string_view payload;
-  if (bytes.size() >= 2 && bytes[0] == detail::kCompactMagic0 && bytes[1] == detail::kCompactMagic1) {
+  if (bytes.size() >= 2 && bytes[0] == detail::kCompactMagic0 &&
+      bytes[1] == detail::kCompactMagic1) {
     if (bytes.size() < 20) detail::throw_error<CantDeserialize>("truncated compact envelope");
     u.meta.v = static_cast<unsigned char>(bytes[2]);
     zipped = (static_cast<unsigned char>(bytes[3]) & detail::kFlagZlib) != 0;
-    u.meta.ct = static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(4)))) / 1e6;
-    u.meta.delta = static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(12)))) / 1e6;
+    u.meta.ct =
+        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(4)))) / 1e6;
+    u.meta.delta =
+        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(12)))) / 1e6;
     payload = bytes.substr(20);
   } else {
     auto bar = bytes.find('|');
     if (bar == std::string_view::npos) {
       detail::throw_error<CantDeserialize>("envelope has no '|' separator");
     }
-    nlohmann::json meta = nlohmann::json::parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
-                                                nullptr, /*allow_exceptions=*/false);
+    nlohmann::json meta =
+        nlohmann::json::parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
+                              nullptr, /*allow_exceptions=*/false);
     if (!meta.is_object() || !meta.contains("ct") || !meta["ct"].is_number()) {
       detail::throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
     }

@@ -368,9 +368,31 @@ inline std::string join_key(std::string_view ns, std::span<const std::string> pa
   return out;
 }
 
+/// A region's or decorator's key generator: builds the key of a decorated call from its
+/// namespace and its arguments, each already converted with `to_key_string`
+/// (`RegionOptions::function_key_generator`, `DecoratorOptions::key_generator`).
+using FunctionKeyGenerator =
+    std::function<std::string(std::string_view ns, const std::vector<std::string>& args)>;
+/// The multi-key form: one key per argument.
+using FunctionMultiKeyGenerator = std::function<std::vector<std::string>(
+    std::string_view ns, const std::vector<std::string>& args)>;
+
+/// The default `FunctionKeyGenerator`: `ns + "|" + args joined by " "`.
+inline std::string default_key_generator(std::string_view ns, const std::vector<std::string>& args) {
+  return join_key(ns, args);
+}
+/// The default `FunctionMultiKeyGenerator`: `ns + "|" + arg` for each argument.
+inline std::vector<std::string> default_multi_key_generator(std::string_view ns,
+                                                            const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  out.reserve(args.size());
+  for (const auto& a : args) out.push_back(join_key(ns, std::span<const std::string>(&a, 1)));
+  return out;
+}
+
 /// The default function key generator bound to a namespace: calling it with the function's
 /// arguments returns `make_key(ns, args...)`. Copyable; thread-safe.
-struct FunctionKeyGenerator {
+struct BoundKeyGenerator {
   std::string ns;  ///< the namespace, e.g. "app.get_user"
 
   /// The key for these arguments.
@@ -382,7 +404,7 @@ struct FunctionKeyGenerator {
 
 /// The default multi-key generator bound to a namespace: one key per argument
 /// (`make_keys(ns, args...)`). Copyable; thread-safe.
-struct FunctionMultiKeyGenerator {
+struct BoundMultiKeyGenerator {
   std::string ns;  ///< the namespace, e.g. "app.get_users"
 
   /// One key per argument, in order.
@@ -394,13 +416,13 @@ struct FunctionMultiKeyGenerator {
 
 /// dogpile.cache's `function_key_generator(namespace, fn)`: a generator whose keys are
 /// `ns + "|" + args joined by " "`.
-inline FunctionKeyGenerator function_key_generator(std::string_view ns) {
-  return FunctionKeyGenerator{std::string(ns)};
+inline BoundKeyGenerator function_key_generator(std::string_view ns) {
+  return BoundKeyGenerator{std::string(ns)};
 }
 
 /// dogpile.cache's `function_multi_key_generator`: one key `ns + "|" + arg` per argument.
-inline FunctionMultiKeyGenerator function_multi_key_generator(std::string_view ns) {
-  return FunctionMultiKeyGenerator{std::string(ns)};
+inline BoundMultiKeyGenerator function_multi_key_generator(std::string_view ns) {
+  return BoundMultiKeyGenerator{std::string(ns)};
 }
 
 /// The SHA-1 hex digest of `key` (40 lowercase hex characters), equal to Python's

@@ -87,8 +87,9 @@ struct LockOptions {
   std::optional<std::chrono::milliseconds> expiration;  ///< nullopt: values never expire
   StalePolicy stale_policy{};                           ///< see `StalePolicy`
   std::optional<EarlyRefresh> early_refresh;            ///< XFetch; off when empty
-  std::optional<std::chrono::milliseconds> lock_timeout;  ///< limit on a blocking wait; none = forever
-  Clock clock;                                          ///< "now"; system clock when empty
+  std::optional<std::chrono::milliseconds>
+      lock_timeout;  ///< limit on a blocking wait; none = forever
+  Clock clock;       ///< "now"; system clock when empty
   /// Called for every event (with the wait duration for `waited`); may be empty.
   std::function<void(LockEvent, std::chrono::nanoseconds)> observer;
 };
@@ -128,7 +129,8 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
     if (!o.early_refresh || o.early_refresh->beta <= 0 || !o.expiration) return false;
     const double delta = c.delta.count() > 0 ? c.delta.count() : 0.001;
     const double early = -delta * o.early_refresh->beta * std::log(uniform_open01());
-    return t + std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(early)) >=
+    return t + std::chrono::duration_cast<TimePoint::duration>(
+                   std::chrono::duration<double>(early)) >=
            c.created + *o.expiration;
   };
   // Acquires blocking (honouring lock_timeout); throws TimeoutError when the wait gives up.
@@ -222,19 +224,21 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
 template <class T>
 class Lock {
  public:
-  using ValueFn = std::function<std::optional<Cached<T>>()>;  ///< nullopt or NeedRegeneration = no value
-  using Creator = std::function<Cached<T>()>;                 ///< creates and stores
-  using AsyncCreator = std::function<void(MutexHandle)>;      ///< owns the mutex from then on
+  using ValueFn =
+      std::function<std::optional<Cached<T>>()>;  ///< nullopt or NeedRegeneration = no value
+  using Creator = std::function<Cached<T>()>;     ///< creates and stores
+  using AsyncCreator = std::function<void(MutexHandle)>;  ///< owns the mutex from then on
 
-  Lock(std::shared_ptr<CacheMutex> mutex, Creator creator, ValueFn value_fn, LockOptions options = {},
-       AsyncCreator async_creator = {})
+  Lock(std::shared_ptr<CacheMutex> mutex, Creator creator, ValueFn value_fn,
+       LockOptions options = {}, AsyncCreator async_creator = {})
       : mutex_(std::move(mutex)),
         creator_(std::move(creator)),
         value_fn_(std::move(value_fn)),
         options_(std::move(options)),
         async_(std::move(async_creator)) {
     if (!mutex_ || !creator_ || !value_fn_) {
-      detail::throw_error<ValidationError>("dogpile::Lock needs a mutex, a creator and a value function");
+      detail::throw_error<ValidationError>(
+          "dogpile::Lock needs a mutex, a creator and a value function");
     }
   }
 

@@ -23,13 +23,16 @@ namespace dogpile {
 
 /// Builds a backend from its `arguments` (a JSON object). Throws `ValidationError` on bad
 /// arguments; must not keep a reference to `arguments`.
-using BackendFactory = std::function<std::shared_ptr<CacheBackend>(const nlohmann::json& arguments)>;
+using BackendFactory =
+    std::function<std::shared_ptr<CacheBackend>(const nlohmann::json& arguments)>;
 
 namespace detail {
 /// Components that are compiled libraries say so, so a missing one gets a helpful message.
 inline const char* component_of(std::string_view name) {
-  if (name == "disk" || name == "fanout") return "dogpile::disk (include <dogpile/backends/disk.hpp>)";
-  if (name == "redis" || name == "redis_sentinel" || name == "redis_cluster") return "dogpile::redis";
+  if (name == "disk" || name == "fanout")
+    return "dogpile::disk (include <dogpile/backends/disk.hpp>)";
+  if (name == "redis" || name == "redis_sentinel" || name == "redis_cluster")
+    return "dogpile::redis";
   if (name == "memcached") return "dogpile::memcached";
   if (name == "dbm") return "dogpile::dbm";
   return nullptr;
@@ -74,8 +77,8 @@ inline bool is_backend_registered(std::string_view name) {
 
 /// Creates the backend registered under `name` with `arguments`.
 /// @throws PluginNotFound for an unknown name; ValidationError for bad arguments.
-inline std::shared_ptr<CacheBackend> make_backend(std::string_view name,
-                                                  const nlohmann::json& arguments = nlohmann::json::object()) {
+inline std::shared_ptr<CacheBackend> make_backend(
+    std::string_view name, const nlohmann::json& arguments = nlohmann::json::object()) {
   BackendFactory f;
   {
     auto& r = detail::Registry::instance();

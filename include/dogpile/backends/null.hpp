@@ -27,7 +27,9 @@ class NullBackend final : public CacheBackend {
     return std::make_shared<NullMutex>();
   }
   [[nodiscard]] bool do_stores_objects() const override { return true; }
-  std::optional<StoredObject> do_get_object(std::string_view /*key*/) override { return std::nullopt; }
+  std::optional<StoredObject> do_get_object(std::string_view /*key*/) override {
+    return std::nullopt;
+  }
   void do_set_object(std::string_view /*key*/, StoredObject /*obj*/) override {}
 };
 

@@ -1,0 +1,143 @@
+#pragma once
+/// @file invalidation.hpp
+/// Region invalidation strategies. `invalidate()` marks every value created before "now" as
+/// invalid: hard (a miss; callers wait for one regeneration) or soft (expired; one caller
+/// regenerates, others get the stale value). dogpile's default is per process; the shared
+/// strategy stores the invalidation time in the backend so every process sees it.
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
+
+namespace dogpile {
+
+/// dogpile's RegionInvalidationStrategy: sees creation timestamps, never keys.
+/// Implementations must be thread-safe.
+class RegionInvalidationStrategy {
+ public:
+  virtual ~RegionInvalidationStrategy() = default;
+  /// Invalidates everything created before now.
+  virtual void invalidate(bool hard) = 0;
+  /// True if a value created at `created` is invalidated (hard or soft).
+  [[nodiscard]] virtual bool is_invalidated(TimePoint created) const = 0;
+  [[nodiscard]] virtual bool is_hard_invalidated(TimePoint created) const {
+    return was_hard_invalidated() && is_invalidated(created);
+  }
+  [[nodiscard]] virtual bool is_soft_invalidated(TimePoint created) const {
+    return was_soft_invalidated() && is_invalidated(created);
+  }
+  [[nodiscard]] virtual bool was_hard_invalidated() const = 0;
+  [[nodiscard]] virtual bool was_soft_invalidated() const = 0;
+};
+
+/// dogpile's DefaultInvalidationStrategy: one timestamp and one hard/soft flag, in this
+/// process's memory; a later call overwrites both. Lock-free reads.
+class DefaultInvalidationStrategy : public RegionInvalidationStrategy {
+ public:
+  explicit DefaultInvalidationStrategy(Clock clock = system_clock()) : clock_(std::move(clock)) {}
+  void invalidate(bool hard) override {
+    // Packed in one word so readers never see a timestamp with the other call's flag.
+    const auto t = clock_().time_since_epoch().count();
+    state_.store((t << 1) | (hard ? 1 : 0), std::memory_order_release);
+  }
+  [[nodiscard]] bool is_invalidated(TimePoint created) const override {
+    const auto s = state_.load(std::memory_order_acquire);
+    return s != kNone && created.time_since_epoch().count() < (s >> 1);
+  }
+  [[nodiscard]] bool was_hard_invalidated() const override {
+    const auto s = state_.load(std::memory_order_acquire);
+    return s != kNone && (s & 1) != 0;
+  }
+  [[nodiscard]] bool was_soft_invalidated() const override {
+    const auto s = state_.load(std::memory_order_acquire);
+    return s != kNone && (s & 1) == 0;
+  }
+
+ private:
+  static constexpr TimePoint::rep kNone = -1;
+  Clock clock_;
+  std::atomic<TimePoint::rep> state_{kNone};
+};
+
+/// Invalidation that reaches every process sharing the backend: `invalidate()` writes
+/// `{"t": <unix seconds>, "hard": bool}` under `key`; readers refresh their copy at most once
+/// per `poll` interval. Thread-safe.
+class SharedInvalidationStrategy : public RegionInvalidationStrategy {
+ public:
+  SharedInvalidationStrategy(std::shared_ptr<CacheBackend> backend, std::string key,
+                             std::chrono::milliseconds poll, Clock clock)
+      : backend_(std::move(backend)), key_(std::move(key)), poll_(poll), clock_(std::move(clock)) {}
+
+  void invalidate(bool hard) override {
+    const auto now = clock_();
+    nlohmann::json j = {{"t", to_unix_seconds(now)}, {"hard", hard}};
+    backend_->set(key_, j.dump());
+    std::lock_guard lk(mutex_);
+    state_ = State{now, hard};
+    next_poll_ = now + poll_;
+  }
+  [[nodiscard]] bool is_invalidated(TimePoint created) const override {
+    auto s = current();
+    return s && created < s->at;
+  }
+  [[nodiscard]] bool was_hard_invalidated() const override {
+    auto s = current();
+    return s && s->hard;
+  }
+  [[nodiscard]] bool was_soft_invalidated() const override {
+    auto s = current();
+    return s && !s->hard;
+  }
+
+ private:
+  struct State {
+    TimePoint at;
+    bool hard;
+  };
+  std::optional<State> current() const {
+    const auto now = clock_();
+    std::lock_guard lk(mutex_);
+    if (now >= next_poll_) {
+      next_poll_ = now + poll_;
+      auto raw = backend_->get(key_);
+      if (raw) {
+        auto j = nlohmann::json::parse(*raw, nullptr, false);
+        if (j.is_object() && j.contains("t") && j["t"].is_number()) {
+          state_ = State{from_unix_seconds(j["t"].get<double>()), j.value("hard", true)};
+        }
+      }
+    }
+    return state_;
+  }
+  std::shared_ptr<CacheBackend> backend_;
+  std::string key_;
+  std::chrono::milliseconds poll_;
+  Clock clock_;
+  mutable std::mutex mutex_;
+  mutable std::optional<State> state_;
+  mutable TimePoint next_poll_{};
+};
+
+/// Selects the region's invalidation: `local_invalidation` (dogpile's default, per process),
+/// `shared_invalidation` (stored in the backend), or a custom strategy object.
+struct InvalidationMode {
+  enum class Kind : unsigned char { local, shared, custom };
+  Kind kind = Kind::local;                               ///< which
+  std::chrono::milliseconds poll{1000};                  ///< shared: re-read interval
+  std::shared_ptr<RegionInvalidationStrategy> strategy;  ///< custom: the strategy
+};
+/// Per-process invalidation (dogpile's DefaultInvalidationStrategy).
+inline const InvalidationMode local_invalidation{};
+/// Invalidation stored in the backend, seen by every process within one second.
+inline const InvalidationMode shared_invalidation{InvalidationMode::Kind::shared,
+                                                  std::chrono::milliseconds(1000), nullptr};
+
+}  // namespace dogpile

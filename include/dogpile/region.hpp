@@ -1,0 +1,836 @@
+#pragma once
+/// @file region.hpp
+/// `CacheRegion`: dogpile.cache's cache region. A region has one backend, a default
+/// expiration, a key mangler, and the dogpile lock that makes `get_or_create` run one creator
+/// per key while everyone else gets the cached (possibly stale) value.
+///
+/// ```cpp
+/// using namespace std::chrono_literals;
+/// dogpile::CacheRegion region = dogpile::make_region({.name = "users"});
+/// region.configure("memory", {.expiration_time = 10min});
+/// User u = region.get_or_create("user:1", [] { return load_user(1); });
+/// ```
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <regex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dogpile/backend.hpp"
+#include "dogpile/clock.hpp"
+#include "dogpile/codec.hpp"
+#include "dogpile/detail/function_traits.hpp"
+#include "dogpile/detail/name_registry.hpp"
+#include "dogpile/error.hpp"
+#include "dogpile/expiration.hpp"
+#include "dogpile/invalidation.hpp"
+#include "dogpile/keys.hpp"
+#include "dogpile/lock.hpp"
+#include "dogpile/mutex.hpp"
+#include "dogpile/registry.hpp"
+#include "dogpile/runner.hpp"
+#include "dogpile/stats.hpp"
+
+namespace dogpile {
+
+/// What a region does when its backend fails (`BackendError`).
+struct BackendErrorPolicy {
+  enum class Kind : unsigned char {
+    propagate,      ///< rethrow (dogpile's behaviour)
+    treat_as_miss,  ///< reads miss, writes are dropped; the creator runs, the app stays up
+  };
+  Kind kind = Kind::propagate;  ///< the policy
+  /// Called with each error (both policies); may be empty. Must not throw.
+  std::function<void(const std::exception&)> callback;
+};
+/// Rethrow backend errors.
+inline const BackendErrorPolicy propagate{};
+/// Treat backend errors as misses and report them to `callback`.
+inline BackendErrorPolicy treat_as_miss(std::function<void(const std::exception&)> callback = {}) {
+  return {BackendErrorPolicy::Kind::treat_as_miss, std::move(callback)};
+}
+
+/// Options of `make_region`. Plain aggregate: fill with designated initializers.
+struct RegionOptions {
+  std::string name;                             ///< label only (and the shared-invalidation key)
+  KeyMangler key_mangler;                       ///< applied to every key; none when empty
+  FunctionKeyGenerator function_key_generator;  ///< for cache_on_arguments
+  FunctionMultiKeyGenerator function_multi_key_generator;  ///< for cache_multi_on_arguments
+  AsyncCreationRunner async_creation_runner;  ///< regenerate expired values in the background
+  StalePolicy stale_policy = serve_stale;     ///< what others do while one regenerates
+  std::optional<EarlyRefresh> early_refresh;  ///< XFetch early recomputation; off when empty
+  BackendErrorPolicy on_backend_error;        ///< propagate (default) or treat_as_miss
+  InvalidationMode invalidation;              ///< local (default), shared, or custom
+  CodecOptions codec;                         ///< how byte backends encode values
+  std::optional<std::chrono::milliseconds> lock_timeout;  ///< cap on waiting for a creator
+  Clock clock;              ///< time source; the system clock when empty
+  RegionListener listener;  ///< event hook; none when empty
+};
+
+/// Options of `configure`. Plain aggregate.
+struct ConfigureOptions {
+  Expiration expiration_time;  ///< default expiration of the region; unset = never
+  nlohmann::json arguments = nlohmann::json::object();  ///< backend arguments (by-name form)
+  std::vector<std::shared_ptr<ProxyBackend>> wrap;      ///< proxies; the first is outermost
+  bool replace_existing_backend = false;                ///< allow reconfiguring
+  std::shared_ptr<RegionInvalidationStrategy> region_invalidator;  ///< custom strategy
+};
+
+/// Options of `get`, `get_multi`, `get_value_metadata`.
+struct GetOptions {
+  Expiration expiration_time;      ///< overrides the region's for this call
+  bool ignore_expiration = false;  ///< no expiry and no invalidation check
+};
+
+/// Options of `get_or_create` / `get_or_create_multi`.
+template <class T>
+struct CreateOptions {
+  Expiration expiration_time;                  ///< overrides the region's for this call
+  std::function<bool(const T&)> should_cache;  ///< store the created value only if true
+};
+
+/// Options of `invalidate`.
+struct InvalidateOptions {
+  bool hard = true;  ///< hard: values become misses; soft: values become expired
+};
+
+/// A value with its metadata, as `get_value_metadata` returns it.
+template <class T>
+struct CachedValue {
+  T payload;          ///< the value
+  Metadata metadata;  ///< `ct` (creation time, Unix seconds) and version
+  TimePoint read_at;  ///< when it was read (the region's clock)
+  /// When the value was created.
+  [[nodiscard]] TimePoint cached_time() const { return from_unix_seconds(metadata.ct); }
+  /// How old it was when read.
+  [[nodiscard]] std::chrono::duration<double> age() const {
+    return std::chrono::duration<double>(to_unix_seconds(read_at) - metadata.ct);
+  }
+};
+
+/// dogpile's `coerce_string_conf` for one value: strings that look like ints, floats,
+/// booleans or `None` become those; everything else stays as is.
+inline nlohmann::json coerce_string_conf(const nlohmann::json& v) {
+  if (!v.is_string()) return v;
+  std::string s = v.get<std::string>();
+  const auto b = s.find_first_not_of(" \t\r\n");
+  const auto e = s.find_last_not_of(" \t\r\n");
+  s = b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+  static const std::regex int_re(R"(^[-+]?\d+$)");
+  static const std::regex float_re(R"(^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$)");
+  if (std::regex_match(s, int_re)) {
+    try {
+      return std::stoll(s);
+    } catch (const std::out_of_range&) {
+      return std::stod(s);
+    }
+  }
+  if (std::regex_match(s, float_re)) return std::stod(s);
+  std::string lower = s;
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
+  if (lower == "true") return true;
+  if (lower == "false") return false;
+  if (s == "None") return nullptr;
+  return s;
+}
+
+template <class F>
+class CachedFunction;
+template <class F>
+class CachedMultiFunction;
+template <class R>
+struct DecoratorOptions;
+
+namespace detail {
+
+/// One configuration of a region; immutable once published, kept alive with the region.
+struct RegionConfig {
+  std::shared_ptr<CacheBackend> backend;         // the outermost (maybe a proxy)
+  std::shared_ptr<CacheBackend> actual_backend;  // under the proxies
+  Expiration expiration;
+  std::shared_ptr<RegionInvalidationStrategy> invalidator;
+  std::shared_ptr<NameRegistry<CacheMutex>> locks;
+  bool stores_objects = false;
+};
+
+struct RegionState {
+  RegionOptions opts;
+  Clock clock;
+  std::atomic<const RegionConfig*> config{nullptr};
+  std::mutex configure_mutex;
+  std::vector<std::unique_ptr<RegionConfig>> configs;  // every published config stays alive
+  StatsCounters stats;
+};
+
+inline double seconds_of(std::chrono::steady_clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+}  // namespace detail
+
+/// A cache region: a cheap, copyable handle to shared state (copies are the same region;
+/// decorated functions keep it alive).
+///
+/// Thread-safety: every method may be called from many threads at once. `configure` is meant
+/// for start-up; replacing the backend while other threads use the region is safe (they see
+/// the old or the new configuration), but values in the old backend are not carried over.
+class CacheRegion {
+ public:
+  /// A region with default options (prefer `make_region`).
+  CacheRegion() : CacheRegion(RegionOptions{}) {}
+  explicit CacheRegion(RegionOptions opts) : state_(std::make_shared<detail::RegionState>()) {
+    state_->clock = opts.clock ? opts.clock : system_clock();
+    state_->opts = std::move(opts);
+  }
+
+  // ---- configuration ---------------------------------------------------------------------
+
+  /// Configures the backend registered under `backend_name` with `opts.arguments`.
+  /// @throws RegionAlreadyConfigured, PluginNotFound, ValidationError.
+  CacheRegion& configure(std::string_view backend_name, ConfigureOptions opts = {}) {
+    check_not_configured(opts, backend_name);
+    auto backend = make_backend(backend_name, opts.arguments);
+    return install(std::move(backend), opts);
+  }
+  /// Configures with a backend object.
+  /// @throws RegionAlreadyConfigured, ValidationError (null backend).
+  CacheRegion& configure(std::shared_ptr<CacheBackend> backend, ConfigureOptions opts = {}) {
+    if (!backend) detail::throw_error<ValidationError>("configure: backend is null");
+    check_not_configured(opts, "<backend object>");
+    return install(std::move(backend), opts);
+  }
+  /// Configures from flat `<prefix>backend`, `<prefix>expiration_time` (seconds),
+  /// `<prefix>arguments.<name>` and `<prefix>replace_existing_backend` keys; string values are
+  /// coerced as dogpile's `coerce_string_conf`.
+  /// @throws ValidationError (missing backend, bad expiration), PluginNotFound,
+  /// RegionAlreadyConfigured.
+  CacheRegion& configure_from_config(const nlohmann::json& config, std::string_view prefix) {
+    if (!config.is_object())
+      detail::throw_error<ValidationError>("configure_from_config: config must be an object");
+    const std::string p(prefix);
+    const std::string args_prefix = p + "arguments.";
+    ConfigureOptions opts;
+    std::optional<std::string> backend;
+    for (const auto& [k, raw] : config.items()) {
+      if (k.compare(0, p.size(), p) != 0) continue;
+      const nlohmann::json v = coerce_string_conf(raw);
+      const std::string name = k.substr(p.size());
+      if (name == "backend") {
+        if (!v.is_string())
+          detail::throw_error<ValidationError>("'" + k + "' must be a backend name");
+        backend = v.get<std::string>();
+      } else if (name == "expiration_time") {
+        opts.expiration_time = expiration_from_json(v);
+      } else if (name == "replace_existing_backend") {
+        opts.replace_existing_backend = v.is_boolean() && v.get<bool>();
+      } else if (k.compare(0, args_prefix.size(), args_prefix) == 0) {
+        opts.arguments[k.substr(args_prefix.size())] = v;
+      }
+    }
+    if (!backend)
+      detail::throw_error<ValidationError>("configure_from_config: missing '" + p + "backend'");
+    return configure(*backend, std::move(opts));
+  }
+
+  /// True once `configure` succeeded.
+  [[nodiscard]] bool is_configured() const {
+    return state_->config.load(std::memory_order_acquire) != nullptr;
+  }
+  /// The backend (the outermost proxy when wrapped). @throws RegionNotConfigured.
+  [[nodiscard]] std::shared_ptr<CacheBackend> backend() const { return cfg().backend; }
+  /// The backend under the proxies. @throws RegionNotConfigured.
+  [[nodiscard]] std::shared_ptr<CacheBackend> actual_backend() const {
+    return cfg().actual_backend;
+  }
+  /// The region's name.
+  [[nodiscard]] const std::string& name() const { return state_->opts.name; }
+  /// The region's default expiration (unset before configure).
+  [[nodiscard]] Expiration expiration_time() const {
+    const auto* c = state_->config.load(std::memory_order_acquire);
+    return c ? c->expiration : Expiration{};
+  }
+  /// The region's options.
+  [[nodiscard]] const RegionOptions& options() const { return state_->opts; }
+
+  // ---- reads -----------------------------------------------------------------------------
+
+  /// The cached value, or nullopt if missing, expired or invalidated. Never locks or creates.
+  /// @throws RegionNotConfigured; TypeMismatch (memory backend holds another type);
+  ///         BackendError (unless `treat_as_miss`).
+  template <class T>
+  std::optional<T> get(std::string_view key, const GetOptions& opts = {}) const {
+    const auto& c = cfg();
+    auto v = fetch<T>(c, mangle(key), false);
+    if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
+    count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+    if (!v) return std::nullopt;
+    return std::move(v->value);
+  }
+
+  /// One result per key, in order (one backend round trip).
+  template <class T>
+  std::vector<std::optional<T>> get_multi(const std::vector<std::string>& keys,
+                                          const GetOptions& opts = {}) const {
+    std::vector<std::optional<T>> out(keys.size());
+    if (keys.empty()) return out;
+    const auto& c = cfg();
+    auto vs = fetch_multi<T>(c, mangle_all(keys), false);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      auto& v = vs[i];
+      if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
+      count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
+      if (v) out[i] = std::move(v->value);
+    }
+    return out;
+  }
+
+  /// The value with its metadata (creation time, age), or nullopt; same filter as `get`.
+  template <class T>
+  std::optional<CachedValue<T>> get_value_metadata(std::string_view key,
+                                                   const GetOptions& opts = {}) const {
+    const auto& c = cfg();
+    auto v = fetch<T>(c, mangle(key), false);
+    if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
+    if (!v) return std::nullopt;
+    return CachedValue<T>{std::move(v->value),
+                          Metadata{to_unix_seconds(v->created), 2, v->delta.count()},
+                          state_->clock()};
+  }
+
+  // ---- get_or_create ---------------------------------------------------------------------
+
+  /// The cached value, or the creator's, under the dogpile lock (see lock.hpp): one creator
+  /// per key at a time; while a value exists, other callers get it at once.
+  /// @throws what the creator throws (nothing is cached); TimeoutError (lock_timeout);
+  ///         Error for soft invalidation without an expiration; RegionNotConfigured.
+  template <class F, class T = std::decay_t<std::invoke_result_t<F&>>>
+  T get_or_create(std::string_view key, F&& creator,
+                  const CreateOptions<std::type_identity_t<T>>& opts = {}) const {
+    const auto& c = cfg();
+    const std::string mkey = mangle(key);
+    const std::optional<std::chrono::milliseconds> exp =
+        effective_expiration(c, opts.expiration_time);
+    LockOptions lo = lock_options(key, exp);
+    auto value_fn = [&]() { return read_for_create<T>(c, mkey, exp); };
+    auto create = [&]() { return create_and_store<T>(c, mkey, creator, opts.should_cache, exp); };
+    auto get_mutex = [&]() { return c.locks->get(mkey); };
+    if constexpr (std::is_copy_constructible_v<std::decay_t<F>>) {
+      if (state_->opts.async_creation_runner) {
+        auto async = [&](MutexHandle h) {
+          auto job = [state = state_, cp = &c, mkey, fn = std::decay_t<F>(creator),
+                      should = opts.should_cache, exp]() mutable {
+            CacheRegion r(state);
+            r.create_and_store<T>(*cp, mkey, fn, should, exp);
+          };
+          state_->opts.async_creation_runner(std::string(key), std::move(job), std::move(h));
+        };
+        return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, async, true, lo);
+      }
+    }
+    return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, nullptr, false, lo);
+  }
+
+  /// Many keys at once: one backend read for all, one creator call for every key that needs
+  /// a value (`creator(std::span<const std::string> keys) -> std::vector<T>`, keys in sorted
+  /// order), one backend write. Results in the order of `keys`, duplicates preserved.
+  /// Unlike dogpile, a key another caller created while this one waited is re-read, not
+  /// created twice.
+  template <class T, class F>
+  std::vector<T> get_or_create_multi(const std::vector<std::string>& keys, F&& creator,
+                                     const CreateOptions<std::type_identity_t<T>>& opts = {}) const;
+
+  // ---- writes ----------------------------------------------------------------------------
+
+  /// Stores `value` under `key` (creation time: now). Never locks.
+  template <class T>
+  void set(std::string_view key, const T& value) const {
+    const auto& c = cfg();
+    store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+  }
+  /// `set("k", "literal")` stores a std::string.
+  void set(std::string_view key, const char* value) const {
+    set<std::string>(key, std::string(value));
+  }
+
+  /// Stores many values with one shared creation time.
+  template <class T>
+  void set_multi(const std::vector<std::pair<std::string, T>>& items) const {
+    if (items.empty()) return;
+    const auto& c = cfg();
+    const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
+    store_multi<T>(c, items, meta, true);
+  }
+
+  /// Removes `key` (dogpile's delete); removing a missing key is fine.
+  void erase(std::string_view key) const {
+    const auto& c = cfg();
+    guarded([&] { c.backend->erase(mangle(key)); }, [] {});
+  }
+  /// Removes many keys.
+  void erase_multi(const std::vector<std::string>& keys) const {
+    if (keys.empty()) return;
+    const auto& c = cfg();
+    auto mk = mangle_all(keys);
+    guarded([&] { c.backend->erase_multi(mk); }, [] {});
+  }
+
+  // ---- invalidation, locks, stats --------------------------------------------------------
+
+  /// Invalidates every value created before now: hard (default) makes them misses, soft
+  /// makes them expired. Applies to this process, or to all with `shared_invalidation`.
+  void invalidate(InvalidateOptions opts = {}) const { cfg().invalidator->invalidate(opts.hard); }
+
+  /// True if someone holds the dogpile lock of `key` (the key is mangled first).
+  [[nodiscard]] bool key_is_locked(std::string_view key) const {
+    return cfg().locks->get(mangle(key))->locked();
+  }
+  /// The mutex `get_or_create` uses for `key` (mangled first).
+  [[nodiscard]] std::shared_ptr<CacheMutex> mutex_for(std::string_view key) const {
+    return cfg().locks->get(mangle(key));
+  }
+
+  /// A snapshot of the counters.
+  [[nodiscard]] RegionStats stats() const { return state_->stats.snapshot(); }
+  /// Zeroes the counters.
+  void reset_stats() const { state_->stats.reset(); }
+
+  /// The region's key mangler applied to `key` (identity without one).
+  [[nodiscard]] std::string mangle(std::string_view key) const {
+    return state_->opts.key_mangler ? state_->opts.key_mangler(key) : std::string(key);
+  }
+
+  // ---- decorators (defined in decorator.hpp) ---------------------------------------------
+
+  /// Memoizes `fn` in this region: key = namespace + "|" + arguments (see decorator.hpp).
+  template <class F>
+  CachedFunction<std::decay_t<F>> cache_on_arguments(
+      std::string ns, F&& fn, DecoratorOptions<detail::fn_result_t<F>> opts = {}) const;
+  /// Memoizes a function of many keys, one cache entry per argument (see decorator.hpp).
+  template <class F>
+  CachedMultiFunction<std::decay_t<F>> cache_multi_on_arguments(
+      std::string ns, F&& fn,
+      DecoratorOptions<typename detail::fn_result_t<F>::value_type> opts = {}) const;
+
+  /// Two handles are equal when they refer to the same region.
+  friend bool operator==(const CacheRegion& a, const CacheRegion& b) {
+    return a.state_ == b.state_;
+  }
+
+ private:
+  template <class F>
+  friend class CachedFunction;
+  template <class F>
+  friend class CachedMultiFunction;
+
+  explicit CacheRegion(std::shared_ptr<detail::RegionState> s) : state_(std::move(s)) {}
+
+  const detail::RegionConfig& cfg() const {
+    const auto* c = state_->config.load(std::memory_order_acquire);
+    if (c == nullptr)
+      detail::throw_error<RegionNotConfigured>("No backend is configured on this region.");
+    return *c;
+  }
+
+  static Expiration expiration_from_json(const nlohmann::json& v) {
+    if (v.is_null()) return {};
+    if (v.is_number_integer()) return std::chrono::seconds(v.get<long long>());
+    if (v.is_number()) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::duration<double>(v.get<double>()));
+    }
+    detail::throw_error<ValidationError>("expiration_time is not a number or timedelta.");
+  }
+
+  void check_not_configured(const ConfigureOptions& opts, std::string_view what) const {
+    const auto* c = state_->config.load(std::memory_order_acquire);
+    if (c && !opts.replace_existing_backend) {
+      detail::throw_error<RegionAlreadyConfigured>(
+          "This region is already configured with backend: " + std::string(what) +
+          ".  Specify replace_existing_backend=True to replace.");
+    }
+  }
+
+  CacheRegion& install(std::shared_ptr<CacheBackend> backend, const ConfigureOptions& opts) {
+    std::lock_guard lk(state_->configure_mutex);
+    check_not_configured(opts, "<new backend>");
+    auto cfgp = std::make_unique<detail::RegionConfig>();
+    cfgp->actual_backend = backend;
+    // wrap = {A, B} gives A(B(backend)): apply in reverse so the first is outermost.
+    for (auto it = opts.wrap.rbegin(); it != opts.wrap.rend(); ++it) {
+      if (!*it) detail::throw_error<ValidationError>("wrap: null proxy");
+      (*it)->wrap(backend);
+      backend = *it;
+    }
+    cfgp->backend = backend;
+    cfgp->expiration = opts.expiration_time;
+    cfgp->stores_objects = backend->stores_objects();
+    const auto& inv = state_->opts.invalidation;
+    if (opts.region_invalidator) {
+      cfgp->invalidator = opts.region_invalidator;
+    } else if (inv.kind == InvalidationMode::Kind::custom && inv.strategy) {
+      cfgp->invalidator = inv.strategy;
+    } else if (inv.kind == InvalidationMode::Kind::shared) {
+      cfgp->invalidator = std::make_shared<SharedInvalidationStrategy>(
+          backend, "_dogpile_invalidation:" + state_->opts.name, inv.poll, state_->clock);
+    } else {
+      cfgp->invalidator = std::make_shared<DefaultInvalidationStrategy>(state_->clock);
+    }
+    std::weak_ptr<CacheBackend> weak = backend;
+    cfgp->locks = std::make_shared<detail::NameRegistry<CacheMutex>>(
+        [weak](std::string_view key) -> std::shared_ptr<CacheMutex> {
+          if (auto b = weak.lock()) {
+            if (auto m = b->get_mutex(key)) return m;
+          }
+          return std::make_shared<ThreadMutex>();
+        });
+    state_->config.store(cfgp.get(), std::memory_order_release);
+    state_->configs.push_back(std::move(cfgp));
+    return *this;
+  }
+
+  std::vector<std::string> mangle_all(const std::vector<std::string>& keys) const {
+    if (!state_->opts.key_mangler) return keys;
+    std::vector<std::string> out;
+    out.reserve(keys.size());
+    for (const auto& k : keys) out.push_back(state_->opts.key_mangler(k));
+    return out;
+  }
+
+  void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {}) const {
+    auto& s = state_->stats;
+    constexpr auto r = std::memory_order_relaxed;
+    switch (kind) {
+      case RegionEvent::Kind::hit:
+        s.hits.fetch_add(1, r);
+        break;
+      case RegionEvent::Kind::miss:
+        s.misses.fetch_add(1, r);
+        break;
+      case RegionEvent::Kind::stale_served:
+        s.stale_served.fetch_add(1, r);
+        break;
+      case RegionEvent::Kind::created:
+        s.creations.fetch_add(1, r);
+        break;
+      case RegionEvent::Kind::lock_wait:
+        s.lock_waits.fetch_add(1, r);
+        s.lock_wait_ns.fetch_add(static_cast<std::uint64_t>(d.count()), r);
+        break;
+      case RegionEvent::Kind::backend_error:
+        s.backend_errors.fetch_add(1, r);
+        break;
+    }
+    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d});
+  }
+
+  /// Runs a backend call under the error policy: `fallback()` replaces the result of a
+  /// failed call when errors are treated as misses.
+  template <class Op, class Fallback>
+  auto guarded(Op&& op, Fallback&& fallback) const -> decltype(op()) {
+    try {
+      return op();
+    } catch (const BackendError& e) {
+      count(RegionEvent::Kind::backend_error, {});
+      const auto& pol = state_->opts.on_backend_error;
+      if (pol.callback) pol.callback(e);
+      if (pol.kind == BackendErrorPolicy::Kind::propagate) throw;
+      return fallback();
+    }
+  }
+
+  template <class T>
+  static std::optional<Cached<T>> from_object(const std::optional<StoredObject>& o,
+                                              std::string_view mkey) {
+    if (!o) return std::nullopt;
+    if (o->type != typeid(T)) {
+      detail::throw_error<TypeMismatch>("cache key '" + std::string(mkey) +
+                                        "' holds a value of another type than requested");
+    }
+    return Cached<T>{*static_cast<const T*>(o->payload.get()), from_unix_seconds(o->meta.ct),
+                     std::chrono::duration<double>(o->meta.delta)};
+  }
+  template <class T>
+  std::optional<Cached<T>> from_bytes(const std::optional<std::string>& b,
+                                      bool check_version) const {
+    if (!b) return std::nullopt;
+    try {
+      Unpacked u = unpack_envelope(*b);
+      if (check_version && u.meta.v != 2) return std::nullopt;  // dogpile version mismatch = miss
+      return Cached<T>{Codec<T>::decode(u.payload, state_->opts.codec.format),
+                       from_unix_seconds(u.meta.ct), std::chrono::duration<double>(u.meta.delta)};
+    } catch (const CantDeserialize&) {
+      return std::nullopt;  // undecodable bytes are a miss (dogpile's CantDeserializeException)
+    }
+  }
+
+  template <class T>
+  std::optional<Cached<T>> fetch(const detail::RegionConfig& c, const std::string& mkey,
+                                 bool check_version) const {
+    if (c.stores_objects) {
+      return from_object<T>(guarded([&] { return c.backend->get_object(mkey); },
+                                    [] { return std::optional<StoredObject>{}; }),
+                            mkey);
+    }
+    return from_bytes<T>(
+        guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; }),
+        check_version);
+  }
+  template <class T>
+  std::vector<std::optional<Cached<T>>> fetch_multi(const detail::RegionConfig& c,
+                                                    const std::vector<std::string>& mkeys,
+                                                    bool check_version) const {
+    std::vector<std::optional<Cached<T>>> out;
+    out.reserve(mkeys.size());
+    if (c.stores_objects) {
+      auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
+                          [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); });
+      for (std::size_t i = 0; i < mkeys.size(); ++i)
+        out.push_back(from_object<T>(objs[i], mkeys[i]));
+    } else {
+      auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
+                           [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
+      for (auto& b : bytes) out.push_back(from_bytes<T>(b, check_version));
+    }
+    return out;
+  }
+
+  template <class T>
+  void store(const detail::RegionConfig& c, const std::string& mkey, const T& value,
+             const Metadata& meta) const {
+    if (c.stores_objects) {
+      StoredObject o{std::make_shared<const T>(value), typeid(T), meta, sizeof(T)};
+      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {});
+    } else {
+      std::string bytes = encode_value(value, meta, state_->opts.codec);
+      guarded([&] { c.backend->set(mkey, bytes); }, [] {});
+    }
+  }
+  template <class T>
+  void store_multi(const detail::RegionConfig& c,
+                   const std::vector<std::pair<std::string, T>>& items, const Metadata& meta,
+                   bool needs_mangling) const {
+    if (c.stores_objects) {
+      std::vector<ObjectItem> objs;
+      objs.reserve(items.size());
+      for (const auto& [k, v] : items) {
+        objs.emplace_back(needs_mangling ? mangle(k) : k,
+                          StoredObject{std::make_shared<const T>(v), typeid(T), meta, sizeof(T)});
+      }
+      guarded([&] { c.backend->set_objects(objs); }, [] {});
+    } else {
+      std::vector<BytesItem> bytes;
+      bytes.reserve(items.size());
+      for (const auto& [k, v] : items) {
+        bytes.emplace_back(needs_mangling ? mangle(k) : k,
+                           encode_value(v, meta, state_->opts.codec));
+      }
+      guarded([&] { c.backend->set_multi(bytes); }, [] {});
+    }
+  }
+
+  std::optional<std::chrono::milliseconds> effective_expiration(const detail::RegionConfig& c,
+                                                                const Expiration& call) const {
+    const Expiration& e = call.or_else(c.expiration);
+    return e.is_set() ? e.resolve() : std::nullopt;
+  }
+
+  /// The `get` filter: not expired (strict '>') and not invalidated.
+  template <class T>
+  bool usable(const detail::RegionConfig& c, const Cached<T>& v, const Expiration& call) const {
+    const auto exp = effective_expiration(c, call);
+    if (exp && (state_->clock() - v.created) > *exp) return false;
+    return !c.invalidator->is_invalidated(v.created);
+  }
+
+  static void require_expiration_for_soft(const std::optional<std::chrono::milliseconds>& exp) {
+    if (!exp) detail::throw_error<Error>("Non-None expiration time required for soft invalidation");
+  }
+
+  /// dogpile's get_value(): a hard-invalidated or wrong-version value is a miss; a
+  /// soft-invalidated one is made to look expired.
+  template <class T>
+  std::optional<Cached<T>> read_for_create(
+      const detail::RegionConfig& c, const std::string& mkey,
+      const std::optional<std::chrono::milliseconds>& exp) const {
+    auto v = fetch<T>(c, mkey, true);
+    if (!v) return v;
+    if (c.invalidator->is_hard_invalidated(v->created)) return std::nullopt;
+    if (c.invalidator->is_soft_invalidated(v->created)) {
+      require_expiration_for_soft(exp);
+      v->created = state_->clock() - *exp - std::chrono::microseconds(100);
+    }
+    return v;
+  }
+
+  template <class T, class F>
+  Cached<T> create_and_store(const detail::RegionConfig& c, const std::string& mkey, F& creator,
+                             const std::function<bool(const T&)>& should_cache,
+                             const std::optional<std::chrono::milliseconds>& exp) const {
+    if (c.invalidator->was_soft_invalidated()) require_expiration_for_soft(exp);
+    const auto t0 = std::chrono::steady_clock::now();
+    T value = creator();
+    const double delta = detail::seconds_of(std::chrono::steady_clock::now() - t0);
+    const TimePoint created = state_->clock();
+    if (!should_cache || should_cache(value))
+      store<T>(c, mkey, value, Metadata{to_unix_seconds(created), 2, delta});
+    return Cached<T>{std::move(value), created, std::chrono::duration<double>(delta)};
+  }
+
+  LockOptions lock_options(std::string_view key,
+                           std::optional<std::chrono::milliseconds> exp) const {
+    LockOptions lo;
+    lo.expiration = exp;
+    lo.stale_policy = state_->opts.stale_policy;
+    lo.early_refresh = state_->opts.early_refresh;
+    lo.lock_timeout = state_->opts.lock_timeout;
+    lo.clock = state_->clock;
+    lo.observer = [this, key](LockEvent e, std::chrono::nanoseconds d) {
+      switch (e) {
+        case LockEvent::hit:
+          count(RegionEvent::Kind::hit, key);
+          break;
+        case LockEvent::stale_served:
+          count(RegionEvent::Kind::stale_served, key);
+          break;
+        case LockEvent::waited:
+          count(RegionEvent::Kind::lock_wait, key, d);
+          break;
+        case LockEvent::created:
+        case LockEvent::async_started:
+          count(RegionEvent::Kind::miss, key);
+          count(RegionEvent::Kind::created, key);
+          break;
+      }
+    };
+    return lo;
+  }
+
+  std::shared_ptr<detail::RegionState> state_;
+};
+
+/// Creates a region (dogpile's make_region).
+inline CacheRegion make_region(RegionOptions opts = {}) { return CacheRegion(std::move(opts)); }
+
+// ---- get_or_create_multi -----------------------------------------------------------------
+
+template <class T, class F>
+std::vector<T> CacheRegion::get_or_create_multi(
+    const std::vector<std::string>& keys, F&& creator,
+    const CreateOptions<std::type_identity_t<T>>& opts) const {
+  if (keys.empty()) return {};
+  const auto& c = cfg();
+  const auto exp = effective_expiration(c, opts.expiration_time);
+  const auto now = [&] { return state_->clock(); };
+  const auto expired = [&](const Cached<T>& v) { return exp && (now() - v.created) > *exp; };
+
+  // Sorted unique keys: locks are always taken in this order, so two multi calls cannot
+  // deadlock; creation happens in this order too (as dogpile).
+  std::vector<std::string> sorted = keys;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  const std::vector<std::string> mkeys = mangle_all(sorted);
+
+  // One backend read for all keys, filtered like get_or_create's value function.
+  auto snapshot = fetch_multi<T>(c, mkeys, true);
+  for (auto& v : snapshot) {
+    if (!v) continue;
+    if (c.invalidator->is_hard_invalidated(v->created)) {
+      v.reset();
+    } else if (c.invalidator->is_soft_invalidated(v->created)) {
+      require_expiration_for_soft(exp);
+      v->created = now() - *exp - std::chrono::microseconds(100);
+    }
+  }
+
+  std::vector<MutexHandle> held;
+  std::vector<std::size_t> to_create;
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    auto& v = snapshot[i];
+    if (v && !expired(*v)) {
+      count(RegionEvent::Kind::hit, sorted[i]);
+      continue;
+    }
+    auto m = c.locks->get(mkeys[i]);
+    if (v) {  // expired: only the caller that wins the try-lock regenerates
+      if (!m->acquire(false)) {
+        count(RegionEvent::Kind::stale_served, sorted[i]);
+        continue;
+      }
+    } else {
+      if (!m->acquire(false)) {
+        const auto t0 = std::chrono::steady_clock::now();
+        const bool ok = state_->opts.lock_timeout ? m->try_acquire_for(*state_->opts.lock_timeout)
+                                                  : m->acquire(true);
+        count(RegionEvent::Kind::lock_wait, sorted[i], std::chrono::steady_clock::now() - t0);
+        if (!ok)
+          throw TimeoutError("timed out waiting for the dogpile lock of '" + sorted[i] + "'");
+      }
+      // Re-read after waiting: another caller may have just created it (dogpile does not,
+      // and creates it a second time).
+      auto again = read_for_create<T>(c, mkeys[i], exp);
+      if (again && !expired(*again)) {
+        m->release();
+        count(RegionEvent::Kind::hit, sorted[i]);
+        v = std::move(again);
+        continue;
+      }
+    }
+    held.push_back(MutexHandle::adopt(std::move(m)));
+    to_create.push_back(i);
+  }
+
+  if (!to_create.empty()) {
+    if (c.invalidator->was_soft_invalidated()) require_expiration_for_soft(exp);
+    std::vector<std::string> create_keys;
+    create_keys.reserve(to_create.size());
+    for (auto i : to_create) create_keys.push_back(sorted[i]);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<T> created = creator(std::span<const std::string>(create_keys));
+    if (created.size() != create_keys.size()) {
+      detail::throw_error<ValidationError>("get_or_create_multi: the creator returned " +
+                                           std::to_string(created.size()) + " values for " +
+                                           std::to_string(create_keys.size()) + " keys");
+    }
+    const double delta = detail::seconds_of(std::chrono::steady_clock::now() - t0);
+    const TimePoint ct = now();
+    const Metadata meta{to_unix_seconds(ct), 2, delta};
+    std::vector<std::pair<std::string, T>> to_store;
+    for (std::size_t j = 0; j < to_create.size(); ++j) {
+      const auto i = to_create[j];
+      count(RegionEvent::Kind::miss, sorted[i]);
+      count(RegionEvent::Kind::created, sorted[i]);
+      if (!opts.should_cache || opts.should_cache(created[j]))
+        to_store.emplace_back(mkeys[i], created[j]);
+      snapshot[i] = Cached<T>{std::move(created[j]), ct, std::chrono::duration<double>(delta)};
+    }
+    if (!to_store.empty()) store_multi<T>(c, to_store, meta, false);
+  }
+  held.clear();  // release every mutex (also on exceptions, via the handles' destructors)
+
+  std::vector<T> out;
+  out.reserve(keys.size());
+  for (const auto& k : keys) {
+    const auto i = static_cast<std::size_t>(std::lower_bound(sorted.begin(), sorted.end(), k) -
+                                            sorted.begin());
+    out.push_back(snapshot[i]->value);
+  }
+  return out;
+}
+
+}  // namespace dogpile
+
+#include "dogpile/decorator.hpp"
