@@ -1,0 +1,502 @@
+// The `disk` / `fanout` region backends and their cross-process lease lock.
+#include "dogpile/backends/disk.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+#include <variant>
+
+namespace dogpile {
+namespace {
+
+using std::chrono::milliseconds;
+
+// ---- argument parsing -----------------------------------------------------------------------
+
+[[noreturn]] void bad_argument(const char* backend, const std::string& name,
+                               const std::string& what) {
+  detail::throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " +
+                                       what);
+}
+
+std::int64_t int_arg(const char* backend, const std::string& name, const nlohmann::json& v,
+                     std::int64_t min) {
+  if (!v.is_number_integer()) bad_argument(backend, name, "must be an integer, got " + v.dump());
+  const auto i = v.get<std::int64_t>();
+  if (i < min) {
+    bad_argument(backend, name, "must be >= " + std::to_string(min) + ", got " + v.dump());
+  }
+  return i;
+}
+
+bool bool_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
+  if (v.is_boolean()) return v.get<bool>();
+  if (v.is_number_integer() && (v.get<std::int64_t>() == 0 || v.get<std::int64_t>() == 1)) {
+    return v.get<std::int64_t>() == 1;
+  }
+  bad_argument(backend, name, "must be a boolean, got " + v.dump());
+}
+
+std::string string_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
+  if (!v.is_string()) bad_argument(backend, name, "must be a string, got " + v.dump());
+  return v.get<std::string>();
+}
+
+// Seconds (int or float) -> milliseconds, as dogpile's backends take seconds.
+milliseconds seconds_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
+  if (!v.is_number()) bad_argument(backend, name, "must be a number of seconds, got " + v.dump());
+  const double s = v.get<double>();
+  if (!std::isfinite(s) || s < 0 || s > 1e9) {
+    bad_argument(backend, name, "must be a non-negative number of seconds, got " + v.dump());
+  }
+  return milliseconds(static_cast<std::int64_t>(std::llround(s * 1000.0)));
+}
+
+EvictionPolicy policy_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
+  std::string s = string_arg(backend, name, v);
+  std::replace(s.begin(), s.end(), '_', '-');
+  try {
+    return eviction_policy_from_string(s);
+  } catch (const ValidationError&) {
+    bad_argument(backend, name,
+                 "must be one of least-recently-stored, least-recently-used, "
+                 "least-frequently-used, none; got " +
+                     v.dump());
+  }
+}
+
+// Arguments only one of the two option structs has. False if `name` is not one of them.
+bool set_specific(const char* backend, const std::string& name, const nlohmann::json& v,
+                  DiskCacheOptions& c) {
+  if (name == "sqlite_auto_vacuum") {
+    c.sqlite_auto_vacuum = int_arg(backend, name, v, 0);
+  } else if (name == "sqlite_journal_mode") {
+    c.sqlite_journal_mode = string_arg(backend, name, v);
+  } else if (name == "sqlite_synchronous") {
+    c.sqlite_synchronous = int_arg(backend, name, v, 0);
+  } else {
+    return false;
+  }
+  return true;
+}
+bool set_specific(const char* backend, const std::string& name, const nlohmann::json& v,
+                  FanoutCacheOptions& c) {
+  if (name != "shards") return false;
+  c.shards = static_cast<std::size_t>(int_arg(backend, name, v, 1));
+  return true;
+}
+
+// The arguments both backends share; `apply` fills the cache options that exist in `Opts`.
+struct CommonArgs {
+  std::filesystem::path directory;
+  std::optional<milliseconds> expire;
+  DiskLockOptions lock;
+};
+
+template <class CacheOpts>
+CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts& c) {
+  constexpr bool fanout = requires { c.shards; };
+  if (!a.is_object()) {
+    detail::throw_error<ValidationError>(std::string(backend) +
+                                         " backend: arguments must be a JSON object");
+  }
+  CommonArgs out;
+  bool have_dir = false;
+  for (const auto& item : a.items()) {
+    const std::string& name = item.key();
+    const nlohmann::json& v = item.value();
+    if (name == "directory") {
+      if (v.is_string() && !v.get_ref<const std::string&>().empty()) {
+        out.directory = v.get<std::string>();
+        have_dir = true;
+      } else {
+        bad_argument(backend, name, "must be a non-empty path string, got " + v.dump());
+      }
+    } else if (name == "size_limit") {
+      c.size_limit = static_cast<std::uint64_t>(int_arg(backend, name, v, 0));
+    } else if (name == "eviction_policy") {
+      c.eviction_policy = policy_arg(backend, name, v);
+    } else if (name == "cull_limit") {
+      c.cull_limit = int_arg(backend, name, v, 0);
+    } else if (name == "statistics") {
+      c.statistics = bool_arg(backend, name, v);
+    } else if (name == "tag_index") {
+      c.tag_index = bool_arg(backend, name, v);
+    } else if (name == "disk_min_file_size") {
+      c.disk_min_file_size = int_arg(backend, name, v, 0);
+    } else if (name == "sqlite_cache_size") {
+      c.sqlite_cache_size = int_arg(backend, name, v, std::numeric_limits<std::int64_t>::min());
+    } else if (name == "sqlite_mmap_size") {
+      c.sqlite_mmap_size = int_arg(backend, name, v, 0);
+    } else if (name == "timeout") {
+      c.timeout = seconds_arg(backend, name, v);
+    } else if (name == "read_only") {
+      c.read_only = bool_arg(backend, name, v);
+    } else if (name == "expire") {
+      out.expire = seconds_arg(backend, name, v);
+    } else if (name == "lock_timeout") {
+      out.lock.lock_timeout = seconds_arg(backend, name, v);
+      if (out.lock.lock_timeout.count() <= 0) bad_argument(backend, name, "must be positive");
+    } else if (name == "lock_sleep") {
+      out.lock.lock_sleep = seconds_arg(backend, name, v);
+    } else if (name == "lock_prefix") {
+      out.lock.lock_prefix = string_arg(backend, name, v);
+    } else if (!set_specific(backend, name, v, c)) {
+      bad_argument(backend, name,
+                   fanout ? "is unknown (known: directory, shards, size_limit, eviction_policy, "
+                            "cull_limit, statistics, tag_index, disk_min_file_size, "
+                            "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, expire, "
+                            "lock_timeout, lock_sleep, lock_prefix)"
+                          : "is unknown (known: directory, size_limit, eviction_policy, "
+                            "cull_limit, statistics, tag_index, disk_min_file_size, "
+                            "sqlite_auto_vacuum, sqlite_cache_size, sqlite_journal_mode, "
+                            "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, expire, "
+                            "lock_timeout, lock_sleep, lock_prefix)");
+    }
+  }
+  if (!have_dir) bad_argument(backend, "directory", "is required");
+  return out;
+}
+
+// ---- values ---------------------------------------------------------------------------------
+
+// Text and bytes are the region's envelope; anything else (a number, set by another program)
+// is not ours to decode and reads as a miss.
+std::optional<std::string> envelope_of(std::optional<DiskValue> v) {
+  if (!v) return std::nullopt;
+  if (auto* b = std::get_if<Bytes>(&*v)) return std::move(b->data);
+  if (auto* s = std::get_if<std::string>(&*v)) return std::move(*s);
+  return std::nullopt;
+}
+
+std::optional<std::string> read_one(DiskCache& cache, const Key& key) {
+  try {
+    auto rec = cache.get_record(key, false);
+    if (!rec) return std::nullopt;
+    return envelope_of(std::move(rec->value));
+  } catch (const UnsupportedFormat&) {
+    return std::nullopt;  // pickled by Python: not a region value
+  }
+}
+
+SetOptions value_options(const std::optional<milliseconds>& expire) {
+  SetOptions o;
+  o.expire = expire;
+  return o;
+}
+
+// ---- the lease lock -------------------------------------------------------------------------
+
+// Random bits for owner tokens and backoff jitter; reseeded after fork so that children do not
+// replay their parent's sequence.
+struct Rng {
+  pid_t pid = -1;
+  std::mt19937_64 gen;
+  std::mt19937_64& get() {
+    if (pid != ::getpid()) {
+      pid = ::getpid();
+      std::random_device rd;
+      gen.seed((static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(pid));
+    }
+    return gen;
+  }
+};
+thread_local Rng tl_rng;
+
+std::string make_token() {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%ld-%016llx", static_cast<long>(::getpid()),
+                static_cast<unsigned long long>(tl_rng.get()()));
+  return buf;
+}
+
+// A dogpile lock held as an unexpired row `lock_key -> owner token` in a DiskCache.
+class DiskLeaseLock final : public CacheMutex {
+ public:
+  DiskLeaseLock(DiskCache cache, Key lock_key, DiskLockOptions opts)
+      : cache_(std::move(cache)), key_(std::move(lock_key)), opts_(std::move(opts)) {}
+
+ protected:
+  bool do_acquire(std::optional<milliseconds> timeout) override {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
+    // Threads sharing this object queue here, so only one of them polls the database.
+    {
+      std::unique_lock lk(m_);
+      if (!timeout) {
+        cv_.wait(lk, [&] { return !busy_; });
+      } else if (!cv_.wait_until(lk, deadline, [&] { return !busy_; })) {
+        return false;
+      }
+      busy_ = true;
+    }
+    try {
+      std::string token = make_token();
+      milliseconds delay(1);
+      for (;;) {
+        bool won = false;
+        try {
+          SetOptions so;
+          so.expire = opts_.lock_timeout;
+          won = cache_.add(key_, token, so);
+        } catch (const TimeoutError&) {
+          won = false;  // the database is busy: same as a held lock, try again
+        }
+        if (won) {
+          std::lock_guard lk(m_);
+          token_ = std::move(token);
+          return true;
+        }
+        const auto now = clock::now();
+        if (timeout && now >= deadline) break;
+        // Jittered sleep in [delay/2, delay], never past the deadline.
+        std::uniform_real_distribution<double> jitter(0.5, 1.0);
+        auto nap =
+            std::chrono::duration_cast<clock::duration>(std::chrono::duration<double, std::milli>(
+                static_cast<double>(delay.count()) * jitter(tl_rng.get())));
+        if (timeout) nap = std::min<clock::duration>(nap, deadline - now);
+        std::this_thread::sleep_for(nap);
+        delay = std::min(delay * 2, std::max(opts_.lock_sleep, milliseconds(1)));
+      }
+    } catch (...) {
+      free_local();
+      throw;
+    }
+    free_local();
+    return false;
+  }
+
+  void do_release() override {
+    std::string token;
+    {
+      std::lock_guard lk(m_);
+      if (!busy_ || token_.empty()) {
+        detail::throw_error<LockError>("disk lock " + key_.repr() +
+                                       ": release of a lock this mutex does not hold");
+      }
+      token = token_;
+    }
+    struct Guard {
+      DiskLeaseLock* self;
+      ~Guard() { self->free_local(); }
+    } guard{this};
+    bool owned = false;
+    {
+      auto tx = cache_.transact(/*retry=*/true);
+      auto rec = cache_.get_record(key_, false);
+      if (rec) {
+        const auto* s = std::get_if<std::string>(&rec->value);
+        owned = s != nullptr && *s == token;
+      }
+      if (owned) cache_.erase(key_, /*retry=*/true);
+      tx.commit();
+    }
+    if (!owned) {
+      detail::throw_error<LockError>(
+          "disk lock " + key_.repr() +
+          ": lease expired before release; the lock may now belong to another holder");
+    }
+  }
+
+  [[nodiscard]] bool do_locked() const override { return cache_.contains(key_); }
+
+ private:
+  void free_local() noexcept {
+    {
+      std::lock_guard lk(m_);
+      busy_ = false;
+      token_.clear();
+    }
+    cv_.notify_one();
+  }
+
+  mutable DiskCache cache_;
+  Key key_;
+  DiskLockOptions opts_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool busy_ = false;  // a thread of this process holds or is acquiring the lock
+  std::string token_;  // non-empty while held
+};
+
+Key text_key(std::string_view k) { return Key(std::string(k)); }
+
+const std::filesystem::path& required_dir(const char* backend, const std::filesystem::path& p) {
+  if (p.empty()) bad_argument(backend, "directory", "is required");
+  return p;
+}
+
+}  // namespace
+
+// ---- DiskBackend ----------------------------------------------------------------------------
+
+DiskBackend::DiskBackend(DiskBackendOptions options)
+    : opts_(std::move(options)), cache_(required_dir("disk", opts_.directory), opts_.cache) {
+  if (opts_.lock.lock_timeout.count() <= 0) {
+    detail::throw_error<ValidationError>("disk backend: 'lock_timeout' must be positive");
+  }
+}
+
+std::shared_ptr<CacheBackend> DiskBackend::from_arguments(const nlohmann::json& arguments) {
+  DiskBackendOptions o;
+  CommonArgs c = parse_common("disk", arguments, o.cache);
+  o.directory = std::move(c.directory);
+  o.expire = c.expire;
+  o.lock = std::move(c.lock);
+  return std::make_shared<DiskBackend>(std::move(o));
+}
+
+std::optional<std::string> DiskBackend::do_get(std::string_view key) {
+  return read_one(cache_, text_key(key));
+}
+
+void DiskBackend::do_set(std::string_view key, std::string_view value) {
+  cache_.set_value(text_key(key), Bytes{std::string(value)}, value_options(opts_.expire), false);
+}
+
+void DiskBackend::do_erase(std::string_view key) { cache_.erase(text_key(key)); }
+
+std::vector<std::optional<std::string>> DiskBackend::do_get_multi(
+    std::span<const std::string> keys) {
+  std::vector<Key> ks(keys.begin(), keys.end());
+  std::vector<std::optional<std::string>> out;
+  out.reserve(keys.size());
+  try {
+    for (auto& v : cache_.get_many_values(ks)) out.push_back(envelope_of(std::move(v)));
+  } catch (const UnsupportedFormat&) {
+    out.clear();  // one pickled value: fall back to key-by-key, where it reads as a miss
+    for (const auto& k : ks) out.push_back(read_one(cache_, k));
+  }
+  return out;
+}
+
+void DiskBackend::do_set_multi(std::span<const BytesItem> items) {
+  std::vector<std::pair<Key, DiskValue>> conv;
+  conv.reserve(items.size());
+  for (const auto& [k, v] : items) conv.emplace_back(text_key(k), Bytes{v});
+  cache_.set_many_values(conv, value_options(opts_.expire));
+}
+
+void DiskBackend::do_erase_multi(std::span<const std::string> keys) {
+  std::vector<Key> ks(keys.begin(), keys.end());
+  cache_.erase_many(ks);
+}
+
+std::shared_ptr<CacheMutex> DiskBackend::do_get_mutex(std::string_view key) {
+  return std::make_shared<DiskLeaseLock>(
+      cache_, text_key(opts_.lock.lock_prefix + std::string(key)), opts_.lock);
+}
+
+// ---- FanoutBackend --------------------------------------------------------------------------
+
+FanoutBackend::FanoutBackend(FanoutBackendOptions options)
+    : opts_(std::move(options)), cache_(required_dir("fanout", opts_.directory), opts_.cache) {
+  if (opts_.lock.lock_timeout.count() <= 0) {
+    detail::throw_error<ValidationError>("fanout backend: 'lock_timeout' must be positive");
+  }
+}
+
+std::shared_ptr<CacheBackend> FanoutBackend::from_arguments(const nlohmann::json& arguments) {
+  FanoutBackendOptions o;
+  o.cache.timeout = std::chrono::seconds(1);
+  CommonArgs c = parse_common("fanout", arguments, o.cache);
+  o.directory = std::move(c.directory);
+  o.expire = c.expire;
+  o.lock = std::move(c.lock);
+  return std::make_shared<FanoutBackend>(std::move(o));
+}
+
+std::optional<std::string> FanoutBackend::do_get(std::string_view key) {
+  const Key k = text_key(key);
+  return read_one(cache_.shard_for(k), k);
+}
+
+void FanoutBackend::do_set(std::string_view key, std::string_view value) {
+  const Key k = text_key(key);
+  cache_.shard_for(k).set_value(k, Bytes{std::string(value)}, value_options(opts_.expire), false);
+}
+
+void FanoutBackend::do_erase(std::string_view key) {
+  const Key k = text_key(key);
+  cache_.shard_for(k).erase(k);
+}
+
+namespace {
+// Key positions grouped by shard, so each shard gets one bulk call (and a timeout throws).
+std::map<std::size_t, std::vector<std::size_t>> by_shard(FanoutCache& cache,
+                                                         std::span<const Key> keys) {
+  std::map<std::size_t, std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < keys.size(); ++i) groups[cache.shard_index(keys[i])].push_back(i);
+  return groups;
+}
+}  // namespace
+
+std::vector<std::optional<std::string>> FanoutBackend::do_get_multi(
+    std::span<const std::string> keys) {
+  std::vector<Key> ks(keys.begin(), keys.end());
+  std::vector<std::optional<std::string>> out(keys.size());
+  for (const auto& [shard, idx] : by_shard(cache_, ks)) {
+    std::vector<Key> sub;
+    sub.reserve(idx.size());
+    for (auto i : idx) sub.push_back(ks[i]);
+    DiskCache& c = cache_.shard(shard);
+    try {
+      auto vals = c.get_many_values(sub);
+      for (std::size_t j = 0; j < idx.size(); ++j) out[idx[j]] = envelope_of(std::move(vals[j]));
+    } catch (const UnsupportedFormat&) {
+      for (auto i : idx) out[i] = read_one(c, ks[i]);
+    }
+  }
+  return out;
+}
+
+void FanoutBackend::do_set_multi(std::span<const BytesItem> items) {
+  std::vector<Key> ks;
+  ks.reserve(items.size());
+  for (const auto& it : items) ks.push_back(text_key(it.first));
+  for (const auto& [shard, idx] : by_shard(cache_, ks)) {
+    std::vector<std::pair<Key, DiskValue>> conv;
+    conv.reserve(idx.size());
+    for (auto i : idx) conv.emplace_back(ks[i], Bytes{items[i].second});
+    cache_.shard(shard).set_many_values(conv, value_options(opts_.expire));
+  }
+}
+
+void FanoutBackend::do_erase_multi(std::span<const std::string> keys) {
+  std::vector<Key> ks(keys.begin(), keys.end());
+  for (const auto& [shard, idx] : by_shard(cache_, ks)) {
+    std::vector<Key> sub;
+    sub.reserve(idx.size());
+    for (auto i : idx) sub.push_back(ks[i]);
+    cache_.shard(shard).erase_many(sub);
+  }
+}
+
+std::shared_ptr<CacheMutex> FanoutBackend::do_get_mutex(std::string_view key) {
+  Key lock_key = text_key(opts_.lock.lock_prefix + std::string(key));
+  DiskCache shard = cache_.shard_for(lock_key);
+  return std::make_shared<DiskLeaseLock>(std::move(shard), std::move(lock_key), opts_.lock);
+}
+
+// ---- registration ---------------------------------------------------------------------------
+
+void register_disk_backends() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_backend("disk",
+                     [](const nlohmann::json& a) { return DiskBackend::from_arguments(a); });
+    register_backend("fanout",
+                     [](const nlohmann::json& a) { return FanoutBackend::from_arguments(a); });
+  });
+}
+
+}  // namespace dogpile
