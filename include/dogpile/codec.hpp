@@ -6,16 +6,19 @@
 ///   nlohmann_json can convert goes through JSON (default), MessagePack or CBOR.
 ///   Specialize `dogpile::Codec<T>` for a type of your own.
 /// * The envelope adds the creation time. By default it is byte-compatible with dogpile.cache:
-///   `{"ct": 1700000000.123, "v": 2}|payload`. `EnvelopeFormat::compact` is a 14-byte binary
+///   `{"ct": 1700000000.123, "v": 2}|payload`. `EnvelopeFormat::compact` is a 20-byte binary
 ///   header instead. Payloads above `compress_threshold` are zlib-compressed (flagged in the
 ///   envelope; a Python reader does not understand that flag, so leave it off for interop).
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -46,26 +49,70 @@ struct CodecOptions {
   int compress_level = 6;              ///< zlib level 1..9
 };
 
+namespace detail {
+/// Numbers whose decoding is range-checked (not bool or the character types).
+template <class T>
+inline constexpr bool is_checked_number_v =
+    std::is_floating_point_v<T> ||
+    (std::is_integral_v<T> && !std::is_same_v<T, bool> && !std::is_same_v<T, char> &&
+     !std::is_same_v<T, wchar_t> && !std::is_same_v<T, char8_t> && !std::is_same_v<T, char16_t> &&
+     !std::is_same_v<T, char32_t>);
+
+/// `j` as the number type `T`, or CantDeserialize when it is not a number or does not fit
+/// (nlohmann's own conversion would truncate silently, or be undefined behaviour for floats
+/// out of range). An integral `T` accepts a float only when it is a whole number.
+template <class T>
+T json_to_number(const nlohmann::json& j) {
+  if constexpr (std::is_integral_v<T>) {
+    if (j.is_number_unsigned()) {
+      const auto u = j.get<std::uint64_t>();
+      if (std::in_range<T>(u)) return static_cast<T>(u);
+    } else if (j.is_number_integer()) {
+      const auto i = j.get<std::int64_t>();
+      if (std::in_range<T>(i)) return static_cast<T>(i);
+    } else if (j.is_number_float()) {
+      const double d = j.get<double>();
+      // The bounds are powers of two, exact in a double.
+      const double lo = static_cast<double>(std::numeric_limits<T>::min());
+      const double hi = static_cast<double>(std::numeric_limits<T>::max()) + 1.0;
+      if (d >= lo && d < hi && std::trunc(d) == d) return static_cast<T>(d);
+    }
+  } else if (j.is_number()) {
+    const double d = j.get<double>();
+    if (!std::isfinite(d) || std::fabs(d) <= static_cast<double>(std::numeric_limits<T>::max())) {
+      return static_cast<T>(d);
+    }
+  }
+  throw_error<CantDeserialize>(std::string("cannot decode value: a JSON ") + j.type_name() +
+                               " is not a number that fits the requested type");
+}
+}  // namespace detail
+
 /// Payload codec. The primary template handles every type nlohmann_json can convert.
 /// Specialize for your own types: `static std::string encode(const T&, Format)` and
 /// `static T decode(std::string_view, Format)` (throw `CantDeserialize` on bad bytes).
 template <class T, class Enable = void>
 struct Codec {
   static std::string encode(const T& value, Format format) {
-    nlohmann::json j = value;
-    switch (format) {
-      case Format::msgpack: {
-        auto v = nlohmann::json::to_msgpack(j);
-        return {v.begin(), v.end()};
+    try {
+      nlohmann::json j = value;
+      switch (format) {
+        case Format::msgpack: {
+          auto v = nlohmann::json::to_msgpack(j);
+          return {v.begin(), v.end()};
+        }
+        case Format::cbor: {
+          auto v = nlohmann::json::to_cbor(j);
+          return {v.begin(), v.end()};
+        }
+        case Format::json:
+          break;
       }
-      case Format::cbor: {
-        auto v = nlohmann::json::to_cbor(j);
-        return {v.begin(), v.end()};
-      }
-      case Format::json:
-        break;
+      return j.dump();
+    } catch (const nlohmann::json::exception& e) {
+      // e.g. a string that is not valid UTF-8 cannot be written as JSON text.
+      detail::throw_error<ValidationError>(std::string("cannot encode value: ") + e.what());
     }
-    return j.dump();
   }
   static T decode(std::string_view bytes, Format format) {
     try {
@@ -81,7 +128,11 @@ struct Codec {
           j = nlohmann::json::parse(bytes.begin(), bytes.end());
           break;
       }
-      return j.template get<T>();
+      if constexpr (detail::is_checked_number_v<T>) {
+        return detail::json_to_number<T>(j);
+      } else {
+        return j.template get<T>();
+      }
     } catch (const nlohmann::json::exception& e) {
       detail::throw_error<CantDeserialize>(std::string("cannot decode value: ") + e.what());
     }
@@ -133,7 +184,7 @@ inline void put_u64(std::string& out, std::uint64_t v) {
 }
 inline std::uint64_t get_u64(std::string_view in) {
   std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i)
+  for (std::size_t i = 0; i < 8; ++i)
     v |= static_cast<std::uint64_t>(static_cast<unsigned char>(in[i])) << (8 * i);
   return v;
 }

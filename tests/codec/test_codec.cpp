@@ -1,0 +1,304 @@
+// Codec<T>, the two envelopes and zlib: round trips, byte-exact dogpile.cache headers (checked
+// against CPython's json.dumps), and corrupt input that must give CantDeserialize, never a crash.
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "dogpile/codec.hpp"
+
+namespace app {
+struct User {
+  int id = 0;
+  std::string name;
+  std::vector<double> scores;
+  bool operator==(const User&) const = default;
+};
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(User, id, name, scores)
+}  // namespace app
+
+namespace {
+
+using dogpile::CodecOptions;
+using dogpile::EnvelopeFormat;
+using dogpile::Format;
+
+// Runs a Python snippet with Debian's python3 and returns its stdout.
+std::string run_python(const std::string& code) {
+  const std::string cmd = std::string(DOGPILE_PYTHON3) + " -c '" + code + "'";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  REQUIRE(pclose(p) == 0);
+  return out;
+}
+
+template <class T>
+T round_trip(const T& value, const CodecOptions& opts, double ct = 1700000000.5) {
+  const std::string bytes = dogpile::encode_value(value, dogpile::Metadata{.ct = ct}, opts);
+  const dogpile::Unpacked u = dogpile::unpack_envelope(bytes);
+  CHECK(u.meta.ct == ct);
+  CHECK(u.meta.v == 2);
+  return dogpile::Codec<T>::decode(u.payload, opts.format);
+}
+
+// Every outcome of unpacking+decoding hostile bytes must be a value or CantDeserialize.
+template <class T>
+void expect_value_or_cant_deserialize(std::string_view bytes, Format format) {
+  try {
+    const auto u = dogpile::unpack_envelope(bytes);
+    (void)dogpile::Codec<T>::decode(u.payload, format);
+  } catch (const dogpile::CantDeserialize&) {
+  }
+}
+
+}  // namespace
+
+TEST_CASE("dogpile envelope is byte-identical to dogpile.cache's", "[codec]") {
+  const std::string bytes =
+      dogpile::pack_envelope(dogpile::Metadata{.ct = 1700000000.123, .v = 2}, "payload", {});
+  CHECK(bytes == R"({"ct": 1700000000.123, "v": 2}|payload)");
+
+  // The same header CPython writes for a range of creation times.
+  const std::vector<double> cts{1700000000.123,    1700000000.0,       1.5,   0.0,
+                                1763727845.987654, 1234567890.1234567, 1e-05, 86400.25};
+  const std::string py = run_python(
+      "import json\n"
+      "for ct in [1700000000.123, 1700000000.0, 1.5, 0.0, 1763727845.987654, "
+      "1234567890.1234567, 1e-05, 86400.25]:\n"
+      "    print(json.dumps({\"ct\": ct, \"v\": 2}))\n");
+  std::string expected;
+  for (double ct : cts) {
+    const std::string env = dogpile::pack_envelope(dogpile::Metadata{.ct = ct}, "", {});
+    REQUIRE(env.back() == '|');
+    expected += env.substr(0, env.size() - 1) + "\n";
+  }
+  CHECK(expected == py);
+}
+
+TEST_CASE("an envelope written by Python dogpile.cache (JSON serializer) is read", "[codec]") {
+  // As dogpile.cache's region: json.dumps(metadata).encode("ascii") + b"|" + serializer(value).
+  const std::string bytes = run_python(
+      "import json, sys\n"
+      "meta = {\"ct\": 1700000000.123, \"v\": 2}\n"
+      "value = {\"id\": 7, \"name\": \"Ann\\u00e9\", \"scores\": [1.0, 0.5]}\n"
+      "sys.stdout.buffer.write(json.dumps(meta).encode(\"ascii\") + b\"|\" + "
+      "json.dumps(value).encode())\n");
+  const auto u = dogpile::unpack_envelope(bytes);
+  CHECK(u.meta.ct == 1700000000.123);
+  CHECK(u.meta.v == 2);
+  const auto user = dogpile::Codec<app::User>::decode(u.payload, Format::json);
+  CHECK(user == app::User{7, "Ann\xC3\xA9", {1.0, 0.5}});
+}
+
+TEST_CASE("an envelope written by dogpile-cpp is read by Python", "[codec]") {
+  const std::string bytes = dogpile::encode_value(
+      app::User{3, "Bo", {2.5}}, dogpile::Metadata{.ct = 1700000000.25}, CodecOptions{});
+  // Hex-encode so the shell quoting stays trivial.
+  std::string hex;
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (unsigned char c : bytes) {
+    hex.push_back(kHex[c >> 4]);
+    hex.push_back(kHex[c & 0x0F]);
+  }
+  const std::string out = run_python(
+      "import json\n"
+      "raw = bytes.fromhex(\"" +
+      hex +
+      "\")\n"
+      "meta, _, payload = raw.partition(b\"|\")\n"
+      "m = json.loads(meta); v = json.loads(payload)\n"
+      "print(repr(m[\"ct\"]), m[\"v\"], v[\"id\"], v[\"name\"], v[\"scores\"])\n");
+  CHECK(out == "1700000000.25 2 3 Bo [2.5]\n");
+}
+
+TEST_CASE("values round-trip through JSON, MessagePack and CBOR", "[codec]") {
+  for (Format f : {Format::json, Format::msgpack, Format::cbor}) {
+    for (EnvelopeFormat e : {EnvelopeFormat::dogpile, EnvelopeFormat::compact}) {
+      const CodecOptions opts{.format = f, .envelope = e};
+      CHECK(round_trip(42, opts) == 42);
+      CHECK(round_trip(-1.25, opts) == -1.25);
+      CHECK(round_trip(true, opts) == true);
+      CHECK(round_trip(app::User{1, "x|y", {0.1, 1e300}}, opts) ==
+            app::User{1, "x|y", {0.1, 1e300}});
+      const std::map<std::string, std::vector<int>> m{{"a", {1, 2}}, {"b", {}}};
+      CHECK(round_trip(m, opts) == m);
+      const nlohmann::json j = {{"k", nullptr}, {"n", {1, 2.5, "s"}}};
+      CHECK(round_trip(j, opts) == j);
+    }
+  }
+  // The binary formats really are binary.
+  CHECK(dogpile::Codec<int>::encode(1, Format::msgpack) == std::string("\x01", 1));
+  CHECK(dogpile::Codec<int>::encode(1, Format::cbor) == std::string("\x01", 1));
+  CHECK(dogpile::Codec<int>::encode(1, Format::json) == "1");
+}
+
+TEST_CASE("strings and bytes pass through unchanged", "[codec]") {
+  const std::string s("bin\0ary|\xFF{\"ct\"", 15);
+  for (Format f : {Format::json, Format::msgpack, Format::cbor}) {
+    CHECK(dogpile::Codec<std::string>::encode(s, f) == s);
+    CHECK(dogpile::Codec<std::string>::decode(s, f) == s);
+    const std::vector<std::uint8_t> b{0, 1, 255, '|'};
+    const std::string eb = dogpile::Codec<std::vector<std::uint8_t>>::encode(b, f);
+    CHECK(eb == std::string("\x00\x01\xFF|", 4));
+    CHECK(dogpile::Codec<std::vector<std::uint8_t>>::decode(eb, f) == b);
+    const std::vector<std::byte> sb{std::byte{7}, std::byte{0}};
+    CHECK(dogpile::Codec<std::vector<std::byte>>::decode(
+              dogpile::Codec<std::vector<std::byte>>::encode(sb, f), f) == sb);
+    CHECK(dogpile::Codec<std::vector<char>>::decode("", f).empty());
+    CHECK(round_trip(s, CodecOptions{.format = f}) == s);
+  }
+  // A payload containing '|' : only the first '|' separates the header.
+  const auto u = dogpile::unpack_envelope(R"({"ct": 1.5, "v": 2}|a|b)");
+  CHECK(u.payload == "a|b");
+}
+
+TEST_CASE("compact envelope layout", "[codec]") {
+  const CodecOptions opts{.envelope = EnvelopeFormat::compact};
+  const std::string bytes =
+      dogpile::pack_envelope(dogpile::Metadata{.ct = 1700000000.123456, .v = 2}, "xyz", opts);
+  REQUIRE(bytes.size() == 20 + 3);
+  CHECK(bytes.substr(0, 4) == std::string("\xDCP\x02\x00", 4));
+  // Creation time in microseconds, 8 bytes little endian.
+  std::uint64_t us = 0;
+  for (int i = 0; i < 8; ++i) {
+    us |= static_cast<std::uint64_t>(
+              static_cast<unsigned char>(bytes[4 + static_cast<std::size_t>(i)]))
+          << (8 * i);
+  }
+  CHECK(us == 1700000000123456ULL);
+  CHECK(bytes.substr(20) == "xyz");
+  const auto u = dogpile::unpack_envelope(bytes);
+  CHECK(u.meta.ct == Approx(1700000000.123456).margin(1e-6));
+  CHECK(u.payload == "xyz");
+  // delta is kept in both formats.
+  for (EnvelopeFormat e : {EnvelopeFormat::dogpile, EnvelopeFormat::compact}) {
+    const auto d = dogpile::unpack_envelope(dogpile::pack_envelope(
+        dogpile::Metadata{.ct = 10, .delta = 0.25}, "p", CodecOptions{.envelope = e}));
+    CHECK(d.meta.delta == 0.25);
+  }
+}
+
+TEST_CASE("zlib compression above the threshold", "[codec]") {
+  const std::string big(5000, 'a');
+  for (EnvelopeFormat e : {EnvelopeFormat::dogpile, EnvelopeFormat::compact}) {
+    const CodecOptions opts{.envelope = e, .compress_threshold = 100};
+    const std::string packed = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, big, opts);
+    CHECK(packed.size() < 200);
+    if (e == EnvelopeFormat::dogpile) CHECK(packed.find("\"z\": 1}|") != std::string::npos);
+    CHECK(dogpile::unpack_envelope(packed).payload == big);
+
+    // Below the threshold: stored as is.
+    const std::string small(99, 'a');
+    const std::string plain = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, small, opts);
+    CHECK(plain.substr(plain.size() - small.size()) == small);
+    CHECK(dogpile::unpack_envelope(plain).payload == small);
+
+    // Incompressible data above the threshold is stored as is (compression would grow it).
+    std::mt19937 rng(7);
+    std::string noise(1000, '\0');
+    for (char& c : noise) c = static_cast<char>(rng() & 0xFF);
+    const std::string raw = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, noise, opts);
+    CHECK(raw.substr(raw.size() - noise.size()) == noise);
+    CHECK(dogpile::unpack_envelope(raw).payload == noise);
+  }
+  // Default options never compress (Python interop).
+  const std::string def = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, big, {});
+  CHECK(def.find("\"z\"") == std::string::npos);
+}
+
+TEST_CASE("corrupt and truncated bytes throw CantDeserialize", "[codec]") {
+  using dogpile::CantDeserialize;
+  CHECK_THROWS_AS(dogpile::unpack_envelope(""), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope("no separator"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope("|payload"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope("{}|payload"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": "x"}|p)"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"([1, 2]|p)"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 1.0, "v": 2)"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(std::string("\xDCP\x02\x00\x01", 5)), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 1, "z": 1}|)"), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 1, "z": 1}|garbage-not-zlib)"),
+                  CantDeserialize);
+  // A compressed-length prefix that lies (asks for 2^60 bytes) is rejected before allocating.
+  CHECK_THROWS_AS(dogpile::unpack_envelope(std::string(R"({"ct": 1, "z": 1}|)") +
+                                           std::string("\0\0\0\0\0\0\0\x10xxxx", 12)),
+                  CantDeserialize);
+
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("\"text\"", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("{", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("\xC1", Format::msgpack), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("\x9F", Format::cbor), CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<app::User>::decode(R"({"id": 1})", Format::json), CantDeserialize);
+}
+
+TEST_CASE("every truncation and byte flip of valid envelopes is handled", "[codec]") {
+  std::vector<std::pair<std::string, Format>> samples;
+  for (Format f : {Format::json, Format::msgpack, Format::cbor}) {
+    for (EnvelopeFormat e : {EnvelopeFormat::dogpile, EnvelopeFormat::compact}) {
+      for (std::size_t threshold : {std::size_t{0}, std::size_t{16}}) {
+        const CodecOptions opts{.format = f, .envelope = e, .compress_threshold = threshold};
+        samples.emplace_back(dogpile::encode_value(app::User{9, std::string(40, 'n'), {1, 2, 3}},
+                                                   dogpile::Metadata{.ct = 1700000000.5}, opts),
+                             f);
+      }
+    }
+  }
+  std::mt19937 rng(2026);
+  for (const auto& [bytes, f] : samples) {
+    for (std::size_t n = 0; n <= bytes.size(); ++n) {
+      expect_value_or_cant_deserialize<app::User>(std::string_view(bytes).substr(0, n), f);
+    }
+    for (int i = 0; i < 300; ++i) {
+      std::string m = bytes;
+      m[rng() % m.size()] = static_cast<char>(rng() & 0xFF);
+      expect_value_or_cant_deserialize<app::User>(m, f);
+      expect_value_or_cant_deserialize<nlohmann::json>(m, f);
+    }
+  }
+  SUCCEED("no exception other than CantDeserialize escaped");
+}
+
+TEST_CASE("numbers that do not fit the requested type are CantDeserialize", "[codec]") {
+  using dogpile::CantDeserialize;
+  using dogpile::Codec;
+  CHECK_THROWS_AS(Codec<int>::decode("1e300", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(Codec<int>::decode("1.5", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(Codec<std::uint8_t>::decode("300", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(Codec<std::uint32_t>::decode("-1", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(Codec<std::int64_t>::decode("18446744073709551615", Format::json),
+                  CantDeserialize);
+  CHECK_THROWS_AS(Codec<float>::decode("1e300", Format::json), CantDeserialize);
+  CHECK_THROWS_AS(Codec<double>::decode("\"1\"", Format::json), CantDeserialize);
+  CHECK(Codec<int>::decode("2.0", Format::json) == 2);  // a whole float is fine (Python 2.0)
+  CHECK(Codec<std::int64_t>::decode("-9223372036854775808", Format::json) ==
+        std::numeric_limits<std::int64_t>::min());
+  CHECK(Codec<std::uint64_t>::decode("18446744073709551615", Format::json) ==
+        std::numeric_limits<std::uint64_t>::max());
+  CHECK(Codec<double>::decode("1e300", Format::json) == 1e300);
+  CHECK(Codec<float>::decode("0.5", Format::json) == 0.5f);
+  CHECK(Codec<double>::decode("7", Format::json) == 7.0);
+  CHECK(Codec<bool>::decode("true", Format::json));
+  CHECK_THROWS_AS(Codec<bool>::decode("1", Format::json), CantDeserialize);
+}
+
+TEST_CASE("a value JSON cannot represent is a ValidationError on encode", "[codec]") {
+  const std::vector<std::string> bad_utf8{"ok", "\xFF\xFE"};
+  CHECK_THROWS_AS(dogpile::Codec<std::vector<std::string>>::encode(bad_utf8, Format::json),
+                  dogpile::ValidationError);
+  // Binary formats carry the bytes.
+  CHECK(dogpile::Codec<std::vector<std::string>>::decode(
+            dogpile::Codec<std::vector<std::string>>::encode(bad_utf8, Format::msgpack),
+            Format::msgpack) == bad_utf8);
+}
