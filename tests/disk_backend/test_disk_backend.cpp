@@ -1,0 +1,443 @@
+// The `disk` and `fanout` region backends: arguments, byte storage (read back by DiskCache and
+// by python-diskcache), the lease lock (ownership, expiry, exclusion across processes) and a
+// cross-process get_or_create stampede with exactly one creation.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <latch>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "dogpile/backends/disk.hpp"
+#include "dogpile/region.hpp"
+
+#if __has_include("backends/conformance.hpp")
+#include "backends/conformance.hpp"
+#define DOGPILE_HAVE_CONFORMANCE 1
+#endif
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using dogpile::DiskBackend;
+using dogpile::DiskBackendOptions;
+using dogpile::FanoutBackend;
+using dogpile::FanoutBackendOptions;
+
+namespace {
+
+// A fresh temporary directory, removed at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "dogpile-disk-backend-XXXXXX").string();
+    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] std::string str() const { return path.string(); }
+};
+
+// Runs `body` in `n` forked children (child index passed in) and returns how many exited 0.
+// Children never return into Catch2: they _exit with 0 on success, 1 on failure/exception.
+int run_children(int n, const std::function<bool(int)>& body) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 1;
+      try {
+        code = body(i) ? 0 : 1;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", i, e.what());
+      } catch (...) {
+      }
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  int ok = 0;
+  for (const pid_t pid : pids) {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++ok;
+  }
+  return ok;
+}
+
+std::string python() { return "/usr/bin/python3"; }
+
+}  // namespace
+
+#ifdef DOGPILE_HAVE_CONFORMANCE
+#ifdef DOGPILE_BACKEND_CONFORMANCE
+DOGPILE_BACKEND_CONFORMANCE(disk, [] {
+  static int n = 0;
+  auto dir = fs::temp_directory_path() /
+             ("dogpile-disk-conf-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+  fs::remove_all(dir);
+  return DiskBackend::from_arguments({{"directory", dir.string()}});
+})
+DOGPILE_BACKEND_CONFORMANCE(fanout, [] {
+  static int n = 0;
+  auto dir = fs::temp_directory_path() /
+             ("dogpile-fanout-conf-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+  fs::remove_all(dir);
+  return FanoutBackend::from_arguments({{"directory", dir.string()}, {"shards", 4}});
+})
+#endif
+#endif
+
+TEST_CASE("disk backends are registered by name and validate their arguments", "[disk_backend]") {
+  TempDir d;
+  CHECK(dogpile::is_backend_registered("disk"));
+  CHECK(dogpile::is_backend_registered("fanout"));
+  CHECK(dogpile::is_backend_registered("dogpile.cache.disk"));
+
+  CHECK_THROWS_AS(dogpile::make_backend("disk", nlohmann::json::object()),
+                  dogpile::ValidationError);
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", nlohmann::json::object()),
+                    Catch::Contains("directory"));
+  CHECK_THROWS_AS(dogpile::make_backend("fanout", {{"shards", 2}}), dogpile::ValidationError);
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"bogus", 1}}),
+                    Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"size_limit", "x"}}),
+                    Catch::Contains("size_limit"));
+  CHECK_THROWS_WITH(
+      dogpile::make_backend("disk", {{"directory", d.str()}, {"eviction_policy", "random"}}),
+      Catch::Contains("eviction_policy"));
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"timeout", -1}}),
+                    Catch::Contains("timeout"));
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"shards", 4}}),
+                    Catch::Contains("shards"));
+  CHECK_THROWS_WITH(dogpile::make_backend("fanout", {{"directory", d.str() + "/f"}, {"shards", 0}}),
+                    Catch::Contains("shards"));
+  CHECK_THROWS_AS(DiskBackend(DiskBackendOptions{}), dogpile::ValidationError);
+
+  auto b = dogpile::make_backend("disk", {{"directory", d.str() + "/d"},
+                                          {"size_limit", 1 << 20},
+                                          {"eviction_policy", "least_recently_used"},
+                                          {"timeout", 2.5},
+                                          {"lock_timeout", 10},
+                                          {"lock_sleep", 0.05}});
+  auto* disk = dynamic_cast<DiskBackend*>(b.get());
+  REQUIRE(disk != nullptr);
+  CHECK(disk->options().cache.timeout == 2500ms);
+  CHECK(disk->options().lock.lock_timeout == 10s);
+  CHECK(disk->options().lock.lock_sleep == 50ms);
+  CHECK(disk->cache().settings().size_limit == (1u << 20));
+  CHECK(disk->cache().settings().eviction_policy == dogpile::EvictionPolicy::least_recently_used);
+  CHECK(b->has_lock_timeout());
+
+  auto f =
+      dogpile::make_backend("dogpile.cache.fanout", {{"directory", d.str() + "/f"}, {"shards", 3}});
+  auto* fan = dynamic_cast<FanoutBackend*>(f.get());
+  REQUIRE(fan != nullptr);
+  CHECK(fan->cache().shard_count() == 3);
+  CHECK(fan->options().cache.timeout == 1s);
+}
+
+TEST_CASE("disk backends store bytes as BLOBs", "[disk_backend]") {
+  TempDir d;
+  std::vector<std::shared_ptr<dogpile::CacheBackend>> backends{
+      dogpile::make_backend("disk", {{"directory", d.str() + "/d"}}),
+      dogpile::make_backend("fanout", {{"directory", d.str() + "/f"}, {"shards", 4}})};
+  const std::string bin("a\0b\xff", 4);
+  for (auto& b : backends) {
+    CHECK_FALSE(b->get("k").has_value());
+    b->set("k", bin);
+    REQUIRE(b->get("k").has_value());
+    CHECK(*b->get("k") == bin);
+    b->set("k", "v2");
+    CHECK(b->get("k") == std::optional<std::string>("v2"));
+    b->erase("k");
+    b->erase("k");  // missing is fine
+    CHECK_FALSE(b->get("k").has_value());
+
+    std::vector<dogpile::BytesItem> items;
+    std::vector<std::string> keys;
+    for (int i = 0; i < 20; ++i) {
+      items.emplace_back("m" + std::to_string(i), std::string(static_cast<std::size_t>(i), 'x'));
+      keys.push_back("m" + std::to_string(i));
+    }
+    b->set_multi(items);
+    keys.push_back("absent");
+    auto got = b->get_multi(keys);
+    REQUIRE(got.size() == 21);
+    for (int i = 0; i < 20; ++i) {
+      REQUIRE(got[static_cast<std::size_t>(i)].has_value());
+      CHECK(*got[static_cast<std::size_t>(i)] == std::string(static_cast<std::size_t>(i), 'x'));
+    }
+    CHECK_FALSE(got[20].has_value());
+    b->erase_multi(keys);
+    for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v.has_value());
+  }
+
+  // The value is a BLOB (Python bytes) under a TEXT key.
+  auto* disk = dynamic_cast<DiskBackend*>(backends[0].get());
+  disk->set("blob", bin);
+  auto raw = disk->cache().get<dogpile::DiskValue>("blob");
+  REQUIRE(raw.has_value());
+  REQUIRE(std::holds_alternative<dogpile::Bytes>(*raw));
+  CHECK(std::get<dogpile::Bytes>(*raw).data == bin);
+  // A value another program stored as a number reads as a miss, not an error.
+  disk->cache().set("number", 42);
+  CHECK_FALSE(disk->get("number").has_value());
+}
+
+TEST_CASE("a disk region's values are readable by python-diskcache", "[disk_backend][python]") {
+  TempDir d;
+  auto region = dogpile::make_region({.name = "py"});
+  region.configure("disk", {.arguments = {{"directory", d.str()}}});
+  region.set("user:1", std::string("alice"));
+  CHECK(region.get<std::string>("user:1") == std::optional<std::string>("alice"));
+
+  const std::string out = d.str() + "/py.out";
+  const std::string cmd = python() + " -c 'import diskcache,sys; c=diskcache.Cache(sys.argv[1]); " +
+                          "v=c[\"user:1\"]; assert isinstance(v, bytes), type(v); " +
+                          "open(sys.argv[2],\"wb\").write(v)' " + d.str() + " " + out;
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  std::FILE* fp = std::fopen(out.c_str(), "rb");
+  REQUIRE(fp != nullptr);
+  std::string bytes(4096, '\0');
+  bytes.resize(std::fread(bytes.data(), 1, bytes.size(), fp));
+  std::fclose(fp);
+  CHECK(bytes.rfind("{\"ct\": ", 0) == 0);  // dogpile.cache's envelope
+  CHECK(bytes.find("|\"alice\"") != std::string::npos);
+}
+
+TEST_CASE("disk lock: ownership, no-wait and timeouts", "[disk_backend][lock]") {
+  TempDir d;
+  auto a = dogpile::make_backend("disk", {{"directory", d.str()}});
+  auto b = dogpile::make_backend("disk", {{"directory", d.str()}});  // another client
+  auto ma = a->get_mutex("k");
+  auto mb = b->get_mutex("k");
+  REQUIRE(ma);
+  REQUIRE(mb);
+  CHECK_FALSE(ma->locked());
+  CHECK(ma->acquire(false));
+  CHECK(ma->locked());
+  CHECK(mb->locked());
+  CHECK_FALSE(mb->acquire(false));
+  CHECK_FALSE(mb->try_acquire_for(20ms));
+  CHECK_THROWS_AS(mb->release(), dogpile::LockError);  // not the owner
+  CHECK(ma->locked());                                 // ...and the lock is untouched
+  // The lock lives in the cache under "_lock" + key.
+  auto* disk = dynamic_cast<DiskBackend*>(a.get());
+  CHECK(disk->cache().contains("_lockk"));
+  ma->release();
+  CHECK_FALSE(ma->locked());
+  CHECK_THROWS_AS(ma->release(), dogpile::LockError);  // twice
+  CHECK(mb->acquire(true));
+  CHECK(mb->locked());
+  mb->release();
+
+  // Other keys are independent; threads sharing one mutex object exclude each other.
+  auto m1 = a->get_mutex("x");
+  auto m2 = a->get_mutex("y");
+  CHECK(m1->acquire(false));
+  CHECK(m2->acquire(false));
+  m1->release();
+  m2->release();
+
+  int inside = 0;
+  int max_inside = 0;
+  std::vector<std::thread> threads;
+  std::mutex mm;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 10; ++i) {
+        REQUIRE(m1->acquire(true));
+        {
+          std::lock_guard lk(mm);
+          max_inside = std::max(max_inside, ++inside);
+        }
+        {
+          std::lock_guard lk(mm);
+          --inside;
+        }
+        m1->release();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(max_inside == 1);
+  CHECK_FALSE(m1->locked());
+}
+
+TEST_CASE("disk lock: the lease frees a lock whose holder is gone", "[disk_backend][lock]") {
+  TempDir d;
+  dogpile::ManualClock clock;
+  auto make = [&] {
+    DiskBackendOptions o;
+    o.directory = d.path;
+    o.cache.clock = clock;
+    o.lock.lock_timeout = 30s;
+    return std::make_shared<DiskBackend>(o);
+  };
+  auto a = make();
+  auto b = make();
+  auto ma = a->get_mutex("job");
+  auto mb = b->get_mutex("job");
+  REQUIRE(ma->acquire(false));
+  clock.advance(29s);
+  CHECK(mb->locked());
+  CHECK_FALSE(mb->acquire(false));
+  clock.advance(2s);  // lease (30 s) over: the holder is presumed dead
+  CHECK_FALSE(mb->locked());
+  CHECK(mb->acquire(false));
+  CHECK(ma->locked());
+  // The old holder's release must not free the new holder's lock.
+  CHECK_THROWS_AS(ma->release(), dogpile::LockError);
+  CHECK(mb->locked());
+  mb->release();
+  CHECK_FALSE(ma->locked());
+  // ...and the old holder may take it again afterwards.
+  CHECK(ma->acquire(false));
+  ma->release();
+}
+
+TEST_CASE("fanout lock: ownership and lease", "[disk_backend][lock]") {
+  TempDir d;
+  dogpile::ManualClock clock;
+  auto make = [&] {
+    FanoutBackendOptions o;
+    o.directory = d.path;
+    o.cache.shards = 4;
+    o.cache.clock = clock;
+    o.lock.lock_timeout = 5s;
+    return std::make_shared<FanoutBackend>(o);
+  };
+  auto a = make();
+  auto b = make();
+  for (const char* key : {"a", "b", "c", "d", "e"}) {
+    auto ma = a->get_mutex(key);
+    auto mb = b->get_mutex(key);
+    REQUIRE(ma->acquire(false));
+    CHECK_FALSE(mb->acquire(false));
+    CHECK_THROWS_AS(mb->release(), dogpile::LockError);
+    clock.advance(6s);
+    CHECK(mb->acquire(false));
+    CHECK_THROWS_AS(ma->release(), dogpile::LockError);
+    mb->release();
+    CHECK_FALSE(ma->locked());
+  }
+}
+
+TEST_CASE("disk lock excludes across processes", "[disk_backend][lock][fork]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    const nlohmann::json args = {{"directory", d.str() + "/" + kind}};
+    {
+      auto b = dogpile::make_backend(kind, args);  // create the directory before forking
+      b->set("counter", "0");
+    }
+    constexpr int kProcs = 4;
+    constexpr int kRounds = 20;
+    const int ok = run_children(kProcs, [&](int) {
+      auto b = dogpile::make_backend(kind, args);
+      auto m = b->get_mutex("counter");
+      for (int i = 0; i < kRounds; ++i) {
+        if (!m->acquire(true)) return false;
+        // A non-atomic read-modify-write: only exclusion keeps the count right.
+        auto v = b->get("counter");
+        if (!v) return false;
+        b->set("counter", std::to_string(std::stoi(*v) + 1));
+        m->release();
+      }
+      return true;
+    });
+    CHECK(ok == kProcs);
+    auto b = dogpile::make_backend(kind, args);
+    CHECK(b->get("counter") == std::optional<std::string>(std::to_string(kProcs * kRounds)));
+    CHECK_FALSE(b->get_mutex("counter")->locked());
+  }
+}
+
+TEST_CASE("cross-process stampede on a disk region creates once", "[disk_backend][fork]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    const std::string dir = d.str() + "/" + kind;
+    const nlohmann::json args = {{"directory", dir}, {"lock_sleep", 0.02}};
+    { dogpile::make_backend(kind, args); }  // create before forking
+    // All children start together: they block on a pipe until the parent closes it.
+    std::array<int, 2> gate{};
+    REQUIRE(::pipe(gate.data()) == 0);
+    constexpr int kProcs = 4;
+    constexpr int kThreads = 8;
+    const int ok = [&] {
+      std::vector<pid_t> children;
+      for (int p = 0; p < kProcs; ++p) {
+        const pid_t pid = ::fork();
+        REQUIRE(pid >= 0);
+        if (pid == 0) {
+          ::close(gate[1]);
+          int code = 1;
+          try {
+            auto region = dogpile::make_region({.name = "stampede"});
+            region.configure(kind, {.arguments = args});
+            // The creation counter lives in the cache itself (atomic incr across processes).
+            dogpile::DiskCache counter(dir + "-counter");
+            std::latch ready(kThreads + 1);
+            std::atomic<int> good{0};
+            std::vector<std::thread> threads;
+            for (int t = 0; t < kThreads; ++t) {
+              threads.emplace_back([&] {
+                ready.arrive_and_wait();
+                try {
+                  const int v = region.get_or_create("the-key", [&] {
+                    counter.incr("creations");
+                    return 4242;
+                  });
+                  if (v == 4242) good.fetch_add(1);
+                } catch (const std::exception& e) {
+                  std::fprintf(stderr, "thread: %s\n", e.what());
+                }
+              });
+            }
+            char c = 0;
+            if (::read(gate[0], &c, 1) < 0) std::perror("read");
+            ready.arrive_and_wait();
+            for (auto& t : threads) t.join();
+            code = good.load() == kThreads ? 0 : 1;
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "child: %s\n", e.what());
+          }
+          ::_exit(code);
+        }
+        children.push_back(pid);
+      }
+      ::close(gate[0]);
+      ::close(gate[1]);  // EOF: everyone goes
+      int n = 0;
+      for (const pid_t pid : children) {
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 0) ++n;
+      }
+      return n;
+    }();
+    CHECK(ok == kProcs);
+    dogpile::DiskCache counter(dir + "-counter");
+    CHECK(counter.get<std::int64_t>("creations") == std::optional<std::int64_t>(1));
+    auto region = dogpile::make_region({.name = "check"});
+    region.configure(kind, {.arguments = args});
+    CHECK(region.get<int>("the-key") == std::optional<int>(4242));
+    CHECK_FALSE(region.key_is_locked("the-key"));
+  }
+}
