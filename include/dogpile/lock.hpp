@@ -107,13 +107,15 @@ inline double uniform_open01() {
 ///  * `value_fn() -> std::optional<Cached<T>>` (may throw NeedRegeneration)
 ///  * `creator() -> Cached<T>` (creates and stores)
 ///  * `async_creator(MutexHandle)`: when callable (not nullptr_t), used on the stale path.
-template <class T, class GetMutex, class ValueFn, class Creator, class AsyncCreator>
+/// `observer(LockEvent, nanoseconds)` is called for every event; `expiration` overrides
+/// `o.expiration` (so the region can reuse one LockOptions for every call).
+template <class T, class GetMutex, class ValueFn, class Creator, class AsyncCreator, class Observer>
 T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
-                   AsyncCreator&& async_creator, bool has_async, const LockOptions& o) {
+                   AsyncCreator&& async_creator, bool has_async, const LockOptions& o,
+                   const std::optional<std::chrono::milliseconds>& expiration,
+                   Observer&& observer) {
   const auto now = [&] { return o.clock ? o.clock() : std::chrono::system_clock::now(); };
-  const auto emit = [&](LockEvent e, std::chrono::nanoseconds d = {}) {
-    if (o.observer) o.observer(e, d);
-  };
+  const auto emit = [&](LockEvent e, std::chrono::nanoseconds d = {}) { observer(e, d); };
   const auto read = [&]() -> std::optional<Cached<T>> {
     try {
       return value_fn();
@@ -123,15 +125,16 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
   };
   // dogpile's _is_expired, strict '>' against the clock.
   const auto is_expired = [&](const Cached<T>& c, TimePoint t) {
-    return o.expiration && (t - c.created) > *o.expiration;
+    return expiration && (t - c.created) > *expiration;
   };
   const auto wants_early_refresh = [&](const Cached<T>& c, TimePoint t) {
-    if (!o.early_refresh || o.early_refresh->beta <= 0 || !o.expiration) return false;
+    if (!o.early_refresh || o.early_refresh->beta <= 0 || !expiration) return false;
     const double delta = c.delta.count() > 0 ? c.delta.count() : 0.001;
     const double early = -delta * o.early_refresh->beta * std::log(uniform_open01());
-    return t + std::chrono::duration_cast<TimePoint::duration>(
-                   std::chrono::duration<double>(early)) >=
-           c.created + *o.expiration;
+    // Compared in double seconds: converting a large `early` (a big beta) to the clock's
+    // integer nanoseconds overflowed and disabled the refresh.
+    const double remaining = std::chrono::duration<double>(c.created + *expiration - t).count();
+    return early >= remaining;
   };
   // Acquires blocking (honouring lock_timeout); throws TimeoutError when the wait gives up.
   const auto acquire_blocking = [&](CacheMutex& m) {
@@ -179,7 +182,7 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
     // Expired but present.
     bool may_serve_stale = o.stale_policy.kind == StalePolicy::Kind::serve_stale;
     if (o.stale_policy.kind == StalePolicy::Kind::serve_stale_for) {
-      may_serve_stale = (t - v->created) - *o.expiration <= o.stale_policy.max_age;
+      may_serve_stale = (t - v->created) - *expiration <= o.stale_policy.max_age;
     }
     if (may_serve_stale) {
       if (!m->acquire(false)) {  // creation in progress elsewhere
@@ -248,7 +251,10 @@ class Lock {
   T get() const {
     return detail::run_dogpile_lock<T>([this] { return mutex_; }, value_fn_, creator_,
                                        [this](MutexHandle h) { async_(std::move(h)); },
-                                       static_cast<bool>(async_), options_);
+                                       static_cast<bool>(async_), options_, options_.expiration,
+                                       [this](LockEvent e, std::chrono::nanoseconds d) {
+                                         if (options_.observer) options_.observer(e, d);
+                                       });
   }
 
  private:

@@ -174,6 +174,7 @@ struct RegionState {
   std::mutex configure_mutex;
   std::vector<std::unique_ptr<RegionConfig>> configs;  // every published config stays alive
   StatsCounters stats;
+  LockOptions lock_options;  // built once from opts; the expiration is passed per call
 };
 
 inline double seconds_of(std::chrono::steady_clock::duration d) {
@@ -195,6 +196,11 @@ class CacheRegion {
   explicit CacheRegion(RegionOptions opts) : state_(std::make_shared<detail::RegionState>()) {
     state_->clock = opts.clock ? opts.clock : system_clock();
     state_->opts = std::move(opts);
+    auto& lo = state_->lock_options;
+    lo.stale_policy = state_->opts.stale_policy;
+    lo.early_refresh = state_->opts.early_refresh;
+    lo.lock_timeout = state_->opts.lock_timeout;
+    lo.clock = state_->clock;
   }
 
   // ---- configuration ---------------------------------------------------------------------
@@ -324,7 +330,10 @@ class CacheRegion {
     const std::string mkey = mangle(key);
     const std::optional<std::chrono::milliseconds> exp =
         effective_expiration(c, opts.expiration_time);
-    LockOptions lo = lock_options(key, exp);
+    const LockOptions& lo = state_->lock_options;
+    auto observe = [this, key](LockEvent e, std::chrono::nanoseconds d) {
+      on_lock_event(e, key, d);
+    };
     auto value_fn = [&]() { return read_for_create<T>(c, mkey, exp); };
     auto create = [&]() { return create_and_store<T>(c, mkey, creator, opts.should_cache, exp); };
     auto get_mutex = [&]() { return c.locks->get(mkey); };
@@ -338,10 +347,12 @@ class CacheRegion {
           };
           state_->opts.async_creation_runner(std::string(key), std::move(job), std::move(h));
         };
-        return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, async, true, lo);
+        return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, async, true, lo, exp,
+                                           observe);
       }
     }
-    return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, nullptr, false, lo);
+    return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, nullptr, false, lo, exp,
+                                       observe);
   }
 
   /// Many keys at once: one backend read for all, one creator call for every key that needs
@@ -690,33 +701,23 @@ class CacheRegion {
     return Cached<T>{std::move(value), created, std::chrono::duration<double>(delta)};
   }
 
-  LockOptions lock_options(std::string_view key,
-                           std::optional<std::chrono::milliseconds> exp) const {
-    LockOptions lo;
-    lo.expiration = exp;
-    lo.stale_policy = state_->opts.stale_policy;
-    lo.early_refresh = state_->opts.early_refresh;
-    lo.lock_timeout = state_->opts.lock_timeout;
-    lo.clock = state_->clock;
-    lo.observer = [this, key](LockEvent e, std::chrono::nanoseconds d) {
-      switch (e) {
-        case LockEvent::hit:
-          count(RegionEvent::Kind::hit, key);
-          break;
-        case LockEvent::stale_served:
-          count(RegionEvent::Kind::stale_served, key);
-          break;
-        case LockEvent::waited:
-          count(RegionEvent::Kind::lock_wait, key, d);
-          break;
-        case LockEvent::created:
-        case LockEvent::async_started:
-          count(RegionEvent::Kind::miss, key);
-          count(RegionEvent::Kind::created, key);
-          break;
-      }
-    };
-    return lo;
+  void on_lock_event(LockEvent e, std::string_view key, std::chrono::nanoseconds d) const {
+    switch (e) {
+      case LockEvent::hit:
+        count(RegionEvent::Kind::hit, key);
+        break;
+      case LockEvent::stale_served:
+        count(RegionEvent::Kind::stale_served, key);
+        break;
+      case LockEvent::waited:
+        count(RegionEvent::Kind::lock_wait, key, d);
+        break;
+      case LockEvent::created:
+      case LockEvent::async_started:
+        count(RegionEvent::Kind::miss, key);
+        count(RegionEvent::Kind::created, key);
+        break;
+    }
   }
 
   std::shared_ptr<detail::RegionState> state_;
