@@ -117,8 +117,11 @@ class ShardedStore {
     if (total == 0) return kUnbounded;
     return total / count_ + (i < total % count_ ? 1 : 0);
   }
+  // Fibonacci hashing of the raw hash: independent of the mix64 bits the sketch uses.
   EvictingShard<V>& shard(const PrehashedKey& k) noexcept {
-    return shards_[(mix64(k.hash) >> 32) & (count_ - 1)].s;
+    if (count_ == 1) return shards_[0].s;
+    const std::uint64_t x = static_cast<std::uint64_t>(k.hash) * 0x9E3779B97F4A7C15ULL;
+    return shards_[static_cast<std::size_t>(x >> (64 - std::countr_zero(count_)))].s;
   }
 
   std::size_t count_;

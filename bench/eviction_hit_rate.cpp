@@ -1,0 +1,206 @@
+// Hit rates of the bounded `memory` backend's eviction policies (tiny_lfu vs lru) against the
+// offline optimum (Belady's MIN with bypass), replaying synthetic traces over a 1,000,000-key
+// space at capacities of 1% and 5%. Not timed: it prints hit rates. Deterministic (fixed seeds).
+//
+// Traces (each `--requests` long, 4,000,000 by default):
+//   zipf-0.9, zipf-1.0  independent requests, Zipf(s) popularity over the 1M keys, ranks
+//                       scattered over the key space by a fixed random permutation;
+//   scan-polluted       blocks of 100,000 zipf-0.9 requests, each followed by a sequential scan
+//                       of 50,000 consecutive keys (one third of all requests are scan keys).
+// Replay: get_object; on a miss, set_object (the cache-aside pattern a region uses).
+//
+//   build-rel/bench/eviction_hit_rate [--requests N] [--shards N]
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dogpile/backends/memory.hpp"
+
+namespace {
+
+constexpr std::uint32_t kKeySpace = 1'000'000;
+
+using Trace = std::vector<std::uint32_t>;
+
+/// Zipf(s) over ranks 1..n, rank r mapped to key perm[r - 1].
+class Zipf {
+ public:
+  Zipf(double s, const std::vector<std::uint32_t>& perm) : perm_(perm), cdf_(perm.size()) {
+    double sum = 0;
+    for (std::size_t r = 0; r < cdf_.size(); ++r) {
+      sum += 1.0 / std::pow(static_cast<double>(r + 1), s);
+      cdf_[r] = sum;
+    }
+    for (auto& c : cdf_) c /= sum;
+  }
+  std::uint32_t operator()(std::mt19937_64& rng) const {
+    const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+    auto it = std::lower_bound(cdf_.begin(), cdf_.end(), u);
+    const auto r = static_cast<std::size_t>(
+        std::min<std::ptrdiff_t>(it - cdf_.begin(), static_cast<std::ptrdiff_t>(cdf_.size()) - 1));
+    return perm_[r];
+  }
+
+ private:
+  const std::vector<std::uint32_t>& perm_;
+  std::vector<double> cdf_;
+};
+
+Trace zipf_trace(double s, std::size_t n, const std::vector<std::uint32_t>& perm,
+                 std::uint64_t seed) {
+  Zipf z(s, perm);
+  std::mt19937_64 rng(seed);
+  Trace t(n);
+  for (auto& k : t) k = z(rng);
+  return t;
+}
+
+Trace scan_trace(std::size_t n, const std::vector<std::uint32_t>& perm, std::uint64_t seed) {
+  Zipf z(0.9, perm);
+  std::mt19937_64 rng(seed);
+  Trace t;
+  t.reserve(n);
+  std::uint32_t scan_start = 0;
+  while (t.size() < n) {
+    for (int i = 0; i < 100'000 && t.size() < n; ++i) t.push_back(z(rng));
+    for (std::uint32_t i = 0; i < 50'000 && t.size() < n; ++i) {
+      t.push_back((scan_start + i) % kKeySpace);
+    }
+    scan_start = (scan_start + 50'000) % kKeySpace;
+  }
+  return t;
+}
+
+/// Belady's MIN with bypass: on a miss, cache the key unless it is never used again or is
+/// used later than every cached key; evict the cached key used farthest in the future.
+double belady(const Trace& t, std::size_t capacity) {
+  constexpr std::uint32_t kNever = std::numeric_limits<std::uint32_t>::max();
+  std::vector<std::uint32_t> next(t.size());
+  std::vector<std::uint32_t> last(kKeySpace, kNever);
+  for (std::size_t i = t.size(); i-- > 0;) {
+    next[i] = last[t[i]];
+    last[t[i]] = static_cast<std::uint32_t>(i);
+  }
+  std::vector<std::uint32_t> cached_next(kKeySpace, kNever);  // kNever = not cached
+  std::vector<bool> in_cache(kKeySpace, false);
+  std::set<std::pair<std::uint32_t, std::uint32_t>> by_next;  // (next use, key)
+  std::size_t hits = 0;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const std::uint32_t k = t[i];
+    if (in_cache[k]) {
+      ++hits;
+      by_next.erase({cached_next[k], k});
+      if (next[i] == kNever) {
+        in_cache[k] = false;
+        continue;
+      }
+      cached_next[k] = next[i];
+      by_next.insert({next[i], k});
+      continue;
+    }
+    if (next[i] == kNever) continue;
+    if (by_next.size() >= capacity) {
+      auto far = std::prev(by_next.end());
+      if (far->first <= next[i]) continue;  // bypass
+      in_cache[far->second] = false;
+      by_next.erase(far);
+    }
+    in_cache[k] = true;
+    cached_next[k] = next[i];
+    by_next.insert({next[i], k});
+  }
+  return static_cast<double>(hits) / static_cast<double>(t.size());
+}
+
+double replay(const Trace& t, const std::vector<std::string>& keys, dogpile::MemoryOptions o,
+              std::size_t* evictions) {
+  dogpile::MemoryBackend b(o);
+  auto payload = std::make_shared<const int>(0);
+  std::size_t hits = 0;
+  for (const std::uint32_t k : t) {
+    if (b.get_object(keys[k])) {
+      ++hits;
+    } else {
+      b.set_object(keys[k], dogpile::StoredObject{payload, typeid(int), {}, sizeof(int)});
+    }
+  }
+  *evictions = b.evictions();
+  if (b.size() > o.max_entries) {
+    std::fprintf(stderr, "bound exceeded: %zu > %zu\n", b.size(), o.max_entries);
+    std::exit(1);
+  }
+  return static_cast<double>(hits) / static_cast<double>(t.size());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::size_t requests = 4'000'000;
+  std::size_t shards = dogpile::MemoryOptions{}.shards;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (std::strcmp(argv[i], "--requests") == 0) {
+      requests = std::strtoull(argv[i + 1], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--shards") == 0) {
+      shards = std::strtoull(argv[i + 1], nullptr, 10);
+    } else {
+      std::fprintf(stderr, "usage: %s [--requests N] [--shards N]\n", argv[0]);
+      return 2;
+    }
+  }
+
+  std::vector<std::string> keys;
+  keys.reserve(kKeySpace);
+  for (std::uint32_t i = 0; i < kKeySpace; ++i) keys.push_back("key:" + std::to_string(i));
+  std::vector<std::uint32_t> perm(kKeySpace);
+  std::iota(perm.begin(), perm.end(), 0U);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937_64(42));
+
+  struct Named {
+    const char* name;
+    Trace trace;
+  };
+  std::vector<Named> traces;
+  traces.push_back({"zipf-0.9", zipf_trace(0.9, requests, perm, 1)});
+  traces.push_back({"zipf-1.0", zipf_trace(1.0, requests, perm, 2)});
+  traces.push_back({"scan-polluted", scan_trace(requests, perm, 3)});
+
+  std::printf("key space %u, %zu requests per trace, memory backend shards=%zu\n", kKeySpace,
+              requests, shards);
+  std::printf("%-14s %9s %9s %9s %9s %10s %12s\n", "trace", "capacity", "OPT", "tiny_lfu", "lru",
+              "lfu-lru", "lfu/OPT");
+  for (const auto& [name, trace] : traces) {
+    for (const double fraction : {0.01, 0.05}) {
+      const auto capacity = static_cast<std::size_t>(fraction * kKeySpace);
+      std::size_t ev_lfu = 0;
+      std::size_t ev_lru = 0;
+      const double opt = belady(trace, capacity);
+      const double lfu =
+          replay(trace, keys,
+                 dogpile::MemoryOptions{.shards = shards,
+                                        .max_entries = capacity,
+                                        .eviction = dogpile::MemoryEviction::tiny_lfu},
+                 &ev_lfu);
+      const double lru = replay(
+          trace, keys,
+          dogpile::MemoryOptions{
+              .shards = shards, .max_entries = capacity, .eviction = dogpile::MemoryEviction::lru},
+          &ev_lru);
+      std::printf("%-14s %8.0f%% %8.2f%% %8.2f%% %8.2f%% %+9.2fpt %11.2f\n", name, fraction * 100,
+                  opt * 100, lfu * 100, lru * 100, (lfu - lru) * 100, lfu / opt);
+      std::fflush(stdout);
+    }
+  }
+  return 0;
+}

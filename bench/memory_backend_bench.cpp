@@ -1,0 +1,149 @@
+// Hit path of the in-process `memory` backend against its floor: a mutex-guarded
+// std::unordered_map<std::string, std::shared_ptr<const T>> looked up with the caller's
+// std::string (neither side allocates on a hit). 10,000 keys, every get hits, keys drawn from a
+// fixed random sequence; 1 and 2 threads. The backends are called through `CacheBackend&` (the
+// virtual hook), as a region does. The table at the end gives each variant's cost per op as a
+// multiple of the floor's.
+//
+//   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DDOGPILE_BUILD_BENCH=ON
+//   cmake --build build-rel --target memory_backend_bench && build-rel/bench/memory_backend_bench
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "dogpile/backends/memory.hpp"
+#include "support/ratio_reporter.hpp"
+
+namespace {
+
+constexpr std::size_t kKeys = 10'000;
+constexpr std::size_t kSequence = 1 << 16;
+
+struct Workload {
+  std::vector<std::string> keys;
+  std::vector<std::uint32_t> sequence;  // indexes into keys
+  Workload() {
+    keys.reserve(kKeys);
+    for (std::size_t i = 0; i < kKeys; ++i) keys.push_back("user:profile:" + std::to_string(i));
+    std::mt19937 rng(12345);
+    sequence.resize(kSequence);
+    for (auto& s : sequence) s = static_cast<std::uint32_t>(rng() % kKeys);
+  }
+};
+const Workload& workload() {
+  static const Workload w;
+  return w;
+}
+
+struct Value {
+  std::string text = std::string(64, 'v');
+  std::int64_t id = 0;
+};
+
+// ---- the floor: the plain map, default hash, looked up with the caller's std::string ---------
+class MutexMap {
+ public:
+  std::shared_ptr<const Value> get(const std::string& key) {
+    std::lock_guard lk(mutex_);
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : it->second;
+  }
+  void set(const std::string& key, std::shared_ptr<const Value> v) {
+    std::lock_guard lk(mutex_);
+    map_[key] = std::move(v);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<std::string, std::shared_ptr<const Value>> map_;
+};
+
+MutexMap& floor_map() {
+  static MutexMap* m = [] {
+    auto* mm = new MutexMap;
+    for (const auto& k : workload().keys) mm->set(k, std::make_shared<const Value>());
+    return mm;
+  }();
+  return *m;
+}
+
+// ---- the subjects ----------------------------------------------------------------------------
+dogpile::CacheBackend& backend(const dogpile::MemoryOptions& o, int slot) {
+  static std::shared_ptr<dogpile::CacheBackend> made[4];
+  static std::once_flag once[4];
+  std::call_once(once[slot], [&] {
+    auto b = std::make_shared<dogpile::MemoryBackend>(o);
+    for (const auto& k : workload().keys) {
+      b->set_object(k, dogpile::StoredObject{
+                           std::make_shared<const Value>(), typeid(Value), {}, sizeof(Value) + 64});
+    }
+    made[slot] = b;
+  });
+  return *made[slot];
+}
+
+void BM_floor(benchmark::State& state) {
+  const auto& w = workload();
+  auto& m = floor_map();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    auto v = m.get(w.keys[w.sequence[i++ & (kSequence - 1)]]);
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void run_backend(benchmark::State& state, dogpile::CacheBackend& b) {
+  const auto& w = workload();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  std::size_t misses = 0;
+  for (auto _ : state) {
+    auto v = b.get_object(w.keys[w.sequence[i++ & (kSequence - 1)]]);
+    misses += v ? 0 : 1;
+    benchmark::DoNotOptimize(v);
+  }
+  if (misses != 0) state.SkipWithError("unexpected miss");
+  state.SetItemsProcessed(state.iterations());
+}
+
+void BM_unbounded(benchmark::State& state) {
+  run_backend(state, backend(dogpile::MemoryOptions{}, 0));
+}
+void BM_tiny_lfu(benchmark::State& state) {
+  run_backend(state, backend(dogpile::MemoryOptions{.max_entries = 2 * kKeys}, 1));
+}
+void BM_lru(benchmark::State& state) {
+  run_backend(state, backend(dogpile::MemoryOptions{.max_entries = 2 * kKeys,
+                                                    .eviction = dogpile::MemoryEviction::lru},
+                             2));
+}
+void BM_single_shard_tiny_lfu(benchmark::State& state) {
+  run_backend(state, backend(dogpile::MemoryOptions{.shards = 1, .max_entries = 2 * kKeys}, 3));
+}
+
+}  // namespace
+
+BENCHMARK(BM_floor)
+    ->Name("get_hit/floor_mutex_unordered_map")
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_unbounded)->Name("get_hit/memory_unbounded")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_tiny_lfu)->Name("get_hit/memory_tiny_lfu")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_lru)->Name("get_hit/memory_lru")->Threads(1)->Threads(2)->UseRealTime();
+BENCHMARK(BM_single_shard_tiny_lfu)
+    ->Name("get_hit/memory_tiny_lfu_1shard")
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+
+int main(int argc, char** argv) { return dogpile::bench::run_with_ratios(argc, argv); }
