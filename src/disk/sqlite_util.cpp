@@ -1,0 +1,161 @@
+#include "sqlite_util.hpp"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include "dogpile/error.hpp"
+
+namespace dogpile::detail {
+
+void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what) {
+  std::string msg = "disk cache ";
+  msg += path;
+  msg += ": ";
+  msg += what;
+  msg += ": ";
+  msg += (db != nullptr) ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      throw TimeoutError(msg + " (database locked past the timeout)");
+    case SQLITE_READONLY:
+      throw ReadOnlyError(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      throw CorruptDatabaseError(msg);
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+      throw DatabaseError(msg + " (cannot open; check the path and permissions)");
+    default:
+      throw DatabaseError(msg);
+  }
+}
+
+Connection::Connection(const std::string& path, bool read_only) : path_(path) {
+  int flags = SQLITE_OPEN_NOMUTEX |
+              (read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
+  int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string err = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    throw_sqlite(rc, nullptr, path, "open (" + err + ")");
+  }
+  sqlite3_extended_result_codes(db_, 0);
+  sqlite3_busy_handler(db_, &Connection::busy_handler, this);
+}
+
+Connection::~Connection() {
+  if (abandoned_ || db_ == nullptr) return;
+  for (auto& [sql, s] : stmts_) sqlite3_finalize(s);
+  // A transaction left open by a dying thread is rolled back by close.
+  sqlite3_close_v2(db_);
+}
+
+void Connection::abandon() noexcept { abandoned_ = true; }
+
+sqlite3_stmt* Connection::prepare(const char* sql) {
+  auto it = stmts_.find(sql);
+  if (it != stmts_.end()) return it->second;
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+  if (rc != SQLITE_OK) fail(rc, std::string("prepare ") + sql);
+  stmts_.emplace(sql, s);
+  return s;
+}
+
+void Connection::exec(const char* sql) {
+  int rc = try_exec(sql);
+  if (rc != SQLITE_OK) fail(rc, sql);
+}
+
+int Connection::try_exec(const char* sql) noexcept {
+  return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+}
+
+void Connection::arm(std::chrono::milliseconds wait, bool forever) noexcept {
+  forever_ = forever;
+  deadline_ = std::chrono::steady_clock::now() + wait;
+}
+
+int Connection::busy_handler(void* self, int count) {
+  auto* c = static_cast<Connection*>(self);
+  auto now = std::chrono::steady_clock::now();
+  if (!c->forever_ && now >= c->deadline_) return 0;
+  // Capped exponential backoff with full jitter: 50us * 2^n, at most 5 ms, random in [1/2, 1].
+  thread_local std::minstd_rand rng(std::random_device{}());
+  double cap = std::min(5000.0, 50.0 * static_cast<double>(1u << std::min(count, 10)));
+  std::uniform_real_distribution<double> dist(cap / 2, cap);
+  auto sleep = std::chrono::microseconds(static_cast<std::int64_t>(dist(rng)));
+  if (!c->forever_) {
+    auto left = std::chrono::duration_cast<std::chrono::microseconds>(c->deadline_ - now);
+    sleep = std::min(sleep, left + std::chrono::microseconds(1));
+  }
+  std::this_thread::sleep_for(sleep);
+  return 1;
+}
+
+void bind_key(sqlite3_stmt* s, int i, const Key& key) {
+  const auto& v = key.value();
+  switch (v.index()) {
+    case 0:
+      sqlite3_bind_int64(s, i, std::get<0>(v));
+      break;
+    case 1:
+      sqlite3_bind_double(s, i, std::get<1>(v));
+      break;
+    case 2: {
+      const auto& t = std::get<2>(v);
+      sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_STATIC, SQLITE_UTF8);
+      break;
+    }
+    default: {
+      const auto& b = std::get<3>(v).data;
+      if (b.empty()) {
+        sqlite3_bind_zeroblob(s, i, 0);
+      } else {
+        sqlite3_bind_blob64(s, i, b.data(), b.size(), SQLITE_STATIC);
+      }
+      break;
+    }
+  }
+}
+
+void bind_opt_key(sqlite3_stmt* s, int i, const std::optional<Key>& key) {
+  if (key) {
+    bind_key(s, i, *key);
+  } else {
+    sqlite3_bind_null(s, i);
+  }
+}
+
+std::optional<Key> column_key(sqlite3_stmt* s, int i) {
+  switch (sqlite3_column_type(s, i)) {
+    case SQLITE_INTEGER:
+      return Key(static_cast<std::int64_t>(sqlite3_column_int64(s, i)));
+    case SQLITE_FLOAT:
+      return Key(sqlite3_column_double(s, i));
+    case SQLITE_TEXT: {
+      const auto* p = reinterpret_cast<const char*>(sqlite3_column_text(s, i));
+      return Key(std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s, i))));
+    }
+    case SQLITE_BLOB: {
+      const auto* p = static_cast<const char*>(sqlite3_column_blob(s, i));
+      auto n = static_cast<std::size_t>(sqlite3_column_bytes(s, i));
+      return Key(Bytes{p == nullptr ? std::string() : std::string(p, n)});
+    }
+    default:
+      return std::nullopt;
+  }
+}
+
+bool step(Connection& c, sqlite3_stmt* s, std::string_view what) {
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  c.fail(rc, what);
+}
+
+}  // namespace dogpile::detail

@@ -1,0 +1,97 @@
+#pragma once
+// SQLite helpers private to dogpile::disk: error mapping, a per-connection prepared-statement
+// cache and a busy handler with a deadline and capped, jittered exponential backoff.
+
+#include <sqlite3.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "dogpile/disk/types.hpp"
+
+namespace dogpile::detail {
+
+/// Throws the dogpile exception matching an SQLite result code.
+[[noreturn]] void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what);
+
+/// One SQLite connection, owned by one thread (see DiskCacheImpl::conn()).
+class Connection {
+ public:
+  Connection(const std::string& path, bool read_only);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+
+  /// Leaves the handle open and unused forever (after fork, in the child).
+  void abandon() noexcept;
+
+  [[nodiscard]] sqlite3* db() const noexcept { return db_; }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+  /// A cached prepared statement for `sql` (keyed by the pointer: pass string literals or
+  /// strings that outlive the connection).
+  sqlite3_stmt* prepare(const char* sql);
+  /// Runs a statement without results (not cached).
+  void exec(const char* sql);
+  /// Runs a statement without results; returns the SQLite code instead of throwing.
+  int try_exec(const char* sql) noexcept;
+
+  /// Sets the deadline for lock waits of the following statements: `wait` from now, or no
+  /// deadline when `forever`.
+  void arm(std::chrono::milliseconds wait, bool forever) noexcept;
+
+  [[noreturn]] void fail(int rc, std::string_view what) const {
+    throw_sqlite(rc, db_, path_, what);
+  }
+
+  // Transaction level bookkeeping (owned by DiskCacheImpl).
+  struct Level {
+    std::size_t new_files_mark;
+    std::size_t cleanup_mark;
+  };
+  std::vector<Level> levels;           ///< open transaction levels (BEGIN, then SAVEPOINTs)
+  std::vector<std::string> new_files;  ///< value files written by the open transaction
+  std::vector<std::string> cleanup;    ///< files to delete after the outermost COMMIT
+  std::uint64_t fork_generation = 0;   ///< process "generation" that opened the handle
+
+ private:
+  static int busy_handler(void* self, int count);
+  sqlite3* db_ = nullptr;
+  std::string path_;
+  std::unordered_map<const char*, sqlite3_stmt*> stmts_;
+  std::chrono::steady_clock::time_point deadline_{};
+  bool forever_ = false;
+  bool abandoned_ = false;
+};
+
+/// Resets a statement (and clears bindings) at scope exit.
+class StmtGuard {
+ public:
+  explicit StmtGuard(sqlite3_stmt* s) noexcept : s_(s) {}
+  ~StmtGuard() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  StmtGuard(const StmtGuard&) = delete;
+  StmtGuard& operator=(const StmtGuard&) = delete;
+  [[nodiscard]] sqlite3_stmt* get() const noexcept { return s_; }
+
+ private:
+  sqlite3_stmt* s_;
+};
+
+/// Binds a key to parameter `i`.
+void bind_key(sqlite3_stmt* s, int i, const Key& key);
+/// Binds an optional key (NULL if empty).
+void bind_opt_key(sqlite3_stmt* s, int i, const std::optional<Key>& key);
+/// Reads a raw key column (INTEGER, REAL, TEXT, BLOB); nullopt for NULL.
+std::optional<Key> column_key(sqlite3_stmt* s, int i);
+/// Steps; returns true for a row, false when done; throws on errors.
+bool step(Connection& c, sqlite3_stmt* s, std::string_view what);
+
+}  // namespace dogpile::detail
