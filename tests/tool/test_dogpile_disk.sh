@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Tests of tools/dogpile-disk on real DiskCache and FanoutCache directories written by
+# python-diskcache: outputs, cross-reads with Python, and exit codes.
+# usage: test_dogpile_disk.sh /path/to/dogpile-disk /usr/bin/python3
+set -u
+TOOL=$1
+PY=$2
+TMP=$(mktemp -d /tmp/dogpile-disk-tool.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT
+FAILS=0
+
+fail() {
+  echo "FAIL: $*" >&2
+  FAILS=$((FAILS + 1))
+}
+# expect RC CMD...: runs CMD, stdout to $TMP/out, stderr to $TMP/err; checks the exit code.
+expect() {
+  local want=$1
+  shift
+  "$@" >"$TMP/out" 2>"$TMP/err"
+  local rc=$?
+  if [ "$rc" != "$want" ]; then
+    fail "'$*' exited $rc, expected $want; stderr: $(head -c 300 "$TMP/err")"
+  fi
+}
+out_is() { [ "$(cat "$TMP/out")" == "$1" ] || fail "output '$(head -c 300 "$TMP/out")' != '$1'"; }
+out_has() { grep -qxF -- "$1" "$TMP/out" || fail "output lacks line '$1': $(head -c 500 "$TMP/out")"; }
+err_has() { grep -qF -- "$1" "$TMP/err" || fail "stderr lacks '$1': $(head -c 300 "$TMP/err")"; }
+
+"$PY" - "$TMP" <<'EOF' || { echo "python3-diskcache setup failed" >&2; exit 1; }
+import sys, diskcache
+d = sys.argv[1]
+c = diskcache.Cache(d + '/dc')
+c.set('text', 'hello'); c.set(b'bin', b'\x00\x01'); c.set(7, 42); c.set(1.5, 2.25)
+for i in range(20):
+    c.set('t%d' % i, 'v', tag='grp')
+c.reset('cull_limit', 0)          # keep the expired row (set culls expired rows otherwise)
+c.set('gone', 'x', expire=-10)
+c.reset('cull_limit', 10)
+c.close()
+f = diskcache.FanoutCache(d + '/fc', shards=4)
+for i in range(50):
+    f.set('k%d' % i, 'v%d' % i, tag='even' if i % 2 == 0 else 'odd')
+f.reset('cull_limit', 0)
+f.set('gone', 'x', expire=-10)
+f.reset('cull_limit', 10)
+f.close()
+p = diskcache.Cache(d + '/pickled')
+p.set('tuple', (1, 2))
+p.close()
+EOF
+
+# ---- usage ----------------------------------------------------------------------------------
+expect 0 "$TOOL" --help
+grep -q "usage: dogpile-disk DIR" "$TMP/out" || fail "--help prints no usage"
+expect 2 "$TOOL"
+expect 2 "$TOOL" "$TMP/dc"
+expect 2 "$TOOL" "$TMP/dc" frobnicate
+expect 2 "$TOOL" "$TMP/dc" get
+expect 2 "$TOOL" "$TMP/dc" set onlykey
+expect 2 "$TOOL" "$TMP/dc" stats --bogus
+expect 2 "$TOOL" "$TMP/dc" stats --fix
+expect 2 "$TOOL" "$TMP/dc" get 7x --key-type int
+expect 2 "$TOOL" "$TMP/dc" get k --key-type complex
+
+# ---- not a cache / corrupt --------------------------------------------------------------------
+expect 3 "$TOOL" "$TMP/nonexistent" stats
+err_has "not a directory"
+mkdir "$TMP/empty"
+expect 3 "$TOOL" "$TMP/empty" stats
+err_has "not a disk cache directory"
+[ -e "$TMP/empty/cache.db" ] && fail "the tool created a cache in a non-cache directory"
+mkdir "$TMP/corrupt"
+head -c 8192 /dev/urandom >"$TMP/corrupt/cache.db"
+expect 3 "$TOOL" "$TMP/corrupt" stats
+expect 3 "$TOOL" "$TMP/corrupt" check
+
+# ---- DiskCache ------------------------------------------------------------------------------
+expect 0 "$TOOL" "$TMP/dc" stats
+out_has "type: DiskCache"
+out_has "shards: 1"
+out_has "count: 25"
+out_has "eviction_policy: least-recently-stored"
+out_has "statistics: 0"
+expect 0 "$TOOL" "$TMP/dc" keys
+out_has "'text'"
+out_has "b'bin'"
+out_has "7"
+out_has "1.5"
+[ "$(wc -l <"$TMP/out")" -eq 25 ] || fail "keys: expected 25 lines"
+
+expect 0 "$TOOL" "$TMP/dc" get text
+out_is "hello"
+expect 0 "$TOOL" "$TMP/dc" get bin --key-type bytes
+[ "$(od -An -tx1 "$TMP/out" | tr -d ' \n')" == "0001" ] || fail "bytes value not raw"
+expect 0 "$TOOL" "$TMP/dc" get 7 --key-type int
+out_is "42"
+expect 0 "$TOOL" "$TMP/dc" get 1.5 --key-type float
+out_is "2.25"
+expect 1 "$TOOL" "$TMP/dc" get missing
+err_has "not found"
+expect 1 "$TOOL" "$TMP/dc" get gone # expired
+expect 1 "$TOOL" "$TMP/dc" get 7 # the text key '7' is not the int key 7
+
+expect 0 "$TOOL" "$TMP/dc" set newkey "new value"
+expect 0 "$TOOL" "$TMP/dc" set --value-type int n 5
+expect 0 "$TOOL" "$TMP/dc" set tagged x --tag later --expire 3600
+expect 0 "$TOOL" "$TMP/dc" get newkey
+out_is "new value"
+"$PY" -c '
+import sys, diskcache
+c = diskcache.Cache(sys.argv[1])
+assert c["newkey"] == "new value", c["newkey"]
+assert c["n"] == 5 and isinstance(c["n"], int), repr(c["n"])
+v, exp, tag = c.get("tagged", expire_time=True, tag=True)
+assert v == "x" and tag == "later" and exp is not None, (v, exp, tag)
+' "$TMP/dc" || fail "python cannot read what the tool set"
+
+expect 0 "$TOOL" "$TMP/dc" evict grp
+out_is "20"
+expect 0 "$TOOL" "$TMP/dc" expire
+out_is "1"
+expect 0 "$TOOL" "$TMP/dc" stats
+out_has "count: 7"
+
+expect 0 "$TOOL" "$TMP/dc" check
+out_is "ok"
+mkdir -p "$TMP/dc/ab/cd"
+echo junk >"$TMP/dc/ab/cd/0123456789abcdef0123456789ab.val"
+expect 4 "$TOOL" "$TMP/dc" check
+grep -q "unknown_file" "$TMP/out" || fail "check does not report the unknown file"
+expect 0 "$TOOL" "$TMP/dc" check --fix
+grep -q "^fixed " "$TMP/out" || fail "check --fix reports nothing fixed"
+expect 0 "$TOOL" "$TMP/dc" check
+out_is "ok"
+[ -e "$TMP/dc/ab/cd/0123456789abcdef0123456789ab.val" ] && fail "check --fix left the unknown file"
+
+expect 0 "$TOOL" "$TMP/dc" cull
+out_is "0"
+expect 0 "$TOOL" "$TMP/dc" clear
+out_is "7"
+expect 0 "$TOOL" "$TMP/dc" stats
+out_has "count: 0"
+"$PY" -c 'import sys, diskcache; assert len(diskcache.Cache(sys.argv[1])) == 0' "$TMP/dc" ||
+  fail "python still sees items after clear"
+
+expect 3 "$TOOL" "$TMP/pickled" get tuple
+err_has "tuple"
+
+# ---- FanoutCache ----------------------------------------------------------------------------
+expect 0 "$TOOL" "$TMP/fc" stats
+out_has "type: FanoutCache"
+out_has "shards: 4"
+out_has "count: 51"
+expect 0 "$TOOL" "$TMP/fc" get k3
+out_is "v3"
+expect 1 "$TOOL" "$TMP/fc" get k99
+expect 0 "$TOOL" "$TMP/fc" set fromtool hi
+"$PY" -c '
+import sys, diskcache
+f = diskcache.FanoutCache(sys.argv[1], shards=4)
+assert f.get("fromtool") == "hi", f.get("fromtool")
+' "$TMP/fc" || fail "python FanoutCache does not find the tool's key (shard routing)"
+expect 0 "$TOOL" "$TMP/fc" evict even
+out_is "25"
+expect 0 "$TOOL" "$TMP/fc" expire
+out_is "1"
+expect 0 "$TOOL" "$TMP/fc" keys
+[ "$(wc -l <"$TMP/out")" -eq 26 ] || fail "fanout keys: expected 26 lines, got $(wc -l <"$TMP/out")"
+out_has "'k1'"
+out_has "'fromtool'"
+expect 0 "$TOOL" "$TMP/fc" check
+out_is "ok"
+expect 0 "$TOOL" "$TMP/fc" clear
+out_is "26"
+expect 0 "$TOOL" "$TMP/fc" stats
+out_has "count: 0"
+
+if [ "$FAILS" -ne 0 ]; then
+  echo "$FAILS failure(s)" >&2
+  exit 1
+fi
+echo "all dogpile-disk tool tests passed"

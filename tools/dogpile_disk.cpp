@@ -1,0 +1,468 @@
+// dogpile-disk: inspect and maintain a DiskCache or FanoutCache directory (python-diskcache
+// compatible) from the shell. See `dogpile-disk --help` for commands and exit codes.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "dogpile/disk/cache.hpp"
+#include "dogpile/disk/fanout.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Exit codes scripts can rely on.
+constexpr int kOk = 0;
+constexpr int kNotFound = 1;
+constexpr int kUsage = 2;
+constexpr int kCacheError = 3;
+constexpr int kProblems = 4;
+
+constexpr const char* kUsageText =
+    R"(usage: dogpile-disk DIR COMMAND [ARGS] [OPTIONS]
+
+Inspect and maintain a disk cache directory: a DiskCache (DIR/cache.db) or a FanoutCache
+(DIR/000/cache.db, ...), as written by dogpile-cpp or python-diskcache 5.x.
+
+commands:
+  stats              print type, shard count, item count, volume, settings, hits/misses
+  check [--fix]      verify the database and value files; --fix repairs what it can
+  keys               print every key (Python repr: 42, 1.5, 'text', b'bytes'), one per line
+  get KEY            print the value (text/numbers with a newline, bytes as raw bytes)
+  set KEY VALUE      store VALUE under KEY
+  evict TAG          remove every item tagged TAG; prints the count
+  expire             remove expired items; prints the count
+  cull               expire, then evict by policy down to size_limit; prints the count
+  clear              remove every item; prints the count
+
+options:
+  --key-type T       KEY is text (default), int, float or bytes (TAG too)
+  --value-type T     VALUE is text (default), int, float or bytes
+  --expire SECONDS   set: time to live
+  --tag TAG          set: tag the item
+  --fix              check: repair
+  -h, --help         this text
+
+exit codes: 0 ok, 1 key not found (get), 2 usage error, 3 cache error (not a cache
+directory, corrupt database, lock timeout...), 4 check found problems (without --fix).
+A progress bar is drawn on stderr for long operations when stderr is a terminal.
+)";
+
+struct UsageError {
+  std::string message;
+};
+
+// ---- progress bar -------------------------------------------------------------------------
+
+class Progress {
+ public:
+  Progress(std::string label, std::uint64_t total)
+      : label_(std::move(label)), total_(total), enabled_(::isatty(STDERR_FILENO) == 1) {}
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  ~Progress() { finish(); }
+
+  void update(std::uint64_t done) {
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (drawn_ && done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    drawn_ = true;
+    constexpr int kWidth = 40;
+    const double frac =
+        total_ == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / static_cast<double>(total_));
+    const int fill = static_cast<int>(frac * kWidth);
+    std::string bar(static_cast<std::size_t>(fill), '#');
+    bar.append(static_cast<std::size_t>(kWidth - fill), ' ');
+    std::fprintf(stderr, "\r%s [%s] %3d%% %llu/%llu", label_.c_str(), bar.c_str(),
+                 static_cast<int>(frac * 100), static_cast<unsigned long long>(done),
+                 static_cast<unsigned long long>(total_));
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_ && drawn_) {
+      std::fputs("\n", stderr);
+      std::fflush(stderr);
+    }
+    drawn_ = false;
+    enabled_ = false;
+  }
+
+ private:
+  std::string label_;
+  std::uint64_t total_;
+  bool enabled_;
+  bool drawn_ = false;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+// ---- argument parsing ---------------------------------------------------------------------
+
+struct Args {
+  fs::path dir;
+  std::string command;
+  std::vector<std::string> positional;
+  std::string key_type = "text";
+  std::string value_type = "text";
+  std::optional<double> expire;
+  std::optional<std::string> tag;
+  bool fix = false;
+  bool help = false;
+};
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  std::vector<std::string> pos;
+  auto need = [&](int& i, const std::string& opt) -> std::string {
+    if (i + 1 >= argc) throw UsageError{opt + " needs a value"};
+    return argv[++i];
+  };
+  bool only_positional = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string s = argv[i];
+    if (only_positional || s.empty() || s[0] != '-' || s == "-") {
+      pos.push_back(s);
+    } else if (s == "--") {
+      only_positional = true;
+    } else if (s == "-h" || s == "--help") {
+      a.help = true;
+    } else if (s == "--fix") {
+      a.fix = true;
+    } else if (s == "--key-type") {
+      a.key_type = need(i, s);
+    } else if (s == "--value-type") {
+      a.value_type = need(i, s);
+    } else if (s == "--tag") {
+      a.tag = need(i, s);
+    } else if (s == "--expire") {
+      const std::string v = need(i, s);
+      try {
+        std::size_t used = 0;
+        a.expire = std::stod(v, &used);
+        if (used != v.size() || *a.expire < 0) throw std::invalid_argument(v);
+      } catch (const std::exception&) {
+        throw UsageError{"--expire needs a non-negative number of seconds, got '" + v + "'"};
+      }
+    } else {
+      throw UsageError{"unknown option '" + s + "'"};
+    }
+  }
+  if (a.help) return a;
+  if (pos.size() < 2) throw UsageError{"expected DIR and COMMAND"};
+  a.dir = pos[0];
+  a.command = pos[1];
+  a.positional.assign(pos.begin() + 2, pos.end());
+  struct Arity {
+    const char* name;
+    std::size_t n;
+  };
+  static constexpr Arity kCommands[] = {{"stats", 0},  {"check", 0}, {"keys", 0},
+                                        {"get", 1},    {"set", 2},   {"evict", 1},
+                                        {"expire", 0}, {"cull", 0},  {"clear", 0}};
+  bool known = false;
+  for (const auto& c : kCommands) {
+    if (a.command == c.name) {
+      known = true;
+      if (a.positional.size() != c.n) {
+        throw UsageError{"'" + a.command + "' takes " + std::to_string(c.n) + " argument(s), got " +
+                         std::to_string(a.positional.size())};
+      }
+    }
+  }
+  if (!known) throw UsageError{"unknown command '" + a.command + "'"};
+  if (a.fix && a.command != "check") throw UsageError{"--fix only applies to 'check'"};
+  if ((a.expire || a.tag) && a.command != "set") {
+    throw UsageError{"--expire and --tag only apply to 'set'"};
+  }
+  for (const auto* t : {&a.key_type, &a.value_type}) {
+    if (*t != "text" && *t != "int" && *t != "float" && *t != "bytes") {
+      throw UsageError{"type must be text, int, float or bytes, got '" + *t + "'"};
+    }
+  }
+  return a;
+}
+
+dogpile::Key::Variant typed(const std::string& s, const std::string& type, const char* what) {
+  try {
+    std::size_t used = 0;
+    if (type == "int") {
+      const long long v = std::stoll(s, &used);
+      if (used == s.size()) return static_cast<std::int64_t>(v);
+    } else if (type == "float") {
+      const double v = std::stod(s, &used);
+      if (used == s.size()) return v;
+    } else if (type == "bytes") {
+      return dogpile::Bytes{s};
+    } else {
+      return s;
+    }
+  } catch (const std::exception&) {
+  }
+  throw UsageError{std::string(what) + " '" + s + "' is not a valid " + type};
+}
+
+dogpile::Key make_key(const std::string& s, const Args& a) {
+  return dogpile::Key(typed(s, a.key_type, "key"));
+}
+
+// ---- the cache ----------------------------------------------------------------------------
+
+struct NotACache {
+  std::string message;
+};
+
+// A DiskCache or a FanoutCache, detected from the directory layout.
+class AnyCache {
+ public:
+  explicit AnyCache(const fs::path& dir) {
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) throw NotACache{"'" + dir.string() + "' is not a directory"};
+    if (fs::is_regular_file(dir / "cache.db", ec)) {
+      disk_.emplace(dir, dogpile::DiskCacheOptions{});
+    } else if (fs::is_regular_file(dir / "000" / "cache.db", ec)) {
+      dogpile::FanoutCacheOptions o;
+      o.timeout = std::chrono::seconds(5);
+      fan_.emplace(dir, o);
+    } else {
+      throw NotACache{"'" + dir.string() +
+                      "' is not a disk cache directory (no cache.db, no 000/cache.db)"};
+    }
+  }
+
+  [[nodiscard]] bool fanout() const { return fan_.has_value(); }
+  [[nodiscard]] std::size_t shard_count() const { return fan_ ? fan_->shard_count() : 1; }
+  // The DiskCache of shard i (the cache itself when not a fanout).
+  dogpile::DiskCache& part(std::size_t i) { return fan_ ? fan_->shard(i) : *disk_; }
+  dogpile::DiskCache& route(const dogpile::Key& k) { return fan_ ? fan_->shard_for(k) : *disk_; }
+
+ private:
+  std::optional<dogpile::DiskCache> disk_;
+  std::optional<dogpile::FanoutCache> fan_;
+};
+
+std::string policy_name(dogpile::EvictionPolicy p) { return std::string(dogpile::to_string(p)); }
+
+std::string format_double(double d) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.17g", d);
+  return buf;
+}
+
+// Runs `op` on every part with a per-part progress bar; returns the summed counts.
+std::size_t each_part(AnyCache& c, const char* label,
+                      const std::function<std::size_t(dogpile::DiskCache&)>& op) {
+  Progress bar(label, c.shard_count());
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < c.shard_count(); ++i) {
+    bar.update(i);
+    total += op(c.part(i));
+  }
+  bar.update(c.shard_count());
+  return total;
+}
+
+int cmd_stats(AnyCache& c, const Args& a) {
+  const dogpile::DiskCacheSettings s = c.part(0).settings();
+  std::int64_t count = 0;
+  std::uint64_t volume = 0;
+  dogpile::CacheStats st;
+  for (std::size_t i = 0; i < c.shard_count(); ++i) {
+    auto& p = c.part(i);
+    count += p.size();
+    volume += p.volume();
+    // stats(enable = current setting): reading the counters must not switch counting on.
+    const auto ps = p.stats(p.settings().statistics, false);
+    st.hits += ps.hits;
+    st.misses += ps.misses;
+  }
+  std::printf("directory: %s\n", a.dir.string().c_str());
+  std::printf("type: %s\n", c.fanout() ? "FanoutCache" : "DiskCache");
+  std::printf("shards: %zu\n", c.shard_count());
+  std::printf("count: %lld\n", static_cast<long long>(count));
+  std::printf("volume: %llu\n", static_cast<unsigned long long>(volume));
+  std::printf("size_limit: %llu%s\n", static_cast<unsigned long long>(s.size_limit),
+              c.fanout() ? " (per shard)" : "");
+  std::printf("eviction_policy: %s\n", policy_name(s.eviction_policy).c_str());
+  std::printf("cull_limit: %lld\n", static_cast<long long>(s.cull_limit));
+  std::printf("statistics: %d\n", s.statistics ? 1 : 0);
+  std::printf("tag_index: %d\n", s.tag_index ? 1 : 0);
+  std::printf("disk_min_file_size: %lld\n", static_cast<long long>(s.disk_min_file_size));
+  std::printf("hits: %lld\n", static_cast<long long>(st.hits));
+  std::printf("misses: %lld\n", static_cast<long long>(st.misses));
+  return kOk;
+}
+
+const char* kind_name(dogpile::CheckWarning::Kind k) {
+  using K = dogpile::CheckWarning::Kind;
+  switch (k) {
+    case K::integrity:
+      return "integrity";
+    case K::missing_file:
+      return "missing_file";
+    case K::file_size:
+      return "file_size";
+    case K::unknown_file:
+      return "unknown_file";
+    case K::empty_dir:
+      return "empty_dir";
+    case K::count:
+      return "count";
+    case K::size:
+      return "size";
+  }
+  return "unknown";
+}
+
+int cmd_check(AnyCache& c, const Args& a) {
+  std::vector<dogpile::CheckWarning> all;
+  each_part(c, a.fix ? "check --fix" : "check", [&](dogpile::DiskCache& p) {
+    auto w = p.check(a.fix, /*retry=*/true);
+    all.insert(all.end(), w.begin(), w.end());
+    return w.size();
+  });
+  for (const auto& w : all) {
+    std::printf("%s%s: %s\n", a.fix ? "fixed " : "", kind_name(w.kind), w.message.c_str());
+  }
+  if (all.empty()) std::printf("ok\n");
+  return !all.empty() && !a.fix ? kProblems : kOk;
+}
+
+int cmd_keys(AnyCache& c) {
+  for (std::size_t i = 0; i < c.shard_count(); ++i) {
+    c.part(i).for_each_key([](const dogpile::Key& k) {
+      std::fputs(k.repr().c_str(), stdout);
+      std::fputc('\n', stdout);
+      return true;
+    });
+  }
+  return kOk;
+}
+
+int cmd_get(AnyCache& c, const Args& a) {
+  const dogpile::Key key = make_key(a.positional[0], a);
+  auto v = c.route(key).get<dogpile::DiskValue>(key);
+  if (!v) {
+    std::fprintf(stderr, "dogpile-disk: key %s not found\n", key.repr().c_str());
+    return kNotFound;
+  }
+  std::visit(
+      [](const auto& x) {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, std::int64_t>) {
+          std::printf("%lld\n", static_cast<long long>(x));
+        } else if constexpr (std::is_same_v<T, double>) {
+          std::printf("%s\n", format_double(x).c_str());
+        } else if constexpr (std::is_same_v<T, std::string>) {
+          std::fwrite(x.data(), 1, x.size(), stdout);
+          std::fputc('\n', stdout);
+        } else {
+          std::fwrite(x.data.data(), 1, x.data.size(), stdout);
+        }
+      },
+      *v);
+  return kOk;
+}
+
+int cmd_set(AnyCache& c, const Args& a) {
+  const dogpile::Key key = make_key(a.positional[0], a);
+  const auto value = typed(a.positional[1], a.value_type, "value");
+  dogpile::SetOptions o;
+  if (a.expire) {
+    o.expire = std::chrono::milliseconds(static_cast<std::int64_t>(*a.expire * 1000.0));
+  }
+  if (a.tag) o.tag = make_key(*a.tag, a);
+  std::visit([&](const auto& v) { c.route(key).set(key, v, o); }, value);
+  return kOk;
+}
+
+int cmd_clear(AnyCache& c) {
+  std::int64_t total = 0;
+  for (std::size_t i = 0; i < c.shard_count(); ++i) total += c.part(i).size();
+  Progress bar("clear", static_cast<std::uint64_t>(std::max<std::int64_t>(total, 0)));
+  std::size_t removed = 0;
+  std::uint64_t done = 0;
+  for (std::size_t i = 0; i < c.shard_count(); ++i) {
+    auto& p = c.part(i);
+    // Delete in pages of 100 keys so the bar moves; `clear` then sweeps what is left
+    // (expired rows, keys Python pickled).
+    std::vector<dogpile::Key> page;
+    auto flush = [&] {
+      removed += p.erase_many(page, /*retry=*/true);
+      done += page.size();
+      page.clear();
+      bar.update(done);
+    };
+    for (const auto& k : p.keys()) {
+      page.push_back(k);
+      if (page.size() == 100) flush();
+    }
+    if (!page.empty()) flush();
+    removed += p.clear(/*retry=*/true);
+  }
+  bar.finish();
+  std::printf("%zu\n", removed);
+  return kOk;
+}
+
+int run(const Args& a) {
+  AnyCache c(a.dir);
+  if (a.command == "stats") return cmd_stats(c, a);
+  if (a.command == "check") return cmd_check(c, a);
+  if (a.command == "keys") return cmd_keys(c);
+  if (a.command == "get") return cmd_get(c, a);
+  if (a.command == "set") return cmd_set(c, a);
+  if (a.command == "clear") return cmd_clear(c);
+  std::size_t n = 0;
+  if (a.command == "evict") {
+    const dogpile::Key tag = make_key(a.positional[0], a);
+    n = each_part(c, "evict", [&](dogpile::DiskCache& p) { return p.evict(tag, true); });
+  } else if (a.command == "expire") {
+    n = each_part(c, "expire", [&](dogpile::DiskCache& p) { return p.expire(std::nullopt, true); });
+  } else if (a.command == "cull") {
+    n = each_part(c, "cull", [&](dogpile::DiskCache& p) { return p.cull(true); });
+  }
+  std::printf("%zu\n", n);
+  return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args args;
+  try {
+    args = parse_args(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "dogpile-disk: %s\n\n%s", e.message.c_str(), kUsageText);
+    return kUsage;
+  }
+  if (args.help) {
+    std::fputs(kUsageText, stdout);
+    return kOk;
+  }
+  try {
+    const int rc = run(args);
+    std::fflush(stdout);
+    return rc;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "dogpile-disk: %s\n", e.message.c_str());
+    return kUsage;
+  } catch (const NotACache& e) {
+    std::fprintf(stderr, "dogpile-disk: %s\n", e.message.c_str());
+    return kCacheError;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "dogpile-disk: %s\n", e.what());
+    return kCacheError;
+  }
+}
