@@ -28,8 +28,10 @@ inline double to_unix_seconds(TimePoint t) {
 
 /// The inverse of `to_unix_seconds` (microsecond resolution).
 inline TimePoint from_unix_seconds(double s) {
-  return TimePoint(
-      std::chrono::duration_cast<TimePoint::duration>(std::chrono::duration<double>(s)));
+  // Rounded to the nearest microsecond, not truncated: a double near 1.7e9 holds about 0.2 us,
+  // so truncation turned e.g. ...001007 s into ...001006 s, and a value created at the instant
+  // of invalidate() read back as created before it (invalidated on every read).
+  return TimePoint(std::chrono::round<std::chrono::microseconds>(std::chrono::duration<double>(s)));
 }
 
 /// A clock for tests: time stands still until `advance` or `set` moves it. Copies share state,
