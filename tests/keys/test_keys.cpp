@@ -124,7 +124,7 @@ TEST_CASE("floating point is Python's str(float)", "[keys]") {
 TEST_CASE("floating point output round-trips for random doubles", "[keys]") {
   std::mt19937_64 rng(12345);
   for (int i = 0; i < 20000; ++i) {
-    const double d = std::bit_cast<double>(rng());
+    const auto d = std::bit_cast<double>(rng());
     if (!std::isfinite(d)) continue;
     const std::string s = to_key_string(d);
     double back = 0;
