@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds bench/disk_core in Release and runs python-diskcache's benchmark_core workload with 1
+# and 2 processes on DiskCache, FanoutCache, the raw SQLite floor and python3-diskcache, then
+# plots docs/img/disk_bench.png.
+#   bench/run_disk_bench.sh [BUILD_DIR] [disk_core options, e.g. --rounds 3]
+# Results: BUILD_DIR/disk_bench/p1.txt, p2.txt (tables) and results.tsv.
+set -euo pipefail
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$SRC/build-bench}
+shift || true
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDOGPILE_BUILD_BENCH=ON \
+  -DDOGPILE_BUILD_TESTS=OFF -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_TOOLS=OFF >/dev/null
+cmake --build "$BUILD" --target disk_core -j"${JOBS:-1}"
+OUT=$BUILD/disk_bench
+mkdir -p "$OUT"
+rm -f "$OUT/results.tsv"
+{
+  echo "# $(date -u +%FT%TZ) $(uname -srm); $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-)"
+  echo "# SQLite $(sqlite3 --version 2>/dev/null | cut -d' ' -f1); python3-diskcache $(/usr/bin/python3 -c 'import diskcache; print(diskcache.__version__)')"
+  echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/env.txt"
+for p in 1 2; do
+  "$BUILD/bench/disk_core" --procs "$p" --tsv "$OUT/results.tsv" "$@" | tee "$OUT/p$p.txt"
+done
+mkdir -p "$SRC/docs/img"
+gnuplot -e "infile='$OUT/results.tsv'; outfile='$SRC/docs/img/disk_bench.png'" \
+  "$SRC/bench/plot_disk.gnuplot"
+echo "plot: $SRC/docs/img/disk_bench.png"
