@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -81,6 +82,59 @@ class FailingProxy : public dogpile::ProxyBackend {
   void do_set_object(std::string_view key, dogpile::StoredObject obj) override {
     check();
     ProxyBackend::do_set_object(key, std::move(obj));
+  }
+};
+
+/// An in-process mutex like `ThreadMutex` that counts the acquires that had to wait (entered
+/// a blocking or timed wait because the lock was held), so threaded tests can tell when
+/// callers are blocked without sleeping.
+class WaitCountingMutex : public dogpile::CacheMutex {
+ public:
+  explicit WaitCountingMutex(std::shared_ptr<std::atomic<int>> waits) : waits_(std::move(waits)) {}
+
+ protected:
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
+    std::unique_lock lk(m_);
+    if (held_ && !(timeout && timeout->count() == 0)) {
+      waits_->fetch_add(1);
+      if (!timeout) {
+        cv_.wait(lk, [&] { return !held_; });
+      } else if (!cv_.wait_for(lk, *timeout, [&] { return !held_; })) {
+        return false;
+      }
+    }
+    if (held_) return false;
+    held_ = true;
+    return true;
+  }
+  void do_release() override {
+    {
+      std::lock_guard lk(m_);
+      if (!held_) throw dogpile::LockError("release of a mutex that is not held");
+      held_ = false;
+    }
+    cv_.notify_one();
+  }
+  [[nodiscard]] bool do_locked() const override {
+    std::lock_guard lk(m_);
+    return held_;
+  }
+
+ private:
+  std::shared_ptr<std::atomic<int>> waits_;
+  mutable std::mutex m_;
+  std::condition_variable cv_;
+  bool held_ = false;
+};
+
+/// A pass-through proxy whose dogpile mutexes are `WaitCountingMutex`es sharing `waits`.
+class WaitCountingProxy : public dogpile::ProxyBackend {
+ public:
+  std::shared_ptr<std::atomic<int>> waits = std::make_shared<std::atomic<int>>(0);
+
+ protected:
+  std::shared_ptr<dogpile::CacheMutex> do_get_mutex(std::string_view /*key*/) override {
+    return std::make_shared<WaitCountingMutex>(waits);
   }
 };
 
