@@ -28,12 +28,23 @@ namespace {
 constexpr std::size_t kKeys = 10'000;
 constexpr std::size_t kSequence = 1 << 16;
 
+struct Value {
+  std::string text = std::string(64, 'v');
+  std::int64_t id = 0;
+};
+
+// Keys, values and the access sequence, shared by every subject: the floor and the backends
+// hold the very same value objects, so they differ only in their containers.
 struct Workload {
   std::vector<std::string> keys;
+  std::vector<std::shared_ptr<const Value>> values;
   std::vector<std::uint32_t> sequence;  // indexes into keys
   Workload() {
     keys.reserve(kKeys);
-    for (std::size_t i = 0; i < kKeys; ++i) keys.push_back("user:profile:" + std::to_string(i));
+    for (std::size_t i = 0; i < kKeys; ++i) {
+      keys.push_back("user:profile:" + std::to_string(i));
+      values.push_back(std::make_shared<const Value>());
+    }
     std::mt19937 rng(12345);
     sequence.resize(kSequence);
     for (auto& s : sequence) s = static_cast<std::uint32_t>(rng() % kKeys);
@@ -43,11 +54,6 @@ const Workload& workload() {
   static const Workload w;
   return w;
 }
-
-struct Value {
-  std::string text = std::string(64, 'v');
-  std::int64_t id = 0;
-};
 
 // ---- the floor: the plain map, default hash, looked up with the caller's std::string ---------
 class MutexMap {
@@ -70,7 +76,8 @@ class MutexMap {
 MutexMap& floor_map() {
   static MutexMap* m = [] {
     auto* mm = new MutexMap;
-    for (const auto& k : workload().keys) mm->set(k, std::make_shared<const Value>());
+    const auto& w = workload();
+    for (std::size_t i = 0; i < kKeys; ++i) mm->set(w.keys[i], w.values[i]);
     return mm;
   }();
   return *m;
@@ -82,9 +89,10 @@ dogpile::CacheBackend& backend(const dogpile::MemoryOptions& o, int slot) {
   static std::once_flag once[4];
   std::call_once(once[slot], [&] {
     auto b = std::make_shared<dogpile::MemoryBackend>(o);
-    for (const auto& k : workload().keys) {
-      b->set_object(k, dogpile::StoredObject{
-                           std::make_shared<const Value>(), typeid(Value), {}, sizeof(Value) + 64});
+    const auto& w = workload();
+    for (std::size_t i = 0; i < kKeys; ++i) {
+      b->set_object(w.keys[i],
+                    dogpile::StoredObject{w.values[i], typeid(Value), {}, sizeof(Value) + 64});
     }
     made[slot] = b;
   });

@@ -6,7 +6,10 @@
 // `state.SetItemsProcessed(state.iterations())`; the ratio is the floor's aggregate throughput
 // (items/s over all threads) divided by the variant's, i.e. "x times the floor's cost per op".
 // With --benchmark_repetitions=N (best with --benchmark_enable_random_interleaving=true on a
-// shared machine) it prints the ratio of the medians and of the bests (fastest repetition).
+// shared machine) it prints the ratio of the medians and of the bests (fastest repetition) of
+// the wall-clock throughput, and the ratio of the median CPU time per op (all threads' CPU
+// time / ops; on a shared machine it is less disturbed by other tenants, but does not see time
+// spent blocked on a mutex).
 // Usage: `int main(int argc, char** argv) { return dogpile::bench::run_with_ratios(argc, argv); }`
 
 #include <benchmark/benchmark.h>
@@ -35,29 +38,38 @@ class RatioReporter : public benchmark::ConsoleReporter {
       std::string context = r.run_name.args;
       if (!r.run_name.threads.empty()) context += (context.empty() ? "" : "/") + r.run_name.threads;
       rates_[{family, context}][variant].push_back(it->second.value);
+      if (r.iterations > 0) {
+        cpu_ns_[{family, context}][variant].push_back(r.cpu_accumulated_time * 1e9 /
+                                                      static_cast<double>(r.iterations));
+      }
     }
   }
 
   void Finalize() override {
     ConsoleReporter::Finalize();
-    std::printf("\n%-24s %-11s %-30s %5s %12s %10s %12s %10s\n", "family", "context", "variant",
-                "reps", "median ns/op", "x floor", "best ns/op", "x floor");
+    std::printf("\n%-20s %-10s %-28s %4s %9s %7s %9s %7s %9s %7s\n", "family", "context", "variant",
+                "reps", "median ns", "x floor", "best ns", "x floor", "cpu ns", "x floor");
     for (auto& [group, variants] : rates_) {
+      auto& cpus = cpu_ns_[group];
       double floor_median = 0;
       double floor_best = 0;
+      double floor_cpu = 0;
       for (auto& [v, rates] : variants) {
         if (v.rfind("floor", 0) == 0) {
           floor_median = median(rates);
           floor_best = *std::max_element(rates.begin(), rates.end());
+          if (!cpus[v].empty()) floor_cpu = median(cpus[v]);
         }
       }
       for (auto& [v, rates] : variants) {
         const double med = median(rates);
         const double best = *std::max_element(rates.begin(), rates.end());
-        std::printf("%-24s %-11s %-30s %5zu %12.1f %10.2f %12.1f %10.2f\n", group.first.c_str(),
-                    group.second.c_str(), v.c_str(), rates.size(), 1e9 / med,
+        const double cpu = cpus[v].empty() ? 0.0 : median(cpus[v]);
+        std::printf("%-20s %-10s %-28s %4zu %9.1f %7.2f %9.1f %7.2f %9.1f %7.2f\n",
+                    group.first.c_str(), group.second.c_str(), v.c_str(), rates.size(), 1e9 / med,
                     floor_median > 0 ? floor_median / med : 0.0, 1e9 / best,
-                    floor_best > 0 ? floor_best / best : 0.0);
+                    floor_best > 0 ? floor_best / best : 0.0, cpu,
+                    floor_cpu > 0 && cpu > 0 ? cpu / floor_cpu : 0.0);
       }
     }
     std::fflush(stdout);
@@ -68,7 +80,10 @@ class RatioReporter : public benchmark::ConsoleReporter {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   }
-  std::map<std::pair<std::string, std::string>, std::map<std::string, std::vector<double>>> rates_;
+  using Table =
+      std::map<std::pair<std::string, std::string>, std::map<std::string, std::vector<double>>>;
+  Table rates_;   // items/s (wall clock, all threads)
+  Table cpu_ns_;  // CPU ns per op (all threads)
 };
 
 inline int run_with_ratios(int argc, char** argv) {
