@@ -21,9 +21,13 @@ inline Clock system_clock() {
   return [] { return std::chrono::system_clock::now(); };
 }
 
-/// Seconds since the Unix epoch as a double, as Python's `time.time()`.
+/// Seconds since the Unix epoch as a double, as Python's `time.time()`, in whole microseconds
+/// (floored): `from_unix_seconds(to_unix_seconds(t))` is `t` floored to the microsecond, never
+/// later than `t`, so a stored creation time is never in the future of the moment it stamps.
 inline double to_unix_seconds(TimePoint t) {
-  return std::chrono::duration<double>(t.time_since_epoch()).count();
+  return std::chrono::duration<double>(
+             std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()))
+      .count();
 }
 
 /// The inverse of `to_unix_seconds` (microsecond resolution).
