@@ -229,3 +229,13 @@ TEST_CASE("length_conditional_mangler mangles only keys of at least `length` byt
       0, [](std::string_view k) { return std::string(k) + "!"; });
   CHECK(upper("") == "!");  // length 0: every key is mangled
 }
+
+TEST_CASE("type-erased default generators match make_key/make_keys", "[keys]") {
+  const dogpile::FunctionKeyGenerator gen = dogpile::default_key_generator;
+  const std::vector<std::string> args{dogpile::to_key_string(1), dogpile::to_key_string("a b")};
+  CHECK(gen("ns", args) == dogpile::make_key("ns", 1, "a b"));
+  CHECK(gen("ns", {}) == "ns|");
+  const dogpile::FunctionMultiKeyGenerator multi = dogpile::default_multi_key_generator;
+  CHECK(multi("ns", args) == dogpile::make_keys("ns", 1, "a b"));
+  CHECK(multi("ns", {}).empty());
+}
