@@ -378,7 +378,8 @@ using FunctionMultiKeyGenerator = std::function<std::vector<std::string>(
     std::string_view ns, const std::vector<std::string>& args)>;
 
 /// The default `FunctionKeyGenerator`: `ns + "|" + args joined by " "`.
-inline std::string default_key_generator(std::string_view ns, const std::vector<std::string>& args) {
+inline std::string default_key_generator(std::string_view ns,
+                                         const std::vector<std::string>& args) {
   return join_key(ns, args);
 }
 /// The default `FunctionMultiKeyGenerator`: `ns + "|" + arg` for each argument.
