@@ -1,0 +1,532 @@
+#pragma once
+/// @file conformance.hpp
+/// The backend conformance suite: dogpile.cache's `_GenericBackendTestSuite`,
+/// `_GenericSerializerTestSuite` and `_GenericMutexTestSuite` (reference/dogpile.md §5.6) as one
+/// suite every backend runs. It depends on nothing but the core headers and Catch2.
+///
+/// ```cpp
+/// #include "backends/conformance.hpp"   // or a relative include
+/// DOGPILE_BACKEND_CONFORMANCE("redis", [] {
+///   return dogpile::make_backend("redis", {{"url", url}, {"distributed_lock", true}});
+/// })
+/// ```
+/// `factory` returns a configured backend; it is called several times (the mutex tests need
+/// separate backend objects on the same storage). Every key is unique to one run
+/// (`unique_key`), so the suite can run against a shared server, concurrently with others.
+/// Catch2 assertions are only made on the test's own thread.
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <latch>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <span>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "dogpile/dogpile.hpp"
+
+namespace dogpile_conformance {
+
+using namespace std::chrono_literals;
+
+/// Returns a configured backend; may be called many times.
+using Factory = std::function<std::shared_ptr<dogpile::CacheBackend>()>;
+
+/// A key no other run uses: `dpc_<random>_<counter>_<tag>` (no spaces, short: memcached-safe).
+inline std::string unique_key(std::string_view tag) {
+  static const std::string run = [] {
+    std::random_device rd;
+    std::ostringstream os;
+    os << std::hex << rd() << rd();
+    return os.str();
+  }();
+  static std::atomic<std::uint64_t> counter{0};
+  return "dpc_" + run + "_" + std::to_string(counter.fetch_add(1)) + "_" + std::string(tag);
+}
+
+/// A region on `backend` with a manual clock.
+struct Region {
+  dogpile::ManualClock clock;
+  dogpile::CacheRegion region;
+  explicit Region(std::shared_ptr<dogpile::CacheBackend> backend, dogpile::ConfigureOptions co = {},
+                  dogpile::RegionOptions ro = {}) {
+    ro.clock = clock;
+    region = dogpile::make_region(std::move(ro));
+    region.configure(std::move(backend), std::move(co));
+  }
+};
+
+/// Runs `body(i)` on `n` threads released together, then joins them.
+template <class F>
+void run_threads(int n, F body) {
+  std::latch start(n);
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      body(i);
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+/// The dogpile mutex a region on this backend uses for `key`: the backend's own, or (for
+/// backends without one) the region's in-process mutex.
+inline std::shared_ptr<dogpile::CacheMutex> mutex_of(const dogpile::CacheRegion& r,
+                                                     std::string_view key) {
+  return r.mutex_for(key);
+}
+
+// ---- _GenericBackendTestSuite: the raw backend ------------------------------------------------
+
+inline void raw_backend(const Factory& factory) {
+  auto b = factory();
+  REQUIRE(b);
+  const auto k = unique_key("raw");
+  CHECK_FALSE(b->get(k));
+  b->erase(k);  // deleting a missing key is fine
+  const std::string bytes("some\0bytes|\xff\x01 value", 20);
+  b->set(k, bytes);
+  CHECK(b->get(k) == bytes);
+  b->set(k, "replaced");
+  CHECK(b->get(k) == std::string("replaced"));
+  b->erase(k);
+  CHECK_FALSE(b->get(k));
+  b->erase(k);
+
+  const std::vector<std::string> keys = {unique_key("m1"), unique_key("m2"), unique_key("m3")};
+  b->set_multi(std::vector<dogpile::BytesItem>{{keys[0], "v1"}, {keys[2], "v3"}});
+  CHECK(b->get_multi(keys) == std::vector<std::optional<std::string>>{"v1", std::nullopt, "v3"});
+  b->erase_multi(std::vector<std::string>{keys[0], keys[1]});
+  CHECK(b->get_multi(keys) ==
+        std::vector<std::optional<std::string>>{std::nullopt, std::nullopt, "v3"});
+  CHECK(b->get_multi(std::vector<std::string>{}).empty());
+  b->set_multi(std::vector<dogpile::BytesItem>{});
+  b->erase_multi(std::vector<std::string>{});
+  b->erase_multi(keys);
+  CHECK(b->get_multi(keys) == std::vector<std::optional<std::string>>(3));
+  // a large value
+  const std::string big(200 * 1024, 'x');
+  b->set(keys[1], big);
+  CHECK(b->get(keys[1]) == big);
+  b->erase(keys[1]);
+}
+
+// ---- _GenericBackendTestSuite: through a region -----------------------------------------------
+
+inline void region_basics(const Factory& factory) {
+  Region t(factory());
+  auto& r = t.region;
+  const auto k = unique_key("basic");
+
+  SECTION("key_is_locked is false and does not take the lock") {
+    CHECK_FALSE(r.key_is_locked(k));
+    auto m = mutex_of(r, k);
+    REQUIRE(m->acquire(false));  // still free after key_is_locked
+    CHECK(r.key_is_locked(k));
+    m->release();
+    CHECK_FALSE(r.key_is_locked(k));
+  }
+  SECTION("set / get / erase") {
+    CHECK_FALSE(r.get<std::string>(k));
+    r.set(k, std::string("some value"));
+    CHECK(r.get<std::string>(k) == "some value");
+    r.set(k, std::string("other value"));
+    CHECK(r.get<std::string>(k) == "other value");
+    r.erase(k);
+    CHECK_FALSE(r.get<std::string>(k));
+    r.erase(k);  // twice
+    r.set(k + "_int", 42);
+    CHECK(r.get<int>(k + "_int") == 42);
+    r.set(k + "_vec", std::vector<std::string>{"a", "b"});
+    CHECK(r.get<std::vector<std::string>>(k + "_vec") == std::vector<std::string>{"a", "b"});
+    r.erase_multi({k + "_int", k + "_vec"});
+  }
+  SECTION("set_multi / get_multi with holes / erase_multi with missing keys") {
+    const std::vector<std::string> keys = {k + "_1", k + "_2", k + "_3", k + "_4"};
+    r.set_multi<std::string>({{keys[0], "v1"}, {keys[2], "v3"}});
+    CHECK(r.get_multi<std::string>(keys) ==
+          std::vector<std::optional<std::string>>{"v1", std::nullopt, "v3", std::nullopt});
+    r.erase_multi({keys[0], keys[1]});
+    CHECK(r.get_multi<std::string>(keys) ==
+          std::vector<std::optional<std::string>>{std::nullopt, std::nullopt, "v3", std::nullopt});
+    r.erase_multi(keys);
+    CHECK(r.get_multi<std::string>(keys) == std::vector<std::optional<std::string>>(4));
+  }
+  SECTION("empty multi operations") {
+    CHECK(r.get_multi<int>({}).empty());
+    r.set_multi<int>({});
+    r.erase_multi({});
+    CHECK(r.get_or_create_multi<int>({}, [](std::span<const std::string>) -> std::vector<int> {
+             throw std::logic_error("must not be called");
+           }).empty());
+  }
+  SECTION("get_or_create and get_or_create_multi") {
+    int calls = 0;
+    auto creator = [&] {
+      ++calls;
+      return std::string("created");
+    };
+    CHECK(r.get_or_create(k, creator) == "created");
+    CHECK(r.get_or_create(k, creator) == "created");
+    CHECK(calls == 1);
+    CHECK_FALSE(r.key_is_locked(k));
+    r.erase(k);
+    r.erase(k);
+    CHECK(r.get_or_create(k, creator) == "created");
+    CHECK(calls == 2);
+
+    const std::vector<std::string> keys = {k + "_c", k + "_a", k + "_b", k + "_a"};
+    std::vector<std::string> asked;
+    auto multi = [&](std::span<const std::string> ks) {
+      std::vector<std::string> out;
+      for (const auto& x : ks) {
+        asked.push_back(x);
+        out.push_back("v" + x);
+      }
+      return out;
+    };
+    CHECK(r.get_or_create_multi<std::string>(keys, multi) ==
+          std::vector<std::string>{"v" + keys[0], "v" + keys[1], "v" + keys[2], "v" + keys[1]});
+    CHECK(asked == std::vector<std::string>{keys[1], keys[2], keys[0]});  // sorted, unique
+    CHECK(r.get_or_create_multi<std::string>(keys, multi).size() == 4);
+    CHECK(asked.size() == 3);  // all cached now
+    r.erase_multi(keys);
+  }
+  SECTION("get_or_create_multi with should_cache rejecting every value") {
+    const std::vector<std::string> keys = {k + "_x", k + "_y", k + "_z"};
+    auto zeros = [](std::span<const std::string> ks) { return std::vector<int>(ks.size(), 0); };
+    CHECK(r.get_or_create_multi<int>(keys, zeros, {.should_cache = [](const int& v) {
+                                       return v != 0;
+                                     }}) == std::vector<int>{0, 0, 0});
+    CHECK(r.get_multi<int>(keys) == std::vector<std::optional<int>>(3));
+  }
+  SECTION("a creator exception propagates with its message; nothing cached, lock released") {
+    CHECK_THROWS_WITH(r.get_or_create(k, []() -> int { throw std::runtime_error("some error"); }),
+                      "some error");
+    CHECK_FALSE(r.get<int>(k));
+    CHECK_FALSE(r.key_is_locked(k));
+  }
+}
+
+inline void region_expire(const Factory& factory) {
+  Region t(factory(), {.expiration_time = 1s});
+  const auto k = unique_key("expire");
+  int n = 0;
+  auto creator = [&] { return ++n; };
+  CHECK(t.region.get_or_create(k, creator) == 1);
+  CHECK(t.region.get_or_create(k, creator) == 1);
+  t.clock.advance(1200ms);
+  CHECK_FALSE(t.region.get<int>(k));
+  CHECK(t.region.get<int>(k, {.ignore_expiration = true}) == 1);
+  CHECK(t.region.get_or_create(k, creator) == 2);
+  CHECK(t.region.get<int>(k) == 2);
+  t.region.erase(k);
+}
+
+inline void decorated_function(const Factory& factory) {
+  Region t(factory());
+  int n = 0;
+  auto fn = t.region.cache_on_arguments(unique_key("decorated"), [&n](int a, int b) {
+    ++n;
+    return a + b + n * 100;
+  });
+  CHECK(fn(1, 2) == 103);
+  CHECK(fn(1, 2) == 103);
+  fn.invalidate(1, 2);
+  CHECK(fn(1, 2) == 203);
+  CHECK(fn.get(1, 2) == 203);
+  fn.invalidate(1, 2);
+}
+
+inline void invalidation(const Factory& factory) {
+  Region t(factory(), {.expiration_time = 1h});
+  const auto k = unique_key("inv");
+  int n = 0;
+  auto creator = [&] { return ++n; };
+  CHECK(t.region.get_or_create(k, creator) == 1);
+  t.clock.advance(10ms);
+  t.region.invalidate();
+  CHECK_FALSE(t.region.get<int>(k));
+  CHECK(t.region.get_or_create(k, creator) == 2);
+  t.clock.advance(10ms);
+  t.region.invalidate({.hard = false});
+  CHECK(t.region.get_or_create(k, creator) == 3);
+  CHECK(t.region.get_or_create(k, creator) == 3);
+  t.region.erase(k);
+}
+
+// ---- threaded dogpile ---------------------------------------------------------------------------
+
+/// test_threaded_dogpile: 10 threads x 5 iterations; the creator try-locks a global mutex, so
+/// two overlapping creators are seen. The clock moves past the expiration after every call.
+inline void threaded_dogpile(const Factory& factory) {
+  auto backend = factory();
+  const bool lease = backend->has_lock_timeout();
+  Region t(backend, {.expiration_time = 250ms});
+  const auto k = unique_key("threaded");
+  std::mutex overlap;
+  std::atomic<int> creations{0};
+  std::atomic<int> overlapped{0};
+  std::atomic<int> bad{0};
+  run_threads(10, [&](int) {
+    for (int i = 0; i < 5; ++i) {
+      try {
+        const int v = t.region.get_or_create(k, [&] {
+          std::unique_lock lk(overlap, std::try_to_lock);
+          if (!lk.owns_lock()) ++overlapped;
+          std::this_thread::yield();
+          return ++creations;
+        });
+        if (v < 1) ++bad;
+      } catch (...) {
+        ++bad;
+      }
+      t.clock.advance(300ms);
+    }
+  });
+  CHECK(bad == 0);
+  // The first creator's next call finds its value expired: at least two creations.
+  CHECK(creations >= 2);
+  if (!lease) CHECK(overlapped == 0);
+  t.region.erase(k);
+}
+
+/// test_threaded_get_multi: 6 threads x 5 iterations of get_or_create_multi on subsets of ten
+/// keys; per-key try-locks in the creator detect overlapping creators of one key.
+inline void threaded_get_multi(const Factory& factory) {
+  auto backend = factory();
+  const bool lease = backend->has_lock_timeout();
+  Region t(backend, {.expiration_time = 250ms});
+  std::vector<std::string> keys;
+  for (int i = 1; i <= 10; ++i) keys.push_back(unique_key("tm" + std::to_string(i)));
+  std::map<std::string, std::unique_ptr<std::mutex>> locks;
+  for (const auto& k : keys) locks[k] = std::make_unique<std::mutex>();
+  std::atomic<int> records{0};
+  std::atomic<int> overlapped{0};
+  std::atomic<int> bad{0};
+  run_threads(6, [&](int th) {
+    std::mt19937 rng(static_cast<unsigned>(th) * 7919u + 1u);
+    for (int i = 0; i < 5; ++i) {
+      std::vector<std::string> subset;
+      if (th == 0 && i == 0) {
+        subset = keys;  // one caller asks for every key
+      } else {
+        for (const auto& k : keys)
+          if (rng() % 2 == 0) subset.push_back(k);
+        if (subset.empty()) subset.push_back(keys[rng() % keys.size()]);
+      }
+      try {
+        auto got =
+            t.region.get_or_create_multi<std::string>(subset, [&](std::span<const std::string> ks) {
+              std::vector<std::unique_lock<std::mutex>> held;
+              for (const auto& k : ks) {
+                held.emplace_back(*locks.at(k), std::try_to_lock);
+                if (!held.back().owns_lock()) ++overlapped;
+                ++records;
+              }
+              std::this_thread::yield();
+              std::vector<std::string> out;
+              for (const auto& k : ks) out.push_back("value of " + k);
+              return out;
+            });
+        for (std::size_t j = 0; j < subset.size(); ++j)
+          if (got[j] != "value of " + subset[j]) ++bad;
+      } catch (...) {
+        ++bad;
+      }
+      t.clock.advance(300ms);
+    }
+  });
+  CHECK(bad == 0);
+  CHECK(records >= 10);  // every key was created at least once
+  if (!lease) CHECK(overlapped == 0);
+  t.region.erase_multi(keys);
+}
+
+// ---- _GenericSerializerTestSuite ---------------------------------------------------------------
+
+inline void serializer(const Factory& factory) {
+  auto backend = factory();
+  Region t(backend);
+  const auto k = unique_key("ser");
+  if (backend->stores_objects()) {
+    // An object backend keeps live values: a type mismatch is an error, not a miss.
+    t.region.set(k, 1);
+    CHECK_THROWS_AS(t.region.get<std::string>(k), dogpile::TypeMismatch);
+    t.region.erase(k);
+    return;
+  }
+  const std::vector<int> value = {1, 2, 3};
+  t.region.set(k, value);
+  auto raw = backend->get(k);
+  REQUIRE(raw);
+  const auto bar = raw->find('|');
+  REQUIRE(bar != std::string::npos);
+  CHECK(raw->substr(0, bar) == R"({"ct": 1700000000.0, "v": 2})");
+  CHECK(raw->substr(bar + 1) == nlohmann::json(value).dump());
+  CHECK(t.region.get<std::vector<int>>(k) == value);
+  // undecodable bytes are a miss, and get_or_create regenerates
+  backend->set(k, R"({"ct": 1700000000.0, "v": 2}|not json)");
+  CHECK_FALSE(t.region.get<std::vector<int>>(k));
+  backend->set(k, "garbage without a separator");
+  CHECK_FALSE(t.region.get<std::vector<int>>(k));
+  CHECK(t.region.get_or_create(k, [] { return std::vector<int>{4}; }) == std::vector<int>{4});
+  CHECK(t.region.get<std::vector<int>>(k) == std::vector<int>{4});
+  t.region.erase(k);
+}
+
+// ---- _GenericMutexTestSuite ---------------------------------------------------------------------
+
+inline void mutex_basics(const Factory& factory) {
+  Region t(factory());
+  const auto k = unique_key("mutex");
+  auto m = mutex_of(t.region, k);
+  REQUIRE(m);
+  CHECK_FALSE(m->locked());
+  CHECK(m->acquire());
+  CHECK_FALSE(m->acquire(false));  // same object, already held
+  CHECK_FALSE(m->try_acquire_for(30ms));
+  CHECK(m->locked());
+  m->release();
+  CHECK_FALSE(m->locked());
+  CHECK(m->acquire());
+  // released from another thread (what the async runner does)
+  std::thread other([&] { m->release(); });
+  other.join();
+  CHECK_FALSE(m->locked());
+  CHECK(m->try_acquire_for(30ms));
+  m->release();
+  CHECK_THROWS_AS(m->release(), dogpile::LockError);  // not held
+  // MutexHandle releases on destruction
+  {
+    REQUIRE(m->acquire(false));
+    auto h = dogpile::MutexHandle::adopt(m);
+    CHECK(m->locked());
+  }
+  CHECK_FALSE(m->locked());
+}
+
+/// test_mutex_threaded: 5 threads x 5 iterations, each taking the mutex of one key (through a
+/// separate backend object where the backend has its own lock); a global try-lock must never
+/// find another holder inside.
+inline void mutex_threaded(const Factory& factory) {
+  const auto k = unique_key("mt");
+  Region shared(factory());
+  std::mutex inside;
+  std::atomic<int> overlapped{0};
+  std::atomic<int> acquired{0};
+  std::atomic<int> bad{0};
+  run_threads(5, [&](int) {
+    auto backend = factory();
+    for (int i = 0; i < 5; ++i) {
+      try {
+        std::shared_ptr<dogpile::CacheMutex> m = backend->get_mutex(k);
+        if (!m) m = mutex_of(shared.region, k);  // no backend lock: the region's
+        if (!m->acquire()) {
+          ++bad;
+          continue;
+        }
+        {
+          std::unique_lock lk(inside, std::try_to_lock);
+          if (!lk.owns_lock()) ++overlapped;
+          ++acquired;
+          std::this_thread::yield();
+        }
+        m->release();
+      } catch (...) {
+        ++bad;
+      }
+    }
+  });
+  CHECK(bad == 0);
+  CHECK(acquired == 25);
+  if (!factory()->has_lock_timeout()) CHECK(overlapped == 0);
+}
+
+/// test_mutex_reentrant_across_keys: holding "foo", "bar" can be taken once, not twice.
+inline void mutex_across_keys(const Factory& factory) {
+  Region t(factory());
+  auto foo = mutex_of(t.region, unique_key("foo"));
+  auto bar = mutex_of(t.region, unique_key("bar"));
+  REQUIRE(foo->acquire());
+  CHECK(bar->acquire(false));
+  CHECK_FALSE(bar->acquire(false));
+  bar->release();
+  foo->release();
+}
+
+/// test_reentrant_dogpile: a creator for "foo" calls get_or_create("bar").
+inline void reentrant_dogpile(const Factory& factory) {
+  Region t(factory());
+  const auto foo = unique_key("foo");
+  const auto bar = unique_key("bar");
+  auto create_bar = [] { return std::string("bar"); };
+  auto create_foo = [&] { return "foo" + t.region.get_or_create(bar, create_bar); };
+  CHECK(t.region.get_or_create(foo, create_foo) == "foobar");
+  CHECK(t.region.get_or_create(foo, create_foo) == "foobar");
+  t.region.erase_multi({foo, bar});
+}
+
+/// `test_argument_dictionary_unmodified`: building a backend by name leaves the arguments as
+/// they were.
+inline void check_arguments_unmodified(std::string_view backend_name,
+                                       const nlohmann::json& arguments) {
+  const nlohmann::json before = arguments;
+  auto b = dogpile::make_backend(backend_name, arguments);
+  CHECK(b);
+  CHECK(arguments == before);
+  auto r = dogpile::make_region();
+  dogpile::ConfigureOptions co;
+  co.arguments = arguments;
+  r.configure(backend_name, co);
+  CHECK(co.arguments == before);
+}
+
+}  // namespace dogpile_conformance
+
+/// Instantiates the whole conformance suite for one backend: `name` is a string literal used in
+/// test names and tags ("[conformance][<name>]"); the rest is an expression convertible to
+/// `dogpile_conformance::Factory` (a callable returning `std::shared_ptr<dogpile::CacheBackend>`).
+#define DOGPILE_BACKEND_CONFORMANCE(name, ...)                                                 \
+  TEST_CASE(name " conformance: raw backend", "[conformance][" name "]") {                     \
+    ::dogpile_conformance::raw_backend(::dogpile_conformance::Factory(__VA_ARGS__));           \
+  }                                                                                            \
+  TEST_CASE(name " conformance: region", "[conformance][" name "]") {                          \
+    const ::dogpile_conformance::Factory f(__VA_ARGS__);                                       \
+    ::dogpile_conformance::region_basics(f);                                                   \
+  }                                                                                            \
+  TEST_CASE(name " conformance: expiry, decorator, invalidation", "[conformance][" name "]") { \
+    const ::dogpile_conformance::Factory f(__VA_ARGS__);                                       \
+    ::dogpile_conformance::region_expire(f);                                                   \
+    ::dogpile_conformance::decorated_function(f);                                              \
+    ::dogpile_conformance::invalidation(f);                                                    \
+  }                                                                                            \
+  TEST_CASE(name " conformance: serializer", "[conformance][" name "]") {                      \
+    ::dogpile_conformance::serializer(::dogpile_conformance::Factory(__VA_ARGS__));            \
+  }                                                                                            \
+  TEST_CASE(name " conformance: mutex", "[conformance][mutex][" name "]") {                    \
+    const ::dogpile_conformance::Factory f(__VA_ARGS__);                                       \
+    ::dogpile_conformance::mutex_basics(f);                                                    \
+    ::dogpile_conformance::mutex_across_keys(f);                                               \
+    ::dogpile_conformance::reentrant_dogpile(f);                                               \
+  }                                                                                            \
+  TEST_CASE(name " conformance: threaded", "[conformance][threads][" name "]") {               \
+    const ::dogpile_conformance::Factory f(__VA_ARGS__);                                       \
+    ::dogpile_conformance::threaded_dogpile(f);                                                \
+    ::dogpile_conformance::threaded_get_multi(f);                                              \
+    ::dogpile_conformance::mutex_threaded(f);                                                  \
+  }
