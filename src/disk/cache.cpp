@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -38,10 +39,38 @@ constexpr int kModePickle = 4;
 std::atomic<std::uint64_t> g_fork_generation{1};
 std::atomic<std::uint64_t> g_serial{0};
 
+// Databases (by path) on which this process holds an open write transaction. A child forked
+// meanwhile inherits SQLite's in-process lock bookkeeping for them (the parent's WAL write lock
+// looks held forever), so the child must not use them: `g_poisoned` lists them in the child.
+std::mutex g_txn_mu;
+std::map<std::string, int>* g_open_txns = new std::map<std::string, int>();  // never freed
+std::set<std::string>* g_poisoned = new std::set<std::string>();             // never freed
+
 void install_fork_handler() {
   static std::once_flag once;
-  std::call_once(
-      once, [] { ::pthread_atfork(nullptr, nullptr, [] { g_fork_generation.fetch_add(1); }); });
+  std::call_once(once, [] {
+    ::pthread_atfork([] { g_txn_mu.lock(); }, [] { g_txn_mu.unlock(); },
+                     [] {
+                       for (const auto& [path, n] : *g_open_txns) {
+                         if (n > 0) g_poisoned->insert(path);
+                       }
+                       g_open_txns->clear();
+                       g_fork_generation.fetch_add(1);
+                       g_txn_mu.unlock();
+                     });
+  });
+}
+
+void note_txn(const std::string& path, int delta) {
+  std::lock_guard lk(g_txn_mu);
+  int& n = (*g_open_txns)[path];
+  n += delta;
+  if (n <= 0) g_open_txns->erase(path);
+}
+
+bool poisoned(const std::string& path) {
+  std::lock_guard lk(g_txn_mu);
+  return g_poisoned->count(path) != 0;
 }
 
 // ---- SQL ---------------------------------------------------------------------------------------
@@ -181,7 +210,29 @@ std::optional<std::string> column_opt_text(sqlite3_stmt* s, int i) {
 }
 
 void bind_value(sqlite3_stmt* s, int i, const DiskValue& v) {
-  bind_key(s, i, Key(Key::Variant(v)));
+  // Values may be temporaries: SQLite copies them (SQLITE_TRANSIENT).
+  switch (v.index()) {
+    case 0:
+      sqlite3_bind_int64(s, i, std::get<0>(v));
+      break;
+    case 1:
+      sqlite3_bind_double(s, i, std::get<1>(v));
+      break;
+    case 2: {
+      const auto& t = std::get<2>(v);
+      sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+      break;
+    }
+    default: {
+      const auto& b = std::get<3>(v).data;
+      if (b.empty()) {
+        sqlite3_bind_zeroblob(s, i, 0);
+      } else {
+        sqlite3_bind_blob64(s, i, b.data(), b.size(), SQLITE_TRANSIENT);
+      }
+      break;
+    }
+  }
 }
 
 void bind_text(sqlite3_stmt* s, int i, std::string_view t) {
@@ -391,6 +442,8 @@ DiskCacheImpl::DiskCacheImpl(const fs::path& directory, DiskCacheOptions options
   if (!fs::is_directory(dir_)) {
     throw DatabaseError("disk cache: " + dir_.string() + " is not a directory");
   }
+  dir_ = fs::weakly_canonical(dir_, ec);
+  if (ec) dir_ = fs::absolute(directory);
   db_path_ = (dir_ / "cache.db").string();
   if (opts_.read_only && !fs::exists(db_path_)) {
     throw DatabaseError("disk cache: read-only open of " + dir_.string() + ": no cache.db there");
@@ -425,6 +478,12 @@ Connection& DiskCacheImpl::conn() {
     conns_fork_gen_ = fork;
     generation_.fetch_add(1);
     gen = generation_.load();
+  }
+  if (poisoned(db_path_)) {
+    throw DatabaseError("disk cache " + dir_.string() +
+                        ": this process was forked while its parent held a write transaction on "
+                        "this cache; SQLite's inherited lock state makes it unusable here (fork "
+                        "outside transactions, or use the cache in a fresh process)");
   }
   auto& slot = conns_[std::this_thread::get_id()];
   if (!slot) {
@@ -640,6 +699,7 @@ void DiskCacheImpl::begin(Connection& c, bool retry,
     c.arm(wait.value_or(opts_.timeout), retry);
     int rc = c.try_exec("BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) c.fail(rc, "BEGIN IMMEDIATE");
+    note_txn(db_path_, +1);
     c.levels.push_back({0, 0});
     c.new_files.clear();
     c.cleanup.clear();
@@ -665,6 +725,7 @@ void DiskCacheImpl::commit(Connection& c) {
     return;
   }
   int rc = c.try_exec("COMMIT");
+  note_txn(db_path_, -1);
   if (rc != SQLITE_OK) {
     c.try_exec("ROLLBACK");
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
@@ -685,6 +746,7 @@ void DiskCacheImpl::rollback(Connection& c) noexcept {
   c.levels.pop_back();
   if (c.levels.empty()) {
     c.try_exec("ROLLBACK");
+    note_txn(db_path_, -1);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();

@@ -14,10 +14,10 @@
 #include "dogpile/disk/cache.hpp"
 
 using namespace std::chrono_literals;
+using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
 using dogpile::Key;
-using disk_test::TempDir;
 
 namespace {
 Bytes bytes_of(std::size_t n, char c = 'x') { return Bytes{std::string(n, c)}; }
@@ -295,7 +295,8 @@ TEST_CASE("check() finds and repairs damage", "[disk]") {
   auto warnings = cache.check(true);
   using K = dogpile::CheckWarning::Kind;
   auto has = [&](K k) {
-    return std::any_of(warnings.begin(), warnings.end(), [k](const auto& w) { return w.kind == k; });
+    return std::any_of(warnings.begin(), warnings.end(),
+                       [k](const auto& w) { return w.kind == k; });
   };
   CHECK(has(K::missing_file));
   CHECK(has(K::file_size));
@@ -573,10 +574,12 @@ TEST_CASE("memoize caches and is single-flight across threads", "[disk]") {
   TempDir d;
   DiskCache cache(d.path);
   std::atomic<int> calls{0};
-  auto square = cache.memoize("square", [&](int x) {
-    ++calls;
-    return x * x;
-  }, {.expire = 1min, .tag = "sq"});
+  auto square = cache.memoize("square",
+                              [&](int x) {
+                                ++calls;
+                                return x * x;
+                              },
+                              {.expire = 1min, .tag = "sq"});
   CHECK(square(3) == 9);
   CHECK(square(3) == 9);
   CHECK(square(4) == 16);
@@ -618,7 +621,8 @@ TEST_CASE("memoized fib hits", "[disk]") {
   TempDir d;
   DiskCache cache(d.path);
   std::function<std::int64_t(int)> fib;
-  auto memo = cache.memoize("fib", [&](int n) -> std::int64_t { return n < 2 ? n : fib(n - 1) + fib(n - 2); });
+  auto memo = cache.memoize(
+      "fib", [&](int n) -> std::int64_t { return n < 2 ? n : fib(n - 1) + fib(n - 2); });
   fib = [&](int n) { return memo(n); };
   CHECK(fib(60) == 1548008755920);
   cache.stats(true, true);
@@ -628,9 +632,7 @@ TEST_CASE("memoized fib hits", "[disk]") {
 
 TEST_CASE("settings persist and reset", "[disk]") {
   TempDir d;
-  {
-    DiskCache cache(d.path, {.size_limit = 123456789, .cull_limit = 3});
-  }
+  { DiskCache cache(d.path, {.size_limit = 123456789, .cull_limit = 3}); }
   DiskCache cache(d.path);
   auto s = cache.settings();
   CHECK(s.size_limit == 123456789);

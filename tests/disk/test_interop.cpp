@@ -13,11 +13,11 @@
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
 
+using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
 using dogpile::FanoutCache;
 using dogpile::Key;
-using disk_test::TempDir;
 
 namespace {
 
@@ -63,7 +63,10 @@ void write_dataset(DiskCache& c) {
   c.set(1, 2);
   c.set(-7, "neg");
   c.set(1.5, 2.25);
-  c.set("str", "text \xc3\xbc" "n\xc3\xaf" "code");
+  c.set("str",
+        "text \xc3\xbc"
+        "n\xc3\xaf"
+        "code");
   c.set(Bytes{"bytes"}, Bytes{std::string("\x00\x01\xff", 3)});
   c.set("big-str", big_str());
   c.set("big-bytes", big_bytes());
@@ -76,7 +79,10 @@ void verify_dataset(DiskCache& c) {
   CHECK(c.get<std::int64_t>(1) == 2);
   CHECK(c.get<std::string>(-7) == "neg");
   CHECK(c.get<double>(1.5) == 2.25);
-  CHECK(c.get<std::string>("str") == "text \xc3\xbc" "n\xc3\xaf" "code");
+  CHECK(c.get<std::string>("str") ==
+        "text \xc3\xbc"
+        "n\xc3\xaf"
+        "code");
   auto b = c.get<dogpile::DiskValue>(Bytes{"bytes"});
   REQUIRE(b);
   CHECK(std::get<Bytes>(*b) == Bytes{std::string("\x00\x01\xff", 3)});
