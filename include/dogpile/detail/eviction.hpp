@@ -6,6 +6,7 @@
 /// Not part of the public API. Every `EvictingShard` member locks the shard's own mutex.
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -234,7 +235,6 @@ class EvictingShard {
   /// The value under `k`, or nullopt; a hit counts as an access for the policy.
   std::optional<V> get(const PrehashedKey& k) {
     std::lock_guard lk(mutex_);
-    sketch_.prefetch(k.hash);
     auto it = map_.find(k);
     if (it == map_.end()) return std::nullopt;
     if (bounded_) on_access(it->second);
@@ -280,6 +280,7 @@ class EvictingShard {
       if (limits_.entries == kUnbounded && map_.size() > sketch_.capacity()) {
         sketch_.ensure_capacity(2 * map_.size());
       }
+      drain_pending();
       sketch_.increment(e.hash);
       e.queue = Queue::window;
       window_.push_back(&e);
@@ -372,7 +373,11 @@ class EvictingShard {
       probation_.move_to_back(&e);
       return;
     }
-    sketch_.increment(e.hash);
+    // Hits are counted in batches: a sketch update right on the hit path stalls behind the
+    // map lookup's cache misses; a batch of independent updates overlaps them (Caffeine
+    // buffers reads for the same reason). Drained before any admission decision.
+    pending_[pending_count_++] = e.hash;
+    if (pending_count_ == pending_.size()) drain_pending();
     switch (e.queue) {
       case Queue::window:
         window_.move_to_back(&e);
@@ -389,6 +394,12 @@ class EvictingShard {
         }
         break;
     }
+  }
+
+  void drain_pending() noexcept {
+    for (std::size_t i = 0; i < pending_count_; ++i) sketch_.prefetch(pending_[i]);
+    for (std::size_t i = 0; i < pending_count_; ++i) sketch_.increment(pending_[i]);
+    pending_count_ = 0;
   }
 
   /// Main region's victim: probation's LRU entry, else protected's.
@@ -421,6 +432,7 @@ class EvictingShard {
       }
       return;
     }
+    drain_pending();
     while (total_.over(limits_)) {
       Entry* victim = main_victim();
       ListHook* w = window_.front();
@@ -484,6 +496,8 @@ class EvictingShard {
   HookList probation_;  // the only list of the lru policy
   HookList protected_;
   FrequencySketch sketch_;
+  std::array<std::uint64_t, 16> pending_{};  // hashes of hits not yet counted in sketch_
+  std::size_t pending_count_ = 0;
   std::uint64_t rng_ = 0x2545F4914F6CDD1DULL;
   std::size_t evictions_ = 0;
 };
