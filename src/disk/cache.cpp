@@ -304,7 +304,7 @@ struct Stored {
 
 // ---- the implementation object -----------------------------------------------------------------
 
-class DiskCacheImpl {
+class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
  public:
   DiskCacheImpl(const fs::path& directory, DiskCacheOptions options);
   ~DiskCacheImpl();
@@ -319,6 +319,8 @@ class DiskCacheImpl {
 
   Connection& conn();
   void close_all();
+  /// Closes the calling thread's connection (at thread exit).
+  void drop_thread_conn(std::thread::id id) noexcept;
 
   // Transactions: BEGIN IMMEDIATE at the outermost level, SAVEPOINTs inside.
   void begin(Connection& c, bool retry, std::optional<std::chrono::milliseconds> wait = {});
@@ -490,6 +492,18 @@ Connection& DiskCacheImpl::conn() {
     slot = std::make_unique<Connection>(db_path_, opts_.read_only);
     slot->fork_generation = fork;
     configure(*slot);
+    // Close this thread's connection when the thread exits (no descriptor leak per thread).
+    struct ThreadConns {
+      std::vector<std::weak_ptr<DiskCacheImpl>> caches;
+      ~ThreadConns() {
+        for (auto& w : caches) {
+          if (auto impl = w.lock()) impl->drop_thread_conn(std::this_thread::get_id());
+        }
+      }
+    };
+    thread_local ThreadConns thread_conns;
+    std::erase_if(thread_conns.caches, [](const auto& w) { return w.expired(); });
+    thread_conns.caches.push_back(weak_from_this());
   }
   tl = Tl{serial_, gen, fork, slot.get()};
   return *slot;
@@ -502,6 +516,19 @@ void DiskCacheImpl::close_all() {
   }
   conns_.clear();
   generation_.fetch_add(1, std::memory_order_release);
+}
+
+void DiskCacheImpl::drop_thread_conn(std::thread::id id) noexcept {
+  std::unique_ptr<Connection> victim;
+  {
+    std::lock_guard lk(conns_mu_);
+    auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    victim = std::move(it->second);
+    conns_.erase(it);
+    if (g_fork_generation.load() != conns_fork_gen_) victim->abandon();
+    generation_.fetch_add(1, std::memory_order_release);  // no thread keeps a stale pointer
+  }
 }
 
 void DiskCacheImpl::configure(Connection& c) {

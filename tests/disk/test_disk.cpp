@@ -692,3 +692,20 @@ TEST_CASE("Key repr", "[disk]") {
   CHECK(Key(Bytes{std::string("\x00z", 2)}).repr() == "b'\\x00z'");
   CHECK(Key(1.5).repr() == "1.5");
 }
+
+TEST_CASE("connections of exited threads are closed", "[disk]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  cache.set("k", 1);
+  auto fds = [] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+  };
+  std::size_t before = fds();
+  for (int round = 0; round < 20; ++round) {
+    std::thread t([&] { CHECK(cache.get<int>("k") == 1); });
+    t.join();
+  }
+  CHECK(fds() <= before + 3);
+}
