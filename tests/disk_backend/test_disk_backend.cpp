@@ -15,6 +15,7 @@
 #include <latch>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -85,22 +86,30 @@ std::string python() { return "/usr/bin/python3"; }
 }  // namespace
 
 #ifdef DOGPILE_HAVE_CONFORMANCE
-#ifdef DOGPILE_BACKEND_CONFORMANCE
-DOGPILE_BACKEND_CONFORMANCE(disk, [] {
-  static int n = 0;
-  auto dir = fs::temp_directory_path() /
-             ("dogpile-disk-conf-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-  fs::remove_all(dir);
-  return DiskBackend::from_arguments({{"directory", dir.string()}});
+namespace {
+// One directory per backend kind for the whole run: the suite's factory is called several times
+// and its backends must share storage (keys are unique per run).
+const fs::path& conformance_dir(const char* kind) {
+  static TempDir disk_dir;
+  static TempDir fanout_dir;
+  return std::string_view(kind) == "disk" ? disk_dir.path : fanout_dir.path;
+}
+}  // namespace
+
+DOGPILE_BACKEND_CONFORMANCE("disk", [] {
+  return dogpile::make_backend("disk", {{"directory", conformance_dir("disk").string()}});
 })
-DOGPILE_BACKEND_CONFORMANCE(fanout, [] {
-  static int n = 0;
-  auto dir = fs::temp_directory_path() /
-             ("dogpile-fanout-conf-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-  fs::remove_all(dir);
-  return FanoutBackend::from_arguments({{"directory", dir.string()}, {"shards", 4}});
+DOGPILE_BACKEND_CONFORMANCE("fanout", [] {
+  return dogpile::make_backend("fanout",
+                               {{"directory", conformance_dir("fanout").string()}, {"shards", 4}});
 })
-#endif
+
+TEST_CASE("disk backends leave their arguments unmodified", "[conformance][disk_backend]") {
+  dogpile_conformance::check_arguments_unmodified(
+      "disk", {{"directory", conformance_dir("disk").string()}, {"size_limit", 1 << 20}});
+  dogpile_conformance::check_arguments_unmodified(
+      "fanout", {{"directory", conformance_dir("fanout").string()}, {"shards", 4}});
+}
 #endif
 
 TEST_CASE("disk backends are registered by name and validate their arguments", "[disk_backend]") {
@@ -217,7 +226,7 @@ TEST_CASE("a disk region's values are readable by python-diskcache", "[disk_back
   std::string bytes(4096, '\0');
   bytes.resize(std::fread(bytes.data(), 1, bytes.size(), fp));
   std::fclose(fp);
-  CHECK(bytes.rfind("{\"ct\": ", 0) == 0);  // dogpile.cache's envelope
+  CHECK(bytes.rfind("{\"ct\": ", 0) == 0);           // dogpile.cache's envelope
   CHECK(bytes.substr(bytes.find('|')) == "|alice");  // strings pass through
 }
 
