@@ -227,9 +227,9 @@ class EvictingShard {
                          ? kUnbounded
                          : limits.bytes - std::min(limits.bytes, window_limit_.bytes)};
     protected_limit_ = {part(main.entries, 4, 5, 0), part(main.bytes, 4, 5, 0)};
-    if (bounded_ && policy_ == MemoryEviction::tiny_lfu) {
-      sketch_.ensure_capacity(limits.entries != kUnbounded ? limits.entries : 64);
-    }
+    // The sketch starts small and grows with the shard (up to its entry bound), so a large
+    // `max_entries` costs no memory until the entries are there.
+    if (bounded_ && policy_ == MemoryEviction::tiny_lfu) sketch_.ensure_capacity(64);
   }
 
   /// The value under `k`, or nullopt; a hit counts as an access for the policy.
@@ -277,9 +277,7 @@ class EvictingShard {
       e.queue = Queue::probation;
       probation_.push_back(&e);
     } else {
-      if (limits_.entries == kUnbounded && map_.size() > sketch_.capacity()) {
-        sketch_.ensure_capacity(2 * map_.size());
-      }
+      if (map_.size() > sketch_.capacity()) grow_sketch();
       drain_pending();
       sketch_.increment(e.hash);
       e.queue = Queue::window;
@@ -394,6 +392,16 @@ class EvictingShard {
         }
         break;
     }
+  }
+
+  // A bigger sketch starts empty: count every entry present once (O(n), amortized over the
+  // doubling), so the entries already cached don't look colder than the next newcomer.
+  void grow_sketch() {
+    const std::size_t before = sketch_.capacity();
+    sketch_.ensure_capacity(std::min(limits_.entries, 2 * map_.size()));
+    if (sketch_.capacity() == before) return;
+    pending_count_ = 0;
+    for (const auto& kv : map_) sketch_.increment(kv.second.hash);
   }
 
   void drain_pending() noexcept {
