@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -50,8 +51,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-enum OpKind : std::uint8_t { kGet = 0, kSet = 1, kDelete = 2 };
-constexpr std::array<const char*, 3> kOpNames{"get", "set", "delete"};
+enum OpKind : std::uint8_t { kGet = 0, kSet = 1, kDelete = 2, kCpu = 3 };
+constexpr std::array<const char*, 4> kOpNames{"get", "set", "delete", "cpu"};
 
 struct Op {
   OpKind kind;
@@ -308,12 +309,19 @@ std::unique_ptr<Client> make_client(const std::string& backend, const fs::path& 
 
 // ---- the run --------------------------------------------------------------------------------
 
+std::int64_t process_cpu_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 std::vector<Sample> run_worker(Client& c, const std::vector<Op>& ops, int warmup) {
   std::vector<Sample> out;
   out.reserve(ops.size());
   std::vector<std::string> values(ops.size());
   for (std::size_t i = 0; i < ops.size(); ++i) values[i] = value_of(i, ops[i].repeat);
   using clock = std::chrono::steady_clock;
+  const std::int64_t cpu0 = process_cpu_ns();
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const Op& op = ops[i];
     bool ok = false;
@@ -326,6 +334,7 @@ std::vector<Sample> run_worker(Client& c, const std::vector<Op>& ops, int warmup
         ok = c.set(op.key, values[i]);
         break;
       case kDelete:
+      case kCpu:  // never generated
         ok = c.erase(op.key);
         break;
     }
@@ -335,6 +344,8 @@ std::vector<Sample> run_worker(Client& c, const std::vector<Op>& ops, int warmup
                            op.kind, static_cast<std::uint8_t>(ok ? 0 : 1)});
     }
   }
+  // The process CPU time of the whole loop (all ops, warm-up included), as a last sample.
+  out.push_back(Sample{process_cpu_ns() - cpu0, kCpu, 0});
   return out;
 }
 
@@ -366,8 +377,22 @@ Stats stats_of(std::vector<std::int64_t> ns, std::size_t misses) {
   return s;
 }
 
+// Per-op statistics plus, in slot 3, the CPU time per op (µs, all ops of all processes).
+std::array<Stats, 4> finish(std::array<std::vector<std::int64_t>, 3>& ns,
+                            const std::array<std::size_t, 3>& misses, std::int64_t cpu_ns,
+                            const Config& c) {
+  std::array<Stats, 4> out;
+  for (std::size_t k = 0; k < 3; ++k) out[k] = stats_of(std::move(ns[k]), misses[k]);
+  const auto total_ops = static_cast<std::size_t>(c.procs) * static_cast<std::size_t>(c.ops);
+  out[3].count = total_ops;
+  out[3].median = out[3].p90 = out[3].p99 = out[3].max =
+      static_cast<double>(cpu_ns) / 1000.0 / static_cast<double>(total_ops);
+  out[3].total = static_cast<double>(cpu_ns) / 1e9;
+  return out;
+}
+
 // Runs one C++ backend: prefill, then `procs` forked workers, samples gathered through files.
-std::array<Stats, 3> run_cpp(const Config& c, const std::string& backend,
+std::array<Stats, 4> run_cpp(const Config& c, const std::string& backend,
                              const std::vector<std::vector<Op>>& ops, const fs::path& dir) {
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -411,21 +436,24 @@ std::array<Stats, 3> run_cpp(const Config& c, const std::string& backend,
   }
   std::array<std::vector<std::int64_t>, 3> ns;
   std::array<std::size_t, 3> misses{};
+  std::int64_t cpu = 0;
   for (int w = 0; w < c.procs; ++w) {
     std::ifstream in(dir / ("samples-" + std::to_string(w) + ".bin"), std::ios::binary);
     Sample s{};
     while (in.read(reinterpret_cast<char*>(&s), sizeof s)) {
+      if (s.kind == kCpu) {
+        cpu += s.ns;
+        continue;
+      }
       ns[s.kind].push_back(s.ns);
       misses[s.kind] += s.miss;
     }
   }
-  std::array<Stats, 3> out;
-  for (std::size_t k = 0; k < 3; ++k) out[k] = stats_of(std::move(ns[k]), misses[k]);
-  return out;
+  return finish(ns, misses, cpu, c);
 }
 
 // Runs bench/diskcache_core.py on the same op files; it prints "op count misses ns ns ..." rows.
-std::array<Stats, 3> run_python(const Config& c, const std::string& backend, const fs::path& dir,
+std::array<Stats, 4> run_python(const Config& c, const std::string& backend, const fs::path& dir,
                                 const fs::path& ops_dir) {
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -438,19 +466,22 @@ std::array<Stats, 3> run_python(const Config& c, const std::string& backend, con
   if (std::system(cmd.c_str()) != 0) throw std::runtime_error("python failed: " + cmd);
   std::array<std::vector<std::int64_t>, 3> ns;
   std::array<std::size_t, 3> misses{};
+  std::int64_t cpu = 0;
   std::ifstream in(out_file);
   std::string kind;
   std::int64_t t = 0;
   int miss = 0;
   while (in >> kind >> t >> miss) {
+    if (kind == "c") {
+      cpu += t;
+      continue;
+    }
     const std::size_t k = kind == "g" ? 0 : kind == "s" ? 1 : 2;
     ns[k].push_back(t);
     misses[k] += static_cast<std::size_t>(miss);
   }
   fs::remove(out_file);
-  std::array<Stats, 3> out;
-  for (std::size_t k = 0; k < 3; ++k) out[k] = stats_of(std::move(ns[k]), misses[k]);
-  return out;
+  return finish(ns, misses, cpu, c);
 }
 
 std::vector<std::string> split(const std::string& s, char sep) {
@@ -523,21 +554,21 @@ int main(int argc, char** argv) try {
 
   // Samples of every round are pooled per backend; rounds interleave the backends so that
   // drifting machine load spreads over all of them.
-  std::map<std::string, std::array<Stats, 3>> results;
-  std::map<std::string, std::array<std::vector<Stats>, 3>> per_round;
+  std::map<std::string, std::array<Stats, 4>> results;
+  std::map<std::string, std::array<std::vector<Stats>, 4>> per_round;
   for (int r = 0; r < c.rounds; ++r) {
     for (const auto& b : c.backends) {
       std::fprintf(stderr, "round %d/%d: %s (%d process%s)...\n", r + 1, c.rounds, b.c_str(),
                    c.procs, c.procs == 1 ? "" : "es");
       const fs::path dir = c.dir / b;
       auto st = b.rfind("py-", 0) == 0 ? run_python(c, b, dir, ops_dir) : run_cpp(c, b, ops, dir);
-      for (std::size_t k = 0; k < 3; ++k) per_round[b][k].push_back(st[k]);
+      for (std::size_t k = 0; k < 4; ++k) per_round[b][k].push_back(st[k]);
       fs::remove_all(dir);
     }
   }
   // With several rounds, report each figure as the median over rounds (max: the max).
   for (const auto& b : c.backends) {
-    for (std::size_t k = 0; k < 3; ++k) {
+    for (std::size_t k = 0; k < 4; ++k) {
       auto& v = per_round[b][k];
       auto med = [&](double Stats::*f) {
         std::vector<double> xs;
@@ -551,6 +582,7 @@ int main(int argc, char** argv) try {
       s.p99 = med(&Stats::p99);
       s.total = med(&Stats::total);
       for (const auto& x : v) s.max = std::max(s.max, x.max);
+      if (k == kCpu) s.max = med(&Stats::max);
       results[b][k] = s;
     }
   }
@@ -565,6 +597,8 @@ int main(int argc, char** argv) try {
       std::printf("%-10s %-7s %8zu %6zu %11.3f %11.3f %11.3f %11.3f %9.3f\n", b.c_str(),
                   kOpNames[k], s.count, s.misses, s.median, s.p90, s.p99, s.max, s.total);
     }
+    std::printf("%-10s %-7s %8zu %6s %11.3f   (CPU µs per op, all ops, warm-up included)\n",
+                b.c_str(), "cpu", results[b][3].count, "", results[b][3].median);
   }
   if (results.count("sqlite")) {
     const auto& f = results["sqlite"];
@@ -572,14 +606,15 @@ int main(int argc, char** argv) try {
     for (const auto& b : c.backends) {
       if (b == "sqlite") continue;
       const auto& s = results[b];
-      std::printf("ratio %-10s get %.2fx  set %.2fx  delete %.2fx\n", b.c_str(),
-                  s[0].median / f[0].median, s[1].median / f[1].median, s[2].median / f[2].median);
+      std::printf("ratio %-10s get %.2fx  set %.2fx  delete %.2fx  cpu/op %.2fx\n", b.c_str(),
+                  s[0].median / f[0].median, s[1].median / f[1].median, s[2].median / f[2].median,
+                  s[3].median / f[3].median);
     }
   }
   if (!c.tsv.empty()) {
     std::ofstream out(c.tsv, std::ios::app);
     for (const auto& b : c.backends) {
-      for (std::size_t k = 0; k < 3; ++k) {
+      for (std::size_t k = 0; k < 4; ++k) {
         const auto& s = results[b][k];
         out << c.procs << '\t' << b << '\t' << kOpNames[k] << '\t' << s.count << '\t' << s.misses
             << '\t' << s.median << '\t' << s.p90 << '\t' << s.p99 << '\t' << s.max << '\t'

@@ -7,7 +7,8 @@ Run by disk_core (not meant to be run alone):
 Each op file line is "g|s|d KEY REPEAT"; the key is str(KEY).encode(), the value of op i is
 str(i).encode() * REPEAT, exactly as benchmark_core.py builds them (values are built before the
 clock starts). Backends: diskcache.Cache(D) with defaults, or FanoutCache(D, shards=8,
-timeout=0.010). Writes one "g|s|d NANOSECONDS MISS" line per recorded op to FILE.
+timeout=0.010). Writes one "g|s|d NANOSECONDS MISS" line per recorded op to FILE, and per
+worker a "c CPU_NANOSECONDS 0" line: the process CPU time of its whole loop.
 """
 import argparse
 import multiprocessing
@@ -39,6 +40,7 @@ def worker(backend, directory, ops_file, warmup, out_file, start):
     clock = time.perf_counter_ns
     rows = []
     start.wait()
+    cpu0 = time.process_time_ns()
     for i, (kind, key, _) in enumerate(ops):
         if kind == "g":
             t0 = clock()
@@ -58,6 +60,7 @@ def worker(backend, directory, ops_file, warmup, out_file, start):
             miss = result is False
         if i >= warmup:
             rows.append("%s %d %d\n" % (kind, t1 - t0, 1 if miss else 0))
+    rows.append("c %d 0\n" % (time.process_time_ns() - cpu0))
     obj.close()
     with open(out_file, "w") as f:
         f.writelines(rows)

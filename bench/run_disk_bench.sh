@@ -38,8 +38,12 @@ awk -F'\t' '
         print "|---|---|--:|--:|--:|--:|--:|--:|--:|"
         last = f[1]
       }
-      printf "| %s | %s | %d | %d | %.2f | %.2f | %.2f | %.1f | %.2fx |\n", f[2], f[3], f[4], f[5],
-             f[6], f[7], f[8], f[9], f[6] / floor[f[1] FS f[3]]
+      if (f[3] == "cpu")
+        printf "| %s | CPU/op, all ops | %d | | %.2f | | | | %.2fx |\n", f[2], f[4], f[6],
+               f[6] / floor[f[1] FS f[3]]
+      else
+        printf "| %s | %s | %d | %d | %.2f | %.2f | %.2f | %.1f | %.2fx |\n", f[2], f[3], f[4],
+               f[5], f[6], f[7], f[8], f[9], f[6] / floor[f[1] FS f[3]]
     }
   }' "$OUT/results.tsv" | tee "$OUT/tables.md"
 mkdir -p "$SRC/docs/img"
