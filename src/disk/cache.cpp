@@ -328,7 +328,7 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   void rollback(Connection& c) noexcept;
 
   Stored store(const DiskValue& v) const;
-  std::optional<DiskValue> materialize(const Row& row, const Key& key) const;
+  std::optional<DiskValue> materialize(Row& row, const Key& key) const;
   void cull(Connection& c, double now);
   std::uint64_t volume(Connection& c);
   std::size_t delete_batches(const char* sql, const std::function<void(sqlite3_stmt*)>& bind,
@@ -812,11 +812,11 @@ Stored DiskCacheImpl::store(const DiskValue& v) const {
   return out;
 }
 
-std::optional<DiskValue> DiskCacheImpl::materialize(const Row& row, const Key& key) const {
+std::optional<DiskValue> DiskCacheImpl::materialize(Row& row, const Key& key) const {
   switch (row.mode) {
     case kModeRaw:
       if (!row.value) break;
-      return row.value;
+      return std::move(row.value);  // each row is materialized once (checks throw before)
     case kModeBinary:
     case kModeText: {
       if (!row.filename) break;

@@ -709,3 +709,24 @@ TEST_CASE("connections of exited threads are closed", "[disk]") {
   }
   CHECK(fds() <= before + 3);
 }
+
+TEST_CASE("a damaged database header is reported and repaired by check(fix)", "[disk]") {
+  // python-diskcache's test_check: corrupt byte 52 of cache.db, reopen, check(fix=True).
+  TempDir d;
+  {
+    DiskCache cache(d.path);
+    for (int i = 0; i < 100; ++i) cache.set(i, std::string(1000, 'x'));
+  }
+  {
+    std::fstream f(d.path / "cache.db", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(52);
+    f.put('\x01');
+  }
+  DiskCache cache(d.path);
+  auto warnings = cache.check(true);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].kind == dogpile::CheckWarning::Kind::integrity);
+  CHECK(cache.check().empty());
+  CHECK(cache.size() == 100);
+  CHECK(cache.get<std::string>(42) == std::string(1000, 'x'));
+}
