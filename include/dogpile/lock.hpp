@@ -202,8 +202,10 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
     emit(LockEvent::hit);  // a concurrent caller created it
     return std::move(again->value);
   }
-  if (again && has_async) {
+  if (again && has_async && !v) {
     // Entered without a value but found an expired one after waiting (dogpile L161-170).
+    // Not when we entered with a value: then a stale policy sent us here to wait for a fresh
+    // value, and handing creation to the runner would return the stale one after all.
     return start_async(held.disown(), std::move(again->value));
   }
   Cached<T> c = creator();

@@ -766,7 +766,14 @@ std::vector<T> CacheRegion::get_or_create_multi(
       continue;
     }
     auto m = c.locks->get(mkeys[i]);
-    if (v) {  // expired: only the caller that wins the try-lock regenerates
+    // Expired: only the caller that wins the try-lock regenerates, the others get the stale
+    // value, unless the stale policy says to wait for a fresh one (as in get_or_create, which
+    // this loop used to ignore): then it is handled like a missing value below.
+    const auto& sp = state_->opts.stale_policy;
+    const bool may_serve_stale = v && (sp.kind == StalePolicy::Kind::serve_stale ||
+                                       (sp.kind == StalePolicy::Kind::serve_stale_for &&
+                                        (now() - v->created) - *exp <= sp.max_age));
+    if (may_serve_stale) {
       if (!m->acquire(false)) {
         count(RegionEvent::Kind::stale_served, sorted[i]);
         continue;

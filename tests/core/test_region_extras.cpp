@@ -697,3 +697,78 @@ TEST_CASE("shared_invalidation: works on the object-storing memory backend too",
   clock.advance(2s);
   CHECK_FALSE(b.get<std::string>("k"));
 }
+
+TEST_CASE("Region: stale_policy applies to get_or_create_multi too", "[region][stale_policy]") {
+  ManualClock clock;
+  auto ones = [](std::span<const std::string> ks) { return std::vector<int>(ks.size(), 2); };
+  SECTION("block: an expired key being regenerated elsewhere is waited for, not served") {
+    auto r = dogpile::make_region(
+        {.stale_policy = dogpile::block, .lock_timeout = 20ms, .clock = clock});
+    r.configure("memory", {.expiration_time = 1s});
+    r.set_multi<int>({{"a", 1}, {"b", 1}});
+    clock.advance(2s);
+    auto m = r.mutex_for("b");
+    REQUIRE(m->acquire(false));
+    CHECK_THROWS_AS(r.get_or_create_multi<int>({"a", "b"}, ones), dogpile::TimeoutError);
+    CHECK_FALSE(r.key_is_locked("a"));  // released on the way out
+    m->release();
+    CHECK(r.get_or_create_multi<int>({"a", "b"}, ones) == std::vector<int>{2, 2});
+    CHECK(r.stats().stale_served == 0);
+  }
+  SECTION("block: after waiting, a value the holder refreshed is taken, not re-created") {
+    auto proxy = std::make_shared<dogpile_test::WaitCountingProxy>();
+    auto r = dogpile::make_region({.stale_policy = dogpile::block, .clock = clock});
+    r.configure("memory", {.expiration_time = 1s, .wrap = {proxy}});
+    r.set("a", 1);
+    clock.advance(2s);
+    auto m = r.mutex_for("a");
+    REQUIRE(m->acquire(false));
+    std::vector<int> got;
+    int calls = 0;
+    std::thread t([&] {
+      got = r.get_or_create_multi<int>({"a"}, [&](std::span<const std::string> ks) {
+        ++calls;
+        return std::vector<int>(ks.size(), 3);
+      });
+    });
+    const bool waited = dogpile_test::wait_until([&] { return proxy->waits->load() == 1; }, 5s);
+    r.set("a", 5);  // the holder refreshed it
+    m->release();
+    t.join();
+    CHECK(waited);
+    CHECK(got == std::vector<int>{5});
+    CHECK(calls == 0);
+  }
+  SECTION("serve_stale_for: within the bound stale is served") {
+    auto r = dogpile::make_region(
+        {.stale_policy = dogpile::serve_stale_for(10s), .lock_timeout = 20ms, .clock = clock});
+    r.configure("memory", {.expiration_time = 1s});
+    r.set("a", 1);
+    clock.advance(5s);
+    auto m = r.mutex_for("a");
+    REQUIRE(m->acquire(false));
+    CHECK(r.get_or_create_multi<int>({"a"}, ones) == std::vector<int>{1});
+    clock.advance(10s);
+    CHECK_THROWS_AS(r.get_or_create_multi<int>({"a"}, ones), dogpile::TimeoutError);
+    m->release();
+  }
+}
+
+TEST_CASE("Region: stale_policy block with an async runner waits for a fresh value",
+          "[region][stale_policy][async]") {
+  ManualClock clock;
+  std::vector<std::string> runner_keys;
+  auto r = dogpile::make_region(
+      {.async_creation_runner =
+           [&](std::string key, std::function<void()> job, dogpile::MutexHandle) {
+             runner_keys.push_back(key);
+             job();
+           },
+       .stale_policy = dogpile::block,
+       .clock = clock});
+  r.configure("memory", {.expiration_time = 1s});
+  r.set("k", 1);
+  clock.advance(2s);
+  CHECK(r.get_or_create("k", [] { return 2; }) == 2);
+  CHECK(runner_keys.empty());
+}
