@@ -25,7 +25,7 @@ std::uint32_t adler(const void* p, std::size_t n) {
 }
 
 std::string shard_name(std::size_t i) {
-  char buf[16];
+  char buf[32];
   std::snprintf(buf, sizeof buf, "%03zu", i);
   return buf;
 }

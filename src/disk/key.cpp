@@ -15,7 +15,7 @@ void append_escaped(std::string& out, const std::string& s, bool bytes) {
     } else if (ch == '\n') {
       out += "\\n";
     } else if (ch < 0x20 || ch == 0x7F || (bytes && ch >= 0x80)) {
-      char buf[8];
+      char buf[16];
       std::snprintf(buf, sizeof buf, "\\x%02x", ch);
       out += buf;
     } else {
