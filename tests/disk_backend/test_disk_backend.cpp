@@ -383,7 +383,10 @@ TEST_CASE("cross-process stampede on a disk region creates once", "[disk_backend
   for (const char* kind : {"disk", "fanout"}) {
     const std::string dir = d.str() + "/" + kind;
     const nlohmann::json args = {{"directory", dir}, {"lock_sleep", 0.02}};
-    { dogpile::make_backend(kind, args); }  // create before forking
+    {  // create both caches before forking (the stampede is the subject, not concurrent init)
+      dogpile::make_backend(kind, args);
+      dogpile::DiskCache counter(dir + "-counter");
+    }
     // All children start together: they block on a pipe until the parent closes it.
     std::array<int, 2> gate{};
     REQUIRE(::pipe(gate.data()) == 0);
