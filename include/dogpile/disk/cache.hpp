@@ -40,6 +40,18 @@
 /// * `memoize` is single-flight: concurrent misses of one key compute once, across threads (a
 ///   per-key mutex) and processes (an `add`ed lock key with a lease).
 ///
+/// * A process forked while it holds a write transaction on a cache cannot use that cache in
+///   the child (SQLite's inherited lock state would make it hang): the child gets a
+///   `DatabaseError` saying so. Forking outside transactions is fine.
+/// * A thread's connection is closed when the thread exits (no descriptor leak per thread).
+///
+/// Not supported (python-diskcache features with no C++ equivalent here): pickled keys and
+/// values (reported, never decoded), custom `Disk` subclasses / `JSONDisk`, custom eviction
+/// policies registered in Python's `EVICTION_POLICY` (opening such a cache throws
+/// `ValidationError`), memoize's `typed`/`ignore`. Like diskcache, `check(true)` treats a value
+/// file that another process wrote but has not committed yet as unknown; run it when writers
+/// are idle.
+///
 /// Thread-safety: every method may be called from any thread. `DiskCache` is a cheap handle:
 /// copies share one open cache. A `Transaction` belongs to the thread that opened it.
 /// Process-safety: many processes (C++ or Python) may use one directory at once.
