@@ -379,6 +379,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   std::mutex buf_mu_;
   AccessBuffer buf_;
   std::atomic<std::size_t> buffered_{0};
+  // After a flush from a read found the lock busy, reads do not try again before this time.
+  std::atomic<std::int64_t> next_flush_try_{0};
 
   std::mutex memo_mu_;
   std::unordered_map<std::string, std::weak_ptr<std::mutex>> memo_locks_;
@@ -903,7 +905,10 @@ void DiskCacheImpl::note_access(std::int64_t rowid, bool hit) {
     due = buf_.events >= opts_.access_flush_events ||
           steady - buf_.first >= opts_.access_flush_interval;
   }
-  if (due && !opts_.read_only) flush(false);
+  if (due && !opts_.read_only) {
+    auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (t >= next_flush_try_.load(std::memory_order_relaxed)) flush(false);
+  }
 }
 
 void DiskCacheImpl::flush_in_txn(Connection& c) {
@@ -962,6 +967,8 @@ void DiskCacheImpl::flush(bool wait) {
     begin(c, false, wait ? std::optional<std::chrono::milliseconds>{} : 0ms);
   } catch (const TimeoutError&) {
     if (wait) throw;
+    auto retry_at = std::chrono::steady_clock::now() + 10ms;
+    next_flush_try_.store(retry_at.time_since_epoch().count(), std::memory_order_relaxed);
     return;
   }
   commit(c);  // begin() flushed
