@@ -226,3 +226,48 @@ TEST_CASE("processes: fork while the parent holds a transaction", "[disk][proces
   CHECK(cache.get<int>("child") == 1);
   CHECK(cache.check().empty());
 }
+
+TEST_CASE("processes: mixed random operations end with a clean check()", "[disk][process]") {
+  TempDir d;
+  DiskCache cache(d.path, {.eviction_policy = dogpile::EvictionPolicy::least_recently_used,
+                           .cull_limit = 3,
+                           .disk_min_file_size = 4096});
+  cache.reset("size_limit", std::int64_t{2} << 20);
+  auto codes = run_children(3, [&](int child) {
+    std::uint64_t x = 88172645463325252ull + static_cast<std::uint64_t>(child);
+    auto rnd = [&x] {  // xorshift64
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      return x;
+    };
+    for (int i = 0; i < 300; ++i) {
+      int key = static_cast<int>(rnd() % 30);
+      switch (rnd() % 6) {
+        case 0:
+          cache.set(key, Bytes{std::string(rnd() % 20000, static_cast<char>('a' + key))},
+                    {.retry = true});
+          break;
+        case 1:
+          cache.set(key, std::string(rnd() % 100, 'x'), {.tag = "t", .retry = true});
+          break;
+        case 2:
+          cache.erase(key, true);
+          break;
+        case 3:
+          cache.incr("counter", 1, 0, true);
+          break;
+        default:
+          if (auto v = cache.get<dogpile::DiskValue>(key)) {
+            if (auto* b = std::get_if<Bytes>(&*v)) {
+              if (!b->data.empty() && b->data[0] != static_cast<char>('a' + key)) return 1;
+            }
+          }
+      }
+    }
+    return 0;
+  });
+  CHECK(codes == std::vector<int>(3, 0));
+  CHECK(cache.check().empty());
+  CHECK(cache.check(true).empty());
+}
