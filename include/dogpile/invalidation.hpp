@@ -107,7 +107,13 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
     std::lock_guard lk(mutex_);
     if (now >= next_poll_) {
       next_poll_ = now + poll_;
-      auto raw = backend_->get(key_);
+      std::optional<std::string> raw;
+      try {
+        raw = backend_->get(key_);
+      } catch (const BackendError&) {
+        // Keep the last known state and retry at the next poll: a dead backend must not make
+        // every region call throw here, outside the region's on_backend_error policy.
+      }
       if (raw) {
         auto j = nlohmann::json::parse(*raw, nullptr, false);
         if (j.is_object() && j.contains("t") && j["t"].is_number()) {

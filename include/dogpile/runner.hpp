@@ -26,19 +26,22 @@ using AsyncCreationRunner =
 
 namespace detail {
 /// A fixed pool of threads with a FIFO queue; destroying it finishes the queued jobs.
+/// The queue state is shared with the workers: the last owner of the pool can be a job on a
+/// pool thread (it holds the region, which holds the runner), and that worker keeps running
+/// its loop after the pool object is gone.
 class ThreadPool {
  public:
-  explicit ThreadPool(std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([this] { work(); });
+  explicit ThreadPool(std::size_t n) : s_(std::make_shared<State>()) {
+    for (std::size_t i = 0; i < n; ++i) threads_.emplace_back([s = s_] { work(*s); });
   }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
   ~ThreadPool() {
     {
-      std::lock_guard lk(m_);
-      stop_ = true;
+      std::lock_guard lk(s_->m);
+      s_->stop = true;
     }
-    cv_.notify_all();
+    s_->cv.notify_all();
     for (auto& t : threads_) {
       // The last owner can be a job on a pool thread; it cannot join itself.
       if (t.get_id() == std::this_thread::get_id()) {
@@ -50,22 +53,28 @@ class ThreadPool {
   }
   void post(std::function<void()> job) {
     {
-      std::lock_guard lk(m_);
-      queue_.push_back(std::move(job));
+      std::lock_guard lk(s_->m);
+      s_->queue.push_back(std::move(job));
     }
-    cv_.notify_one();
+    s_->cv.notify_one();
   }
 
  private:
-  void work() {
+  struct State {
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> queue;
+    bool stop = false;
+  };
+  static void work(State& s) {
     for (;;) {
       std::function<void()> job;
       {
-        std::unique_lock lk(m_);
-        cv_.wait(lk, [&] { return stop_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        job = std::move(queue_.front());
-        queue_.pop_front();
+        std::unique_lock lk(s.m);
+        s.cv.wait(lk, [&] { return s.stop || !s.queue.empty(); });
+        if (s.queue.empty()) return;
+        job = std::move(s.queue.front());
+        s.queue.pop_front();
       }
       try {
         job();
@@ -73,11 +82,8 @@ class ThreadPool {
       }                // expired read retries it
     }
   }
-  std::mutex m_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
+  std::shared_ptr<State> s_;
   std::vector<std::thread> threads_;
-  bool stop_ = false;
 };
 }  // namespace detail
 

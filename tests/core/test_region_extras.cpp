@@ -121,6 +121,11 @@ struct RecordingRunner {
     dogpile::MutexHandle handle;
   };
   std::shared_ptr<std::vector<Call>> calls = std::make_shared<std::vector<Call>>();
+  RecordingRunner() = default;
+  RecordingRunner(const RecordingRunner&) = delete;
+  RecordingRunner& operator=(const RecordingRunner&) = delete;
+  // A recorded job holds the region, whose options hold this runner: break the cycle.
+  ~RecordingRunner() { calls->clear(); }
   dogpile::AsyncCreationRunner runner() {
     return [c = calls](std::string key, std::function<void()> job, dogpile::MutexHandle h) {
       c->push_back({std::move(key), std::move(job), std::move(h)});
@@ -771,4 +776,50 @@ TEST_CASE("Region: stale_policy block with an async runner waits for a fresh val
   clock.advance(2s);
   CHECK(r.get_or_create("k", [] { return 2; }) == 2);
   CHECK(runner_keys.empty());
+}
+
+TEST_CASE("on_backend_error: treat_as_miss also covers shared invalidation's backend reads",
+          "[errors][backend_error][shared]") {
+  ManualClock clock;
+  auto failing = std::make_shared<FailingProxy>();
+  failing->failing = false;
+  int errors = 0;
+  auto r = dogpile::make_region(
+      {.name = "n",
+       .on_backend_error = dogpile::treat_as_miss([&](const std::exception&) { ++errors; }),
+       .invalidation = dogpile::shared_invalidation,
+       .clock = clock});
+  r.configure("memory_serialized", {.expiration_time = 1h, .wrap = {failing}});
+  CHECK(r.get_or_create("k", [] { return 1; }) == 1);
+  failing->failing = true;
+  clock.advance(2s);  // the next invalidation poll hits the dead backend
+  int calls = 0;
+  CHECK_NOTHROW(r.get_or_create("k2", [&] { return ++calls; }));
+  CHECK(calls == 1);
+  CHECK_NOTHROW(r.get<int>("k"));
+  failing->failing = false;
+  clock.advance(2s);
+  CHECK(r.get<int>("k") == 1);
+}
+
+TEST_CASE("AsyncCreatorTest: the region may be dropped while a pool job runs", "[async]") {
+  // The job keeps the region alive; when it finishes it can be the last owner of the region
+  // and so of the thread pool, whose destructor then runs on a pool thread.
+  ManualClock clock;
+  std::atomic<bool> go{false};
+  std::atomic<bool> done{false};
+  {
+    auto r = dogpile::make_region(
+        {.async_creation_runner = dogpile::thread_pool_runner(2), .clock = clock});
+    r.configure("memory", {.expiration_time = 1s});
+    r.set("k", 0);
+    clock.advance(2s);
+    CHECK(r.get_or_create("k", [&] {
+      dogpile_test::wait_until([&] { return go.load(); });
+      done = true;
+      return 1;
+    }) == 0);
+  }  // the last handle outside the pool is gone
+  go = true;
+  CHECK(dogpile_test::wait_until([&] { return done.load(); }));
 }
