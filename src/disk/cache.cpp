@@ -534,6 +534,11 @@ void DiskCacheImpl::drop_thread_conn(std::thread::id id) noexcept {
 }
 
 void DiskCacheImpl::configure(Connection& c) {
+  // The busy handler must be armed before the first statement: a fresh connection has no
+  // deadline, so a lock held for a moment by another process (the schema read of the first
+  // pragma needs a shared lock) would otherwise fail at once. Pragmas wait like diskcache's
+  // _sql_retry: up to max(timeout, 60 s).
+  c.arm(std::max<std::chrono::milliseconds>(opts_.timeout, 60s), false);
   // Per-connection pragmas (diskcache re-applies every sqlite_* setting on each connection).
   for (const auto& [name, value] : pragmas_) {
     if (name == "sqlite_cache_size" || name == "sqlite_mmap_size" || name == "sqlite_synchronous") {

@@ -1,12 +1,15 @@
 // Many processes on one directory: fork()ed children (using the *inherited* cache objects, which
 // must reopen their connections), exact incr totals, one add winner per key, cross-process
 // single-flight memoize, a writer killed with SIGKILL mid-write, and a fork inside a transaction.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include "disk_test_support.hpp"
@@ -270,4 +273,58 @@ TEST_CASE("processes: mixed random operations end with a clean check()", "[disk]
   CHECK(codes == std::vector<int>(3, 0));
   CHECK(cache.check().empty());
   CHECK(cache.check(true).empty());
+}
+
+TEST_CASE("processes: a new connection's pragmas wait for a momentary lock", "[disk][process]") {
+  // Another process holds SQLite's PENDING byte (as a writer taking an EXCLUSIVE lock does), so
+  // the schema read of the first per-connection PRAGMA of a reopened connection is busy when no
+  // other connection of this process is open (one would hold a SHARED lock in WAL mode). The
+  // pragmas must wait like any statement (busy handler armed first) instead of failing at once
+  // with "PRAGMA cache_size ...: database locked past the timeout".
+  TempDir d;
+  DiskCache cache(d.path, {.timeout = 30s});
+  cache.set("k", 1);
+  cache.close();  // the next call opens and configures a new connection
+  int to_child[2];
+  int to_parent[2];
+  REQUIRE(::pipe(to_child) == 0);
+  REQUIRE(::pipe(to_parent) == 0);
+  std::string db = (d.path / "cache.db").string();
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int fd = ::open(db.c_str(), O_RDWR);
+    struct flock fl {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = 0x40000000;  // SQLite's PENDING_BYTE
+    fl.l_len = 1;
+    char c = (fd >= 0 && ::fcntl(fd, F_SETLK, &fl) == 0) ? 'L' : 'E';
+    if (::write(to_parent[1], &c, 1) != 1) ::_exit(2);
+    if (::read(to_child[0], &c, 1) != 1) ::_exit(3);
+    ::_exit(0);  // the lock goes with the process
+  }
+  char c = 0;
+  REQUIRE(::read(to_parent[0], &c, 1) == 1);
+  REQUIRE(c == 'L');
+  std::optional<int> got;
+  std::string error;
+  std::thread t([&] {  // opens and configures a connection while the lock is held
+    try {
+      got = cache.get<int>("k");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  // Let the thread reach the lock before it is released (if it has not yet, the case only
+  // passes without exercising the wait; it cannot fail spuriously).
+  std::this_thread::sleep_for(200ms);
+  REQUIRE(::write(to_child[1], "x", 1) == 1);
+  t.join();
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) ::close(fd);
+  INFO(error);
+  CHECK(error.empty());
+  CHECK(got == 1);
 }
