@@ -582,9 +582,18 @@ void DiskCacheImpl::apply_pragma(Connection& c, const std::string& name, const D
   sqlite3_stmt* s = nullptr;
   int rc = sqlite3_prepare_v2(c.db(), q.c_str(), -1, &s, nullptr);
   if (rc != SQLITE_OK) c.fail(rc, q);
-  do {
-    rc = sqlite3_step(s);
-  } while (rc == SQLITE_ROW);
+  // SQLite does not call the busy handler for some pragmas (`journal_mode = wal` needs an
+  // exclusive lock and fails at once with "database is locked" while another process opens the
+  // same new cache): retry them with capped backoff up to the armed deadline, as diskcache's
+  // 60 s _sql_retry does.
+  for (int attempt = 0;; ++attempt) {
+    do {
+      rc = sqlite3_step(s);
+    } while (rc == SQLITE_ROW);
+    if ((rc & 0xFF) != SQLITE_BUSY && (rc & 0xFF) != SQLITE_LOCKED) break;
+    sqlite3_reset(s);
+    if (!c.backoff(attempt)) break;
+  }
   sqlite3_finalize(s);
   if (rc != SQLITE_DONE) c.fail(rc, q);
 }

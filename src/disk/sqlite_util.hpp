@@ -45,6 +45,11 @@ class Connection {
   /// deadline when `forever`.
   void arm(std::chrono::milliseconds wait, bool forever) noexcept;
 
+  /// For statements SQLite runs without calling the busy handler (`PRAGMA journal_mode = wal`):
+  /// sleeps one capped, jittered backoff step (`attempt` counts from 0) and returns true, or
+  /// returns false once the armed deadline has passed.
+  bool backoff(int attempt) { return busy_handler(this, attempt) != 0; }
+
   [[noreturn]] void fail(int rc, std::string_view what) const {
     throw_sqlite(rc, db_, path_, what);
   }

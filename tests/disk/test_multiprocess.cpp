@@ -328,3 +328,47 @@ TEST_CASE("processes: a new connection's pragmas wait for a momentary lock", "[d
   CHECK(error.empty());
   CHECK(got == 1);
 }
+
+TEST_CASE("processes: many processes open the same new directory at once", "[disk][process]") {
+  // All children create the database, switch it to WAL (SQLite runs `PRAGMA journal_mode = wal`
+  // without the busy handler) and create the schema at the same moment; none may fail.
+  for (int round = 0; round < 40; ++round) {
+    TempDir d;
+    auto dir = d.path / "new";
+    int gate[2];
+    REQUIRE(::pipe(gate) == 0);
+    std::vector<pid_t> pids;
+    for (int i = 0; i < 6; ++i) {
+      pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        ::close(gate[1]);
+        char c = 0;
+        if (::read(gate[0], &c, 1) != 0) ::_exit(98);  // released when the parent closes it
+        int code = 0;
+        try {
+          DiskCache cache(dir, {.timeout = 10s});
+          cache.set(i, i);
+          code = cache.get<int>(i) == i ? 0 : 1;
+        } catch (const std::exception& e) {
+          code = 2;
+          ::fprintf(stderr, "child %d: %s\n", i, e.what());
+        }
+        ::_exit(code);
+      }
+      pids.push_back(pid);
+    }
+    ::close(gate[0]);
+    ::close(gate[1]);  // the barrier: every child's read returns now
+    std::vector<int> codes;
+    for (pid_t pid : pids) {
+      int st = 0;
+      ::waitpid(pid, &st, 0);
+      codes.push_back(WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    }
+    CHECK(codes == std::vector<int>(6, 0));
+    DiskCache cache(dir);
+    CHECK(cache.size() == 6);
+    CHECK(cache.check().empty());
+  }
+}
