@@ -63,9 +63,11 @@ void install_fork_handler() {
 
 void note_txn(const std::string& path, int delta) {
   std::lock_guard lk(g_txn_mu);
-  int& n = (*g_open_txns)[path];
-  n += delta;
-  if (n <= 0) g_open_txns->erase(path);
+  // The entry stays at 0 when the last transaction ends (one per database path): no node
+  // allocation and string copy per write transaction.
+  auto it = g_open_txns->find(path);
+  if (it == g_open_txns->end()) it = g_open_txns->emplace(path, 0).first;
+  it->second = std::max(0, it->second + delta);
 }
 
 bool poisoned(const std::string& path) {
@@ -119,9 +121,20 @@ constexpr const char* kIncrUpdate[] = {
     "?3",
     "UPDATE Cache SET value = ?1, store_time = ?2 WHERE rowid = ?3",
 };
+// diskcache's _cull step 2 (reference §2.7): the expired rows first, in expire_time order
+// (index Cache_expire_time). A plain SELECT, and a DELETE only for the rows it found: most writes
+// find none, and a DELETE ... IN (subquery) RETURNING builds temporary tables on every call.
 constexpr const char* kCullExpired =
-    "DELETE FROM Cache WHERE rowid IN (SELECT rowid FROM Cache WHERE expire_time IS NOT NULL"
-    " AND expire_time < ? ORDER BY expire_time LIMIT ?) RETURNING filename";
+    "SELECT rowid, filename FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ?"
+    " ORDER BY expire_time LIMIT ?";
+constexpr const char* kBeginImmediate = "BEGIN IMMEDIATE";
+constexpr const char* kCommit = "COMMIT";
+constexpr const char* kRollback = "ROLLBACK";
+// The old row of a set: its expiry (for add) and its file (to delete after the commit).
+constexpr const char* kSelectOld =
+    "SELECT expire_time, filename FROM Cache WHERE key = ? AND raw = 1";
+constexpr const char* kSizeByRowid = "SELECT value FROM Settings WHERE rowid = ? AND key = 'size'";
+constexpr const char* kSizeRow = "SELECT rowid, value FROM Settings WHERE key = 'size'";
 constexpr const char* kSelectLive =
     "SELECT rowid, expire_time, tag, mode, filename, value FROM Cache"
     " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)";
@@ -740,7 +753,7 @@ void DiskCacheImpl::begin(Connection& c, bool retry,
                           std::optional<std::chrono::milliseconds> wait) {
   if (c.levels.empty()) {
     c.arm(wait.value_or(opts_.timeout), retry);
-    int rc = c.try_exec("BEGIN IMMEDIATE");
+    int rc = c.try_run(kBeginImmediate);
     if (rc != SQLITE_OK) c.fail(rc, "BEGIN IMMEDIATE");
     note_txn(db_path_, +1);
     c.levels.push_back({0, 0});
@@ -767,10 +780,10 @@ void DiskCacheImpl::commit(Connection& c) {
     c.exec("RELEASE dogpile");
     return;
   }
-  int rc = c.try_exec("COMMIT");
+  int rc = c.try_run(kCommit);
   note_txn(db_path_, -1);
   if (rc != SQLITE_OK) {
-    c.try_exec("ROLLBACK");
+    c.try_run(kRollback);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
@@ -788,7 +801,7 @@ void DiskCacheImpl::rollback(Connection& c) noexcept {
   Connection::Level level = c.levels.back();
   c.levels.pop_back();
   if (c.levels.empty()) {
-    c.try_exec("ROLLBACK");
+    c.try_run(kRollback);
     note_txn(db_path_, -1);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
@@ -859,12 +872,26 @@ std::uint64_t DiskCacheImpl::volume(Connection& c) {
     StmtGuard g(s);
     if (step(c, s, "PRAGMA page_count")) pages = sqlite3_column_int64(s, 0);
   }
+  // Settings 'size' by its rowid (one b-tree seek, not the key index and the table); the rowid
+  // is learnt once and checked by key, so a replaced row falls back to the lookup by key.
   std::int64_t files = 0;
-  {
-    sqlite3_stmt* s = c.prepare(kSettingGet);
+  bool found = false;
+  if (c.size_rowid != 0) {
+    sqlite3_stmt* s = c.prepare(kSizeByRowid);
     StmtGuard g(s);
-    bind_text(s, 1, "size");
-    if (step(c, s, "read size")) files = sqlite3_column_int64(s, 0);
+    sqlite3_bind_int64(s, 1, c.size_rowid);
+    if (step(c, s, "read size")) {
+      files = sqlite3_column_int64(s, 0);
+      found = true;
+    }
+  }
+  if (!found) {
+    sqlite3_stmt* s = c.prepare(kSizeRow);
+    StmtGuard g(s);
+    if (step(c, s, "read size")) {
+      c.size_rowid = sqlite3_column_int64(s, 0);
+      files = sqlite3_column_int64(s, 1);
+    }
   }
   return static_cast<std::uint64_t>(std::max<std::int64_t>(0, pages * page_size_ + files));
 }
@@ -872,23 +899,37 @@ std::uint64_t DiskCacheImpl::volume(Connection& c) {
 void DiskCacheImpl::cull(Connection& c, double now) {
   std::int64_t n = cull_limit_.load(std::memory_order_relaxed);
   if (n <= 0) return;
-  auto run = [&](sqlite3_stmt* s, bool expired) {
-    StmtGuard g(s);
-    if (expired) sqlite3_bind_double(s, 1, now);
-    sqlite3_bind_int64(s, expired ? 2 : 1, n);
-    std::int64_t deleted = 0;
-    while (step(c, s, "cull")) {
-      ++deleted;
-      if (auto f = column_opt_text(s, 0)) c.cleanup.push_back(std::move(*f));
+  {
+    auto& rows = c.scratch_rowids;
+    rows.clear();
+    {
+      sqlite3_stmt* s = c.prepare(kCullExpired);
+      StmtGuard g(s);
+      sqlite3_bind_double(s, 1, now);
+      sqlite3_bind_int64(s, 2, n);
+      while (step(c, s, "cull expired")) {
+        rows.push_back(sqlite3_column_int64(s, 0));
+        if (auto f = column_opt_text(s, 1)) c.cleanup.push_back(std::move(*f));
+      }
     }
-    return deleted;
-  };
-  n -= run(c.prepare(kCullExpired), true);
-  if (n <= 0) return;
+    for (std::int64_t rowid : rows) {
+      sqlite3_stmt* s = c.prepare(kDeleteRowid);
+      StmtGuard g(s);
+      sqlite3_bind_int64(s, 1, rowid);
+      step(c, s, "cull expired");
+    }
+    n -= static_cast<std::int64_t>(rows.size());
+    if (n <= 0) return;
+  }
   const char* sql = kPolicyCull[policy_index()];
   if (sql == nullptr) return;
   if (volume(c) < size_limit_.load(std::memory_order_relaxed)) return;
-  run(c.prepare(sql), false);
+  sqlite3_stmt* s = c.prepare(sql);
+  StmtGuard g(s);
+  sqlite3_bind_int64(s, 1, n);
+  while (step(c, s, "cull")) {
+    if (auto f = column_opt_text(s, 0)) c.cleanup.push_back(std::move(*f));
+  }
 }
 
 // ---- buffered access updates -------------------------------------------------------------------
@@ -1131,15 +1172,15 @@ bool DiskCache::set_value(const Key& key, DiskValue value, const SetOptions& opt
   double now = impl.now();
   std::optional<std::string> old_file;
   {
-    sqlite3_stmt* s = c.prepare(detail::kSelectAny);
+    sqlite3_stmt* s = c.prepare(detail::kSelectOld);
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
     if (detail::step(c, s, "select")) {
-      auto exp = detail::column_opt_double(s, 1);
+      auto exp = detail::column_opt_double(s, 0);
       if (add_only && (!exp || *exp > now)) {
         return false;  // present: Txn rolls back and deletes the new file
       }
-      old_file = detail::column_opt_text(s, 3);
+      old_file = detail::column_opt_text(s, 1);
     }
   }
   {

@@ -75,6 +75,26 @@ int Connection::try_exec(const char* sql) noexcept {
   return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
 }
 
+int Connection::try_run(const char* sql) noexcept {
+  sqlite3_stmt* s = nullptr;
+  auto it = stmts_.find(sql);
+  if (it != stmts_.end()) {
+    s = it->second;
+  } else {
+    int rc = sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+    if (rc != SQLITE_OK) return rc;
+    try {
+      stmts_.emplace(sql, s);
+    } catch (...) {
+      sqlite3_finalize(s);
+      return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    }
+  }
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);  // keeps the error message of a failed step for fail()
+  return (rc == SQLITE_DONE || rc == SQLITE_ROW) ? SQLITE_OK : rc;
+}
+
 void Connection::arm(std::chrono::milliseconds wait, bool forever) noexcept {
   forever_ = forever;
   deadline_ = std::chrono::steady_clock::now() + wait;

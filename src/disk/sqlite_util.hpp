@@ -40,6 +40,9 @@ class Connection {
   void exec(const char* sql);
   /// Runs a statement without results; returns the SQLite code instead of throwing.
   int try_exec(const char* sql) noexcept;
+  /// As try_exec, through the prepared-statement cache (for the hot BEGIN / COMMIT /
+  /// ROLLBACK: no parse per call). `sql` as for prepare().
+  int try_run(const char* sql) noexcept;
 
   /// Sets the deadline for lock waits of the following statements: `wait` from now, or no
   /// deadline when `forever`.
@@ -59,10 +62,12 @@ class Connection {
     std::size_t new_files_mark;
     std::size_t cleanup_mark;
   };
-  std::vector<Level> levels;           ///< open transaction levels (BEGIN, then SAVEPOINTs)
-  std::vector<std::string> new_files;  ///< value files written by the open transaction
-  std::vector<std::string> cleanup;    ///< files to delete after the outermost COMMIT
-  std::uint64_t fork_generation = 0;   ///< process "generation" that opened the handle
+  std::vector<Level> levels;                 ///< open transaction levels (BEGIN, then SAVEPOINTs)
+  std::vector<std::string> new_files;        ///< value files written by the open transaction
+  std::vector<std::string> cleanup;          ///< files to delete after the outermost COMMIT
+  std::uint64_t fork_generation = 0;         ///< process "generation" that opened the handle
+  std::vector<std::int64_t> scratch_rowids;  ///< reused by the cull (no allocation per write)
+  std::int64_t size_rowid = 0;               ///< rowid of Settings 'size' once seen (0: unknown)
 
  private:
   static int busy_handler(void* self, int count);

@@ -146,6 +146,34 @@ TEST_CASE("writes cull expired rows, cull_limit 0 disables it", "[disk]") {
   CHECK(cache.size() == 6);
 }
 
+TEST_CASE("a write culls at most cull_limit expired rows, earliest expiry first", "[disk]") {
+  // diskcache's _cull step 2 (reference §2.7): SELECT ... ORDER BY expire_time LIMIT n, then
+  // delete those rows and their value files after the commit; n -= deleted for the size cull.
+  TempDir d;
+  dogpile::ManualClock clock;
+  DiskCache cache(d.path, {.cull_limit = 3, .disk_min_file_size = 16, .clock = clock});
+  for (int i = 0; i < 5; ++i) {
+    cache.set(i, bytes_of(100), {.expire = std::chrono::milliseconds(100 - i)});  // 4 first
+  }
+  cache.set("live", bytes_of(100));
+  CHECK(disk_test::value_files(d.path) == 6);
+  clock.advance(1s);
+  cache.set("x", 1);
+  CHECK(cache.keys() == std::vector<Key>{0, 1, "live", "x"});
+  CHECK(disk_test::value_files(d.path) == 3);
+  cache.set("y", 2);
+  CHECK(cache.keys() == std::vector<Key>{"live", "x", "y"});
+  CHECK(disk_test::value_files(d.path) == 1);
+  // Over the size limit: the expired row counts against cull_limit, then 2 by store time.
+  cache.set(9, 9, {.expire = 1ms});
+  clock.advance(1s);
+  cache.reset("size_limit", std::int64_t{0});
+  cache.set("z", 3);
+  CHECK(cache.keys() == std::vector<Key>{"y", "z"});
+  CHECK(disk_test::value_files(d.path) == 0);
+  CHECK(cache.check().empty());
+}
+
 TEST_CASE("expire() removes exactly the expired rows", "[disk]") {
   TempDir d;
   dogpile::ManualClock clock;
