@@ -331,6 +331,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   int policy_index() const noexcept { return policy_.load(std::memory_order_relaxed); }
 
   Connection& conn();
+  /// Opens the database and applies the settings; called once, after make_shared (see conn()).
+  void init();
   void close_all();
   /// Closes the calling thread's connection (at thread exit).
   void drop_thread_conn(std::thread::id id) noexcept;
@@ -366,7 +368,6 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   std::int64_t page_size_ = 4096;
 
  private:
-  void init();
   void configure(Connection& c);
 
   fs::path dir_;
@@ -465,7 +466,8 @@ DiskCacheImpl::DiskCacheImpl(const fs::path& directory, DiskCacheOptions options
   if (opts_.read_only && !fs::exists(db_path_)) {
     throw DatabaseError("disk cache: read-only open of " + dir_.string() + ": no cache.db there");
   }
-  init();
+  // init() runs from DiskCache's constructor once the shared_ptr owns us: the connection it
+  // opens registers itself for closing at thread exit with weak_from_this(), empty in here.
 }
 
 DiskCacheImpl::~DiskCacheImpl() {
@@ -1131,7 +1133,9 @@ using detail::StmtGuard;
 using detail::Txn;
 
 DiskCache::DiskCache(const fs::path& directory, DiskCacheOptions options)
-    : impl_(std::make_shared<DiskCacheImpl>(directory, std::move(options))) {}
+    : impl_(std::make_shared<DiskCacheImpl>(directory, std::move(options))) {
+  impl_->init();
+}
 
 DiskCache::~DiskCache() = default;
 

@@ -738,6 +738,26 @@ TEST_CASE("connections of exited threads are closed", "[disk]") {
   CHECK(fds() <= before + 3);
 }
 
+TEST_CASE("the connection of the thread that constructed the cache is closed at its exit",
+          "[disk]") {
+  TempDir d;
+  auto db_fds = [&] {
+    std::size_t n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+      std::error_code ec;
+      auto target = std::filesystem::read_symlink(e.path(), ec);
+      if (!ec && target.filename() == "cache.db") ++n;
+    }
+    return n;
+  };
+  std::unique_ptr<DiskCache> cache;
+  std::thread t([&] { cache = std::make_unique<DiskCache>(d.path); });
+  t.join();
+  CHECK(db_fds() == 0);
+  cache->set("k", 1);  // this thread's own connection
+  CHECK(db_fds() == 1);
+}
+
 TEST_CASE("a damaged database header is reported and repaired by check(fix)", "[disk]") {
   // python-diskcache's test_check: corrupt byte 52 of cache.db, reopen, check(fix=True).
   TempDir d;
