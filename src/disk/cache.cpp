@@ -87,7 +87,8 @@ constexpr const char* kCreateCache =
 // trigger names are diskcache's, so an existing database keeps its own triggers.
 constexpr const char* kSchema[] = {
     "CREATE UNIQUE INDEX IF NOT EXISTS Cache_key_raw ON Cache(key, raw)",
-    "CREATE INDEX IF NOT EXISTS Cache_expire_time ON Cache (expire_time)",
+    "CREATE INDEX IF NOT EXISTS Cache_expire_time ON Cache (expire_time) WHERE expire_time IS NOT "
+    "NULL",
     "CREATE TRIGGER IF NOT EXISTS Settings_count_insert AFTER INSERT ON Cache FOR EACH ROW BEGIN"
     " UPDATE Settings SET value = value + 1 WHERE key = 'count'; END",
     "CREATE TRIGGER IF NOT EXISTS Settings_count_delete AFTER DELETE ON Cache FOR EACH ROW BEGIN"
@@ -130,9 +131,20 @@ constexpr const char* kCullExpired =
 constexpr const char* kBeginImmediate = "BEGIN IMMEDIATE";
 constexpr const char* kCommit = "COMMIT";
 constexpr const char* kRollback = "ROLLBACK";
-// The old row of a set: its expiry (for add) and its file (to delete after the commit).
+// The old row of a set: its rowid (the row set_value updates in place), its expiry (for add)
+// and its file (to delete after the commit).
 constexpr const char* kSelectOld =
-    "SELECT expire_time, filename FROM Cache WHERE key = ? AND raw = 1";
+    "SELECT rowid, expire_time, filename FROM Cache WHERE key = ? AND raw = 1";
+// set_value's write once kSelectOld has told whether the row exists (inside BEGIN IMMEDIATE, so
+// no other writer can change that in between): an UPDATE by rowid or a plain INSERT, the same
+// row and triggers as kUpsert without its second key-index seek. Parameters as kUpsert's, except
+// ?1 is the rowid in kUpdateRowid.
+constexpr const char* kUpdateRowid =
+    "UPDATE Cache SET store_time = ?2, expire_time = ?3, access_time = ?2, access_count = 0,"
+    " tag = ?4, size = ?5, mode = ?6, filename = ?7, value = ?8 WHERE rowid = ?1";
+constexpr const char* kInsert =
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size,"
+    " mode, filename, value) VALUES (?1, 1, ?2, ?3, ?2, 0, ?4, ?5, ?6, ?7, ?8)";
 constexpr const char* kSizeByRowid = "SELECT value FROM Settings WHERE rowid = ? AND key = 'size'";
 constexpr const char* kSizeRow = "SELECT rowid, value FROM Settings WHERE key = 'size'";
 constexpr const char* kSelectLive =
@@ -1175,22 +1187,28 @@ bool DiskCache::set_value(const Key& key, DiskValue value, const SetOptions& opt
   tx.adopt(st.file);
   double now = impl.now();
   std::optional<std::string> old_file;
+  std::optional<std::int64_t> old_rowid;
   {
     sqlite3_stmt* s = c.prepare(detail::kSelectOld);
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
     if (detail::step(c, s, "select")) {
-      auto exp = detail::column_opt_double(s, 0);
+      auto exp = detail::column_opt_double(s, 1);
       if (add_only && (!exp || *exp > now)) {
         return false;  // present: Txn rolls back and deletes the new file
       }
-      old_file = detail::column_opt_text(s, 1);
+      old_rowid = sqlite3_column_int64(s, 0);
+      old_file = detail::column_opt_text(s, 2);
     }
   }
   {
-    sqlite3_stmt* s = c.prepare(detail::kUpsert);
+    sqlite3_stmt* s = c.prepare(old_rowid ? detail::kUpdateRowid : detail::kInsert);
     StmtGuard g(s);
-    detail::bind_key(s, 1, key);
+    if (old_rowid) {
+      sqlite3_bind_int64(s, 1, *old_rowid);
+    } else {
+      detail::bind_key(s, 1, key);
+    }
     sqlite3_bind_double(s, 2, now);
     if (options.expire) {
       sqlite3_bind_double(s, 3, now + detail::seconds(*options.expire));
