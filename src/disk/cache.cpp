@@ -236,28 +236,7 @@ std::optional<std::string> column_opt_text(sqlite3_stmt* s, int i) {
 
 void bind_value(sqlite3_stmt* s, int i, const DiskValue& v) {
   // Values may be temporaries: SQLite copies them (SQLITE_TRANSIENT).
-  switch (v.index()) {
-    case 0:
-      sqlite3_bind_int64(s, i, std::get<0>(v));
-      break;
-    case 1:
-      sqlite3_bind_double(s, i, std::get<1>(v));
-      break;
-    case 2: {
-      const auto& t = std::get<2>(v);
-      sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
-      break;
-    }
-    default: {
-      const auto& b = std::get<3>(v).data;
-      if (b.empty()) {
-        sqlite3_bind_zeroblob(s, i, 0);
-      } else {
-        sqlite3_bind_blob64(s, i, b.data(), b.size(), SQLITE_TRANSIENT);
-      }
-      break;
-    }
-  }
+  bind_variant(s, i, v, SQLITE_TRANSIENT);
 }
 
 void bind_text(sqlite3_stmt* s, int i, std::string_view t) {

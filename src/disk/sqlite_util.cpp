@@ -117,8 +117,7 @@ int Connection::busy_handler(void* self, int count) {
   return 1;
 }
 
-void bind_key(sqlite3_stmt* s, int i, const Key& key) {
-  const auto& v = key.value();
+void bind_variant(sqlite3_stmt* s, int i, const DiskValue& v, sqlite3_destructor_type lifetime) {
   switch (v.index()) {
     case 0:
       sqlite3_bind_int64(s, i, std::get<0>(v));
@@ -128,7 +127,7 @@ void bind_key(sqlite3_stmt* s, int i, const Key& key) {
       break;
     case 2: {
       const auto& t = std::get<2>(v);
-      sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_STATIC, SQLITE_UTF8);
+      sqlite3_bind_text64(s, i, t.data(), t.size(), lifetime, SQLITE_UTF8);
       break;
     }
     default: {
@@ -136,11 +135,16 @@ void bind_key(sqlite3_stmt* s, int i, const Key& key) {
       if (b.empty()) {
         sqlite3_bind_zeroblob(s, i, 0);
       } else {
-        sqlite3_bind_blob64(s, i, b.data(), b.size(), SQLITE_STATIC);
+        sqlite3_bind_blob64(s, i, b.data(), b.size(), lifetime);
       }
       break;
     }
   }
+}
+
+void bind_key(sqlite3_stmt* s, int i, const Key& key) {
+  // Keys outlive the statement's step: SQLite may point at them (SQLITE_STATIC).
+  bind_variant(s, i, key.value(), SQLITE_STATIC);
 }
 
 void bind_opt_key(sqlite3_stmt* s, int i, const std::optional<Key>& key) {

@@ -95,6 +95,9 @@ class StmtGuard {
   sqlite3_stmt* s_;
 };
 
+/// Binds an INTEGER / REAL / TEXT / BLOB alternative to parameter `i`; `lifetime` is
+/// SQLITE_STATIC (the caller keeps the bytes alive until the step) or SQLITE_TRANSIENT (copied).
+void bind_variant(sqlite3_stmt* s, int i, const DiskValue& v, sqlite3_destructor_type lifetime);
 /// Binds a key to parameter `i`.
 void bind_key(sqlite3_stmt* s, int i, const Key& key);
 /// Binds an optional key (NULL if empty).
