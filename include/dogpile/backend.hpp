@@ -1,32 +1,47 @@
 #pragma once
 /// @file backend.hpp
-/// `CacheBackend`: where a region keeps its values. Public calls are non-virtual and check
-/// their input once; a backend implements the protected `do_*` hooks (spdlog's sink shape).
+/// `CacheBackend`: where a region keeps its values. Public calls are non-virtual and do the
+/// shared work once for every backend (spdlog's sink shape): they check keys against the rules
+/// the backend declares (`KeyRules`: maximum length, forbidden bytes, mangle or refuse), and
+/// turn any non-dogpile exception a client library throws into `BackendError` naming the
+/// backend. A backend implements the protected `do_*` hooks.
+///
 /// A new byte backend needs only `do_get`, `do_set` and `do_erase`; multi-operations, a
 /// distributed mutex and in-process object storage are optional overrides.
+///
+/// What every hook must do, and may throw:
+/// * receives keys that already passed the key rules (never a key it declared it cannot take);
+/// * reports a miss as `std::nullopt`, never as an exception;
+/// * throws `BackendError` (or `TimeoutError`) when its storage fails, `ValidationError` for
+///   input it refuses; other exceptions are wrapped into `BackendError` by the public call;
+/// * is thread-safe: a region calls it from many threads at once.
 
 #include <cstddef>
+#include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeindex>
 #include <utility>
 #include <vector>
 
-#include "dogpile/codec.hpp"
+#include "dogpile/detail/sha1.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/metadata.hpp"
 #include "dogpile/mutex.hpp"
 
 namespace dogpile {
 
 /// A live C++ object kept by an in-process backend (`memory`): no serialization on a hit.
 struct StoredObject {
-  std::shared_ptr<const void> payload;  ///< points to a `const T`
-  std::type_index type = typeid(void);  ///< `typeid(T)`
-  Metadata meta;                        ///< creation time etc.
-  std::size_t size_hint = 0;            ///< approximate bytes, for `max_bytes` bounds
+  std::shared_ptr<const void> payload{};  ///< points to a `const T`
+  std::type_index type = typeid(void);    ///< `typeid(T)`
+  Metadata meta{};                        ///< creation time etc.
+  std::size_t size_hint = 0;  ///< bytes the object costs (`dogpile::weigh`), for `max_bytes`
 };
 
 /// One key/value pair of bytes for `set_multi`.
@@ -34,78 +49,160 @@ using BytesItem = std::pair<std::string, std::string>;
 /// One key/object pair for `set_objects`.
 using ObjectItem = std::pair<std::string, StoredObject>;
 
+/// The keys a backend can take. `CacheBackend`'s public calls check every key against them
+/// once, so the hooks never see a key the storage would reject or misread. Plain aggregate.
+struct KeyRules {
+  std::size_t max_length = 0;  ///< longest key in bytes; 0 = no limit
+  /// Refuse spaces and control bytes (< 0x20, 0x7f), as memcached's text protocol must.
+  bool no_spaces_or_control = false;
+  /// A key that breaks a rule: true = replaced by its SHA-1 hex digest (40 bytes, as
+  /// `dogpile::sha1_mangle_key`); false = `ValidationError`.
+  bool mangle_bad_keys = false;
+};
+
 /// The abstract backend. Thread-safety: every implementation shipped with dogpile-cpp is safe
 /// to call from many threads at once; a custom backend must be too.
 class CacheBackend {
  public:
   virtual ~CacheBackend() = default;
+  /// A backend with no key rules, named "custom" in error messages.
   CacheBackend() = default;
+  /// A backend named `name` (in error messages) whose keys follow `rules`.
+  explicit CacheBackend(std::string name, KeyRules rules = {})
+      : name_(std::move(name)), rules_(rules) {}
   CacheBackend(const CacheBackend&) = delete;
   CacheBackend& operator=(const CacheBackend&) = delete;
 
-  /// The bytes stored under `key`, or nullopt. @throws BackendError on I/O failure.
-  std::optional<std::string> get(std::string_view key) { return do_get(key); }
+  /// The backend's name, as error messages show it.
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// The keys this backend takes.
+  [[nodiscard]] const KeyRules& key_rules() const noexcept { return rules_; }
+  /// The key the storage sees for `key`: itself, or its SHA-1 hex when it breaks a rule and
+  /// the backend mangles bad keys. @throws ValidationError when it breaks a rule otherwise.
+  [[nodiscard]] std::string storage_key(std::string_view key) const {
+    std::string m;
+    return std::string(checked(key, &m));
+  }
+
+  /// The bytes stored under `key`, or nullopt. @throws BackendError on I/O failure,
+  /// ValidationError for a key the backend cannot take.
+  std::optional<std::string> get(std::string_view key) {
+    std::string m;
+    const auto k = checked(key, &m);
+    return call([&] { return do_get(k); });
+  }
   /// One result per key, in order. An empty list does not touch the backend.
+  /// @throws as `get`.
   std::vector<std::optional<std::string>> get_multi(std::span<const std::string> keys) {
     if (keys.empty()) return {};
-    return do_get_multi(keys);
+    std::vector<std::string> m;
+    const auto ks = checked_all(keys, m);
+    return call([&] { return do_get_multi(ks); });
   }
   /// Stores bytes. @throws BackendError on I/O failure, ValidationError on a bad key.
-  void set(std::string_view key, std::string_view value) { do_set(key, value); }
-  /// Stores many. An empty list does not touch the backend.
-  void set_multi(std::span<const BytesItem> items) {
-    if (!items.empty()) do_set_multi(items);
+  void set(std::string_view key, std::string_view value) {
+    std::string m;
+    const auto k = checked(key, &m);
+    call([&] { do_set(k, value); });
   }
-  /// Removes `key`; removing a missing key is not an error.
-  void erase(std::string_view key) { do_erase(key); }
-  /// Removes many; missing keys are fine.
+  /// Stores many. An empty list does not touch the backend. @throws as `set`.
+  void set_multi(std::span<const BytesItem> items) {
+    if (items.empty()) return;
+    if (trivial_rules()) return call([&] { do_set_multi(items); });
+    std::vector<BytesItem> copy(items.begin(), items.end());
+    for (auto& [k, v] : copy) k = storage_key(k);
+    call([&] { do_set_multi(copy); });
+  }
+  /// Removes `key`; removing a missing key is not an error. @throws as `set`.
+  void erase(std::string_view key) {
+    std::string m;
+    const auto k = checked(key, &m);
+    call([&] { do_erase(k); });
+  }
+  /// Removes many; missing keys are fine. @throws as `set`.
   void erase_multi(std::span<const std::string> keys) {
-    if (!keys.empty()) do_erase_multi(keys);
+    if (keys.empty()) return;
+    std::vector<std::string> m;
+    const auto ks = checked_all(keys, m);
+    call([&] { do_erase_multi(ks); });
   }
 
   /// A mutex for the dogpile lock on `key`, or nullptr to let the region use an in-process
   /// per-key mutex. Distributed backends return a lock that spans processes or hosts.
-  std::shared_ptr<CacheMutex> get_mutex(std::string_view key) { return do_get_mutex(key); }
+  /// @throws BackendError, ValidationError (a key the backend cannot take).
+  std::shared_ptr<CacheMutex> get_mutex(std::string_view key) {
+    std::string m;
+    const auto k = checked(key, &m);
+    return call([&] { return do_get_mutex(k); });
+  }
   /// True if the backend's lock can expire underneath a running creator (a lease).
   [[nodiscard]] bool has_lock_timeout() const { return do_has_lock_timeout(); }
 
   /// True if this backend keeps live C++ objects (`get_object`/`set_object`) instead of bytes.
   [[nodiscard]] bool stores_objects() const { return do_stores_objects(); }
-  /// Object storage (only when `stores_objects()`).
-  std::optional<StoredObject> get_object(std::string_view key) { return do_get_object(key); }
+  /// The object stored under `key` (only when `stores_objects()`). @throws as `get`.
+  std::optional<StoredObject> get_object(std::string_view key) {
+    std::string m;
+    const auto k = checked(key, &m);
+    return call([&] { return do_get_object(k); });
+  }
+  /// One object per key, in order (only when `stores_objects()`). @throws as `get`.
   std::vector<std::optional<StoredObject>> get_objects(std::span<const std::string> keys) {
     if (keys.empty()) return {};
-    return do_get_objects(keys);
+    std::vector<std::string> m;
+    const auto ks = checked_all(keys, m);
+    return call([&] { return do_get_objects(ks); });
   }
-  void set_object(std::string_view key, StoredObject obj) { do_set_object(key, std::move(obj)); }
+  /// Stores an object (only when `stores_objects()`). @throws as `set`.
+  void set_object(std::string_view key, StoredObject obj) {
+    std::string m;
+    const auto k = checked(key, &m);
+    call([&] { do_set_object(k, std::move(obj)); });
+  }
+  /// Stores many objects (only when `stores_objects()`). @throws as `set`.
   void set_objects(std::span<const ObjectItem> items) {
-    if (!items.empty()) do_set_objects(items);
+    if (items.empty()) return;
+    if (trivial_rules()) return call([&] { do_set_objects(items); });
+    std::vector<ObjectItem> copy(items.begin(), items.end());
+    for (auto& [k, v] : copy) k = storage_key(k);
+    call([&] { do_set_objects(copy); });
   }
 
  protected:
+  /// The bytes under `key` or nullopt.
   virtual std::optional<std::string> do_get(std::string_view key) = 0;
+  /// Stores `value` under `key`, replacing what was there.
   virtual void do_set(std::string_view key, std::string_view value) = 0;
+  /// Removes `key`; a missing key is not an error.
   virtual void do_erase(std::string_view key) = 0;
 
+  /// Default: one `do_get` per key. Override with one round trip where the storage has one.
   virtual std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) {
     std::vector<std::optional<std::string>> out;
     out.reserve(keys.size());
     for (const auto& k : keys) out.push_back(do_get(k));
     return out;
   }
+  /// Default: one `do_set` per item.
   virtual void do_set_multi(std::span<const BytesItem> items) {
     for (const auto& [k, v] : items) do_set(k, v);
   }
+  /// Default: one `do_erase` per key.
   virtual void do_erase_multi(std::span<const std::string> keys) {
     for (const auto& k : keys) do_erase(k);
   }
+  /// Default: nullptr (the region's in-process mutex).
   virtual std::shared_ptr<CacheMutex> do_get_mutex(std::string_view /*key*/) { return nullptr; }
+  /// Default: false.
   [[nodiscard]] virtual bool do_has_lock_timeout() const { return false; }
 
+  /// Default: false (a byte backend).
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
+  /// Object hooks: override all of them together with `do_stores_objects`.
   virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
-    detail::throw_error<BackendError>("this backend does not store objects");
+    detail::throw_error<BackendError>(name_ + " backend does not store objects");
   }
+  /// Default: one `do_get_object` per key.
   virtual std::vector<std::optional<StoredObject>> do_get_objects(
       std::span<const std::string> keys) {
     std::vector<std::optional<StoredObject>> out;
@@ -113,12 +210,75 @@ class CacheBackend {
     for (const auto& k : keys) out.push_back(do_get_object(k));
     return out;
   }
+  /// Stores an object.
   virtual void do_set_object(std::string_view /*key*/, StoredObject /*obj*/) {
-    detail::throw_error<BackendError>("this backend does not store objects");
+    detail::throw_error<BackendError>(name_ + " backend does not store objects");
   }
+  /// Default: one `do_set_object` per item.
   virtual void do_set_objects(std::span<const ObjectItem> items) {
     for (const auto& [k, o] : items) do_set_object(k, o);
   }
+
+ private:
+  [[nodiscard]] bool trivial_rules() const noexcept {
+    return rules_.max_length == 0 && !rules_.no_spaces_or_control;
+  }
+  /// The first rule `key` breaks, or nullptr.
+  [[nodiscard]] const char* broken_rule(std::string_view key) const noexcept {
+    if (rules_.max_length != 0 && key.size() > rules_.max_length) return "is too long";
+    if (rules_.no_spaces_or_control) {
+      for (const char ch : key) {
+        const auto c = static_cast<unsigned char>(ch);
+        if (c <= 0x20 || c == 0x7f) return "contains a space or control character";
+      }
+    }
+    return nullptr;
+  }
+  /// `key`, or its mangled form stored in `*storage`. @throws ValidationError.
+  std::string_view checked(std::string_view key, std::string* storage) const {
+    if (trivial_rules()) return key;
+    const char* why = broken_rule(key);
+    if (why == nullptr) return key;
+    if (!rules_.mangle_bad_keys) {
+      std::string shown(key.substr(0, 64));
+      detail::throw_error<ValidationError>(
+          name_ + " backend cannot take the key '" + shown + (key.size() > 64 ? "...'" : "'") +
+          " (" + std::to_string(key.size()) + " bytes): it " + why +
+          (rules_.max_length ? " (at most " + std::to_string(rules_.max_length) +
+                                   " bytes, no spaces or control characters)"
+                             : std::string()) +
+          "; give the region a key_mangler such as dogpile::sha1_mangle_key");
+    }
+    *storage = detail::sha1_hex(key);
+    return *storage;
+  }
+  std::span<const std::string> checked_all(std::span<const std::string> keys,
+                                           std::vector<std::string>& storage) const {
+    if (trivial_rules()) return keys;
+    bool all_ok = true;
+    for (const auto& k : keys) all_ok = all_ok && broken_rule(k) == nullptr;
+    if (all_ok) return keys;
+    storage.reserve(keys.size());
+    for (const auto& k : keys) storage.push_back(storage_key(k));
+    return storage;
+  }
+  /// Runs a hook; an exception that is not a dogpile::Error (a client library's) becomes
+  /// BackendError naming the backend. Out-of-memory passes through unchanged.
+  template <class F>
+  std::invoke_result_t<F&> call(F&& f) const {
+    try {
+      return f();
+    } catch (const Error&) {
+      throw;
+    } catch (const std::bad_alloc&) {
+      throw;
+    } catch (const std::exception& e) {
+      detail::throw_error<BackendError>(name_ + " backend failed: " + e.what());
+    }
+  }
+
+  std::string name_ = "custom";
+  KeyRules rules_{};
 };
 
 /// A backend that wraps another and forwards everything to it; override the hooks you want to
@@ -126,6 +286,8 @@ class CacheBackend {
 /// Listed in `ConfigureOptions::wrap`, the first proxy is the outermost.
 class ProxyBackend : public CacheBackend {
  public:
+  /// A proxy named "proxy" with no key rules of its own (the wrapped backend checks its keys).
+  ProxyBackend() : CacheBackend("proxy") {}
   /// Sets the wrapped backend; returns this proxy (dogpile's `wrap`).
   std::shared_ptr<CacheBackend> wrap(std::shared_ptr<CacheBackend> backend) {
     proxied_ = std::move(backend);

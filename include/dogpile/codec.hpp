@@ -11,6 +11,7 @@
 ///   envelope; a Python reader does not understand that flag, so leave it off for interop).
 
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -23,8 +24,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dogpile/detail/type_name.hpp"
 #include "dogpile/detail/zlib.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/metadata.hpp"
 
 namespace dogpile {
 
@@ -83,17 +86,29 @@ T json_to_number(const nlohmann::json& j) {
       return static_cast<T>(d);
     }
   }
-  throw_error<CantDeserialize>(std::string("cannot decode value: a JSON ") + j.type_name() +
-                               " is not a number that fits the requested type");
+  throw_error<TypeMismatch>("the stored " + std::string(j.type_name()) + " " +
+                            (j.is_number() ? j.dump() + " " : std::string()) +
+                            "does not fit the requested type " + type_name<T>());
 }
 }  // namespace detail
+
+/// True when nlohmann_json converts `T` both ways (a `to_json`/`from_json` pair found by ADL,
+/// an `nlohmann::adl_serializer<T>` specialization, or a type nlohmann supports natively).
+template <class T>
+concept JsonConvertible = std::same_as<T, nlohmann::json> ||
+    requires(nlohmann::json& j, const nlohmann::json& cj, const T& v, T& out) {
+  nlohmann::adl_serializer<T>::to_json(j, v);
+  nlohmann::adl_serializer<T>::from_json(cj, out);
+};
 
 /// Payload codec. The primary template handles every type nlohmann_json can convert.
 /// Specialize for your own types: `static std::string encode(const T&, Format)` and
 /// `static T decode(std::string_view, Format)` (throw `CantDeserialize` on bad bytes).
 template <class T, class Enable = void>
 struct Codec {
-  static std::string encode(const T& value, Format format) {
+  /// `value` as payload bytes. @throws ValidationError if it cannot be written (e.g. a string
+  /// that is not UTF-8 cannot be JSON text).
+  static std::string encode(const T& value, Format format) requires JsonConvertible<T> {
     try {
       nlohmann::json j = value;
       switch (format) {
@@ -114,9 +129,12 @@ struct Codec {
       detail::throw_error<ValidationError>(std::string("cannot encode value: ") + e.what());
     }
   }
-  static T decode(std::string_view bytes, Format format) {
+  /// The value in `bytes`. @throws CantDeserialize when the bytes are not valid in `format`;
+  /// TypeMismatch when they are, but hold something that does not convert to `T` (another
+  /// type, or a number that does not fit).
+  static T decode(std::string_view bytes, Format format) requires JsonConvertible<T> {
+    nlohmann::json j;
     try {
-      nlohmann::json j;
       switch (format) {
         case Format::msgpack:
           j = nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
@@ -128,13 +146,19 @@ struct Codec {
           j = nlohmann::json::parse(bytes.begin(), bytes.end());
           break;
       }
-      if constexpr (detail::is_checked_number_v<T>) {
-        return detail::json_to_number<T>(j);
-      } else {
-        return j.template get<T>();
-      }
     } catch (const nlohmann::json::exception& e) {
       detail::throw_error<CantDeserialize>(std::string("cannot decode value: ") + e.what());
+    }
+    if constexpr (detail::is_checked_number_v<T>) {
+      return detail::json_to_number<T>(j);
+    } else {
+      try {
+        return j.template get<T>();
+      } catch (const nlohmann::json::exception& e) {
+        detail::throw_error<TypeMismatch>("the stored " + std::string(j.type_name()) +
+                                          " does not convert to " + detail::type_name<T>() + ": " +
+                                          e.what());
+      }
     }
   }
 };
@@ -159,14 +183,25 @@ struct Codec<std::vector<Byte>, std::enable_if_t<sizeof(Byte) == 1 && std::is_tr
   }
 };
 
-/// Envelope metadata. `ct` is the creation time in Unix seconds (dogpile's `ct`), `v` the
-/// dogpile value version (2), `delta` the seconds the creator took (for early refresh; 0 if
-/// unknown).
-struct Metadata {
-  double ct = 0;
-  int v = 2;
-  double delta = 0;
+/// True when `Codec<T>` can encode and decode `T` (a JSON-convertible type, a string, a byte
+/// vector, or your own `Codec<T>` specialization): what a byte backend needs.
+template <class T>
+concept HasCodec = requires(const T& v, std::string_view b, Format f) {
+  { Codec<T>::encode(v, f) } -> std::convertible_to<std::string>;
+  { Codec<T>::decode(b, f) } -> std::convertible_to<T>;
 };
+
+namespace detail {
+/// What to do when a value of type `T` meets a backend that stores bytes and `T` has no codec.
+template <class T>
+std::string no_codec_message(std::string_view where) {
+  return "cannot store a " + type_name<T>() + " in " + std::string(where) +
+         ": it keeps bytes, and this type has no codec. Make it serializable: define "
+         "to_json/from_json for it (nlohmann_json, e.g. NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE), or "
+         "specialize dogpile::Codec<" +
+         type_name<T>() + ">; or keep it on the `memory` backend, which stores live objects";
+}
+}  // namespace detail
 
 /// An unpacked envelope: metadata plus the (decompressed) payload bytes.
 struct Unpacked {
@@ -275,6 +310,9 @@ inline Unpacked unpack_envelope(std::string_view bytes) {
 /// Encodes `value` with `Codec<T>` and wraps it in an envelope.
 template <class T>
 std::string encode_value(const T& value, const Metadata& meta, const CodecOptions& opts) {
+  static_assert(HasCodec<T>,
+                "dogpile::encode_value: T has no dogpile::Codec<T>; define to_json/from_json "
+                "for it (nlohmann_json) or specialize dogpile::Codec<T>");
   return pack_envelope(meta, Codec<T>::encode(value, opts.format), opts);
 }
 

@@ -30,10 +30,10 @@ namespace dogpile {
 /// Options of a decorated function. Plain aggregate.
 template <class R>
 struct DecoratorOptions {
-  Expiration expiration_time;                     ///< overrides the region's; may be a callable
-  std::function<bool(const R&)> should_cache;     ///< cache a result only if true
-  FunctionKeyGenerator key_generator;             ///< overrides the region's (single form)
-  FunctionMultiKeyGenerator multi_key_generator;  ///< overrides the region's (multi form)
+  Expiration expiration_time{};                     ///< overrides the region's; may be a callable
+  std::function<bool(const R&)> should_cache{};     ///< cache a result only if true
+  FunctionKeyGenerator key_generator{};             ///< overrides the region's (single form)
+  FunctionMultiKeyGenerator multi_key_generator{};  ///< overrides the region's (multi form)
 };
 
 /// A function memoized in a region (what `cache_on_arguments` returns). Copyable; keeps the
@@ -41,7 +41,7 @@ struct DecoratorOptions {
 template <class F>
 class CachedFunction {
  public:
-  using result_type = detail::fn_result_t<F>;  ///< the cached value type
+  using result_type = detail::cached_result_t<F>;  ///< the cached value type
 
   CachedFunction(CacheRegion region, std::string ns, F fn, DecoratorOptions<result_type> opts)
       : region_(std::move(region)),
@@ -55,7 +55,7 @@ class CachedFunction {
   /// @throws what the function throws (nothing is cached), and what `get_or_create` throws.
   template <class... A>
   result_type operator()(const A&... args) const {
-    return region_.get_or_create(
+    return region_.template get_or_create<result_type>(
         key(args...),
         [fn = fn_, args...]() { return static_cast<result_type>(std::invoke(*fn, args...)); },
         CreateOptions<result_type>{opts_.expiration_time, opts_.should_cache});
@@ -192,7 +192,7 @@ class CachedMultiFunction {
 
 template <class F>
 CachedFunction<std::decay_t<F>> CacheRegion::cache_on_arguments(
-    std::string ns, F&& fn, DecoratorOptions<detail::fn_result_t<F>> opts) const {
+    std::string ns, F&& fn, DecoratorOptions<detail::cached_result_t<F>> opts) const {
   return CachedFunction<std::decay_t<F>>(*this, std::move(ns), std::forward<F>(fn),
                                          std::move(opts));
 }
@@ -209,7 +209,7 @@ CachedMultiFunction<std::decay_t<F>> CacheRegion::cache_multi_on_arguments(
 template <class F>
 CachedFunction<std::decay_t<F>> cache_on_arguments(
     const CacheRegion& region, std::string ns, F&& fn,
-    DecoratorOptions<detail::fn_result_t<F>> opts = {}) {
+    DecoratorOptions<detail::cached_result_t<F>> opts = {}) {
   return region.cache_on_arguments(std::move(ns), std::forward<F>(fn), std::move(opts));
 }
 

@@ -75,23 +75,24 @@ struct EarlyRefresh {
 
 /// What happened inside one lock decision; the region turns these into statistics.
 enum class LockEvent : std::uint8_t {
-  hit,           ///< a fresh value was returned without locking
-  stale_served,  ///< a stale value was returned while someone else regenerates
-  waited,        ///< the caller blocked on the mutex (duration reported)
-  created,       ///< this caller ran the creator
-  async_started  ///< this caller handed creation to the async runner
+  hit,            ///< a fresh value was returned without locking
+  stale_served,   ///< a stale value was returned while someone else regenerates
+  waited,         ///< the caller blocked on the mutex (duration reported)
+  created,        ///< this caller ran the creator
+  async_started,  ///< this caller handed creation to the async runner
+  lease_lost      ///< the lock's lease expired before release (the value was still returned)
 };
 
 /// Options of one lock decision. Plain aggregate.
 struct LockOptions {
-  std::optional<std::chrono::milliseconds> expiration;  ///< nullopt: values never expire
-  StalePolicy stale_policy{};                           ///< see `StalePolicy`
-  std::optional<EarlyRefresh> early_refresh;            ///< XFetch; off when empty
+  std::optional<std::chrono::milliseconds> expiration{};  ///< nullopt: values never expire
+  StalePolicy stale_policy{};                             ///< see `StalePolicy`
+  std::optional<EarlyRefresh> early_refresh{};            ///< XFetch; off when empty
   std::optional<std::chrono::milliseconds>
-      lock_timeout;  ///< limit on a blocking wait; none = forever
-  Clock clock;       ///< "now"; system clock when empty
+      lock_timeout{};  ///< limit on a blocking wait; none = forever
+  Clock clock{};       ///< "now"; system clock when empty
   /// Called for every event (with the wait duration for `waited`); may be empty.
-  std::function<void(LockEvent, std::chrono::nanoseconds)> observer;
+  std::function<void(LockEvent, std::chrono::nanoseconds)> observer{};
 };
 
 namespace detail {
@@ -100,6 +101,92 @@ inline double uniform_open01() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   // (0, 1]: log(0) must never happen.
   return 1.0 - std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+// ---- the decision table, one row per function ---------------------------------------------
+// `run_dogpile_lock` (one key) and the region's `get_or_create_multi` (many keys) both decide
+// with these, so the two cannot drift apart.
+
+/// dogpile's `_is_expired`: strictly older than the expiration.
+inline bool is_expired(const std::optional<std::chrono::milliseconds>& expiration,
+                       TimePoint created, TimePoint now) {
+  return expiration && (now - created) > *expiration;
+}
+
+/// Expired but present: may this caller return the stale value while another regenerates?
+inline bool may_serve_stale(const StalePolicy& p,
+                            const std::optional<std::chrono::milliseconds>& expiration,
+                            TimePoint created, TimePoint now) {
+  switch (p.kind) {
+    case StalePolicy::Kind::serve_stale:
+      return true;
+    case StalePolicy::Kind::serve_stale_for:
+      return !expiration || (now - created) - *expiration <= p.max_age;
+    case StalePolicy::Kind::block:
+      break;
+  }
+  return false;
+}
+
+/// Fresh: should this caller regenerate it early (XFetch)?
+inline bool wants_early_refresh(const LockOptions& o,
+                                const std::optional<std::chrono::milliseconds>& expiration,
+                                TimePoint created, std::chrono::duration<double> took,
+                                TimePoint now) {
+  if (!o.early_refresh || o.early_refresh->beta <= 0 || !expiration) return false;
+  const double delta = took.count() > 0 ? took.count() : 0.001;
+  const double early = -delta * o.early_refresh->beta * std::log(uniform_open01());
+  // Compared in double seconds: converting a large `early` (a big beta) to the clock's
+  // integer nanoseconds overflowed and disabled the refresh.
+  const double remaining = std::chrono::duration<double>(created + *expiration - now).count();
+  return early >= remaining;
+}
+
+/// Missing (or stale under a blocking policy): wait for the mutex, honouring `lock_timeout`.
+/// @throws TimeoutError when the wait gives up (never runs an unguarded creator).
+template <class Emit>
+void acquire_blocking(CacheMutex& m, const LockOptions& o, Emit&& emit) {
+  if (m.acquire(false)) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool ok = o.lock_timeout ? m.try_acquire_for(*o.lock_timeout) : m.acquire(true);
+  emit(LockEvent::waited, std::chrono::steady_clock::now() - t0);
+  if (!ok) throw TimeoutError("timed out waiting for the dogpile lock");
+}
+
+/// A mutex handed to someone else (the async runner) whose release reports a lost lease
+/// through `on_lost` instead of throwing it into code that cannot act on it.
+class ReportingMutex final : public CacheMutex {
+ public:
+  ReportingMutex(std::shared_ptr<CacheMutex> inner, std::function<void()> on_lost)
+      : inner_(std::move(inner)), on_lost_(std::move(on_lost)) {}
+
+ protected:
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
+    return timeout ? inner_->try_acquire_for(*timeout) : inner_->acquire(true);
+  }
+  void do_release() override {
+    try {
+      inner_->release();
+    } catch (const LockError&) {
+      if (on_lost_) on_lost_();
+    }
+  }
+  [[nodiscard]] bool do_locked() const override { return inner_->locked(); }
+
+ private:
+  std::shared_ptr<CacheMutex> inner_;
+  std::function<void()> on_lost_;
+};
+
+/// Releases after a creation. A lease that ran out while the creator worked is not the
+/// caller's problem (its value is fine and stored): it is reported as `lease_lost`.
+template <class Emit>
+void release_reporting(MutexHandle& held, Emit&& emit) {
+  try {
+    held.release();
+  } catch (const LockError&) {
+    emit(LockEvent::lease_lost, std::chrono::nanoseconds{0});
+  }
 }
 
 /// The lock algorithm with its collaborators as template parameters, so the region's hit path
@@ -123,47 +210,25 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
       return std::nullopt;
     }
   };
-  // dogpile's _is_expired, strict '>' against the clock.
-  const auto is_expired = [&](const Cached<T>& c, TimePoint t) {
-    return expiration && (t - c.created) > *expiration;
-  };
-  const auto wants_early_refresh = [&](const Cached<T>& c, TimePoint t) {
-    if (!o.early_refresh || o.early_refresh->beta <= 0 || !expiration) return false;
-    const double delta = c.delta.count() > 0 ? c.delta.count() : 0.001;
-    const double early = -delta * o.early_refresh->beta * std::log(uniform_open01());
-    // Compared in double seconds: converting a large `early` (a big beta) to the clock's
-    // integer nanoseconds overflowed and disabled the refresh.
-    const double remaining = std::chrono::duration<double>(c.created + *expiration - t).count();
-    return early >= remaining;
-  };
-  // Acquires blocking (honouring lock_timeout); throws TimeoutError when the wait gives up.
-  const auto acquire_blocking = [&](CacheMutex& m) {
-    if (m.acquire(false)) return;
-    const auto t0 = std::chrono::steady_clock::now();
-    const bool ok = o.lock_timeout ? m.try_acquire_for(*o.lock_timeout) : m.acquire(true);
-    emit(LockEvent::waited, std::chrono::steady_clock::now() - t0);
-    if (!ok) throw TimeoutError("timed out waiting for the dogpile lock");
-  };
   // Runs the creator while holding `m`; releases it even if the creator throws.
-  const auto create_holding = [&](std::shared_ptr<CacheMutex> m) -> T {
-    MutexHandle held = MutexHandle::adopt(std::move(m));
+  const auto create_holding = [&](MutexHandle held) -> T {
     Cached<T> c = creator();
     emit(LockEvent::created);
-    held.release();
+    release_reporting(held, emit);
     return std::move(c.value);
   };
-  const auto start_async = [&](std::shared_ptr<CacheMutex> m, T stale) -> T {
+  const auto start_async = [&](MutexHandle held, T stale) -> T {
     if constexpr (!std::is_same_v<std::decay_t<AsyncCreator>, std::nullptr_t>) {
       emit(LockEvent::async_started);
-      async_creator(MutexHandle::adopt(std::move(m)));
+      async_creator(std::move(held));
     }
     return stale;
   };
 
   std::optional<Cached<T>> v = read();
   TimePoint t = now();
-  if (v && !is_expired(*v, t)) {
-    if (!wants_early_refresh(*v, t)) {
+  if (v && !is_expired(expiration, v->created, t)) {
+    if (!wants_early_refresh(o, expiration, v->created, v->delta, t)) {
       emit(LockEvent::hit);
       return std::move(v->value);
     }
@@ -173,32 +238,26 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
       emit(LockEvent::hit);
       return std::move(v->value);
     }
-    if (has_async) return start_async(std::move(m), std::move(v->value));
-    return create_holding(std::move(m));
+    if (has_async) return start_async(MutexHandle::adopt(std::move(m)), std::move(v->value));
+    return create_holding(MutexHandle::adopt(std::move(m)));
   }
 
   std::shared_ptr<CacheMutex> m = get_mutex();
-  if (v) {
-    // Expired but present.
-    bool may_serve_stale = o.stale_policy.kind == StalePolicy::Kind::serve_stale;
-    if (o.stale_policy.kind == StalePolicy::Kind::serve_stale_for) {
-      may_serve_stale = (t - v->created) - *expiration <= o.stale_policy.max_age;
+  if (v && may_serve_stale(o.stale_policy, expiration, v->created, t)) {
+    if (!m->acquire(false)) {  // creation in progress elsewhere
+      emit(LockEvent::stale_served);
+      return std::move(v->value);
     }
-    if (may_serve_stale) {
-      if (!m->acquire(false)) {  // creation in progress elsewhere
-        emit(LockEvent::stale_served);
-        return std::move(v->value);
-      }
-      // The winner does not re-read (dogpile ticket #122): it regenerates.
-      if (has_async) return start_async(std::move(m), std::move(v->value));
-      return create_holding(std::move(m));
-    }
-    // Blocking policy: wait, then take what the previous holder made if it is fresh.
+    // The winner does not re-read (dogpile ticket #122): it regenerates.
+    if (has_async) return start_async(MutexHandle::adopt(std::move(m)), std::move(v->value));
+    return create_holding(MutexHandle::adopt(std::move(m)));
   }
-  acquire_blocking(*m);
+  // Missing, or stale under a blocking policy: wait, then take what the previous holder made
+  // if it is fresh.
+  acquire_blocking(*m, o, emit);
   MutexHandle held = MutexHandle::adopt(m);
   std::optional<Cached<T>> again = read();
-  if (again && !is_expired(*again, now())) {
+  if (again && !is_expired(expiration, again->created, now())) {
     emit(LockEvent::hit);  // a concurrent caller created it
     return std::move(again->value);
   }
@@ -206,12 +265,9 @@ T run_dogpile_lock(GetMutex&& get_mutex, ValueFn&& value_fn, Creator&& creator,
     // Entered without a value but found an expired one after waiting (dogpile L161-170).
     // Not when we entered with a value: then a stale policy sent us here to wait for a fresh
     // value, and handing creation to the runner would return the stale one after all.
-    return start_async(held.disown(), std::move(again->value));
+    return start_async(std::move(held), std::move(again->value));
   }
-  Cached<T> c = creator();
-  emit(LockEvent::created);
-  held.release();
-  return std::move(c.value);
+  return create_holding(std::move(held));
 }
 
 }  // namespace detail

@@ -15,11 +15,9 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <regex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -30,123 +28,26 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/backends/memory.hpp"
+#include "dogpile/backends/null.hpp"
 #include "dogpile/clock.hpp"
 #include "dogpile/codec.hpp"
 #include "dogpile/detail/function_traits.hpp"
 #include "dogpile/detail/name_registry.hpp"
+#include "dogpile/detail/value_adapter.hpp"
 #include "dogpile/error.hpp"
 #include "dogpile/expiration.hpp"
 #include "dogpile/invalidation.hpp"
 #include "dogpile/keys.hpp"
 #include "dogpile/lock.hpp"
 #include "dogpile/mutex.hpp"
+#include "dogpile/region_config.hpp"
+#include "dogpile/region_options.hpp"
 #include "dogpile/registry.hpp"
 #include "dogpile/runner.hpp"
 #include "dogpile/stats.hpp"
 
 namespace dogpile {
-
-/// What a region does when its backend fails (`BackendError`).
-struct BackendErrorPolicy {
-  enum class Kind : unsigned char {
-    propagate,      ///< rethrow (dogpile's behaviour)
-    treat_as_miss,  ///< reads miss, writes are dropped; the creator runs, the app stays up
-  };
-  Kind kind = Kind::propagate;  ///< the policy
-  /// Called with each error (both policies); may be empty. Must not throw.
-  std::function<void(const std::exception&)> callback;
-};
-/// Rethrow backend errors.
-inline const BackendErrorPolicy propagate{};
-/// Treat backend errors as misses and report them to `callback`.
-inline BackendErrorPolicy treat_as_miss(std::function<void(const std::exception&)> callback = {}) {
-  return {BackendErrorPolicy::Kind::treat_as_miss, std::move(callback)};
-}
-
-/// Options of `make_region`. Plain aggregate: fill with designated initializers.
-struct RegionOptions {
-  std::string name;                             ///< label only (and the shared-invalidation key)
-  KeyMangler key_mangler;                       ///< applied to every key; none when empty
-  FunctionKeyGenerator function_key_generator;  ///< for cache_on_arguments
-  FunctionMultiKeyGenerator function_multi_key_generator;  ///< for cache_multi_on_arguments
-  AsyncCreationRunner async_creation_runner;  ///< regenerate expired values in the background
-  StalePolicy stale_policy = serve_stale;     ///< what others do while one regenerates
-  std::optional<EarlyRefresh> early_refresh;  ///< XFetch early recomputation; off when empty
-  BackendErrorPolicy on_backend_error;        ///< propagate (default) or treat_as_miss
-  InvalidationMode invalidation;              ///< local (default), shared, or custom
-  CodecOptions codec;                         ///< how byte backends encode values
-  std::optional<std::chrono::milliseconds> lock_timeout;  ///< cap on waiting for a creator
-  Clock clock;              ///< time source; the system clock when empty
-  RegionListener listener;  ///< event hook; none when empty
-};
-
-/// Options of `configure`. Plain aggregate.
-struct ConfigureOptions {
-  Expiration expiration_time;  ///< default expiration of the region; unset = never
-  nlohmann::json arguments = nlohmann::json::object();  ///< backend arguments (by-name form)
-  std::vector<std::shared_ptr<ProxyBackend>> wrap;      ///< proxies; the first is outermost
-  bool replace_existing_backend = false;                ///< allow reconfiguring
-  std::shared_ptr<RegionInvalidationStrategy> region_invalidator;  ///< custom strategy
-};
-
-/// Options of `get`, `get_multi`, `get_value_metadata`.
-struct GetOptions {
-  Expiration expiration_time;      ///< overrides the region's for this call
-  bool ignore_expiration = false;  ///< no expiry and no invalidation check
-};
-
-/// Options of `get_or_create` / `get_or_create_multi`.
-template <class T>
-struct CreateOptions {
-  Expiration expiration_time;                  ///< overrides the region's for this call
-  std::function<bool(const T&)> should_cache;  ///< store the created value only if true
-};
-
-/// Options of `invalidate`.
-struct InvalidateOptions {
-  bool hard = true;  ///< hard: values become misses; soft: values become expired
-};
-
-/// A value with its metadata, as `get_value_metadata` returns it.
-template <class T>
-struct CachedValue {
-  T payload;          ///< the value
-  Metadata metadata;  ///< `ct` (creation time, Unix seconds) and version
-  TimePoint read_at;  ///< when it was read (the region's clock)
-  /// When the value was created.
-  [[nodiscard]] TimePoint cached_time() const { return from_unix_seconds(metadata.ct); }
-  /// How old it was when read.
-  [[nodiscard]] std::chrono::duration<double> age() const {
-    return std::chrono::duration<double>(to_unix_seconds(read_at) - metadata.ct);
-  }
-};
-
-/// dogpile's `coerce_string_conf` for one value: strings that look like ints, floats,
-/// booleans or `None` become those; everything else stays as is.
-inline nlohmann::json coerce_string_conf(const nlohmann::json& v) {
-  if (!v.is_string()) return v;
-  std::string s = v.get<std::string>();
-  const auto b = s.find_first_not_of(" \t\r\n");
-  const auto e = s.find_last_not_of(" \t\r\n");
-  s = b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
-  static const std::regex int_re(R"(^[-+]?\d+$)");
-  static const std::regex float_re(R"(^[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?$)");
-  if (std::regex_match(s, int_re)) {
-    try {
-      return std::stoll(s);
-    } catch (const std::out_of_range&) {
-      return std::stod(s);
-    }
-  }
-  if (std::regex_match(s, float_re)) return std::stod(s);
-  std::string lower = s;
-  std::transform(lower.begin(), lower.end(), lower.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  if (lower == "true") return true;
-  if (lower == "false") return false;
-  if (s == "None") return nullptr;
-  return s;
-}
 
 template <class F>
 class CachedFunction;
@@ -161,6 +62,7 @@ namespace detail {
 struct RegionConfig {
   std::shared_ptr<CacheBackend> backend;         // the outermost (maybe a proxy)
   std::shared_ptr<CacheBackend> actual_backend;  // under the proxies
+  std::string backend_name;                      // as configured, for error messages
   Expiration expiration;
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
@@ -180,6 +82,20 @@ struct RegionState {
 inline double seconds_of(std::chrono::steady_clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
+
+struct deduced {};  // "deduce the value type from the creator"
+
+/// The type a region caches for a creator result `R`: string literals and C strings become
+/// `std::string` (a `const char*` would point into the creator's frame).
+template <class R>
+using cached_type_t = std::conditional_t<std::is_same_v<std::decay_t<R>, const char*> ||
+                                             std::is_same_v<std::decay_t<R>, char*>,
+                                         std::string, std::decay_t<R>>;
+
+/// `T` when given, else what the creator returns (as `cached_type_t`).
+template <class T, class F>
+using created_t =
+    std::conditional_t<std::is_same_v<T, deduced>, cached_type_t<std::invoke_result_t<F&>>, T>;
 
 }  // namespace detail
 
@@ -208,48 +124,29 @@ class CacheRegion {
   /// Configures the backend registered under `backend_name` with `opts.arguments`.
   /// @throws RegionAlreadyConfigured, PluginNotFound, ValidationError.
   CacheRegion& configure(std::string_view backend_name, ConfigureOptions opts = {}) {
-    check_not_configured(opts, backend_name);
+    check_not_configured(opts);
     auto backend = make_backend(backend_name, opts.arguments);
-    return install(std::move(backend), opts);
+    return install(std::move(backend), opts, std::string(backend_name));
   }
   /// Configures with a backend object.
   /// @throws RegionAlreadyConfigured, ValidationError (null backend).
   CacheRegion& configure(std::shared_ptr<CacheBackend> backend, ConfigureOptions opts = {}) {
-    if (!backend) detail::throw_error<ValidationError>("configure: backend is null");
-    check_not_configured(opts, "<backend object>");
-    return install(std::move(backend), opts);
+    if (!backend) {
+      detail::throw_error<ValidationError>("configure(" + region_label() +
+                                           "): the backend pointer is null");
+    }
+    check_not_configured(opts);
+    std::string name = backend->name();
+    return install(std::move(backend), opts, std::move(name));
   }
   /// Configures from flat `<prefix>backend`, `<prefix>expiration_time` (seconds),
   /// `<prefix>arguments.<name>` and `<prefix>replace_existing_backend` keys; string values are
-  /// coerced as dogpile's `coerce_string_conf`.
-  /// @throws ValidationError (missing backend, bad expiration), PluginNotFound,
-  /// RegionAlreadyConfigured.
+  /// coerced as dogpile's `coerce_string_conf` (see region_config.hpp).
+  /// @throws ValidationError (missing backend, bad value, unknown key under the prefix, with a
+  /// "did you mean"), PluginNotFound, RegionAlreadyConfigured.
   CacheRegion& configure_from_config(const nlohmann::json& config, std::string_view prefix) {
-    if (!config.is_object())
-      detail::throw_error<ValidationError>("configure_from_config: config must be an object");
-    const std::string p(prefix);
-    const std::string args_prefix = p + "arguments.";
-    ConfigureOptions opts;
-    std::optional<std::string> backend;
-    for (const auto& [k, raw] : config.items()) {
-      if (k.compare(0, p.size(), p) != 0) continue;
-      const nlohmann::json v = coerce_string_conf(raw);
-      const std::string name = k.substr(p.size());
-      if (name == "backend") {
-        if (!v.is_string())
-          detail::throw_error<ValidationError>("'" + k + "' must be a backend name");
-        backend = v.get<std::string>();
-      } else if (name == "expiration_time") {
-        opts.expiration_time = expiration_from_json(v);
-      } else if (name == "replace_existing_backend") {
-        opts.replace_existing_backend = v.is_boolean() && v.get<bool>();
-      } else if (k.compare(0, args_prefix.size(), args_prefix) == 0) {
-        opts.arguments[k.substr(args_prefix.size())] = v;
-      }
-    }
-    if (!backend)
-      detail::throw_error<ValidationError>("configure_from_config: missing '" + p + "backend'");
-    return configure(*backend, std::move(opts));
+    RegionConfigSettings s = parse_region_config(config, prefix);
+    return configure(s.backend, std::move(s.options));
   }
 
   /// True once `configure` succeeded.
@@ -320,12 +217,19 @@ class CacheRegion {
   // ---- get_or_create ---------------------------------------------------------------------
 
   /// The cached value, or the creator's, under the dogpile lock (see lock.hpp): one creator
-  /// per key at a time; while a value exists, other callers get it at once.
+  /// per key at a time; while a value exists, other callers get it at once. The value type
+  /// comes first and is deduced from the creator when omitted (`get_or_create<User>(key, f)`
+  /// or `get_or_create(key, f)`); a creator returning a string literal caches a std::string.
   /// @throws what the creator throws (nothing is cached); TimeoutError (lock_timeout);
-  ///         Error for soft invalidation without an expiration; RegionNotConfigured.
-  template <class F, class T = std::decay_t<std::invoke_result_t<F&>>>
-  T get_or_create(std::string_view key, F&& creator,
-                  const CreateOptions<std::type_identity_t<T>>& opts = {}) const {
+  ///         Error for soft invalidation without an expiration, or for a type without a codec
+  ///         on a byte backend; TypeMismatch; RegionNotConfigured.
+  template <class T = detail::deduced, class F, class V = detail::created_t<T, F>>
+  V get_or_create(std::string_view key, F&& creator,
+                  const CreateOptions<std::type_identity_t<V>>& opts = {}) const {
+    static_assert(!std::is_void_v<std::invoke_result_t<F&>>,
+                  "get_or_create: the creator must return the value to cache");
+    static_assert(std::is_convertible_v<std::invoke_result_t<F&>, V>,
+                  "get_or_create<T>: the creator's result does not convert to T");
     const auto& c = cfg();
     const std::string mkey = mangle(key);
     const std::optional<std::chrono::milliseconds> exp =
@@ -334,8 +238,8 @@ class CacheRegion {
     auto observe = [this, key](LockEvent e, std::chrono::nanoseconds d) {
       on_lock_event(e, key, d);
     };
-    auto value_fn = [&]() { return read_for_create<T>(c, mkey, exp); };
-    auto create = [&]() { return create_and_store<T>(c, mkey, creator, opts.should_cache, exp); };
+    auto value_fn = [&]() { return read_for_create<V>(c, mkey, exp); };
+    auto create = [&]() { return create_and_store<V>(c, mkey, creator, opts.should_cache, exp); };
     auto get_mutex = [&]() { return c.locks->get(mkey); };
     if constexpr (std::is_copy_constructible_v<std::decay_t<F>>) {
       if (state_->opts.async_creation_runner) {
@@ -343,15 +247,16 @@ class CacheRegion {
           auto job = [state = state_, cp = &c, mkey, fn = std::decay_t<F>(creator),
                       should = opts.should_cache, exp]() mutable {
             CacheRegion r(state);
-            r.create_and_store<T>(*cp, mkey, fn, should, exp);
+            r.create_and_store<V>(*cp, mkey, fn, should, exp);
           };
-          state_->opts.async_creation_runner(std::string(key), std::move(job), std::move(h));
+          state_->opts.async_creation_runner(std::string(key), std::move(job),
+                                             reporting_handle(std::move(h), key));
         };
-        return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, async, true, lo, exp,
+        return detail::run_dogpile_lock<V>(get_mutex, value_fn, create, async, true, lo, exp,
                                            observe);
       }
     }
-    return detail::run_dogpile_lock<T>(get_mutex, value_fn, create, nullptr, false, lo, exp,
+    return detail::run_dogpile_lock<V>(get_mutex, value_fn, create, nullptr, false, lo, exp,
                                        observe);
   }
 
@@ -424,12 +329,12 @@ class CacheRegion {
     return state_->opts.key_mangler ? state_->opts.key_mangler(key) : std::string(key);
   }
 
-  // ---- decorators (defined in decorator.hpp) ---------------------------------------------
+  // ---- decorators (defined in decorator.hpp: include <dogpile/decorator.hpp> to use them) --
 
   /// Memoizes `fn` in this region: key = namespace + "|" + arguments (see decorator.hpp).
   template <class F>
   CachedFunction<std::decay_t<F>> cache_on_arguments(
-      std::string ns, F&& fn, DecoratorOptions<detail::fn_result_t<F>> opts = {}) const;
+      std::string ns, F&& fn, DecoratorOptions<detail::cached_result_t<F>> opts = {}) const;
   /// Memoizes a function of many keys, one cache entry per argument (see decorator.hpp).
   template <class F>
   CachedMultiFunction<std::decay_t<F>> cache_multi_on_arguments(
@@ -449,37 +354,40 @@ class CacheRegion {
 
   explicit CacheRegion(std::shared_ptr<detail::RegionState> s) : state_(std::move(s)) {}
 
+  /// "region 'users'" (or "an unnamed region") for error messages.
+  [[nodiscard]] std::string region_label() const {
+    return state_->opts.name.empty() ? std::string("an unnamed region")
+                                     : "region '" + state_->opts.name + "'";
+  }
+
   const detail::RegionConfig& cfg() const {
     const auto* c = state_->config.load(std::memory_order_acquire);
-    if (c == nullptr)
-      detail::throw_error<RegionNotConfigured>("No backend is configured on this region.");
+    if (c == nullptr) throw_not_configured();
     return *c;
   }
-
-  static Expiration expiration_from_json(const nlohmann::json& v) {
-    if (v.is_null()) return {};
-    if (v.is_number_integer()) return std::chrono::seconds(v.get<long long>());
-    if (v.is_number()) {
-      return std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::duration<double>(v.get<double>()));
-    }
-    detail::throw_error<ValidationError>("expiration_time is not a number or timedelta.");
+  [[noreturn]] void throw_not_configured() const {
+    detail::throw_error<RegionNotConfigured>(
+        region_label() +
+        " has no backend yet: call region.configure(\"memory\", {...}) (or another backend) "
+        "before using it");
   }
 
-  void check_not_configured(const ConfigureOptions& opts, std::string_view what) const {
+  void check_not_configured(const ConfigureOptions& opts) const {
     const auto* c = state_->config.load(std::memory_order_acquire);
     if (c && !opts.replace_existing_backend) {
       detail::throw_error<RegionAlreadyConfigured>(
-          "This region is already configured with backend: " + std::string(what) +
-          ".  Specify replace_existing_backend=True to replace.");
+          region_label() + " is already configured with the '" + c->backend_name +
+          "' backend; to replace it, pass .replace_existing_backend = true in ConfigureOptions");
     }
   }
 
-  CacheRegion& install(std::shared_ptr<CacheBackend> backend, const ConfigureOptions& opts) {
+  CacheRegion& install(std::shared_ptr<CacheBackend> backend, const ConfigureOptions& opts,
+                       std::string backend_name) {
     std::lock_guard lk(state_->configure_mutex);
-    check_not_configured(opts, "<new backend>");
+    check_not_configured(opts);
     auto cfgp = std::make_unique<detail::RegionConfig>();
     cfgp->actual_backend = backend;
+    cfgp->backend_name = std::move(backend_name);
     // wrap = {A, B} gives A(B(backend)): apply in reverse so the first is outermost.
     for (auto it = opts.wrap.rbegin(); it != opts.wrap.rend(); ++it) {
       if (!*it) detail::throw_error<ValidationError>("wrap: null proxy");
@@ -544,6 +452,9 @@ class CacheRegion {
       case RegionEvent::Kind::backend_error:
         s.backend_errors.fetch_add(1, r);
         break;
+      case RegionEvent::Kind::lock_lost:
+        s.locks_lost.fetch_add(1, r);
+        break;
     }
     if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d});
   }
@@ -564,41 +475,16 @@ class CacheRegion {
   }
 
   template <class T>
-  static std::optional<Cached<T>> from_object(const std::optional<StoredObject>& o,
-                                              std::string_view mkey) {
-    if (!o) return std::nullopt;
-    if (o->type != typeid(T)) {
-      detail::throw_error<TypeMismatch>("cache key '" + std::string(mkey) +
-                                        "' holds a value of another type than requested");
-    }
-    return Cached<T>{*static_cast<const T*>(o->payload.get()), from_unix_seconds(o->meta.ct),
-                     std::chrono::duration<double>(o->meta.delta)};
-  }
-  template <class T>
-  std::optional<Cached<T>> from_bytes(const std::optional<std::string>& b,
-                                      bool check_version) const {
-    if (!b) return std::nullopt;
-    try {
-      Unpacked u = unpack_envelope(*b);
-      if (check_version && u.meta.v != 2) return std::nullopt;  // dogpile version mismatch = miss
-      return Cached<T>{Codec<T>::decode(u.payload, state_->opts.codec.format),
-                       from_unix_seconds(u.meta.ct), std::chrono::duration<double>(u.meta.delta)};
-    } catch (const CantDeserialize&) {
-      return std::nullopt;  // undecodable bytes are a miss (dogpile's CantDeserializeException)
-    }
-  }
-
-  template <class T>
   std::optional<Cached<T>> fetch(const detail::RegionConfig& c, const std::string& mkey,
                                  bool check_version) const {
     if (c.stores_objects) {
-      return from_object<T>(guarded([&] { return c.backend->get_object(mkey); },
-                                    [] { return std::optional<StoredObject>{}; }),
-                            mkey);
+      return detail::from_object<T>(guarded([&] { return c.backend->get_object(mkey); },
+                                            [] { return std::optional<StoredObject>{}; }),
+                                    mkey);
     }
-    return from_bytes<T>(
+    return detail::from_bytes<T>(
         guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; }),
-        check_version);
+        check_version, state_->opts.codec, mkey, c.backend_name);
   }
   template <class T>
   std::vector<std::optional<Cached<T>>> fetch_multi(const detail::RegionConfig& c,
@@ -609,12 +495,16 @@ class CacheRegion {
     if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
                           [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); });
-      for (std::size_t i = 0; i < mkeys.size(); ++i)
-        out.push_back(from_object<T>(objs[i], mkeys[i]));
+      for (std::size_t i = 0; i < mkeys.size(); ++i) {
+        out.push_back(detail::from_object<T>(objs[i], mkeys[i]));
+      }
     } else {
       auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
                            [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
-      for (auto& b : bytes) out.push_back(from_bytes<T>(b, check_version));
+      for (std::size_t i = 0; i < mkeys.size(); ++i) {
+        out.push_back(detail::from_bytes<T>(bytes[i], check_version, state_->opts.codec, mkeys[i],
+                                            c.backend_name));
+      }
     }
     return out;
   }
@@ -623,10 +513,10 @@ class CacheRegion {
   void store(const detail::RegionConfig& c, const std::string& mkey, const T& value,
              const Metadata& meta) const {
     if (c.stores_objects) {
-      StoredObject o{std::make_shared<const T>(value), typeid(T), meta, sizeof(T)};
+      StoredObject o = detail::to_object(value, meta);
       guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {});
     } else {
-      std::string bytes = encode_value(value, meta, state_->opts.codec);
+      std::string bytes = detail::to_bytes(value, meta, state_->opts.codec, c.backend_name);
       guarded([&] { c.backend->set(mkey, bytes); }, [] {});
     }
   }
@@ -638,8 +528,7 @@ class CacheRegion {
       std::vector<ObjectItem> objs;
       objs.reserve(items.size());
       for (const auto& [k, v] : items) {
-        objs.emplace_back(needs_mangling ? mangle(k) : k,
-                          StoredObject{std::make_shared<const T>(v), typeid(T), meta, sizeof(T)});
+        objs.emplace_back(needs_mangling ? mangle(k) : k, detail::to_object(v, meta));
       }
       guarded([&] { c.backend->set_objects(objs); }, [] {});
     } else {
@@ -647,7 +536,7 @@ class CacheRegion {
       bytes.reserve(items.size());
       for (const auto& [k, v] : items) {
         bytes.emplace_back(needs_mangling ? mangle(k) : k,
-                           encode_value(v, meta, state_->opts.codec));
+                           detail::to_bytes(v, meta, state_->opts.codec, c.backend_name));
       }
       guarded([&] { c.backend->set_multi(bytes); }, [] {});
     }
@@ -717,7 +606,30 @@ class CacheRegion {
         count(RegionEvent::Kind::miss, key);
         count(RegionEvent::Kind::created, key);
         break;
+      case LockEvent::lease_lost:
+        report_lease_lost(key);
+        break;
     }
+  }
+
+  /// A lock whose lease ran out under a creator: the value is fine, so the caller gets it; the
+  /// loss goes to the statistics, the listener and the error callback.
+  void report_lease_lost(std::string_view key) const {
+    count(RegionEvent::Kind::lock_lost, key);
+    if (const auto& cb = state_->opts.on_backend_error.callback) {
+      cb(LockError(region_label() + ": the dogpile lock of key '" + std::string(key) +
+                   "' lost its lease before the creator finished (another creator may have run "
+                   "at the same time); raise the backend's lock_timeout above the creator's "
+                   "run time"));
+    }
+  }
+
+  /// Wraps an acquired mutex handed to the async runner, so that a lease lost while the job
+  /// runs is reported like a synchronous one instead of vanishing in a destructor.
+  MutexHandle reporting_handle(MutexHandle h, std::string_view key) const {
+    return MutexHandle::adopt(std::make_shared<detail::ReportingMutex>(
+        h.disown(),
+        [state = state_, k = std::string(key)] { CacheRegion(state).report_lease_lost(k); }));
   }
 
   std::shared_ptr<detail::RegionState> state_;
@@ -736,7 +648,6 @@ std::vector<T> CacheRegion::get_or_create_multi(
   const auto& c = cfg();
   const auto exp = effective_expiration(c, opts.expiration_time);
   const auto now = [&] { return state_->clock(); };
-  const auto expired = [&](const Cached<T>& v) { return exp && (now() - v.created) > *exp; };
 
   // Sorted unique keys: locks are always taken in this order, so two multi calls cannot
   // deadlock; creation happens in this order too (as dogpile).
@@ -757,41 +668,43 @@ std::vector<T> CacheRegion::get_or_create_multi(
     }
   }
 
+  // Each key goes through the same decision table as get_or_create (lock.hpp's rows).
+  const LockOptions& lo = state_->lock_options;
   std::vector<MutexHandle> held;
   std::vector<std::size_t> to_create;
   for (std::size_t i = 0; i < sorted.size(); ++i) {
     auto& v = snapshot[i];
-    if (v && !expired(*v)) {
-      count(RegionEvent::Kind::hit, sorted[i]);
+    const auto emit = [&](LockEvent e, std::chrono::nanoseconds d) {
+      on_lock_event(e, sorted[i], d);
+    };
+    const TimePoint t = now();
+    if (v && !detail::is_expired(exp, v->created, t)) {
+      if (!detail::wants_early_refresh(lo, exp, v->created, v->delta, t)) {
+        count(RegionEvent::Kind::hit, sorted[i]);
+        continue;
+      }
+      auto m = c.locks->get(mkeys[i]);  // early refresh: nobody waits for a good value
+      if (!m->acquire(false)) {
+        count(RegionEvent::Kind::hit, sorted[i]);
+        continue;
+      }
+      held.push_back(MutexHandle::adopt(std::move(m)));
+      to_create.push_back(i);
       continue;
     }
     auto m = c.locks->get(mkeys[i]);
-    // Expired: only the caller that wins the try-lock regenerates, the others get the stale
-    // value, unless the stale policy says to wait for a fresh one (as in get_or_create, which
-    // this loop used to ignore): then it is handled like a missing value below.
-    const auto& sp = state_->opts.stale_policy;
-    const bool may_serve_stale = v && (sp.kind == StalePolicy::Kind::serve_stale ||
-                                       (sp.kind == StalePolicy::Kind::serve_stale_for &&
-                                        (now() - v->created) - *exp <= sp.max_age));
-    if (may_serve_stale) {
+    if (v && detail::may_serve_stale(lo.stale_policy, exp, v->created, t)) {
       if (!m->acquire(false)) {
         count(RegionEvent::Kind::stale_served, sorted[i]);
         continue;
       }
     } else {
-      if (!m->acquire(false)) {
-        const auto t0 = std::chrono::steady_clock::now();
-        const bool ok = state_->opts.lock_timeout ? m->try_acquire_for(*state_->opts.lock_timeout)
-                                                  : m->acquire(true);
-        count(RegionEvent::Kind::lock_wait, sorted[i], std::chrono::steady_clock::now() - t0);
-        if (!ok)
-          throw TimeoutError("timed out waiting for the dogpile lock of '" + sorted[i] + "'");
-      }
+      detail::acquire_blocking(*m, lo, emit);
       // Re-read after waiting: another caller may have just created it (dogpile does not,
       // and creates it a second time).
       auto again = read_for_create<T>(c, mkeys[i], exp);
-      if (again && !expired(*again)) {
-        m->release();
+      if (again && !detail::is_expired(exp, again->created, now())) {
+        MutexHandle::adopt(std::move(m)).release();
         count(RegionEvent::Kind::hit, sorted[i]);
         v = std::move(again);
         continue;
@@ -827,7 +740,13 @@ std::vector<T> CacheRegion::get_or_create_multi(
     }
     if (!to_store.empty()) store_multi<T>(c, to_store, meta, false);
   }
-  held.clear();  // release every mutex (also on exceptions, via the handles' destructors)
+  // Release every mutex (on exceptions the handles' destructors do); a lease lost under the
+  // creator is reported, not thrown at a caller whose values are fine.
+  for (std::size_t j = 0; j < held.size(); ++j) {
+    detail::release_reporting(held[j], [&](LockEvent e, std::chrono::nanoseconds d) {
+      on_lock_event(e, sorted[to_create[j]], d);
+    });
+  }
 
   std::vector<T> out;
   out.reserve(keys.size());
@@ -840,5 +759,3 @@ std::vector<T> CacheRegion::get_or_create_multi(
 }
 
 }  // namespace dogpile
-
-#include "dogpile/decorator.hpp"

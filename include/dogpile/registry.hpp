@@ -1,9 +1,12 @@
 #pragma once
 /// @file registry.hpp
-/// The backend registry: `configure("memory", …)` looks names up here. Built-in names:
-/// `memory`, `memory_serialized`, `null` (core); `disk`, `fanout` (dogpile::disk, registered
-/// when `<dogpile/backends/disk.hpp>` is included); and so on for the other components.
-/// `dogpile.cache.<name>` is accepted as an alias of `<name>`.
+/// The backend registry: `configure("memory", …)` looks names up here. Backends register
+/// themselves: including a backend's header registers its names (`memory`,
+/// `memory_serialized` and `null` come with `<dogpile/region.hpp>`; `disk` and `fanout` with
+/// `<dogpile/backends/disk.hpp>`, and so on). A program that reads its backend name from a
+/// config file calls `dogpile::register_all_backends()` from `<dogpile/all.hpp>` once, which
+/// covers every component that was built. `dogpile.cache.<name>` is accepted as an alias of
+/// `<name>`.
 
 #include <functional>
 #include <map>
@@ -11,12 +14,12 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/backends/memory.hpp"
-#include "dogpile/backends/null.hpp"
+#include "dogpile/detail/did_you_mean.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile {
@@ -27,27 +30,29 @@ using BackendFactory =
     std::function<std::shared_ptr<CacheBackend>(const nlohmann::json& arguments)>;
 
 namespace detail {
-/// Components that are compiled libraries say so, so a missing one gets a helpful message.
-inline const char* component_of(std::string_view name) {
-  if (name == "disk" || name == "fanout")
-    return "dogpile::disk (include <dogpile/backends/disk.hpp>)";
-  if (name == "redis" || name == "redis_sentinel" || name == "redis_cluster")
-    return "dogpile::redis";
-  if (name == "memcached") return "dogpile::memcached";
-  if (name == "dbm") return "dogpile::dbm";
-  return nullptr;
-}
+
+/// Where a backend name that is not registered comes from, so the error says what to do.
+struct BackendHint {
+  std::string_view name;       ///< the registered name
+  std::string_view component;  ///< the CMake target that provides it
+  std::string_view header;     ///< the header whose inclusion registers it
+};
+inline constexpr BackendHint kBackendHints[] = {
+    {"memory", "dogpile::core", "dogpile/backends/memory.hpp"},
+    {"memory_serialized", "dogpile::core", "dogpile/backends/memory.hpp"},
+    {"null", "dogpile::core", "dogpile/backends/null.hpp"},
+    {"disk", "dogpile::disk", "dogpile/backends/disk.hpp"},
+    {"fanout", "dogpile::disk", "dogpile/backends/disk.hpp"},
+    {"redis", "dogpile::redis", "dogpile/backends/redis.hpp"},
+    {"redis_sentinel", "dogpile::redis", "dogpile/backends/redis.hpp"},
+    {"redis_cluster", "dogpile::redis", "dogpile/backends/redis.hpp"},
+    {"memcached", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
+    {"dbm", "dogpile::dbm", "dogpile/backends/dbm.hpp"},
+};
 
 struct Registry {
   std::mutex mutex;
   std::map<std::string, BackendFactory, std::less<>> factories;
-  Registry() {
-    factories["memory"] = [](const nlohmann::json& a) { return MemoryBackend::from_arguments(a); };
-    factories["memory_serialized"] = [](const nlohmann::json& a) {
-      return MemorySerializedBackend::from_arguments(a);
-    };
-    factories["null"] = [](const nlohmann::json& a) { return NullBackend::from_arguments(a); };
-  }
   static Registry& instance() {
     static Registry r;
     return r;
@@ -59,6 +64,26 @@ inline std::string_view strip_alias(std::string_view name) {
   if (name.substr(0, prefix.size()) == prefix) name.remove_prefix(prefix.size());
   return name;
 }
+
+[[noreturn]] inline void throw_plugin_not_found(std::string_view name,
+                                                const std::vector<std::string>& known) {
+  const std::string_view bare = strip_alias(name);
+  std::string msg = "no cache backend named '" + std::string(name) + "'";
+  for (const auto& h : kBackendHints) {
+    if (h.name == bare) {
+      msg += ": it is provided by " + std::string(h.component) + "; link that target, include <" +
+             std::string(h.header) +
+             "> somewhere in the program (or call dogpile::register_all_backends() from "
+             "<dogpile/all.hpp>)";
+      throw_error<PluginNotFound>(msg);
+    }
+  }
+  msg += did_you_mean(bare, known);
+  msg += " (registered: " + join_names(known) +
+         "; add your own with dogpile::register_backend(name, factory))";
+  throw_error<PluginNotFound>(msg);
+}
+
 }  // namespace detail
 
 /// Adds (or replaces) a backend under `name`. Thread-safe.
@@ -75,8 +100,19 @@ inline bool is_backend_registered(std::string_view name) {
   return r.factories.find(detail::strip_alias(name)) != r.factories.end();
 }
 
+/// The registered names, sorted. Thread-safe.
+inline std::vector<std::string> registered_backends() {
+  auto& r = detail::Registry::instance();
+  std::lock_guard lk(r.mutex);
+  std::vector<std::string> out;
+  out.reserve(r.factories.size());
+  for (const auto& [name, f] : r.factories) out.push_back(name);
+  return out;
+}
+
 /// Creates the backend registered under `name` with `arguments`.
-/// @throws PluginNotFound for an unknown name; ValidationError for bad arguments.
+/// @throws PluginNotFound for an unknown name (the message lists the registered names and
+/// says what to include or link for a known one); ValidationError for bad arguments.
 inline std::shared_ptr<CacheBackend> make_backend(
     std::string_view name, const nlohmann::json& arguments = nlohmann::json::object()) {
   BackendFactory f;
@@ -86,16 +122,10 @@ inline std::shared_ptr<CacheBackend> make_backend(
     auto it = r.factories.find(detail::strip_alias(name));
     if (it != r.factories.end()) f = it->second;
   }
-  if (!f) {
-    std::string msg = "Couldn't find cache plugin to load: " + std::string(name);
-    if (const char* comp = detail::component_of(detail::strip_alias(name))) {
-      msg += " (it is provided by " + std::string(comp) + ")";
-    }
-    detail::throw_error<PluginNotFound>(msg);
-  }
+  if (!f) detail::throw_plugin_not_found(name, registered_backends());
   if (!arguments.is_null() && !arguments.is_object()) {
     detail::throw_error<ValidationError>("backend arguments for '" + std::string(name) +
-                                         "' must be a JSON object");
+                                         "' must be a JSON object, got " + arguments.dump());
   }
   return f(arguments.is_null() ? nlohmann::json::object() : arguments);
 }

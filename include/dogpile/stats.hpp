@@ -19,13 +19,23 @@ struct RegionStats {
   std::uint64_t lock_waits = 0;    ///< times a caller blocked on the dogpile lock
   std::chrono::nanoseconds lock_wait_time{0};  ///< total time blocked
   std::uint64_t backend_errors = 0;  ///< backend failures (propagated or treated as misses)
+  std::uint64_t locks_lost = 0;      ///< dogpile locks whose lease ran out under a running creator
 };
 
 /// One event, as the listener sees it.
 struct RegionEvent {
-  enum class Kind : std::uint8_t { hit, miss, stale_served, created, lock_wait, backend_error };
-  Kind kind;                             ///< what happened
-  std::string_view key;                  ///< the (unmangled) key, empty for multi-key events
+  /// The kinds of event.
+  enum class Kind : std::uint8_t {
+    hit,            ///< a fresh value was returned
+    miss,           ///< no usable value was found
+    stale_served,   ///< a stale value was returned while another caller regenerated
+    created,        ///< a creator ran
+    lock_wait,      ///< a caller blocked on the dogpile lock (`duration`)
+    backend_error,  ///< the backend failed
+    lock_lost,      ///< a dogpile lock's lease ran out under a running creator
+  };
+  Kind kind = Kind::hit;                 ///< what happened
+  std::string_view key{};                ///< the (unmangled) key, empty for multi-key events
   std::chrono::nanoseconds duration{0};  ///< lock_wait: time blocked
 };
 
@@ -36,18 +46,18 @@ namespace detail {
 /// The live counters. Relaxed atomics: counters, not synchronization.
 struct StatsCounters {
   std::atomic<std::uint64_t> hits{0}, misses{0}, stale_served{0}, creations{0}, lock_waits{0},
-      lock_wait_ns{0}, backend_errors{0};
+      lock_wait_ns{0}, backend_errors{0}, locks_lost{0};
   RegionStats snapshot() const {
     constexpr auto r = std::memory_order_relaxed;
-    return {hits.load(r),          misses.load(r),
-            stale_served.load(r),  creations.load(r),
-            lock_waits.load(r),    std::chrono::nanoseconds(lock_wait_ns.load(r)),
-            backend_errors.load(r)};
+    return {hits.load(r),           misses.load(r),
+            stale_served.load(r),   creations.load(r),
+            lock_waits.load(r),     std::chrono::nanoseconds(lock_wait_ns.load(r)),
+            backend_errors.load(r), locks_lost.load(r)};
   }
   void reset() {
     constexpr auto r = std::memory_order_relaxed;
-    for (auto* c :
-         {&hits, &misses, &stale_served, &creations, &lock_waits, &lock_wait_ns, &backend_errors}) {
+    for (auto* c : {&hits, &misses, &stale_served, &creations, &lock_waits, &lock_wait_ns,
+                    &backend_errors, &locks_lost}) {
       c->store(0, r);
     }
   }

@@ -129,7 +129,7 @@ TEMPLATE_TEST_CASE("RegionTest: dupe_config raises RegionAlreadyConfigured", "[r
   TestRegion<TestType> t;
   CHECK_THROWS_AS(t.region.configure("memory"), dogpile::RegionAlreadyConfigured);
   CHECK_THROWS_WITH(t.region.configure("memory"),
-                    Catch::Contains("Specify replace_existing_backend=True to replace."));
+                    Catch::Contains("pass .replace_existing_backend = true"));
   CHECK_THROWS_AS(t.region.configure(std::make_shared<dogpile::MemoryBackend>()),
                   dogpile::RegionAlreadyConfigured);
 }
@@ -160,7 +160,7 @@ TEST_CASE("RegionTest: nothing_is_configured", "[region]") {
   auto r = dogpile::make_region();
   CHECK_FALSE(r.is_configured());
   CHECK_THROWS_AS(r.backend(), dogpile::RegionNotConfigured);
-  CHECK_THROWS_WITH(r.backend(), "No backend is configured on this region.");
+  CHECK_THROWS_WITH(r.backend(), Catch::Contains("has no backend yet: call region.configure("));
   CHECK_THROWS_AS(r.get<int>("x"), dogpile::RegionNotConfigured);
   CHECK_THROWS_AS(r.get_or_create("x", [] { return 1; }), dogpile::RegionNotConfigured);
   CHECK_THROWS_AS(r.set("x", 1), dogpile::RegionNotConfigured);
@@ -175,7 +175,8 @@ TEST_CASE("RegionTest: bad_backend raises PluginNotFound", "[region]") {
   auto r = dogpile::make_region();
   CHECK_THROWS_AS(r.configure("fake.fake.fake"), dogpile::PluginNotFound);
   CHECK_THROWS_WITH(r.configure("fake.fake.fake"),
-                    "Couldn't find cache plugin to load: fake.fake.fake");
+                    Catch::StartsWith("no cache backend named 'fake.fake.fake'") &&
+                        Catch::Contains("registered: ") && Catch::Contains("memory"));
   CHECK_FALSE(r.is_configured());
   // the dogpile.cache. alias resolves
   r.configure("dogpile.cache.memory");

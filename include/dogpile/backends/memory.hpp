@@ -8,7 +8,8 @@
 /// Bounds are split evenly over the shards and enforced per shard, so the totals are never
 /// exceeded; the eviction order is exact within a shard (use `shards = 1` for a global order).
 /// The weight of an entry is its key length plus its value length (bytes) or
-/// `StoredObject::size_hint` (objects). An entry heavier than a shard's share of `max_bytes`
+/// `StoredObject::size_hint` (objects: what `dogpile::Weigher<T>` says the object owns, see
+/// weigher.hpp). An entry heavier than a shard's share of `max_bytes`
 /// is not stored.
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,6 +28,7 @@
 #include "dogpile/backend.hpp"
 #include "dogpile/detail/eviction.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/registry.hpp"
 
 namespace dogpile {
 
@@ -183,7 +186,8 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
-  explicit MemoryBackend(MemoryOptions opts = {}) : opts_(opts), map_(opts) {}
+  explicit MemoryBackend(MemoryOptions opts = {})
+      : CacheBackend("memory"), opts_(opts), map_(opts) {}
   /// Arguments (JSON object, not modified): `shards` (positive integer), `max_entries`,
   /// `max_bytes` (non-negative integers, 0 = unbounded), `eviction` ("tiny_lfu" | "lru").
   /// @throws ValidationError naming the bad or unknown option.
@@ -235,7 +239,8 @@ class MemoryBackend final : public CacheBackend {
 class MemorySerializedBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
-  explicit MemorySerializedBackend(MemoryOptions opts = {}) : opts_(opts), map_(opts) {}
+  explicit MemorySerializedBackend(MemoryOptions opts = {})
+      : CacheBackend("memory_serialized"), opts_(opts), map_(opts) {}
   /// Same arguments as `MemoryBackend::from_arguments`. @throws ValidationError.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
     return std::make_shared<MemorySerializedBackend>(detail::memory_options_from_json(a));
@@ -265,5 +270,23 @@ class MemorySerializedBackend final : public CacheBackend {
   MemoryOptions opts_;
   detail::ShardedStore<std::string> map_;
 };
+
+/// Registers `memory` and `memory_serialized` (idempotent, thread-safe). Runs before `main` in
+/// every program that includes this header.
+inline void register_memory_backends() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_backend("memory",
+                     [](const nlohmann::json& a) { return MemoryBackend::from_arguments(a); });
+    register_backend("memory_serialized", [](const nlohmann::json& a) {
+      return MemorySerializedBackend::from_arguments(a);
+    });
+  });
+}
+
+namespace detail {
+/// Makes `configure("memory", …)` work for any program that includes this header.
+inline const bool memory_backends_registered = (register_memory_backends(), true);
+}  // namespace detail
 
 }  // namespace dogpile

@@ -4,16 +4,20 @@
 /// a decorated function recomputes on every call. Useful to switch caching off by config.
 
 #include <memory>
+#include <mutex>
 
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/registry.hpp"
 
 namespace dogpile {
 
 /// Stores nothing. Thread-safe (stateless).
 class NullBackend final : public CacheBackend {
  public:
+  /// A backend named "null".
+  NullBackend() : CacheBackend("null") {}
   /// Takes no arguments; any given are ignored (as dogpile).
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& /*arguments*/) {
     return std::make_shared<NullBackend>();
@@ -32,5 +36,20 @@ class NullBackend final : public CacheBackend {
   }
   void do_set_object(std::string_view /*key*/, StoredObject /*obj*/) override {}
 };
+
+/// Registers `null` (idempotent, thread-safe). Runs before `main` in every program that
+/// includes this header.
+inline void register_null_backend() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_backend("null",
+                     [](const nlohmann::json& a) { return NullBackend::from_arguments(a); });
+  });
+}
+
+namespace detail {
+/// Makes `configure("null", …)` work for any program that includes this header.
+inline const bool null_backend_registered = (register_null_backend(), true);
+}  // namespace detail
 
 }  // namespace dogpile

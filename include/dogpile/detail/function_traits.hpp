@@ -3,6 +3,7 @@
 // std::function), so decorators can name the value type without the caller spelling it.
 
 #include <functional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -37,6 +38,11 @@ struct function_traits<F, std::void_t<decltype(&F::operator())>>
 
 template <class F>
 using fn_result_t = std::decay_t<typename function_traits<std::decay_t<F>>::result>;
+/// What a region caches for `F`'s result: a C string becomes `std::string`.
+template <class F>
+using cached_result_t = std::conditional_t<std::is_same_v<fn_result_t<F>, const char*> ||
+                                               std::is_same_v<fn_result_t<F>, char*>,
+                                           std::string, fn_result_t<F>>;
 template <class F, std::size_t I>
 using fn_arg_t =
     std::decay_t<std::tuple_element_t<I, typename function_traits<std::decay_t<F>>::args>>;
