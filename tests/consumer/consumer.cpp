@@ -4,6 +4,7 @@
 // sees dogpile's behaviour. Exit code = the first failed check.
 #include <dogpile/dogpile.hpp>
 #ifdef DOGPILE_CONSUMER_DISK
+#include <dogpile/all.hpp>
 #include <dogpile/backends/disk.hpp>
 #include <dogpile/disk/cache.hpp>
 #include <dogpile/disk/fanout.hpp>
@@ -169,6 +170,15 @@ int main() {
   check(disk_region.get_or_create("k", [] { return std::string("v"); }) == "v" &&
             disk_region.get<std::string>("k") == "v",
         26, "disk region backend");
+  // A config-driven program: every backend of the installation by one call.
+  dogpile::register_all_backends();
+  dogpile::CacheRegion from_config = dogpile::make_region({.name = "config"});
+  from_config.configure_from_config({{"cache.backend", "fanout"},
+                                     {"cache.expiration_time", "600"},
+                                     {"cache.arguments.directory", (dir / "cfg").string()},
+                                     {"cache.arguments.shards", "2"}},
+                                    "cache.");
+  check(from_config.get_or_create("k", [] { return 7; }) == 7, 27, "register_all_backends");
   std::filesystem::remove_all(dir);
   std::cout << "disk ";
 #endif
