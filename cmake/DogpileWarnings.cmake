@@ -1,7 +1,15 @@
-# Warnings for the project's own targets only (never for consumers): PRIVATE, as errors.
+# Warnings for the project's own targets only (never for consumers): always PRIVATE.
+#
+# Warnings are errors only under DOGPILE_WERROR (fmt's FMT_WERROR): the dev, sanitizer and
+# release presets and CI turn it on; a plain build, an add_subdirectory or a FetchContent
+# consumer leaves it off, because another compiler or optimisation level warns where ours does
+# not (gcc 12 emits -Wrestrict false positives at -O2) and a user's build must not break on it.
+option(DOGPILE_WERROR "Treat compiler warnings of dogpile's own targets as errors" OFF)
+
 function(dogpile_set_warnings target)
   target_compile_options(${target} PRIVATE
-    -Wall -Wextra -Wpedantic -Wconversion -Wshadow -Wnon-virtual-dtor -Werror
+    -Wall -Wextra -Wpedantic -Wconversion -Wshadow -Wnon-virtual-dtor
+    $<$<BOOL:${DOGPILE_WERROR}>:-Werror>
     # Designated initializers that omit fields are the API style of the option structs.
     -Wno-missing-field-initializers
     # gcc 12 reports std::function / std::regex members as "may be used uninitialized" at -O1/-O2
