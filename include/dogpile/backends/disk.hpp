@@ -56,27 +56,26 @@ namespace dogpile {
 
 /// Settings of the cross-process dogpile lock of the `disk` / `fanout` backends. Plain aggregate.
 struct DiskLockOptions {
-  std::chrono::milliseconds lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key
-                                                                          ///< expires after this
-  std::chrono::milliseconds lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
+  Duration lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key expires after this
+  Duration lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
   std::string lock_prefix = "_lock";  ///< prepended to the key to name the lock key
 };
 
 /// Options of `DiskBackend`. Plain aggregate.
 struct DiskBackendOptions {
-  std::filesystem::path directory;  ///< the cache directory (required)
-  DiskCacheOptions cache;  ///< DiskCache settings (size_limit, eviction_policy, timeout…)
-  std::optional<std::chrono::milliseconds> expire;  ///< native TTL of stored values; none = never
-  DiskLockOptions lock;                             ///< the dogpile lock
+  std::filesystem::path directory{};  ///< the cache directory (required)
+  DiskCacheOptions cache{};  ///< DiskCache settings (size_limit, eviction_policy, timeout…)
+  std::optional<Duration> expire{};  ///< native TTL of stored values; none = never
+  DiskLockOptions lock{};            ///< the dogpile lock
 };
 
 /// Options of `FanoutBackend`. Plain aggregate. Note `cache.timeout` defaults to diskcache's
 /// 10 ms per shard; `from_arguments` uses 1 s unless `timeout` is given.
 struct FanoutBackendOptions {
-  std::filesystem::path directory;  ///< the fanout directory (required)
-  FanoutCacheOptions cache;         ///< FanoutCache settings (shards, size_limit, timeout…)
-  std::optional<std::chrono::milliseconds> expire;  ///< native TTL of stored values; none = never
-  DiskLockOptions lock;                             ///< the dogpile lock
+  std::filesystem::path directory{};  ///< the fanout directory (required)
+  FanoutCacheOptions cache{};         ///< FanoutCache settings (shards, size_limit, timeout…)
+  std::optional<Duration> expire{};   ///< native TTL of stored values; none = never
+  DiskLockOptions lock{};             ///< the dogpile lock
 };
 
 /// The `disk` backend: a `DiskCache` directory. See the file comment.
