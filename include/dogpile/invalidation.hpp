@@ -16,6 +16,7 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "dogpile/duration.hpp"
 
 namespace dogpile {
 
@@ -99,8 +100,8 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
 
  private:
   struct State {
-    TimePoint at;
-    bool hard;
+    TimePoint at{};
+    bool hard = true;
   };
   std::optional<State> current() const {
     const auto now = clock_();
@@ -136,9 +137,9 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
 /// `shared_invalidation` (stored in the backend), or a custom strategy object.
 struct InvalidationMode {
   enum class Kind : unsigned char { local, shared, custom };
-  Kind kind = Kind::local;                               ///< which
-  std::chrono::milliseconds poll{1000};                  ///< shared: re-read interval
-  std::shared_ptr<RegionInvalidationStrategy> strategy;  ///< custom: the strategy
+  Kind kind = Kind::local;                                 ///< which
+  Duration poll = std::chrono::seconds(1);                 ///< shared: re-read interval
+  std::shared_ptr<RegionInvalidationStrategy> strategy{};  ///< custom: the strategy
 };
 /// Per-process invalidation (dogpile's DefaultInvalidationStrategy).
 inline const InvalidationMode local_invalidation{};

@@ -394,7 +394,7 @@ inline std::vector<std::string> default_multi_key_generator(std::string_view ns,
 /// The default function key generator bound to a namespace: calling it with the function's
 /// arguments returns `make_key(ns, args...)`. Copyable; thread-safe.
 struct BoundKeyGenerator {
-  std::string ns;  ///< the namespace, e.g. "app.get_user"
+  std::string ns{};  ///< the namespace, e.g. "app.get_user"
 
   /// The key for these arguments.
   template <KeyStringable... Args>
@@ -406,7 +406,7 @@ struct BoundKeyGenerator {
 /// The default multi-key generator bound to a namespace: one key per argument
 /// (`make_keys(ns, args...)`). Copyable; thread-safe.
 struct BoundMultiKeyGenerator {
-  std::string ns;  ///< the namespace, e.g. "app.get_users"
+  std::string ns{};  ///< the namespace, e.g. "app.get_users"
 
   /// One key per argument, in order.
   template <KeyStringable... Args>
