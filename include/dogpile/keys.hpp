@@ -8,7 +8,7 @@
 /// cache the same function under the same namespace compute the same keys:
 /// `namespace + "|" + " ".join(str(arg) for arg in args)`. `to_key_string(x)` is Python's
 /// `str(x)`: `1` → `"1"`, `1.0` → `"1.0"`, `true` → `"True"`, `std::nullopt` → `"None"`,
-/// `std::tuple{1, "a"}` → `"(1, 'a')"`, `std::vector{1, 2}` → `"[1, 2]"`.
+/// `std::vector{1, 2}` → `"[1, 2]"`, `std::tuple{1, "a"}` → `"(1, 'a')"`.
 
 #include <array>
 #include <charconv>

@@ -99,13 +99,21 @@ class DiskBackend final : public CacheBackend {
   [[nodiscard]] const DiskBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
+  /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.
   void do_set(std::string_view key, std::string_view value) override;
+  /// Deletes `key` if present.
   void do_erase(std::string_view key) override;
+  /// One read snapshot for every key.
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
+  /// One write transaction for every item.
   void do_set_multi(std::span<const BytesItem> items) override;
+  /// One write transaction for every key.
   void do_erase_multi(std::span<const std::string> keys) override;
+  /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// True: the lock is a lease that expires after `lock_timeout`.
   [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:
@@ -129,13 +137,21 @@ class FanoutBackend final : public CacheBackend {
   [[nodiscard]] const FanoutBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
+  /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.
   void do_set(std::string_view key, std::string_view value) override;
+  /// Deletes `key` if present.
   void do_erase(std::string_view key) override;
+  /// One read snapshot for every key.
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
+  /// One write transaction for every item.
   void do_set_multi(std::span<const BytesItem> items) override;
+  /// One write transaction for every key.
   void do_erase_multi(std::span<const std::string> keys) override;
+  /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// True: the lock is a lease that expires after `lock_timeout`.
   [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:

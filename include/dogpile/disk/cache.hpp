@@ -129,6 +129,7 @@ class DiskCache;
 /// or rolls back if it runs during stack unwinding. Not shareable between threads. Movable.
 class Transaction {
  public:
+  /// Takes over `other`'s transaction; `other` no longer commits or rolls back.
   Transaction(Transaction&& other) noexcept;
   Transaction& operator=(Transaction&&) = delete;
   Transaction(const Transaction&) = delete;
@@ -158,6 +159,8 @@ class Transaction {
 template <class Cache, class F>
 class Memoized {
  public:
+  /// Wraps `fn`, caching its results in `cache` under keys `[name, args…]` (see
+  /// `DiskCache::memoize`, which builds this).
   Memoized(Cache cache, std::string name, F fn, MemoizeOptions opts)
       : cache_(std::move(cache)),
         name_(std::move(name)),
@@ -210,8 +213,11 @@ class DiskCache {
   explicit DiskCache(const std::filesystem::path& directory, DiskCacheOptions options = {});
   /// Copies share the same open cache.
   DiskCache(const DiskCache&) = default;
+  /// Copies share the same open cache.
   DiskCache& operator=(const DiskCache&) = default;
+  /// Moves the handle; the moved-from handle must not be used again.
   DiskCache(DiskCache&&) noexcept = default;
+  /// Moves the handle; the moved-from handle must not be used again.
   DiskCache& operator=(DiskCache&&) noexcept = default;
   /// The last handle flushes buffered updates and closes the connections.
   ~DiskCache();

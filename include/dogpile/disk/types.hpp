@@ -79,9 +79,11 @@ class Key {
   template <std::floating_point F>
   Key(F v) : v_(static_cast<double>(v)) {}  // NOLINT(google-explicit-constructor)
   /// A text key (Python str; SQLite TEXT).
-  Key(std::string v) : v_(std::move(v)) {}         // NOLINT(google-explicit-constructor)
+  Key(std::string v) : v_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
+  /// A text key from a view (all `v.size()` characters).
   Key(std::string_view v) : v_(std::string(v)) {}  // NOLINT(google-explicit-constructor)
-  Key(const char* v) : v_(std::string(v)) {}       // NOLINT(google-explicit-constructor)
+  /// A text key from a NUL-terminated string.
+  Key(const char* v) : v_(std::string(v)) {}  // NOLINT(google-explicit-constructor)
   /// A bytes key (Python bytes; SQLite BLOB).
   Key(Bytes v) : v_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
   /// From the variant.
@@ -89,9 +91,13 @@ class Key {
 
   /// The stored alternative.
   [[nodiscard]] const Variant& value() const noexcept { return v_; }
+  /// True for an integer key.
   [[nodiscard]] bool is_int() const noexcept { return v_.index() == 0; }
+  /// True for a floating-point key.
   [[nodiscard]] bool is_real() const noexcept { return v_.index() == 1; }
+  /// True for a text key.
   [[nodiscard]] bool is_text() const noexcept { return v_.index() == 2; }
+  /// True for a bytes key.
   [[nodiscard]] bool is_bytes() const noexcept { return v_.index() == 3; }
   /// The integer (throws std::bad_variant_access if not an int key).
   [[nodiscard]] std::int64_t as_int() const { return std::get<0>(v_); }
@@ -101,7 +107,7 @@ class Key {
   [[nodiscard]] const std::string& as_text() const { return std::get<2>(v_); }
   /// The bytes (throws std::bad_variant_access if not a bytes key).
   [[nodiscard]] const Bytes& as_bytes() const { return std::get<3>(v_); }
-  /// A Python-like repr for messages and the CLI: `42`, `1.5`, `'text'`, `b'\x00ab'`.
+  /// A Python-like repr for messages and the CLI: `42`, `1.5`, `'text'`, `b'\\x00ab'`.
   [[nodiscard]] std::string repr() const;
 
   friend bool operator==(const Key&, const Key&) = default;
