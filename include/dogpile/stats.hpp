@@ -23,15 +23,7 @@ struct RegionStats {
 
 /// One event, as the listener sees it.
 struct RegionEvent {
-  /// What happened.
-  enum class Kind : std::uint8_t {
-    hit,            ///< a fresh value was returned
-    miss,           ///< no usable value was found
-    stale_served,   ///< a stale value was returned while another caller regenerated
-    created,        ///< the creator ran
-    lock_wait,      ///< a caller blocked on the dogpile lock (`duration`)
-    backend_error,  ///< the backend failed
-  };
+  enum class Kind : std::uint8_t { hit, miss, stale_served, created, lock_wait, backend_error };
   Kind kind = Kind::hit;                 ///< what happened
   std::string_view key{};                ///< the (unmangled) key, empty for multi-key events
   std::chrono::nanoseconds duration{0};  ///< lock_wait: time blocked
