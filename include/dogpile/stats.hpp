@@ -24,8 +24,8 @@ struct RegionStats {
 /// One event, as the listener sees it.
 struct RegionEvent {
   enum class Kind : std::uint8_t { hit, miss, stale_served, created, lock_wait, backend_error };
-  Kind kind = Kind::hit;                 ///< what happened
-  std::string_view key{};                ///< the (unmangled) key, empty for multi-key events
+  Kind kind;                             ///< what happened
+  std::string_view key;                  ///< the (unmangled) key, empty for multi-key events
   std::chrono::nanoseconds duration{0};  ///< lock_wait: time blocked
 };
 
