@@ -380,7 +380,7 @@ int cmd_set(AnyCache& c, const Args& a) {
   const auto value = typed(a.positional[1], a.value_type, "value");
   dogpile::SetOptions o;
   if (a.expire) {
-    o.expire = std::chrono::milliseconds(static_cast<std::int64_t>(*a.expire * 1000.0));
+    o.expire = std::chrono::duration<double>(*a.expire);  // Duration rounds to the millisecond
   }
   if (a.tag) o.tag = make_key(*a.tag, a);
   std::visit([&](const auto& v) { c.route(key).set(key, v, o); }, value);

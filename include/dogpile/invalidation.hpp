@@ -16,6 +16,7 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "dogpile/duration.hpp"
 
 namespace dogpile {
 
@@ -23,18 +24,23 @@ namespace dogpile {
 /// Implementations must be thread-safe.
 class RegionInvalidationStrategy {
  public:
+  /// Destroys the strategy.
   virtual ~RegionInvalidationStrategy() = default;
   /// Invalidates everything created before now.
   virtual void invalidate(bool hard) = 0;
   /// True if a value created at `created` is invalidated (hard or soft).
   [[nodiscard]] virtual bool is_invalidated(TimePoint created) const = 0;
+  /// True if a value created at `created` is invalidated and the last invalidation was hard.
   [[nodiscard]] virtual bool is_hard_invalidated(TimePoint created) const {
     return was_hard_invalidated() && is_invalidated(created);
   }
+  /// True if a value created at `created` is invalidated and the last invalidation was soft.
   [[nodiscard]] virtual bool is_soft_invalidated(TimePoint created) const {
     return was_soft_invalidated() && is_invalidated(created);
   }
+  /// True if the region was invalidated and the last invalidation was hard.
   [[nodiscard]] virtual bool was_hard_invalidated() const = 0;
+  /// True if the region was invalidated and the last invalidation was soft.
   [[nodiscard]] virtual bool was_soft_invalidated() const = 0;
 };
 
@@ -42,20 +48,25 @@ class RegionInvalidationStrategy {
 /// process's memory; a later call overwrites both. Lock-free reads.
 class DefaultInvalidationStrategy : public RegionInvalidationStrategy {
  public:
+  /// Not invalidated yet; `clock` stamps each `invalidate()`.
   explicit DefaultInvalidationStrategy(Clock clock = system_clock()) : clock_(std::move(clock)) {}
+  /// Records now and `hard`, replacing any earlier invalidation.
   void invalidate(bool hard) override {
     // Packed in one word so readers never see a timestamp with the other call's flag.
     const auto t = clock_().time_since_epoch().count();
     state_.store((t << 1) | (hard ? 1 : 0), std::memory_order_release);
   }
+  /// True if `created` is before the last invalidation.
   [[nodiscard]] bool is_invalidated(TimePoint created) const override {
     const auto s = state_.load(std::memory_order_acquire);
     return s != kNone && created.time_since_epoch().count() < (s >> 1);
   }
+  /// True if the last invalidation was hard.
   [[nodiscard]] bool was_hard_invalidated() const override {
     const auto s = state_.load(std::memory_order_acquire);
     return s != kNone && (s & 1) != 0;
   }
+  /// True if the last invalidation was soft.
   [[nodiscard]] bool was_soft_invalidated() const override {
     const auto s = state_.load(std::memory_order_acquire);
     return s != kNone && (s & 1) == 0;
@@ -72,10 +83,14 @@ class DefaultInvalidationStrategy : public RegionInvalidationStrategy {
 /// per `poll` interval. Thread-safe.
 class SharedInvalidationStrategy : public RegionInvalidationStrategy {
  public:
+  /// Stores its state under `key` in `backend`, re-read at most once per `poll`; `clock` stamps
+  /// invalidations and paces the polls.
   SharedInvalidationStrategy(std::shared_ptr<CacheBackend> backend, std::string key,
                              std::chrono::milliseconds poll, Clock clock)
       : backend_(std::move(backend)), key_(std::move(key)), poll_(poll), clock_(std::move(clock)) {}
 
+  /// Writes now and `hard` to the backend (every process sees it within `poll`).
+  /// @throws BackendError if the write fails.
   void invalidate(bool hard) override {
     const auto now = clock_();
     nlohmann::json j = {{"t", to_unix_seconds(now)}, {"hard", hard}};
@@ -84,14 +99,17 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
     state_ = State{now, hard};
     next_poll_ = now + poll_;
   }
+  /// True if `created` is before the last invalidation known to this process.
   [[nodiscard]] bool is_invalidated(TimePoint created) const override {
     auto s = current();
     return s && created < s->at;
   }
+  /// True if the last known invalidation was hard.
   [[nodiscard]] bool was_hard_invalidated() const override {
     auto s = current();
     return s && s->hard;
   }
+  /// True if the last known invalidation was soft.
   [[nodiscard]] bool was_soft_invalidated() const override {
     auto s = current();
     return s && !s->hard;
@@ -99,8 +117,8 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
 
  private:
   struct State {
-    TimePoint at;
-    bool hard;
+    TimePoint at{};
+    bool hard = true;
   };
   std::optional<State> current() const {
     const auto now = clock_();
@@ -135,10 +153,15 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
 /// Selects the region's invalidation: `local_invalidation` (dogpile's default, per process),
 /// `shared_invalidation` (stored in the backend), or a custom strategy object.
 struct InvalidationMode {
-  enum class Kind : unsigned char { local, shared, custom };
-  Kind kind = Kind::local;                               ///< which
-  std::chrono::milliseconds poll{1000};                  ///< shared: re-read interval
-  std::shared_ptr<RegionInvalidationStrategy> strategy;  ///< custom: the strategy
+  /// Where invalidation state lives.
+  enum class Kind : unsigned char {
+    local,   ///< this process's memory (`DefaultInvalidationStrategy`)
+    shared,  ///< the region's backend (`SharedInvalidationStrategy`)
+    custom,  ///< `strategy`
+  };
+  Kind kind = Kind::local;                                 ///< which
+  Duration poll = std::chrono::seconds(1);                 ///< shared: re-read interval
+  std::shared_ptr<RegionInvalidationStrategy> strategy{};  ///< custom: the strategy
 };
 /// Per-process invalidation (dogpile's DefaultInvalidationStrategy).
 inline const InvalidationMode local_invalidation{};

@@ -8,7 +8,7 @@
 /// cache the same function under the same namespace compute the same keys:
 /// `namespace + "|" + " ".join(str(arg) for arg in args)`. `to_key_string(x)` is Python's
 /// `str(x)`: `1` → `"1"`, `1.0` → `"1.0"`, `true` → `"True"`, `std::nullopt` → `"None"`,
-/// `std::tuple{1, "a"}` → `"(1, 'a')"`, `std::vector{1, 2}` → `"[1, 2]"`.
+/// `std::vector{1, 2}` → `"[1, 2]"`, `std::tuple{1, "a"}` → `"(1, 'a')"`.
 
 #include <array>
 #include <charconv>
@@ -394,7 +394,7 @@ inline std::vector<std::string> default_multi_key_generator(std::string_view ns,
 /// The default function key generator bound to a namespace: calling it with the function's
 /// arguments returns `make_key(ns, args...)`. Copyable; thread-safe.
 struct BoundKeyGenerator {
-  std::string ns;  ///< the namespace, e.g. "app.get_user"
+  std::string ns{};  ///< the namespace, e.g. "app.get_user"
 
   /// The key for these arguments.
   template <KeyStringable... Args>
@@ -406,7 +406,7 @@ struct BoundKeyGenerator {
 /// The default multi-key generator bound to a namespace: one key per argument
 /// (`make_keys(ns, args...)`). Copyable; thread-safe.
 struct BoundMultiKeyGenerator {
-  std::string ns;  ///< the namespace, e.g. "app.get_users"
+  std::string ns{};  ///< the namespace, e.g. "app.get_users"
 
   /// One key per argument, in order.
   template <KeyStringable... Args>

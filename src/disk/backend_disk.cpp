@@ -265,7 +265,7 @@ class DiskLeaseLock final : public CacheMutex {
                 static_cast<double>(delay.count()) * jitter(tl_rng.get())));
         if (timeout) nap = std::min<clock::duration>(nap, deadline - now);
         std::this_thread::sleep_for(nap);
-        delay = std::min(delay * 2, std::max(opts_.lock_sleep, milliseconds(1)));
+        delay = std::min(delay * 2, std::max<milliseconds>(opts_.lock_sleep, milliseconds(1)));
       }
     } catch (...) {
       free_local();

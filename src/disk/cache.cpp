@@ -1329,7 +1329,7 @@ bool DiskCache::contains(const Key& key) {
   return detail::step(c, s, "contains");
 }
 
-bool DiskCache::touch(const Key& key, std::optional<std::chrono::milliseconds> expire, bool retry) {
+bool DiskCache::touch(const Key& key, std::optional<Duration> expire, bool retry) {
   auto& impl = *impl_;
   Connection& c = impl.conn();
   Txn tx(impl, c, retry);

@@ -199,8 +199,7 @@ bool FanoutCache::contains(const Key& key) {
   }
 }
 
-bool FanoutCache::touch(const Key& key, std::optional<std::chrono::milliseconds> expire,
-                        bool retry) {
+bool FanoutCache::touch(const Key& key, std::optional<Duration> expire, bool retry) {
   try {
     return shard_for(key).touch(key, expire, retry);
   } catch (const TimeoutError&) {

@@ -56,27 +56,26 @@ namespace dogpile {
 
 /// Settings of the cross-process dogpile lock of the `disk` / `fanout` backends. Plain aggregate.
 struct DiskLockOptions {
-  std::chrono::milliseconds lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key
-                                                                          ///< expires after this
-  std::chrono::milliseconds lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
+  Duration lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key expires after this
+  Duration lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
   std::string lock_prefix = "_lock";  ///< prepended to the key to name the lock key
 };
 
 /// Options of `DiskBackend`. Plain aggregate.
 struct DiskBackendOptions {
-  std::filesystem::path directory;  ///< the cache directory (required)
-  DiskCacheOptions cache;  ///< DiskCache settings (size_limit, eviction_policy, timeout…)
-  std::optional<std::chrono::milliseconds> expire;  ///< native TTL of stored values; none = never
-  DiskLockOptions lock;                             ///< the dogpile lock
+  std::filesystem::path directory{};  ///< the cache directory (required)
+  DiskCacheOptions cache{};  ///< DiskCache settings (size_limit, eviction_policy, timeout…)
+  std::optional<Duration> expire{};  ///< native TTL of stored values; none = never
+  DiskLockOptions lock{};            ///< the dogpile lock
 };
 
 /// Options of `FanoutBackend`. Plain aggregate. Note `cache.timeout` defaults to diskcache's
 /// 10 ms per shard; `from_arguments` uses 1 s unless `timeout` is given.
 struct FanoutBackendOptions {
-  std::filesystem::path directory;  ///< the fanout directory (required)
-  FanoutCacheOptions cache;         ///< FanoutCache settings (shards, size_limit, timeout…)
-  std::optional<std::chrono::milliseconds> expire;  ///< native TTL of stored values; none = never
-  DiskLockOptions lock;                             ///< the dogpile lock
+  std::filesystem::path directory{};  ///< the fanout directory (required)
+  FanoutCacheOptions cache{};         ///< FanoutCache settings (shards, size_limit, timeout…)
+  std::optional<Duration> expire{};   ///< native TTL of stored values; none = never
+  DiskLockOptions lock{};             ///< the dogpile lock
 };
 
 /// The `disk` backend: a `DiskCache` directory. See the file comment.
@@ -100,13 +99,21 @@ class DiskBackend final : public CacheBackend {
   [[nodiscard]] const DiskBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
+  /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.
   void do_set(std::string_view key, std::string_view value) override;
+  /// Deletes `key` if present.
   void do_erase(std::string_view key) override;
+  /// One read snapshot for every key.
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
+  /// One write transaction for every item.
   void do_set_multi(std::span<const BytesItem> items) override;
+  /// One write transaction for every key.
   void do_erase_multi(std::span<const std::string> keys) override;
+  /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// True: the lock is a lease that expires after `lock_timeout`.
   [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:
@@ -130,13 +137,21 @@ class FanoutBackend final : public CacheBackend {
   [[nodiscard]] const FanoutBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
+  /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.
   void do_set(std::string_view key, std::string_view value) override;
+  /// Deletes `key` if present.
   void do_erase(std::string_view key) override;
+  /// One read snapshot for every key.
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
+  /// One write transaction for every item.
   void do_set_multi(std::span<const BytesItem> items) override;
+  /// One write transaction for every key.
   void do_erase_multi(std::span<const std::string> keys) override;
+  /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// True: the lock is a lease that expires after `lock_timeout`.
   [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:

@@ -77,6 +77,7 @@
 #include "dogpile/clock.hpp"
 #include "dogpile/disk/detail/convert.hpp"
 #include "dogpile/disk/types.hpp"
+#include "dogpile/duration.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile {
@@ -90,24 +91,24 @@ class DiskCacheImpl;
 /// table (or diskcache's default for a new cache); set, they are written there and so affect
 /// every other client of the directory.
 struct DiskCacheOptions {
-  std::optional<std::uint64_t> size_limit;        ///< bytes; culling starts at it (default 1 GiB)
-  std::optional<EvictionPolicy> eviction_policy;  ///< default least_recently_stored
-  std::optional<std::int64_t> cull_limit;  ///< max rows culled per write (default 10; 0 = off)
-  std::optional<bool> statistics;          ///< count hits/misses on get (default false)
-  std::optional<bool> tag_index;           ///< keep the (tag, rowid) index (default false)
-  std::optional<std::int64_t> disk_min_file_size;  ///< inline/file threshold (default 32768)
-  std::optional<std::int64_t> sqlite_auto_vacuum;  ///< PRAGMA auto_vacuum (default 1 = FULL)
-  std::optional<std::int64_t> sqlite_cache_size;   ///< PRAGMA cache_size pages (default 8192)
-  std::optional<std::string> sqlite_journal_mode;  ///< PRAGMA journal_mode (default "wal")
-  std::optional<std::int64_t> sqlite_mmap_size;    ///< PRAGMA mmap_size (default 64 MiB)
-  std::optional<std::int64_t> sqlite_synchronous;  ///< PRAGMA synchronous (default 1 = NORMAL)
-  std::chrono::milliseconds timeout = std::chrono::seconds(60);  ///< deadline for the write
-                                                                 ///< lock, then TimeoutError
+  std::optional<std::uint64_t> size_limit{};        ///< bytes; culling starts at it (default 1 GiB)
+  std::optional<EvictionPolicy> eviction_policy{};  ///< default least_recently_stored
+  std::optional<std::int64_t> cull_limit{};  ///< max rows culled per write (default 10; 0 = off)
+  std::optional<bool> statistics{};          ///< count hits/misses on get (default false)
+  std::optional<bool> tag_index{};           ///< keep the (tag, rowid) index (default false)
+  std::optional<std::int64_t> disk_min_file_size{};  ///< inline/file threshold (default 32768)
+  std::optional<std::int64_t> sqlite_auto_vacuum{};  ///< PRAGMA auto_vacuum (default 1 = FULL)
+  std::optional<std::int64_t> sqlite_cache_size{};   ///< PRAGMA cache_size pages (default 8192)
+  std::optional<std::string> sqlite_journal_mode{};  ///< PRAGMA journal_mode (default "wal")
+  std::optional<std::int64_t> sqlite_mmap_size{};    ///< PRAGMA mmap_size (default 64 MiB)
+  std::optional<std::int64_t> sqlite_synchronous{};  ///< PRAGMA synchronous (default 1 = NORMAL)
+  Duration timeout = std::chrono::seconds(60);       ///< deadline for the write lock, then
+                                                     ///< TimeoutError (`60s`, `0.5s`…)
   Clock clock = system_clock();  ///< source of "now" for expiry, store/access times
   bool read_only = false;        ///< open SQLITE_OPEN_READONLY: no writes at open, writes throw
                                  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
-  std::chrono::milliseconds access_flush_interval = std::chrono::seconds(1);  ///< …or this long
+  Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long
 };
 
 /// The effective settings of an open cache (as stored in its Settings table).
@@ -128,6 +129,7 @@ class DiskCache;
 /// or rolls back if it runs during stack unwinding. Not shareable between threads. Movable.
 class Transaction {
  public:
+  /// Takes over `other`'s transaction; `other` no longer commits or rolls back.
   Transaction(Transaction&& other) noexcept;
   Transaction& operator=(Transaction&&) = delete;
   Transaction(const Transaction&) = delete;
@@ -157,6 +159,8 @@ class Transaction {
 template <class Cache, class F>
 class Memoized {
  public:
+  /// Wraps `fn`, caching its results in `cache` under keys `[name, args…]` (see
+  /// `DiskCache::memoize`, which builds this).
   Memoized(Cache cache, std::string name, F fn, MemoizeOptions opts)
       : cache_(std::move(cache)),
         name_(std::move(name)),
@@ -209,8 +213,11 @@ class DiskCache {
   explicit DiskCache(const std::filesystem::path& directory, DiskCacheOptions options = {});
   /// Copies share the same open cache.
   DiskCache(const DiskCache&) = default;
+  /// Copies share the same open cache.
   DiskCache& operator=(const DiskCache&) = default;
+  /// Moves the handle; the moved-from handle must not be used again.
   DiskCache(DiskCache&&) noexcept = default;
+  /// Moves the handle; the moved-from handle must not be used again.
   DiskCache& operator=(DiskCache&&) noexcept = default;
   /// The last handle flushes buffered updates and closes the connections.
   ~DiskCache();
@@ -265,9 +272,9 @@ class DiskCache {
   std::optional<std::filesystem::path> file_path(const Key& key);
   /// True if `key` holds an unexpired value (no statistics, no LRU update).
   bool contains(const Key& key);
-  /// Sets a new expiry on an unexpired key (nullopt = never expires). False if absent/expired.
-  bool touch(const Key& key, std::optional<std::chrono::milliseconds> expire = std::nullopt,
-             bool retry = false);
+  /// Sets a new expiry on an unexpired key (`10s`, `1.5s`; nullopt = never expires). False if
+  /// absent/expired.
+  bool touch(const Key& key, std::optional<Duration> expire = std::nullopt, bool retry = false);
   /// Atomically adds `delta` to an integer value and returns the result (store_time is updated,
   /// expiry and tag are kept). A missing or expired key starts from `default_value`
   /// (expire never, no tag); with no default it throws `KeyNotFound`.

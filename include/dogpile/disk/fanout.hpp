@@ -35,18 +35,18 @@ namespace dogpile {
 /// Options of `FanoutCache`. Plain aggregate. Settings fields as in `DiskCacheOptions`
 /// (persisted in every shard); `size_limit` is the *total*, each shard gets `size_limit/shards`.
 struct FanoutCacheOptions {
-  std::optional<std::size_t> shards;  ///< shard count; nullopt = the persisted count, else 8
-  std::chrono::milliseconds timeout = std::chrono::milliseconds(10);  ///< per-shard lock deadline
-  std::optional<std::uint64_t> size_limit;         ///< total bytes (default 1 GiB)
-  std::optional<EvictionPolicy> eviction_policy;   ///< default least_recently_stored
-  std::optional<std::int64_t> cull_limit;          ///< rows culled per write per shard (default 10)
-  std::optional<bool> statistics;                  ///< count hits/misses
-  std::optional<bool> tag_index;                   ///< keep the tag index
-  std::optional<std::int64_t> disk_min_file_size;  ///< inline/file threshold (default 32768)
-  std::optional<std::int64_t> sqlite_mmap_size;    ///< PRAGMA mmap_size per shard
-  std::optional<std::int64_t> sqlite_cache_size;   ///< PRAGMA cache_size per shard
-  Clock clock = system_clock();                    ///< source of "now"
-  bool read_only = false;                          ///< open every shard read-only
+  std::optional<std::size_t> shards{};  ///< shard count; nullopt = the persisted count, else 8
+  Duration timeout = std::chrono::milliseconds(10);  ///< per-shard lock deadline
+  std::optional<std::uint64_t> size_limit{};         ///< total bytes (default 1 GiB)
+  std::optional<EvictionPolicy> eviction_policy{};   ///< default least_recently_stored
+  std::optional<std::int64_t> cull_limit{};  ///< rows culled per write per shard (default 10)
+  std::optional<bool> statistics{};          ///< count hits/misses
+  std::optional<bool> tag_index{};           ///< keep the tag index
+  std::optional<std::int64_t> disk_min_file_size{};  ///< inline/file threshold (default 32768)
+  std::optional<std::int64_t> sqlite_mmap_size{};    ///< PRAGMA mmap_size per shard
+  std::optional<std::int64_t> sqlite_cache_size{};   ///< PRAGMA cache_size per shard
+  Clock clock = system_clock();                      ///< source of "now"
+  bool read_only = false;                            ///< open every shard read-only
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools
@@ -114,8 +114,7 @@ class FanoutCache {
   /// `DiskCache::contains`.
   bool contains(const Key& key);
   /// `DiskCache::touch`; false if absent or on timeout.
-  bool touch(const Key& key, std::optional<std::chrono::milliseconds> expire = std::nullopt,
-             bool retry = false);
+  bool touch(const Key& key, std::optional<Duration> expire = std::nullopt, bool retry = false);
   /// `DiskCache::incr`; nullopt on timeout. @throws as DiskCache::incr otherwise.
   std::optional<std::int64_t> incr(const Key& key, std::int64_t delta = 1,
                                    std::optional<std::int64_t> default_value = 0,

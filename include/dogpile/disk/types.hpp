@@ -6,6 +6,7 @@
 #include <chrono>
 #include <compare>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -17,13 +18,41 @@
 #include <vector>
 
 #include "dogpile/clock.hpp"
+#include "dogpile/duration.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile {
 
 /// Raw bytes: Python `bytes`, stored as an SQLite BLOB. Distinct from `std::string`, which is
-/// text (Python `str`, SQLite TEXT, expected to be UTF-8).
+/// text (Python `str`, SQLite TEXT, expected to be UTF-8). Every constructor keeps every byte,
+/// NULs included:
+///
+/// ```cpp
+/// dogpile::Bytes a{std::string_view("\x00\x01key", 5)};  // 5 bytes
+/// dogpile::Bytes b{"\x00\x01key"};                        // a literal: all 5 bytes (N - 1)
+/// dogpile::Bytes c{std::string(...)};                     // the string's bytes
+/// ```
+///
+/// A `const char*` that is not an array is refused (its length would be a guess at the first
+/// NUL); wrap it in a `std::string_view` with an explicit length.
 struct Bytes {
+  /// Empty.
+  Bytes() = default;
+  /// Takes `bytes` as they are.
+  explicit Bytes(std::string bytes) noexcept : data(std::move(bytes)) {}
+  /// Copies `bytes`: all `bytes.size()` of them, NULs included.
+  explicit Bytes(std::string_view bytes) : data(bytes) {}
+  /// Copies a character array such as a string literal: its `N - 1` bytes (all of them but the
+  /// terminating NUL the compiler adds), NULs inside included, so `Bytes{"\x00\x01key"}` holds
+  /// 5 bytes.
+  template <std::size_t N>
+  explicit Bytes(const char (&literal)[N]) : data(literal, N - 1) {}
+  /// A pointer is not an array: refused (see the type comment). A template, so that a literal
+  /// still picks the array constructor above.
+  template <class P>
+  requires std::is_pointer_v<P>
+  explicit Bytes(P) = delete;
+
   std::string data;  ///< the bytes (any content, NULs included)
 
   friend bool operator==(const Bytes&, const Bytes&) = default;
@@ -50,9 +79,11 @@ class Key {
   template <std::floating_point F>
   Key(F v) : v_(static_cast<double>(v)) {}  // NOLINT(google-explicit-constructor)
   /// A text key (Python str; SQLite TEXT).
-  Key(std::string v) : v_(std::move(v)) {}         // NOLINT(google-explicit-constructor)
+  Key(std::string v) : v_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
+  /// A text key from a view (all `v.size()` characters).
   Key(std::string_view v) : v_(std::string(v)) {}  // NOLINT(google-explicit-constructor)
-  Key(const char* v) : v_(std::string(v)) {}       // NOLINT(google-explicit-constructor)
+  /// A text key from a NUL-terminated string.
+  Key(const char* v) : v_(std::string(v)) {}  // NOLINT(google-explicit-constructor)
   /// A bytes key (Python bytes; SQLite BLOB).
   Key(Bytes v) : v_(std::move(v)) {}  // NOLINT(google-explicit-constructor)
   /// From the variant.
@@ -60,9 +91,13 @@ class Key {
 
   /// The stored alternative.
   [[nodiscard]] const Variant& value() const noexcept { return v_; }
+  /// True for an integer key.
   [[nodiscard]] bool is_int() const noexcept { return v_.index() == 0; }
+  /// True for a floating-point key.
   [[nodiscard]] bool is_real() const noexcept { return v_.index() == 1; }
+  /// True for a text key.
   [[nodiscard]] bool is_text() const noexcept { return v_.index() == 2; }
+  /// True for a bytes key.
   [[nodiscard]] bool is_bytes() const noexcept { return v_.index() == 3; }
   /// The integer (throws std::bad_variant_access if not an int key).
   [[nodiscard]] std::int64_t as_int() const { return std::get<0>(v_); }
@@ -72,7 +107,7 @@ class Key {
   [[nodiscard]] const std::string& as_text() const { return std::get<2>(v_); }
   /// The bytes (throws std::bad_variant_access if not a bytes key).
   [[nodiscard]] const Bytes& as_bytes() const { return std::get<3>(v_); }
-  /// A Python-like repr for messages and the CLI: `42`, `1.5`, `'text'`, `b'\x00ab'`.
+  /// A Python-like repr for messages and the CLI: `42`, `1.5`, `'text'`, `b'\\x00ab'`.
   [[nodiscard]] std::string repr() const;
 
   friend bool operator==(const Key&, const Key&) = default;
@@ -114,43 +149,43 @@ enum class Side : std::uint8_t { front, back };
 
 /// Options of `set`, `add`, `set_stream`, `set_many`. Plain aggregate.
 struct SetOptions {
-  std::optional<std::chrono::milliseconds> expire;  ///< time to live; nullopt = never expires
-  std::optional<Key> tag;                           ///< tag (int, double, text or bytes)
+  std::optional<Duration> expire{};  ///< time to live (`5s`, `1.5s`…); nullopt = never expires
+  std::optional<Key> tag{};          ///< tag (int, double, text or bytes)
   bool retry = false;  ///< wait for the write lock without a deadline instead of `timeout`
 };
 
 /// Options of `push`. Plain aggregate.
 struct PushOptions {
-  std::optional<std::string> prefix;  ///< nullopt: int keys; else text keys `prefix-%015d`
-  Side side = Side::back;             ///< which end to push on
-  std::optional<std::chrono::milliseconds> expire;  ///< time to live; nullopt = never expires
-  std::optional<Key> tag;                           ///< tag
-  bool retry = false;                               ///< wait for the write lock without deadline
+  std::optional<std::string> prefix{};  ///< nullopt: int keys; else text keys `prefix-%015d`
+  Side side = Side::back;               ///< which end to push on
+  std::optional<Duration> expire{};     ///< time to live; nullopt = never expires
+  std::optional<Key> tag{};             ///< tag
+  bool retry = false;                   ///< wait for the write lock without deadline
 };
 
 /// Options of `pull` and `peek`. Plain aggregate.
 struct PullOptions {
-  std::optional<std::string> prefix;  ///< the queue (as in PushOptions)
-  Side side = Side::front;            ///< which end to take from
-  bool retry = false;                 ///< wait for the write lock without deadline
+  std::optional<std::string> prefix{};  ///< the queue (as in PushOptions)
+  Side side = Side::front;              ///< which end to take from
+  bool retry = false;                   ///< wait for the write lock without deadline
 };
 
 /// Options of `memoize`. Plain aggregate.
 struct MemoizeOptions {
-  std::optional<std::chrono::milliseconds> expire;  ///< ttl of results; 0 = look up only
-  std::optional<Key> tag;                           ///< tag stored with results
+  std::optional<Duration> expire{};  ///< ttl of results; nullopt = never; 0 = look up only
+  std::optional<Key> tag{};          ///< tag stored with results
   bool single_flight = true;  ///< concurrent misses of one key compute once (threads and processes)
-  std::chrono::milliseconds lease = std::chrono::seconds(60);  ///< max time a computing caller
-                                                               ///< holds the cross-process lock
+  Duration lease = std::chrono::seconds(60);  ///< max time a computing caller holds the
+                                              ///< cross-process lock
 };
 
 /// A value with its metadata (diskcache's `expire_time=True, tag=True` tuple).
 template <class T>
 struct Item {
-  Key key;                               ///< the key
-  T value;                               ///< the value
-  std::optional<TimePoint> expire_time;  ///< when it expires; nullopt = never
-  std::optional<Key> tag;                ///< its tag; nullopt = none
+  Key key{0};                              ///< the key
+  T value{};                               ///< the value
+  std::optional<TimePoint> expire_time{};  ///< when it expires; nullopt = never
+  std::optional<Key> tag{};                ///< its tag; nullopt = none
 };
 
 /// `stats()` result: `auto [hits, misses] = cache.stats();`.
@@ -171,8 +206,8 @@ struct CheckWarning {
     count,         ///< Settings.count differs from the row count (fix: rewrite)
     size,          ///< Settings.size differs from the sum of file sizes (fix: rewrite)
   };
-  Kind kind;            ///< what kind
-  std::string message;  ///< human-readable, names the path/row
+  Kind kind = Kind::integrity;  ///< what kind
+  std::string message{};        ///< human-readable, names the path/row
 };
 
 /// The disk database could not be used: SQLite reported an error (I/O, full disk, locked file

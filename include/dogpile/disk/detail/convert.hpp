@@ -9,10 +9,12 @@
 ///   so python-diskcache reads it as `bytes` holding JSON (mode RAW inline, or BINARY in a file),
 ///   never as a pickle.
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -55,6 +57,71 @@ inline const char* disk_value_kind(const DiskValue& v) noexcept {
                             ", not " + want);
 }
 
+/// `v` as text for messages (`12345678901`, `1e+300`).
+inline std::string disk_number_repr(const DiskValue& v) {
+  if (const auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+  std::ostringstream os;
+  os.precision(std::numeric_limits<double>::max_digits10);
+  os << std::get<double>(v);
+  return os.str();
+}
+
+/// `what` with T's range for messages: "an integer (32-bit signed, -2147483648 to 2147483647)",
+/// "a float (32-bit floating point)".
+template <class T>
+std::string disk_number_type(const char* what) {
+  std::string out = std::string(what) + " (";
+  if constexpr (std::is_same_v<T, bool>) {
+    out += "0 or 1";
+  } else if constexpr (std::is_integral_v<T>) {
+    out += std::to_string(sizeof(T) * 8) + "-bit " + (std::is_signed_v<T> ? "signed" : "unsigned") +
+           ", " + std::to_string(+std::numeric_limits<T>::min()) + " to " +
+           std::to_string(+std::numeric_limits<T>::max());
+  } else {
+    out += std::to_string(sizeof(T) * 8) + "-bit floating point";
+  }
+  return out + ")";
+}
+
+/// A stored number does not fit the requested type: `TypeMismatch`, never a narrowed value.
+template <class T>
+[[noreturn]] void throw_out_of_range(const Key& key, const DiskValue& v, const char* what) {
+  throw_error<TypeMismatch>("disk cache: key " + key.repr() + " holds " + disk_value_kind(v) + " " +
+                            disk_number_repr(v) + " that does not fit " +
+                            disk_number_type<T>(what) + "; read it as " +
+                            (v.index() == 0 ? "std::int64_t" : "double") + " instead");
+}
+
+/// True if the int64 `v` is a value of the integer type `T` (char types included, which
+/// `std::in_range` refuses).
+template <class T>
+constexpr bool int64_fits(std::int64_t v) noexcept {
+  using L = std::numeric_limits<T>;
+  if constexpr (std::is_signed_v<T>) {
+    if constexpr (sizeof(T) >= sizeof(std::int64_t)) {
+      return true;
+    } else {
+      return v >= static_cast<std::int64_t>(L::min()) && v <= static_cast<std::int64_t>(L::max());
+    }
+  } else {
+    if (v < 0) return false;
+    if constexpr (sizeof(T) >= sizeof(std::int64_t)) {
+      return true;
+    } else {
+      return static_cast<std::uint64_t>(v) <= static_cast<std::uint64_t>(L::max());
+    }
+  }
+}
+
+/// True if the int64 `v` converts to the floating-point `F` and back unchanged.
+template <class F>
+bool int64_exact_in(std::int64_t v) noexcept {
+  const F f = static_cast<F>(v);
+  // 2^63 itself (what INT64_MAX rounds to in a double) does not convert back.
+  constexpr F two63 = static_cast<F>(9223372036854775808.0L);
+  return f < two63 && static_cast<std::int64_t>(f) == v;
+}
+
 /// The native representation of `v`.
 template <class T>
 DiskValue to_disk_value(const T& v) {
@@ -83,21 +150,42 @@ DiskValue to_disk_value(const T& v) {
   }
 }
 
-/// `v` as a `T`. @throws TypeMismatch when the stored kind cannot become a T,
-/// CantDeserialize when Codec<T> rejects the bytes.
+/// `v` as a `T`. @throws TypeMismatch when the stored kind cannot become a T or the stored
+/// number does not fit it (an int64 outside T's range, an integer a floating-point T cannot
+/// hold exactly, a double beyond a float's range, a bool other than 0/1): never a narrowed
+/// value. CantDeserialize when Codec<T> rejects the bytes. Both messages name the key.
 template <class T>
 T from_disk_value(DiskValue&& v, const Key& key) {
   if constexpr (std::is_same_v<T, DiskValue>) {
     return std::move(v);
   } else if constexpr (std::is_same_v<T, bool>) {
-    if (auto* i = std::get_if<std::int64_t>(&v)) return *i != 0;
+    if (auto* i = std::get_if<std::int64_t>(&v)) {
+      if (*i == 0 || *i == 1) return *i != 0;
+      throw_out_of_range<T>(key, v, "a bool");
+    }
     throw_kind_mismatch(key, v, "a bool");
   } else if constexpr (std::is_integral_v<T>) {
-    if (auto* i = std::get_if<std::int64_t>(&v)) return static_cast<T>(*i);
+    if (auto* i = std::get_if<std::int64_t>(&v)) {
+      if (int64_fits<T>(*i)) return static_cast<T>(*i);
+      throw_out_of_range<T>(key, v, "an integer");
+    }
     throw_kind_mismatch(key, v, "an integer");
   } else if constexpr (std::is_floating_point_v<T>) {
-    if (auto* i = std::get_if<std::int64_t>(&v)) return static_cast<T>(*i);
-    if (auto* d = std::get_if<double>(&v)) return static_cast<T>(*d);
+    if (auto* i = std::get_if<std::int64_t>(&v)) {
+      if (int64_exact_in<T>(*i)) return static_cast<T>(*i);
+      throw_out_of_range<T>(key, v, "exactly in a floating-point number");
+    }
+    if (auto* d = std::get_if<double>(&v)) {
+      // Rounding to a float's precision is what reading a float means; overflowing to
+      // infinity is not. Infinities and NaN stored as such stay what they are.
+      if constexpr (sizeof(T) < sizeof(double)) {
+        if (std::isfinite(*d) &&
+            std::fabs(*d) > static_cast<double>(std::numeric_limits<T>::max())) {
+          throw_out_of_range<T>(key, v, "a float");
+        }
+      }
+      return static_cast<T>(*d);
+    }
     throw_kind_mismatch(key, v, "a number");
   } else if constexpr (std::is_same_v<T, std::string>) {
     if (auto* s = std::get_if<std::string>(&v)) return std::move(*s);
@@ -117,7 +205,11 @@ T from_disk_value(DiskValue&& v, const Key& key) {
       if (!raw->empty()) std::memcpy(out.data(), raw->data(), raw->size());
       return out;
     } else {
-      return Codec<T>::decode(*raw, Format::json);
+      try {
+        return Codec<T>::decode(*raw, Format::json);
+      } catch (const CantDeserialize& e) {
+        throw_error<CantDeserialize>("disk cache: key " + key.repr() + ": " + e.what());
+      }
     }
   }
 }
