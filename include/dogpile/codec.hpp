@@ -166,16 +166,20 @@ struct Codec {
 /// Strings pass through unchanged (whatever the format).
 template <>
 struct Codec<std::string> {
+  /// The string itself.
   static std::string encode(const std::string& v, Format /*format*/) { return v; }
+  /// The bytes as a string.
   static std::string decode(std::string_view b, Format /*format*/) { return std::string(b); }
 };
 
 /// Byte vectors pass through unchanged.
 template <class Byte>
 struct Codec<std::vector<Byte>, std::enable_if_t<sizeof(Byte) == 1 && std::is_trivial_v<Byte>>> {
+  /// The bytes themselves.
   static std::string encode(const std::vector<Byte>& v, Format /*format*/) {
     return {reinterpret_cast<const char*>(v.data()), v.size()};
   }
+  /// The bytes as a vector.
   static std::vector<Byte> decode(std::string_view b, Format /*format*/) {
     std::vector<Byte> out(b.size());
     if (!b.empty()) std::memcpy(out.data(), b.data(), b.size());
@@ -205,8 +209,8 @@ std::string no_codec_message(std::string_view where) {
 
 /// An unpacked envelope: metadata plus the (decompressed) payload bytes.
 struct Unpacked {
-  Metadata meta;
-  std::string payload;
+  Metadata meta{};        ///< the envelope's metadata
+  std::string payload{};  ///< the payload bytes, decompressed
 };
 
 namespace detail {

@@ -43,6 +43,7 @@ class CachedFunction {
  public:
   using result_type = detail::cached_result_t<F>;  ///< the cached value type
 
+  /// Memoizes `fn` in `region` under the namespace `ns` (prefer `region.cache_on_arguments`).
   CachedFunction(CacheRegion region, std::string ns, F fn, DecoratorOptions<result_type> opts)
       : region_(std::move(region)),
         ns_(std::move(ns)),
@@ -110,8 +111,9 @@ class CachedMultiFunction {
  public:
   using arg_type = typename detail::fn_arg_t<F, 0>::value_type;     ///< one argument
   using result_type = typename detail::fn_result_t<F>::value_type;  ///< one value
-  using creator_input = std::vector<std::remove_cv_t<arg_type>>;
+  using creator_input = std::vector<std::remove_cv_t<arg_type>>;  ///< what `fn` receives
 
+  /// Memoizes `fn` in `region` under `ns` (prefer `region.cache_multi_on_arguments`).
   CachedMultiFunction(CacheRegion region, std::string ns, F fn, DecoratorOptions<result_type> opts)
       : region_(std::move(region)),
         ns_(std::move(ns)),

@@ -48,6 +48,7 @@ class NeedRegeneration : public Error {
 
 /// What callers do while another caller regenerates an expired (present) value.
 struct StalePolicy {
+  /// The three policies.
   enum class Kind : std::uint8_t {
     serve_stale,      ///< return the stale value at once (dogpile's behaviour)
     block,            ///< wait for the fresh value
@@ -290,6 +291,8 @@ class Lock {
   using Creator = std::function<Cached<T>()>;     ///< creates and stores
   using AsyncCreator = std::function<void(MutexHandle)>;  ///< owns the mutex from then on
 
+  /// A lock deciding with `mutex`, creating with `creator`, reading with `value_fn`.
+  /// @throws ValidationError if one of the three is empty.
   Lock(std::shared_ptr<CacheMutex> mutex, Creator creator, ValueFn value_fn,
        LockOptions options = {}, AsyncCreator async_creator = {})
       : mutex_(std::move(mutex)),

@@ -109,6 +109,7 @@ class CacheRegion {
  public:
   /// A region with default options (prefer `make_region`).
   CacheRegion() : CacheRegion(RegionOptions{}) {}
+  /// A region with `opts` (prefer `make_region`). Not configured yet: call `configure`.
   explicit CacheRegion(RegionOptions opts) : state_(std::make_shared<detail::RegionState>()) {
     state_->clock = opts.clock ? opts.clock : system_clock();
     state_->opts = std::move(opts);
@@ -139,9 +140,9 @@ class CacheRegion {
     std::string name = backend->name();
     return install(std::move(backend), opts, std::move(name));
   }
-  /// Configures from flat `<prefix>backend`, `<prefix>expiration_time` (seconds),
-  /// `<prefix>arguments.<name>` and `<prefix>replace_existing_backend` keys; string values are
-  /// coerced as dogpile's `coerce_string_conf` (see region_config.hpp).
+  /// Configures from flat keys: `prefix` followed by `backend`, `expiration_time` (seconds),
+  /// `arguments.NAME` or `replace_existing_backend`; string values are coerced as dogpile's
+  /// coerce_string_conf (see region_config.hpp).
   /// @throws ValidationError (missing backend, bad value, unknown key under the prefix, with a
   /// "did you mean"), PluginNotFound, RegionAlreadyConfigured.
   CacheRegion& configure_from_config(const nlohmann::json& config, std::string_view prefix) {

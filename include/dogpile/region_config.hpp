@@ -86,7 +86,7 @@ inline nlohmann::json coerce_string_conf(const nlohmann::json& v) {
 
 /// What `configure_from_config` read: the backend name and the configure options.
 struct RegionConfigSettings {
-  std::string backend{};       ///< `<prefix>backend`
+  std::string backend{};       ///< the value of the backend key
   ConfigureOptions options{};  ///< expiration, arguments, replace_existing_backend
 };
 
@@ -104,9 +104,9 @@ inline Expiration expiration_from_json(const nlohmann::json& v, std::string_view
 }
 }  // namespace detail
 
-/// Reads the settings under `prefix` from a flat JSON object: `<prefix>backend` (required),
-/// `<prefix>expiration_time` (seconds), `<prefix>arguments.<name>` and
-/// `<prefix>replace_existing_backend`; string values are coerced as `coerce_string_conf`.
+/// Reads the settings under `prefix` from a flat JSON object: the keys `prefix` followed by
+/// `backend` (required), `expiration_time` (seconds), `arguments.NAME` or
+/// `replace_existing_backend`; string values are coerced as coerce_string_conf does.
 /// Keys outside the prefix are ignored. @throws ValidationError for a missing backend, a bad
 /// value, or an unknown key under the prefix (with a "did you mean").
 inline RegionConfigSettings parse_region_config(const nlohmann::json& config,
