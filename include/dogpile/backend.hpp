@@ -66,8 +66,6 @@ class CacheBackend {
   /// A mutex for the dogpile lock on `key`, or nullptr to let the region use an in-process
   /// per-key mutex. Distributed backends return a lock that spans processes or hosts.
   std::shared_ptr<CacheMutex> get_mutex(std::string_view key) { return do_get_mutex(key); }
-  /// True if the backend's lock can expire underneath a running creator (a lease).
-  [[nodiscard]] bool has_lock_timeout() const { return do_has_lock_timeout(); }
 
   /// True if this backend keeps live C++ objects (`get_object`/`set_object`) instead of bytes.
   [[nodiscard]] bool stores_objects() const { return do_stores_objects(); }
@@ -100,7 +98,6 @@ class CacheBackend {
     for (const auto& k : keys) do_erase(k);
   }
   virtual std::shared_ptr<CacheMutex> do_get_mutex(std::string_view /*key*/) { return nullptr; }
-  [[nodiscard]] virtual bool do_has_lock_timeout() const { return false; }
 
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
   virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
@@ -146,7 +143,6 @@ class ProxyBackend : public CacheBackend {
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override {
     return proxied_->get_mutex(key);
   }
-  [[nodiscard]] bool do_has_lock_timeout() const override { return proxied_->has_lock_timeout(); }
   [[nodiscard]] bool do_stores_objects() const override { return proxied_->stores_objects(); }
   std::optional<StoredObject> do_get_object(std::string_view key) override {
     return proxied_->get_object(key);
