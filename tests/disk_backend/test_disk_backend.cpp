@@ -1,6 +1,7 @@
 // The `disk` and `fanout` region backends: arguments, byte storage (read back by DiskCache and
 // by python-diskcache), the lease lock (ownership, expiry, exclusion across processes) and a
 // cross-process get_or_create stampede with exactly one creation.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -445,4 +446,78 @@ TEST_CASE("cross-process stampede on a disk region creates once", "[disk_backend
     CHECK(region.get<int>("the-key") == std::optional<int>(4242));
     CHECK_FALSE(region.key_is_locked("the-key"));
   }
+}
+
+// ---- leases: issue 6 point 8 -------------------------------------------------------------------
+
+TEST_CASE("disk region: a creator slower than the lease keeps its lock (3 callers, 1 creation)",
+          "[disk_backend][lease][lease_region]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    // The issue's reproduction: the creator runs 3 leases long. Renewal (every lease/3) keeps
+    // the lock, so the two waiters never take it over and the release finds it still ours.
+    auto region = dogpile::make_region({.name = std::string("slow-") + kind});
+    region.configure(kind, {.arguments = {{"directory", d.str() + "/" + kind},
+                                          {"lock_timeout", 0.6},
+                                          {"lock_sleep", 0.02}}});
+    std::atomic<int> creations{0};
+    std::atomic<int> good{0};
+    std::atomic<int> errors{0};
+    std::latch start(3);
+    std::vector<std::thread> callers;
+    for (int i = 0; i < 3; ++i) {
+      callers.emplace_back([&] {
+        start.arrive_and_wait();
+        try {
+          const std::string v = region.get_or_create("slow", [&] {
+            creations.fetch_add(1);
+            std::this_thread::sleep_for(1800ms);
+            return std::string("computed");
+          });
+          if (v == "computed") good.fetch_add(1);
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "caller: %s\n", e.what());
+          errors.fetch_add(1);
+        }
+      });
+    }
+    for (auto& t : callers) t.join();
+    CHECK(creations == 1);
+    CHECK(good == 3);
+    CHECK(errors == 0);
+    CHECK_FALSE(region.key_is_locked("slow"));
+  }
+}
+
+TEST_CASE("disk lock: a paused (SIGSTOP) holder process loses the lock after the lease",
+          "[disk_backend][lease][fork]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    const nlohmann::json args = {{"directory", d.str() + "/" + kind}, {"lock_timeout", 1}};
+    dogpile::make_backend(kind, args);  // create the directory before forking
+    dogpile_conformance::holder_process_signalled([&] { return dogpile::make_backend(kind, args); },
+                                                  SIGSTOP);
+  }
+}
+
+// Depends on the region reporting a lost lease (stats `lock_lost`, listener, on_backend_error)
+// instead of throwing it at the caller; hidden until that lands: run with `[lease_region]`.
+TEST_CASE("disk region: a lease lost during creation is reported, not thrown",
+          "[.][lease_region]") {
+  TempDir d;
+  auto backend = std::make_shared<DiskBackend>(DiskBackendOptions{.directory = d.path});
+  auto region = dogpile::make_region({.name = "lost"});
+  region.configure(backend);
+  std::string got;
+  CHECK_NOTHROW(got = region.get_or_create("k", [&] {
+    // Another holder took the lock over (as after an expired lease).
+    backend->cache().set("_lockk", std::string("4242-0000000000000000"));
+    return std::string("value");
+  }));
+  CHECK(got == "value");
+  CHECK(region.get<std::string>("k") == std::optional<std::string>("value"));
+  // The other holder's lock is untouched.
+  CHECK(backend->cache().get<std::string>("_lockk") ==
+        std::optional<std::string>("4242-0000000000000000"));
+  // TODO(lease_region): CHECK(region.stats().lock_lost == 1) once the region counts it.
 }
