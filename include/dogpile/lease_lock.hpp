@@ -9,7 +9,8 @@
 /// * a lease: the lock key expires after `lease`, so a holder that dies or stays paused frees
 ///   the lock for others;
 /// * renewal: while held, one process-wide thread renews the lease (owner-checked) about every
-///   `lease / 3`, so a slow but live holder never loses it;
+///   `lease / 3`, so a slow but live holder never loses it; the thread runs only while some
+///   lease is held, so a process holding none has no extra thread when it forks;
 /// * capped, jittered exponential backoff between attempts, with a deadline (`try_acquire_for`);
 /// * in-process wake-up: threads of one process waiting on the same `LeaseLock` object queue in
 ///   memory and are woken at release, so only one of them polls the store.
@@ -166,11 +167,14 @@ struct LeaseEntry {
   std::atomic<bool> lost{false};  ///< a renewal found the lock no longer ours
 };
 
-/// The process-wide thread that renews every held lease. Started at the first registration,
-/// asleep while nothing is held, joined at exit. Never destroyed: a forked child gets a new
-/// one and leaves the copy of its parent's untouched (its mutex and condition variable may be
-/// in a state only the parent's threads could finish).
-/// Thread-safety: every call may be made from any thread.
+/// The process-wide thread that renews every held lease. Started when a lease is taken while
+/// none is held, it ends when the last one is released (exit waits for it), so a process that
+/// holds no lease has no extra thread and can fork safely (after a multi-threaded fork a child
+/// may only call async-signal-safe functions, and ThreadSanitizer reuses the ids of the
+/// parent's threads). The thread is detached: ending by itself, it leaves nothing to join. The
+/// object is never destroyed: a forked child gets a new one and leaves the copy of its parent's
+/// untouched (its mutex and condition variable may be in a state only the parent's threads could
+/// finish). Thread-safety: every call may be made from any thread.
 class LeaseRenewer {
  public:
   /// This process's renewer.
@@ -208,7 +212,10 @@ class LeaseRenewer {
            std::chrono::steady_clock::time_point acquired_at) {
     std::lock_guard lk(mu_);
     if (stop_) return;
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    if (!running_) {
+      std::thread([this] { run(); }).detach();
+      running_ = true;
+    }
     e->due = acquired_at + lease_renew_interval(e->lease);
     e->registered = true;
     entries_.push_back(e);
@@ -219,48 +226,43 @@ class LeaseRenewer {
     std::lock_guard lk(mu_);
     e->registered = false;
     std::erase(entries_, e);
+    if (entries_.empty()) cv_.notify_all();  // let the thread end now
   }
 
  private:
   LeaseRenewer(pid_t pid, LeaseRenewer* forked_from) : pid_(pid), forked_from_(forked_from) {}
 
   void shutdown() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-      for (auto& e : entries_) e->registered = false;
-      entries_.clear();
-    }
+    std::unique_lock lk(mu_);
+    stop_ = true;
+    for (auto& e : entries_) e->registered = false;
+    entries_.clear();
     cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
+    ended_.wait(lk, [&] { return !running_; });
   }
 
   void run() {
-    using clock = std::chrono::steady_clock;
+    using SteadyClock = std::chrono::steady_clock;
     std::unique_lock lk(mu_);
-    while (!stop_) {
-      if (entries_.empty()) {
-        cv_.wait(lk);
-        continue;
-      }
-      auto next = clock::time_point::max();
+    while (!stop_ && !entries_.empty()) {
+      auto next = SteadyClock::time_point::max();
       for (const auto& e : entries_) next = std::min(next, e->due);
-      if (next > clock::now()) {
+      if (next > SteadyClock::now()) {
         cv_.wait_until(lk, next);
         continue;
       }
       std::vector<std::shared_ptr<LeaseEntry>> due;
-      const auto now = clock::now();
+      const auto now = SteadyClock::now();
       for (const auto& e : entries_) {
         if (e->due <= now) {
           due.push_back(e);
-          e->due = clock::time_point::max();  // in flight
+          e->due = SteadyClock::time_point::max();  // in flight
         }
       }
       lk.unlock();
       for (const auto& e : due) {
         enum class Outcome { renewed, lost, failed } outcome = Outcome::failed;
-        const auto t0 = clock::now();
+        const auto t0 = SteadyClock::now();
         try {
           outcome = e->store->renew(e->token, e->lease) ? Outcome::renewed : Outcome::lost;
         } catch (...) {  // a store error must not end the thread: retry soon, while time remains
@@ -270,7 +272,7 @@ class LeaseRenewer {
           if (outcome == Outcome::renewed) {
             e->due = t0 + lease_renew_interval(e->lease);
           } else if (outcome == Outcome::failed) {
-            e->due = clock::now() + std::max(e->lease / 6, std::chrono::milliseconds(1));
+            e->due = SteadyClock::now() + std::max(e->lease / 6, std::chrono::milliseconds(1));
           } else {
             e->lost.store(true);
             e->registered = false;
@@ -281,14 +283,17 @@ class LeaseRenewer {
       }
       lk.lock();
     }
+    running_ = false;  // nothing held (or exiting): end; add() starts a new thread when needed
+    ended_.notify_all();
   }
 
   const pid_t pid_;
-  LeaseRenewer* const forked_from_;  // the parent's copy, kept reachable (never touched)
+  [[maybe_unused]] LeaseRenewer* const forked_from_;  // the parent's copy: reachable, untouched
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_;     // wakes the thread: a lease added or removed, exit
+  std::condition_variable ended_;  // the thread has left run() (exit waits for it)
   std::vector<std::shared_ptr<LeaseEntry>> entries_;
-  std::thread thread_;
+  bool running_ = false;  // a thread is in run()
   bool stop_ = false;
 };
 
@@ -364,8 +369,8 @@ class LeaseLock : public CacheMutex {
   /// Queues behind other threads of this process using this object, then tries the store with
   /// backoff until `timeout` (nullopt: forever; zero: once). @throws what the store throws.
   bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
-    using clock = std::chrono::steady_clock;
-    const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
+    using SteadyClock = std::chrono::steady_clock;
+    const auto deadline = timeout ? SteadyClock::now() + *timeout : SteadyClock::time_point::max();
     {
       std::unique_lock lk(m_);
       if (busy_ && busy_pid_ != ::getpid()) clear_locked();  // the parent's, in a forked child
@@ -381,15 +386,16 @@ class LeaseLock : public CacheMutex {
       std::string token = detail::make_lease_token();
       detail::Backoff backoff(opts_.initial_backoff, opts_.lock_sleep);
       for (;;) {
-        const auto t0 = clock::now();
+        const auto t0 = SteadyClock::now();
         if (store_->try_acquire(token, opts_.lease)) {
           hold(std::move(token), t0);
           return true;
         }
-        const auto now = clock::now();
+        const auto now = SteadyClock::now();
         if (timeout && now >= deadline) break;
-        auto nap = std::chrono::duration_cast<clock::duration>(backoff.next(detail::lease_rng()));
-        if (timeout) nap = std::min<clock::duration>(nap, deadline - now);
+        auto nap =
+            std::chrono::duration_cast<SteadyClock::duration>(backoff.next(detail::lease_rng()));
+        if (timeout) nap = std::min<SteadyClock::duration>(nap, deadline - now);
         std::this_thread::sleep_for(nap);
       }
     } catch (...) {

@@ -25,7 +25,6 @@
 /// })
 /// ```
 
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,6 +35,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <latch>
@@ -527,7 +527,7 @@ inline void lease_expiry(const Factory& factory) {
     return;  // a lock held until released: nothing expires
   }
   const auto lease = lease_of(*held);
-  using clock = std::chrono::steady_clock;
+  using SteadyClock = std::chrono::steady_clock;
   REQUIRE(held->acquire(false));
   // Renewed: still ours after 1.5 leases.
   std::this_thread::sleep_for(lease + lease / 2);
@@ -535,11 +535,11 @@ inline void lease_expiry(const Factory& factory) {
   CHECK(other->locked());
   // Abandoned: no release, no more renewals.
   held.reset();
-  const auto dropped = clock::now();
+  const auto dropped = SteadyClock::now();
   CHECK_FALSE(other->acquire(false));  // the lease has not run out yet
   REQUIRE(other->try_acquire_for(lease * 3));
   // The last renewal was at most lease/3 before the drop: the lock lived ≥ 2/3 lease after it.
-  CHECK(clock::now() - dropped >= lease / 2);
+  CHECK(SteadyClock::now() - dropped >= lease / 2);
   other->release();
   CHECK_FALSE(other->locked());
 }
@@ -657,11 +657,11 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
     FAIL("the child could not take the lock");
   }
   CHECK_FALSE(m->acquire(false));  // held by the child
-  using clock = std::chrono::steady_clock;
+  using SteadyClock = std::chrono::steady_clock;
   REQUIRE(::kill(pid, sig) == 0);
-  const auto stopped = clock::now();
+  const auto stopped = SteadyClock::now();
   const bool got = m->try_acquire_for(bound);
-  const auto waited = clock::now() - stopped;
+  const auto waited = SteadyClock::now() - stopped;
   if (sig != SIGKILL) ::kill(pid, SIGKILL);
   wait_child(pid);
   REQUIRE(got);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,7 +28,7 @@ using namespace std::chrono_literals;
 using dogpile::LeaseLock;
 using dogpile::LeaseLockOptions;
 using dogpile::LockError;
-using clock_type = std::chrono::steady_clock;
+using SteadyClock = std::chrono::steady_clock;
 
 namespace {
 
@@ -36,7 +37,7 @@ class FakeStore final : public dogpile::LeaseStore {
  public:
   bool try_acquire(std::string_view token, std::chrono::milliseconds /*lease*/) override {
     std::lock_guard lk(mu_);
-    attempts_.push_back(clock_type::now());
+    attempts_.push_back(SteadyClock::now());
     if (owner_) return false;
     owner_ = std::string(token);
     return true;
@@ -81,7 +82,7 @@ class FakeStore final : public dogpile::LeaseStore {
     std::lock_guard lk(mu_);
     return static_cast<int>(attempts_.size());
   }
-  std::vector<clock_type::time_point> attempt_times() const {
+  std::vector<SteadyClock::time_point> attempt_times() const {
     std::lock_guard lk(mu_);
     return attempts_;
   }
@@ -101,7 +102,7 @@ class FakeStore final : public dogpile::LeaseStore {
  private:
   mutable std::mutex mu_;
   std::optional<std::string> owner_;
-  std::vector<clock_type::time_point> attempts_;
+  std::vector<SteadyClock::time_point> attempts_;
   int renews_ = 0;
   std::vector<std::string> renew_tokens_;
   int releases_ = 0;
@@ -111,12 +112,19 @@ class FakeStore final : public dogpile::LeaseStore {
 // Polls `pred` for up to `limit`.
 template <class P>
 bool eventually(P pred, std::chrono::milliseconds limit = 10s) {
-  const auto end = clock_type::now() + limit;
+  const auto end = SteadyClock::now() + limit;
   while (!pred()) {
-    if (clock_type::now() > end) return false;
+    if (SteadyClock::now() > end) return false;
     std::this_thread::sleep_for(5ms);
   }
   return true;
+}
+
+// Threads of this process (Linux).
+int thread_count() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
 }
 
 LeaseLockOptions no_renewal() {
@@ -202,6 +210,29 @@ TEST_CASE("LeaseLock: renewal keeps a slow holder's lease, with its own token",
   CHECK(store->renews() == renews);
 }
 
+TEST_CASE("LeaseLock: the renewer thread runs only while a lease is held",
+          "[lease_lock][renewal]") {
+  // So a process holding no lease forks single-threaded.
+  std::this_thread::sleep_for(200ms);  // a renewer left by an earlier test ends
+  const int base = thread_count();
+  auto store = std::make_shared<FakeStore>();
+  LeaseLock a(store, {.lease = 300ms});
+  LeaseLock b(std::make_shared<FakeStore>(), {.lease = 300ms});
+  REQUIRE(a.acquire(false));
+  REQUIRE(b.acquire(false));
+  CHECK(thread_count() == base + 1);  // one renewer for both
+  a.release();
+  CHECK(thread_count() == base + 1);  // b is still held
+  b.release();
+  CHECK(eventually([&] { return thread_count() == base; }));
+  // ...and it starts again for the next lease.
+  REQUIRE(a.acquire(false));
+  CHECK(thread_count() == base + 1);
+  REQUIRE(eventually([&] { return store->renews() >= 1; }));
+  a.release();
+  CHECK(eventually([&] { return thread_count() == base; }));
+}
+
 TEST_CASE("LeaseLock: a renewal that finds the lease lost stops and makes release throw",
           "[lease_lock][renewal]") {
   auto store = std::make_shared<FakeStore>();
@@ -261,6 +292,7 @@ TEST_CASE("LeaseLock: backoff is exponential, jittered and capped", "[lease_lock
   std::mt19937_64 rng(42);
   dogpile::detail::Backoff b(1ms, 20ms);
   std::vector<std::chrono::microseconds> naps;
+  naps.reserve(200);
   for (int i = 0; i < 200; ++i) naps.push_back(b.next(rng));
   CHECK(naps[0] <= 1ms);
   CHECK(naps[0] >= 500us);
@@ -284,9 +316,9 @@ TEST_CASE("LeaseLock: polling a held lock never sleeps far past the backoff cap"
   auto store = std::make_shared<FakeStore>();
   store->take("someone-else");
   LeaseLock a(store, {.lock_sleep = 50ms});
-  const auto t0 = clock_type::now();
+  const auto t0 = SteadyClock::now();
   CHECK_FALSE(a.try_acquire_for(3s));
-  const auto elapsed = clock_type::now() - t0;
+  const auto elapsed = SteadyClock::now() - t0;
   CHECK(elapsed >= 3s);
   CHECK(elapsed < 3s + 2s);  // the last nap is cut at the deadline
   const auto times = store->attempt_times();
@@ -309,9 +341,9 @@ TEST_CASE("LeaseLock: a timeout returns false; zero tries exactly once", "[lease
   CHECK(store->attempts() == 1);
   CHECK_FALSE(a.try_acquire_for(0ms));
   CHECK(store->attempts() == 2);
-  const auto t0 = clock_type::now();
+  const auto t0 = SteadyClock::now();
   CHECK_FALSE(a.try_acquire_for(100ms));
-  CHECK(clock_type::now() - t0 >= 100ms);
+  CHECK(SteadyClock::now() - t0 >= 100ms);
   CHECK(store->attempts() > 2);
   CHECK(a.token().empty());
   // Held by this very object: a second acquire waits in memory, without asking the store.
@@ -339,11 +371,11 @@ TEST_CASE("LeaseLock: a thread waiting on the same object is woken at release, n
   });
   std::this_thread::sleep_for(100ms);
   CHECK(store->attempts() == 1);  // the waiter queues in memory
-  const auto t0 = clock_type::now();
+  const auto t0 = SteadyClock::now();
   lock.release();
   waiter.join();
   CHECK(got);
-  CHECK(clock_type::now() - t0 < 10s);
+  CHECK(SteadyClock::now() - t0 < 10s);
   CHECK(store->attempts() == 2);  // one attempt by the woken waiter, which won
   CHECK_FALSE(store->held());
 }

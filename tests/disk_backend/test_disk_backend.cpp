@@ -1,7 +1,6 @@
 // The `disk` and `fanout` region backends: arguments, byte storage (read back by DiskCache and
 // by python-diskcache), the lease lock (ownership, expiry, exclusion across processes) and a
 // cross-process get_or_create stampede with exactly one creation.
-#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -465,6 +465,7 @@ TEST_CASE("disk region: a creator slower than the lease keeps its lock (3 caller
     std::atomic<int> errors{0};
     std::latch start(3);
     std::vector<std::thread> callers;
+    callers.reserve(3);
     for (int i = 0; i < 3; ++i) {
       callers.emplace_back([&] {
         start.arrive_and_wait();
