@@ -135,8 +135,6 @@ class CacheBackend {
     const auto k = checked(key, &m);
     return call([&] { return do_get_mutex(k); });
   }
-  /// True if the backend's lock can expire underneath a running creator (a lease).
-  [[nodiscard]] bool has_lock_timeout() const { return do_has_lock_timeout(); }
 
   /// True if this backend keeps live C++ objects (`get_object`/`set_object`) instead of bytes.
   [[nodiscard]] bool stores_objects() const { return do_stores_objects(); }
@@ -193,8 +191,6 @@ class CacheBackend {
   }
   /// Default: nullptr (the region's in-process mutex).
   virtual std::shared_ptr<CacheMutex> do_get_mutex(std::string_view /*key*/) { return nullptr; }
-  /// Default: false.
-  [[nodiscard]] virtual bool do_has_lock_timeout() const { return false; }
 
   /// Default: false (a byte backend).
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
@@ -308,7 +304,6 @@ class ProxyBackend : public CacheBackend {
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override {
     return proxied_->get_mutex(key);
   }
-  [[nodiscard]] bool do_has_lock_timeout() const override { return proxied_->has_lock_timeout(); }
   [[nodiscard]] bool do_stores_objects() const override { return proxied_->stores_objects(); }
   std::optional<StoredObject> do_get_object(std::string_view key) override {
     return proxied_->get_object(key);

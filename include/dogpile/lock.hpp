@@ -173,6 +173,7 @@ class ReportingMutex final : public CacheMutex {
     }
   }
   [[nodiscard]] bool do_locked() const override { return inner_->locked(); }
+  [[nodiscard]] bool do_is_lease() const override { return inner_->is_lease(); }
 
  private:
   std::shared_ptr<CacheMutex> inner_;

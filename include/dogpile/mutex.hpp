@@ -41,12 +41,22 @@ class CacheMutex {
   void release() { do_release(); }
   /// True if anyone holds the lock (for a distributed lock: the lock key exists).
   [[nodiscard]] bool locked() const { return do_locked(); }
+  /// True when the lock can expire underneath a holder that dies or pauses (a lease, as
+  /// `LeaseLock`): exclusion then lasts only while the holder keeps renewing it, and a release
+  /// may find it lost (`LockError`). False for locks held until released (in-process mutexes,
+  /// file locks). Callers ask `backend->get_mutex(key)->is_lease()`.
+  /// Thread-safety: any thread. Never throws.
+  [[nodiscard]] bool is_lease() const { return do_is_lease(); }
 
  protected:
   /// `timeout`: nullopt waits forever; zero tries once.
   virtual bool do_acquire(std::optional<std::chrono::milliseconds> timeout) = 0;
+  /// Releases; throws `LockError` when this holder does not (or no longer) hold it.
   virtual void do_release() = 0;
+  /// True if anyone holds the lock.
   [[nodiscard]] virtual bool do_locked() const = 0;
+  /// Override to return true for a lease (see `is_lease`); the default is false.
+  [[nodiscard]] virtual bool do_is_lease() const { return false; }
 };
 
 /// The in-process mutex a region uses when its backend has none. Not tied to a thread.
@@ -101,7 +111,9 @@ class MutexHandle {
     h.mutex_ = std::move(acquired);
     return h;
   }
+  /// Takes over `o`'s mutex; `o` owns nothing afterwards.
   MutexHandle(MutexHandle&& o) noexcept : mutex_(std::move(o.mutex_)) {}
+  /// Releases what this handle holds, then takes over `o`'s mutex.
   MutexHandle& operator=(MutexHandle&& o) noexcept {
     if (this != &o) {
       reset();

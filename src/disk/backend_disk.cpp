@@ -1,17 +1,13 @@
 // The `disk` / `fanout` region backends and their cross-process lease lock.
 #include "dogpile/backends/disk.hpp"
 
-#include <unistd.h>
+#include "dogpile/lease_lock.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
-#include <cstdio>
 #include <limits>
 #include <map>
 #include <mutex>
-#include <random>
-#include <thread>
 #include <utility>
 #include <variant>
 
@@ -196,137 +192,67 @@ SetOptions value_options(const std::optional<milliseconds>& expire) {
 
 // ---- the lease lock -------------------------------------------------------------------------
 
-// Random bits for owner tokens and backoff jitter; reseeded after fork so that children do not
-// replay their parent's sequence.
-struct Rng {
-  pid_t pid = -1;
-  std::mt19937_64 gen;
-  std::mt19937_64& get() {
-    if (pid != ::getpid()) {
-      pid = ::getpid();
-      std::random_device rd;
-      gen.seed((static_cast<std::uint64_t>(rd()) << 32) ^ rd() ^ static_cast<std::uint64_t>(pid));
-    }
-    return gen;
-  }
-};
-thread_local Rng tl_rng;
-
-std::string make_token() {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%ld-%016llx", static_cast<long>(::getpid()),
-                static_cast<unsigned long long>(tl_rng.get()()));
-  return buf;
-}
-
-// A dogpile lock held as an unexpired row `lock_key -> owner token` in a DiskCache.
-class DiskLeaseLock final : public CacheMutex {
+// The lock key `lock_prefix + key` in a DiskCache, holding the owner token (text) with an
+// expiry of the lease. `add` is atomic across processes; renew and release check the owner
+// inside one write transaction, so neither can touch another holder's lock.
+class DiskLeaseStore final : public LeaseStore {
  public:
-  DiskLeaseLock(DiskCache cache, Key lock_key, DiskLockOptions opts)
-      : cache_(std::move(cache)), key_(std::move(lock_key)), opts_(std::move(opts)) {}
+  DiskLeaseStore(DiskCache cache, Key lock_key)
+      : cache_(std::move(cache)), key_(std::move(lock_key)) {}
 
- protected:
-  bool do_acquire(std::optional<milliseconds> timeout) override {
-    using clock = std::chrono::steady_clock;
-    const auto deadline = timeout ? clock::now() + *timeout : clock::time_point::max();
-    // Threads sharing this object queue here, so only one of them polls the database.
-    {
-      std::unique_lock lk(m_);
-      if (!timeout) {
-        cv_.wait(lk, [&] { return !busy_; });
-      } else if (!cv_.wait_until(lk, deadline, [&] { return !busy_; })) {
-        return false;
-      }
-      busy_ = true;
-    }
+  bool try_acquire(std::string_view token, milliseconds lease) override {
+    SetOptions so;
+    so.expire = lease;
     try {
-      std::string token = make_token();
-      milliseconds delay(1);
-      for (;;) {
-        bool won = false;
-        try {
-          SetOptions so;
-          so.expire = opts_.lock_timeout;
-          won = cache_.add(key_, token, so);
-        } catch (const TimeoutError&) {
-          won = false;  // the database is busy: same as a held lock, try again
-        }
-        if (won) {
-          std::lock_guard lk(m_);
-          token_ = std::move(token);
-          return true;
-        }
-        const auto now = clock::now();
-        if (timeout && now >= deadline) break;
-        // Jittered sleep in [delay/2, delay], never past the deadline.
-        std::uniform_real_distribution<double> jitter(0.5, 1.0);
-        auto nap =
-            std::chrono::duration_cast<clock::duration>(std::chrono::duration<double, std::milli>(
-                static_cast<double>(delay.count()) * jitter(tl_rng.get())));
-        if (timeout) nap = std::min<clock::duration>(nap, deadline - now);
-        std::this_thread::sleep_for(nap);
-        delay = std::min(delay * 2, std::max<milliseconds>(opts_.lock_sleep, milliseconds(1)));
-      }
-    } catch (...) {
-      free_local();
-      throw;
-    }
-    free_local();
-    return false;
-  }
-
-  void do_release() override {
-    std::string token;
-    {
-      std::lock_guard lk(m_);
-      if (!busy_ || token_.empty()) {
-        detail::throw_error<LockError>("disk lock " + key_.repr() +
-                                       ": release of a lock this mutex does not hold");
-      }
-      token = token_;
-    }
-    struct Guard {
-      DiskLeaseLock* self;
-      ~Guard() { self->free_local(); }
-    } guard{this};
-    bool owned = false;
-    {
-      auto tx = cache_.transact(/*retry=*/true);
-      auto rec = cache_.get_record(key_, false);
-      if (rec) {
-        const auto* s = std::get_if<std::string>(&rec->value);
-        owned = s != nullptr && *s == token;
-      }
-      if (owned) cache_.erase(key_, /*retry=*/true);
-      tx.commit();
-    }
-    if (!owned) {
-      detail::throw_error<LockError>(
-          "disk lock " + key_.repr() +
-          ": lease expired before release; the lock may now belong to another holder");
+      return cache_.add(key_, std::string(token), so);
+    } catch (const TimeoutError&) {
+      return false;  // the database is busy: same as a held lock, back off and try again
     }
   }
 
-  [[nodiscard]] bool do_locked() const override { return cache_.contains(key_); }
+  bool renew(std::string_view token, milliseconds lease) override {
+    // No retry: a busy database throws TimeoutError and the renewer tries again shortly.
+    auto tx = cache_.transact(/*retry=*/false);
+    const bool owned = owned_by(token);
+    if (owned) cache_.touch(key_, lease);
+    tx.commit();
+    return owned;
+  }
+
+  bool release(std::string_view token) override {
+    auto tx = cache_.transact(/*retry=*/true);
+    const bool owned = owned_by(token);
+    if (owned) cache_.erase(key_, /*retry=*/true);
+    tx.commit();
+    return owned;
+  }
+
+  [[nodiscard]] bool held() const override { return cache_.contains(key_); }
+
+  [[nodiscard]] std::string describe() const override { return "disk lock " + key_.repr(); }
 
  private:
-  void free_local() noexcept {
-    {
-      std::lock_guard lk(m_);
-      busy_ = false;
-      token_.clear();
-    }
-    cv_.notify_one();
+  // Inside the caller's transaction: the unexpired lock key holds `token`.
+  bool owned_by(std::string_view token) {
+    auto rec = cache_.get_record(key_, false);
+    if (!rec) return false;
+    const auto* s = std::get_if<std::string>(&rec->value);
+    return s != nullptr && *s == token;
   }
 
   mutable DiskCache cache_;
   Key key_;
-  DiskLockOptions opts_;
-  std::mutex m_;
-  std::condition_variable cv_;
-  bool busy_ = false;  // a thread of this process holds or is acquiring the lock
-  std::string token_;  // non-empty while held
 };
+
+std::shared_ptr<CacheMutex> make_disk_lock(DiskCache cache, std::string_view key,
+                                           const DiskLockOptions& o) {
+  LeaseLockOptions lo;
+  lo.lease = o.lock_timeout;
+  lo.lock_sleep = o.lock_sleep;
+  return std::make_shared<LeaseLock>(
+      std::make_shared<DiskLeaseStore>(std::move(cache), Key(o.lock_prefix + std::string(key))),
+      lo);
+}
 
 Key text_key(std::string_view k) { return Key(std::string(k)); }
 
@@ -392,8 +318,7 @@ void DiskBackend::do_erase_multi(std::span<const std::string> keys) {
 }
 
 std::shared_ptr<CacheMutex> DiskBackend::do_get_mutex(std::string_view key) {
-  return std::make_shared<DiskLeaseLock>(
-      cache_, text_key(opts_.lock.lock_prefix + std::string(key)), opts_.lock);
+  return make_disk_lock(cache_, key, opts_.lock);
 }
 
 // ---- FanoutBackend --------------------------------------------------------------------------
@@ -482,9 +407,9 @@ void FanoutBackend::do_erase_multi(std::span<const std::string> keys) {
 }
 
 std::shared_ptr<CacheMutex> FanoutBackend::do_get_mutex(std::string_view key) {
-  Key lock_key = text_key(opts_.lock.lock_prefix + std::string(key));
-  DiskCache shard = cache_.shard_for(lock_key);
-  return std::make_shared<DiskLeaseLock>(std::move(shard), std::move(lock_key), opts_.lock);
+  // The lock key lives in its own key's shard.
+  return make_disk_lock(cache_.shard_for(text_key(opts_.lock.lock_prefix + std::string(key))), key,
+                        opts_.lock);
 }
 
 // ---- registration ---------------------------------------------------------------------------

@@ -13,18 +13,36 @@
 /// `factory` returns a configured backend; it is called several times (the mutex tests need
 /// separate backend objects on the same storage). Every key is unique to one run
 /// (`unique_key`), so the suite can run against a shared server, concurrently with others.
-/// Catch2 assertions are only made on the test's own thread.
+/// Catch2 assertions are only made on the test's own thread (never in a forked child).
+///
+/// A backend whose storage and lock every process shares (all but `memory`) uses
+/// `DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE` instead, which adds cross-process creation, a killed
+/// lock holder and, for lease locks, renewal and lease expiry (give its factory a short lease):
+/// ```cpp
+/// DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("redis", [] {
+///   return dogpile::make_backend("redis", {{"url", url}, {"distributed_lock", true},
+///                                          {"lock_timeout", 2}});
+/// })
+/// ```
+
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <functional>
 #include <latch>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <span>
@@ -36,6 +54,7 @@
 #include <vector>
 
 #include "dogpile/dogpile.hpp"
+#include "dogpile/lease_lock.hpp"
 
 namespace dogpile_conformance {
 
@@ -274,9 +293,7 @@ inline void invalidation(const Factory& factory) {
 /// test_threaded_dogpile: 10 threads x 5 iterations; the creator try-locks a global mutex, so
 /// two overlapping creators are seen. The clock moves past the expiration after every call.
 inline void threaded_dogpile(const Factory& factory) {
-  auto backend = factory();
-  const bool lease = backend->has_lock_timeout();
-  Region t(backend, {.expiration_time = 250ms});
+  Region t(factory(), {.expiration_time = 250ms});
   const auto k = unique_key("threaded");
   std::mutex overlap;
   std::atomic<int> creations{0};
@@ -301,16 +318,14 @@ inline void threaded_dogpile(const Factory& factory) {
   CHECK(bad == 0);
   // The first creator's next call finds its value expired: at least two creations.
   CHECK(creations >= 2);
-  if (!lease) CHECK(overlapped == 0);
+  CHECK(overlapped == 0);  // leases too: the holder renews its lease while it creates
   t.region.erase(k);
 }
 
 /// test_threaded_get_multi: 6 threads x 5 iterations of get_or_create_multi on subsets of ten
 /// keys; per-key try-locks in the creator detect overlapping creators of one key.
 inline void threaded_get_multi(const Factory& factory) {
-  auto backend = factory();
-  const bool lease = backend->has_lock_timeout();
-  Region t(backend, {.expiration_time = 250ms});
+  Region t(factory(), {.expiration_time = 250ms});
   std::vector<std::string> keys;
   for (int i = 1; i <= 10; ++i) keys.push_back(unique_key("tm" + std::to_string(i)));
   std::map<std::string, std::unique_ptr<std::mutex>> locks;
@@ -353,7 +368,7 @@ inline void threaded_get_multi(const Factory& factory) {
   });
   CHECK(bad == 0);
   CHECK(records >= 10);  // every key was created at least once
-  if (!lease) CHECK(overlapped == 0);
+  CHECK(overlapped == 0);
   t.region.erase_multi(keys);
 }
 
@@ -454,7 +469,7 @@ inline void mutex_threaded(const Factory& factory) {
   });
   CHECK(bad == 0);
   CHECK(acquired == 25);
-  if (!factory()->has_lock_timeout()) CHECK(overlapped == 0);
+  CHECK(overlapped == 0);
 }
 
 /// test_mutex_reentrant_across_keys: holding "foo", "bar" can be taken once, not twice.
@@ -481,19 +496,179 @@ inline void reentrant_dogpile(const Factory& factory) {
   t.region.erase_multi({foo, bar});
 }
 
-/// `test_argument_dictionary_unmodified`: building a backend by name leaves the arguments as
-/// they were.
-inline void check_arguments_unmodified(std::string_view backend_name,
-                                       const nlohmann::json& arguments) {
-  const nlohmann::json before = arguments;
-  auto b = dogpile::make_backend(backend_name, arguments);
-  CHECK(b);
-  CHECK(arguments == before);
-  auto r = dogpile::make_region();
-  dogpile::ConfigureOptions co;
-  co.arguments = arguments;
-  r.configure(backend_name, co);
-  CHECK(co.arguments == before);
+// ---- distributed backends: leases and other processes -------------------------------------------
+
+/// The lease of a lease mutex (`is_lease()`), which the suite requires to be a `LeaseLock`
+/// configured with a short lease (so these cases finish): 500 ms to 10 s.
+inline std::chrono::milliseconds lease_of(const dogpile::CacheMutex& m) {
+  const auto* lease_lock = dynamic_cast<const dogpile::LeaseLock*>(&m);
+  INFO("a lease mutex must be a dogpile::LeaseLock");
+  REQUIRE(lease_lock != nullptr);
+  const auto lease = lease_lock->options().lease;
+  INFO("configure the conformance factory with a lease (lock_timeout) of 0.5 s to 10 s");
+  REQUIRE(lease >= 500ms);
+  REQUIRE(lease <= 10s);
+  return lease;
+}
+
+/// A lease that its holder keeps renewing is not lost after the lease interval; once the
+/// holder abandons it (drops the mutex without releasing: what a crashed process leaves), it
+/// frees itself after the lease. Only for lease mutexes.
+inline void lease_expiry(const Factory& factory) {
+  const auto k = unique_key("lease");
+  auto holder_backend = factory();
+  auto other_backend = factory();
+  auto held = holder_backend->get_mutex(k);
+  auto other = other_backend->get_mutex(k);
+  REQUIRE(held);
+  REQUIRE(other);
+  if (!held->is_lease()) {
+    CHECK_FALSE(other->is_lease());
+    return;  // a lock held until released: nothing expires
+  }
+  const auto lease = lease_of(*held);
+  using SteadyClock = std::chrono::steady_clock;
+  REQUIRE(held->acquire(false));
+  // Renewed: still ours after 1.5 leases.
+  std::this_thread::sleep_for(lease + lease / 2);
+  CHECK_FALSE(other->acquire(false));
+  CHECK(other->locked());
+  // Abandoned: no release, no more renewals.
+  held.reset();
+  const auto dropped = SteadyClock::now();
+  CHECK_FALSE(other->acquire(false));  // the lease has not run out yet
+  REQUIRE(other->try_acquire_for(lease * 3));
+  // The last renewal was at most lease/3 before the drop: the lock lived ≥ 2/3 lease after it.
+  CHECK(SteadyClock::now() - dropped >= lease / 2);
+  other->release();
+  CHECK_FALSE(other->locked());
+}
+
+/// Maps one `T` into memory shared with forked children.
+template <class T>
+class SharedMemory {
+ public:
+  SharedMemory() {
+    void* p = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(p != MAP_FAILED);
+    ptr_ = new (p) T();
+  }
+  ~SharedMemory() {
+    ptr_->~T();
+    ::munmap(ptr_, sizeof(T));
+  }
+  SharedMemory(const SharedMemory&) = delete;
+  SharedMemory& operator=(const SharedMemory&) = delete;
+  T* operator->() const { return ptr_; }
+
+ private:
+  T* ptr_ = nullptr;
+};
+
+/// Waits for `pid` and returns its exit code, or -1 if it did not exit normally.
+inline int wait_child(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/// A forked child and this process call `get_or_create` on one missing key through their own
+/// backend objects at the same moment; the creator is slow enough to overlap. Exactly one
+/// creation; both get the value.
+inline void cross_process_creation(const Factory& factory) {
+  const auto k = unique_key("xproc");
+  struct Shared {
+    std::atomic<int> creations{0};
+    std::atomic<int> ready{0};
+  };
+  SharedMemory<Shared> shared;
+  auto create = [&] {
+    shared->creations.fetch_add(1);
+    std::this_thread::sleep_for(300ms);
+    return std::string("made once");
+  };
+  std::array<int, 2> gate{};
+  REQUIRE(::pipe(gate.data()) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // the child: no Catch2 here, only an exit code
+    int code = 1;
+    try {
+      ::close(gate[1]);
+      Region child(factory());
+      shared->ready.fetch_add(1);
+      char c = 0;
+      if (::read(gate[0], &c, 1) < 0) ::_exit(2);
+      code = child.region.get_or_create(k, create) == "made once" ? 0 : 3;
+    } catch (...) {
+      code = 4;
+    }
+    ::_exit(code);
+  }
+  ::close(gate[0]);
+  Region parent(factory());
+  while (shared->ready.load() == 0) std::this_thread::sleep_for(1ms);
+  ::close(gate[1]);  // EOF: the child goes
+  std::string got;
+  CHECK_NOTHROW(got = parent.region.get_or_create(k, create));
+  CHECK(got == "made once");
+  CHECK(wait_child(pid) == 0);
+  CHECK(shared->creations.load() == 1);
+  CHECK_FALSE(parent.region.key_is_locked(k));
+  parent.region.erase(k);
+}
+
+/// A forked child takes the lock of a key and is then stopped by `sig`: SIGKILL (it died) frees
+/// the lock (after the lease, for a lease), SIGSTOP (it is paused, so are its renewals) frees a
+/// lease after the lease. Another process's mutex then acquires it.
+inline void holder_process_signalled(const Factory& factory, int sig) {
+  const auto k = unique_key("holder");
+  auto backend = factory();
+  auto m = backend->get_mutex(k);
+  REQUIRE(m);
+  const bool lease = m->is_lease();
+  if (sig == SIGSTOP) REQUIRE(lease);  // a paused holder keeps any other kind of lock
+  const auto bound = lease ? lease_of(*m) * 3 : std::chrono::milliseconds(30s);
+  std::array<int, 2> acquired{};
+  REQUIRE(::pipe(acquired.data()) == 0);
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(acquired[0]);
+    try {
+      auto b = factory();
+      auto cm = b->get_mutex(k);
+      if (cm && cm->acquire(true) && ::write(acquired[1], "1", 1) == 1) {
+        for (;;) ::pause();  // hold it (and renew it) until killed
+      }
+    } catch (...) {
+    }
+    ::_exit(1);
+  }
+  ::close(acquired[1]);
+  char c = 0;
+  const auto n = ::read(acquired[0], &c, 1);
+  ::close(acquired[0]);
+  if (n != 1) {
+    ::kill(pid, SIGKILL);
+    wait_child(pid);
+    FAIL("the child could not take the lock");
+  }
+  CHECK_FALSE(m->acquire(false));  // held by the child
+  using SteadyClock = std::chrono::steady_clock;
+  REQUIRE(::kill(pid, sig) == 0);
+  const auto stopped = SteadyClock::now();
+  const bool got = m->try_acquire_for(bound);
+  const auto waited = SteadyClock::now() - stopped;
+  if (sig != SIGKILL) ::kill(pid, SIGKILL);
+  wait_child(pid);
+  REQUIRE(got);
+  // A lease was renewed at most lease/3 before the signal, so it outlived it by ≥ 2/3 lease.
+  if (lease) CHECK(waited >= lease_of(*m) / 2);
+  m->release();
+  CHECK_FALSE(m->locked());
 }
 
 }  // namespace dogpile_conformance
@@ -529,4 +704,23 @@ inline void check_arguments_unmodified(std::string_view backend_name,
     ::dogpile_conformance::threaded_dogpile(f);                                                \
     ::dogpile_conformance::threaded_get_multi(f);                                              \
     ::dogpile_conformance::mutex_threaded(f);                                                  \
+  }
+
+/// The whole suite plus the cases for a backend whose storage and lock are shared by every
+/// process (every backend but `memory`): a forked process creating at the same time as this one
+/// (exactly one creation), a holder process that is killed, and, for lease mutexes
+/// (`is_lease()`), renewal and expiry. A lease mutex must be a `LeaseLock` whose lease is
+/// 0.5 s to 10 s (give the factory a short `lock_timeout`); the cases then take a few leases.
+#define DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE(name, ...)                                       \
+  DOGPILE_BACKEND_CONFORMANCE(name, __VA_ARGS__)                                                 \
+  TEST_CASE(name " conformance: lease expiry", "[conformance][lease][" name "]") {               \
+    ::dogpile_conformance::lease_expiry(::dogpile_conformance::Factory(__VA_ARGS__));            \
+  }                                                                                              \
+  TEST_CASE(name " conformance: cross-process creation", "[conformance][fork][" name "]") {      \
+    ::dogpile_conformance::cross_process_creation(::dogpile_conformance::Factory(__VA_ARGS__));  \
+  }                                                                                              \
+  TEST_CASE(name " conformance: a killed holder frees the lock",                                 \
+            "[conformance][fork][" name "]") {                                                   \
+    ::dogpile_conformance::holder_process_signalled(::dogpile_conformance::Factory(__VA_ARGS__), \
+                                                    SIGKILL);                                    \
   }

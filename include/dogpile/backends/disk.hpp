@@ -17,15 +17,18 @@
 /// (Python `bytes`), so python-diskcache sees `cache["key"] == b'{"ct": ..., "v": 2}|...'`.
 /// A stored value that is not text or bytes (a number, a Python pickle) reads as a miss.
 ///
-/// **The lock** (`get_mutex`): `add` of the key `lock_prefix + key` (default `"_lock" + key`)
-/// holding an owner token (`<pid>-<random>`) with an expiry of `lock_timeout` (the lease), so a
-/// holder that dies frees the lock when the lease runs out. Acquiring retries the `add` with
-/// capped, jittered exponential backoff (1 ms doubling up to `lock_sleep`) until the caller's
-/// deadline; threads of one process that share a mutex object queue in memory, so only one of
-/// them polls the database. `release` deletes the lock key inside a write transaction only if
-/// it still holds this owner's token, else throws `LockError` (the lease ran out and another
-/// holder may have it). `locked()` is true while the lock key is present and unexpired.
-/// `has_lock_timeout()` is true: a creator that runs longer than the lease loses the lock.
+/// **The lock** (`get_mutex`) is a `dogpile::LeaseLock` (`<dogpile/lease_lock.hpp>`) on the
+/// key `lock_prefix + key` (default `"_lock" + key`; fanout: in that key's shard): acquiring
+/// `add`s the key holding a fresh owner token (`<pid>-<random>`) that expires after
+/// `lock_timeout` (the lease), retrying with capped, jittered exponential backoff (1 ms doubling
+/// up to `lock_sleep`) until the caller's deadline; threads of one process that share a mutex
+/// object queue in memory, so only one of them polls the database. While held, the lease is
+/// renewed every `lock_timeout / 3` (the owner is checked inside a write transaction), so a slow
+/// creator keeps the lock and a holder that dies or is paused loses it after the lease.
+/// `release` deletes the key inside a write transaction only if it still holds this owner's
+/// token, else throws `LockError` (the lease was lost and another holder may have it; a region
+/// reports that rather than failing its caller). `locked()` is true while the key is present and
+/// unexpired; `is_lease()` is true.
 ///
 /// Errors: the DiskCache exceptions (`TimeoutError` when the database stays write-locked past
 /// `timeout`, `DatabaseError`…) all derive from `BackendError`, so a region's
@@ -56,7 +59,8 @@ namespace dogpile {
 
 /// Settings of the cross-process dogpile lock of the `disk` / `fanout` backends. Plain aggregate.
 struct DiskLockOptions {
-  Duration lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key expires after this
+  Duration lock_timeout = std::chrono::seconds(30);  ///< lease: the lock key expires after this
+                                                     ///< unless renewed
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
   std::string lock_prefix = "_lock";  ///< prepended to the key to name the lock key
 };
@@ -113,8 +117,6 @@ class DiskBackend final : public CacheBackend {
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
-  /// True: the lock is a lease that expires after `lock_timeout`.
-  [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:
   DiskBackendOptions opts_;
@@ -151,8 +153,6 @@ class FanoutBackend final : public CacheBackend {
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The cross-process lease lock of `key` (see the file comment).
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
-  /// True: the lock is a lease that expires after `lock_timeout`.
-  [[nodiscard]] bool do_has_lock_timeout() const override { return true; }
 
  private:
   FanoutBackendOptions opts_;
