@@ -144,6 +144,70 @@ inline void raw_backend(const Factory& factory) {
   b->erase(keys[1]);
 }
 
+// ---- keys the backend declares it cannot take ---------------------------------------------------
+
+/// Keys that break common storage limits (long, spaces, control bytes): each either round-trips
+/// (the backend takes it as is, or mangles it by its `KeyRules`) or is refused with
+/// `ValidationError` before anything is stored. Never a crash, a truncated key, or a value
+/// stored under another key.
+inline void key_limits(const Factory& factory) {
+  auto b = factory();
+  const dogpile::KeyRules rules = b->key_rules();
+  const std::string base = unique_key("keys");
+  const std::vector<std::string> odd = {base + std::string(300, 'L'), base + " with spaces",
+                                        base + std::string("\x01ctl\n", 5),
+                                        base + std::string(10 * 1024, 'H')};
+  for (const auto& k : odd) {
+    CAPTURE(k.size());
+    const bool too_long = rules.max_length != 0 && k.size() > rules.max_length;
+    const bool bad_bytes = rules.no_spaces_or_control &&
+                           k.find_first_of(std::string(" \x01\n", 3)) != std::string::npos;
+    if ((too_long || bad_bytes) && !rules.mangle_bad_keys) {
+      CHECK_THROWS_AS(b->set(k, "v"), dogpile::ValidationError);
+      CHECK_THROWS_AS(b->get(k), dogpile::ValidationError);
+      continue;
+    }
+    b->set(k, "v:" + std::to_string(k.size()));
+    CHECK(b->get(k) == "v:" + std::to_string(k.size()));
+    CHECK(b->get_multi(std::vector<std::string>{k}) ==
+          std::vector<std::optional<std::string>>{"v:" + std::to_string(k.size())});
+    b->erase(k);
+    CHECK_FALSE(b->get(k));
+  }
+  // Two long keys that share a prefix stay two entries.
+  const std::string k1 = base + std::string(400, 'a') + "1";
+  const std::string k2 = base + std::string(400, 'a') + "2";
+  if (rules.max_length == 0 || rules.mangle_bad_keys) {
+    b->set(k1, "one");
+    b->set(k2, "two");
+    CHECK(b->get(k1) == std::string("one"));
+    CHECK(b->get(k2) == std::string("two"));
+    b->erase_multi(std::vector<std::string>{k1, k2});
+  }
+}
+
+// ---- native TTL ---------------------------------------------------------------------------------
+
+/// For a backend configured with a native time-to-live of `ttl` (`redis_expiration_time`,
+/// `memcached_expire_time`, the disk backends' `expire`): a value is there right after it is
+/// stored and gone once the TTL has passed (server time: this waits, polling, at most 10 TTLs).
+inline void native_ttl(const Factory& factory, std::chrono::milliseconds ttl) {
+  auto b = factory();
+  const auto k = unique_key("ttl");
+  const auto t0 = std::chrono::steady_clock::now();
+  b->set(k, "short-lived");
+  const auto stored = b->get(k);
+  if (std::chrono::steady_clock::now() - t0 < ttl / 2) CHECK(stored == std::string("short-lived"));
+  b->set_multi(std::vector<dogpile::BytesItem>{{k + "_m", "also"}});
+  const auto deadline = t0 + 10 * ttl;
+  std::this_thread::sleep_for(ttl);
+  while ((b->get(k) || b->get(k + "_m")) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(ttl / 10);
+  }
+  CHECK_FALSE(b->get(k));
+  CHECK_FALSE(b->get(k + "_m"));
+}
+
 // ---- _GenericBackendTestSuite: through a region -----------------------------------------------
 
 inline void region_basics(const Factory& factory) {
@@ -680,6 +744,9 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
   TEST_CASE(name " conformance: raw backend", "[conformance][" name "]") {                     \
     ::dogpile_conformance::raw_backend(::dogpile_conformance::Factory(__VA_ARGS__));           \
   }                                                                                            \
+  TEST_CASE(name " conformance: key limits", "[conformance][keys][" name "]") {                \
+    ::dogpile_conformance::key_limits(::dogpile_conformance::Factory(__VA_ARGS__));            \
+  }                                                                                            \
   TEST_CASE(name " conformance: region", "[conformance][" name "]") {                          \
     const ::dogpile_conformance::Factory f(__VA_ARGS__);                                       \
     ::dogpile_conformance::region_basics(f);                                                   \
@@ -723,4 +790,11 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
             "[conformance][fork][" name "]") {                                                   \
     ::dogpile_conformance::holder_process_signalled(::dogpile_conformance::Factory(__VA_ARGS__), \
                                                     SIGKILL);                                    \
+  }
+
+/// For a backend configured with a native time-to-live of `ttl` (a `std::chrono` duration):
+/// values disappear once it has passed. The factory must configure that TTL.
+#define DOGPILE_BACKEND_TTL_CONFORMANCE(name, ttl, ...)                                 \
+  TEST_CASE(name " conformance: native TTL", "[conformance][ttl][" name "]") {          \
+    ::dogpile_conformance::native_ttl(::dogpile_conformance::Factory(__VA_ARGS__), ttl); \
   }

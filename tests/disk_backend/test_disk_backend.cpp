@@ -106,6 +106,16 @@ DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("fanout", [] {
       {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"lock_timeout", 2}});
 })
 
+// Native TTL (`expire`, seconds): the same directories, values stored with a 0.3 s lifetime.
+DOGPILE_BACKEND_TTL_CONFORMANCE("disk", std::chrono::milliseconds(300), [] {
+  return dogpile::make_backend(
+      "disk", {{"directory", conformance_dir("disk").string()}, {"expire", 0.3}});
+})
+DOGPILE_BACKEND_TTL_CONFORMANCE("fanout", std::chrono::milliseconds(300), [] {
+  return dogpile::make_backend(
+      "fanout", {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"expire", 0.3}});
+})
+
 TEST_CASE("disk backends are registered by name and validate their arguments", "[disk_backend]") {
   TempDir d;
   CHECK(dogpile::is_backend_registered("disk"));

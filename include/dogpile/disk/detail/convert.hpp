@@ -146,6 +146,9 @@ DiskValue to_disk_value(const T& v) {
   } else if constexpr (is_texty_v<U>) {
     return std::string(std::string_view(v));
   } else {
+    static_assert(HasCodec<U>,
+                  "DiskCache: this type has no dogpile::Codec<T>; define to_json/from_json for it "
+                  "(nlohmann_json) or specialize dogpile::Codec<T>");
     return Bytes{Codec<U>::encode(v, Format::json)};
   }
 }
@@ -205,10 +208,15 @@ T from_disk_value(DiskValue&& v, const Key& key) {
       if (!raw->empty()) std::memcpy(out.data(), raw->data(), raw->size());
       return out;
     } else {
+      static_assert(HasCodec<T>,
+                    "DiskCache: this type has no dogpile::Codec<T>; define to_json/from_json for "
+                    "it (nlohmann_json) or specialize dogpile::Codec<T>");
       try {
         return Codec<T>::decode(*raw, Format::json);
       } catch (const CantDeserialize& e) {
         throw_error<CantDeserialize>("disk cache: key " + key.repr() + ": " + e.what());
+      } catch (const TypeMismatch& e) {
+        throw_error<TypeMismatch>("disk cache: key " + key.repr() + ": " + e.what());
       }
     }
   }
