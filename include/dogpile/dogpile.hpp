@@ -2,7 +2,8 @@
 /// @file dogpile.hpp
 /// The umbrella header of dogpile::core: regions, the dogpile lock, decorators, keys,
 /// codecs, and the memory/null backends. Compiled components have their own headers
-/// (`<dogpile/disk/cache.hpp>`, `<dogpile/backends/disk.hpp>`, …).
+/// (`<dogpile/disk/cache.hpp>`, `<dogpile/backends/disk.hpp>`, …); `<dogpile/all.hpp>` registers
+/// every backend of the build; backend authors add `<dogpile/lease_lock.hpp>`.
 
 #include "dogpile/backend.hpp"
 #include "dogpile/backends/memory.hpp"
