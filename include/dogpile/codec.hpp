@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dogpile/detail/python_float.hpp"
 #include "dogpile/detail/type_name.hpp"
 #include "dogpile/detail/zlib.hpp"
 #include "dogpile/error.hpp"
@@ -252,16 +253,16 @@ inline std::string pack_envelope(const Metadata& meta, std::string_view payload,
     detail::put_u64(out, static_cast<std::uint64_t>(static_cast<std::int64_t>(meta.ct * 1e6)));
     detail::put_u64(out, static_cast<std::uint64_t>(static_cast<std::int64_t>(meta.delta * 1e6)));
   } else {
-    // Python's json.dumps writes `{"ct": 1700000000.123, "v": 2}`; nlohmann prints the
-    // shortest round-trip float the same way, so the header is byte-identical.
+    // Python's json.dumps writes `{"ct": 1700000000.123, "v": 2}`: floats as repr() (shortest
+    // round trip), which append_python_float reproduces, so the header is byte-identical.
     out.reserve(payload.size() + 64);
     out += "{\"ct\": ";
-    out += nlohmann::json(meta.ct).dump();
+    detail::append_python_float(out, meta.ct);
     out += ", \"v\": ";
     out += std::to_string(meta.v);
     if (meta.delta > 0) {
       out += ", \"d\": ";
-      out += nlohmann::json(meta.delta).dump();
+      detail::append_python_float(out, meta.delta);
     }
     if (zipped) out += ", \"z\": 1";
     out += "}|";
@@ -272,7 +273,10 @@ inline std::string pack_envelope(const Metadata& meta, std::string_view payload,
 
 /// Parses either envelope format (detected from the first bytes).
 /// @throws CantDeserialize on corrupt or truncated bytes.
-inline Unpacked unpack_envelope(std::string_view bytes) {
+/// (A template only so that nlohmann's parser is instantiated where envelopes are read, not in
+/// every file that includes this header; call it as `unpack_envelope(bytes)`.)
+template <class = void>
+Unpacked unpack_envelope(std::string_view bytes) {
   Unpacked u;
   bool zipped = false;
   std::string_view payload;

@@ -111,7 +111,7 @@ class CachedMultiFunction {
  public:
   using arg_type = typename detail::fn_arg_t<F, 0>::value_type;     ///< one argument
   using result_type = typename detail::fn_result_t<F>::value_type;  ///< one value
-  using creator_input = std::vector<std::remove_cv_t<arg_type>>;  ///< what `fn` receives
+  using creator_input = std::vector<std::remove_cv_t<arg_type>>;    ///< what `fn` receives
 
   /// Memoizes `fn` in `region` under `ns` (prefer `region.cache_multi_on_arguments`).
   CachedMultiFunction(CacheRegion region, std::string ns, F fn, DecoratorOptions<result_type> opts)

@@ -6,16 +6,19 @@
 /// strategy stores the invalidation time in the backend so every process sees it.
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
+#include <string_view>
+#include <system_error>
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
+#include "dogpile/detail/python_float.hpp"
 #include "dogpile/duration.hpp"
 
 namespace dogpile {
@@ -79,8 +82,9 @@ class DefaultInvalidationStrategy : public RegionInvalidationStrategy {
 };
 
 /// Invalidation that reaches every process sharing the backend: `invalidate()` writes
-/// `{"t": <unix seconds>, "hard": bool}` under `key`; readers refresh their copy at most once
-/// per `poll` interval. Thread-safe.
+/// `<unix seconds> hard` (or `soft`) under `key`, e.g. `1700000000.25 hard`; readers refresh
+/// their copy at most once per `poll` interval; a value in another format is ignored.
+/// Thread-safe.
 class SharedInvalidationStrategy : public RegionInvalidationStrategy {
  public:
   /// Stores its state under `key` in `backend`, re-read at most once per `poll`; `clock` stamps
@@ -93,8 +97,10 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
   /// @throws BackendError if the write fails.
   void invalidate(bool hard) override {
     const auto now = clock_();
-    nlohmann::json j = {{"t", to_unix_seconds(now)}, {"hard", hard}};
-    backend_->set(key_, j.dump());
+    std::string text;
+    detail::append_python_float(text, to_unix_seconds(now));
+    text += hard ? " hard" : " soft";
+    backend_->set(key_, text);
     std::lock_guard lk(mutex_);
     state_ = State{now, hard};
     next_poll_ = now + poll_;
@@ -120,6 +126,17 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
     TimePoint at{};
     bool hard = true;
   };
+  /// `<seconds> hard|soft`, or nullopt.
+  static std::optional<State> parse(std::string_view text) {
+    const auto sp = text.find(' ');
+    if (sp == std::string_view::npos) return std::nullopt;
+    const std::string_view kind = text.substr(sp + 1);
+    if (kind != "hard" && kind != "soft") return std::nullopt;
+    double t = 0;
+    const auto r = std::from_chars(text.data(), text.data() + sp, t);
+    if (r.ec != std::errc() || r.ptr != text.data() + sp || !std::isfinite(t)) return std::nullopt;
+    return State{from_unix_seconds(t), kind == "hard"};
+  }
   std::optional<State> current() const {
     const auto now = clock_();
     std::lock_guard lk(mutex_);
@@ -133,10 +150,7 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
         // every region call throw here, outside the region's on_backend_error policy.
       }
       if (raw) {
-        auto j = nlohmann::json::parse(*raw, nullptr, false);
-        if (j.is_object() && j.contains("t") && j["t"].is_number()) {
-          state_ = State{from_unix_seconds(j["t"].get<double>()), j.value("hard", true)};
-        }
+        if (auto parsed = parse(*raw)) state_ = parsed;
       }
     }
     return state_;

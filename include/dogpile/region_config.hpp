@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/detail/did_you_mean.hpp"
+#include "dogpile/detail/json_text.hpp"
 #include "dogpile/error.hpp"
 #include "dogpile/expiration.hpp"
 #include "dogpile/region_options.hpp"
@@ -100,7 +101,7 @@ inline Expiration expiration_from_json(const nlohmann::json& v, std::string_view
         std::chrono::duration<double>(v.get<double>()));
   }
   throw_error<ValidationError>("'" + std::string(key) + "' must be a number of seconds, got " +
-                               v.dump());
+                               detail::json_text(v));
 }
 }  // namespace detail
 
@@ -113,7 +114,7 @@ inline RegionConfigSettings parse_region_config(const nlohmann::json& config,
                                                 std::string_view prefix) {
   if (!config.is_object()) {
     detail::throw_error<ValidationError>(
-        "configure_from_config: config must be a JSON object, got " + config.dump());
+        "configure_from_config: config must be a JSON object, got " + detail::json_text(config));
   }
   static constexpr std::string_view kKnown[] = {"backend", "expiration_time",
                                                 "replace_existing_backend", "arguments.<name>"};
@@ -126,7 +127,8 @@ inline RegionConfigSettings parse_region_config(const nlohmann::json& config,
     const std::string_view name = std::string_view(k).substr(p.size());
     if (name == "backend") {
       if (!v.is_string() || v.get_ref<const std::string&>().empty()) {
-        detail::throw_error<ValidationError>("'" + k + "' must be a backend name, got " + v.dump());
+        detail::throw_error<ValidationError>("'" + k + "' must be a backend name, got " +
+                                             detail::json_text(v));
       }
       out.backend = v.get<std::string>();
       have_backend = true;
@@ -134,7 +136,8 @@ inline RegionConfigSettings parse_region_config(const nlohmann::json& config,
       out.options.expiration_time = detail::expiration_from_json(v, k);
     } else if (name == "replace_existing_backend") {
       if (!v.is_boolean()) {
-        detail::throw_error<ValidationError>("'" + k + "' must be true or false, got " + v.dump());
+        detail::throw_error<ValidationError>("'" + k + "' must be true or false, got " +
+                                             detail::json_text(v));
       }
       out.options.replace_existing_backend = v.get<bool>();
     } else if (name.substr(0, 10) == "arguments." && name.size() > 10) {

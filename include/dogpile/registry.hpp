@@ -20,6 +20,7 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/detail/did_you_mean.hpp"
+#include "dogpile/detail/json_text.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile {
@@ -125,7 +126,8 @@ inline std::shared_ptr<CacheBackend> make_backend(
   if (!f) detail::throw_plugin_not_found(name, registered_backends());
   if (!arguments.is_null() && !arguments.is_object()) {
     detail::throw_error<ValidationError>("backend arguments for '" + std::string(name) +
-                                         "' must be a JSON object, got " + arguments.dump());
+                                         "' must be a JSON object, got " +
+                                         detail::json_text(arguments));
   }
   return f(arguments.is_null() ? nlohmann::json::object() : arguments);
 }

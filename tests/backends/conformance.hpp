@@ -794,7 +794,7 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
 
 /// For a backend configured with a native time-to-live of `ttl` (a `std::chrono` duration):
 /// values disappear once it has passed. The factory must configure that TTL.
-#define DOGPILE_BACKEND_TTL_CONFORMANCE(name, ttl, ...)                                 \
-  TEST_CASE(name " conformance: native TTL", "[conformance][ttl][" name "]") {          \
+#define DOGPILE_BACKEND_TTL_CONFORMANCE(name, ttl, ...)                                  \
+  TEST_CASE(name " conformance: native TTL", "[conformance][ttl][" name "]") {           \
     ::dogpile_conformance::native_ttl(::dogpile_conformance::Factory(__VA_ARGS__), ttl); \
   }

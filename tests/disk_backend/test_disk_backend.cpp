@@ -108,12 +108,13 @@ DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("fanout", [] {
 
 // Native TTL (`expire`, seconds): the same directories, values stored with a 0.3 s lifetime.
 DOGPILE_BACKEND_TTL_CONFORMANCE("disk", std::chrono::milliseconds(300), [] {
-  return dogpile::make_backend(
-      "disk", {{"directory", conformance_dir("disk").string()}, {"expire", 0.3}});
+  return dogpile::make_backend("disk",
+                               {{"directory", conformance_dir("disk").string()}, {"expire", 0.3}});
 })
 DOGPILE_BACKEND_TTL_CONFORMANCE("fanout", std::chrono::milliseconds(300), [] {
   return dogpile::make_backend(
-      "fanout", {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"expire", 0.3}});
+      "fanout",
+      {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"expire", 0.3}});
 })
 
 TEST_CASE("disk backends are registered by name and validate their arguments", "[disk_backend]") {
@@ -520,8 +521,8 @@ TEST_CASE("disk region: a lease lost during creation is reported, not thrown",
   std::vector<std::string> reported;
   auto region = dogpile::make_region(
       {.name = "lost", .on_backend_error = dogpile::treat_as_miss([&](const std::exception& e) {
-         reported.emplace_back(e.what());
-       })});
+                         reported.emplace_back(e.what());
+                       })});
   region.configure(backend);
   std::string got;
   CHECK_NOTHROW(got = region.get_or_create("k", [&] {

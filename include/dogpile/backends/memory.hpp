@@ -27,6 +27,7 @@
 
 #include "dogpile/backend.hpp"
 #include "dogpile/detail/eviction.hpp"
+#include "dogpile/detail/json_text.hpp"
 #include "dogpile/error.hpp"
 #include "dogpile/registry.hpp"
 
@@ -141,7 +142,7 @@ inline std::size_t memory_size_option(const nlohmann::json& v, const char* name,
   if (!ok || (positive && v.get<std::uint64_t>() == 0)) {
     throw_error<ValidationError>(std::string("memory backend option '") + name + "' must be a " +
                                  (positive ? "positive" : "non-negative") + " integer, got " +
-                                 v.dump());
+                                 detail::json_text(v));
   }
   return static_cast<std::size_t>(v.get<std::uint64_t>());
 }
@@ -151,7 +152,8 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
   MemoryOptions o;
   if (a.is_null()) return o;
   if (!a.is_object()) {
-    throw_error<ValidationError>("memory backend arguments must be a JSON object, got " + a.dump());
+    throw_error<ValidationError>("memory backend arguments must be a JSON object, got " +
+                                 detail::json_text(a));
   }
   for (const auto& [name, value] : a.items()) {
     if (name != "shards" && name != "max_entries" && name != "max_bytes" && name != "eviction") {
@@ -173,7 +175,8 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
       o.eviction = MemoryEviction::lru;
     } else {
       throw_error<ValidationError>(
-          "memory backend option 'eviction' must be \"tiny_lfu\" or \"lru\", got " + v->dump());
+          "memory backend option 'eviction' must be \"tiny_lfu\" or \"lru\", got " +
+          detail::json_text(*v));
     }
   }
   validate_memory_options(o);

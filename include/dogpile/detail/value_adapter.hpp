@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <typeinfo>
 #include <utility>
 
@@ -69,7 +70,8 @@ std::optional<Cached<T>> from_bytes(const std::optional<std::string>& b, bool ch
   if constexpr (HasCodec<T>) {
     if (!b) return std::nullopt;
     try {
-      Unpacked u = unpack_envelope(*b);
+      // A dependent call: the JSON parser is instantiated only where a region reads bytes.
+      Unpacked u = unpack_envelope<std::void_t<T>>(*b);
       if (check_version && u.meta.v != 2) return std::nullopt;
       return Cached<T>{Codec<T>::decode(u.payload, codec.format), from_unix_seconds(u.meta.ct),
                        std::chrono::duration<double>(u.meta.delta)};
