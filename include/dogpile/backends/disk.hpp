@@ -59,8 +59,8 @@ namespace dogpile {
 
 /// Settings of the cross-process dogpile lock of the `disk` / `fanout` backends. Plain aggregate.
 struct DiskLockOptions {
-  Duration lock_timeout = std::chrono::seconds(30);  ///< lease: the lock key expires after this
-                                                     ///< unless renewed
+  Duration lock_timeout = std::chrono::seconds(30);      ///< lease: the lock key expires after this
+                                                         ///< unless renewed
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< backoff cap
   std::string lock_prefix = "_lock";  ///< prepended to the key to name the lock key
 };
