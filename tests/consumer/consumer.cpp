@@ -31,6 +31,11 @@ void from_json(const nlohmann::json& j, User& u) {
   u.name = j.at("name").get<std::string>();
 }
 
+// A type a user already has, with no JSON support: fine on `memory`.
+struct Connection {
+  int fd = 0;
+};
+
 int loads = 0;
 User load_user(int id) {
   ++loads;
@@ -119,6 +124,37 @@ int main() {
   } catch (const dogpile::Error&) {
   }
 
+  // Real C++ types: a non-serializable type on `memory`, max_bytes that weighs what strings own,
+  // and errors that say what to do.
+  {
+    auto live = dogpile::make_region({.name = "live"});
+    live.configure("memory");
+    auto conn = std::make_shared<Connection>(Connection{3});
+    check(live.get_or_create("conn", [&] { return conn; }) == conn, 40, "shared_ptr on memory");
+    check(live.get_or_create("lit", [] { return "text"; }) == "text", 41, "literal as string");
+    bool said = false;
+    try {
+      live.configure("memory");
+    } catch (const dogpile::RegionAlreadyConfigured& e) {
+      said = std::string(e.what()).find(".replace_existing_backend = true") != std::string::npos;
+    }
+    check(said, 42, "RegionAlreadyConfigured says what to do");
+    auto bytes = dogpile::make_region();
+    bytes.configure("memory_serialized");
+    said = false;
+    try {
+      bytes.set("c", Connection{});
+    } catch (const dogpile::Error& e) {
+      said = std::string(e.what()).find("Connection") != std::string::npos;
+    }
+    check(said, 43, "no codec on a byte backend names the type");
+    auto bounded = std::make_shared<dogpile::MemoryBackend>(
+        dogpile::MemoryOptions{.shards = 1, .max_bytes = 1 << 20});
+    auto small = dogpile::make_region();
+    small.configure(bounded);
+    for (int i = 0; i < 1000; ++i) small.set("k" + std::to_string(i), std::string(10240, 'v'));
+    check(bounded->bytes() <= (1u << 20) && bounded->size() <= 102, 44, "max_bytes weighs strings");
+  }
 #ifdef DOGPILE_CONSUMER_DISK
   // §6 disk cache and the disk region backend.
   const auto dir = std::filesystem::temp_directory_path() / "dogpile-consumer-disk";
