@@ -355,8 +355,10 @@ TEST_CASE("a lease lost before release reaches the stats, listener and callback,
 
 TEST_CASE("get_or_create_multi refreshes early like get_or_create", "[multi]") {
   dogpile::ManualClock clock;
+  // XFetch is probabilistic: refresh when -delta*beta*log(U) >= remaining. The creator takes
+  // ~50 ns in Release, so beta must be huge for "always" (1e15: failure odds ~1e-7 per key).
   auto r =
-      dogpile::make_region({.early_refresh = dogpile::EarlyRefresh{.beta = 1e9}, .clock = clock});
+      dogpile::make_region({.early_refresh = dogpile::EarlyRefresh{.beta = 1e15}, .clock = clock});
   r.configure("memory", {.expiration_time = 10s});
   int calls = 0;
   auto create = [&](std::span<const std::string> ks) {
