@@ -1,13 +1,19 @@
 // Redis Sentinel: the master of a service, as the sentinels name it. Every command (reads too:
 // dogpile #248, replica reads make a waiter miss the value its creator just wrote) goes to
 // the master. A connection failure, or a READONLY / MASTERDOWN reply (the server was demoted
-// or lost its master), makes the next attempt ask the sentinels again.
+// or lost its master), makes the next attempt ask the sentinels again. So does the sentinels'
+// `+switch-master` event, heard on a subscription to the sentinels: after a failover, the old
+// master keeps accepting writes until the sentinels demote it (seconds later), and writes sent
+// to it then are lost; the event moves us to the new master as soon as it is elected.
 #include <chrono>
 #include <mutex>
 #include <thread>
 
+#include <unistd.h>
+
 #include "client.hpp"
 #include "dogpile/error.hpp"
+#include "subscriber.hpp"
 
 namespace dogpile::redis_detail {
 namespace {
@@ -88,8 +94,27 @@ class SentinelClient final : public Client {
 
   std::shared_ptr<Pool> master() {
     std::lock_guard lk(m_);
+    watch_failovers();
     if (!master_) master_ = std::make_shared<Pool>(discover(), master_settings_, pool_size_);
     return master_;
+  }
+
+  // Subscribes to +switch-master on the sentinels (one of them at a time, the next after a
+  // failure). m_ held.
+  void watch_failovers() {
+    if (events_ && events_->owner_pid() == ::getpid()) return;
+    events_.reset();  // a forked child's copy of the parent's: abandoned, not joined
+    auto next = std::make_shared<std::size_t>(0);
+    events_ = std::make_unique<Subscriber>(
+        [this, next] { return sentinels_[(*next)++ % sentinels_.size()]; }, sentinel_settings_,
+        std::vector<std::string>{"+switch-master"},
+        [this](const std::string& /*channel*/, const std::string& payload) {
+          // "<service> <old ip> <old port> <new ip> <new port>"
+          if (payload.compare(0, service_.size() + 1, service_ + " ") != 0) return;
+          std::lock_guard lk(m_);
+          master_.reset();
+        },
+        nullptr);
   }
 
   void forget(const std::shared_ptr<Pool>& p) {
@@ -126,6 +151,7 @@ class SentinelClient final : public Client {
   std::size_t pool_size_;
   std::mutex m_;
   std::shared_ptr<Pool> master_;
+  std::unique_ptr<Subscriber> events_;  // last member: its thread stops before the rest goes
 };
 
 }  // namespace
