@@ -986,6 +986,8 @@ class MemcachedServer {
   void resume() { process_->resume(); }
   /// The underlying process.
   ServerProcess& process() { return *process_; }
+  /// Its temporary directory.
+  const std::filesystem::path& dir() const { return dir_.path(); }
 
  private:
   bool wait_ready(bool throw_on_failure) {
