@@ -13,6 +13,16 @@
 //  * readiness is polled with short naps against a deadline (10 s); a server that does not come
 //    up throws std::runtime_error with the tail of its log;
 //  * a missing binary throws and names the Debian package to install (tests never skip).
+//  * a server made *inside* a worker that then _exits (no destructors) dies with the worker
+//    (PDEATHSIG), but its /tmp/dogpile-test-* directory stays: let workers destroy their objects.
+//  * servers are children of the test process: wait for forked workers by pid, never with
+//    wait()/waitpid(-1), which would block on (or reap) the servers.
+//
+// Start-up times measured on a 2-core Debian 12 machine (redis 7.0, memcached 1.6): RedisServer
+// ~20-35 ms, MemcachedServer ~5-15 ms, RedisSentinelSet ~90 ms (plus ~1.1 s per failover()),
+// RedisCluster 2-5 s (`redis-cli --cluster create` polls the join once a second).
+// MemcachedServer::stop() takes up to ~1 s (memcached acts on SIGTERM at its clock tick); its
+// destructor SIGKILLs.
 //
 // Header-only; include as "support/servers.hpp".
 #pragma once
