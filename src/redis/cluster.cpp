@@ -16,7 +16,7 @@ namespace dogpile::redis_detail {
 namespace {
 
 constexpr int kSlots = 16384;
-constexpr int kMaxRedirects = 8;
+constexpr int kMaxRedirects = 16;
 
 // "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" -> the endpoint.
 Endpoint redirect_target(const Reply& r) {
@@ -101,6 +101,7 @@ class ClusterClient final : public Client {
     }
     bool asking = false;
     int redirects = 0;
+    const auto retry_deadline = std::chrono::steady_clock::now() + settings_.socket_timeout;
     int failures = 0;
     auto nap = std::chrono::milliseconds(5);
     for (;;) {
@@ -129,6 +130,7 @@ class ClusterClient final : public Client {
       const auto code = r.error_code();
       if (code == "MOVED" || code == "ASK") {
         if (++redirects > kMaxRedirects) return r;
+        if (code == "ASK" && asking) return r;  // the target sent us back: a migration bug
         const Endpoint target = redirect_target(r);
         if (code == "MOVED") {
           set_slot(slot, target);
@@ -142,7 +144,9 @@ class ClusterClient final : public Client {
         continue;
       }
       if (code == "TRYAGAIN" || code == "CLUSTERDOWN") {
-        if (++redirects > kMaxRedirects) return r;
+        // A multi-key command during a migration, or a failover in progress: retried with
+        // backoff for at most one socket timeout, then the reply is the caller's error.
+        if (std::chrono::steady_clock::now() + nap > retry_deadline) return r;
         std::this_thread::sleep_for(nap);
         nap = std::min(nap * 2, std::chrono::milliseconds(100));
         if (code == "CLUSTERDOWN") refresh(false);

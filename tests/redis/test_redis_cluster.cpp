@@ -129,3 +129,39 @@ TEST_CASE("redis_cluster: reads and writes follow a slot migration (ASK, then MO
   CHECK(b->get(k) == std::optional<std::string>("after"));
   b->erase(k);
 }
+
+TEST_CASE("redis_cluster: a multi-key read split by a migration is retried (TRYAGAIN) until the "
+          "migration completes",
+          "[redis][cluster]") {
+  auto b = plain();
+  const auto tag = "{" + unique_key("tryagain") + "}";
+  const std::string ka = tag + "a";
+  const std::string kb = tag + "b";
+  b->set(ka, "A");
+  b->set(kb, "B");
+  const int slot = slot_of(ka);
+  const auto [from, to] = owner_and_other(slot);
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
+  cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
+  cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), ka, "0", "5000"});
+  // Now neither node has both keys: the source answers ASK, the target TRYAGAIN. The backend
+  // retries with backoff while this thread finishes the migration.
+  std::thread finish([&] {
+    std::this_thread::sleep_for(100ms);
+    cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), kb, "0", "5000"});
+    for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  });
+  std::vector<std::optional<std::string>> got;
+  CHECK_NOTHROW(got = b->get_multi(std::vector<std::string>{ka, kb}));
+  finish.join();
+  CHECK(got == std::vector<std::optional<std::string>>{"A", "B"});
+  // Restore the original owner.
+  cluster().cli(from, {"cluster", "setslot", s, "importing", to_id});
+  cluster().cli(to, {"cluster", "setslot", s, "migrating", from_id});
+  cluster().cli(to, {"migrate", "127.0.0.1", std::to_string(from), "0", "5000", "keys", ka, kb});
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", from_id});
+  b->erase_multi(std::vector<std::string>{ka, kb});
+}
