@@ -23,7 +23,7 @@ std::string validation_message(const std::function<void()>& f) {
   return "(no ValidationError)";
 }
 
-const RedisOptions& redis_options(const std::shared_ptr<dogpile::CacheBackend>& b) {
+RedisOptions redis_options(const std::shared_ptr<dogpile::CacheBackend>& b) {
   return dynamic_cast<const RedisBackend&>(*b).options();
 }
 
