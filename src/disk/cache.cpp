@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <atomic>
 #include <cmath>
 #include <fstream>
@@ -1633,6 +1634,7 @@ Key DiskCache::push_value(DiskValue value, const PushOptions& options) {
   double now = impl.now();
   auto [lo, hi] = queue_bounds(options.prefix);
   std::int64_t num = kQueueStart;
+  std::optional<Key> real_key;
   {
     sqlite3_stmt* s =
         c.prepare(options.side == Side::back ? detail::kQueueIntBack : detail::kQueueIntFront);
@@ -1640,19 +1642,33 @@ Key DiskCache::push_value(DiskValue value, const PushOptions& options) {
     detail::bind_key(s, 1, lo);
     detail::bind_key(s, 2, hi);
     if (detail::step(c, s, "push")) {
+      // The end of the queue, as diskcache reads it: an integer (or, if someone stored one
+      // there, a float: the next key is that float ± 1, as Python's `num += 1`), or with a
+      // prefix the integer after the last '-' (anything else is not a queue key).
       auto k = detail::column_key(s, 0);
-      std::int64_t last = 0;
-      if (k && k->is_int()) {
-        last = k->as_int();
+      const std::int64_t step = options.side == Side::back ? 1 : -1;
+      if (k && k->is_real()) {
+        real_key = Key(k->as_real() + static_cast<double>(step));
+      } else if (k && k->is_int()) {
+        num = k->as_int() + step;
       } else if (k && k->is_text() && options.prefix) {
-        last = std::stoll(k->as_text().substr(options.prefix->size() + 1));
+        const std::string& text = k->as_text();
+        const std::string_view digits = std::string_view(text).substr(text.rfind('-') + 1);
+        std::int64_t last = 0;
+        const auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), last);
+        if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size()) {
+          detail::throw_error<ValidationError>(
+              "push: the queue '" + *options.prefix + "' holds the key '" + text +
+              "', which is not '<prefix>-<integer>'; remove it or use another prefix");
+        }
+        num = last + step;
       }
-      num = options.side == Side::back ? last + 1 : last - 1;
     }
   }
-  Key key = queue_key(options.prefix, num);
+  Key key = real_key ? std::move(*real_key) : queue_key(options.prefix, num);
   {
-    sqlite3_stmt* s = c.prepare(detail::kUpsert);
+    // A plain INSERT: a push never replaces an existing item (a conflict is an error).
+    sqlite3_stmt* s = c.prepare(detail::kInsert);
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
     sqlite3_bind_double(s, 2, now);

@@ -365,6 +365,33 @@ TEST_CASE("iteration: insertion order, reverse, snapshot, sorted order", "[disk]
   CHECK(many.keys().size() == 1000);
 }
 
+TEST_CASE("queues: push never overwrites, whatever else lies in the queue's key range",
+          "[disk][queue]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  // A float key inside the integer range: diskcache continues from it (7.5 -> 8.5, 9.5).
+  cache.set(7.5, std::string("float"));
+  CHECK(cache.push(std::string("a")) == Key(8.5));
+  CHECK(cache.push(std::string("b")) == Key(9.5));
+  CHECK(cache.get<std::string>(7.5) == std::optional<std::string>("float"));
+  CHECK(cache.get<std::string>(8.5) == std::optional<std::string>("a"));
+  CHECK(cache.get<std::string>(9.5) == std::optional<std::string>("b"));
+  // A text key in a prefixed range that is not <prefix>-<integer>: a clear error, no write.
+  cache.set(std::string("q-5x"), 1);
+  const auto before = cache.size();
+  CHECK_THROWS_AS(cache.push(std::string("c"), {.prefix = "q"}), dogpile::ValidationError);
+  CHECK(cache.size() == before);
+  cache.erase(std::string("q-5x"));
+  // Digits beyond int64: a clear error, not std::out_of_range.
+  cache.set(std::string("r-1000000000000000000000000"), 1);
+  CHECK_THROWS_AS(cache.push(std::string("d"), {.prefix = "r"}), dogpile::ValidationError);
+  // A key that already exists where the next item would go is never replaced.
+  cache.set(std::int64_t{999999999999998}, std::string("last"));
+  CHECK(cache.push(std::string("e")) == Key(std::int64_t{999999999999999}) );
+  CHECK_THROWS_AS(cache.push(std::string("f")), dogpile::DatabaseError);
+  CHECK(cache.get<std::string>(std::int64_t{999999999999999}) == std::optional<std::string>("e"));
+}
+
 TEST_CASE("queues: push, pull, peek", "[disk]") {
   TempDir d;
   dogpile::ManualClock clock;
