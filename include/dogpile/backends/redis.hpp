@@ -63,6 +63,7 @@
 
 namespace dogpile {
 
+// Internal to dogpile::redis (src/redis/): declared only, so no hiredis header leaks out.
 namespace redis_detail {
 class Client;
 class ReleaseNotifier;
@@ -134,6 +135,8 @@ struct RedisClusterOptions {
 /// `RedisSentinelBackend` or `RedisClusterBackend`. Thread-safe.
 class RedisBackendBase : public CacheBackend {
  public:
+  /// Closes the connections and stops the release-notice subscriber, if a wait started one.
+  /// Lock handles taken from this backend share what they use and stay valid.
   ~RedisBackendBase() override;
   /// The lock key of `key`: `lock_prefix + key`.
   [[nodiscard]] std::string lock_key(std::string_view key) const;
@@ -180,8 +183,8 @@ class RedisBackend final : public RedisBackendBase {
   /// naming a bad option (a malformed `url`, a bad `lock_prefix`...).
   explicit RedisBackend(RedisOptions options);
   /// dogpile's arguments: `url`, `host`, `port`, `db`, `username`, `password`,
-  /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size`
-  /// (an integer), `redis_expiration_time` (seconds), `distributed_lock`, `lock_timeout`,
+  /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
+  /// `max_connections` (an integer), `redis_expiration_time` (seconds), `distributed_lock`, `lock_timeout`,
   /// `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`, `thread_local_lock`
   /// (accepted and ignored: handles may be released from any thread). Unknown arguments are
   /// ignored, as dogpile does. @throws ValidationError naming a wrong argument.
