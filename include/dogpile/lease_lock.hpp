@@ -375,7 +375,8 @@ class LeaseLock : public CacheMutex {
 
  protected:
   /// Queues behind other threads of this process using this object, then tries the store with
-  /// backoff until `timeout` (nullopt: `options().blocking_timeout`, else forever; zero: once). @throws what the store throws.
+  /// backoff until `timeout` (nullopt: `options().blocking_timeout`, else forever; zero: once).
+  /// @throws what the store throws.
   bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
     using SteadyClock = std::chrono::steady_clock;
     if (!timeout) timeout = opts_.blocking_timeout;

@@ -24,8 +24,8 @@ constexpr std::size_t kMaxBulk = std::size_t{512} * 1024 * 1024;
 void check_size(const std::string& backend, std::string_view key, std::string_view value) {
   if (value.size() > kMaxBulk || key.size() > kMaxBulk) {
     detail::throw_error<ValidationError>(
-        backend + " backend: a " + std::to_string(std::max(key.size(), value.size())) +
-        "-byte " + (key.size() > kMaxBulk ? "key" : "value") +
+        backend + " backend: a " + std::to_string(std::max(key.size(), value.size())) + "-byte " +
+        (key.size() > kMaxBulk ? "key" : "value") +
         " exceeds Redis's 512 MB limit per string; nothing was stored");
   }
 }
@@ -173,8 +173,8 @@ std::shared_ptr<CacheMutex> RedisBackendBase::do_get_mutex(std::string_view key)
   LeaseLockOptions lo;
   lo.lease = common_.lock_timeout;
   lo.lock_sleep = common_.lock_sleep;
-  lo.initial_backoff = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1),
-                                                           common_.lock_sleep);
+  lo.initial_backoff =
+      std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1), common_.lock_sleep);
   lo.renew = true;
   if (common_.lock_blocking_timeout) lo.blocking_timeout = *common_.lock_blocking_timeout;
   return redis_detail::make_redis_lock(client_, notifier_, lock_key(key), lo);

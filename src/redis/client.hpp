@@ -50,8 +50,8 @@ std::shared_ptr<Client> make_sentinel_client(std::vector<Endpoint> sentinels, st
                                              ConnectSettings master_settings,
                                              std::size_t pool_size);
 /// A cluster reached through `startup_nodes`.
-std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes,
-                                            ConnectSettings s, std::size_t pool_size);
+std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
+                                            std::size_t pool_size);
 
 /// Throws the dogpile exception for a connection failure: TimeoutError or BackendError.
 [[noreturn]] void throw_failure(const ConnectionFailure& e);

@@ -239,8 +239,8 @@ class ClusterClient final : public Client {
       slots_ = fresh;
       return;
     }
-    throw ConnectionFailure(Failure::connect, "no redis cluster node answered CLUSTER SLOTS" +
-                                                  errors);
+    throw ConnectionFailure(Failure::connect,
+                            "no redis cluster node answered CLUSTER SLOTS" + errors);
   }
 
   std::vector<Endpoint> startup_;
@@ -255,8 +255,8 @@ class ClusterClient final : public Client {
 
 }  // namespace
 
-std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes,
-                                            ConnectSettings s, std::size_t pool_size) {
+std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
+                                            std::size_t pool_size) {
   return std::make_shared<ClusterClient>(std::move(startup_nodes), std::move(s), pool_size);
 }
 

@@ -76,8 +76,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
   ctx_ = ep.unix_path.empty() ? redisConnectWithTimeout(ep.host.c_str(), ep.port, ctv)
                               : redisConnectUnixWithTimeout(ep.unix_path.c_str(), ctv);
   if (ctx_ == nullptr) {
-    throw ConnectionFailure(Failure::connect, "cannot connect to redis at " + ep.str() +
-                                                  ": out of memory");
+    throw ConnectionFailure(Failure::connect,
+                            "cannot connect to redis at " + ep.str() + ": out of memory");
   }
   if (ctx_->err != 0) {
     std::string why = ctx_->errstr;
@@ -99,8 +99,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
       throw ConnectionFailure(Failure::connect, std::string(what) + " failed: " + e.what());
     }
     if (r.is_error()) {
-      throw ConnectionFailure(Failure::connect, "redis at " + ep.str() + " refused " + what +
-                                                    ": " + r.str);
+      throw ConnectionFailure(Failure::connect,
+                              "redis at " + ep.str() + " refused " + what + ": " + r.str);
     }
     return r;
   };
@@ -117,10 +117,9 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
       Reply role = handshake({"ROLE"}, "ROLE");
       if (role.type != Reply::Type::array || role.elements.empty() ||
           role.elements[0].str != "master") {
-        throw ConnectionFailure(Failure::connect,
-                                "redis at " + ep.str() + " is not a master (ROLE says " +
-                                    (role.elements.empty() ? "nothing" : role.elements[0].str) +
-                                    ")");
+        throw ConnectionFailure(
+            Failure::connect, "redis at " + ep.str() + " is not a master (ROLE says " +
+                                  (role.elements.empty() ? "nothing" : role.elements[0].str) + ")");
       }
     }
   } catch (...) {
@@ -138,12 +137,12 @@ void Connection::fail() {
   broken_ = true;
   const int err = ctx_->err;
   std::string why = ctx_->errstr;
-  const bool timed_out = err == REDIS_ERR_IO && (why.find("temporarily unavailable") !=
-                                                     std::string::npos ||
-                                                 why.find("timed out") != std::string::npos);
+  const bool timed_out =
+      err == REDIS_ERR_IO && (why.find("temporarily unavailable") != std::string::npos ||
+                              why.find("timed out") != std::string::npos);
   if (timed_out) {
-    throw ConnectionFailure(Failure::timeout, "redis at " + ep_.str() +
-                                                  " did not answer within socket_timeout");
+    throw ConnectionFailure(Failure::timeout,
+                            "redis at " + ep_.str() + " did not answer within socket_timeout");
   }
   if (why.empty()) why = "connection lost";
   throw ConnectionFailure(Failure::closed, "redis at " + ep_.str() + ": " + why);

@@ -41,8 +41,8 @@ struct ConnectSettings {
 struct Reply {
   enum class Type { nil, status, error, integer, string, array };
   Type type = Type::nil;
-  std::string str{};        // status, error, string
-  long long integer = 0;    // integer
+  std::string str{};              // status, error, string
+  long long integer = 0;          // integer
   std::vector<Reply> elements{};  // array
   [[nodiscard]] bool is_error() const { return type == Type::error; }
   [[nodiscard]] bool is_nil() const { return type == Type::nil; }

@@ -115,9 +115,7 @@ Subscriber& ReleaseNotifier::subscriber() {
     sub_ = std::make_unique<Subscriber>(
         [client] { return client->subscribe_endpoint(); }, client_->settings(),
         std::vector<std::string>{kReleaseChannel},
-        [this](const std::string& /*channel*/, const std::string& payload) {
-          on_message(payload);
-        },
+        [this](const std::string& /*channel*/, const std::string& payload) { on_message(payload); },
         nullptr);
   }
   return *sub_;

@@ -49,8 +49,19 @@ RedisNode node_arg(const char* b, const std::string& name, const nlohmann::json&
 }
 
 std::vector<RedisNode> nodes_arg(const char* b, const std::string& name, const nlohmann::json& v) {
-  if (!v.is_array()) bad_argument(b, name, "must be a list of nodes, got " + v.dump());
   std::vector<RedisNode> out;
+  // {{"host", port}, …} in a C++ initializer becomes the object {"host": port, …}: accept it.
+  if (v.is_object() && !v.contains("host") && !v.empty()) {
+    for (const auto& item : v.items()) {
+      if (!item.value().is_number_integer()) {
+        bad_argument(b, name,
+                     "must list nodes as [\"host\", port] or \"host:port\", got " + v.dump());
+      }
+      out.emplace_back(item.key(), item.value().get<int>());
+    }
+    return out;
+  }
+  if (!v.is_array()) bad_argument(b, name, "must be a list of nodes, got " + v.dump());
   for (const auto& n : v) out.push_back(node_arg(b, name, n));
   return out;
 }
@@ -83,6 +94,13 @@ bool common_arg(const char* b, const std::string& name, const nlohmann::json& v,
     o.lock_blocking_timeout = optional_seconds(b, name, v);
   } else if (name == "lock_prefix") {
     o.lock_prefix = v.is_null() ? "" : detail::string_arg(b, name, v);
+  } else if (name == "ssl" || name == "ssl_cert_reqs" || name == "ssl_ca_certs") {
+    // Ignoring these would silently send data in clear text.
+    if (!v.is_null() && v != false) {
+      bad_argument(b, name,
+                   "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
+                   "(stunnel) and a plain connection to it");
+    }
   } else if (name == "thread_local_lock" || name == "lock_blocking") {
     (void)detail::bool_arg(b, name, v);  // accepted, ignored: handles release from any thread
   } else {

@@ -7,8 +7,7 @@
 namespace dogpile::redis_detail {
 
 Subscriber::Subscriber(std::function<Endpoint()> where, ConnectSettings settings,
-                       std::vector<std::string> channels, Handler on_message,
-                       StateHandler on_state)
+                       std::vector<std::string> channels, Handler on_message, StateHandler on_state)
     : where_(std::move(where)),
       settings_(std::move(settings)),
       channels_(std::move(channels)),

@@ -54,8 +54,9 @@ ParsedUrl parse_redis_url(const char* backend, std::string_view url) {
     rest = url.substr(7);
     unix_socket = true;
   } else if (url.starts_with("rediss://")) {
-    bad_url(backend, url, "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
-                          "(stunnel) and a redis:// URL");
+    bad_url(backend, url,
+            "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
+            "(stunnel) and a redis:// URL");
   } else {
     bad_url(backend, url, "has no redis:// or unix:// scheme");
   }

@@ -30,10 +30,8 @@ RedisServer& server() {
 }
 
 RedisOptions options(int port) {
-  return RedisOptions{.host = "127.0.0.1",
-                      .port = port,
-                      .socket_timeout = 1s,
-                      .socket_connect_timeout = 500ms};
+  return RedisOptions{
+      .host = "127.0.0.1", .port = port, .socket_timeout = 1s, .socket_connect_timeout = 500ms};
 }
 
 std::shared_ptr<dogpile::CacheBackend> plain() {
@@ -118,9 +116,8 @@ TEST_CASE("redis with requirepass: url credentials, and a wrong password is a cl
   b->set("k", "v");
   CHECK(b->get("k") == std::optional<std::string>("v"));
   CHECK(secured.cli({"-n", "2", "get", "k"}) == "v\n");  // db 2 was selected
-  auto wrong = RedisBackend::from_arguments({{"port", secured.port()},
-                                             {"host", "127.0.0.1"},
-                                             {"password", "nope"}});
+  auto wrong = RedisBackend::from_arguments(
+      {{"port", secured.port()}, {"host", "127.0.0.1"}, {"password", "nope"}});
   try {
     (void)wrong->get("k");
     FAIL("no error");
@@ -141,8 +138,7 @@ TEST_CASE("redis keys are binary-safe: NUL, CR LF, spaces, 8-bit bytes", "[redis
   CHECK_FALSE(b->get(k));
 }
 
-TEST_CASE("a value over the server's bulk limit is a clear error and loses nothing",
-          "[redis]") {
+TEST_CASE("a value over the server's bulk limit is a clear error and loses nothing", "[redis]") {
   RedisServer small({.extra_args = {"--proto-max-bulk-len", "1mb"}});
   auto b = std::make_shared<RedisBackend>(options(small.port()));
   b->set("keep", "old");
@@ -194,9 +190,10 @@ TEST_CASE("redis lock: 3 processes x 8 threads on one missing key create it once
   CHECK(shared->wrong.load() == 0);
 }
 
-TEST_CASE("redis lock: an expired value is regenerated once; other processes get it stale "
-          "without waiting",
-          "[redis][lock][fork]") {
+TEST_CASE(
+    "redis lock: an expired value is regenerated once; other processes get it stale "
+    "without waiting",
+    "[redis][lock][fork]") {
   const auto k = unique_key("stale");
   {
     Region writer(locked(5s), {.expiration_time = 60s});
@@ -240,9 +237,10 @@ TEST_CASE("redis lock: an expired value is regenerated once; other processes get
   CHECK(shared->slowest_stale_ms.load() < 900);
 }
 
-TEST_CASE("redis lock: a paused holder that resumes after losing its lease does not delete the "
-          "new holder's lock",
-          "[redis][lock][fork]") {
+TEST_CASE(
+    "redis lock: a paused holder that resumes after losing its lease does not delete the "
+    "new holder's lock",
+    "[redis][lock][fork]") {
   const auto k = unique_key("paused");
   auto mine = locked(600ms)->get_mutex(k);
   std::array<int, 2> acquired{};
@@ -299,9 +297,10 @@ TEST_CASE("redis lock: a slow live creator keeps its lock past lock_timeout", "[
   CHECK(creations.load() == 1);
 }
 
-TEST_CASE("redis lock: released from another thread, and blocking acquire honours "
-          "lock_blocking_timeout",
-          "[redis][lock]") {
+TEST_CASE(
+    "redis lock: released from another thread, and blocking acquire honours "
+    "lock_blocking_timeout",
+    "[redis][lock]") {
   const auto k = unique_key("xthread");
   auto b = locked(5s);
   auto m = b->get_mutex(k);
@@ -351,8 +350,8 @@ TEST_CASE("redis lock: a waiter in another process is woken by the release notic
   const auto released = std::chrono::steady_clock::now();
   holder->release();
   CHECK(wait_child(pid) == 0);
-  const auto latency = std::chrono::nanoseconds(shared->woke_ns.load()) -
-                       released.time_since_epoch();
+  const auto latency =
+      std::chrono::nanoseconds(shared->woke_ns.load()) - released.time_since_epoch();
   INFO("wake-up latency " << std::chrono::duration_cast<std::chrono::milliseconds>(latency).count()
                           << " ms");
   CHECK(latency < 3s);  // far below the 10 s poll interval it would otherwise sleep

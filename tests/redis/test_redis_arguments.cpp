@@ -7,8 +7,8 @@
 
 using dogpile::RedisBackend;
 using dogpile::RedisClusterBackend;
-using dogpile::RedisSentinelBackend;
 using dogpile::RedisOptions;
+using dogpile::RedisSentinelBackend;
 using dogpile::ValidationError;
 using json = nlohmann::json;
 
@@ -28,8 +28,6 @@ RedisOptions redis_options(const std::shared_ptr<dogpile::CacheBackend>& b) {
 }
 
 }  // namespace
-
-
 
 TEST_CASE("redis names and aliases are registered", "[redis][args]") {
   for (const char* n : {"redis", "redis_sentinel", "redis_cluster", "dogpile.cache.redis",
@@ -65,15 +63,16 @@ TEST_CASE("redis url sets host, port, db, user and password", "[redis][args]") {
 }
 
 TEST_CASE("malformed redis urls are ValidationErrors naming 'url'", "[redis][args]") {
-  for (const char* url : {"http://h:1", "redis://", "redis://h:notaport", "redis://h:0",
-                          "redis://h:99999", "redis://h:1/x", "redis://[::1", "unix://relative",
-                          "redis://u:%zz@h", "rediss://h:1"}) {
+  for (const char* url :
+       {"http://h:1", "redis://", "redis://h:notaport", "redis://h:0", "redis://h:99999",
+        "redis://h:1/x", "redis://[::1", "unix://relative", "redis://u:%zz@h", "rediss://h:1"}) {
     INFO(url);
     const auto msg = validation_message([&] { RedisBackend::from_arguments(json{{"url", url}}); });
     CHECK(msg.find("argument 'url'") != std::string::npos);
   }
-  CHECK(validation_message([] { RedisBackend::from_arguments(json{{"url", "rediss://h"}}); })
-            .find("TLS") != std::string::npos);
+  CHECK(validation_message([] {
+          RedisBackend::from_arguments(json{{"url", "rediss://h"}});
+        }).find("TLS") != std::string::npos);
 }
 
 TEST_CASE("redis arguments: dogpile's names, types checked, unknown ones ignored",
@@ -128,9 +127,7 @@ TEST_CASE("redis arguments: dogpile's names, types checked, unknown ones ignored
                                                     {"password", 5},
                                                     {"thread_local_lock", "no"}}) {
     INFO(name << " = " << value.dump());
-    const auto msg = validation_message([&] {
-      RedisBackend::from_arguments(json{{name, value}});
-    });
+    const auto msg = validation_message([&] { RedisBackend::from_arguments(json{{name, value}}); });
     CHECK(msg.find(std::string("'") + name + "'") != std::string::npos);
   }
   CHECK_THROWS_AS(RedisBackend::from_arguments(json::array()), ValidationError);
@@ -148,18 +145,29 @@ TEST_CASE("redis_sentinel and redis_cluster arguments", "[redis][args]") {
   CHECK(so.service_name == "cache");
   CHECK(so.sentinel_password == "spw");
   CHECK(so.distributed_lock);  // on by default, as dogpile
-  CHECK(validation_message([] { RedisSentinelBackend::from_arguments(json::object()); })
-            .find("'sentinels'") != std::string::npos);
+  CHECK(validation_message([] {
+          RedisSentinelBackend::from_arguments(json::object());
+        }).find("'sentinels'") != std::string::npos);
   CHECK(validation_message([] {
           RedisSentinelBackend::from_arguments(json{{"sentinels", json::array({"nohost"})}});
         }).find("'sentinels'") != std::string::npos);
+
+  // {{"host", port}} written in C++ is the JSON object {"host": port}: accepted too.
+  auto o = RedisSentinelBackend::from_arguments(json{{"sentinels", {{"10.0.0.3", 26381}}}});
+  CHECK(dynamic_cast<const RedisSentinelBackend&>(*o).options().sentinels ==
+        std::vector<dogpile::RedisNode>{{"10.0.0.3", 26381}});
+  CHECK(validation_message([] {
+          RedisBackend::from_arguments(json{{"ssl", true}});
+        }).find("'ssl'") != std::string::npos);
+  CHECK_NOTHROW(RedisBackend::from_arguments(json{{"ssl", false}}));
 
   auto c = RedisClusterBackend::from_arguments(
       json{{"startup_nodes", json::array({json::array({"h1", 7000}), "h2:7001"})}});
   CHECK(dynamic_cast<const RedisClusterBackend&>(*c).options().startup_nodes.size() == 2);
   CHECK_NOTHROW(RedisClusterBackend::from_arguments(json{{"url", "redis://h:7000"}}));
-  CHECK(validation_message([] { RedisClusterBackend::from_arguments(json::object()); })
-            .find("'startup_nodes'") != std::string::npos);
+  CHECK(validation_message([] {
+          RedisClusterBackend::from_arguments(json::object());
+        }).find("'startup_nodes'") != std::string::npos);
   CHECK(validation_message([] {
           RedisClusterBackend::from_arguments(json{{"url", "redis://h:7000/3"}});
         }).find("'url'") != std::string::npos);
@@ -170,8 +178,9 @@ TEST_CASE("an unreachable redis is a BackendError within the connect timeout", "
   RedisBackend refused(RedisOptions{.host = "127.0.0.1", .port = 1});
   CHECK_THROWS_AS(refused.get("k"), dogpile::BackendError);
   const auto t0 = std::chrono::steady_clock::now();
-  RedisBackend blackhole(RedisOptions{
-      .host = "10.255.255.1", .port = 6379, .socket_connect_timeout = std::chrono::milliseconds(200)});
+  RedisBackend blackhole(RedisOptions{.host = "10.255.255.1",
+                                      .port = 6379,
+                                      .socket_connect_timeout = std::chrono::milliseconds(200)});
   try {
     (void)blackhole.get("k");
     FAIL("no error");

@@ -83,8 +83,7 @@ TEST_CASE("redis_cluster: 100 keys over many slots in one get_multi / set_multi 
   o.redis_expiration_time = 60s;
   RedisClusterBackend ttl(o);
   ttl.set_multi(items);
-  CHECK(std::stoi(cluster().cli(cluster().port_for_slot(slot_of(keys[0])), {"pttl", keys[0]})) >
-        0);
+  CHECK(std::stoi(cluster().cli(cluster().port_for_slot(slot_of(keys[0])), {"pttl", keys[0]})) > 0);
   b->erase_multi(keys);
   for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v);
 }
@@ -130,9 +129,10 @@ TEST_CASE("redis_cluster: reads and writes follow a slot migration (ASK, then MO
   b->erase(k);
 }
 
-TEST_CASE("redis_cluster: a multi-key read split by a migration is retried (TRYAGAIN) until the "
-          "migration completes",
-          "[redis][cluster]") {
+TEST_CASE(
+    "redis_cluster: a multi-key read split by a migration is retried (TRYAGAIN) until the "
+    "migration completes",
+    "[redis][cluster]") {
   auto b = plain();
   const auto tag = "{" + unique_key("tryagain") + "}";
   const std::string ka = tag + "a";

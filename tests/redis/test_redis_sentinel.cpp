@@ -42,16 +42,17 @@ TEST_CASE("redis_sentinel by name: sentinels as dogpile lists them", "[redis][se
   dogpile::register_redis_backends();
   auto b = dogpile::make_backend(
       "dogpile.cache.redis_sentinel",
-      {{"sentinels", nlohmann::json::array({nlohmann::json::array(
-                         {"127.0.0.1", sentinels().sentinel_port()})})},
+      {{"sentinels",
+        nlohmann::json::array({nlohmann::json::array({"127.0.0.1", sentinels().sentinel_port()})})},
        {"service_name", "mymaster"}});
   b->set("by-name", "ok");
   CHECK(b->get("by-name") == std::optional<std::string>("ok"));
   auto wrong = dogpile::make_backend(
-      "redis_sentinel", {{"sentinels", nlohmann::json::array({nlohmann::json::array(
-                                           {"127.0.0.1", sentinels().sentinel_port()})})},
-                         {"service_name", "nosuch"},
-                         {"socket_timeout", 0.3}});
+      "redis_sentinel",
+      {{"sentinels",
+        nlohmann::json::array({nlohmann::json::array({"127.0.0.1", sentinels().sentinel_port()})})},
+       {"service_name", "nosuch"},
+       {"socket_timeout", 0.3}});
   try {
     (void)wrong->get("k");
     FAIL("no error");
@@ -60,9 +61,10 @@ TEST_CASE("redis_sentinel by name: sentinels as dogpile lists them", "[redis][se
   }
 }
 
-TEST_CASE("redis_sentinel: after SENTINEL FAILOVER writes resume on the new master and nothing "
-          "written before is lost",
-          "[redis][sentinel][failover]") {
+TEST_CASE(
+    "redis_sentinel: after SENTINEL FAILOVER writes resume on the new master and nothing "
+    "written before is lost",
+    "[redis][sentinel][failover]") {
   auto b = backend();
   dogpile_conformance::Region r(b);
   std::vector<std::string> keys;

@@ -77,31 +77,31 @@ struct RedisOptions {
   /// `redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`;
   /// when set, it overrides host, port, db, username and password.
   std::string url{};
-  std::string host = "localhost";  ///< server host
-  int port = 6379;                 ///< server port
-  int db = 0;                      ///< database number (SELECT)
-  std::string username{};          ///< ACL user (Redis 6+); empty = default user
-  std::string password{};          ///< AUTH password; empty = none
+  std::string host = "localhost";                     ///< server host
+  int port = 6379;                                    ///< server port
+  int db = 0;                                         ///< database number (SELECT)
+  std::string username{};                             ///< ACL user (Redis 6+); empty = default user
+  std::string password{};                             ///< AUTH password; empty = none
   Duration socket_timeout = std::chrono::seconds(2);  ///< longest wait for any reply
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
   std::size_t pool_size = 16;  ///< most connections open at once (dogpile: `connection_pool`)
   std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values; none = no TTL
   bool distributed_lock = false;  ///< use the Redis lock as the dogpile lock (else in-process)
-  Duration lock_timeout = std::chrono::seconds(30);  ///< the lease (renewed while held)
+  Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
-  std::optional<Duration> lock_blocking_timeout{};  ///< longest blocking wait; none = forever
+  std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait; none = forever
   std::string lock_prefix{};  ///< lock key = prefix + key; empty = dogpile's `_lock`
 };
 
 /// Options of `RedisSentinelBackend`. Plain aggregate.
 struct RedisSentinelOptions {
-  std::vector<RedisNode> sentinels{};  ///< sentinel addresses (required)
+  std::vector<RedisNode> sentinels{};     ///< sentinel addresses (required)
   std::string service_name = "mymaster";  ///< the monitored master's name
-  std::string sentinel_username{};  ///< AUTH user for the sentinels (`sentinel_kwargs`)
-  std::string sentinel_password{};  ///< AUTH password for the sentinels (`sentinel_kwargs`)
-  int db = 0;                       ///< database number on the master
-  std::string username{};           ///< ACL user on the master
-  std::string password{};           ///< AUTH password on the master
+  std::string sentinel_username{};        ///< AUTH user for the sentinels (`sentinel_kwargs`)
+  std::string sentinel_password{};        ///< AUTH password for the sentinels (`sentinel_kwargs`)
+  int db = 0;                             ///< database number on the master
+  std::string username{};                 ///< ACL user on the master
+  std::string password{};                 ///< AUTH password on the master
   Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
   std::size_t pool_size = 16;                                 ///< most connections open at once
@@ -121,10 +121,10 @@ struct RedisClusterOptions {
   std::string password{};                  ///< AUTH password on every node
   Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
-  std::size_t pool_size = 16;                       ///< most connections open at once, per node
-  std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values
-  bool distributed_lock = false;                    ///< use the Redis lock as the dogpile lock
-  Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
+  std::size_t pool_size = 16;                        ///< most connections open at once, per node
+  std::optional<Duration> redis_expiration_time{};   ///< server TTL of stored values
+  bool distributed_lock = false;                     ///< use the Redis lock as the dogpile lock
+  Duration lock_timeout = std::chrono::seconds(30);  ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
   std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
@@ -143,9 +143,9 @@ class RedisBackendBase : public CacheBackend {
 
   /// The lock and TTL settings every Redis backend takes. Plain aggregate.
   struct Common {
-    std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values
-    bool distributed_lock = false;                    ///< Redis lock on or off
-    Duration lock_timeout = std::chrono::seconds(30);  ///< the lease
+    std::optional<Duration> redis_expiration_time{};       ///< server TTL of stored values
+    bool distributed_lock = false;                         ///< Redis lock on or off
+    Duration lock_timeout = std::chrono::seconds(30);      ///< the lease
     Duration lock_sleep = std::chrono::milliseconds(100);  ///< poll cap
     std::optional<Duration> lock_blocking_timeout{};       ///< blocking wait bound
     std::string lock_prefix{};                             ///< lock key prefix
@@ -184,10 +184,10 @@ class RedisBackend final : public RedisBackendBase {
   explicit RedisBackend(RedisOptions options);
   /// dogpile's arguments: `url`, `host`, `port`, `db`, `username`, `password`,
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
-  /// `max_connections` (an integer), `redis_expiration_time` (seconds), `distributed_lock`, `lock_timeout`,
-  /// `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`, `thread_local_lock`
-  /// (accepted and ignored: handles may be released from any thread). Unknown arguments are
-  /// ignored, as dogpile does. @throws ValidationError naming a wrong argument.
+  /// `max_connections` (an integer), `redis_expiration_time` (seconds), `distributed_lock`,
+  /// `lock_timeout`, `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`,
+  /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
+  /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options, with `url` already applied to host/port/db/username/password.
   [[nodiscard]] const RedisOptions& options() const noexcept { return opts_; }

@@ -18,8 +18,7 @@ namespace dogpile::detail {
 /// Throws `ValidationError`: "<backend> backend: argument '<name>' <what>".
 [[noreturn]] inline void bad_argument(const char* backend, const std::string& name,
                                       const std::string& what) {
-  throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " +
-                               what);
+  throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " + what);
 }
 
 /// Throws unless `arguments` is a JSON object (null counts as an empty one).
