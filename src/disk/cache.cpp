@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <atomic>
+#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -244,21 +246,83 @@ void bind_text(sqlite3_stmt* s, int i, std::string_view t) {
   sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
 }
 
+/// A setting value as an error message shows it: 'text', a number, or its kind.
+std::string describe_setting(const DiskValue& v) {
+  if (const auto* s = std::get_if<std::string>(&v)) return "'" + s->substr(0, 40) + "'";
+  if (const auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) return std::to_string(*d);
+  return "a non-text value";
+}
+
 std::int64_t as_int(const DiskValue& v, std::string_view name) {
   if (auto* i = std::get_if<std::int64_t>(&v)) return *i;
-  if (auto* d = std::get_if<double>(&v)) return static_cast<std::int64_t>(*d);
-  if (auto* s = std::get_if<std::string>(&v)) {
-    try {
-      return std::stoll(*s);
-    } catch (const std::exception&) {
+  if (auto* d = std::get_if<double>(&v)) {
+    if (std::isfinite(*d) && *d == std::floor(*d) && std::fabs(*d) < 9e18) {
+      return static_cast<std::int64_t>(*d);
     }
   }
-  throw_error<ValidationError>(std::string(name) + ": expected an integer setting");
+  if (auto* s = std::get_if<std::string>(&v)) {
+    // The whole text must be the number: "1GB" is not 1.
+    std::int64_t i = 0;
+    const auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), i);
+    if (!s->empty() && ec == std::errc() && p == s->data() + s->size()) return i;
+  }
+  throw_error<ValidationError>(std::string(name) + ": expected an integer setting, got " +
+                               describe_setting(v));
 }
 
 std::string as_text(const DiskValue& v, std::string_view name) {
   if (auto* s = std::get_if<std::string>(&v)) return *s;
   throw_error<ValidationError>(std::string(name) + ": expected a text setting");
+}
+
+/// Why `value` cannot be the setting `name` (type and range), or nullopt when it can.
+std::optional<std::string> setting_error(const std::string& name, const DiskValue& value) {
+  auto integer = [&](std::int64_t lo, std::int64_t hi) -> std::optional<std::string> {
+    std::int64_t i = 0;
+    try {
+      i = as_int(value, name);
+    } catch (const ValidationError&) {
+      return name + " must be an integer, got " + describe_setting(value) +
+             (name == "size_limit" ? " (a number of bytes: 1 GiB is 1073741824)" : "");
+    }
+    if (i < lo || i > hi) {
+      return name + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+             ", got " + std::to_string(i);
+    }
+    return std::nullopt;
+  };
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  if (name == "statistics" || name == "tag_index") return integer(0, 1);
+  if (name == "sqlite_auto_vacuum") return integer(0, 2);
+  if (name == "sqlite_synchronous") return integer(0, 3);
+  if (name == "sqlite_cache_size") return integer(-kMax, kMax);
+  if (name == "size_limit" || name == "cull_limit" || name == "disk_min_file_size" ||
+      name == "sqlite_mmap_size" || name == "count" || name == "size" || name == "hits" ||
+      name == "misses" || name == "disk_pickle_protocol") {
+    return integer(0, kMax);
+  }
+  if (name == "eviction_policy") {
+    try {
+      (void)eviction_policy_from_string(as_text(value, name));
+    } catch (const ValidationError&) {
+      return "eviction_policy must be least-recently-stored, least-recently-used, "
+             "least-frequently-used or none, got " +
+             describe_setting(value);
+    }
+  }
+  if (name == "sqlite_journal_mode") {
+    const auto* t = std::get_if<std::string>(&value);
+    std::string mode = t ? *t : std::string();
+    std::transform(mode.begin(), mode.end(), mode.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    static const char* modes[] = {"delete", "truncate", "persist", "memory", "wal", "off"};
+    if (std::find(std::begin(modes), std::end(modes), mode) == std::end(modes)) {
+      return "sqlite_journal_mode must be delete, truncate, persist, memory, wal or off, got " +
+             describe_setting(value);
+    }
+  }
+  return std::nullopt;
 }
 
 /// Characters (code points) of UTF-8 text: diskcache compares `len(str)` to the threshold.
@@ -358,6 +422,7 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   std::atomic<bool> tag_index_{false};
   std::atomic<std::int64_t> min_file_size_{1 << 15};
   std::int64_t page_size_ = 4096;
+  std::vector<std::string> setting_problems_;  // stored settings replaced by defaults at open
 
  private:
   void configure(Connection& c);
@@ -611,7 +676,7 @@ void DiskCacheImpl::init() {
   c.arm(std::max<std::chrono::milliseconds>(opts_.timeout, 60s), false);
 
   // 1. Existing settings (the table may not exist yet).
-  std::map<std::string, DiskValue> settings = {
+  const std::map<std::string, DiskValue> defaults = {
       {"statistics", std::int64_t{0}},
       {"tag_index", std::int64_t{0}},
       {"eviction_policy", std::string("least-recently-stored")},
@@ -625,6 +690,7 @@ void DiskCacheImpl::init() {
       {"disk_min_file_size", std::int64_t{1} << 15},
       {"disk_pickle_protocol", std::int64_t{5}},
   };
+  std::map<std::string, DiskValue> settings = defaults;
   {
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(c.db(), kSettingsAll, -1, &s, nullptr);
@@ -660,7 +726,21 @@ void DiskCacheImpl::init() {
   give("sqlite_journal_mode", opts_.sqlite_journal_mode);
   give("sqlite_mmap_size", opts_.sqlite_mmap_size);
   give("sqlite_synchronous", opts_.sqlite_synchronous);
-  for (auto& [k, v] : given) settings[k] = v;
+  // A stored setting that cannot be read back (written by an older version, by hand, or by a
+  // bad reset) does not make the cache unopenable: the default replaces it and the problem is
+  // reported by `setting_problems()`. A bad option given now is the caller's error.
+  for (auto& [k, v] : settings) {
+    if (given.count(k) != 0) continue;
+    if (auto why = setting_error(k, v)) {
+      setting_problems_.push_back("stored setting " + *why + "; using the default " +
+                                  describe_setting(defaults.at(k)));
+      v = defaults.at(k);
+    }
+  }
+  for (auto& [k, v] : given) {
+    if (auto why = setting_error(k, v)) throw_error<ValidationError>(*why);
+    settings[k] = v;
+  }
 
   // Validate before touching anything.
   EvictionPolicy pol =
@@ -2104,8 +2184,9 @@ DiskValue DiskCache::reset(std::string_view name, std::optional<DiskValue> value
     impl.apply_setting_locally(n, *v);
     return *v;
   }
-  if (n == "eviction_policy") {
-    eviction_policy_from_string(detail::as_text(*value, n));  // validate
+  // Validate type and range before anything is applied or stored.
+  if (auto why = detail::setting_error(n, *value)) {
+    detail::throw_error<ValidationError>("reset: " + *why + "; nothing was changed");
   }
   if (n.rfind("sqlite_", 0) == 0) {
     // Pragmas cannot run inside a transaction; apply first, then persist.
@@ -2132,6 +2213,8 @@ DiskValue DiskCache::reset(std::string_view name, std::optional<DiskValue> value
   impl.apply_setting_locally(n, *value);
   return *value;
 }
+
+std::vector<std::string> DiskCache::setting_problems() const { return impl_->setting_problems_; }
 
 Transaction DiskCache::transact(bool retry) {
   auto& impl = *impl_;

@@ -1,5 +1,6 @@
 // DiskCache behaviour: the cases of python-diskcache's tests/test_core.py (reference §5.1) and the
 // "beyond diskcache" guarantees.
+#include <sqlite3.h>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -17,6 +18,7 @@ using namespace std::chrono_literals;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
+using dogpile::DiskValue;
 using dogpile::Key;
 
 namespace {
@@ -365,6 +367,48 @@ TEST_CASE("iteration: insertion order, reverse, snapshot, sorted order", "[disk]
   CHECK(many.keys().size() == 1000);
 }
 
+TEST_CASE(
+    "reset validates type and range before storing; a bad stored setting does not stop "
+    "an open",
+    "[disk][settings]") {
+  TempDir d;
+  {
+    DiskCache cache(d.path);
+    cache.set("keep", 1);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::string("abc")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::string("1GB")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::int64_t{-5}}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("statistics", DiskValue{std::int64_t{7}}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("eviction_policy", DiskValue{std::string("lru")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("sqlite_journal_mode", DiskValue{std::string("fast")}),
+                    dogpile::ValidationError);
+    // Nothing was stored: the setting reads as before, and nothing was evicted.
+    CHECK(cache.reset("size_limit") == DiskValue{std::int64_t{1} << 30});
+    CHECK(cache.get<int>("keep") == 1);
+    CHECK(cache.reset("size_limit", DiskValue{std::string("2048")}) ==
+          DiskValue{std::string("2048")});  // digits only: fine
+    CHECK(cache.setting_problems().empty());
+  }
+  // A value written behind our back (another tool, an old version) is reported, not fatal.
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((d.path / "cache.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "UPDATE Settings SET value = 'abc' WHERE key = 'size_limit'", nullptr,
+                         nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  DiskCache again(d.path);
+  REQUIRE(again.setting_problems().size() == 1);
+  CHECK(again.setting_problems()[0].find("size_limit") != std::string::npos);
+  CHECK(again.get<int>("keep") == 1);
+  CHECK(again.reset("size_limit") == DiskValue{std::int64_t{1} << 30});
+}
+
 TEST_CASE("queues: push never overwrites, whatever else lies in the queue's key range",
           "[disk][queue]") {
   TempDir d;
@@ -387,7 +431,7 @@ TEST_CASE("queues: push never overwrites, whatever else lies in the queue's key 
   CHECK_THROWS_AS(cache.push(std::string("d"), {.prefix = "r"}), dogpile::ValidationError);
   // A key that already exists where the next item would go is never replaced.
   cache.set(std::int64_t{999999999999998}, std::string("last"));
-  CHECK(cache.push(std::string("e")) == Key(std::int64_t{999999999999999}) );
+  CHECK(cache.push(std::string("e")) == Key(std::int64_t{999999999999999}));
   CHECK_THROWS_AS(cache.push(std::string("f")), dogpile::DatabaseError);
   CHECK(cache.get<std::string>(std::int64_t{999999999999999}) == std::optional<std::string>("e"));
 }

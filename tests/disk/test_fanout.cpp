@@ -60,7 +60,8 @@ TEST_CASE("fanout: a saved shard count beyond 999 is refused before creating any
   TempDir d;
   {
     std::ofstream out(d.path / "dogpile-fanout.json");
-    out << R"({"shards": 1000000, "hash": "diskcache-adler32"})" << "\n";
+    out << R"({"shards": 1000000, "hash": "diskcache-adler32"})"
+        << "\n";
   }
   try {
     FanoutCache fan(d.path);
