@@ -2,6 +2,9 @@
 // The program starts its own servers with the test harness (tests/support/servers.hpp): one
 // redis-server and, unless --no_cluster, a 3-master cluster; it never uses a running server.
 //
+// Keys are 20-24 bytes ("bench:user:profile:42"), longer than std::string's inline buffer, as
+// most real keys are (a copy of a key allocates).
+//
 // Families (ratio table at the end, see support/ratio_reporter.hpp; lower is better):
 //   get/...               region.get<std::string> of a 200-byte value vs redisCommand("GET")
 //   set/...               region.set of a 200-byte value vs redisCommand("SET") of the same bytes
@@ -9,7 +12,9 @@
 //   cluster_get_multi/... region.get_multi of the same 100 keys on a RedisClusterBackend
 //                         (3 masters) vs on a RedisBackend (one server)
 // The `backend_*` variants call the RedisBackend directly (no region, no envelope): they split
-// the region's cost into "client library" and "region" parts.
+// the region's cost into "client library" and "region" parts. The `*_compact` variants are the
+// region with `EnvelopeFormat::compact` (binary metadata) instead of dogpile's JSON envelope,
+// on keys of their own (their values are 220 bytes instead of 234).
 //
 // Then (unless --lock_trials=0) the lock wake-up latency: a holder and a waiter, each with its
 // own RedisBackend object (so two LeaseLocks on one lock key), distributed_lock = true,
@@ -75,13 +80,17 @@ struct Env {
   RawContext raw;
   std::shared_ptr<dogpile::RedisBackend> backend;
   dogpile::CacheRegion region;
+  dogpile::CacheRegion compact_region;  // same backend, EnvelopeFormat::compact
   dogpile::CacheRegion cluster_region;
   std::string value = std::string(kValueBytes, 'v');
-  std::string get_key = "bench:get";
-  std::string set_key = "bench:set";
-  std::string raw_set_key = "bench:rawset";
+  std::string get_key = "bench:user:profile:get";
+  std::string set_key = "bench:user:profile:set";
+  std::string raw_set_key = "bench:user:profile:raw";
   std::string stored;  // the bytes the region stores for `value` (envelope + payload)
   std::vector<std::string> multi_keys;
+  std::vector<std::string> compact_keys;  // the same 100 keys' values in compact envelopes
+  std::string compact_get_key = "bench:user:compact:get";
+  std::string compact_set_key = "bench:user:compact:set";
   std::vector<const char*> mget_ptrs;  // "MGET" + multi_keys, for redisCommandArgv
   std::vector<std::size_t> mget_lens;
 };
@@ -108,10 +117,21 @@ void setup(bool with_cluster) {
     if (!r || r->type != REDIS_REPLY_STRING) throw std::runtime_error("GET after set failed");
     e.stored.assign(r->str, r->len);
   }
-  for (int i = 0; i < kMultiKeys; ++i) e.multi_keys.push_back("bench:multi:" + std::to_string(i));
+  for (int i = 0; i < kMultiKeys; ++i)
+    e.multi_keys.push_back("bench:user:profile:" + std::to_string(i));
   std::vector<std::pair<std::string, std::string>> items;
   for (const auto& k : e.multi_keys) items.emplace_back(k, e.value);
   e.region.set_multi(items);
+  e.compact_region = dogpile::make_region(
+      {.name = "bench-compact", .codec = {.envelope = dogpile::EnvelopeFormat::compact}});
+  e.compact_region.configure(e.backend, {.expiration_time = 10min});
+  e.compact_region.set(e.compact_get_key, e.value);
+  std::vector<std::pair<std::string, std::string>> compact_items;
+  for (int i = 0; i < kMultiKeys; ++i) {
+    e.compact_keys.push_back("bench:user:compact:" + std::to_string(i));
+    compact_items.emplace_back(e.compact_keys.back(), e.value);
+  }
+  e.compact_region.set_multi(compact_items);
   e.mget_ptrs.push_back("MGET");
   e.mget_lens.push_back(4);
   for (const auto& k : e.multi_keys) {
@@ -147,10 +167,11 @@ void get_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <dogpile::CacheRegion Env::*Region, std::string Env::*Key>
 void get_region(benchmark::State& state) {
   Env& e = *env;
   for (auto _ : state) {
-    auto v = e.region.get<std::string>(e.get_key);
+    auto v = (e.*Region).get<std::string>(e.*Key);
     if (!v) {
       state.SkipWithError("region get missed");
       break;
@@ -189,9 +210,10 @@ void set_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <dogpile::CacheRegion Env::*Region, std::string Env::*Key>
 void set_region(benchmark::State& state) {
   Env& e = *env;
-  for (auto _ : state) e.region.set(e.set_key, e.value);
+  for (auto _ : state) (e.*Region).set(e.*Key, e.value);
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -218,11 +240,11 @@ void get_multi_floor(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-template <dogpile::CacheRegion Env::*Region>
+template <dogpile::CacheRegion Env::*Region, std::vector<std::string> Env::*Keys = &Env::multi_keys>
 void get_multi_region(benchmark::State& state) {
   Env& e = *env;
   for (auto _ : state) {
-    auto vs = (e.*Region).get_multi<std::string>(e.multi_keys);
+    auto vs = (e.*Region).get_multi<std::string>(e.*Keys);
     if (!vs.back()) {
       state.SkipWithError("region get_multi missed");
       break;
@@ -247,13 +269,24 @@ void get_multi_backend(benchmark::State& state) {
 
 void register_benchmarks(bool with_cluster) {
   benchmark::RegisterBenchmark("get/floor_hiredis_GET", get_floor)->UseRealTime();
-  benchmark::RegisterBenchmark("get/region_get", get_region)->UseRealTime();
+  benchmark::RegisterBenchmark("get/region_get", get_region<&Env::region, &Env::get_key>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("get/region_get_compact",
+                               get_region<&Env::compact_region, &Env::compact_get_key>)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("get/backend_get", get_backend)->UseRealTime();
   benchmark::RegisterBenchmark("set/floor_hiredis_SET", set_floor)->UseRealTime();
-  benchmark::RegisterBenchmark("set/region_set", set_region)->UseRealTime();
+  benchmark::RegisterBenchmark("set/region_set", set_region<&Env::region, &Env::set_key>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("set/region_set_compact",
+                               set_region<&Env::compact_region, &Env::compact_set_key>)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("set/backend_set", set_backend)->UseRealTime();
   benchmark::RegisterBenchmark("get_multi/floor_hiredis_MGET", get_multi_floor)->UseRealTime();
   benchmark::RegisterBenchmark("get_multi/region_get_multi", get_multi_region<&Env::region>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("get_multi/region_get_multi_compact",
+                               get_multi_region<&Env::compact_region, &Env::compact_keys>)
       ->UseRealTime();
   benchmark::RegisterBenchmark("get_multi/backend_get_multi", get_multi_backend)->UseRealTime();
   if (with_cluster) {
