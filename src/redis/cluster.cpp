@@ -61,12 +61,13 @@ class ClusterClient final : public Client {
     }
     for (auto& [raw, group] : groups) {
       auto& [pool, idx] = group;
-      std::vector<Argv> argvs;
+      std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of the arguments
       argvs.reserve(idx.size());
-      for (auto i : idx) argvs.push_back(cmds[i].argv);
+      for (auto i : idx) argvs.push_back(&cmds[i].argv);
       std::vector<Reply> rs;
       try {
-        rs = pool->run([&](Connection& c) { return c.pipeline(argvs); });
+        rs = pool->run(
+            [&](Connection& c) { return c.pipeline(std::span<const Argv* const>(argvs)); });
       } catch (const ConnectionFailure& e) {
         if (e.kind() == Failure::timeout) throw_failure(e);
         refresh(true);
@@ -235,8 +236,8 @@ class ClusterClient final : public Client {
       slots_ = fresh;
       return;
     }
-    throw ConnectionFailure(Failure::connect, "no redis cluster node answered CLUSTER SLOTS" +
-                                                  errors);
+    throw ConnectionFailure(Failure::connect,
+                            "no redis cluster node answered CLUSTER SLOTS" + errors);
   }
 
   std::vector<Endpoint> startup_;
@@ -251,8 +252,8 @@ class ClusterClient final : public Client {
 
 }  // namespace
 
-std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes,
-                                            ConnectSettings s, std::size_t pool_size) {
+std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
+                                            std::size_t pool_size) {
   return std::make_shared<ClusterClient>(std::move(startup_nodes), std::move(s), pool_size);
 }
 

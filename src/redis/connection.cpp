@@ -55,9 +55,14 @@ struct ReplyDeleter {
 };
 using ReplyPtr = std::unique_ptr<void, ReplyDeleter>;
 
-// hiredis wants parallel arrays of pointers and lengths.
+// hiredis wants parallel arrays of pointers and lengths. One object can be refilled for each
+// command of a pipeline (its buffers are reused).
 struct RawArgv {
-  explicit RawArgv(const Argv& argv) {
+  RawArgv() = default;
+  explicit RawArgv(const Argv& argv) { assign(argv); }
+  void assign(const Argv& argv) {
+    ptrs.clear();
+    lens.clear();
     ptrs.reserve(argv.size());
     lens.reserve(argv.size());
     for (const auto& a : argv) {
@@ -76,8 +81,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
   ctx_ = ep.unix_path.empty() ? redisConnectWithTimeout(ep.host.c_str(), ep.port, ctv)
                               : redisConnectUnixWithTimeout(ep.unix_path.c_str(), ctv);
   if (ctx_ == nullptr) {
-    throw ConnectionFailure(Failure::connect, "cannot connect to redis at " + ep.str() +
-                                                  ": out of memory");
+    throw ConnectionFailure(Failure::connect,
+                            "cannot connect to redis at " + ep.str() + ": out of memory");
   }
   if (ctx_->err != 0) {
     std::string why = ctx_->errstr;
@@ -99,8 +104,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
       throw ConnectionFailure(Failure::connect, std::string(what) + " failed: " + e.what());
     }
     if (r.is_error()) {
-      throw ConnectionFailure(Failure::connect, "redis at " + ep.str() + " refused " + what +
-                                                    ": " + r.str);
+      throw ConnectionFailure(Failure::connect,
+                              "redis at " + ep.str() + " refused " + what + ": " + r.str);
     }
     return r;
   };
@@ -117,10 +122,9 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
       Reply role = handshake({"ROLE"}, "ROLE");
       if (role.type != Reply::Type::array || role.elements.empty() ||
           role.elements[0].str != "master") {
-        throw ConnectionFailure(Failure::connect,
-                                "redis at " + ep.str() + " is not a master (ROLE says " +
-                                    (role.elements.empty() ? "nothing" : role.elements[0].str) +
-                                    ")");
+        throw ConnectionFailure(
+            Failure::connect, "redis at " + ep.str() + " is not a master (ROLE says " +
+                                  (role.elements.empty() ? "nothing" : role.elements[0].str) + ")");
       }
     }
   } catch (...) {
@@ -138,12 +142,12 @@ void Connection::fail() {
   broken_ = true;
   const int err = ctx_->err;
   std::string why = ctx_->errstr;
-  const bool timed_out = err == REDIS_ERR_IO && (why.find("temporarily unavailable") !=
-                                                     std::string::npos ||
-                                                 why.find("timed out") != std::string::npos);
+  const bool timed_out =
+      err == REDIS_ERR_IO && (why.find("temporarily unavailable") != std::string::npos ||
+                              why.find("timed out") != std::string::npos);
   if (timed_out) {
-    throw ConnectionFailure(Failure::timeout, "redis at " + ep_.str() +
-                                                  " did not answer within socket_timeout");
+    throw ConnectionFailure(Failure::timeout,
+                            "redis at " + ep_.str() + " did not answer within socket_timeout");
   }
   if (why.empty()) why = "connection lost";
   throw ConnectionFailure(Failure::closed, "redis at " + ep_.str() + ": " + why);
@@ -167,10 +171,18 @@ Reply Connection::command(const Argv& argv) {
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
+  std::vector<const Argv*> ptrs;
+  ptrs.reserve(cmds.size());
+  for (const auto& argv : cmds) ptrs.push_back(&argv);
+  return pipeline(std::span<const Argv* const>(ptrs));
+}
+
+std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  for (const auto& argv : cmds) {
-    RawArgv raw(argv);
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), raw.ptrs.data(),
+  RawArgv raw;
+  for (const Argv* argv : cmds) {
+    raw.assign(*argv);
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv->size()), raw.ptrs.data(),
                                raw.lens.data()) != REDIS_OK) {
       fail();
     }
