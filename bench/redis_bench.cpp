@@ -19,11 +19,14 @@
 // Then (unless --lock_trials=0) the lock wake-up latency: a holder and a waiter, each with its
 // own RedisBackend object (so two LeaseLocks on one lock key), distributed_lock = true,
 // lock_sleep 100 ms (the default); the waiter blocks in acquire(); measured from the holder's
-// release() returning to the waiter's acquire() returning. Variant "backoff only": the holder
+// release() returning to the waiter's acquire() returning (negative when the waiter gets the
+// lock before the holder's thread is back from release(): the key is deleted on the server
+// before the reply reaches the holder), and also from the release() call (always positive,
+// includes the release's own round trip). Variant "backoff only": the holder
 // takes and deletes the lock key with raw hiredis (SET NX PX / DEL: no release notice is
 // published), so the waiter wakes only at its next backoff poll.
 //
-// Extra flags (before Google Benchmark's own): --lock_trials=N (default 50), --no_cluster.
+// Extra flags, anywhere on the command line: --lock_trials=N (default 50), --no_cluster.
 #include <hiredis/hiredis.h>
 
 #include <dogpile/backends/redis.hpp>
@@ -318,11 +321,16 @@ Percentiles percentiles(std::vector<double> v) {
 }
 
 // One trial: the holder holds the lock of `key` for `hold`, the waiter (its own thread and
-// backend object) blocks in acquire(); returns release() returning -> acquire() returning, ms.
+// backend object) blocks in acquire(); returns the wake-up latency in ms.
 // `notices`: the holder is a LeaseLock of `holder` (its release publishes a notice); otherwise
 // it takes and deletes the lock key with raw hiredis, so no notice is published.
-double lock_trial(dogpile::RedisBackend& holder, dogpile::RedisBackend& waiter,
-                  const std::string& key, std::chrono::milliseconds hold, bool notices) {
+struct LockSample {
+  double from_return_ms;  // release() returned -> acquire() returned (< 0: the waiter won the race)
+  double from_call_ms;    // release() called -> acquire() returned (includes release's round trip)
+};
+
+LockSample lock_trial(dogpile::RedisBackend& holder, dogpile::RedisBackend& waiter,
+                      const std::string& key, std::chrono::milliseconds hold, bool notices) {
   using Clock = std::chrono::steady_clock;
   Env& e = *env;
   std::shared_ptr<dogpile::CacheMutex> held;
@@ -352,6 +360,7 @@ double lock_trial(dogpile::RedisBackend& holder, dogpile::RedisBackend& waiter,
   while (!started.load()) std::this_thread::yield();
   std::this_thread::sleep_for(hold);
   Clock::time_point released;
+  const Clock::time_point release_called = Clock::now();
   if (notices) {
     held->release();
     released = Clock::now();
@@ -363,7 +372,8 @@ double lock_trial(dogpile::RedisBackend& holder, dogpile::RedisBackend& waiter,
   }
   w.join();
   if (failure) std::rethrow_exception(failure);
-  return std::chrono::duration<double, std::milli>(acquired - released).count();
+  using Ms = std::chrono::duration<double, std::milli>;
+  return {Ms(acquired - released).count(), Ms(acquired - release_called).count()};
 }
 
 void lock_latency(int trials) {
@@ -377,24 +387,29 @@ void lock_latency(int trials) {
               trials,
               static_cast<long long>(
                   std::chrono::duration_cast<std::chrono::milliseconds>(opts.lock_sleep).count()));
-  std::printf("%-34s %7s %9s %9s %9s %9s\n", "variant", "trials", "median ms", "p90 ms", "min ms",
-              "max ms");
+  std::printf("%-34s %7s %9s %9s %9s %9s | %s\n", "variant", "trials", "median ms", "p90 ms",
+              "min ms", "max ms", "from release() call: median, p90 ms");
   for (const bool notices : {true, false}) {
     // Fresh backend objects per variant: two LeaseLocks on each key, two subscribers.
     auto holder = std::make_shared<dogpile::RedisBackend>(opts);
     auto waiter = std::make_shared<dogpile::RedisBackend>(opts);
     std::vector<double> ms;
+    std::vector<double> from_call;
     for (int t = 0; t <= trials; ++t) {
       const std::string key =
           std::string("bench:lock:") + (notices ? "n" : "b") + std::to_string(t);
-      const double d =
+      const LockSample d =
           lock_trial(*holder, *waiter, key, std::chrono::milliseconds(hold_ms(rng)), notices);
-      if (t > 0) ms.push_back(d);  // trial 0 starts the waiter's subscriber: warm-up
+      if (t > 0) {  // trial 0 starts the waiter's subscriber: warm-up
+        ms.push_back(d.from_return_ms);
+        from_call.push_back(d.from_call_ms);
+      }
     }
     const auto p = percentiles(ms);
-    std::printf("%-34s %7zu %9.3f %9.3f %9.3f %9.3f\n",
+    const auto c = percentiles(from_call);
+    std::printf("%-34s %7zu %9.3f %9.3f %9.3f %9.3f | %9.3f %9.3f\n",
                 notices ? "release notice (LeaseLock holder)" : "backoff only (no notice)",
-                ms.size(), p.median_ms, p.p90_ms, p.min_ms, p.max_ms);
+                ms.size(), p.median_ms, p.p90_ms, p.min_ms, p.max_ms, c.median_ms, c.p90_ms);
     std::fflush(stdout);
   }
 }
