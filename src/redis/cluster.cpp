@@ -61,12 +61,13 @@ class ClusterClient final : public Client {
     }
     for (auto& [raw, group] : groups) {
       auto& [pool, idx] = group;
-      std::vector<Argv> argvs;
+      std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of the arguments
       argvs.reserve(idx.size());
-      for (auto i : idx) argvs.push_back(cmds[i].argv);
+      for (auto i : idx) argvs.push_back(&cmds[i].argv);
       std::vector<Reply> rs;
       try {
-        rs = pool->run([&](Connection& c) { return c.pipeline(argvs); });
+        rs = pool->run(
+            [&](Connection& c) { return c.pipeline(std::span<const Argv* const>(argvs)); });
       } catch (const ConnectionFailure& e) {
         if (e.kind() == Failure::timeout) throw_failure(e);
         refresh(true);

@@ -55,9 +55,14 @@ struct ReplyDeleter {
 };
 using ReplyPtr = std::unique_ptr<void, ReplyDeleter>;
 
-// hiredis wants parallel arrays of pointers and lengths.
+// hiredis wants parallel arrays of pointers and lengths. One object can be refilled for each
+// command of a pipeline (its buffers are reused).
 struct RawArgv {
-  explicit RawArgv(const Argv& argv) {
+  RawArgv() = default;
+  explicit RawArgv(const Argv& argv) { assign(argv); }
+  void assign(const Argv& argv) {
+    ptrs.clear();
+    lens.clear();
     ptrs.reserve(argv.size());
     lens.reserve(argv.size());
     for (const auto& a : argv) {
@@ -166,10 +171,18 @@ Reply Connection::command(const Argv& argv) {
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
+  std::vector<const Argv*> ptrs;
+  ptrs.reserve(cmds.size());
+  for (const auto& argv : cmds) ptrs.push_back(&argv);
+  return pipeline(std::span<const Argv* const>(ptrs));
+}
+
+std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  for (const auto& argv : cmds) {
-    RawArgv raw(argv);
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), raw.ptrs.data(),
+  RawArgv raw;
+  for (const Argv* argv : cmds) {
+    raw.assign(*argv);
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv->size()), raw.ptrs.data(),
                                raw.lens.data()) != REDIS_OK) {
       fail();
     }

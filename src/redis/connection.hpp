@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -92,6 +93,9 @@ class Connection {
   /// Sends every command in one write, then reads every reply, in order. @throws
   /// ConnectionFailure.
   std::vector<Reply> pipeline(const std::vector<Argv>& cmds);
+  /// The same for commands owned elsewhere (a client's routed commands: no copy of their
+  /// arguments). @throws ConnectionFailure.
+  std::vector<Reply> pipeline(std::span<const Argv* const> cmds);
   /// Sends without reading (a subscriber's SUBSCRIBE). @throws ConnectionFailure.
   void send(const Argv& argv);
   /// The next reply already sent by the server (a pub/sub message), waiting at most `wait`;

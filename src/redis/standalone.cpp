@@ -18,11 +18,12 @@ class StandaloneClient final : public Client {
   }
 
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
-    std::vector<Argv> argvs;
+    std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of the arguments
     argvs.reserve(cmds.size());
-    for (const auto& c : cmds) argvs.push_back(c.argv);
+    for (const auto& c : cmds) argvs.push_back(&c.argv);
     try {
-      return pool_.run([&](Connection& c) { return c.pipeline(argvs); });
+      return pool_.run(
+          [&](Connection& c) { return c.pipeline(std::span<const Argv* const>(argvs)); });
     } catch (const ConnectionFailure& e) {
       throw_failure(e);
     }
