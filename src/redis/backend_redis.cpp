@@ -30,6 +30,24 @@ void check_size(const std::string& backend, std::string_view key, std::string_vi
   }
 }
 
+// Runs a write of values up to `largest` bytes. A server that refuses a value over its
+// proto-max-bulk-len closes the connection, so the client may see only "connection reset"
+// (its error reply unread): say what probably happened.
+template <class F>
+void large_write(std::size_t largest, F&& write) {
+  try {
+    write();
+  } catch (const TimeoutError&) {
+    throw;
+  } catch (const BackendError& e) {
+    if (largest < (std::size_t{1} << 20)) throw;
+    detail::throw_error<BackendError>(
+        std::string(e.what()) + " (the write carried a " + std::to_string(largest) +
+        "-byte value; a server refuses values over its proto-max-bulk-len, 512 MB by default, "
+        "and closes the connection)");
+  }
+}
+
 bool valid_lock_prefix(std::string_view p) {
   // dogpile: ^[\w\-\.\:]{2,10}$
   if (p.size() < 2 || p.size() > 10) return false;
@@ -97,8 +115,10 @@ void RedisBackendBase::do_set(std::string_view key, std::string_view value) {
     argv.emplace_back("PX");
     argv.push_back(std::to_string(common_.redis_expiration_time->count()));
   }
-  const Reply r = client_->run(key, argv);
-  if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "SET", r);
+  large_write(value.size(), [&] {
+    const Reply r = client_->run(key, argv);
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "SET", r);
+  });
 }
 
 void RedisBackendBase::do_erase(std::string_view key) {
@@ -151,9 +171,13 @@ void RedisBackendBase::do_set_multi(std::span<const BytesItem> items) {
       cmds.push_back({items[g.front()].first, std::move(argv)});
     }
   }
-  for (const auto& r : client_->run_many(cmds)) {
-    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MSET/SET", r);
-  }
+  std::size_t largest = 0;
+  for (const auto& it : items) largest = std::max(largest, it.second.size());
+  large_write(largest, [&] {
+    for (const auto& r : client_->run_many(cmds)) {
+      if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MSET/SET", r);
+    }
+  });
 }
 
 void RedisBackendBase::do_erase_multi(std::span<const std::string> keys) {
