@@ -28,6 +28,8 @@ RedisServer& server() {
   static RedisServer s;
   return s;
 }
+// Started before any test forks: a child that started it lazily would get its own server.
+const bool server_started = (server(), true);
 
 RedisOptions options(int port) {
   return RedisOptions{

@@ -18,6 +18,8 @@ RedisCluster& cluster() {
   static RedisCluster c(3);
   return c;
 }
+// Started before any test forks: a child that started it lazily would get its own cluster.
+const bool cluster_started = (cluster(), true);
 
 RedisClusterOptions options(bool lock) {
   RedisClusterOptions o;

@@ -18,6 +18,8 @@ RedisSentinelSet& sentinels() {
   static RedisSentinelSet s;
   return s;
 }
+// Started before any test forks: a child that started it lazily would get its own set.
+const bool sentinels_started = (sentinels(), true);
 
 RedisSentinelOptions options() {
   RedisSentinelOptions o;
