@@ -3,7 +3,9 @@
 #include <sqlite3.h>
 #include <atomic>
 #include <catch2/catch.hpp>
+
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -365,6 +367,18 @@ TEST_CASE("iteration: insertion order, reverse, snapshot, sorted order", "[disk]
   DiskCache many(d2.path);
   for (int i = 0; i < 1000; ++i) many.set(i, i);
   CHECK(many.keys().size() == 1000);
+}
+
+TEST_CASE("a value SQLite would turn into NULL is refused, and what was stored stays",
+          "[disk][values]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  cache.set("x", 1.5);
+  CHECK_THROWS_AS(cache.set("x", std::nan("")), dogpile::ValidationError);
+  CHECK(cache.get<double>("x") == 1.5);
+  CHECK_THROWS_AS(cache.set(std::nan(""), 1), dogpile::ValidationError);
+  CHECK_THROWS_AS(cache.add("y", std::nan("")), dogpile::ValidationError);
+  CHECK_FALSE(cache.contains("y"));
 }
 
 TEST_CASE(
