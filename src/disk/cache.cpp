@@ -857,11 +857,13 @@ void DiskCacheImpl::commit(Connection& c) {
   int rc = c.try_run(kCommit);
   note_txn(db_path_, -1);
   if (rc != SQLITE_OK) {
+    // SQLite may have rolled back already (a full disk): keep its message, not the ROLLBACK's.
+    const std::string why = c.errmsg();
     c.try_run(kRollback);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
-    c.fail(rc, "COMMIT");
+    c.fail(rc, "COMMIT", why);
   }
   std::vector<std::string> cleanup = std::move(c.cleanup);
   c.cleanup.clear();

@@ -10,13 +10,22 @@
 namespace dogpile::detail {
 
 void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what) {
+  throw_sqlite_message(rc, (db != nullptr) ? sqlite3_errmsg(db) : sqlite3_errstr(rc), path, what);
+}
+
+void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& path,
+                          std::string_view what) {
   std::string msg = "disk cache ";
   msg += path;
   msg += ": ";
   msg += what;
   msg += ": ";
-  msg += (db != nullptr) ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  msg += errmsg;
   switch (rc & 0xFF) {
+    case SQLITE_FULL:
+      throw DatabaseError(msg +
+                          " (the disk is full: free space, lower size_limit, or move the cache; "
+                          "the failed write was rolled back and nothing stored before was lost)");
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       throw TimeoutError(msg + " (database locked past the timeout)");

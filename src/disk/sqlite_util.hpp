@@ -18,6 +18,10 @@ namespace dogpile::detail {
 
 /// Throws the dogpile exception matching an SQLite result code.
 [[noreturn]] void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what);
+/// As throw_sqlite, with SQLite's message captured earlier (a ROLLBACK after a failed COMMIT
+/// replaces the connection's message with "cannot rollback - no transaction is active").
+[[noreturn]] void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& path,
+                                       std::string_view what);
 
 /// One SQLite connection, owned by one thread (see DiskCacheImpl::conn()).
 class Connection {
@@ -56,6 +60,12 @@ class Connection {
   [[noreturn]] void fail(int rc, std::string_view what) const {
     throw_sqlite(rc, db_, path_, what);
   }
+  /// As fail, with a message captured before later statements replaced it.
+  [[noreturn]] void fail(int rc, std::string_view what, const std::string& errmsg) const {
+    throw_sqlite_message(rc, errmsg, path_, what);
+  }
+  /// SQLite's message for the last failed call on this connection.
+  [[nodiscard]] std::string errmsg() const { return sqlite3_errmsg(db_); }
 
   // Transaction level bookkeeping (owned by DiskCacheImpl).
   struct Level {
