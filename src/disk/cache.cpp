@@ -407,6 +407,9 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
 
   void note_access(std::int64_t rowid, bool hit);
   void flush_in_txn(Connection& c);
+  /// Runs (and drops) the undo work written above transaction level `level`.
+  static void run_undo(Connection& c, std::size_t level) noexcept;
+
   void flush(bool wait);
 
   std::optional<DiskValue> read_setting(Connection& c, std::string_view name);
@@ -447,6 +450,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
     std::chrono::steady_clock::time_point first{};
     std::uint64_t fork_gen = 0;
   };
+  /// Puts flushed access updates back into the buffer (their transaction rolled back).
+  void rebuffer(const AccessBuffer& b) noexcept;
   std::mutex buf_mu_;
   AccessBuffer buf_;
   std::atomic<std::size_t> buffered_{0};
@@ -852,14 +857,17 @@ void DiskCacheImpl::commit(Connection& c) {
   c.levels.pop_back();
   if (!c.levels.empty()) {
     c.exec("RELEASE dogpile");
+    for (auto& [level, undo] : c.undo_on_rollback) level = std::min(level, c.levels.size());
     return;
   }
   int rc = c.try_run(kCommit);
   note_txn(db_path_, -1);
+  if (rc == SQLITE_OK) c.undo_on_rollback.clear();
   if (rc != SQLITE_OK) {
     // SQLite may have rolled back already (a full disk): keep its message, not the ROLLBACK's.
     const std::string why = c.errmsg();
     c.try_run(kRollback);
+    run_undo(c, 0);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
@@ -882,9 +890,11 @@ void DiskCacheImpl::rollback(Connection& c) noexcept {
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
+    run_undo(c, 0);
   } else {
     c.try_exec("ROLLBACK TO dogpile");
     c.try_exec("RELEASE dogpile");
+    run_undo(c, c.levels.size());
     for (std::size_t i = level.new_files_mark; i < c.new_files.size(); ++i) {
       remove_value_file(dir_, c.new_files[i]);
     }
@@ -1078,11 +1088,41 @@ void DiskCacheImpl::flush_in_txn(Connection& c) {
       step(c, s, "flush statistics");
     }
   } catch (...) {
-    // Keep the counters for the next flush; access times are advisory.
+    rebuffer(b);  // keep them for the next flush
+    throw;
+  }
+  // Written into the open transaction: if it rolls back (a failed add, a rolled-back
+  // transact), the updates go back into the buffer instead of being lost.
+  auto kept = std::make_shared<AccessBuffer>(std::move(b));
+  c.undo_on_rollback.emplace_back(c.levels.size(), [this, kept] { rebuffer(*kept); });
+}
+
+void DiskCacheImpl::run_undo(Connection& c, std::size_t level) noexcept {
+  auto& undo = c.undo_on_rollback;
+  // Newest first; a hook never throws.
+  for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+    if (it->first > level) it->second();
+  }
+  undo.erase(
+      std::remove_if(undo.begin(), undo.end(), [&](const auto& u) { return u.first > level; }),
+      undo.end());
+}
+
+void DiskCacheImpl::rebuffer(const AccessBuffer& b) noexcept {
+  try {
     std::lock_guard lk(buf_mu_);
+    if (buf_.fork_gen != b.fork_gen) return;  // written before a fork: not ours
+    for (const auto& [rowid, t] : b.times) {
+      double& mine = buf_.times[rowid];
+      mine = std::max(mine, t);
+    }
+    for (const auto& [rowid, n] : b.counts) buf_.counts[rowid] += n;
     buf_.hits += b.hits;
     buf_.misses += b.misses;
-    throw;
+    if (buf_.events == 0) buf_.first = b.first;
+    buf_.events += b.events;
+    buffered_.store(buf_.events, std::memory_order_relaxed);
+  } catch (...) {  // out of memory: the updates are advisory, the counters best effort
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -77,7 +78,11 @@ class Connection {
   std::vector<std::string> cleanup;          ///< files to delete after the outermost COMMIT
   std::uint64_t fork_generation = 0;         ///< process "generation" that opened the handle
   std::vector<std::int64_t> scratch_rowids;  ///< reused by the cull (no allocation per write)
-  std::int64_t size_rowid = 0;               ///< rowid of Settings 'size' once seen (0: unknown)
+  /// Work written inside the open transaction that must be redone if it rolls back (buffered
+  /// access updates flushed into it): each with the level it was written at; run with the
+  /// rollback of that level, dropped by the outermost COMMIT.
+  std::vector<std::pair<std::size_t, std::function<void()>>> undo_on_rollback;
+  std::int64_t size_rowid = 0;  ///< rowid of Settings 'size' once seen (0: unknown)
 
  private:
   static int busy_handler(void* self, int count);

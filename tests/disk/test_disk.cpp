@@ -369,6 +369,38 @@ TEST_CASE("iteration: insertion order, reverse, snapshot, sorted order", "[disk]
   CHECK(many.keys().size() == 1000);
 }
 
+TEST_CASE("buffered hit/miss counts and access updates survive a write that rolls back",
+          "[disk][stats]") {
+  TempDir d;
+  DiskCache cache(d.path, {.eviction_policy = dogpile::EvictionPolicy::least_frequently_used,
+                           .statistics = true,
+                           .access_flush_events = 1000000,
+                           .access_flush_interval = std::chrono::hours(1)});
+  cache.set("a", 1);
+  for (int i = 0; i < 10; ++i) CHECK(cache.get<int>("a") == 1);
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(cache.get<int>("missing"));
+  // A write transaction that flushes the buffer, then rolls back.
+  {
+    auto tx = cache.transact();
+    cache.set("b", 2);
+    tx.rollback();
+  }
+  CHECK_FALSE(cache.add("a", 3));  // a failed add: nothing written
+  const auto st = cache.stats();
+  CHECK(st.hits == 10);
+  CHECK(st.misses == 5);
+  // The LFU access count of "a" was kept too.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((d.path / "cache.db").c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT access_count FROM Cache WHERE key = 'a'", -1, &s,
+                             nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  CHECK(sqlite3_column_int(s, 0) == 10);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
 TEST_CASE("a value SQLite would turn into NULL is refused, and what was stored stays",
           "[disk][values]") {
   TempDir d;
