@@ -1,7 +1,11 @@
 #include "sqlite_util.hpp"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <random>
 #include <thread>
 
@@ -43,10 +47,54 @@ void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& 
   }
 }
 
+namespace {
+
+// `file:` URI of a path (RFC 3986 escapes for the characters SQLite's URI parser treats
+// specially).
+std::string file_uri(const std::string& path) {
+  std::string out = "file:";
+  for (const char ch : path) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '%' || c == '?' || c == '#' || c < 0x20 || c >= 0x7f) {
+      static constexpr char kHex[] = "0123456789ABCDEF";
+      out += '%';
+      out += kHex[c >> 4U];
+      out += kHex[c & 0xFU];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+// True when this process cannot create the -shm file next to the database: a read-only file
+// system, or a directory it may not write to.
+bool cannot_create_beside(const std::string& path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  const char* dir = parent.empty() ? "." : parent.c_str();
+  struct statvfs st {};
+  if (::statvfs(dir, &st) == 0 && (st.f_flag & ST_RDONLY) != 0) return true;
+  return ::access(dir, W_OK) != 0;
+}
+
+}  // namespace
+
 Connection::Connection(const std::string& path, bool read_only) : path_(path) {
   int flags = SQLITE_OPEN_NOMUTEX |
               (read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE));
   int rc = sqlite3_open_v2(path.c_str(), &db_, flags, nullptr);
+  if (rc == SQLITE_OK && read_only && cannot_create_beside(path) &&
+      sqlite3_exec(db_, "PRAGMA schema_version", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    // A WAL database SQLite cannot read through its -shm file: a read-only file system, or no
+    // write permission while no writer has the -shm open (with one, the probe succeeds).
+    // Then the database file is complete (the last writer checkpointed it at close), so it is
+    // read as immutable: no locks, no -shm. Such a handle sees the database as of its open;
+    // docs/disk.md says so.
+    sqlite3_close_v2(db_);
+    db_ = nullptr;
+    rc = sqlite3_open_v2((file_uri(path) + "?immutable=1").c_str(), &db_, flags | SQLITE_OPEN_URI,
+                         nullptr);
+  }
   if (rc != SQLITE_OK) {
     std::string err = db_ != nullptr ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close_v2(db_);

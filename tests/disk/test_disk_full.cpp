@@ -2,11 +2,14 @@
 // a test failure, never a skip). The failing write says the disk is full, and nothing stored
 // before is lost.
 #include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <string>
 
@@ -77,4 +80,54 @@ TEST_CASE("a full disk is reported as a full disk, and stored values survive", "
     INFO(msg);
     CHECK(msg.find("disk is full") != std::string::npos);
   }
+}
+
+TEST_CASE("read_only opens a WAL cache on a read-only mount", "[disk][readonly]") {
+  SmallDisk disk;
+  const auto dir = disk.dir.path / "c";
+  {
+    DiskCache cache(dir);
+    cache.set("k", std::string("v"));
+    cache.set("big", std::string(100'000, 'b'));  // a value file too
+  }
+  INFO("remount read-only: " << std::strerror(errno));
+  REQUIRE(::mount(nullptr, disk.dir.path.c_str(), nullptr, MS_REMOUNT | MS_RDONLY, nullptr) == 0);
+  DiskCache ro(dir, {.read_only = true});
+  CHECK(ro.get<std::string>("k") == std::optional<std::string>("v"));
+  CHECK(ro.get<std::string>("big") == std::optional<std::string>(std::string(100'000, 'b')));
+  CHECK(ro.size() == 2);
+  CHECK_THROWS_AS(ro.set("k", std::string("w")), dogpile::Error);
+}
+
+TEST_CASE("read_only opens a WAL cache without write permission", "[disk][readonly]") {
+  TempDir d;
+  const auto dir = d.path / "c";
+  {
+    DiskCache cache(dir);
+    cache.set("k", std::string("v"));
+  }
+  std::filesystem::permissions(
+      d.path, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                  std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                  std::filesystem::perms::others_exec);
+  // A child that gives up root (user nobody) may read but not write the directory.
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 1;
+    try {
+      if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) {
+        ::_exit(2);
+      }
+      DiskCache ro(dir, {.read_only = true});
+      code = ro.get<std::string>("k") == std::optional<std::string>("v") ? 0 : 3;
+    } catch (...) {
+      code = 4;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
