@@ -1,14 +1,20 @@
 // FanoutCache: N DiskCache shards with diskcache's portable routing hash.
 #include "dogpile/disk/fanout.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <system_error>
+#include <thread>
 
 namespace dogpile {
 
@@ -37,6 +43,59 @@ std::size_t existing_shards(const fs::path& dir) {
   while (fs::exists(dir / shard_name(n) / "cache.db", ec)) ++n;
   return n;
 }
+
+/// The shard count of a directory another process (Python's FanoutCache, which leaves no
+/// marker) may still be filling: the count once it has stopped growing for 300 ms, or has
+/// reached `expected`; gives up after 5 s with what is there.
+std::size_t settled_shards(const fs::path& dir, std::optional<std::size_t> expected) {
+  using SteadyClock = std::chrono::steady_clock;
+  const auto give_up = SteadyClock::now() + std::chrono::seconds(5);
+  std::size_t n = existing_shards(dir);
+  auto changed = SteadyClock::now();
+  while (SteadyClock::now() < give_up) {
+    if (expected && n >= *expected) break;
+    if (!expected && SteadyClock::now() - changed >= std::chrono::milliseconds(300)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    const std::size_t now = existing_shards(dir);
+    if (now != n) {
+      n = now;
+      changed = SteadyClock::now();
+    }
+  }
+  return n;
+}
+
+/// An exclusive flock on `<dir>/dogpile-fanout.lock` while the shard set is counted, created
+/// and recorded, so concurrent first opens from C++ processes see all of it or none; released
+/// by the kernel if the holder dies. No lock for a read-only open (it creates nothing).
+class CreationLock {
+ public:
+  CreationLock(const fs::path& dir, bool read_only) {
+    if (read_only) return;
+    const auto path = dir / "dogpile-fanout.lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      throw DatabaseError("fanout cache: cannot open " + path.string() + ": " +
+                          std::strerror(errno));
+    }
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        const int err = errno;
+        ::close(fd_);
+        throw DatabaseError("fanout cache: cannot lock " + path.string() + ": " +
+                            std::strerror(err));
+      }
+    }
+  }
+  ~CreationLock() {
+    if (fd_ >= 0) ::close(fd_);  // releases the flock
+  }
+  CreationLock(const CreationLock&) = delete;
+  CreationLock& operator=(const CreationLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 }  // namespace
 
 std::uint32_t fanout_hash(const Key& key) {
@@ -99,7 +158,9 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
   if (!fs::is_directory(st.dir)) {
     throw DatabaseError("fanout cache: " + st.dir.string() + " is not a directory");
   }
-  // The shard count: persisted by us, else inferred from a directory Python created.
+  // The shard count: persisted by us, else inferred from a directory Python created. Counted,
+  // created and recorded under one lock: a concurrent first open never sees a partial set.
+  CreationLock creating(st.dir, options.read_only);
   std::size_t count = 0;
   fs::path meta = st.dir / kMetaFile;
   bool have_meta = false;
@@ -128,7 +189,9 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
           "shards: " + st.dir.string() + " was created with " + std::to_string(count) +
           " shards, not " + std::to_string(*options.shards) + " (keys would be routed elsewhere)");
     }
-  } else if (std::size_t found = existing_shards(st.dir); found > 0) {
+  } else if (std::size_t found =
+                 existing_shards(st.dir) > 0 ? settled_shards(st.dir, options.shards) : 0;
+             found > 0) {
     if (options.shards && *options.shards != found) {
       detail::throw_error<ValidationError>(
           "shards: " + st.dir.string() + " holds " + std::to_string(found) + " shards, not " +

@@ -1,8 +1,14 @@
 // FanoutCache: python-diskcache's tests/test_fanout.py cases (reference §5.2) plus the persisted
 // shard count and the "not done" timeout results.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 #include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -69,10 +75,10 @@ TEST_CASE("fanout: a saved shard count beyond 999 is refused before creating any
   } catch (const dogpile::DatabaseError& e) {
     CHECK(std::string(e.what()).find("1000000") != std::string::npos);
   }
-  // Nothing was created next to the file.
-  std::size_t entries = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(d.path)) ++entries;
-  CHECK(entries == 1);
+  // No shard was created next to the file.
+  std::size_t dirs = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d.path)) dirs += e.is_directory();
+  CHECK(dirs == 0);
 }
 
 TEST_CASE("fanout: shard count is persisted and checked", "[disk][fanout]") {
@@ -178,4 +184,59 @@ TEST_CASE("fanout: stats, tags, memoize, transact, bulk", "[disk][fanout]") {
   sub.set("s", 1);
   CHECK(std::filesystem::exists(d.path / "cache" / "named" / "sub" / "cache.db"));
   CHECK(fan.check().empty());
+}
+
+TEST_CASE("fanout: concurrent first opens of a new directory all see the whole shard set",
+          "[disk][fanout][fork]") {
+  TempDir d;
+  const auto dir = d / "new";
+  // Four processes open the same new directory with an explicit count at the same moment.
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 4; ++i) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 1;
+      try {
+        FanoutCache fan(dir, {.shards = 4});
+        fan.set("k" + std::to_string(i), i);
+        code = fan.shard_count() == 4 ? 0 : 3;
+      } catch (...) {
+        code = 4;
+      }
+      ::_exit(code);
+    }
+    kids.push_back(pid);
+  }
+  for (auto pid : kids) {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  }
+  FanoutCache again(dir);
+  CHECK(again.shard_count() == 4);
+  CHECK(again.size() == 4);
+}
+
+TEST_CASE("fanout: opening a directory Python is still filling waits for all its shards",
+          "[disk][fanout][interop]") {
+  TempDir d;
+  const auto dir = d / "py";
+  // Python's FanoutCache creates its shards one after the other and leaves no marker.
+  const std::string cmd =
+      "/usr/bin/python3 -c 'import diskcache,sys; "
+      "diskcache.FanoutCache(sys.argv[1], shards=12)' '" +
+      dir.string() + "' &";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  // Open as soon as the first shard exists, without giving a count.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (!std::filesystem::exists(dir / "000" / "cache.db") &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(1ms);
+  }
+  FanoutCache fan(dir);
+  CHECK(fan.shard_count() == 12);
+  std::ifstream meta(dir / "dogpile-fanout.json");
+  std::string text((std::istreambuf_iterator<char>(meta)), std::istreambuf_iterator<char>());
+  CHECK(text.find("\"shards\":12") != std::string::npos);
 }
