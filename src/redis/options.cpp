@@ -200,8 +200,17 @@ std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
   return redis_detail::make_cluster_client(std::move(eps), settings_of(b, o, 0), o.pool_size);
 }
 
-void require_object(const char* b, const nlohmann::json& a) {
+// The options of backend `b` from its arguments: the common ones, then `specific(name, value,
+// options)` for the rest (which ignores what it does not know, as dogpile does).
+template <class O, class F>
+O parse_arguments(const char* b, const nlohmann::json& a, F&& specific) {
   detail::require_object_arguments(b, a);
+  O o;
+  if (!a.is_object()) return o;
+  for (const auto& item : a.items()) {
+    if (!common_arg(b, item.key(), item.value(), o)) specific(item.key(), item.value(), o);
+  }
+  return o;
 }
 
 }  // namespace
@@ -214,26 +223,19 @@ RedisBackend::RedisBackend(RedisOptions options)
 
 std::shared_ptr<CacheBackend> RedisBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis";
-  require_object(b, a);
-  RedisOptions o;
-  if (a.is_object()) {
-    for (const auto& item : a.items()) {
-      const std::string& name = item.key();
-      const nlohmann::json& v = item.value();
-      if (common_arg(b, name, v, o)) continue;
-      if (name == "url") {
-        o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
-      } else if (name == "host") {
-        o.host = detail::string_arg(b, name, v);
-      } else if (name == "port") {
-        o.port = static_cast<int>(detail::int_arg(b, name, v, 1));
-      } else if (name == "db") {
-        o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
-      }
-      // Anything else is ignored, as dogpile does (`connection_kwargs`, `ssl`...).
-    }
-  }
-  return std::make_shared<RedisBackend>(std::move(o));
+  auto opts = parse_arguments<RedisOptions>(
+      b, a, [b](const std::string& name, const nlohmann::json& v, RedisOptions& o) {
+        if (name == "url") {
+          o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
+        } else if (name == "host") {
+          o.host = detail::string_arg(b, name, v);
+        } else if (name == "port") {
+          o.port = static_cast<int>(detail::int_arg(b, name, v, 1));
+        } else if (name == "db") {
+          o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+        }
+      });
+  return std::make_shared<RedisBackend>(std::move(opts));
 }
 
 // ---- RedisSentinelBackend -------------------------------------------------------------------
@@ -244,32 +246,25 @@ RedisSentinelBackend::RedisSentinelBackend(RedisSentinelOptions options)
 
 std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_sentinel";
-  require_object(b, a);
-  RedisSentinelOptions o;
-  if (a.is_object()) {
-    for (const auto& item : a.items()) {
-      const std::string& name = item.key();
-      const nlohmann::json& v = item.value();
-      if (common_arg(b, name, v, o)) continue;
-      if (name == "sentinels") {
-        o.sentinels = nodes_arg(b, name, v);
-      } else if (name == "service_name") {
-        o.service_name = detail::string_arg(b, name, v);
-      } else if (name == "db") {
-        o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
-      } else if (name == "sentinel_kwargs") {
-        if (v.is_null()) continue;
-        if (!v.is_object()) bad_argument(b, name, "must be an object, got " + v.dump());
-        if (v.contains("username") && !v["username"].is_null()) {
-          o.sentinel_username = detail::string_arg(b, "sentinel_kwargs.username", v["username"]);
+  auto opts = parse_arguments<RedisSentinelOptions>(
+      b, a, [b](const std::string& name, const nlohmann::json& v, RedisSentinelOptions& o) {
+        if (name == "sentinels") {
+          o.sentinels = nodes_arg(b, name, v);
+        } else if (name == "service_name") {
+          o.service_name = detail::string_arg(b, name, v);
+        } else if (name == "db") {
+          o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+        } else if (name == "sentinel_kwargs" && !v.is_null()) {
+          if (!v.is_object()) bad_argument(b, name, "must be an object, got " + v.dump());
+          if (v.contains("username") && !v["username"].is_null()) {
+            o.sentinel_username = detail::string_arg(b, "sentinel_kwargs.username", v["username"]);
+          }
+          if (v.contains("password") && !v["password"].is_null()) {
+            o.sentinel_password = detail::string_arg(b, "sentinel_kwargs.password", v["password"]);
+          }
         }
-        if (v.contains("password") && !v["password"].is_null()) {
-          o.sentinel_password = detail::string_arg(b, "sentinel_kwargs.password", v["password"]);
-        }
-      }
-    }
-  }
-  return std::make_shared<RedisSentinelBackend>(std::move(o));
+      });
+  return std::make_shared<RedisSentinelBackend>(std::move(opts));
 }
 
 // ---- RedisClusterBackend --------------------------------------------------------------------
@@ -280,21 +275,15 @@ RedisClusterBackend::RedisClusterBackend(RedisClusterOptions options)
 
 std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_cluster";
-  require_object(b, a);
-  RedisClusterOptions o;
-  if (a.is_object()) {
-    for (const auto& item : a.items()) {
-      const std::string& name = item.key();
-      const nlohmann::json& v = item.value();
-      if (common_arg(b, name, v, o)) continue;
-      if (name == "url") {
-        o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
-      } else if (name == "startup_nodes") {
-        o.startup_nodes = nodes_arg(b, name, v);
-      }
-    }
-  }
-  return std::make_shared<RedisClusterBackend>(std::move(o));
+  auto opts = parse_arguments<RedisClusterOptions>(
+      b, a, [b](const std::string& name, const nlohmann::json& v, RedisClusterOptions& o) {
+        if (name == "url") {
+          o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
+        } else if (name == "startup_nodes") {
+          o.startup_nodes = nodes_arg(b, name, v);
+        }
+      });
+  return std::make_shared<RedisClusterBackend>(std::move(opts));
 }
 
 // ---- registration ---------------------------------------------------------------------------
