@@ -1,0 +1,1013 @@
+// Test support: starts and stops real servers (redis-server, a redis cluster, a redis sentinel
+// set, memcached) for integration tests. No mocks: every server is a real child process that
+// listens on 127.0.0.1 on a free port and runs in a fresh temporary directory.
+//
+// Lifetime rules:
+//  * every object stops its servers in its destructor;
+//  * a child started here gets PR_SET_PDEATHSIG(SIGKILL), so it dies with the test process even
+//    when that one is killed (note: the signal fires when the *thread* that started the server
+//    exits, so start servers from the test's main thread or one that outlives them);
+//  * objects remember the pid that created them: in a forked worker process, destructors,
+//    stop(), kill() and start() do nothing, so a worker that exits or returns never stops the
+//    parent's servers or removes its directories;
+//  * readiness is polled with short naps against a deadline (10 s); a server that does not come
+//    up throws std::runtime_error with the tail of its log;
+//  * a missing binary throws and names the Debian package to install (tests never skip).
+//
+// Header-only; include as "support/servers.hpp".
+#pragma once
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+extern char** environ;
+
+namespace dogpile::test {
+
+/// How long a server may take to become ready before its constructor (or restart()) throws.
+inline constexpr std::chrono::milliseconds kStartDeadline{10'000};
+
+namespace detail {
+
+/// Throws std::runtime_error with `what` followed by strerror(errno).
+[[noreturn]] inline void throw_errno(const std::string& what) {
+  throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+/// The Debian package that ships `program` (for "install X" messages).
+inline std::string debian_package_for(std::string_view program) {
+  if (program == "redis-server") return "redis-server";
+  if (program == "redis-cli") return "redis-tools";
+  if (program == "redis-sentinel") return "redis-sentinel";
+  if (program == "memcached") return "memcached";
+  return std::string(program);
+}
+
+/// The absolute path of `program` (searched in PATH when it has no '/'); throws naming the Debian
+/// package to install when it is missing.
+inline std::string find_program(const std::string& program) {
+  if (program.find('/') != std::string::npos) {
+    if (::access(program.c_str(), X_OK) == 0) return program;
+  } else {
+    const char* path_env = std::getenv("PATH");
+    std::string path = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
+    std::stringstream ss(path);
+    std::string dir;
+    while (std::getline(ss, dir, ':')) {
+      if (dir.empty()) dir = ".";
+      std::string candidate = dir + "/" + program;
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+  }
+  throw std::runtime_error("dogpile test harness: the program '" + program +
+                           "' is not installed (not found in PATH); install the Debian package: "
+                           "apt-get install " +
+                           debian_package_for(std::filesystem::path(program).filename().string()));
+}
+
+/// The last `lines` lines of a text file ("" when it cannot be read).
+inline std::string file_tail(const std::filesystem::path& file, std::size_t lines) {
+  std::ifstream in(file);
+  if (!in) return "";
+  std::deque<std::string> tail;
+  std::string line;
+  while (std::getline(in, line)) {
+    tail.push_back(line);
+    if (tail.size() > lines) tail.pop_front();
+  }
+  std::string out;
+  for (const auto& l : tail) out += l + "\n";
+  return out;
+}
+
+/// Polls `ready` with short naps (5 ms growing to 50 ms) until it returns true or `deadline`
+/// passes; returns whether it became true. `alive` (optional) aborts the wait early when false.
+inline bool poll_until(const std::function<bool()>& ready, std::chrono::milliseconds deadline,
+                       const std::function<bool()>& alive = {}) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  auto nap = std::chrono::milliseconds(5);
+  while (true) {
+    if (ready()) return true;
+    if (alive && !alive()) return false;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::milliseconds(50));
+  }
+}
+
+/// Sets SO_RCVTIMEO and SO_SNDTIMEO on a socket.
+inline void set_socket_timeout(int fd, std::chrono::milliseconds timeout) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((timeout.count() % 1000) * 1000);
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+/// A 127.0.0.1 sockaddr for `port`.
+inline sockaddr_in loopback(int port) {
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return addr;
+}
+
+/// Whether 127.0.0.1:port can be bound right now (nothing listens or is bound there).
+inline bool port_is_free(int port) {
+  if (port <= 0 || port > 65535) return false;
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw_errno("socket");
+  sockaddr_in addr = loopback(port);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// Whether the log of a server that exited says its port was taken (a race with another process
+/// between free_port() and the server's bind): the caller then retries on another port.
+inline bool log_says_address_in_use(const std::filesystem::path& log) {
+  return file_tail(log, 50).find("ddress already in use") != std::string::npos;
+}
+
+}  // namespace detail
+
+/// A 127.0.0.1 TCP port in [min_port, max_port] that nothing is bound to right now: tries random
+/// ports of the range (bind, close), then scans it. Throws when the whole range is taken. The port
+/// is free when this returns, not reserved: start the server soon (the server classes retry on
+/// another port when they lose the race).
+inline int free_port(int max_port = 60000, int min_port = 20000) {
+  if (min_port < 1) min_port = 1;
+  if (max_port > 65535) max_port = 65535;
+  if (min_port > max_port) throw std::invalid_argument("free_port: empty port range");
+  static thread_local std::mt19937 rng{std::random_device{}() ^ static_cast<unsigned>(::getpid())};
+  std::uniform_int_distribution<int> dist(min_port, max_port);
+  for (int i = 0; i < 200; ++i) {
+    int port = dist(rng);
+    if (detail::port_is_free(port)) return port;
+  }
+  for (int port = min_port; port <= max_port; ++port) {
+    if (detail::port_is_free(port)) return port;
+  }
+  throw std::runtime_error("free_port: no free 127.0.0.1 port in [" + std::to_string(min_port) +
+                           ", " + std::to_string(max_port) + "]");
+}
+
+/// Whether a TCP connection to 127.0.0.1:port is accepted right now (false when refused).
+inline bool port_accepts(int port,
+                         std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) detail::throw_errno("socket");
+  detail::set_socket_timeout(fd, timeout);
+  sockaddr_in addr = detail::loopback(port);
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+/// Connects to 127.0.0.1:port, sends `request` and reads until the reply contains `until` (or the
+/// peer closes). Returns the bytes read, or std::nullopt when the connection is refused, fails, or
+/// `timeout` (per socket operation) passes first — e.g. against a paused server.
+inline std::optional<std::string> tcp_exchange(
+    int port, std::string_view request, std::string_view until = "\r\n",
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) detail::throw_errno("socket");
+  detail::set_socket_timeout(fd, timeout);
+  sockaddr_in addr = detail::loopback(port);
+  std::optional<std::string> result;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    std::size_t sent = 0;
+    bool ok = true;
+    while (sent < request.size()) {
+      ssize_t n = ::send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) {
+        ok = false;
+        break;
+      }
+      sent += static_cast<std::size_t>(n);
+    }
+    std::string reply;
+    char buf[4096];
+    while (ok && (until.empty() || reply.find(until) == std::string::npos)) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n < 0) ok = false;  // timeout or error
+      if (n <= 0) break;      // closed by the peer
+      reply.append(buf, static_cast<std::size_t>(n));
+    }
+    if (ok && (until.empty() || reply.find(until) != std::string::npos)) result = std::move(reply);
+  }
+  ::close(fd);
+  return result;
+}
+
+/// A temporary directory made with mkdtemp under /tmp, removed recursively on destruction (only by
+/// the process that created it). Movable, not copyable.
+class TempDir {
+ public:
+  /// Creates /tmp/dogpile-test-XXXXXX.
+  TempDir() : owner_(::getpid()) {
+    std::string tmpl = "/tmp/dogpile-test-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) detail::throw_errno("mkdtemp " + tmpl);
+    path_ = tmpl;
+  }
+  /// Removes the directory and everything in it (no-op in another process than the creator).
+  ~TempDir() { remove(); }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  /// Takes over `other`'s directory; `other` then owns nothing.
+  TempDir(TempDir&& other) noexcept : path_(std::exchange(other.path_, {})), owner_(other.owner_) {}
+  /// Removes this directory and takes over `other`'s.
+  TempDir& operator=(TempDir&& other) noexcept {
+    if (this != &other) {
+      remove();
+      path_ = std::exchange(other.path_, {});
+      owner_ = other.owner_;
+    }
+    return *this;
+  }
+  /// The directory's absolute path.
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  void remove() noexcept {
+    if (path_.empty() || ::getpid() != owner_) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+    path_.clear();
+  }
+  std::filesystem::path path_;
+  pid_t owner_;
+};
+
+/// One child process (a server): fork + exec with stdout/stderr appended to a log file, stdin from
+/// /dev/null, PR_SET_PDEATHSIG(SIGKILL). Stopped by the destructor. Only the process that created
+/// the object starts, stops, kills or reaps it (in a forked child those calls do nothing); pause()
+/// and resume() just send signals.
+class ServerProcess {
+ public:
+  /// Starts argv (argv[0] is looked up in PATH; throws naming the Debian package when missing).
+  ServerProcess(std::vector<std::string> argv, std::filesystem::path log_file)
+      : argv_(std::move(argv)), log_file_(std::move(log_file)), owner_(::getpid()) {
+    if (argv_.empty()) throw std::invalid_argument("ServerProcess: empty argv");
+    executable_ = detail::find_program(argv_[0]);
+    start();
+  }
+  /// Stops the process (SIGTERM, then SIGKILL after 5 s); does nothing in another process.
+  ~ServerProcess() { stop(); }
+  ServerProcess(const ServerProcess&) = delete;
+  ServerProcess& operator=(const ServerProcess&) = delete;
+  ServerProcess(ServerProcess&&) = delete;
+  ServerProcess& operator=(ServerProcess&&) = delete;
+
+  /// The child's pid (-1 when it is not running).
+  pid_t pid() const { return pid_; }
+  /// The command line it runs.
+  const std::vector<std::string>& argv() const { return argv_; }
+  /// The file that receives its stdout and stderr.
+  const std::filesystem::path& log_file() const { return log_file_; }
+
+  /// Whether the child is still alive (reaps it, in the owner process, if it has exited).
+  bool running() const {
+    if (pid_ <= 0) return false;
+    if (::getpid() != owner_) return ::kill(pid_, 0) == 0;
+    int status = 0;
+    pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_ || (r < 0 && errno == ECHILD)) {
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+
+  /// Graceful stop: SIGCONT (in case it is paused) and SIGTERM, waits up to 5 s, then SIGKILL;
+  /// reaps the child. No-op when not running or in another process.
+  void stop() {
+    if (pid_ <= 0 || ::getpid() != owner_) return;
+    ::kill(pid_, SIGCONT);
+    ::kill(pid_, SIGTERM);
+    if (!detail::poll_until([this] { return !running(); }, std::chrono::milliseconds(5000))) {
+      kill();
+    }
+  }
+
+  /// SIGKILL and reap (simulates a crash). No-op when not running or in another process.
+  void kill() {
+    if (pid_ <= 0 || ::getpid() != owner_) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
+
+  /// SIGSTOP: the process stops answering (connections still queue in the kernel).
+  void pause() {
+    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+  }
+  /// SIGCONT: undoes pause().
+  void resume() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+  }
+
+  /// Starts the process again with the same argv (after stop() or kill(); no-op while running or
+  /// in another process). Does not wait for readiness: the server classes do that.
+  void start() {
+    if (::getpid() != owner_ || running()) return;
+    // Everything the child needs is built before fork: after fork in a (possibly) multithreaded
+    // program the child may only call async-signal-safe functions until exec.
+    std::vector<char*> args;
+    args.reserve(argv_.size() + 1);
+    for (auto& a : argv_) args.push_back(a.data());
+    args.push_back(nullptr);
+    const char* exe = executable_.c_str();
+    int log_fd = ::open(log_file_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) detail::throw_errno("open " + log_file_.string());
+    int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (null_fd < 0) {
+      ::close(log_fd);
+      detail::throw_errno("open /dev/null");
+    }
+    static constexpr char kExecFailed[] = "dogpile test harness: execve failed\n";
+    const pid_t parent = ::getpid();
+    pid_t child = ::fork();
+    if (child == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(126);  // the parent died before prctl
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::dup2(null_fd, 0);
+      ::dup2(log_fd, 1);
+      ::dup2(log_fd, 2);
+      ::close_range(3, ~0U, 0);  // no inherited sockets or files
+      ::execve(exe, args.data(), environ);
+      ssize_t ignored = ::write(2, kExecFailed, sizeof kExecFailed - 1);
+      (void)ignored;
+      ::_exit(127);
+    }
+    int fork_errno = errno;
+    ::close(log_fd);
+    ::close(null_fd);
+    if (child < 0) {
+      errno = fork_errno;
+      detail::throw_errno("fork");
+    }
+    pid_ = child;
+  }
+
+  /// The last `lines` lines of the log file.
+  std::string log_tail(std::size_t lines = 20) const { return detail::file_tail(log_file_, lines); }
+
+ private:
+  std::vector<std::string> argv_;
+  std::filesystem::path log_file_;
+  std::string executable_;
+  pid_t owner_;
+  mutable pid_t pid_ = -1;
+};
+
+/// Runs `redis-cli -h 127.0.0.1 -p port [--no-auth-warning -a password] args...` and returns its
+/// stdout (redis-cli exits 0 on error replies: those come back as "ERR ..." text). Throws when
+/// redis-cli exits non-zero (e.g. connection refused) or does not finish within `timeout` (it is
+/// then killed: e.g. against a paused server).
+inline std::string redis_cli(
+    int port, const std::vector<std::string>& args, const std::string& password = "",
+    std::chrono::milliseconds timeout = std::chrono::milliseconds(10'000)) {
+  static const std::string exe = detail::find_program("redis-cli");
+  std::vector<std::string> argv = {"redis-cli", "-h", "127.0.0.1", "-p", std::to_string(port)};
+  if (!password.empty()) {
+    argv.insert(argv.end(), {"--no-auth-warning", "-a", password});
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::vector<char*> cargv;
+  for (auto& a : argv) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+
+  int out_pipe[2];
+  int err_pipe[2];
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) detail::throw_errno("pipe2");
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
+    ::close(out_pipe[0]);
+    ::close(out_pipe[1]);
+    detail::throw_errno("pipe2");
+  }
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], 2);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, exe.c_str(), &actions, nullptr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  if (rc != 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    errno = rc;
+    detail::throw_errno("posix_spawn redis-cli");
+  }
+  std::string out;
+  std::string err;
+  bool timed_out = false;
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        end - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      break;
+    }
+    int n = ::poll(fds, 2, static_cast<int>(left.count()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || fds[i].revents == 0) continue;
+      char buf[4096];
+      ssize_t r = ::read(fds[i].fd, buf, sizeof buf);
+      if (r > 0) {
+        (i == 0 ? out : err).append(buf, static_cast<std::size_t>(r));
+      } else if (r == 0 || errno != EINTR) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      }
+    }
+  }
+  for (auto& f : fds) {
+    if (f.fd >= 0) ::close(f.fd);
+  }
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::string cmd;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    if (i > 0) cmd += ' ';
+    cmd += (!password.empty() && i > 0 && argv[i - 1] == "-a") ? "***" : argv[i];
+  }
+  if (timed_out) {
+    throw std::runtime_error("redis-cli timed out after " + std::to_string(timeout.count()) +
+                             " ms: " + cmd);
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw std::runtime_error("redis-cli failed (status " + std::to_string(status) + "): " + cmd +
+                             "\n" + err + out);
+  }
+  return out;
+}
+
+/// Options of RedisServer.
+struct RedisServerOptions {
+  /// requirepass (empty: no password).
+  std::string password = "";
+  /// Appended to the redis-server command line (e.g. {"--maxmemory", "10mb"}).
+  std::vector<std::string> extra_args = {};
+  /// Port to listen on; 0 picks a free one.
+  int port = 0;
+  /// Highest port free_port() may pick when port is 0.
+  int max_port = 60000;
+};
+
+/// A single redis-server on 127.0.0.1 without persistence (--save "" --appendonly no), in its own
+/// TempDir (its log is <dir>/redis.log). Ready means `redis-cli ping` answers PONG.
+class RedisServer {
+ public:
+  /// Starts the server and waits until it answers PING (throws after kStartDeadline).
+  explicit RedisServer(RedisServerOptions o = {}) : options_(std::move(o)) {
+    const bool pick_port = options_.port == 0;
+    for (int attempt = 0;; ++attempt) {
+      port_ = pick_port ? free_port(options_.max_port) : options_.port;
+      std::vector<std::string> argv = {"redis-server", "--port", std::to_string(port_), "--bind",
+                                       host_, "--dir", dir_.path(), "--save", "", "--appendonly",
+                                       "no", "--daemonize", "no", "--protected-mode", "no",
+                                       // a replica's full sync starts at once (default: 5 s)
+                                       "--repl-diskless-sync-delay", "0"};
+      if (!options_.password.empty()) {
+        argv.insert(argv.end(),
+                    {"--requirepass", options_.password, "--masterauth", options_.password});
+      }
+      argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+      process_.reset();
+      process_ = std::make_unique<ServerProcess>(argv, dir_.path() / "redis.log");
+      if (wait_ready(false)) return;
+      if (!(pick_port && attempt < 3 && !process_->running() &&
+            detail::log_says_address_in_use(process_->log_file()))) {
+        wait_ready(true);  // throws with the log tail
+      }
+      std::filesystem::remove(process_->log_file());
+    }
+  }
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  /// The port it listens on.
+  int port() const { return port_; }
+  /// "127.0.0.1".
+  const std::string& host() const { return host_; }
+  /// The password ("" when none).
+  const std::string& password() const { return options_.password; }
+  /// "redis://[:password@]127.0.0.1:port/db".
+  std::string url(int db = 0) const {
+    std::string auth = options_.password.empty() ? "" : ":" + options_.password + "@";
+    return "redis://" + auth + host_ + ":" + std::to_string(port_) + "/" + std::to_string(db);
+  }
+  /// redis_cli against this server, with its password.
+  std::string cli(const std::vector<std::string>& args,
+                  std::chrono::milliseconds timeout = std::chrono::milliseconds(10'000)) const {
+    return redis_cli(port_, args, options_.password, timeout);
+  }
+  /// Whether it answers PING with PONG within `timeout`.
+  bool ping(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const {
+    try {
+      return cli({"ping"}, timeout) == "PONG\n";
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  /// SIGKILL (a crash).
+  void kill() { process_->kill(); }
+  /// Graceful stop (SIGTERM; SIGKILL after 5 s).
+  void stop() { process_->stop(); }
+  /// Stops it if running, starts it again on the same port and waits until it answers PING
+  /// (the data is gone: there is no persistence).
+  void restart() {
+    process_->stop();
+    process_->start();
+    wait_ready(true);
+  }
+  /// SIGSTOP: requests hang until resume().
+  void pause() { process_->pause(); }
+  /// SIGCONT.
+  void resume() { process_->resume(); }
+  /// The underlying process.
+  ServerProcess& process() { return *process_; }
+  /// Its temporary directory.
+  const std::filesystem::path& dir() const { return dir_.path(); }
+
+ private:
+  bool wait_ready(bool throw_on_failure) {
+    // The answer must come from our process: another server may hold a fixed port.
+    const std::string pid_line = "process_id:" + std::to_string(process_->pid()) + "\r";
+    bool ok = detail::poll_until(
+        [&] {
+          if (!port_accepts(port_) || !ping()) return false;
+          try {
+            return cli({"info", "server"}, std::chrono::milliseconds(1000)).find(pid_line) !=
+                   std::string::npos;
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        kStartDeadline, [this] { return process_->running(); });
+    if (!ok && throw_on_failure) {
+      std::string why = process_->running() ? "did not answer PING within " +
+                                                  std::to_string(kStartDeadline.count()) + " ms"
+                                            : "exited";
+      throw std::runtime_error("redis-server on port " + std::to_string(port_) + " " + why +
+                               "; log tail (" + process_->log_file().string() + "):\n" +
+                               process_->log_tail());
+    }
+    return ok;
+  }
+  RedisServerOptions options_;
+  std::string host_ = "127.0.0.1";
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ServerProcess> process_;
+};
+
+/// A redis cluster of N masters (default 3) and no replicas, made with `redis-cli --cluster
+/// create`. Ports are <= 55535 (the cluster bus uses port + 10000, checked free too). Ready means
+/// every node reports cluster_state:ok and all nodes return the same CLUSTER SLOTS.
+class RedisCluster {
+ public:
+  /// Starts the nodes, creates the cluster and waits until it is ready (throws after 10 s + the
+  /// creation time).
+  explicit RedisCluster(int masters = 3) {
+    if (masters < 3) throw std::invalid_argument("RedisCluster: redis needs at least 3 masters");
+    for (int i = 0; i < masters; ++i) {
+      int port = 0;
+      do {
+        port = free_port(55535);
+      } while (!detail::port_is_free(port + 10000) ||
+               std::find(ports_.begin(), ports_.end(), port) != ports_.end());
+      RedisServerOptions o;
+      o.port = port;
+      o.extra_args = {"--cluster-enabled",      "yes", "--cluster-config-file", "nodes.conf",
+                      "--cluster-node-timeout", "5000"};
+      nodes_.push_back(std::make_unique<RedisServer>(o));
+      ports_.push_back(port);
+    }
+    std::vector<std::string> create = {"--cluster", "create"};
+    for (int p : ports_) create.push_back("127.0.0.1:" + std::to_string(p));
+    create.insert(create.end(), {"--cluster-replicas", "0", "--cluster-yes"});
+    std::string out = redis_cli(ports_[0], create, "", std::chrono::milliseconds(30'000));
+    if (out.find("[OK] All 16384 slots covered") == std::string::npos) {
+      throw std::runtime_error("redis-cli --cluster create did not cover all slots:\n" + out);
+    }
+    bool ok = detail::poll_until([this] { return converged(); }, kStartDeadline);
+    if (!ok) {
+      std::string logs;
+      for (auto& n : nodes_) {
+        logs += "--- node " + std::to_string(n->port()) + ":\n" + n->process().log_tail(10);
+      }
+      throw std::runtime_error(
+          "redis cluster did not reach cluster_state:ok with one slot map on every node within " +
+          std::to_string(kStartDeadline.count()) + " ms; logs:\n" + logs);
+    }
+  }
+  RedisCluster(const RedisCluster&) = delete;
+  RedisCluster& operator=(const RedisCluster&) = delete;
+
+  /// The masters' ports.
+  const std::vector<int>& ports() const { return ports_; }
+  /// "redis://127.0.0.1:<first port>".
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(ports_.front()); }
+  /// redis_cli against one node (add "-c" first in args to follow redirections).
+  std::string cli(int port, const std::vector<std::string>& args) const {
+    return redis_cli(port, args);
+  }
+  /// {"127.0.0.1", port} for every node.
+  std::vector<std::pair<std::string, int>> startup_nodes() const {
+    std::vector<std::pair<std::string, int>> out;
+    for (int p : ports_) out.emplace_back("127.0.0.1", p);
+    return out;
+  }
+  /// The master that serves `slot` right now, from CLUSTER SLOTS (asked of the first node that
+  /// answers). Throws when no node serves it.
+  int port_for_slot(int slot) const {
+    for (int p : ports_) {
+      std::string slots;
+      try {
+        slots = redis_cli(p, {"cluster", "slots"}, "", std::chrono::milliseconds(2000));
+      } catch (const std::exception&) {
+        continue;
+      }
+      for (const auto& [first, last, port] : parse_slots(slots)) {
+        if (slot >= first && slot <= last) return port;
+      }
+    }
+    throw std::runtime_error("RedisCluster: no node serves slot " + std::to_string(slot));
+  }
+  /// The node with the given port.
+  RedisServer& node(int port) {
+    for (auto& n : nodes_) {
+      if (n->port() == port) return *n;
+    }
+    throw std::invalid_argument("RedisCluster: no node on port " + std::to_string(port));
+  }
+
+  /// A slot range and its master's port, parsed from redis-cli's flattened CLUSTER SLOTS output
+  /// (per range: start, end, then per node ip, port, id, metadata).
+  struct SlotRange {
+    int first;  ///< first slot
+    int last;   ///< last slot (inclusive)
+    int port;   ///< the master's port
+  };
+  /// Parses redis-cli's CLUSTER SLOTS output.
+  static std::vector<SlotRange> parse_slots(const std::string& text) {
+    std::vector<std::string> lines;
+    std::stringstream ss(text);
+    for (std::string line; std::getline(ss, line);) lines.push_back(line);
+    auto is_int = [](const std::string& s) {
+      return !s.empty() && s.size() < 10 &&
+             std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    std::vector<SlotRange> out;
+    for (std::size_t i = 0; i + 3 < lines.size(); ++i) {
+      // A range starts with two integers; a node entry starts with an ip, never an integer.
+      if (is_int(lines[i]) && is_int(lines[i + 1]) && !is_int(lines[i + 2]) &&
+          is_int(lines[i + 3])) {
+        out.push_back({std::stoi(lines[i]), std::stoi(lines[i + 1]), std::stoi(lines[i + 3])});
+        i += 3;
+      }
+    }
+    return out;
+  }
+
+ private:
+  bool converged() const {
+    std::optional<std::string> first_map;
+    for (int p : ports_) {
+      try {
+        if (redis_cli(p, {"cluster", "info"}, "", std::chrono::milliseconds(2000))
+                .find("cluster_state:ok") == std::string::npos) {
+          return false;
+        }
+        std::string map = redis_cli(p, {"cluster", "slots"}, "", std::chrono::milliseconds(2000));
+        if (!first_map) {
+          first_map = map;
+        } else if (*first_map != map) {
+          return false;
+        }
+      } catch (const std::exception&) {
+        return false;
+      }
+    }
+    return true;
+  }
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+  std::vector<int> ports_;
+};
+
+/// One redis master, one replica (--replicaof) and one sentinel (`redis-server <conf>
+/// --sentinel`, monitoring "mymaster" with quorum 1, down-after-milliseconds 1000,
+/// failover-timeout 3000). master()/replica() are the servers started as such: after failover()
+/// their roles are swapped (current_master() tells which is master now).
+class RedisSentinelSet {
+ public:
+  /// Starts the three servers and waits until the replica is in sync, the sentinel lists it and
+  /// answers get-master-addr-by-name (throws after 10 s).
+  RedisSentinelSet() {
+    master_ = std::make_unique<RedisServer>();
+    RedisServerOptions ro;
+    ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
+    replica_ = std::make_unique<RedisServer>(ro);
+    for (int attempt = 0;; ++attempt) {
+      sentinel_port_ = free_port();
+      const auto conf = dir_.path() / "sentinel.conf";
+      {
+        std::ofstream f(conf, std::ios::trunc);
+        f << "port " << sentinel_port_ << "\n"
+          << "bind 127.0.0.1\n"
+          << "protected-mode no\n"
+          << "daemonize no\n"
+          << "dir " << dir_.path().string() << "\n"
+          << "sentinel monitor " << service_name() << " 127.0.0.1 " << master_->port() << " 1\n"
+          << "sentinel down-after-milliseconds " << service_name() << " 1000\n"
+          << "sentinel failover-timeout " << service_name() << " 3000\n";
+        if (!f) throw std::runtime_error("cannot write " + conf.string());
+      }
+      sentinel_.reset();
+      sentinel_ = std::make_unique<ServerProcess>(
+          std::vector<std::string>{"redis-server", conf.string(), "--sentinel"},
+          dir_.path() / "sentinel.log");
+      if (detail::poll_until([this] { return sentinel_ping(); }, kStartDeadline,
+                             [this] { return sentinel_->running(); })) {
+        break;
+      }
+      if (attempt >= 3 || sentinel_->running() ||
+          !detail::log_says_address_in_use(sentinel_->log_file())) {
+        throw std::runtime_error("redis sentinel on port " + std::to_string(sentinel_port_) +
+                                 " did not start; log tail:\n" + sentinel_->log_tail());
+      }
+      std::filesystem::remove(sentinel_->log_file());
+    }
+    bool ok = detail::poll_until(
+        [this] {
+          return replica_in_sync(*replica_) &&
+                 !sentinel({"sentinel", "replicas", "mymaster"}).empty() &&
+                 current_master_or_none().second == master_->port();
+        },
+        kStartDeadline);
+    if (!ok) {
+      throw std::runtime_error("redis sentinel set not ready within " +
+                               std::to_string(kStartDeadline.count()) +
+                               " ms; sentinel log tail:\n" + sentinel_->log_tail() +
+                               "--- replica log tail:\n" + replica_->process().log_tail(10));
+    }
+  }
+  RedisSentinelSet(const RedisSentinelSet&) = delete;
+  RedisSentinelSet& operator=(const RedisSentinelSet&) = delete;
+
+  /// The sentinel's port.
+  int sentinel_port() const { return sentinel_port_; }
+  /// The port of the server started as master.
+  int master_port() const { return master_->port(); }
+  /// The port of the server started as replica.
+  int replica_port() const { return replica_->port(); }
+  /// "mymaster".
+  std::string service_name() const { return "mymaster"; }
+  /// The server started as master.
+  RedisServer& master() { return *master_; }
+  /// The server started as replica.
+  RedisServer& replica() { return *replica_; }
+  /// The process of the server started as master.
+  ServerProcess& master_process() { return master_->process(); }
+  /// The process of the server started as replica.
+  ServerProcess& replica_process() { return replica_->process(); }
+  /// The sentinel process.
+  ServerProcess& sentinel_process() { return *sentinel_; }
+  /// redis_cli against the sentinel.
+  std::string sentinel(const std::vector<std::string>& args) const {
+    return redis_cli(sentinel_port_, args, "", std::chrono::milliseconds(2000));
+  }
+
+  /// {host, port} of the master according to the sentinel (SENTINEL get-master-addr-by-name).
+  std::pair<std::string, int> current_master() const {
+    auto m = current_master_or_none();
+    if (m.second == 0) {
+      throw std::runtime_error("sentinel does not know the master of mymaster; log tail:\n" +
+                               sentinel_->log_tail());
+    }
+    return m;
+  }
+
+  /// SENTINEL FAILOVER mymaster (retried while the sentinel answers NOGOODSLAVE/INPROG), then waits
+  /// (20 s deadline) until the sentinel names the other server as master AND that server's ROLE
+  /// is master. Throws on timeout.
+  void failover() {
+    const int old_port = current_master().second;
+    const int new_port = old_port == master_->port() ? replica_->port() : master_->port();
+    const auto deadline = std::chrono::milliseconds(20'000);
+    const auto start = std::chrono::steady_clock::now();
+    std::string last;
+    bool requested = detail::poll_until(
+        [&] {
+          try {
+            last = sentinel({"sentinel", "failover", service_name()});
+          } catch (const std::exception& e) {
+            last = e.what();
+          }
+          return last.rfind("OK", 0) == 0;
+        },
+        deadline);
+    if (!requested) {
+      throw std::runtime_error("SENTINEL FAILOVER was refused: " + last + "\nsentinel log:\n" +
+                               sentinel_->log_tail());
+    }
+    auto left = deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::steady_clock::now() - start);
+    bool ok = detail::poll_until(
+        [&] {
+          if (current_master_or_none().second != new_port) return false;
+          try {
+            return redis_cli(new_port, {"role"}, "", std::chrono::milliseconds(1000))
+                       .rfind("master", 0) == 0;
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        std::max(left, std::chrono::milliseconds(1)));
+    if (!ok) {
+      throw std::runtime_error("sentinel failover to port " + std::to_string(new_port) +
+                               " did not complete within 20 s; sentinel log:\n" +
+                               sentinel_->log_tail());
+    }
+  }
+
+  /// Waits (up to `deadline`) until the server that is not the current master is a replica with
+  /// master_link_status:up (after failover() the old master is turned into a replica by the
+  /// sentinel only some seconds later). Returns whether it happened.
+  bool wait_replication(std::chrono::milliseconds deadline = std::chrono::milliseconds(20'000)) {
+    return detail::poll_until(
+        [this] {
+          int m = current_master_or_none().second;
+          RedisServer& other = m == master_->port() ? *replica_ : *master_;
+          return replica_in_sync(other);
+        },
+        deadline);
+  }
+
+ private:
+  bool sentinel_ping() const {
+    try {
+      return sentinel({"ping"}) == "PONG\n";
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  std::pair<std::string, int> current_master_or_none() const {
+    try {
+      std::stringstream ss(sentinel({"sentinel", "get-master-addr-by-name", service_name()}));
+      std::string host;
+      std::string port;
+      if (std::getline(ss, host) && std::getline(ss, port) && !port.empty() &&
+          std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return {host, std::stoi(port)};
+      }
+    } catch (const std::exception&) {
+    }
+    return {"", 0};
+  }
+  static bool replica_in_sync(const RedisServer& server) {
+    try {
+      std::string info = server.cli({"info", "replication"}, std::chrono::milliseconds(1000));
+      return info.find("role:slave") != std::string::npos &&
+             info.find("master_link_status:up") != std::string::npos;
+    } catch (const std::exception&) {
+      return false;
+    }
+  }
+  TempDir dir_;
+  std::unique_ptr<RedisServer> master_;
+  std::unique_ptr<RedisServer> replica_;
+  int sentinel_port_ = 0;
+  std::unique_ptr<ServerProcess> sentinel_;
+};
+
+/// memcached -l 127.0.0.1 -p port -U 0 -m 64 (plus -u root when run as root) and extra_args, in
+/// its own TempDir (log <dir>/memcached.log). Ready means a `version` request is answered
+/// VERSION.
+class MemcachedServer {
+ public:
+  /// Starts memcached and waits until it answers `version` (throws after kStartDeadline).
+  explicit MemcachedServer(std::vector<std::string> extra_args = {}) {
+    for (int attempt = 0;; ++attempt) {
+      port_ = free_port();
+      std::vector<std::string> argv = {"memcached", "-l", "127.0.0.1", "-p", std::to_string(port_),
+                                       "-U",        "0",  "-m",        "64"};
+      if (::geteuid() == 0) argv.insert(argv.end(), {"-u", "root"});
+      argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+      process_.reset();
+      process_ = std::make_unique<ServerProcess>(argv, dir_.path() / "memcached.log");
+      if (wait_ready(false)) return;
+      if (!(attempt < 3 && !process_->running() &&
+            detail::log_says_address_in_use(process_->log_file()))) {
+        wait_ready(true);
+      }
+      std::filesystem::remove(process_->log_file());
+    }
+  }
+  /// SIGKILL: memcached keeps nothing worth a graceful exit, and its SIGTERM handling waits for
+  /// its 1 s clock tick.
+  ~MemcachedServer() { process_->kill(); }
+  MemcachedServer(const MemcachedServer&) = delete;
+  MemcachedServer& operator=(const MemcachedServer&) = delete;
+
+  /// The port it listens on.
+  int port() const { return port_; }
+  /// "127.0.0.1:port".
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  /// Whether `version` is answered VERSION within `timeout`.
+  bool ping(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const {
+    auto reply = tcp_exchange(port_, "version\r\n", "\r\n", timeout);
+    return reply && reply->rfind("VERSION", 0) == 0;
+  }
+  /// SIGKILL (a crash).
+  void kill() { process_->kill(); }
+  /// Graceful stop (SIGTERM; SIGKILL after 5 s). memcached notices SIGTERM on its 1 s clock tick,
+  /// so this takes up to ~1 s.
+  void stop() { process_->stop(); }
+  /// Stops it if running, starts it again on the same port and waits until it answers.
+  void restart() {
+    process_->stop();
+    process_->start();
+    wait_ready(true);
+  }
+  /// SIGSTOP: requests hang until resume().
+  void pause() { process_->pause(); }
+  /// SIGCONT.
+  void resume() { process_->resume(); }
+  /// The underlying process.
+  ServerProcess& process() { return *process_; }
+
+ private:
+  bool wait_ready(bool throw_on_failure) {
+    // The answer must come from our process (STAT pid), not another memcached on the port.
+    const std::string pid_line = "STAT pid " + std::to_string(process_->pid()) + "\r\n";
+    bool ok = detail::poll_until(
+        [&] {
+          auto stats = tcp_exchange(port_, "stats\r\n", "END\r\n");
+          return stats && stats->find(pid_line) != std::string::npos;
+        },
+        kStartDeadline, [this] { return process_->running(); });
+    if (!ok && throw_on_failure) {
+      throw std::runtime_error("memcached on port " + std::to_string(port_) +
+                               (process_->running() ? " did not answer `version`" : " exited") +
+                               "; log tail (" + process_->log_file().string() + "):\n" +
+                               process_->log_tail());
+    }
+    return ok;
+  }
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ServerProcess> process_;
+};
+
+}  // namespace dogpile::test
