@@ -35,10 +35,11 @@
 /// `ValidationError`.
 ///
 /// **The lock** (`distributed_lock = true`; otherwise `get_mutex` returns nullptr and the region
-/// uses its in-process mutex) is a `dogpile::LeaseLock` on dogpile's key `_lock<key>`, so Python
-/// dogpile.cache processes and this backend exclude each other. Acquire: `add _lock<key>
-/// <owner token> <lock_timeout>`, retried with jittered backoff capped at `lock_sleep` (dogpile's
-/// backoff is uncapped: a waiter could oversleep by seconds). While held, the lease is renewed
+/// uses its in-process mutex) is a `dogpile::LeaseLock` on dogpile's key `"_lock" + key`, so
+/// Python dogpile.cache processes and this backend exclude each other. Acquire: an `add` of that
+/// key holding a fresh owner token, expiring after `lock_timeout`, retried with jittered backoff
+/// capped at `lock_sleep` (dogpile's backoff is uncapped: a waiter could oversleep by seconds).
+/// While held, the lease is renewed
 /// (`gets` + `cas` with the holder's token) every `lock_timeout / 3`. Release is owner-checked:
 /// `gets`, compare the token, then a `cas` that replaces the value with a tombstone, then
 /// `delete` of the tombstone; a lock that expired and was taken by another holder is never
@@ -131,8 +132,8 @@ class MemcachedBackend final : public CacheBackend {
   std::shared_ptr<Impl> impl_;
 };
 
-/// Registers `memcached`, `pylibmc`, `bmemcached` and `pymemcache` (each also as
-/// `dogpile.cache.<name>`); idempotent, thread-safe. Runs automatically before `main` in every
+/// Registers the names memcached, pylibmc, bmemcached and pymemcache, each also with the
+/// prefix "dogpile.cache."; idempotent, thread-safe. Runs automatically before main() in every
 /// program that includes this header.
 void register_memcached_backends();
 
