@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 
 #include "dogpile/detail/sha1.hpp"
@@ -668,29 +669,43 @@ std::vector<std::optional<std::string>> MemcachedBackend::do_get_multi(
   std::vector<size_t> lens;
   ptrs.reserve(keys.size());
   lens.reserve(keys.size());
-  std::map<std::string_view, std::vector<std::size_t>> where;
+  // Key -> first position; a repeated key (rare) chains to its next position in `next`.
+  std::unordered_map<std::string_view, std::size_t> where;
+  where.reserve(keys.size());
+  std::vector<std::size_t> next(keys.size(), keys.size());
+  std::vector<std::size_t> last(keys.size());
   for (std::size_t i = 0; i < keys.size(); ++i) {
-    auto& slots = where[keys[i]];
-    if (slots.empty()) {
+    auto [it, fresh] = where.try_emplace(keys[i], i);
+    if (fresh) {
       ptrs.push_back(keys[i].data());
       lens.push_back(keys[i].size());
+      last[i] = i;
+    } else {
+      next[last[it->second]] = i;
+      last[it->second] = i;
     }
-    slots.push_back(i);
   }
   memcached_return_t rc = memcached_mget(c.get(), ptrs.data(), lens.data(), ptrs.size());
   if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_SOME_ERRORS) {
     impl_->fail(c.get(), rc, "get_multi", keys.front());
   }
   std::vector<std::optional<std::string>> out(keys.size());
-  memcached_result_st* r = nullptr;
-  while ((r = memcached_fetch_result(c.get(), nullptr, &rc)) != nullptr) {
+  // One result object reused for every value (no allocation per key).
+  memcached_result_st storage{};
+  memcached_result_st* r = memcached_result_create(c.get(), &storage);
+  if (r == nullptr) detail::throw_error<BackendError>("memcached backend: out of memory");
+  struct FreeResult {
+    memcached_result_st* r;
+    ~FreeResult() { memcached_result_free(r); }
+  } free_result{r};
+  while (memcached_fetch_result(c.get(), r, &rc) != nullptr) {
     const std::string_view k(memcached_result_key_value(r), memcached_result_key_length(r));
     if (auto it = where.find(k); it != where.end()) {
-      auto v = Pool::decode(memcached_result_value(r), memcached_result_length(r),
-                            memcached_result_flags(r));
-      for (auto i : it->second) out[i] = v;
+      const std::size_t first = it->second;
+      out[first] = Pool::decode(memcached_result_value(r), memcached_result_length(r),
+                                memcached_result_flags(r));
+      for (std::size_t i = next[first]; i < keys.size(); i = next[i]) out[i] = out[first];
     }
-    memcached_result_free(r);
   }
   if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND && rc != MEMCACHED_SUCCESS) {
     impl_->fail(c.get(), rc, "get_multi", keys.front());
