@@ -353,6 +353,8 @@ struct DbmBackend::Impl {
     gdbm_error ec = GDBM_NO_ERROR;
     for (const bool as_writer : {true, false}) {
       if (!as_writer && write) break;
+      // Under GDBM's own lock a writer excludes every reader: read as a reader.
+      if (as_writer && lock_by_gdbm && !write) continue;
       const int mode = as_writer ? GDBM_WRCREAT : GDBM_READER;
       d = gdbm_open(file.c_str(), 0, mode | nolock | GDBM_CLOEXEC, 0666, nullptr);
       if (d != nullptr) {
