@@ -494,3 +494,70 @@ TEST_CASE("dbm: a Python creator holding the lock makes a C++ caller wait for it
   CHECK_FALSE(cpp_created);
   CHECK(v.at("made") == "by python");
 }
+
+TEST_CASE("dbm: Python and C++ writing the same file at once: the kept handle never goes stale",
+          "[dbm][python]") {
+  TempDir d;
+  const auto file = d.file("both.dbm");
+  auto region = dogpile::make_region({.name = "both"});
+  region.configure("dbm", {.arguments = {{"filename", file}}});
+  region.set("start", 0);  // the file exists before Python opens it
+  // Python dogpile.cache (its own rw lock, its own open per call) writes 300 keys while this
+  // process writes and reads 300 others through one kept-open handle.
+  const std::string script =
+      "import json,sys\n"
+      "from dogpile.cache import make_region\n"
+      "r=make_region(serializer=lambda v: json.dumps(v).encode(),deserializer=json.loads)\n"
+      "r.configure('dogpile.cache.dbm',arguments={'filename':sys.argv[1]})\n"
+      "for i in range(300): r.set('py%d' % i, i)\n"
+      "bad=[i for i in range(300) if r.get('cpp%d' % i) != i]\n"
+      "print(len(bad))\n";
+  const std::string py = d.file("writer.py");
+  {
+    std::ofstream f(py);
+    f << script;
+  }
+  std::string py_out;
+  std::string py_error;
+  std::atomic<bool> py_done{false};
+  std::thread t([&] {
+    try {
+      std::FILE* p = ::popen(("/usr/bin/python3 " + py + " " + file).c_str(), "r");
+      if (p == nullptr) throw std::runtime_error("popen");
+      std::array<char, 256> buf{};
+      std::size_t n = 0;
+      while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) py_out.append(buf.data(), n);
+      if (::pclose(p) != 0) py_error = "python failed: " + py_out;
+    } catch (const std::exception& e) {
+      py_error = e.what();
+    }
+    py_done = true;
+  });
+  // Keep writing and reading until Python is done, so the two really overlap.
+  int wrong = 0;
+  int rounds = 0;
+  for (int i = 0; !py_done.load() || i < 300; ++i) {
+    const int k = i % 300;
+    region.set("cpp" + std::to_string(k), k);
+    if (region.get<int>("cpp" + std::to_string(k)) != k) ++wrong;
+    rounds = i;
+  }
+  INFO("C++ calls while Python ran: " << rounds);
+  t.join();
+  REQUIRE(py_error.empty());
+  CHECK(wrong == 0);
+  int missing = 0;
+  for (int i = 0; i < 300; ++i) {
+    if (region.get<int>("py" + std::to_string(i)) != i) ++missing;
+  }
+  CHECK(missing == 0);
+  // Python checked the C++ keys after its own writes; C++ writes may have finished later, so
+  // check again now that both are done.
+  const std::string check =
+      "/usr/bin/python3 -c \"import json,sys; from dogpile.cache import make_region; "
+      "r=make_region(serializer=lambda v: json.dumps(v).encode(),deserializer=json.loads); "
+      "r.configure('dogpile.cache.dbm',arguments={'filename':sys.argv[1]}); "
+      "sys.exit(sum(r.get('cpp%d' % i) != i for i in range(300)))\" " +
+      file;
+  CHECK(std::system(check.c_str()) == 0);
+}
