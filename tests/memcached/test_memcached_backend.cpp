@@ -390,6 +390,23 @@ TEST_CASE("memcached: Python dogpile.cache (pylibmc) and dogpile-cpp read each o
   REQUIRE(got);
   CHECK(got->at("x") == std::vector<int>{1, 2, 3});
   region.erase_multi({k1, k2});
+
+  // min_compress_len: zlib with flag 8, which pylibmc inflates.
+  auto zregion = dogpile::make_region({.name = "interop_z"});
+  zregion.configure("memcached", {.arguments = {{"url", urls}, {"min_compress_len", 100}}});
+  const auto k3 = ::dogpile_conformance::unique_key("zipped");
+  zregion.set(k3, std::map<std::string, std::string>{{"long", std::string(5000, 'z')}});
+  CHECK(python(py_args, {"get", k3}) == R"({"long": ")" + std::string(5000, 'z') + R"("})");
+  zregion.erase(k3);
+  // And pylibmc's compressed values (min_compress_len on the Python side) read here.
+  nlohmann::json pyz = py_args;
+  pyz["min_compress_len"] = 100;
+  const auto k4 = ::dogpile_conformance::unique_key("py_zipped");
+  python(pyz, {"set", k4, R"({"long": ")" + std::string(5000, 'p') + R"("})"});
+  const auto zgot = region.get<std::map<std::string, std::string>>(k4);
+  REQUIRE(zgot);
+  CHECK(zgot->at("long") == std::string(5000, 'p'));
+  region.erase(k4);
 }
 
 TEST_CASE("memcached: a Python creator holding the lock makes a C++ caller wait for its value",
