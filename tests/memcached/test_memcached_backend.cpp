@@ -40,6 +40,10 @@ const std::vector<std::string>& shared_servers() {
   return urls;
 }
 
+// Started before main(), so no test forks before they exist: a forked child that started them
+// lazily would run servers of its own (the cross-process cases would then not share storage).
+const bool shared_servers_started = !shared_servers().empty();
+
 std::shared_ptr<dogpile::CacheBackend> memcached(nlohmann::json args) {
   if (!args.contains("url")) args["url"] = shared_servers();
   if (!args.contains("socket_timeout")) args["socket_timeout"] = 1;
