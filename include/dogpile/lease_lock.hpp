@@ -84,6 +84,11 @@ class LeaseStore {
   [[nodiscard]] virtual bool held() const = 0;
   /// Names the lock in error messages, e.g. `disk lock '_lockuser:1'`. Never throws.
   [[nodiscard]] virtual std::string describe() const { return "lease lock"; }
+  /// Called between two failed `try_acquire`s by the one thread of this process polling this
+  /// lock: waits `duration`. A store that hears of releases (Redis publishes them) returns as soon
+  /// as the lock is released, so a waiter retries at once instead of at its next poll. It may
+  /// return early for no reason (the caller simply tries again). Never throws.
+  virtual void nap(std::chrono::microseconds duration) { std::this_thread::sleep_for(duration); }
 };
 
 /// Settings of a `LeaseLock`. Plain aggregate.
@@ -99,6 +104,9 @@ struct LeaseLockOptions {
                                                                              ///< `lock_sleep`
   bool renew = true;  ///< renew the lease while held (off: the lock simply expires after
                       ///< `lease`, as dogpile.cache's Redis lock without `thread_local_lock`)
+  /// The longest a blocking `acquire()` (no timeout of its own) waits before giving up and
+  /// returning false (dogpile's `lock_blocking_timeout`); none = forever.
+  std::optional<std::chrono::milliseconds> blocking_timeout{};
 };
 
 namespace detail {
@@ -367,9 +375,11 @@ class LeaseLock : public CacheMutex {
 
  protected:
   /// Queues behind other threads of this process using this object, then tries the store with
-  /// backoff until `timeout` (nullopt: forever; zero: once). @throws what the store throws.
+  /// backoff until `timeout` (nullopt: `options().blocking_timeout`, else forever; zero: once).
+  /// @throws what the store throws.
   bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
     using SteadyClock = std::chrono::steady_clock;
+    if (!timeout) timeout = opts_.blocking_timeout;
     const auto deadline = timeout ? SteadyClock::now() + *timeout : SteadyClock::time_point::max();
     {
       std::unique_lock lk(m_);
@@ -396,7 +406,7 @@ class LeaseLock : public CacheMutex {
         auto nap =
             std::chrono::duration_cast<SteadyClock::duration>(backoff.next(detail::lease_rng()));
         if (timeout) nap = std::min<SteadyClock::duration>(nap, deadline - now);
-        std::this_thread::sleep_for(nap);
+        store_->nap(std::chrono::duration_cast<std::chrono::microseconds>(nap));
       }
     } catch (...) {
       free_local();

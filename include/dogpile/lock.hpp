@@ -16,6 +16,7 @@
 /// wait instead of serving stale values, and XFetch early refresh regenerates hot keys a little
 /// before they expire.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
@@ -153,6 +154,86 @@ void acquire_blocking(CacheMutex& m, const LockOptions& o, Emit&& emit) {
   emit(LockEvent::waited, std::chrono::steady_clock::now() - t0);
   if (!ok) throw TimeoutError("timed out waiting for the dogpile lock");
 }
+
+/// A backend's distributed mutex as a region with `treat_as_miss` uses it: the holder always
+/// takes an in-process mutex first (so threads of one process never create together), then
+/// the backend's lock. If the backend's lock fails (`BackendError`: the server is down), the
+/// failure is reported and the holder keeps only the in-process mutex, so the application
+/// keeps serving with per-process exclusion until the server is back. A `LockError` (a lost
+/// lease) passes through. Thread-safety: as `CacheMutex`.
+class FallbackMutex final : public CacheMutex {
+ public:
+  /// `report` receives each BackendError the distributed lock threw.
+  FallbackMutex(std::shared_ptr<CacheMutex> distributed,
+                std::function<void(const std::exception&)> report)
+      : distributed_(std::move(distributed)), report_(std::move(report)) {}
+
+ protected:
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
+    using SteadyClock = std::chrono::steady_clock;
+    const auto t0 = SteadyClock::now();
+    if (!(timeout ? local_.try_acquire_for(*timeout) : local_.acquire(true))) return false;
+    bool ok = false;
+    try {
+      if (timeout) {
+        const auto left = std::max(*timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                  SteadyClock::now() - t0),
+                                   std::chrono::milliseconds(0));
+        ok = distributed_->try_acquire_for(left);
+      } else {
+        ok = distributed_->acquire(true);
+      }
+    } catch (const BackendError& e) {
+      if (report_) report_(e);
+      distributed_held_ = false;
+      return true;  // degraded: in-process exclusion only
+    } catch (...) {
+      local_.release();
+      throw;
+    }
+    if (!ok) {
+      local_.release();
+      return false;
+    }
+    distributed_held_ = true;
+    return true;
+  }
+  void do_release() override {
+    // Only the holder gets here, so `distributed_held_` is stable.
+    struct LocalRelease {
+      explicit LocalRelease(ThreadMutex& m) : m_(m) {}
+      LocalRelease(const LocalRelease&) = delete;
+      LocalRelease& operator=(const LocalRelease&) = delete;
+      ~LocalRelease() {
+        try {
+          m_.release();
+        } catch (...) {
+        }
+      }
+      ThreadMutex& m_;
+    } on_exit(local_);
+    if (!std::exchange(distributed_held_, false)) return;
+    try {
+      distributed_->release();
+    } catch (const BackendError& e) {
+      if (report_) report_(e);  // the lock expires after its lease
+    }
+  }
+  [[nodiscard]] bool do_locked() const override {
+    try {
+      return distributed_->locked() || local_.locked();
+    } catch (const BackendError&) {
+      return local_.locked();
+    }
+  }
+  [[nodiscard]] bool do_is_lease() const override { return distributed_->is_lease(); }
+
+ private:
+  std::shared_ptr<CacheMutex> distributed_;
+  std::function<void(const std::exception&)> report_;
+  ThreadMutex local_;
+  bool distributed_held_ = false;  // guarded by holding local_
+};
 
 /// A mutex handed to someone else (the async runner) whose release reports a lost lease
 /// through `on_lost` instead of throwing it into code that cannot act on it.

@@ -410,10 +410,31 @@ class CacheRegion {
       cfgp->invalidator = std::make_shared<DefaultInvalidationStrategy>(state_->clock);
     }
     std::weak_ptr<CacheBackend> weak = backend;
+    // Under treat_as_miss a distributed lock that fails degrades to in-process exclusion
+    // (detail::FallbackMutex) instead of failing the caller.
+    std::function<void(const std::exception&)> report;
+    if (state_->opts.on_backend_error.kind == BackendErrorPolicy::Kind::treat_as_miss) {
+      std::weak_ptr<detail::RegionState> ws = state_;
+      report = [ws](const std::exception& e) {
+        if (auto st = ws.lock()) {
+          CacheRegion r(st);
+          r.count(RegionEvent::Kind::backend_error, {});
+          if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
+        }
+      };
+    }
     cfgp->locks = std::make_shared<detail::NameRegistry<CacheMutex>>(
-        [weak](std::string_view key) -> std::shared_ptr<CacheMutex> {
+        [weak, report](std::string_view key) -> std::shared_ptr<CacheMutex> {
           if (auto b = weak.lock()) {
-            if (auto m = b->get_mutex(key)) return m;
+            std::shared_ptr<CacheMutex> m;
+            try {
+              m = b->get_mutex(key);
+            } catch (const BackendError& e) {
+              if (!report) throw;
+              report(e);
+            }
+            if (m && report) return std::make_shared<detail::FallbackMutex>(std::move(m), report);
+            if (m) return m;
           }
           return std::make_shared<ThreadMutex>();
         });

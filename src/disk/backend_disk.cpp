@@ -1,6 +1,7 @@
 // The `disk` / `fanout` region backends and their cross-process lease lock.
 #include "dogpile/backends/disk.hpp"
 
+#include "dogpile/detail/backend_arguments.hpp"
 #include "dogpile/lease_lock.hpp"
 
 #include <algorithm>
@@ -18,44 +19,11 @@ using std::chrono::milliseconds;
 
 // ---- argument parsing -----------------------------------------------------------------------
 
-[[noreturn]] void bad_argument(const char* backend, const std::string& name,
-                               const std::string& what) {
-  detail::throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " +
-                                       what);
-}
-
-std::int64_t int_arg(const char* backend, const std::string& name, const nlohmann::json& v,
-                     std::int64_t min) {
-  if (!v.is_number_integer()) bad_argument(backend, name, "must be an integer, got " + v.dump());
-  const auto i = v.get<std::int64_t>();
-  if (i < min) {
-    bad_argument(backend, name, "must be >= " + std::to_string(min) + ", got " + v.dump());
-  }
-  return i;
-}
-
-bool bool_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
-  if (v.is_boolean()) return v.get<bool>();
-  if (v.is_number_integer() && (v.get<std::int64_t>() == 0 || v.get<std::int64_t>() == 1)) {
-    return v.get<std::int64_t>() == 1;
-  }
-  bad_argument(backend, name, "must be a boolean, got " + v.dump());
-}
-
-std::string string_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
-  if (!v.is_string()) bad_argument(backend, name, "must be a string, got " + v.dump());
-  return v.get<std::string>();
-}
-
-// Seconds (int or float) -> milliseconds, as dogpile's backends take seconds.
-milliseconds seconds_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
-  if (!v.is_number()) bad_argument(backend, name, "must be a number of seconds, got " + v.dump());
-  const double s = v.get<double>();
-  if (!std::isfinite(s) || s < 0 || s > 1e9) {
-    bad_argument(backend, name, "must be a non-negative number of seconds, got " + v.dump());
-  }
-  return milliseconds(static_cast<std::int64_t>(std::llround(s * 1000.0)));
-}
+using detail::bad_argument;
+using detail::bool_arg;
+using detail::int_arg;
+using detail::seconds_arg;
+using detail::string_arg;
 
 EvictionPolicy policy_arg(const char* backend, const std::string& name, const nlohmann::json& v) {
   std::string s = string_arg(backend, name, v);

@@ -8,8 +8,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <charconv>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -243,21 +246,83 @@ void bind_text(sqlite3_stmt* s, int i, std::string_view t) {
   sqlite3_bind_text64(s, i, t.data(), t.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
 }
 
+/// A setting value as an error message shows it: 'text', a number, or its kind.
+std::string describe_setting(const DiskValue& v) {
+  if (const auto* s = std::get_if<std::string>(&v)) return "'" + s->substr(0, 40) + "'";
+  if (const auto* i = std::get_if<std::int64_t>(&v)) return std::to_string(*i);
+  if (const auto* d = std::get_if<double>(&v)) return std::to_string(*d);
+  return "a non-text value";
+}
+
 std::int64_t as_int(const DiskValue& v, std::string_view name) {
   if (auto* i = std::get_if<std::int64_t>(&v)) return *i;
-  if (auto* d = std::get_if<double>(&v)) return static_cast<std::int64_t>(*d);
-  if (auto* s = std::get_if<std::string>(&v)) {
-    try {
-      return std::stoll(*s);
-    } catch (const std::exception&) {
+  if (auto* d = std::get_if<double>(&v)) {
+    if (std::isfinite(*d) && *d == std::floor(*d) && std::fabs(*d) < 9e18) {
+      return static_cast<std::int64_t>(*d);
     }
   }
-  throw_error<ValidationError>(std::string(name) + ": expected an integer setting");
+  if (auto* s = std::get_if<std::string>(&v)) {
+    // The whole text must be the number: "1GB" is not 1.
+    std::int64_t i = 0;
+    const auto [p, ec] = std::from_chars(s->data(), s->data() + s->size(), i);
+    if (!s->empty() && ec == std::errc() && p == s->data() + s->size()) return i;
+  }
+  throw_error<ValidationError>(std::string(name) + ": expected an integer setting, got " +
+                               describe_setting(v));
 }
 
 std::string as_text(const DiskValue& v, std::string_view name) {
   if (auto* s = std::get_if<std::string>(&v)) return *s;
   throw_error<ValidationError>(std::string(name) + ": expected a text setting");
+}
+
+/// Why `value` cannot be the setting `name` (type and range), or nullopt when it can.
+std::optional<std::string> setting_error(const std::string& name, const DiskValue& value) {
+  auto integer = [&](std::int64_t lo, std::int64_t hi) -> std::optional<std::string> {
+    std::int64_t i = 0;
+    try {
+      i = as_int(value, name);
+    } catch (const ValidationError&) {
+      return name + " must be an integer, got " + describe_setting(value) +
+             (name == "size_limit" ? " (a number of bytes: 1 GiB is 1073741824)" : "");
+    }
+    if (i < lo || i > hi) {
+      return name + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
+             ", got " + std::to_string(i);
+    }
+    return std::nullopt;
+  };
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  if (name == "statistics" || name == "tag_index") return integer(0, 1);
+  if (name == "sqlite_auto_vacuum") return integer(0, 2);
+  if (name == "sqlite_synchronous") return integer(0, 3);
+  if (name == "sqlite_cache_size") return integer(-kMax, kMax);
+  if (name == "size_limit" || name == "cull_limit" || name == "disk_min_file_size" ||
+      name == "sqlite_mmap_size" || name == "count" || name == "size" || name == "hits" ||
+      name == "misses" || name == "disk_pickle_protocol") {
+    return integer(0, kMax);
+  }
+  if (name == "eviction_policy") {
+    try {
+      (void)eviction_policy_from_string(as_text(value, name));
+    } catch (const ValidationError&) {
+      return "eviction_policy must be least-recently-stored, least-recently-used, "
+             "least-frequently-used or none, got " +
+             describe_setting(value);
+    }
+  }
+  if (name == "sqlite_journal_mode") {
+    const auto* t = std::get_if<std::string>(&value);
+    std::string mode = t ? *t : std::string();
+    std::transform(mode.begin(), mode.end(), mode.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    static const char* modes[] = {"delete", "truncate", "persist", "memory", "wal", "off"};
+    if (std::find(std::begin(modes), std::end(modes), mode) == std::end(modes)) {
+      return "sqlite_journal_mode must be delete, truncate, persist, memory, wal or off, got " +
+             describe_setting(value);
+    }
+  }
+  return std::nullopt;
 }
 
 /// Characters (code points) of UTF-8 text: diskcache compares `len(str)` to the threshold.
@@ -342,6 +407,9 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
 
   void note_access(std::int64_t rowid, bool hit);
   void flush_in_txn(Connection& c);
+  /// Runs (and drops) the undo work written above transaction level `level`.
+  static void run_undo(Connection& c, std::size_t level) noexcept;
+
   void flush(bool wait);
 
   std::optional<DiskValue> read_setting(Connection& c, std::string_view name);
@@ -357,6 +425,7 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   std::atomic<bool> tag_index_{false};
   std::atomic<std::int64_t> min_file_size_{1 << 15};
   std::int64_t page_size_ = 4096;
+  std::vector<std::string> setting_problems_;  // stored settings replaced by defaults at open
 
  private:
   void configure(Connection& c);
@@ -381,6 +450,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
     std::chrono::steady_clock::time_point first{};
     std::uint64_t fork_gen = 0;
   };
+  /// Puts flushed access updates back into the buffer (their transaction rolled back).
+  void rebuffer(const AccessBuffer& b) noexcept;
   std::mutex buf_mu_;
   AccessBuffer buf_;
   std::atomic<std::size_t> buffered_{0};
@@ -610,7 +681,7 @@ void DiskCacheImpl::init() {
   c.arm(std::max<std::chrono::milliseconds>(opts_.timeout, 60s), false);
 
   // 1. Existing settings (the table may not exist yet).
-  std::map<std::string, DiskValue> settings = {
+  const std::map<std::string, DiskValue> defaults = {
       {"statistics", std::int64_t{0}},
       {"tag_index", std::int64_t{0}},
       {"eviction_policy", std::string("least-recently-stored")},
@@ -624,6 +695,7 @@ void DiskCacheImpl::init() {
       {"disk_min_file_size", std::int64_t{1} << 15},
       {"disk_pickle_protocol", std::int64_t{5}},
   };
+  std::map<std::string, DiskValue> settings = defaults;
   {
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(c.db(), kSettingsAll, -1, &s, nullptr);
@@ -659,7 +731,21 @@ void DiskCacheImpl::init() {
   give("sqlite_journal_mode", opts_.sqlite_journal_mode);
   give("sqlite_mmap_size", opts_.sqlite_mmap_size);
   give("sqlite_synchronous", opts_.sqlite_synchronous);
-  for (auto& [k, v] : given) settings[k] = v;
+  // A stored setting that cannot be read back (written by an older version, by hand, or by a
+  // bad reset) does not make the cache unopenable: the default replaces it and the problem is
+  // reported by `setting_problems()`. A bad option given now is the caller's error.
+  for (auto& [k, v] : settings) {
+    if (given.count(k) != 0) continue;
+    if (auto why = setting_error(k, v)) {
+      setting_problems_.push_back("stored setting " + *why + "; using the default " +
+                                  describe_setting(defaults.at(k)));
+      v = defaults.at(k);
+    }
+  }
+  for (auto& [k, v] : given) {
+    if (auto why = setting_error(k, v)) throw_error<ValidationError>(*why);
+    settings[k] = v;
+  }
 
   // Validate before touching anything.
   EvictionPolicy pol =
@@ -771,16 +857,21 @@ void DiskCacheImpl::commit(Connection& c) {
   c.levels.pop_back();
   if (!c.levels.empty()) {
     c.exec("RELEASE dogpile");
+    for (auto& [level, undo] : c.undo_on_rollback) level = std::min(level, c.levels.size());
     return;
   }
   int rc = c.try_run(kCommit);
   note_txn(db_path_, -1);
+  if (rc == SQLITE_OK) c.undo_on_rollback.clear();
   if (rc != SQLITE_OK) {
+    // SQLite may have rolled back already (a full disk): keep its message, not the ROLLBACK's.
+    const std::string why = c.errmsg();
     c.try_run(kRollback);
+    run_undo(c, 0);
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
-    c.fail(rc, "COMMIT");
+    c.fail(rc, "COMMIT", why);
   }
   std::vector<std::string> cleanup = std::move(c.cleanup);
   c.cleanup.clear();
@@ -799,9 +890,11 @@ void DiskCacheImpl::rollback(Connection& c) noexcept {
     for (const auto& f : c.new_files) remove_value_file(dir_, f);
     c.new_files.clear();
     c.cleanup.clear();
+    run_undo(c, 0);
   } else {
     c.try_exec("ROLLBACK TO dogpile");
     c.try_exec("RELEASE dogpile");
+    run_undo(c, c.levels.size());
     for (std::size_t i = level.new_files_mark; i < c.new_files.size(); ++i) {
       remove_value_file(dir_, c.new_files[i]);
     }
@@ -995,11 +1088,41 @@ void DiskCacheImpl::flush_in_txn(Connection& c) {
       step(c, s, "flush statistics");
     }
   } catch (...) {
-    // Keep the counters for the next flush; access times are advisory.
+    rebuffer(b);  // keep them for the next flush
+    throw;
+  }
+  // Written into the open transaction: if it rolls back (a failed add, a rolled-back
+  // transact), the updates go back into the buffer instead of being lost.
+  auto kept = std::make_shared<AccessBuffer>(std::move(b));
+  c.undo_on_rollback.emplace_back(c.levels.size(), [this, kept] { rebuffer(*kept); });
+}
+
+void DiskCacheImpl::run_undo(Connection& c, std::size_t level) noexcept {
+  auto& undo = c.undo_on_rollback;
+  // Newest first; a hook never throws.
+  for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+    if (it->first > level) it->second();
+  }
+  undo.erase(
+      std::remove_if(undo.begin(), undo.end(), [&](const auto& u) { return u.first > level; }),
+      undo.end());
+}
+
+void DiskCacheImpl::rebuffer(const AccessBuffer& b) noexcept {
+  try {
     std::lock_guard lk(buf_mu_);
+    if (buf_.fork_gen != b.fork_gen) return;  // written before a fork: not ours
+    for (const auto& [rowid, t] : b.times) {
+      double& mine = buf_.times[rowid];
+      mine = std::max(mine, t);
+    }
+    for (const auto& [rowid, n] : b.counts) buf_.counts[rowid] += n;
     buf_.hits += b.hits;
     buf_.misses += b.misses;
-    throw;
+    if (buf_.events == 0) buf_.first = b.first;
+    buf_.events += b.events;
+    buffered_.store(buf_.events, std::memory_order_relaxed);
+  } catch (...) {  // out of memory: the updates are advisory, the counters best effort
   }
 }
 
@@ -1633,6 +1756,7 @@ Key DiskCache::push_value(DiskValue value, const PushOptions& options) {
   double now = impl.now();
   auto [lo, hi] = queue_bounds(options.prefix);
   std::int64_t num = kQueueStart;
+  std::optional<Key> real_key;
   {
     sqlite3_stmt* s =
         c.prepare(options.side == Side::back ? detail::kQueueIntBack : detail::kQueueIntFront);
@@ -1640,19 +1764,33 @@ Key DiskCache::push_value(DiskValue value, const PushOptions& options) {
     detail::bind_key(s, 1, lo);
     detail::bind_key(s, 2, hi);
     if (detail::step(c, s, "push")) {
+      // The end of the queue, as diskcache reads it: an integer (or, if someone stored one
+      // there, a float: the next key is that float ± 1, as Python's `num += 1`), or with a
+      // prefix the integer after the last '-' (anything else is not a queue key).
       auto k = detail::column_key(s, 0);
-      std::int64_t last = 0;
-      if (k && k->is_int()) {
-        last = k->as_int();
+      const std::int64_t step = options.side == Side::back ? 1 : -1;
+      if (k && k->is_real()) {
+        real_key = Key(k->as_real() + static_cast<double>(step));
+      } else if (k && k->is_int()) {
+        num = k->as_int() + step;
       } else if (k && k->is_text() && options.prefix) {
-        last = std::stoll(k->as_text().substr(options.prefix->size() + 1));
+        const std::string& text = k->as_text();
+        const std::string_view digits = std::string_view(text).substr(text.rfind('-') + 1);
+        std::int64_t last = 0;
+        const auto [p, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), last);
+        if (digits.empty() || ec != std::errc() || p != digits.data() + digits.size()) {
+          detail::throw_error<ValidationError>(
+              "push: the queue '" + *options.prefix + "' holds the key '" + text +
+              "', which is not '<prefix>-<integer>'; remove it or use another prefix");
+        }
+        num = last + step;
       }
-      num = options.side == Side::back ? last + 1 : last - 1;
     }
   }
-  Key key = queue_key(options.prefix, num);
+  Key key = real_key ? std::move(*real_key) : queue_key(options.prefix, num);
   {
-    sqlite3_stmt* s = c.prepare(detail::kUpsert);
+    // A plain INSERT: a push never replaces an existing item (a conflict is an error).
+    sqlite3_stmt* s = c.prepare(detail::kInsert);
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
     sqlite3_bind_double(s, 2, now);
@@ -2088,8 +2226,9 @@ DiskValue DiskCache::reset(std::string_view name, std::optional<DiskValue> value
     impl.apply_setting_locally(n, *v);
     return *v;
   }
-  if (n == "eviction_policy") {
-    eviction_policy_from_string(detail::as_text(*value, n));  // validate
+  // Validate type and range before anything is applied or stored.
+  if (auto why = detail::setting_error(n, *value)) {
+    detail::throw_error<ValidationError>("reset: " + *why + "; nothing was changed");
   }
   if (n.rfind("sqlite_", 0) == 0) {
     // Pragmas cannot run inside a transaction; apply first, then persist.
@@ -2116,6 +2255,8 @@ DiskValue DiskCache::reset(std::string_view name, std::optional<DiskValue> value
   impl.apply_setting_locally(n, *value);
   return *value;
 }
+
+std::vector<std::string> DiskCache::setting_problems() const { return impl_->setting_problems_; }
 
 Transaction DiskCache::transact(bool retry) {
   auto& impl = *impl_;

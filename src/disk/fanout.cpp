@@ -115,6 +115,13 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
                                            j.value("hash", std::string()) + "'");
     }
     count = j["shards"].get<std::size_t>();
+    if (count > 999) {
+      // Never trust it: a bad count would create that many shard directories.
+      throw DatabaseError("fanout cache: " + meta.string() + " claims " + std::to_string(count) +
+                          " shards, more than the 999 a fanout cache can have; the file is "
+                          "corrupt (restore it, or delete it to infer the count from the shard "
+                          "directories)");
+    }
     have_meta = true;
     if (options.shards && *options.shards != count) {
       detail::throw_error<ValidationError>(

@@ -1,6 +1,7 @@
 #include "sqlite_util.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -9,13 +10,22 @@
 namespace dogpile::detail {
 
 void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what) {
+  throw_sqlite_message(rc, (db != nullptr) ? sqlite3_errmsg(db) : sqlite3_errstr(rc), path, what);
+}
+
+void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& path,
+                          std::string_view what) {
   std::string msg = "disk cache ";
   msg += path;
   msg += ": ";
   msg += what;
   msg += ": ";
-  msg += (db != nullptr) ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  msg += errmsg;
   switch (rc & 0xFF) {
+    case SQLITE_FULL:
+      throw DatabaseError(msg +
+                          " (the disk is full: free space, lower size_limit, or move the cache; "
+                          "the failed write was rolled back and nothing stored before was lost)");
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       throw TimeoutError(msg + " (database locked past the timeout)");
@@ -118,27 +128,45 @@ int Connection::busy_handler(void* self, int count) {
 }
 
 void bind_variant(sqlite3_stmt* s, int i, const DiskValue& v, sqlite3_destructor_type lifetime) {
+  int rc = SQLITE_OK;
+  std::size_t bytes = 0;
   switch (v.index()) {
     case 0:
-      sqlite3_bind_int64(s, i, std::get<0>(v));
+      rc = sqlite3_bind_int64(s, i, std::get<0>(v));
       break;
-    case 1:
-      sqlite3_bind_double(s, i, std::get<1>(v));
+    case 1: {
+      const double d = std::get<1>(v);
+      // SQLite turns a NaN into NULL: the row would read back as no value at all.
+      if (std::isnan(d)) {
+        throw_error<ValidationError>(
+            "cannot store NaN: SQLite keeps it as NULL, so it could not be read back");
+      }
+      rc = sqlite3_bind_double(s, i, d);
       break;
+    }
     case 2: {
       const auto& t = std::get<2>(v);
-      sqlite3_bind_text64(s, i, t.data(), t.size(), lifetime, SQLITE_UTF8);
+      bytes = t.size();
+      rc = sqlite3_bind_text64(s, i, t.data(), t.size(), lifetime, SQLITE_UTF8);
       break;
     }
     default: {
       const auto& b = std::get<3>(v).data;
-      if (b.empty()) {
-        sqlite3_bind_zeroblob(s, i, 0);
-      } else {
-        sqlite3_bind_blob64(s, i, b.data(), b.size(), lifetime);
-      }
+      bytes = b.size();
+      rc = b.empty() ? sqlite3_bind_zeroblob(s, i, 0)
+                     : sqlite3_bind_blob64(s, i, b.data(), b.size(), lifetime);
       break;
     }
+  }
+  // A failed bind leaves the parameter NULL: never step with it.
+  if (rc == SQLITE_TOOBIG) {
+    throw_error<ValidationError>(
+        "cannot store " + std::to_string(bytes) +
+        " bytes inline: more than SQLite's maximum length per value; lower disk_min_file_size "
+        "so a value this large is kept in a file");
+  }
+  if (rc != SQLITE_OK) {
+    throw DatabaseError(std::string("binding a value failed: ") + sqlite3_errstr(rc));
   }
 }
 

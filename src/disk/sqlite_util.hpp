@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -18,6 +19,10 @@ namespace dogpile::detail {
 
 /// Throws the dogpile exception matching an SQLite result code.
 [[noreturn]] void throw_sqlite(int rc, sqlite3* db, const std::string& path, std::string_view what);
+/// As throw_sqlite, with SQLite's message captured earlier (a ROLLBACK after a failed COMMIT
+/// replaces the connection's message with "cannot rollback - no transaction is active").
+[[noreturn]] void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& path,
+                                       std::string_view what);
 
 /// One SQLite connection, owned by one thread (see DiskCacheImpl::conn()).
 class Connection {
@@ -56,6 +61,12 @@ class Connection {
   [[noreturn]] void fail(int rc, std::string_view what) const {
     throw_sqlite(rc, db_, path_, what);
   }
+  /// As fail, with a message captured before later statements replaced it.
+  [[noreturn]] void fail(int rc, std::string_view what, const std::string& errmsg) const {
+    throw_sqlite_message(rc, errmsg, path_, what);
+  }
+  /// SQLite's message for the last failed call on this connection.
+  [[nodiscard]] std::string errmsg() const { return sqlite3_errmsg(db_); }
 
   // Transaction level bookkeeping (owned by DiskCacheImpl).
   struct Level {
@@ -67,7 +78,11 @@ class Connection {
   std::vector<std::string> cleanup;          ///< files to delete after the outermost COMMIT
   std::uint64_t fork_generation = 0;         ///< process "generation" that opened the handle
   std::vector<std::int64_t> scratch_rowids;  ///< reused by the cull (no allocation per write)
-  std::int64_t size_rowid = 0;               ///< rowid of Settings 'size' once seen (0: unknown)
+  /// Work written inside the open transaction that must be redone if it rolls back (buffered
+  /// access updates flushed into it): each with the level it was written at; run with the
+  /// rollback of that level, dropped by the outermost COMMIT.
+  std::vector<std::pair<std::size_t, std::function<void()>>> undo_on_rollback;
+  std::int64_t size_rowid = 0;  ///< rowid of Settings 'size' once seen (0: unknown)
 
  private:
   static int busy_handler(void* self, int count);

@@ -35,8 +35,14 @@ std::uint64_t random_u64() {
 }
 
 [[noreturn]] void io_fail(const fs::path& p, std::string_view what, int err) {
-  throw BackendError("disk cache: " + std::string(what) + " " + p.string() + ": " +
-                     std::strerror(err));
+  std::string msg =
+      "disk cache: " + std::string(what) + " " + p.string() + ": " + std::strerror(err);
+  if (err == ENOSPC || err == EDQUOT) {
+    msg +=
+        " (the disk is full: free space, lower size_limit, or move the cache; nothing "
+        "stored before was lost)";
+  }
+  throw BackendError(msg);
 }
 
 /// Opens `<full>.tmp` exclusively, creating parent directories; retries when a concurrent

@@ -735,6 +735,59 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
   CHECK_FALSE(m->locked());
 }
 
+/// For a backend on a server the test can kill and restart (`DOGPILE_SERVER_OUTAGE_CONFORMANCE`):
+/// while the server is down, raw calls and lock calls fail with `BackendError` within `bound`
+/// (never hang); a region with `treat_as_miss` keeps serving (the creator's value, the lock
+/// degraded to in-process) and reports the errors; a region with `propagate` throws. After a
+/// restart on the same address, calls succeed again within 1 s (no stuck pool).
+inline void server_outage(const Factory& factory, const std::function<void()>& kill,
+                          const std::function<void()>& restart, std::chrono::milliseconds bound) {
+  using SteadyClock = std::chrono::steady_clock;
+  const auto k = unique_key("outage");
+  auto backend = factory();
+  std::atomic<int> reported{0};
+  Region tolerant(backend, {}, {.on_backend_error = dogpile::treat_as_miss(
+                                    [&](const std::exception&) { reported.fetch_add(1); })});
+  Region strict(backend);
+  strict.region.set(k, std::string("before"));  // warm the pool: stale connections after kill
+  REQUIRE(strict.region.get<std::string>(k) == std::optional<std::string>("before"));
+  kill();
+  auto t0 = SteadyClock::now();
+  CHECK_THROWS_AS(backend->get(k), dogpile::BackendError);
+  CHECK(SteadyClock::now() - t0 <= bound);
+  t0 = SteadyClock::now();
+  CHECK_THROWS_AS(backend->set(k, "x"), dogpile::BackendError);
+  CHECK(SteadyClock::now() - t0 <= bound);
+  t0 = SteadyClock::now();
+  CHECK_THROWS_AS(strict.region.get_or_create(k, [] { return std::string("fresh"); }),
+                  dogpile::BackendError);
+  CHECK(SteadyClock::now() - t0 <= 3 * bound);
+  int creations = 0;
+  t0 = SteadyClock::now();
+  CHECK(tolerant.region.get_or_create(k, [&] {
+    ++creations;
+    return std::string("served");
+  }) == "served");
+  CHECK(SteadyClock::now() - t0 <= 4 * bound);
+  CHECK(creations == 1);
+  CHECK(reported.load() >= 1);
+  restart();
+  // Back within 1 s: the pool re-dials instead of reusing dead connections.
+  const auto up = SteadyClock::now();
+  bool ok = false;
+  while (!ok && SteadyClock::now() - up < 1s) {
+    try {
+      backend->set(k, "after");
+      ok = backend->get(k) == std::optional<std::string>("after");
+    } catch (const dogpile::BackendError&) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  CHECK(ok);
+  CHECK(strict.region.get_or_create(k, [] { return std::string("recreated"); }) == "recreated");
+  strict.region.erase(k);
+}
+
 }  // namespace dogpile_conformance
 
 /// Instantiates the whole conformance suite for one backend: `name` is a string literal used in
@@ -797,4 +850,22 @@ inline void holder_process_signalled(const Factory& factory, int sig) {
 #define DOGPILE_BACKEND_TTL_CONFORMANCE(name, ttl, ...)                                  \
   TEST_CASE(name " conformance: native TTL", "[conformance][ttl][" name "]") {           \
     ::dogpile_conformance::native_ttl(::dogpile_conformance::Factory(__VA_ARGS__), ttl); \
+  }
+
+/// For a backend on a server the test controls: `kill` and `restart` (callables) stop it
+/// abruptly and start it again on the same address; `bound` (milliseconds) is the longest a
+/// call may take to fail while it is down (the factory's timeouts). See `server_outage`.
+#define DOGPILE_SERVER_OUTAGE_CONFORMANCE(name, factory, kill, restart, bound)           \
+  TEST_CASE(name " conformance: server outage", "[conformance][outage][" name "]") {     \
+    ::dogpile_conformance::server_outage(::dogpile_conformance::Factory(factory), kill, \
+                                         restart, bound);                               \
+  }
+
+/// For a lease lock: a holder process that is paused (SIGSTOP) past its lease loses the lock to
+/// another process, and does not delete the new holder's lock when it resumes.
+#define DOGPILE_PAUSED_HOLDER_CONFORMANCE(name, ...)                                             \
+  TEST_CASE(name " conformance: a paused holder loses its lease", "[conformance][fork][" name \
+                                                                  "]") {                      \
+    ::dogpile_conformance::holder_process_signalled(::dogpile_conformance::Factory(__VA_ARGS__), \
+                                                    SIGSTOP);                                    \
   }

@@ -1,7 +1,7 @@
 // The consumer program shared by the find_package / add_subdirectory / FetchContent tests. It
 // compiles against the installed public headers only, links through the exported targets, and
-// uses the SPEC's names as written there (§2-§4; §6 with the disk component), checking that it
-// sees dogpile's behaviour. Exit code = the first failed check.
+// uses the SPEC's names as written there (§2-§4; §6 with the disk component, §5 with redis),
+// checking that it sees dogpile's behaviour. Exit code = the first failed check.
 #include <dogpile/dogpile.hpp>
 #ifdef DOGPILE_CONSUMER_DISK
 #include <dogpile/all.hpp>
@@ -10,6 +10,9 @@
 #include <dogpile/disk/fanout.hpp>
 
 #include <filesystem>
+#endif
+#ifdef DOGPILE_CONSUMER_REDIS
+#include <dogpile/backends/redis.hpp>
 #endif
 
 #ifdef DOGPILE_CONSUMER_MEMCACHED_DBM
@@ -260,6 +263,59 @@ int main() {
     check(failed_fast, 31, "memcached backend reports a dead server");
     std::cout << "memcached dbm ";
   }
+#endif
+#ifdef DOGPILE_CONSUMER_REDIS
+  // §5 the Redis backends, configured by name with dogpile's argument names. Constructing a
+  // backend never dials; nothing listens on port 1, so a call fails at once with BackendError.
+  {
+    dogpile::CacheRegion users = dogpile::make_region({.name = "redis"});
+    users.configure("redis", {.expiration_time = 10min,
+                              .arguments = {{"url", "redis://127.0.0.1:1/0"},
+                                            {"distributed_lock", true},
+                                            {"lock_timeout", 30},
+                                            {"socket_timeout", 1},
+                                            {"socket_connect_timeout", 0.5},
+                                            {"thread_local_lock", false}}});
+    bool failed_fast = false;
+    try {
+      (void)users.get<User>("user:1");
+    } catch (const dogpile::BackendError&) {
+      failed_fast = true;
+    }
+    check(failed_fast, 50, "redis backend reports a dead server as BackendError");
+    // treat_as_miss keeps serving: the creator runs, the lock degrades to in-process exclusion.
+    int errors = 0;
+    dogpile::CacheRegion serving = dogpile::make_region(
+        {.name = "serving",
+         .on_backend_error = dogpile::treat_as_miss([&](const std::exception&) { ++errors; })});
+    serving.configure("dogpile.cache.redis", {.arguments = {{"port", 1},
+                                                            {"host", "127.0.0.1"},
+                                                            {"distributed_lock", true},
+                                                            {"socket_connect_timeout", 0.5}}});
+    check(
+        serving.get_or_create("user:1", [] { return load_user(1); }).name == "user1" && errors > 0,
+        51, "treat_as_miss serves without Redis");
+    // The sentinel and cluster names are registered; their clients dial at the first call.
+    // (A list of [host, port] pairs needs json::array: {{"h", 1}} would be the object {"h": 1}.)
+    dogpile::make_region().configure(
+        "redis_sentinel",
+        {.arguments = {
+             {"sentinels", nlohmann::json::array({nlohmann::json::array({"127.0.0.1", 1})})},
+             {"service_name", "mymaster"}}});
+    dogpile::make_region().configure(
+        "redis_cluster", {.arguments = {{"startup_nodes", {"127.0.0.1:1", "127.0.0.1:2"}}}});
+    auto direct = std::make_shared<dogpile::RedisBackend>(
+        dogpile::RedisOptions{.host = "127.0.0.1", .port = 1, .distributed_lock = true});
+    check(direct->lock_key("k") == "_lockk", 52, "dogpile's lock key");
+    bool rejected = false;
+    try {
+      dogpile::make_region().configure("redis", {.arguments = {{"lock_prefix", "bad prefix!"}}});
+    } catch (const dogpile::ValidationError&) {
+      rejected = true;
+    }
+    check(rejected, 53, "a bad lock_prefix is a ValidationError");
+  }
+  std::cout << "redis ";
 #endif
   if (failed != 0) return failed;
   std::cout << "consumer ok\n";

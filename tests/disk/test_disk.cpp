@@ -1,8 +1,11 @@
 // DiskCache behaviour: the cases of python-diskcache's tests/test_core.py (reference §5.1) and the
 // "beyond diskcache" guarantees.
+#include <sqlite3.h>
 #include <atomic>
 #include <catch2/catch.hpp>
+
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -17,6 +20,7 @@ using namespace std::chrono_literals;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
+using dogpile::DiskValue;
 using dogpile::Key;
 
 namespace {
@@ -363,6 +367,119 @@ TEST_CASE("iteration: insertion order, reverse, snapshot, sorted order", "[disk]
   DiskCache many(d2.path);
   for (int i = 0; i < 1000; ++i) many.set(i, i);
   CHECK(many.keys().size() == 1000);
+}
+
+TEST_CASE("buffered hit/miss counts and access updates survive a write that rolls back",
+          "[disk][stats]") {
+  TempDir d;
+  DiskCache cache(d.path, {.eviction_policy = dogpile::EvictionPolicy::least_frequently_used,
+                           .statistics = true,
+                           .access_flush_events = 1000000,
+                           .access_flush_interval = std::chrono::hours(1)});
+  cache.set("a", 1);
+  for (int i = 0; i < 10; ++i) CHECK(cache.get<int>("a") == 1);
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(cache.get<int>("missing"));
+  // A write transaction that flushes the buffer, then rolls back.
+  {
+    auto tx = cache.transact();
+    cache.set("b", 2);
+    tx.rollback();
+  }
+  CHECK_FALSE(cache.add("a", 3));  // a failed add: nothing written
+  const auto st = cache.stats();
+  CHECK(st.hits == 10);
+  CHECK(st.misses == 5);
+  // The LFU access count of "a" was kept too.
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open((d.path / "cache.db").c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, "SELECT access_count FROM Cache WHERE key = 'a'", -1, &s,
+                             nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  CHECK(sqlite3_column_int(s, 0) == 10);
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+TEST_CASE("a value SQLite would turn into NULL is refused, and what was stored stays",
+          "[disk][values]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  cache.set("x", 1.5);
+  CHECK_THROWS_AS(cache.set("x", std::nan("")), dogpile::ValidationError);
+  CHECK(cache.get<double>("x") == 1.5);
+  CHECK_THROWS_AS(cache.set(std::nan(""), 1), dogpile::ValidationError);
+  CHECK_THROWS_AS(cache.add("y", std::nan("")), dogpile::ValidationError);
+  CHECK_FALSE(cache.contains("y"));
+}
+
+TEST_CASE(
+    "reset validates type and range before storing; a bad stored setting does not stop "
+    "an open",
+    "[disk][settings]") {
+  TempDir d;
+  {
+    DiskCache cache(d.path);
+    cache.set("keep", 1);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::string("abc")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::string("1GB")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("size_limit", DiskValue{std::int64_t{-5}}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("statistics", DiskValue{std::int64_t{7}}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("eviction_policy", DiskValue{std::string("lru")}),
+                    dogpile::ValidationError);
+    CHECK_THROWS_AS(cache.reset("sqlite_journal_mode", DiskValue{std::string("fast")}),
+                    dogpile::ValidationError);
+    // Nothing was stored: the setting reads as before, and nothing was evicted.
+    CHECK(cache.reset("size_limit") == DiskValue{std::int64_t{1} << 30});
+    CHECK(cache.get<int>("keep") == 1);
+    CHECK(cache.reset("size_limit", DiskValue{std::string("2048")}) ==
+          DiskValue{std::string("2048")});  // digits only: fine
+    CHECK(cache.setting_problems().empty());
+  }
+  // A value written behind our back (another tool, an old version) is reported, not fatal.
+  {
+    sqlite3* db = nullptr;
+    REQUIRE(sqlite3_open((d.path / "cache.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "UPDATE Settings SET value = 'abc' WHERE key = 'size_limit'", nullptr,
+                         nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+  }
+  DiskCache again(d.path);
+  REQUIRE(again.setting_problems().size() == 1);
+  CHECK(again.setting_problems()[0].find("size_limit") != std::string::npos);
+  CHECK(again.get<int>("keep") == 1);
+  CHECK(again.reset("size_limit") == DiskValue{std::int64_t{1} << 30});
+}
+
+TEST_CASE("queues: push never overwrites, whatever else lies in the queue's key range",
+          "[disk][queue]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  // A float key inside the integer range: diskcache continues from it (7.5 -> 8.5, 9.5).
+  cache.set(7.5, std::string("float"));
+  CHECK(cache.push(std::string("a")) == Key(8.5));
+  CHECK(cache.push(std::string("b")) == Key(9.5));
+  CHECK(cache.get<std::string>(7.5) == std::optional<std::string>("float"));
+  CHECK(cache.get<std::string>(8.5) == std::optional<std::string>("a"));
+  CHECK(cache.get<std::string>(9.5) == std::optional<std::string>("b"));
+  // A text key in a prefixed range that is not <prefix>-<integer>: a clear error, no write.
+  cache.set(std::string("q-5x"), 1);
+  const auto before = cache.size();
+  CHECK_THROWS_AS(cache.push(std::string("c"), {.prefix = "q"}), dogpile::ValidationError);
+  CHECK(cache.size() == before);
+  cache.erase(std::string("q-5x"));
+  // Digits beyond int64: a clear error, not std::out_of_range.
+  cache.set(std::string("r-1000000000000000000000000"), 1);
+  CHECK_THROWS_AS(cache.push(std::string("d"), {.prefix = "r"}), dogpile::ValidationError);
+  // A key that already exists where the next item would go is never replaced.
+  cache.set(std::int64_t{999999999999998}, std::string("last"));
+  CHECK(cache.push(std::string("e")) == Key(std::int64_t{999999999999999}));
+  CHECK_THROWS_AS(cache.push(std::string("f")), dogpile::DatabaseError);
+  CHECK(cache.get<std::string>(std::int64_t{999999999999999}) == std::optional<std::string>("e"));
 }
 
 TEST_CASE("queues: push, pull, peek", "[disk]") {

@@ -55,6 +55,26 @@ TEST_CASE("fanout: set, get, contains, erase, clear", "[disk][fanout]") {
   CHECK(fan.size() == 0);
 }
 
+TEST_CASE("fanout: a saved shard count beyond 999 is refused before creating anything",
+          "[disk][fanout]") {
+  TempDir d;
+  {
+    std::ofstream out(d.path / "dogpile-fanout.json");
+    out << R"({"shards": 1000000, "hash": "diskcache-adler32"})"
+        << "\n";
+  }
+  try {
+    FanoutCache fan(d.path);
+    FAIL("a corrupt shard count must be refused");
+  } catch (const dogpile::DatabaseError& e) {
+    CHECK(std::string(e.what()).find("1000000") != std::string::npos);
+  }
+  // Nothing was created next to the file.
+  std::size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(d.path)) ++entries;
+  CHECK(entries == 1);
+}
+
 TEST_CASE("fanout: shard count is persisted and checked", "[disk][fanout]") {
   TempDir d;
   {

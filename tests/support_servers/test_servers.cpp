@@ -3,16 +3,19 @@
 // slot; the sentinel fails over; objects do nothing in forked children.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/servers.hpp"
@@ -63,7 +66,11 @@ template <class F>
 int in_child(F&& body) {
   pid_t pid = ::fork();
   if (pid == 0) {
-    body();
+    try {
+      body();
+    } catch (...) {
+      ::_exit(1);  // never unwind into Catch in the child
+    }
     ::_exit(0);
   }
   int status = 0;
@@ -280,7 +287,7 @@ TEST_CASE("MemcachedServer starts, answers, stops, restarts, dies and hangs", "[
 TEST_CASE("RedisCluster covers every slot with 3 masters", "[servers]") {
   auto cluster =
       timed("redis cluster (3 masters)", [] { return std::make_unique<RedisCluster>(); });
-  const auto& ports = cluster->ports();
+  const std::vector<int> ports = cluster->ports();  // a copy: used after reset()
   REQUIRE(ports.size() == 3);
   CHECK(std::set<int>(ports.begin(), ports.end()).size() == 3);
   for (int p : ports) CHECK(p <= 55535);
@@ -362,4 +369,74 @@ TEST_CASE("RedisSentinelSet fails over to the replica", "[servers]") {
   CHECK(set->sentinel({"ping"}) == "PONG\n");
   set.reset();
   CHECK_FALSE(port_accepts(sentinel_port));
+}
+
+TEST_CASE("servers die with the process that started them", "[servers]") {
+  // A worker starts a redis-server and a memcached, reports their ports, and is SIGKILLed
+  // (no destructor runs): PR_SET_PDEATHSIG must take the servers down with it.
+  struct Report {
+    int ports[2];
+    char redis_dir[256];
+    char memcached_dir[256];
+  };
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t worker = ::fork();
+  if (worker == 0) {
+    ::close(fds[0]);
+    try {
+      RedisServer redis;
+      MemcachedServer memcached;
+      Report r{{redis.port(), memcached.port()}, {}, {}};
+      std::snprintf(r.redis_dir, sizeof r.redis_dir, "%s", redis.dir().c_str());
+      std::snprintf(r.memcached_dir, sizeof r.memcached_dir, "%s", memcached.dir().c_str());
+      if (::write(fds[1], &r, sizeof r) != static_cast<ssize_t>(sizeof r)) ::_exit(1);
+      ::pause();  // until killed
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "worker: %s\n", e.what());
+    }
+    ::_exit(1);  // never unwind into Catch in the worker
+  }
+  ::close(fds[1]);
+  Report r{};
+  REQUIRE(::read(fds[0], &r, sizeof r) == static_cast<ssize_t>(sizeof r));
+  ::close(fds[0]);
+  const auto& ports = r.ports;
+  CHECK(port_accepts(ports[0]));
+  CHECK(port_accepts(ports[1]));
+  ::kill(worker, SIGKILL);
+  int status = 0;
+  ::waitpid(worker, &status, 0);
+  for (int port : ports) {
+    CHECK(dogpile::test::detail::poll_until([&] { return !port_accepts(port); }, 5000ms));
+  }
+  // Nobody ran the worker's destructors: remove its directories here.
+  std::filesystem::remove_all(r.redis_dir);
+  std::filesystem::remove_all(r.memcached_dir);
+}
+
+TEST_CASE("servers start while other threads run", "[servers]") {
+  // fork() in a multithreaded process: the child only makes async-signal-safe calls before exec
+  // (checked by the TSan and ASan builds of this test).
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&done] {
+      std::vector<std::string> junk;
+      while (!done.load()) {
+        junk.emplace_back(100, 'x');
+        if (junk.size() > 1000) junk.clear();
+      }
+    });
+  }
+  {
+    RedisServer redis;
+    MemcachedServer memcached;
+    CHECK(redis.ping());
+    CHECK(memcached.ping());
+    redis.restart();
+    CHECK(redis.ping());
+  }
+  done = true;
+  for (auto& t : threads) t.join();
 }

@@ -411,6 +411,10 @@ class DiskCache {
   /// `"sqlite_mmap_size"`, `"count"`…); writing a `sqlite_*` setting applies the pragma.
   /// Returns the (new) value. @throws ValidationError for an unknown name or a bad value.
   DiskValue reset(std::string_view name, std::optional<DiskValue> value = std::nullopt);
+  /// Stored settings this open could not read back (a wrong type or range, e.g. a
+  /// `size_limit` of `'abc'`), each replaced by its default, as messages; empty normally.
+  /// Such a setting does not make the cache unopenable. Thread-safety: any thread.
+  [[nodiscard]] std::vector<std::string> setting_problems() const;
   /// Opens a write transaction held until the returned object is destroyed.
   /// @throws TimeoutError if the lock stays busy past `timeout` (unless `retry`).
   [[nodiscard]] Transaction transact(bool retry = false);

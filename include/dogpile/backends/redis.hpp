@@ -1,0 +1,240 @@
+#pragma once
+/// @file redis.hpp
+/// The Redis region backends of `dogpile::redis` (hiredis underneath; no hiredis header here):
+/// `redis` (one server), `redis_sentinel` (the master a Sentinel set names, followed across
+/// failovers) and `redis_cluster` (slot routing with MOVED/ASK). Including this header
+/// registers the three names and their `dogpile.cache.*` aliases:
+///
+/// ```cpp
+/// #include <dogpile/backends/redis.hpp>
+/// region.configure("redis", {.expiration_time = 10min,
+///                            .arguments = {{"url", "redis://127.0.0.1:6379/0"},
+///                                          {"distributed_lock", true},
+///                                          {"lock_timeout", 30}}});
+/// region.configure(std::make_shared<dogpile::RedisBackend>(dogpile::RedisOptions{
+///     .host = "127.0.0.1", .port = 6379, .distributed_lock = true}));
+/// ```
+///
+/// **Storage.** Values are the region's envelope bytes (`SET key value [PX ms]` with
+/// `redis_expiration_time`), so a Python dogpile.cache region with a JSON serializer reads
+/// what C++ writes and the other way. Keys are binary-safe (NUL, CR, LF are fine).
+/// `get_multi` is one `MGET` per hash slot group, `set_multi` one `MSET` (no TTL) or a pipeline
+/// of `SET … PX`, `erase_multi` one `DEL` per slot group: on a cluster, commands are split by
+/// slot and pipelined per node, so no CROSSSLOT error reaches you.
+///
+/// **Connections.** A thread-safe pool per server (`pool_size` connections at most), each call
+/// bounded by `socket_connect_timeout` and `socket_timeout`. A dead connection is dropped and
+/// re-dialled; after a server restart the next call succeeds. A call on a down server throws
+/// `BackendError` (`TimeoutError` when a reply timed out) within the timeouts, so a region with
+/// `on_backend_error = treat_as_miss` keeps serving. A forked child opens its own connections.
+///
+/// **The distributed lock** (`distributed_lock`, on by default for `redis_sentinel` as in
+/// dogpile): a `dogpile::LeaseLock` on the key `lock_prefix + key` (default `_lock<key>`, as
+/// dogpile, so Python and C++ processes of one fleet exclude each other). Acquire is
+/// `SET lockkey token NX PX lock_timeout` with a fresh random token; release is a Lua
+/// compare-and-delete (`EVALSHA`, falling back to `EVAL`), so only the owner releases, and a
+/// lease lost before release is reported (`LockError`) without deleting anyone's lock. While
+/// held, the lease is renewed every `lock_timeout / 3` (owner-checked `PEXPIRE` in Lua), so a
+/// slow live creator keeps it and a crashed or paused one loses it after `lock_timeout`.
+/// Release publishes the lock key on the channel `dogpile:lock-released`; waiting processes
+/// subscribe to it (one connection and thread per backend, started at the first wait) and
+/// retry at once, else they poll with jittered backoff capped at `lock_sleep`. A blocking
+/// acquire gives up after `lock_blocking_timeout` (the region then throws `TimeoutError`). The
+/// handle may be released from another thread.
+///
+/// Thread-safety: every call may be made from many threads at once.
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "dogpile/backend.hpp"
+#include "dogpile/duration.hpp"
+#include "dogpile/mutex.hpp"
+#include "dogpile/registry.hpp"
+
+namespace dogpile {
+
+// Internal to dogpile::redis (src/redis/): declared only, so no hiredis header leaks out.
+namespace redis_detail {
+class Client;
+class ReleaseNotifier;
+}  // namespace redis_detail
+
+/// A `host, port` pair, as dogpile's `sentinels` and `startup_nodes` lists hold them.
+using RedisNode = std::pair<std::string, int>;
+
+/// Options of `RedisBackend` (dogpile's argument names). Plain aggregate.
+struct RedisOptions {
+  /// `redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`;
+  /// when set, it overrides host, port, db, username and password.
+  std::string url{};
+  std::string host = "localhost";                     ///< server host
+  int port = 6379;                                    ///< server port
+  int db = 0;                                         ///< database number (SELECT)
+  std::string username{};                             ///< ACL user (Redis 6+); empty = default user
+  std::string password{};                             ///< AUTH password; empty = none
+  Duration socket_timeout = std::chrono::seconds(2);  ///< longest wait for any reply
+  Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
+  std::size_t pool_size = 16;  ///< most connections open at once (dogpile: `connection_pool`)
+  std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values; none = no TTL
+  bool distributed_lock = false;  ///< use the Redis lock as the dogpile lock (else in-process)
+  Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
+  Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
+  std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait; none = forever
+  std::string lock_prefix{};  ///< lock key = prefix + key; empty = dogpile's `_lock`
+};
+
+/// Options of `RedisSentinelBackend`. Plain aggregate.
+struct RedisSentinelOptions {
+  std::vector<RedisNode> sentinels{};     ///< sentinel addresses (required)
+  std::string service_name = "mymaster";  ///< the monitored master's name
+  std::string sentinel_username{};        ///< AUTH user for the sentinels (`sentinel_kwargs`)
+  std::string sentinel_password{};        ///< AUTH password for the sentinels (`sentinel_kwargs`)
+  int db = 0;                             ///< database number on the master
+  std::string username{};                 ///< ACL user on the master
+  std::string password{};                 ///< AUTH password on the master
+  Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
+  Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
+  std::size_t pool_size = 16;                                 ///< most connections open at once
+  std::optional<Duration> redis_expiration_time{};            ///< server TTL of stored values
+  bool distributed_lock = true;  ///< on by default, as dogpile's sentinel backend
+  Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
+  Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
+  std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
+  std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
+};
+
+/// Options of `RedisClusterBackend`. Plain aggregate.
+struct RedisClusterOptions {
+  std::string url{};                       ///< one node, `redis://[[user]:password@]host:port`
+  std::vector<RedisNode> startup_nodes{};  ///< nodes to learn the slot map from
+  std::string username{};                  ///< ACL user on every node
+  std::string password{};                  ///< AUTH password on every node
+  Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
+  Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
+  std::size_t pool_size = 16;                        ///< most connections open at once, per node
+  std::optional<Duration> redis_expiration_time{};   ///< server TTL of stored values
+  bool distributed_lock = false;                     ///< use the Redis lock as the dogpile lock
+  Duration lock_timeout = std::chrono::seconds(30);  ///< the lease (renewed while held)
+  Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
+  std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
+  std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
+};
+
+/// What the three Redis backends share: storage commands and the lock, over a router that
+/// sends each command to the right server. Not constructed directly: use `RedisBackend`,
+/// `RedisSentinelBackend` or `RedisClusterBackend`. Thread-safe.
+class RedisBackendBase : public CacheBackend {
+ public:
+  /// Closes the connections and stops the release-notice subscriber, if a wait started one.
+  /// Lock handles taken from this backend share what they use and stay valid.
+  ~RedisBackendBase() override;
+  /// The lock key of `key`: `lock_prefix + key`.
+  [[nodiscard]] std::string lock_key(std::string_view key) const;
+
+  /// The lock and TTL settings every Redis backend takes. Plain aggregate.
+  struct Common {
+    std::optional<Duration> redis_expiration_time{};       ///< server TTL of stored values
+    bool distributed_lock = false;                         ///< Redis lock on or off
+    Duration lock_timeout = std::chrono::seconds(30);      ///< the lease
+    Duration lock_sleep = std::chrono::milliseconds(100);  ///< poll cap
+    std::optional<Duration> lock_blocking_timeout{};       ///< blocking wait bound
+    std::string lock_prefix{};                             ///< lock key prefix
+  };
+
+ protected:
+  /// Validates `common` (ValidationError naming the argument).
+  RedisBackendBase(std::string name, std::shared_ptr<redis_detail::Client> client, Common common);
+
+  /// `GET`.
+  std::optional<std::string> do_get(std::string_view key) override;
+  /// `SET [PX]`.
+  void do_set(std::string_view key, std::string_view value) override;
+  /// `DEL`.
+  void do_erase(std::string_view key) override;
+  /// One `MGET` per slot group, pipelined per node.
+  std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
+  /// `MSET` per slot group, or a pipeline of `SET … PX`.
+  void do_set_multi(std::span<const BytesItem> items) override;
+  /// One `DEL` per slot group.
+  void do_erase_multi(std::span<const std::string> keys) override;
+  /// The Redis lease lock of `key`, or nullptr when `distributed_lock` is off.
+  std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+
+ private:
+  std::shared_ptr<redis_detail::Client> client_;
+  Common common_;
+  std::shared_ptr<redis_detail::ReleaseNotifier> notifier_;
+};
+
+/// The `redis` backend: one server. See the file comment.
+class RedisBackend final : public RedisBackendBase {
+ public:
+  /// Validates the options; connects lazily (the first call dials). @throws ValidationError
+  /// naming a bad option (a malformed `url`, a bad `lock_prefix`...).
+  explicit RedisBackend(RedisOptions options);
+  /// dogpile's arguments: `url`, `host`, `port`, `db`, `username`, `password`,
+  /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
+  /// `max_connections` (an integer), `redis_expiration_time` (seconds), `distributed_lock`,
+  /// `lock_timeout`, `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`,
+  /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
+  /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
+  /// The options, with `url` already applied to host/port/db/username/password.
+  [[nodiscard]] const RedisOptions& options() const noexcept { return opts_; }
+
+ private:
+  RedisOptions opts_;
+};
+
+/// The `redis_sentinel` backend: the master of `service_name`. See the file comment.
+class RedisSentinelBackend final : public RedisBackendBase {
+ public:
+  /// Validates the options; discovers the master at the first call. @throws ValidationError.
+  explicit RedisSentinelBackend(RedisSentinelOptions options);
+  /// The `redis` arguments (less url/host/port) plus `sentinels` (`[["host", port], …]`),
+  /// `service_name`, `sentinel_kwargs` (an object: `username`, `password` for the sentinels).
+  /// @throws ValidationError naming a wrong argument.
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
+  /// The options.
+  [[nodiscard]] const RedisSentinelOptions& options() const noexcept { return opts_; }
+
+ private:
+  RedisSentinelOptions opts_;
+};
+
+/// The `redis_cluster` backend: a Redis Cluster. See the file comment.
+class RedisClusterBackend final : public RedisBackendBase {
+ public:
+  /// Validates the options; loads the slot map at the first call. @throws ValidationError.
+  explicit RedisClusterBackend(RedisClusterOptions options);
+  /// `url` or `startup_nodes` (`[["host", port], …]` or `"host:port"` strings), `username`,
+  /// `password`, the timeouts, `pool_size`, `redis_expiration_time` and the lock arguments.
+  /// @throws ValidationError naming a wrong argument.
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
+  /// The options.
+  [[nodiscard]] const RedisClusterOptions& options() const noexcept { return opts_; }
+
+ private:
+  RedisClusterOptions opts_;
+};
+
+/// Registers `redis`, `redis_sentinel` and `redis_cluster` (idempotent, thread-safe). Runs
+/// automatically before `main` in every program that includes this header.
+void register_redis_backends();
+
+namespace detail {
+/// Makes `configure("redis", …)` work for any program that includes this header.
+inline const bool redis_backends_registered = (register_redis_backends(), true);
+}  // namespace detail
+
+}  // namespace dogpile

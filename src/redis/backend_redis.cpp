@@ -1,0 +1,207 @@
+// RedisBackendBase: the storage commands and the lock, the same for one server, a sentinel
+// master and a cluster (the Client routes).
+#include <algorithm>
+#include <cctype>
+#include <map>
+
+#include "client.hpp"
+#include "dogpile/backends/redis.hpp"
+#include "dogpile/detail/backend_arguments.hpp"
+#include "dogpile/error.hpp"
+#include "lock.hpp"
+
+namespace dogpile {
+namespace {
+
+using redis_detail::Argv;
+using redis_detail::Reply;
+using redis_detail::Routed;
+
+// Redis refuses bulk strings over proto-max-bulk-len (512 MB by default): say so before
+// sending half a gigabyte.
+constexpr std::size_t kMaxBulk = std::size_t{512} * 1024 * 1024;
+
+void check_size(const std::string& backend, std::string_view key, std::string_view value) {
+  if (value.size() > kMaxBulk || key.size() > kMaxBulk) {
+    detail::throw_error<ValidationError>(
+        backend + " backend: a " + std::to_string(std::max(key.size(), value.size())) + "-byte " +
+        (key.size() > kMaxBulk ? "key" : "value") +
+        " exceeds Redis's 512 MB limit per string; nothing was stored");
+  }
+}
+
+// Runs a write of values up to `largest` bytes. A server that refuses a value over its
+// proto-max-bulk-len closes the connection, so the client may see only "connection reset"
+// (its error reply unread): say what probably happened.
+template <class F>
+void large_write(std::size_t largest, F&& write) {
+  try {
+    write();
+  } catch (const TimeoutError&) {
+    throw;
+  } catch (const BackendError& e) {
+    if (largest < (std::size_t{1} << 20)) throw;
+    detail::throw_error<BackendError>(
+        std::string(e.what()) + " (the write carried a " + std::to_string(largest) +
+        "-byte value; a server refuses values over its proto-max-bulk-len, 512 MB by default, "
+        "and closes the connection)");
+  }
+}
+
+bool valid_lock_prefix(std::string_view p) {
+  // dogpile: ^[\w\-\.\:]{2,10}$
+  if (p.size() < 2 || p.size() > 10) return false;
+  for (const char ch : p) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (!(std::isalnum(c) != 0 || c == '_' || c == '-' || c == '.' || c == ':')) return false;
+  }
+  return true;
+}
+
+// Key positions grouped by hash slot, in first-seen order of the slots.
+std::vector<std::vector<std::size_t>> by_slot(const redis_detail::Client& c,
+                                              std::span<const std::string> keys) {
+  std::map<int, std::size_t> index;
+  std::vector<std::vector<std::size_t>> groups;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const int slot = c.slot_of(keys[i]);
+    auto [it, fresh] = index.try_emplace(slot, groups.size());
+    if (fresh) groups.emplace_back();
+    groups[it->second].push_back(i);
+  }
+  return groups;
+}
+
+}  // namespace
+
+RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detail::Client> client,
+                                   Common common)
+    : CacheBackend(std::move(name)), client_(std::move(client)), common_(std::move(common)) {
+  const char* n = this->name().c_str();
+  if (!common_.lock_prefix.empty() && !valid_lock_prefix(common_.lock_prefix)) {
+    detail::bad_argument(n, "lock_prefix",
+                         "must be 2 to 10 letters, digits or _-.: (dogpile's rule), got '" +
+                             common_.lock_prefix + "'");
+  }
+  if (common_.lock_prefix.empty()) common_.lock_prefix = "_lock";
+  if (common_.lock_timeout.count() <= 0) {
+    detail::bad_argument(n, "lock_timeout", "must be positive (the lease, renewed while held)");
+  }
+  if (common_.redis_expiration_time && common_.redis_expiration_time->count() <= 0) {
+    detail::bad_argument(n, "redis_expiration_time", "must be positive when given");
+  }
+  if (common_.distributed_lock) {
+    notifier_ = std::make_shared<redis_detail::ReleaseNotifier>(client_);
+  }
+}
+
+RedisBackendBase::~RedisBackendBase() = default;
+
+std::string RedisBackendBase::lock_key(std::string_view key) const {
+  return common_.lock_prefix + std::string(key);
+}
+
+std::optional<std::string> RedisBackendBase::do_get(std::string_view key) {
+  Reply r = client_->run(key, {"GET", std::string(key)});
+  if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
+  if (r.type != Reply::Type::string) return std::nullopt;
+  return std::move(r.str);
+}
+
+void RedisBackendBase::do_set(std::string_view key, std::string_view value) {
+  check_size(name(), key, value);
+  Argv argv{"SET", std::string(key), std::string(value)};
+  if (common_.redis_expiration_time) {
+    argv.emplace_back("PX");
+    argv.push_back(std::to_string(common_.redis_expiration_time->count()));
+  }
+  large_write(value.size(), [&] {
+    const Reply r = client_->run(key, argv);
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "SET", r);
+  });
+}
+
+void RedisBackendBase::do_erase(std::string_view key) {
+  const Reply r = client_->run(key, {"DEL", std::string(key)});
+  if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
+}
+
+std::vector<std::optional<std::string>> RedisBackendBase::do_get_multi(
+    std::span<const std::string> keys) {
+  const auto groups = by_slot(*client_, keys);
+  std::vector<Routed> cmds;
+  cmds.reserve(groups.size());
+  for (const auto& g : groups) {
+    Argv argv{"MGET"};
+    argv.reserve(g.size() + 1);
+    for (auto i : g) argv.push_back(keys[i]);
+    cmds.push_back({keys[g.front()], std::move(argv)});
+  }
+  auto replies = client_->run_many(cmds);
+  std::vector<std::optional<std::string>> out(keys.size());
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    Reply& r = replies[gi];
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MGET", r);
+    for (std::size_t j = 0; j < groups[gi].size() && j < r.elements.size(); ++j) {
+      Reply& e = r.elements[j];
+      if (e.type == Reply::Type::string) out[groups[gi][j]] = std::move(e.str);
+    }
+  }
+  return out;
+}
+
+void RedisBackendBase::do_set_multi(std::span<const BytesItem> items) {
+  for (const auto& [k, v] : items) check_size(name(), k, v);
+  std::vector<Routed> cmds;
+  if (common_.redis_expiration_time) {
+    const std::string px = std::to_string(common_.redis_expiration_time->count());
+    cmds.reserve(items.size());
+    for (const auto& [k, v] : items) cmds.push_back({k, Argv{"SET", k, v, "PX", px}});
+  } else {
+    std::vector<std::string> keys;
+    keys.reserve(items.size());
+    for (const auto& it : items) keys.push_back(it.first);
+    for (const auto& g : by_slot(*client_, keys)) {
+      Argv argv{"MSET"};
+      argv.reserve(2 * g.size() + 1);
+      for (auto i : g) {
+        argv.push_back(items[i].first);
+        argv.push_back(items[i].second);
+      }
+      cmds.push_back({items[g.front()].first, std::move(argv)});
+    }
+  }
+  std::size_t largest = 0;
+  for (const auto& it : items) largest = std::max(largest, it.second.size());
+  large_write(largest, [&] {
+    for (const auto& r : client_->run_many(cmds)) {
+      if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MSET/SET", r);
+    }
+  });
+}
+
+void RedisBackendBase::do_erase_multi(std::span<const std::string> keys) {
+  std::vector<Routed> cmds;
+  for (const auto& g : by_slot(*client_, keys)) {
+    Argv argv{"DEL"};
+    for (auto i : g) argv.push_back(keys[i]);
+    cmds.push_back({keys[g.front()], std::move(argv)});
+  }
+  for (const auto& r : client_->run_many(cmds)) {
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
+  }
+}
+
+std::shared_ptr<CacheMutex> RedisBackendBase::do_get_mutex(std::string_view key) {
+  if (!common_.distributed_lock) return nullptr;
+  LeaseLockOptions lo;
+  lo.lease = common_.lock_timeout;
+  lo.lock_sleep = common_.lock_sleep;
+  lo.initial_backoff =
+      std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1), common_.lock_sleep);
+  lo.renew = true;
+  if (common_.lock_blocking_timeout) lo.blocking_timeout = *common_.lock_blocking_timeout;
+  return redis_detail::make_redis_lock(client_, notifier_, lock_key(key), lo);
+}
+
+}  // namespace dogpile

@@ -1,0 +1,64 @@
+// `Client`: where a command for a key goes — one server, the master a sentinel names, or the
+// cluster node that serves the key's slot. The backend, the lock and (later) the near cache
+// speak only to this interface. Internal to dogpile::redis.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "connection.hpp"
+#include "pool.hpp"
+
+namespace dogpile::redis_detail {
+
+/// A command and the key that routes it (the cluster slot owner; ignored elsewhere).
+struct Routed {
+  std::string key;
+  Argv argv;
+};
+
+/// Routes commands to the right master. Error replies that are about routing (MOVED, ASK,
+/// TRYAGAIN, CLUSTERDOWN, READONLY, MASTERDOWN) are handled inside; other error replies are
+/// returned to the caller. Connection failures become `BackendError`, reply timeouts
+/// `TimeoutError`, both naming the server. Thread-safe.
+class Client {
+ public:
+  virtual ~Client() = default;
+  /// The cluster hash slot of `key`; 0 outside a cluster.
+  [[nodiscard]] virtual int slot_of(std::string_view /*key*/) const { return 0; }
+  /// Runs `argv` on the master serving `key`.
+  virtual Reply run(std::string_view key, const Argv& argv) = 0;
+  /// Runs every command on the master serving its key, pipelined per server; replies in order.
+  virtual std::vector<Reply> run_many(const std::vector<Routed>& cmds) = 0;
+  /// Where a pub/sub subscriber connects: a master (a cluster forwards PUBLISH to every node).
+  virtual Endpoint subscribe_endpoint() = 0;
+  /// The settings new connections use.
+  [[nodiscard]] virtual const ConnectSettings& settings() const = 0;
+  /// "redis at 127.0.0.1:6379", "redis sentinel service 'mymaster'", "redis cluster …".
+  [[nodiscard]] virtual std::string describe() const = 0;
+};
+
+/// One server.
+std::shared_ptr<Client> make_standalone_client(Endpoint ep, ConnectSettings s,
+                                               std::size_t pool_size);
+/// The master of `service` as `sentinels` report it; re-discovered after failures.
+std::shared_ptr<Client> make_sentinel_client(std::vector<Endpoint> sentinels, std::string service,
+                                             ConnectSettings sentinel_settings,
+                                             ConnectSettings master_settings,
+                                             std::size_t pool_size);
+/// A cluster reached through `startup_nodes`.
+std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
+                                            std::size_t pool_size);
+
+/// Throws the dogpile exception for a connection failure: TimeoutError or BackendError.
+[[noreturn]] void throw_failure(const ConnectionFailure& e);
+/// Throws BackendError for an error reply to `what`.
+[[noreturn]] void throw_reply_error(const std::string& where, const char* what, const Reply& r);
+
+/// The cluster hash slot of `key` (CRC16-XMODEM of the key or its `{hash tag}`, mod 16384).
+int key_slot(std::string_view key) noexcept;
+
+}  // namespace dogpile::redis_detail

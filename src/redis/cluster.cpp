@@ -1,0 +1,264 @@
+// Redis Cluster routing: the slot map from CLUSTER SLOTS, one pool per node, MOVED (the slot has
+// a new owner: update the map), ASK (one command goes to the importing node after ASKING),
+// TRYAGAIN / CLUSTERDOWN (retried with backoff). Multi-key commands arrive here already split
+// by slot (the backend does that), so no CROSSSLOT error can reach a user.
+#include <array>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+#include "client.hpp"
+#include "dogpile/error.hpp"
+
+namespace dogpile::redis_detail {
+namespace {
+
+constexpr int kSlots = 16384;
+constexpr int kMaxRedirects = 16;
+
+// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" -> the endpoint.
+Endpoint redirect_target(const Reply& r) {
+  const std::string& s = r.str;
+  const auto sp = s.rfind(' ');
+  const auto colon = s.rfind(':');
+  if (sp == std::string::npos || colon == std::string::npos || colon < sp) {
+    throw ConnectionFailure(Failure::closed, "unreadable cluster redirection: " + s);
+  }
+  Endpoint ep;
+  ep.host = s.substr(sp + 1, colon - sp - 1);
+  ep.port = std::stoi(s.substr(colon + 1));
+  return ep;
+}
+
+class ClusterClient final : public Client {
+ public:
+  ClusterClient(std::vector<Endpoint> startup, ConnectSettings s, std::size_t pool_size)
+      : startup_(std::move(startup)), settings_(std::move(s)), pool_size_(pool_size) {
+    if (startup_.empty()) {
+      detail::throw_error<ValidationError>(
+          "redis_cluster backend: give 'url' or 'startup_nodes' (at least one node)");
+    }
+    slots_.fill(-1);
+  }
+
+  [[nodiscard]] int slot_of(std::string_view key) const override { return key_slot(key); }
+
+  Reply run(std::string_view key, const Argv& argv) override {
+    return run_slot(key_slot(key), argv);
+  }
+
+  std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
+    std::vector<Reply> out(cmds.size());
+    // Group by the node serving each command's slot; one pipeline per node.
+    std::map<Pool*, std::pair<std::shared_ptr<Pool>, std::vector<std::size_t>>> groups;
+    for (std::size_t i = 0; i < cmds.size(); ++i) {
+      auto p = pool_for_slot(key_slot(cmds[i].key));
+      auto& g = groups[p.get()];
+      g.first = p;
+      g.second.push_back(i);
+    }
+    for (auto& [raw, group] : groups) {
+      auto& [pool, idx] = group;
+      std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of the arguments
+      argvs.reserve(idx.size());
+      for (auto i : idx) argvs.push_back(&cmds[i].argv);
+      std::vector<Reply> rs;
+      try {
+        rs = pool->run(
+            [&](Connection& c) { return c.pipeline(std::span<const Argv* const>(argvs)); });
+      } catch (const ConnectionFailure& e) {
+        if (e.kind() == Failure::timeout) throw_failure(e);
+        refresh(true);
+        for (auto i : idx) out[i] = run(cmds[i].key, cmds[i].argv);  // one by one, rerouted
+        continue;
+      }
+      for (std::size_t j = 0; j < idx.size(); ++j) {
+        const auto code = rs[j].error_code();
+        if (code == "MOVED" || code == "ASK" || code == "TRYAGAIN" || code == "CLUSTERDOWN") {
+          out[idx[j]] = run(cmds[idx[j]].key, cmds[idx[j]].argv);
+        } else {
+          out[idx[j]] = std::move(rs[j]);
+        }
+      }
+    }
+    return out;
+  }
+
+  Endpoint subscribe_endpoint() override { return pool_for_slot(0)->endpoint(); }
+  [[nodiscard]] const ConnectSettings& settings() const override { return settings_; }
+  [[nodiscard]] std::string describe() const override {
+    return "redis cluster via " + startup_.front().str();
+  }
+
+ private:
+  Reply run_slot(int slot, const Argv& argv) {
+    std::shared_ptr<Pool> pool;
+    try {
+      pool = pool_for_slot(slot);
+    } catch (const ConnectionFailure& e) {
+      throw_failure(e);
+    }
+    bool asking = false;
+    int redirects = 0;
+    const auto retry_deadline = std::chrono::steady_clock::now() + settings_.socket_timeout;
+    int failures = 0;
+    auto nap = std::chrono::milliseconds(5);
+    for (;;) {
+      Reply r;
+      try {
+        if (asking) {
+          r = pool->run([&](Connection& c) { return c.pipeline({Argv{"ASKING"}, argv})[1]; });
+        } else {
+          r = pool->run([&](Connection& c) { return c.command(argv); });
+        }
+      } catch (const ConnectionFailure& e) {
+        // A timeout may have run the command: never twice. A node that went away: ask the
+        // cluster who serves the slot now, and try there.
+        if (e.kind() == Failure::timeout || ++failures > 2) throw_failure(e);
+        std::this_thread::sleep_for(nap);
+        nap *= 2;
+        try {
+          refresh(true);
+          pool = pool_for_slot(slot);
+        } catch (const ConnectionFailure&) {
+          throw_failure(e);
+        }
+        asking = false;
+        continue;
+      }
+      const auto code = r.error_code();
+      if (code == "MOVED" || code == "ASK") {
+        if (++redirects > kMaxRedirects) return r;
+        if (code == "ASK" && asking) return r;  // the target sent us back: a migration bug
+        const Endpoint target = redirect_target(r);
+        if (code == "MOVED") {
+          set_slot(slot, target);
+          refresh(false);
+          pool = pool_for_slot(slot);
+          asking = false;
+        } else {
+          pool = pool_for(target);
+          asking = true;
+        }
+        continue;
+      }
+      if (code == "TRYAGAIN" || code == "CLUSTERDOWN") {
+        // A multi-key command during a migration, or a failover in progress: retried with
+        // backoff for at most one socket timeout, then the reply is the caller's error.
+        if (std::chrono::steady_clock::now() + nap > retry_deadline) return r;
+        std::this_thread::sleep_for(nap);
+        nap = std::min(nap * 2, std::chrono::milliseconds(100));
+        if (code == "CLUSTERDOWN") refresh(false);
+        pool = pool_for_slot(slot);
+        asking = false;
+        continue;
+      }
+      return r;
+    }
+  }
+
+  std::shared_ptr<Pool> pool_for_slot(int slot) {
+    {
+      std::shared_lock lk(m_);
+      if (slots_[static_cast<std::size_t>(slot)] >= 0) {
+        return nodes_[static_cast<std::size_t>(slots_[static_cast<std::size_t>(slot)])];
+      }
+    }
+    refresh(true);
+    std::shared_lock lk(m_);
+    const int idx = slots_[static_cast<std::size_t>(slot)];
+    if (idx < 0) {
+      throw ConnectionFailure(Failure::connect, "redis cluster: no node serves slot " +
+                                                    std::to_string(slot) +
+                                                    " (is the cluster complete?)");
+    }
+    return nodes_[static_cast<std::size_t>(idx)];
+  }
+
+  // m_ held exclusively.
+  int node_index(const Endpoint& ep) {
+    for (std::size_t i = 0; i < nodes_.size(); ++i) {
+      if (nodes_[i]->endpoint() == ep) return static_cast<int>(i);
+    }
+    nodes_.push_back(std::make_shared<Pool>(ep, settings_, pool_size_));
+    return static_cast<int>(nodes_.size() - 1);
+  }
+
+  std::shared_ptr<Pool> pool_for(const Endpoint& ep) {
+    std::unique_lock lk(m_);
+    return nodes_[static_cast<std::size_t>(node_index(ep))];
+  }
+
+  void set_slot(int slot, const Endpoint& ep) {
+    std::unique_lock lk(m_);
+    slots_[static_cast<std::size_t>(slot)] = node_index(ep);
+  }
+
+  // Reloads the slot map from the first node that answers CLUSTER SLOTS. Unless `force`, at
+  // most once per 100 ms (a migration sends many MOVED at once).
+  void refresh(bool force) {
+    std::lock_guard rl(refresh_m_);
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_refresh_ < std::chrono::milliseconds(100)) return;
+    last_refresh_ = now;
+    std::vector<Endpoint> candidates;
+    {
+      std::shared_lock lk(m_);
+      for (const auto& n : nodes_) candidates.push_back(n->endpoint());
+    }
+    candidates.insert(candidates.end(), startup_.begin(), startup_.end());
+    std::string errors;
+    for (const auto& ep : candidates) {
+      Reply r;
+      try {
+        Connection c(ep, settings_);
+        r = c.command({"CLUSTER", "SLOTS"});
+      } catch (const ConnectionFailure& e) {
+        errors += "; " + std::string(e.what());
+        continue;
+      }
+      if (r.type != Reply::Type::array || r.elements.empty()) {
+        errors += "; " + ep.str() + ": " + (r.is_error() ? r.str : "no slots");
+        continue;
+      }
+      std::unique_lock lk(m_);
+      std::array<int, kSlots> fresh{};
+      fresh.fill(-1);
+      for (const auto& range : r.elements) {
+        if (range.elements.size() < 3 || range.elements[2].elements.size() < 2) continue;
+        Endpoint node;
+        node.host = range.elements[2].elements[0].str;
+        if (node.host.empty() || node.host == "?") node.host = ep.host;
+        node.port = static_cast<int>(range.elements[2].elements[1].integer);
+        const int idx = node_index(node);
+        const auto lo = std::max<long long>(0, range.elements[0].integer);
+        const auto hi = std::min<long long>(kSlots - 1, range.elements[1].integer);
+        for (auto s = lo; s <= hi; ++s) fresh[static_cast<std::size_t>(s)] = idx;
+      }
+      slots_ = fresh;
+      return;
+    }
+    throw ConnectionFailure(Failure::connect,
+                            "no redis cluster node answered CLUSTER SLOTS" + errors);
+  }
+
+  std::vector<Endpoint> startup_;
+  ConnectSettings settings_;
+  std::size_t pool_size_;
+  std::shared_mutex m_;  // slots_, nodes_
+  std::array<int, kSlots> slots_{};
+  std::vector<std::shared_ptr<Pool>> nodes_;
+  std::mutex refresh_m_;
+  std::chrono::steady_clock::time_point last_refresh_{};
+};
+
+}  // namespace
+
+std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
+                                            std::size_t pool_size) {
+  return std::make_shared<ClusterClient>(std::move(startup_nodes), std::move(s), pool_size);
+}
+
+}  // namespace dogpile::redis_detail

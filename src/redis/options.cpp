@@ -1,0 +1,316 @@
+// The three Redis backends' constructors and dogpile-named arguments, and registration.
+#include <charconv>
+#include <mutex>
+
+#include "client.hpp"
+#include "dogpile/backends/redis.hpp"
+#include "dogpile/detail/backend_arguments.hpp"
+#include "url.hpp"
+
+namespace dogpile {
+namespace {
+
+using detail::bad_argument;
+using redis_detail::ConnectSettings;
+using redis_detail::Endpoint;
+
+// ---- arguments ------------------------------------------------------------------------------
+
+std::optional<Duration> optional_seconds(const char* b, const std::string& name,
+                                         const nlohmann::json& v) {
+  if (v.is_null()) return std::nullopt;
+  return Duration(detail::seconds_arg(b, name, v));
+}
+
+// "host:port", ["host", port] or {"host": ..., "port": ...}.
+RedisNode node_arg(const char* b, const std::string& name, const nlohmann::json& v) {
+  const std::string what = "must list nodes as [\"host\", port] or \"host:port\", got " + v.dump();
+  if (v.is_array() && v.size() == 2 && v[0].is_string() && v[1].is_number_integer()) {
+    return {v[0].get<std::string>(), v[1].get<int>()};
+  }
+  if (v.is_object() && v.contains("host") && v["host"].is_string()) {
+    int port = 6379;
+    if (v.contains("port")) {
+      if (!v["port"].is_number_integer()) bad_argument(b, name, what);
+      port = v["port"].get<int>();
+    }
+    return {v["host"].get<std::string>(), port};
+  }
+  if (v.is_string()) {
+    const auto& s = v.get_ref<const std::string&>();
+    const auto colon = s.rfind(':');
+    int port = 0;
+    if (colon != std::string::npos && colon > 0) {
+      const auto [p, ec] = std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
+      if (ec == std::errc() && p == s.data() + s.size()) return {s.substr(0, colon), port};
+    }
+  }
+  bad_argument(b, name, what);
+}
+
+std::vector<RedisNode> nodes_arg(const char* b, const std::string& name, const nlohmann::json& v) {
+  std::vector<RedisNode> out;
+  // {{"host", port}, …} in a C++ initializer becomes the object {"host": port, …}: accept it.
+  if (v.is_object() && !v.contains("host") && !v.empty()) {
+    for (const auto& item : v.items()) {
+      if (!item.value().is_number_integer()) {
+        bad_argument(b, name,
+                     "must list nodes as [\"host\", port] or \"host:port\", got " + v.dump());
+      }
+      out.emplace_back(item.key(), item.value().get<int>());
+    }
+    return out;
+  }
+  if (!v.is_array()) bad_argument(b, name, "must be a list of nodes, got " + v.dump());
+  for (const auto& n : v) out.push_back(node_arg(b, name, n));
+  return out;
+}
+
+// Arguments every Redis backend takes. False if `name` is not one of them.
+template <class O>
+bool common_arg(const char* b, const std::string& name, const nlohmann::json& v, O& o) {
+  if (name == "username") {
+    o.username = v.is_null() ? "" : detail::string_arg(b, name, v);
+  } else if (name == "password") {
+    o.password = v.is_null() ? "" : detail::string_arg(b, name, v);
+  } else if (name == "socket_timeout") {
+    if (!v.is_null()) o.socket_timeout = detail::seconds_arg(b, name, v);
+  } else if (name == "socket_connect_timeout") {
+    if (!v.is_null()) o.socket_connect_timeout = detail::seconds_arg(b, name, v);
+  } else if (name == "pool_size" || name == "connection_pool" || name == "max_connections") {
+    if (!v.is_null()) o.pool_size = static_cast<std::size_t>(detail::int_arg(b, name, v, 1));
+  } else if (name == "redis_expiration_time") {
+    o.redis_expiration_time = optional_seconds(b, name, v);
+    if (o.redis_expiration_time && o.redis_expiration_time->count() == 0) {
+      o.redis_expiration_time.reset();  // dogpile: 0 = no TTL
+    }
+  } else if (name == "distributed_lock") {
+    o.distributed_lock = detail::bool_arg(b, name, v);
+  } else if (name == "lock_timeout") {
+    if (!v.is_null()) o.lock_timeout = detail::seconds_arg(b, name, v);
+  } else if (name == "lock_sleep") {
+    if (!v.is_null()) o.lock_sleep = detail::seconds_arg(b, name, v);
+  } else if (name == "lock_blocking_timeout") {
+    o.lock_blocking_timeout = optional_seconds(b, name, v);
+  } else if (name == "lock_prefix") {
+    o.lock_prefix = v.is_null() ? "" : detail::string_arg(b, name, v);
+  } else if (name == "ssl" || name == "ssl_cert_reqs" || name == "ssl_ca_certs") {
+    // Ignoring these would silently send data in clear text.
+    if (!v.is_null() && v != false) {
+      bad_argument(b, name,
+                   "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
+                   "(stunnel) and a plain connection to it");
+    }
+  } else if (name == "thread_local_lock" || name == "lock_blocking") {
+    (void)detail::bool_arg(b, name, v);  // accepted, ignored: handles release from any thread
+  } else {
+    return false;
+  }
+  return true;
+}
+
+template <class O>
+RedisBackendBase::Common common_of(const O& o) {
+  RedisBackendBase::Common c;
+  c.redis_expiration_time = o.redis_expiration_time;
+  c.distributed_lock = o.distributed_lock;
+  c.lock_timeout = o.lock_timeout;
+  c.lock_sleep = o.lock_sleep;
+  c.lock_blocking_timeout = o.lock_blocking_timeout;
+  c.lock_prefix = o.lock_prefix;
+  return c;
+}
+
+template <class O>
+ConnectSettings settings_of(const char* b, const O& o, int db) {
+  if (o.socket_timeout.count() <= 0) bad_argument(b, "socket_timeout", "must be positive");
+  if (o.socket_connect_timeout.count() <= 0) {
+    bad_argument(b, "socket_connect_timeout", "must be positive");
+  }
+  if (o.pool_size == 0) bad_argument(b, "pool_size", "must be at least 1");
+  ConnectSettings s;
+  s.connect_timeout = o.socket_connect_timeout;
+  s.socket_timeout = o.socket_timeout;
+  s.username = o.username;
+  s.password = o.password;
+  s.db = db;
+  return s;
+}
+
+Endpoint endpoint_of(const RedisNode& n, const char* b, const char* arg) {
+  if (n.first.empty()) bad_argument(b, arg, "has a node with an empty host");
+  if (n.second < 1 || n.second > 65535) {
+    bad_argument(b, arg, "has a node with port " + std::to_string(n.second));
+  }
+  Endpoint ep;
+  ep.host = n.first;
+  ep.port = n.second;
+  return ep;
+}
+
+// Applies `url` (if any) to host/port/db/username/password, as redis-py's from_url does.
+RedisOptions resolved(RedisOptions o) {
+  if (o.url.empty()) return o;
+  const auto u = redis_detail::parse_redis_url("redis", o.url);
+  o.host = u.endpoint.unix_path.empty() ? u.endpoint.host : u.endpoint.unix_path;
+  o.port = u.endpoint.port;
+  o.db = u.db;
+  if (!u.username.empty()) o.username = u.username;
+  if (!u.password.empty()) o.password = u.password;
+  return o;
+}
+
+std::shared_ptr<redis_detail::Client> standalone_client(const RedisOptions& o) {
+  if (o.db < 0) bad_argument("redis", "db", "must be >= 0");
+  Endpoint ep;
+  if (!o.host.empty() && o.host.front() == '/') {
+    ep.unix_path = o.host;
+  } else {
+    ep = endpoint_of({o.host, o.port}, "redis", "host/port");
+  }
+  return redis_detail::make_standalone_client(ep, settings_of("redis", o, o.db), o.pool_size);
+}
+
+std::shared_ptr<redis_detail::Client> sentinel_client(const RedisSentinelOptions& o) {
+  const char* b = "redis_sentinel";
+  if (o.sentinels.empty()) bad_argument(b, "sentinels", "must name at least one sentinel");
+  if (o.service_name.empty()) bad_argument(b, "service_name", "must not be empty");
+  std::vector<Endpoint> eps;
+  for (const auto& n : o.sentinels) eps.push_back(endpoint_of(n, b, "sentinels"));
+  ConnectSettings ss = settings_of(b, o, 0);
+  ss.username = o.sentinel_username;
+  ss.password = o.sentinel_password;
+  return redis_detail::make_sentinel_client(std::move(eps), o.service_name, ss,
+                                            settings_of(b, o, o.db), o.pool_size);
+}
+
+std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
+  const char* b = "redis_cluster";
+  std::vector<Endpoint> eps;
+  if (!o.url.empty()) {
+    const auto u = redis_detail::parse_redis_url(b, o.url);
+    if (!u.endpoint.unix_path.empty()) bad_argument(b, "url", "must be a TCP address");
+    if (u.db != 0) bad_argument(b, "url", "must not select a database (a cluster has only db 0)");
+    eps.push_back(u.endpoint);
+    if (!u.username.empty()) o.username = u.username;
+    if (!u.password.empty()) o.password = u.password;
+  }
+  for (const auto& n : o.startup_nodes) eps.push_back(endpoint_of(n, b, "startup_nodes"));
+  if (eps.empty()) bad_argument(b, "startup_nodes", "or 'url' must name at least one node");
+  return redis_detail::make_cluster_client(std::move(eps), settings_of(b, o, 0), o.pool_size);
+}
+
+void require_object(const char* b, const nlohmann::json& a) {
+  detail::require_object_arguments(b, a);
+}
+
+}  // namespace
+
+// ---- RedisBackend ---------------------------------------------------------------------------
+
+RedisBackend::RedisBackend(RedisOptions options)
+    : RedisBackendBase("redis", standalone_client(resolved(options)), common_of(options)),
+      opts_(resolved(std::move(options))) {}
+
+std::shared_ptr<CacheBackend> RedisBackend::from_arguments(const nlohmann::json& a) {
+  const char* b = "redis";
+  require_object(b, a);
+  RedisOptions o;
+  if (a.is_object()) {
+    for (const auto& item : a.items()) {
+      const std::string& name = item.key();
+      const nlohmann::json& v = item.value();
+      if (common_arg(b, name, v, o)) continue;
+      if (name == "url") {
+        o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
+      } else if (name == "host") {
+        o.host = detail::string_arg(b, name, v);
+      } else if (name == "port") {
+        o.port = static_cast<int>(detail::int_arg(b, name, v, 1));
+      } else if (name == "db") {
+        o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+      }
+      // Anything else is ignored, as dogpile does (`connection_kwargs`, `ssl`...).
+    }
+  }
+  return std::make_shared<RedisBackend>(std::move(o));
+}
+
+// ---- RedisSentinelBackend -------------------------------------------------------------------
+
+RedisSentinelBackend::RedisSentinelBackend(RedisSentinelOptions options)
+    : RedisBackendBase("redis_sentinel", sentinel_client(options), common_of(options)),
+      opts_(std::move(options)) {}
+
+std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohmann::json& a) {
+  const char* b = "redis_sentinel";
+  require_object(b, a);
+  RedisSentinelOptions o;
+  if (a.is_object()) {
+    for (const auto& item : a.items()) {
+      const std::string& name = item.key();
+      const nlohmann::json& v = item.value();
+      if (common_arg(b, name, v, o)) continue;
+      if (name == "sentinels") {
+        o.sentinels = nodes_arg(b, name, v);
+      } else if (name == "service_name") {
+        o.service_name = detail::string_arg(b, name, v);
+      } else if (name == "db") {
+        o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+      } else if (name == "sentinel_kwargs") {
+        if (v.is_null()) continue;
+        if (!v.is_object()) bad_argument(b, name, "must be an object, got " + v.dump());
+        if (v.contains("username") && !v["username"].is_null()) {
+          o.sentinel_username = detail::string_arg(b, "sentinel_kwargs.username", v["username"]);
+        }
+        if (v.contains("password") && !v["password"].is_null()) {
+          o.sentinel_password = detail::string_arg(b, "sentinel_kwargs.password", v["password"]);
+        }
+      }
+    }
+  }
+  return std::make_shared<RedisSentinelBackend>(std::move(o));
+}
+
+// ---- RedisClusterBackend --------------------------------------------------------------------
+
+RedisClusterBackend::RedisClusterBackend(RedisClusterOptions options)
+    : RedisBackendBase("redis_cluster", cluster_client(options), common_of(options)),
+      opts_(std::move(options)) {}
+
+std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann::json& a) {
+  const char* b = "redis_cluster";
+  require_object(b, a);
+  RedisClusterOptions o;
+  if (a.is_object()) {
+    for (const auto& item : a.items()) {
+      const std::string& name = item.key();
+      const nlohmann::json& v = item.value();
+      if (common_arg(b, name, v, o)) continue;
+      if (name == "url") {
+        o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
+      } else if (name == "startup_nodes") {
+        o.startup_nodes = nodes_arg(b, name, v);
+      }
+    }
+  }
+  return std::make_shared<RedisClusterBackend>(std::move(o));
+}
+
+// ---- registration ---------------------------------------------------------------------------
+
+void register_redis_backends() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    register_backend("redis",
+                     [](const nlohmann::json& a) { return RedisBackend::from_arguments(a); });
+    register_backend("redis_sentinel", [](const nlohmann::json& a) {
+      return RedisSentinelBackend::from_arguments(a);
+    });
+    register_backend("redis_cluster", [](const nlohmann::json& a) {
+      return RedisClusterBackend::from_arguments(a);
+    });
+  });
+}
+
+}  // namespace dogpile

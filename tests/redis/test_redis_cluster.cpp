@@ -1,0 +1,169 @@
+// The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
+// multi-key calls across slots, and MOVED / ASK during a live slot migration.
+#include <catch2/catch.hpp>
+
+#include "backends/conformance.hpp"
+#include "dogpile/backends/redis.hpp"
+#include "support/servers.hpp"
+
+using namespace std::chrono_literals;
+using dogpile::RedisClusterBackend;
+using dogpile::RedisClusterOptions;
+using dogpile::test::RedisCluster;
+using dogpile_conformance::unique_key;
+
+namespace {
+
+RedisCluster& cluster() {
+  static RedisCluster c(3);
+  return c;
+}
+// Started before any test forks: a child that started it lazily would get its own cluster.
+const bool cluster_started = (cluster(), true);
+
+RedisClusterOptions options(bool lock) {
+  RedisClusterOptions o;
+  o.startup_nodes = cluster().startup_nodes();
+  o.socket_timeout = 1s;
+  o.socket_connect_timeout = 500ms;
+  o.distributed_lock = lock;
+  o.lock_timeout = 1s;
+  o.lock_sleep = 50ms;
+  return o;
+}
+
+std::shared_ptr<dogpile::CacheBackend> plain() {
+  return std::make_shared<RedisClusterBackend>(options(false));
+}
+std::shared_ptr<dogpile::CacheBackend> locked() {
+  return std::make_shared<RedisClusterBackend>(options(true));
+}
+
+// The CLUSTER SLOTS owner of `slot`, and another master.
+std::pair<int, int> owner_and_other(int slot) {
+  const int owner = cluster().port_for_slot(slot);
+  for (int p : cluster().ports()) {
+    if (p != owner) return {owner, p};
+  }
+  FAIL("one node only");
+  return {0, 0};
+}
+
+std::string node_id(int port) {
+  auto id = cluster().cli(port, {"cluster", "myid"});
+  while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+  return id;
+}
+
+int slot_of(const std::string& key) {
+  return std::stoi(cluster().cli(cluster().ports()[0], {"cluster", "keyslot", key}));
+}
+
+}  // namespace
+
+DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("redis_cluster", locked)
+DOGPILE_BACKEND_CONFORMANCE("redis_cluster unlocked", plain)
+
+TEST_CASE("redis_cluster: 100 keys over many slots in one get_multi / set_multi / erase_multi",
+          "[redis][cluster]") {
+  auto b = plain();
+  std::vector<std::string> keys;
+  std::vector<dogpile::BytesItem> items;
+  for (int i = 0; i < 100; ++i) {
+    keys.push_back(unique_key("multi") + std::to_string(i));
+    items.emplace_back(keys.back(), "v" + std::to_string(i));
+  }
+  b->set_multi(items);
+  auto got = b->get_multi(keys);
+  for (int i = 0; i < 100; ++i) CHECK(got[static_cast<std::size_t>(i)] == "v" + std::to_string(i));
+  // Every master holds some of them (no CROSSSLOT, no single-node shortcut).
+  for (int p : cluster().ports()) {
+    CHECK(std::stoi(cluster().cli(p, {"dbsize"})) > 0);
+  }
+  // With a TTL: a pipeline of SET PX.
+  auto o = options(false);
+  o.redis_expiration_time = 60s;
+  RedisClusterBackend ttl(o);
+  ttl.set_multi(items);
+  CHECK(std::stoi(cluster().cli(cluster().port_for_slot(slot_of(keys[0])), {"pttl", keys[0]})) > 0);
+  b->erase_multi(keys);
+  for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v);
+}
+
+TEST_CASE("redis_cluster: hash tags keep keys together", "[redis][cluster]") {
+  CHECK(slot_of("{user1000}.following") == slot_of("{user1000}.followers"));
+  auto b = plain();
+  b->set("{tag}a", "1");
+  b->set("{tag}b", "2");
+  CHECK(b->get_multi(std::vector<std::string>{"{tag}a", "{tag}b"}) ==
+        std::vector<std::optional<std::string>>{"1", "2"});
+}
+
+TEST_CASE("redis_cluster: reads and writes follow a slot migration (ASK, then MOVED)",
+          "[redis][cluster]") {
+  auto b = plain();
+  const auto k = unique_key("migrate");
+  const int slot = slot_of(k);
+  b->set(k, "before");  // warms the slot map
+  const auto [from, to] = owner_and_other(slot);
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
+  cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
+  // Move the key: the source now answers ASK for it.
+  cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), k, "0", "5000"});
+  CHECK(b->get(k) == std::optional<std::string>("before"));  // via ASKING on the target
+  b->set(k, "during");
+  CHECK(cluster().cli(to, {"-c", "get", k}).find("during") != std::string::npos);
+  // Finish: every node learns the new owner; the source answers MOVED.
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  CHECK(b->get(k) == std::optional<std::string>("during"));
+  b->set(k, "after");
+  CHECK(b->get_multi(std::vector<std::string>{k}) ==
+        std::vector<std::optional<std::string>>{"after"});
+  // Move it back so the other cases see the original layout.
+  cluster().cli(from, {"cluster", "setslot", s, "importing", to_id});
+  cluster().cli(to, {"cluster", "setslot", s, "migrating", from_id});
+  cluster().cli(to, {"migrate", "127.0.0.1", std::to_string(from), k, "0", "5000"});
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", from_id});
+  CHECK(b->get(k) == std::optional<std::string>("after"));
+  b->erase(k);
+}
+
+TEST_CASE(
+    "redis_cluster: a multi-key read split by a migration is retried (TRYAGAIN) until the "
+    "migration completes",
+    "[redis][cluster]") {
+  auto b = plain();
+  const auto tag = "{" + unique_key("tryagain") + "}";
+  const std::string ka = tag + "a";
+  const std::string kb = tag + "b";
+  b->set(ka, "A");
+  b->set(kb, "B");
+  const int slot = slot_of(ka);
+  const auto [from, to] = owner_and_other(slot);
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
+  cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
+  cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), ka, "0", "5000"});
+  // Now neither node has both keys: the source answers ASK, the target TRYAGAIN. The backend
+  // retries with backoff while this thread finishes the migration.
+  std::thread finish([&] {
+    std::this_thread::sleep_for(100ms);
+    cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), kb, "0", "5000"});
+    for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  });
+  std::vector<std::optional<std::string>> got;
+  CHECK_NOTHROW(got = b->get_multi(std::vector<std::string>{ka, kb}));
+  finish.join();
+  CHECK(got == std::vector<std::optional<std::string>>{"A", "B"});
+  // Restore the original owner.
+  cluster().cli(from, {"cluster", "setslot", s, "importing", to_id});
+  cluster().cli(to, {"cluster", "setslot", s, "migrating", from_id});
+  cluster().cli(to, {"migrate", "127.0.0.1", std::to_string(from), "0", "5000", "keys", ka, kb});
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", from_id});
+  b->erase_multi(std::vector<std::string>{ka, kb});
+}
