@@ -22,4 +22,5 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/dogpileConfig.cmake.in
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/dogpileConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/dogpileConfig.cmake ${PROJECT_BINARY_DIR}/dogpileConfigVersion.cmake
+              ${PROJECT_SOURCE_DIR}/cmake/FindGDBM.cmake ${PROJECT_SOURCE_DIR}/cmake/FindLibmemcached.cmake
         DESTINATION ${DOGPILE_CMAKE_DIR})

@@ -48,6 +48,9 @@ inline constexpr BackendHint kBackendHints[] = {
     {"redis_sentinel", "dogpile::redis", "dogpile/backends/redis.hpp"},
     {"redis_cluster", "dogpile::redis", "dogpile/backends/redis.hpp"},
     {"memcached", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
+    {"pylibmc", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
+    {"bmemcached", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
+    {"pymemcache", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
     {"dbm", "dogpile::dbm", "dogpile/backends/dbm.hpp"},
 };
 

@@ -15,6 +15,13 @@
 #include <dogpile/backends/redis.hpp>
 #endif
 
+#ifdef DOGPILE_CONSUMER_MEMCACHED_DBM
+#include <dogpile/backends/dbm.hpp>
+#include <dogpile/backends/memcached.hpp>
+
+#include <filesystem>
+#endif
+
 #include <iostream>
 #include <span>
 #include <string>
@@ -226,6 +233,36 @@ int main() {
   check(from_config.get_or_create("k", [] { return 7; }) == 7, 27, "register_all_backends");
   std::filesystem::remove_all(dir);
   std::cout << "disk ";
+#endif
+#ifdef DOGPILE_CONSUMER_MEMCACHED_DBM
+  // §5 dbm and memcached, configured by name with dogpile's argument names.
+  {
+    const auto dbm_dir = std::filesystem::temp_directory_path() / "dogpile-consumer-dbm";
+    std::filesystem::remove_all(dbm_dir);
+    std::filesystem::create_directories(dbm_dir);
+    dogpile::CacheRegion dbm_region = dogpile::make_region({.name = "dbm"});
+    dbm_region.configure(
+        "dogpile.cache.dbm",
+        {.expiration_time = 10min, .arguments = {{"filename", (dbm_dir / "cache.dbm").string()}}});
+    check(dbm_region.get_or_create("k", [] { return std::string("v"); }) == "v" &&
+              dbm_region.get<std::string>("k") == "v",
+          30, "dbm region backend");
+    std::filesystem::remove_all(dbm_dir);
+    // Nothing listens on port 1: the call fails at once with BackendError, it does not hang.
+    dogpile::CacheRegion mc = dogpile::make_region({.name = "mc"});
+    mc.configure("memcached", {.arguments = {{"url", "127.0.0.1:1"},
+                                             {"distributed_lock", true},
+                                             {"lock_timeout", 30},
+                                             {"socket_timeout", 1}}});
+    bool failed_fast = false;
+    try {
+      (void)mc.get<std::string>("k");
+    } catch (const dogpile::BackendError&) {
+      failed_fast = true;
+    }
+    check(failed_fast, 31, "memcached backend reports a dead server");
+    std::cout << "memcached dbm ";
+  }
 #endif
 #ifdef DOGPILE_CONSUMER_REDIS
   // §5 the Redis backends, configured by name with dogpile's argument names. Constructing a
