@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/packages.sh
 . scripts/packages.sh
 
-# libhiredis-dev: dogpile::redis is built by default (the Redis example needs only the library
-# to build; a server to run).
+# libhiredis-dev, libmemcached-dev, libgdbm-dev: dogpile::redis, ::memcached and ::dbm are built
+# by default (the Redis example needs only the library to build; a server to run).
 ensure_packages build-essential cmake g++ pkg-config \
-  libsqlite3-dev nlohmann-json3-dev zlib1g-dev libssl-dev libhiredis-dev
+  libsqlite3-dev nlohmann-json3-dev zlib1g-dev libssl-dev libhiredis-dev libmemcached-dev \
+  libgdbm-dev
 
 cmake --preset release -DDOGPILE_BUILD_TESTS=OFF -DDOGPILE_BUILD_TOOLS=OFF \
   -DDOGPILE_BUILD_EXAMPLES=ON
