@@ -24,3 +24,34 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/dogpileConfigVersion.cmak
 install(FILES ${PROJECT_BINARY_DIR}/dogpileConfig.cmake ${PROJECT_BINARY_DIR}/dogpileConfigVersion.cmake
               ${PROJECT_SOURCE_DIR}/cmake/FindGDBM.cmake ${PROJECT_SOURCE_DIR}/cmake/FindLibmemcached.cmake
         DESTINATION ${DOGPILE_CMAKE_DIR})
+
+# dogpile.pc for users outside CMake. The prefix is found relative to the .pc file, so the
+# installation can be moved (or installed with `cmake --install --prefix`). Component libraries
+# come first, then what they link (static libraries: order matters).
+set(_pc_requires nlohmann_json zlib libcrypto)
+set(_pc_libs "")
+set(_pc_extra "")
+foreach(comp redis memcached dbm disk)
+  if(comp IN_LIST DOGPILE_BUILT_COMPONENTS)
+    string(APPEND _pc_libs " -ldogpile_${comp}")
+  endif()
+endforeach()
+if("disk" IN_LIST DOGPILE_BUILT_COMPONENTS)
+  list(APPEND _pc_requires sqlite3)
+endif()
+if("redis" IN_LIST DOGPILE_BUILT_COMPONENTS)
+  list(APPEND _pc_requires hiredis)
+endif()
+if("memcached" IN_LIST DOGPILE_BUILT_COMPONENTS)
+  list(APPEND _pc_requires libmemcached)
+  string(APPEND _pc_extra " -lmemcachedutil")  # the connection pool; Debian ships no .pc for it
+endif()
+if("dbm" IN_LIST DOGPILE_BUILT_COMPONENTS)
+  string(APPEND _pc_extra " -lgdbm")  # Debian's libgdbm-dev ships no .pc
+endif()
+string(REPLACE ";" " " DOGPILE_PC_REQUIRES "${_pc_requires}")
+string(STRIP "${_pc_libs}${_pc_extra}" DOGPILE_PC_LIBS)
+file(RELATIVE_PATH DOGPILE_PC_PREFIX_FROM_PCDIR "/p/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/p")
+string(REGEX REPLACE "/$" "" DOGPILE_PC_PREFIX_FROM_PCDIR "${DOGPILE_PC_PREFIX_FROM_PCDIR}")
+configure_file(${PROJECT_SOURCE_DIR}/cmake/dogpile.pc.in ${PROJECT_BINARY_DIR}/dogpile.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/dogpile.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,5 +1,6 @@
 // dogpile-disk: inspect and maintain a DiskCache or FanoutCache directory (python-diskcache
 // compatible) from the shell. See `dogpile-disk --help` for commands and exit codes.
+#include <sqlite3.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,6 +55,7 @@ options:
   --tag TAG          set: tag the item
   --fix              check: repair
   -h, --help         this text
+  --version          print the versions of dogpile-disk and of the SQLite it uses
 
 exit codes: 0 ok, 1 key not found (get), 2 usage error, 3 cache error (not a cache
 directory, corrupt database, lock timeout...), 4 check found problems (without --fix).
@@ -120,6 +122,7 @@ struct Args {
   std::optional<std::string> tag;
   bool fix = false;
   bool help = false;
+  bool version = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -138,6 +141,8 @@ Args parse_args(int argc, char** argv) {
       only_positional = true;
     } else if (s == "-h" || s == "--help") {
       a.help = true;
+    } else if (s == "--version") {
+      a.version = true;
     } else if (s == "--fix") {
       a.fix = true;
     } else if (s == "--key-type") {
@@ -159,7 +164,7 @@ Args parse_args(int argc, char** argv) {
       throw UsageError{"unknown option '" + s + "'"};
     }
   }
-  if (a.help) return a;
+  if (a.help || a.version) return a;
   if (pos.size() < 2) throw UsageError{"expected DIR and COMMAND"};
   a.dir = pos[0];
   a.command = pos[1];
@@ -449,6 +454,10 @@ int main(int argc, char** argv) {
   }
   if (args.help) {
     std::fputs(kUsageText, stdout);
+    return kOk;
+  }
+  if (args.version) {
+    std::printf("dogpile-disk %s (SQLite %s)\n", DOGPILE_VERSION, sqlite3_libversion());
     return kOk;
   }
   try {

@@ -55,6 +55,8 @@ EOF
 # ---- usage ----------------------------------------------------------------------------------
 expect 0 "$TOOL" --help
 grep -q "usage: dogpile-disk DIR" "$TMP/out" || fail "--help prints no usage"
+expect 0 "$TOOL" --version
+grep -Eq "^dogpile-disk [0-9]+\.[0-9]+\.[0-9]+ .*SQLite 3\." "$TMP/out" || fail "--version prints no version"
 expect 2 "$TOOL"
 expect 2 "$TOOL" "$TMP/dc"
 expect 2 "$TOOL" "$TMP/dc" frobnicate
