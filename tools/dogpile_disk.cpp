@@ -57,6 +57,9 @@ options:
   -h, --help         this text
   --version          print the versions of dogpile-disk and of the SQLite it uses
 
+stats, keys and get only read: they open the cache read-only (nothing is written, not even
+settings), refuse a database that is not a cache, and read without waiting for writers.
+
 exit codes: 0 ok, 1 key not found (get), 2 usage error, 3 cache error (not a cache
 directory, corrupt database, lock timeout...), 4 check found problems (without --fix).
 A progress bar is drawn on stderr for long operations when stderr is a terminal.
@@ -231,14 +234,21 @@ struct NotACache {
 // A DiskCache or a FanoutCache, detected from the directory layout.
 class AnyCache {
  public:
-  explicit AnyCache(const fs::path& dir) {
+  // `read_only`: for the inspection commands, which must not change anything (no settings
+  // rewritten, no schema added to a database that is not a cache, no journal-mode switch) and
+  // must not wait for writers (a read-only handle reads its WAL snapshot).
+  AnyCache(const fs::path& dir, bool read_only) {
     std::error_code ec;
     if (!fs::is_directory(dir, ec)) throw NotACache{"'" + dir.string() + "' is not a directory"};
     if (fs::is_regular_file(dir / "cache.db", ec)) {
-      disk_.emplace(dir, dogpile::DiskCacheOptions{});
+      dogpile::DiskCacheOptions o;
+      o.read_only = read_only;
+      if (read_only) o.timeout = std::chrono::seconds(5);
+      disk_.emplace(dir, o);
     } else if (fs::is_regular_file(dir / "000" / "cache.db", ec)) {
       dogpile::FanoutCacheOptions o;
       o.timeout = std::chrono::seconds(5);
+      o.read_only = read_only;
       fan_.emplace(dir, o);
     } else {
       throw NotACache{"'" + dir.string() +
@@ -287,10 +297,14 @@ int cmd_stats(AnyCache& c, const Args& a) {
     auto& p = c.part(i);
     count += p.size();
     volume += p.volume();
-    // stats(enable = current setting): reading the counters must not switch counting on.
-    const auto ps = p.stats(p.settings().statistics, false);
-    st.hits += ps.hits;
-    st.misses += ps.misses;
+    // Read the counters without writing (stats() persists the statistics setting).
+    auto counter = [&](const char* name) -> std::int64_t {
+      const auto v = p.reset(name);
+      const auto* n = std::get_if<std::int64_t>(&v);
+      return n != nullptr ? *n : 0;
+    };
+    st.hits += counter("hits");
+    st.misses += counter("misses");
   }
   std::printf("directory: %s\n", a.dir.string().c_str());
   std::printf("type: %s\n", c.fanout() ? "FanoutCache" : "DiskCache");
@@ -422,7 +436,8 @@ int cmd_clear(AnyCache& c) {
 }
 
 int run(const Args& a) {
-  AnyCache c(a.dir);
+  const bool inspect = a.command == "stats" || a.command == "keys" || a.command == "get";
+  AnyCache c(a.dir, inspect);
   if (a.command == "stats") return cmd_stats(c, a);
   if (a.command == "check") return cmd_check(c, a);
   if (a.command == "keys") return cmd_keys(c);

@@ -614,8 +614,10 @@ void DiskCacheImpl::configure(Connection& c) {
   // The busy handler must be armed before the first statement: a fresh connection has no
   // deadline, so a lock held for a moment by another process (the schema read of the first
   // pragma needs a shared lock) would otherwise fail at once. Pragmas wait like diskcache's
-  // _sql_retry: up to max(timeout, 60 s).
-  c.arm(std::max<std::chrono::milliseconds>(opts_.timeout, 60s), false);
+  // _sql_retry: up to max(timeout, 60 s); a read-only handle (an inspection tool) waits only
+  // its own timeout.
+  c.arm(opts_.read_only ? opts_.timeout : std::max<std::chrono::milliseconds>(opts_.timeout, 60s),
+        false);
   // Per-connection pragmas (diskcache re-applies every sqlite_* setting on each connection).
   for (const auto& [name, value] : pragmas_) {
     if (name == "sqlite_cache_size" || name == "sqlite_mmap_size" || name == "sqlite_synchronous") {
@@ -677,8 +679,10 @@ void DiskCacheImpl::apply_pragma(Connection& c, const std::string& name, const D
 
 void DiskCacheImpl::init() {
   Connection& c = conn();
-  // Initialization waits up to 60 s for locks whatever `timeout` is, as diskcache's _sql_retry.
-  c.arm(std::max<std::chrono::milliseconds>(opts_.timeout, 60s), false);
+  // Initialization waits up to 60 s for locks whatever `timeout` is, as diskcache's _sql_retry
+  // (a read-only handle: its own timeout; it takes no write lock anyway).
+  c.arm(opts_.read_only ? opts_.timeout : std::max<std::chrono::milliseconds>(opts_.timeout, 60s),
+        false);
 
   // 1. Existing settings (the table may not exist yet).
   const std::map<std::string, DiskValue> defaults = {

@@ -183,6 +183,36 @@ out_is "26"
 expect 0 "$TOOL" "$TMP/fc" stats
 out_has "count: 0"
 
+# ---- inspection never writes, and never waits for a writer ------------------------------------
+# A FanoutCache made with an 8 GiB limit: stats must not rewrite its shards' size_limit.
+"$PY" -c 'import sys, diskcache; f = diskcache.FanoutCache(sys.argv[1], shards=4, size_limit=2**33); f.set("a", 1); f.close()' "$TMP/big"
+expect 0 "$TOOL" "$TMP/big" stats
+expect 0 "$TOOL" "$TMP/big" keys
+expect 0 "$TOOL" "$TMP/big" get a --value-type int
+limit=$("$PY" -c 'import sqlite3, sys; print(int(sqlite3.connect(sys.argv[1]).execute("select value from Settings where key = ?", ("size_limit",)).fetchone()[0]))' "$TMP/big/000/cache.db")
+[ "$limit" == "$((2 ** 31))" ] || fail "stats rewrote a shard's size_limit to $limit"
+# Another application's SQLite file named cache.db: refused, and left exactly as it was.
+mkdir -p "$TMP/foreign"
+"$PY" -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("create table notes(x)"); c.commit()' "$TMP/foreign/cache.db"
+before=$(sha256sum "$TMP/foreign/cache.db")
+expect 3 "$TOOL" "$TMP/foreign" stats
+err_has "no Cache table"
+expect 3 "$TOOL" "$TMP/foreign" get a
+[ "$before" == "$(sha256sum "$TMP/foreign/cache.db")" ] || fail "stats changed a database that is not a cache"
+[ ! -e "$TMP/foreign/cache.db-wal" ] || fail "stats switched a foreign database to WAL"
+# A writer holding the write lock for 20 s: get and stats answer at once from the WAL snapshot.
+"$PY" -c 'import diskcache, sys; c = diskcache.Cache(sys.argv[1]); c.set("w", "before"); c.close()' "$TMP/locked"
+"$PY" -c 'import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute("begin immediate"); c.execute("update Settings set value = value where key = ?", ("count",)); print("locked", flush=True); time.sleep(20)' "$TMP/locked/cache.db" >"$TMP/lockholder" &
+holder=$!
+for _ in $(seq 100); do grep -q locked "$TMP/lockholder" 2>/dev/null && break; sleep 0.1; done
+t0=$(date +%s)
+expect 0 "$TOOL" "$TMP/locked" get w
+out_is "before"
+expect 0 "$TOOL" "$TMP/locked" stats
+[ $(($(date +%s) - t0)) -lt 10 ] || fail "inspection waited for the writer"
+kill "$holder" 2>/dev/null
+wait "$holder" 2>/dev/null
+
 if [ "$FAILS" -ne 0 ]; then
   echo "$FAILS failure(s)" >&2
   exit 1
