@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -40,8 +41,11 @@ Inspect and maintain a disk cache directory: a DiskCache (DIR/cache.db) or a Fan
 commands:
   stats              print type, shard count, item count, volume, settings, hits/misses
   check [--fix]      verify the database and value files; --fix repairs what it can
-  keys               print every key (Python repr: 42, 1.5, 'text', b'bytes'), one per line
-  get KEY            print the value (text/numbers with a newline, bytes as raw bytes)
+  keys               print every key (Python repr: 42, 1.5, 'text', b'bytes'), one per line;
+                     give a printed key back with --key-type repr
+  get KEY            print the value (text/numbers with a newline; bytes raw into a pipe or
+                     file, as a b'...' repr on a terminal unless --raw)
+  erase KEY          remove KEY (exit 1 if it was not there)
   set KEY VALUE      store VALUE under KEY
   evict TAG          remove every item tagged TAG; prints the count
   expire             remove expired items; prints the count
@@ -49,11 +53,13 @@ commands:
   clear              remove every item; prints the count
 
 options:
-  --key-type T       KEY is text (default), int, float or bytes (TAG too)
+  --key-type T       KEY is text (default), int, float, bytes, or repr: the form `keys`
+                     prints ('text', b'\x00bytes', 42, 1.5) (TAG too)
   --value-type T     VALUE is text (default), int, float or bytes
   --expire SECONDS   set: time to live
   --tag TAG          set: tag the item
   --fix              check: repair
+  --raw              get: write bytes values as they are, also to a terminal
   -h, --help         this text
   --version          print the versions of dogpile-disk and of the SQLite it uses
 
@@ -126,6 +132,7 @@ struct Args {
   bool fix = false;
   bool help = false;
   bool version = false;
+  bool raw = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -148,6 +155,8 @@ Args parse_args(int argc, char** argv) {
       a.version = true;
     } else if (s == "--fix") {
       a.fix = true;
+    } else if (s == "--raw") {
+      a.raw = true;
     } else if (s == "--key-type") {
       a.key_type = need(i, s);
     } else if (s == "--value-type") {
@@ -176,9 +185,9 @@ Args parse_args(int argc, char** argv) {
     const char* name;
     std::size_t n;
   };
-  static constexpr Arity kCommands[] = {{"stats", 0},  {"check", 0}, {"keys", 0},
-                                        {"get", 1},    {"set", 2},   {"evict", 1},
-                                        {"expire", 0}, {"cull", 0},  {"clear", 0}};
+  static constexpr Arity kCommands[] = {{"stats", 0}, {"check", 0}, {"keys", 0},  {"get", 1},
+                                        {"set", 2},   {"evict", 1}, {"erase", 1}, {"expire", 0},
+                                        {"cull", 0},  {"clear", 0}};
   bool known = false;
   for (const auto& c : kCommands) {
     if (a.command == c.name) {
@@ -191,18 +200,93 @@ Args parse_args(int argc, char** argv) {
   }
   if (!known) throw UsageError{"unknown command '" + a.command + "'"};
   if (a.fix && a.command != "check") throw UsageError{"--fix only applies to 'check'"};
+  if (a.raw && a.command != "get") throw UsageError{"--raw only applies to 'get'"};
   if ((a.expire || a.tag) && a.command != "set") {
     throw UsageError{"--expire and --tag only apply to 'set'"};
   }
   for (const auto* t : {&a.key_type, &a.value_type}) {
-    if (*t != "text" && *t != "int" && *t != "float" && *t != "bytes") {
-      throw UsageError{"type must be text, int, float or bytes, got '" + *t + "'"};
+    if (*t != "text" && *t != "int" && *t != "float" && *t != "bytes" && *t != "repr") {
+      throw UsageError{"type must be text, int, float, bytes or repr, got '" + *t + "'"};
     }
   }
   return a;
 }
 
+// The inverse of Key::repr() (what `keys` prints): 'text' and b'bytes' with the escapes repr
+// writes (\\, \', \n, \xhh; also \t, \r, \0), else an int, else a float.
+std::optional<dogpile::Key::Variant> from_repr(const std::string& s) {
+  auto unescape = [](std::string_view body, std::string& out) {
+    for (std::size_t i = 0; i < body.size(); ++i) {
+      if (body[i] != '\\') {
+        out += body[i];
+        continue;
+      }
+      if (++i >= body.size()) return false;
+      switch (body[i]) {
+        case '\\':
+          out += '\\';
+          break;
+        case '\'':
+          out += '\'';
+          break;
+        case '"':
+          out += '"';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 't':
+          out += '\t';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case '0':
+          out += '\0';
+          break;
+        case 'x': {
+          unsigned v = 0;
+          if (i + 2 >= body.size()) return false;
+          const auto [p, ec] = std::from_chars(body.data() + i + 1, body.data() + i + 3, v, 16);
+          if (ec != std::errc() || p != body.data() + i + 3) return false;
+          out += static_cast<char>(v);
+          i += 2;
+          break;
+        }
+        default:
+          return false;
+      }
+    }
+    return true;
+  };
+  const bool bytes = s.size() >= 3 && s[0] == 'b' && s[1] == '\'' && s.back() == '\'';
+  const bool text = !bytes && s.size() >= 2 && s[0] == '\'' && s.back() == '\'';
+  if (bytes || text) {
+    std::string out;
+    const std::string_view body(s.data() + (bytes ? 2 : 1), s.size() - (bytes ? 3 : 2));
+    if (!unescape(body, out)) return std::nullopt;
+    if (bytes) return dogpile::Key::Variant{dogpile::Bytes{std::move(out)}};
+    return dogpile::Key::Variant{std::move(out)};
+  }
+  std::int64_t i = 0;
+  if (auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), i);
+      !s.empty() && ec == std::errc() && p == s.data() + s.size()) {
+    return dogpile::Key::Variant{i};
+  }
+  double d = 0;
+  if (auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), d);
+      !s.empty() && ec == std::errc() && p == s.data() + s.size()) {
+    return dogpile::Key::Variant{d};
+  }
+  return std::nullopt;
+}
+
 dogpile::Key::Variant typed(const std::string& s, const std::string& type, const char* what) {
+  if (type == "repr") {
+    if (auto v = from_repr(s)) return std::move(*v);
+    throw UsageError{std::string(what) + " " + s +
+                     " is not a key as `keys` prints it ('text', b'bytes', 42, 1.5)"};
+  }
   try {
     std::size_t used = 0;
     if (type == "int") {
@@ -376,8 +460,9 @@ int cmd_get(AnyCache& c, const Args& a) {
     std::fprintf(stderr, "dogpile-disk: key %s not found\n", key.repr().c_str());
     return kNotFound;
   }
+  const bool raw = a.raw;
   std::visit(
-      [](const auto& x) {
+      [raw](const auto& x) {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, std::int64_t>) {
           std::printf("%lld\n", static_cast<long long>(x));
@@ -386,11 +471,23 @@ int cmd_get(AnyCache& c, const Args& a) {
         } else if constexpr (std::is_same_v<T, std::string>) {
           std::fwrite(x.data(), 1, x.size(), stdout);
           std::fputc('\n', stdout);
+        } else if (!raw && ::isatty(STDOUT_FILENO) == 1) {
+          // Raw bytes would garble the terminal: show them as Python does.
+          std::printf("%s\n", dogpile::Key(x).repr().c_str());
         } else {
           std::fwrite(x.data.data(), 1, x.data.size(), stdout);
         }
       },
       *v);
+  return kOk;
+}
+
+int cmd_erase(AnyCache& c, const Args& a) {
+  const dogpile::Key key = make_key(a.positional[0], a);
+  if (!c.route(key).erase(key)) {
+    std::fprintf(stderr, "dogpile-disk: key %s not found\n", key.repr().c_str());
+    return kNotFound;
+  }
   return kOk;
 }
 
@@ -442,6 +539,7 @@ int run(const Args& a) {
   if (a.command == "check") return cmd_check(c, a);
   if (a.command == "keys") return cmd_keys(c);
   if (a.command == "get") return cmd_get(c, a);
+  if (a.command == "erase") return cmd_erase(c, a);
   if (a.command == "set") return cmd_set(c, a);
   if (a.command == "clear") return cmd_clear(c);
   std::size_t n = 0;

@@ -183,6 +183,29 @@ out_is "26"
 expect 0 "$TOOL" "$TMP/fc" stats
 out_has "count: 0"
 
+# ---- keys print in a form get/erase take back; binary values on a terminal ------------------
+"$PY" -c 'import diskcache, sys; c = diskcache.Cache(sys.argv[1]); c.set(b"a\x00b\n", "nul"); c.set("it'"'"'s", "quote"); c.set(-3, "neg"); c.set("bin", b"\x00\x01\xff"); c.close()' "$TMP/rk"
+expect 0 "$TOOL" "$TMP/rk" keys
+out_has "b'a\x00b\n'"
+out_has "'it\'s'"
+out_has "-3"
+while IFS= read -r k; do
+  expect 0 "$TOOL" "$TMP/rk" get "$k" --key-type repr --raw
+done <"$TMP/out"
+expect 0 "$TOOL" "$TMP/rk" get "b'a\x00b\n'" --key-type repr
+out_is "nul"
+expect 2 "$TOOL" "$TMP/rk" get "b'unterminated" --key-type repr
+expect 2 "$TOOL" "$TMP/rk" get "'bad \q escape'" --key-type repr
+expect 0 "$TOOL" "$TMP/rk" erase "b'a\x00b\n'" --key-type repr
+expect 1 "$TOOL" "$TMP/rk" get "b'a\x00b\n'" --key-type repr
+expect 1 "$TOOL" "$TMP/rk" erase "b'a\x00b\n'" --key-type repr
+# Into a pipe the bytes go raw; on a terminal (a pty from script(1)) as a repr, unless --raw.
+expect 0 "$TOOL" "$TMP/rk" get bin
+[ "$(od -An -tx1 "$TMP/out" | tr -d ' \n')" == "0001ff" ] || fail "get into a pipe is not raw"
+script -qec "$TOOL $TMP/rk get bin" /dev/null >"$TMP/tty" 2>&1
+grep -qF "b'\x00\x01\xff'" "$TMP/tty" || fail "get on a terminal printed no repr: $(od -c "$TMP/tty" | head -3)"
+expect 2 "$TOOL" "$TMP/rk" keys --raw
+
 # ---- inspection never writes, and never waits for a writer ------------------------------------
 # A FanoutCache made with an 8 GiB limit: stats must not rewrite its shards' size_limit.
 "$PY" -c 'import sys, diskcache; f = diskcache.FanoutCache(sys.argv[1], shards=4, size_limit=2**33); f.set("a", 1); f.close()' "$TMP/big"
