@@ -11,6 +11,7 @@ Exit status 0 on success; mismatches are printed to stderr.
 import sys
 import warnings
 
+import json
 import diskcache
 
 BIG_STR = '\u00e9' * 40000                    # 40000 characters, 80000 UTF-8 bytes: a TEXT file
@@ -109,6 +110,14 @@ def main():
                     break
                 out.append('%s=%s' % (key, value))
             print(','.join(out))
+    elif mode == 'memoize-keys':
+        # The key a C++ Memoized uses for name(args...), computed the documented way
+        # (docs/disk.md, "memoize and Python"), so Python can fill or read C++ results.
+        def cpp_memo_key(name, *args):
+            return json.dumps([name, *args], separators=(',', ':'), ensure_ascii=False)
+        with diskcache.Cache(directory) as cache:
+            cache[cpp_memo_key('square', 12)] = 1000  # "computed" by Python
+            print(cache.get(cpp_memo_key('greet', 'Zo\u00e9', 2)))
     else:
         fail('unknown mode ' + mode)
 

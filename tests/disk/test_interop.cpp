@@ -203,3 +203,24 @@ TEST_CASE("interop: FanoutCache routing and values in both directions", "[disk][
     CHECK(r.status == 0);
   }
 }
+
+TEST_CASE("interop: memoize keys a Python caller can compute", "[disk][interop][memoize]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  int calls = 0;
+  auto greet = cache.memoize("greet", [&](const std::string& who, int n) {
+    ++calls;
+    return who + "!" + std::to_string(n);
+  });
+  CHECK(greet(std::string("Zo\xc3\xa9"), 2) == "Zo\xc3\xa9!2");  // stored by C++
+  auto r = python("memoize-keys", d.path);
+  INFO(r.output);
+  REQUIRE(r.status == 0);
+  CHECK(r.output == "Zo\xc3\xa9!2\n");  // Python found C++'s result under its key
+  auto square = cache.memoize("square", [&](int x) {
+    ++calls;
+    return x * x;
+  });
+  CHECK(square(12) == 1000);  // Python's result, found under the key Python computed
+  CHECK(calls == 1);
+}
