@@ -14,12 +14,9 @@ Pool::Pool(Endpoint ep, ConnectSettings settings, std::size_t max_size)
       max_size_(max_size == 0 ? 1 : max_size),
       pid_(::getpid()) {}
 
-Pool::~Pool() {
-  if (pid_ != ::getpid()) {
-    // A forked child's copy: closing the inherited sockets is harmless (the parent's stay
-    // open), and hiredis sends nothing on free.
-  }
-}
+// A forked child's copy closes its inherited sockets on destruction: harmless (the parent's
+// stay open), and hiredis sends nothing on free.
+Pool::~Pool() = default;
 
 void Pool::reset_if_forked() {
   if (pid_ == ::getpid()) return;
