@@ -37,6 +37,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
 #include <latch>
 #include <map>
@@ -638,6 +639,35 @@ inline int wait_child(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+/// Runs `body(i)` in `n` forked children and returns how many exited 0 (`body` returned true);
+/// a child never returns into Catch2 (an exception is printed and fails it). `started` runs in
+/// this process once every child is forked, before waiting for them.
+inline int run_children(int n, const std::function<bool(int)>& body,
+                        const std::function<void()>& started = {}) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 1;
+      try {
+        code = body(i) ? 0 : 1;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "child %d: %s\n", i, e.what());
+      } catch (...) {
+      }
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  if (started) started();
+  int ok = 0;
+  for (const pid_t pid : pids) {
+    if (wait_child(pid) == 0) ++ok;
+  }
+  return ok;
+}
+
 /// A forked child and this process call `get_or_create` on one missing key through their own
 /// backend objects at the same moment; the creator is slow enough to overlap. Exactly one
 /// creation; both get the value.
@@ -746,8 +776,9 @@ inline void server_outage(const Factory& factory, const std::function<void()>& k
   const auto k = unique_key("outage");
   auto backend = factory();
   std::atomic<int> reported{0};
-  Region tolerant(backend, {}, {.on_backend_error = dogpile::treat_as_miss(
-                                    [&](const std::exception&) { reported.fetch_add(1); })});
+  Region tolerant(backend, {},
+                  {.on_backend_error = dogpile::treat_as_miss(
+                       [&](const std::exception&) { reported.fetch_add(1); })});
   Region strict(backend);
   strict.region.set(k, std::string("before"));  // warm the pool: stale connections after kill
   REQUIRE(strict.region.get<std::string>(k) == std::optional<std::string>("before"));
@@ -855,17 +886,17 @@ inline void server_outage(const Factory& factory, const std::function<void()>& k
 /// For a backend on a server the test controls: `kill` and `restart` (callables) stop it
 /// abruptly and start it again on the same address; `bound` (milliseconds) is the longest a
 /// call may take to fail while it is down (the factory's timeouts). See `server_outage`.
-#define DOGPILE_SERVER_OUTAGE_CONFORMANCE(name, factory, kill, restart, bound)           \
-  TEST_CASE(name " conformance: server outage", "[conformance][outage][" name "]") {     \
-    ::dogpile_conformance::server_outage(::dogpile_conformance::Factory(factory), kill, \
-                                         restart, bound);                               \
+#define DOGPILE_SERVER_OUTAGE_CONFORMANCE(name, factory, kill, restart, bound)                   \
+  TEST_CASE(name " conformance: server outage", "[conformance][outage][" name "]") {             \
+    ::dogpile_conformance::server_outage(::dogpile_conformance::Factory(factory), kill, restart, \
+                                         bound);                                                 \
   }
 
 /// For a lease lock: a holder process that is paused (SIGSTOP) past its lease loses the lock to
 /// another process, and does not delete the new holder's lock when it resumes.
 #define DOGPILE_PAUSED_HOLDER_CONFORMANCE(name, ...)                                             \
-  TEST_CASE(name " conformance: a paused holder loses its lease", "[conformance][fork][" name \
-                                                                  "]") {                      \
+  TEST_CASE(name " conformance: a paused holder loses its lease",                                \
+            "[conformance][fork][" name "]") {                                                   \
     ::dogpile_conformance::holder_process_signalled(::dogpile_conformance::Factory(__VA_ARGS__), \
                                                     SIGSTOP);                                    \
   }

@@ -52,34 +52,7 @@ struct TempDir {
   [[nodiscard]] std::string file(const std::string& name) const { return (path / name).string(); }
 };
 
-// Runs `body(i)` in `n` forked children; returns how many exited 0. Children never return into
-// Catch2.
-// `started` runs in the parent once every child is forked, before waiting for them.
-int run_children(int n, const std::function<bool(int)>& body,
-                 const std::function<void()>& started = {}) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < n; ++i) {
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      int code = 1;
-      try {
-        code = body(i) ? 0 : 1;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child %d: %s\n", i, e.what());
-      } catch (...) {
-      }
-      ::_exit(code);
-    }
-    pids.push_back(pid);
-  }
-  if (started) started();
-  int ok = 0;
-  for (const pid_t pid : pids) {
-    if (::dogpile_conformance::wait_child(pid) == 0) ++ok;
-  }
-  return ok;
-}
+using ::dogpile_conformance::run_children;
 
 std::shared_ptr<dogpile::CacheBackend> dbm_at(const std::string& file) {
   return dogpile::make_backend("dbm", {{"filename", file}});

@@ -50,31 +50,7 @@ std::shared_ptr<dogpile::CacheBackend> memcached(nlohmann::json args) {
   return dogpile::make_backend("memcached", args);
 }
 
-int run_children(int n, const std::function<bool(int)>& body,
-                 const std::function<void()>& started = {}) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < n; ++i) {
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      int code = 1;
-      try {
-        code = body(i) ? 0 : 1;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "child %d: %s\n", i, e.what());
-      } catch (...) {
-      }
-      ::_exit(code);
-    }
-    pids.push_back(pid);
-  }
-  if (started) started();
-  int ok = 0;
-  for (const pid_t pid : pids) {
-    if (::dogpile_conformance::wait_child(pid) == 0) ++ok;
-  }
-  return ok;
-}
+using ::dogpile_conformance::run_children;
 
 // Python dogpile.cache (pylibmc backend, JSON serializer) on `url`; returns its stdout.
 std::string python(const nlohmann::json& arguments, const std::vector<std::string>& args) {
