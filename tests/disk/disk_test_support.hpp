@@ -2,10 +2,12 @@
 // Shared helpers of the disk cache tests.
 
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -45,6 +47,32 @@ inline std::size_t value_files(const std::filesystem::path& dir) {
     if (e.is_regular_file() && e.path().extension() == ".val") ++n;
   }
   return n;
+}
+
+/// Forks `n` children running `fn(i)`; returns their exit codes (99 = exception, -1 = killed).
+/// A child never returns into Catch2.
+inline std::vector<int> run_children(int n, const std::function<int(int)>& fn) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      int code = 99;
+      try {
+        code = fn(i);
+      } catch (...) {  // NOLINT(bugprone-empty-catch): reported through the exit code
+      }
+      ::_exit(code);
+    }
+    pids.push_back(pid);
+  }
+  std::vector<int> codes;
+  for (pid_t pid : pids) {
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    codes.push_back(WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+  }
+  return codes;
 }
 
 }  // namespace disk_test
