@@ -522,3 +522,45 @@ TEST_CASE("recipes interop: C++ and Python BoundedSemaphores share the count",
   CHECK(read_line(p) == "refused");
   CHECK(close_python(p) == 0);
 }
+
+// ---- the docs/disk.md example, as written there ---------------------------------------------
+
+TEST_CASE("recipes: the docs/disk.md example runs", "[disk][recipes]") {
+  TempDir d;
+  namespace rc = dogpile::recipes;
+  dogpile::DiskCache cache(d.path, {.eviction_policy = dogpile::EvictionPolicy::none});
+  int built = 0;
+  int sent = 0;
+
+  rc::Lock lock(cache, "report", {.expire = 30s});
+  { std::lock_guard g(lock); }
+  if (lock.try_lock_for(2s)) lock.unlock();
+  CHECK_FALSE(lock.locked());
+
+  rc::RLock rlock(cache, "tree");
+  rlock.lock();
+  rlock.lock();
+  rlock.unlock();
+  rlock.unlock();
+
+  rc::BoundedSemaphore sem(cache, "workers", 4);
+  { std::lock_guard g(sem); }
+
+  rc::Averager avg(cache, "latency");
+  avg.add(12.5);
+  std::optional<double> mean = avg.get();
+  CHECK(mean == 12.5);
+
+  auto send = rc::throttle(cache, 10, 60, "mailer", [&](const std::string&) { ++sent; });
+  send("mail");
+  auto rebuild = rc::barrier(cache, rc::LockFactory<rc::Lock>{}, "rebuild", [&] { ++built; });
+  rebuild();
+  auto page = rc::memoize_stampede(cache, 60s, "page",
+                                   [](int id) { return "<p>" + std::to_string(id) + "</p>"; },
+                                   {.beta = 1.0});
+  std::string html = page(42);
+  CHECK(html == "<p>42</p>");
+  CHECK(page(42) == "<p>42</p>");
+  CHECK(sent == 1);
+  CHECK(built == 1);
+}
