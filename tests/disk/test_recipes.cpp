@@ -3,6 +3,7 @@
 // Python's diskcache recipes share (Lock, BoundedSemaphore) driven through /usr/bin/python3.
 #include <signal.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <fstream>
 #include <mutex>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -165,15 +167,24 @@ TEST_CASE("recipes: Lock counter across 4 processes is exact", "[disk][recipes][
 
 TEST_CASE("recipes: a SIGKILLed Lock holder frees the lock after its lease",
           "[disk][recipes][process]") {
+  // A clock both processes read: an atomic in shared memory, so the lease runs out when the
+  // test says, not after a real wait.
+  void* mem = ::mmap(nullptr, sizeof(std::atomic<std::int64_t>), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(mem != MAP_FAILED);
+  auto* now_s = new (mem) std::atomic<std::int64_t>(1'700'000'000);
+  const dogpile::Clock clock = [now_s] {
+    return dogpile::TimePoint(std::chrono::seconds(now_s->load()));
+  };
   TempDir d;
-  DiskCache cache = open_cache(d);
+  DiskCache cache = open_cache(d, clock);
   int ready[2];
   REQUIRE(::pipe(ready) == 0);
   const pid_t pid = ::fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
-    DiskCache c(d.path);
-    rc::Lock lock(c, "crash", {.expire = 1s});
+    DiskCache c = open_cache(d, clock);
+    rc::Lock lock(c, "crash", {.expire = 10s});
     lock.lock();
     (void)!::write(ready[1], "x", 1);
     for (;;) ::pause();  // killed while holding
@@ -186,11 +197,16 @@ TEST_CASE("recipes: a SIGKILLed Lock holder frees the lock after its lease",
   REQUIRE(WIFSIGNALED(st));
   rc::Lock lock(cache, "crash");
   CHECK(lock.locked());
-  CHECK_FALSE(lock.try_lock());     // still leased
-  REQUIRE(lock.try_lock_for(30s));  // a deadline, not a fixed sleep: frees after ~1 s
+  CHECK_FALSE(lock.try_lock());  // the dead holder's lease still runs
+  now_s->fetch_add(9);
+  CHECK_FALSE(lock.try_lock());  // 9 s of 10
+  now_s->fetch_add(2);
+  CHECK_FALSE(lock.locked());
+  REQUIRE(lock.try_lock());  // lease over: free
   lock.unlock();
   ::close(ready[0]);
   ::close(ready[1]);
+  ::munmap(mem, sizeof(std::atomic<std::int64_t>));
 }
 
 // ---- RLock ----------------------------------------------------------------------------------
@@ -563,4 +579,21 @@ TEST_CASE("recipes: the docs/disk.md example runs", "[disk][recipes]") {
   CHECK(page(42) == "<p>42</p>");
   CHECK(sent == 1);
   CHECK(built == 1);
+}
+
+TEST_CASE("recipes interop: a Python RLock's key is refused by the C++ RLock",
+          "[disk][recipes][interop]") {
+  if (!have_diskcache()) {
+    FAIL("python3-diskcache is not installed (/usr/bin/python3 -c 'import diskcache')");
+  }
+  TempDir d;
+  DiskCache cache(d.path / "c");
+  FILE* p = python_script(d, "rlock",
+                          "rl = dc.RLock(cache, 'shared-rlock')\n"
+                          "rl.acquire()\n"
+                          "print('held', flush=True)\n");
+  CHECK(read_line(p) == "held");
+  CHECK(close_python(p) == 0);
+  rc::RLock rlock(cache, "shared-rlock");
+  CHECK_THROWS_AS(rlock.try_lock(), LockError);  // documented: the layouts differ
 }

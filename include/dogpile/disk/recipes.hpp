@@ -282,10 +282,13 @@ class RLock {
     std::optional<std::string> v;
     try {
       v = cache_.get<std::string>(key_);
-    } catch (const Error&) {
+    } catch (const UnsupportedFormat&) {
       throw LockError("recipes::RLock " + key_.repr() +
-                      ": the key holds a value that is not a C++ RLock's (a Python RLock's "
-                      "pickled tuple?); C++ and Python RLocks cannot share a key");
+                      ": the key holds a pickled value (a Python RLock's tuple?); C++ and "
+                      "Python RLocks cannot share a key, give the C++ RLock a key of its own");
+    } catch (const TypeMismatch&) {
+      throw LockError("recipes::RLock " + key_.repr() +
+                      ": the key holds a number, not an RLock state; use a key of its own");
     }
     if (!v) return {std::string(), 0};
     const auto space = v->rfind(' ');
@@ -466,9 +469,9 @@ class Throttled {
  private:
   // One transaction of Python's loop: 0 when a token was taken, else the seconds to wait.
   double take() {
-    const double now = to_unix_seconds(opts_.clock());
     const SetOptions so{.expire = opts_.expire, .tag = opts_.tag, .retry = true};
     auto tx = cache_.transact(/*retry=*/true);
+    const double now = to_unix_seconds(opts_.clock());  // read under the lock, as Python does
     double last = now;
     double tally = count_;
     if (auto v = cache_.get<std::string>(key_)) {
