@@ -41,12 +41,13 @@ bool have_diskcache() {
   return ok;
 }
 
-/// Runs a Python script (`import diskcache as dc; cache = dc.Cache(DIR)` prepended) and returns
-/// a handle to read its output line by line.
-FILE* python_script(const TempDir& d, const std::string& name, const std::string& body) {
+/// Runs a Python script on the directory `<d>/c` (`sys.argv[1]`; with `open_cache`, as
+/// `cache = dc.Cache(…)`) and returns a handle to read its output line by line.
+FILE* python_script(const TempDir& d, const std::string& name, const std::string& body,
+                    bool open_cache = true) {
   const auto path = d.path / (name + ".py");
-  std::ofstream(path) << "import sys, time, diskcache as dc\ncache = dc.Cache(sys.argv[1])\n"
-                      << body;
+  std::ofstream(path) << "import sys, time, diskcache as dc\n"
+                      << (open_cache ? "cache = dc.Cache(sys.argv[1])\n" : "") << body;
   const std::string cmd =
       "/usr/bin/python3 '" + path.string() + "' '" + (d.path / "c").string() + "' 2>&1";
   FILE* p = ::popen(cmd.c_str(), "r");
@@ -197,6 +198,21 @@ TEST_CASE("recipes: a SIGKILLed Lock holder frees the lock after its lease",
   REQUIRE(WIFSIGNALED(st));
   rc::Lock lock(cache, "crash");
   CHECK(lock.locked());
+  {  // a child that inherited a held handle cannot unlock it for its parent
+    rc::Lock parent(cache, "forked");
+    REQUIRE(parent.try_lock());
+    auto codes = run_children(1, [&](int) {
+      try {
+        parent.unlock();
+      } catch (const LockError&) {
+        return 0;
+      }
+      return 1;
+    });
+    CHECK(codes == std::vector<int>{0});
+    CHECK(parent.locked());
+    CHECK(parent.release());
+  }
   CHECK_FALSE(lock.try_lock());  // the dead holder's lease still runs
   now_s->fetch_add(9);
   CHECK_FALSE(lock.try_lock());  // 9 s of 10
@@ -596,4 +612,31 @@ TEST_CASE("recipes interop: a Python RLock's key is refused by the C++ RLock",
   CHECK(close_python(p) == 0);
   rc::RLock rlock(cache, "shared-rlock");
   CHECK_THROWS_AS(rlock.try_lock(), LockError);  // documented: the layouts differ
+}
+
+TEST_CASE("recipes interop: Lock on a FanoutCache and Python's FanoutCache Lock",
+          "[disk][recipes][interop]") {
+  if (!have_diskcache()) {
+    FAIL("python3-diskcache is not installed (/usr/bin/python3 -c 'import diskcache')");
+  }
+  TempDir d;
+  FanoutCache fan(d.path / "c", {.shards = 8});  // Python's default shard count
+  rc::Lock lock(fan, "fan-lock");
+  lock.lock();
+  FILE* p = python_script(d, "fan",
+                          "fan = dc.FanoutCache(sys.argv[1])\n"
+                          "lock = dc.Lock(fan, 'fan-lock')\n"
+                          "print(lock.locked(), fan.add('fan-lock', None, retry=True))\n",
+                          /*open_cache=*/false);
+  CHECK(read_line(p) == "True False");
+  CHECK(close_python(p) == 0);
+  lock.unlock();
+  p = python_script(d, "fan2",
+                    "fan = dc.FanoutCache(sys.argv[1])\n"
+                    "print(dc.Lock(fan, 'fan-lock').locked(), fan.add('fan-lock', None))\n",
+                    /*open_cache=*/false);
+  CHECK_FALSE(std::filesystem::exists(d.path / "c" / "cache.db"));  // only shards
+  CHECK(read_line(p) == "False True");  // released, then Python holds it
+  CHECK(close_python(p) == 0);
+  CHECK_FALSE(lock.try_lock());
 }

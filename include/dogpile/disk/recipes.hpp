@@ -167,6 +167,7 @@ class Lock {
     if (!cache_.add(key_, token, detail::set_options(options_))) return false;
     std::lock_guard g(state_->mutex);
     state_->token = std::move(token);
+    state_->pid = ::getpid();
     return true;
   }
   /// Tries until acquired or `timeout` elapses; false on timeout. @throws DatabaseError.
@@ -178,8 +179,8 @@ class Lock {
   }
   /// Releases the lock. Returns true if this acquisition still held the key (deleted), false if
   /// its lease had run out meanwhile (the key, absent or another holder's, is left alone).
-  /// @throws LockError if this handle does not hold the lock (never locked, or already
-  /// released), DatabaseError.
+  /// @throws LockError if this handle does not hold the lock (never locked, already released,
+  /// or locked by the parent of this forked process), DatabaseError.
   bool release() {
     std::optional<std::string> token;
     {
@@ -188,6 +189,12 @@ class Lock {
         throw LockError("recipes::Lock " + key_.repr() +
                         ": unlock without holding the lock; call unlock once per successful "
                         "lock/try_lock of this handle");
+      }
+      if (state_->pid != ::getpid()) {
+        // A forked child inherited the handle: the parent holds the lock, not the child.
+        throw LockError("recipes::Lock " + key_.repr() +
+                        ": unlock in a forked child of the process that holds the lock; the "
+                        "holder must unlock it");
       }
       token.swap(state_->token);
     }
@@ -215,6 +222,7 @@ class Lock {
   struct State {
     std::mutex mutex;
     std::optional<std::string> token;
+    pid_t pid = 0;
   };
   DiskCache cache_;
   Key key_;
