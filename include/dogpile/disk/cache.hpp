@@ -76,6 +76,7 @@
 
 #include "dogpile/clock.hpp"
 #include "dogpile/disk/detail/convert.hpp"
+#include "dogpile/disk/serializer.hpp"
 #include "dogpile/disk/types.hpp"
 #include "dogpile/duration.hpp"
 #include "dogpile/error.hpp"
@@ -109,6 +110,11 @@ struct DiskCacheOptions {
                                  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
   Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long
+  /// Encodes every stored value and decodes every value read (`<dogpile/disk/serializer.hpp>`:
+  /// `JsonSerializer`, `ZlibSerializer` or your own); null (the default) stores values natively,
+  /// the format python-diskcache's default `Disk` reads. It is not persisted: open a directory
+  /// with the serializer it was written with (docs/disk.md, "Value serialization").
+  std::shared_ptr<const ValueSerializer> serializer{};
 };
 
 /// The effective settings of an open cache (as stored in its Settings table).
