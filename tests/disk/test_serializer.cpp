@@ -6,8 +6,11 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstdint>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -16,6 +19,7 @@
 #include <vector>
 
 #include "disk_test_support.hpp"
+#include "dogpile/backends/disk.hpp"
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
 #include "dogpile/disk/serializer.hpp"
@@ -286,6 +290,32 @@ TEST_CASE("serializer: ZlibSerializer compresses above the threshold only", "[di
     fanout_paths<Bytes>(f, Bytes{noisy(4000)});
     fanout_paths<std::string>(f, "s");
   }
+}
+
+TEST_CASE("serializer: the disk region backend stores through it", "[disk][serializer]") {
+  TempDir d;
+  auto z = std::make_shared<dogpile::ZlibSerializer>(100);
+  dogpile::DiskBackend b({.directory = d.path, .cache = with(z)});
+  const std::string big(5000, 'p');
+  b.set("k", big);
+  b.set("s", "small");
+  CHECK(b.get("k") == big);
+  CHECK(b.get("s") == "small");
+  const std::vector<std::string> keys{"k", "s"};
+  auto many = b.get_multi(keys);
+  CHECK(many[0] == big);
+  CHECK(many[1] == "small");
+  // On disk: the big payload is compressed.
+  DiskCache plain(d.path);
+  int compressed = 0;
+  for (const Key& k : plain.keys()) {
+    auto v = plain.get<DiskValue>(k);
+    if (v && std::holds_alternative<Bytes>(*v) &&
+        std::get<Bytes>(*v).data.starts_with(dogpile::ZlibSerializer::magic)) {
+      ++compressed;
+    }
+  }
+  CHECK(compressed == 1);
 }
 
 TEST_CASE("serializer: a user serializer", "[disk][serializer]") {
