@@ -15,6 +15,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <span>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -209,6 +210,7 @@ TEST_CASE("serializer: JsonSerializer round-trips every JSON type on every path"
     fanout_paths<std::int64_t>(f, 7);
     fanout_paths<std::string>(f, noisy(4000));
     fanout_paths<Point>(f, Point{1, 2});
+    CHECK_THROWS_AS(f.incr("n"), dogpile::ValidationError);
     f.set("x", std::string("y"));
     bool found = false;
     for (std::size_t i = 0; i < 3; ++i) {  // the shard holding "x" stores compressed JSON
@@ -368,6 +370,11 @@ TEST_CASE("serializer: foreign, corrupt and unserialized values", "[disk][serial
     plain.set("notjson", Bytes{compressed});
     CHECK_THROWS_WITH(c.get<DiskValue>("notjson"), Contains("not JSON"));
     CHECK_THROWS_AS(c.pop<DiskValue>("notjson"), dogpile::CantDeserialize);
+    CHECK_FALSE(c.contains("notjson"));  // documented: a pop that cannot decode has removed it
+    // set_stream bypasses the serializer: its bytes read back as foreign ones.
+    std::istringstream in("streamed");
+    REQUIRE(c.set_stream("streamed", in));
+    CHECK_THROWS_AS(c.get<DiskValue>("streamed"), dogpile::CantDeserialize);
   }
   SECTION("ZlibSerializer: plain values read unchanged, a broken layout throws") {
     DiskCache c(d.path, with(std::make_shared<dogpile::ZlibSerializer>()));
@@ -377,6 +384,9 @@ TEST_CASE("serializer: foreign, corrupt and unserialized values", "[disk][serial
     CHECK(c.get<Bytes>("bigbytes") == Bytes{noisy(500)});
     CHECK_THROWS_WITH(c.get<DiskValue>("fakezlib"), Contains("'fakezlib'") && Contains("corrupt"));
     CHECK_THROWS_AS(c.get<DiskValue>("badkind"), dogpile::CantDeserialize);
+    std::istringstream in("streamed");
+    REQUIRE(c.set_stream("streamed", in));
+    CHECK(c.get<Bytes>("streamed") == Bytes{"streamed"});
   }
   SECTION("the reverse: a cache without a serializer reads the stored bytes") {
     DiskCache j(d.path, with(std::make_shared<dogpile::JsonSerializer>()));
