@@ -45,9 +45,10 @@ class ValueSerializer {
   /// serializer cannot store; the store then does not happen.
   [[nodiscard]] virtual DiskValue encode(const DiskValue& value) const = 0;
   /// The value `stored` (as read from the row or value file) holds. Called on every read of a
-  /// value, from any thread. @throws CantDeserialize when `stored` is not in this serializer's
-  /// format (corrupt, or written without it); the cache adds the directory and key to the
-  /// message. Other exceptions propagate unchanged.
+  /// value, from any thread, sometimes while the cache's write lock is held (`peek`): keep
+  /// it quick and never call the cache from it. @throws CantDeserialize when `stored` is not in
+  /// this serializer's format (corrupt, or written without it); the cache adds the directory and
+  /// key to the message. Other exceptions propagate unchanged.
   [[nodiscard]] virtual DiskValue decode(DiskValue stored) const = 0;
   /// A short name for messages (`"json"`, `"zlib"`).
   [[nodiscard]] virtual std::string name() const = 0;
