@@ -398,8 +398,12 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   void commit(Connection& c);
   void rollback(Connection& c) noexcept;
 
+  /// Stores `v` encoded by the serializer, if any (every value write goes through here).
   Stored store(const DiskValue& v) const;
+  /// The row's value decoded by the serializer, if any (every value read goes through here).
   std::optional<DiskValue> materialize(Row& row, const Key& key) const;
+  /// The row's value as stored (`read` streams it; the serializer is not applied).
+  std::optional<DiskValue> materialize_stored(Row& row, const Key& key) const;
   void cull(Connection& c, double now);
   std::uint64_t volume(Connection& c);
   std::size_t delete_batches(const char* sql, const std::function<void(sqlite3_stmt*)>& bind,
@@ -909,7 +913,12 @@ void DiskCacheImpl::rollback(Connection& c) noexcept {
 
 // ---- values ------------------------------------------------------------------------------------
 
-Stored DiskCacheImpl::store(const DiskValue& v) const {
+Stored DiskCacheImpl::store(const DiskValue& value) const {
+  // The serializer is applied here and in materialize() only, so that every path (set, add,
+  // set_many, push, memoize) agrees with every read.
+  std::optional<DiskValue> encoded;
+  if (opts_.serializer) encoded = opts_.serializer->encode(value);
+  const DiskValue& v = encoded ? *encoded : value;
   Stored out;
   auto min = static_cast<std::size_t>(min_file_size_.load(std::memory_order_relaxed));
   if (const auto* t = std::get_if<std::string>(&v)) {
@@ -932,6 +941,18 @@ Stored DiskCacheImpl::store(const DiskValue& v) const {
 }
 
 std::optional<DiskValue> DiskCacheImpl::materialize(Row& row, const Key& key) const {
+  auto v = materialize_stored(row, key);
+  if (!v || !opts_.serializer) return v;
+  try {
+    return opts_.serializer->decode(std::move(*v));
+  } catch (const CantDeserialize& e) {
+    throw CantDeserialize("disk cache " + dir_.string() + ": the value of key " + key.repr() +
+                          " cannot be decoded by the " + opts_.serializer->name() +
+                          " serializer: " + e.what());
+  }
+}
+
+std::optional<DiskValue> DiskCacheImpl::materialize_stored(Row& row, const Key& key) const {
   switch (row.mode) {
     case kModeRaw:
       if (!row.value) break;
@@ -1426,7 +1447,7 @@ std::unique_ptr<std::istream> DiskCache::read(const Key& key) {
     if (!f->is_open()) return nullptr;
     return f;
   }
-  auto value = impl.materialize(*row, key);
+  auto value = impl.materialize_stored(*row, key);  // the stored bytes, as a file streams them
   impl.note_access(row->rowid, true);
   if (auto* t = std::get_if<std::string>(&*value)) {
     return std::make_unique<std::istringstream>(std::move(*t));
@@ -1481,6 +1502,13 @@ bool DiskCache::touch(const Key& key, std::optional<Duration> expire, bool retry
 std::int64_t DiskCache::incr(const Key& key, std::int64_t delta,
                              std::optional<std::int64_t> default_value, bool retry) {
   auto& impl = *impl_;
+  if (impl.options().serializer) {
+    // A counter is a native INTEGER updated in place; a serialized value is not one.
+    detail::throw_error<ValidationError>(
+        "incr/decr: not available on a cache with a value serializer (" +
+        impl.options().serializer->name() +
+        "); keep counters in a cache without one, or get, add and set the value");
+  }
   Connection& c = impl.conn();
   Txn tx(impl, c, retry);
   double now = impl.now();

@@ -76,6 +76,7 @@
 
 #include "dogpile/clock.hpp"
 #include "dogpile/disk/detail/convert.hpp"
+#include "dogpile/disk/serializer.hpp"
 #include "dogpile/disk/types.hpp"
 #include "dogpile/duration.hpp"
 #include "dogpile/error.hpp"
@@ -109,6 +110,11 @@ struct DiskCacheOptions {
                                  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
   Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long
+  /// Encodes every stored value and decodes every value read (`<dogpile/disk/serializer.hpp>`:
+  /// `JsonSerializer`, `ZlibSerializer` or your own); null (the default) stores values natively,
+  /// the format python-diskcache's default `Disk` reads. It is not persisted: open a directory
+  /// with the serializer it was written with (docs/disk.md, "Value serialization").
+  std::shared_ptr<const ValueSerializer> serializer{};
 };
 
 /// The effective settings of an open cache (as stored in its Settings table).
@@ -240,6 +246,7 @@ class DiskCache {
     return set_value(key, detail::to_disk_value(value), options, /*add_only=*/false);
   }
   /// Streams `in` into a value file (always a file, mode BINARY, as diskcache's `read=True`).
+  /// The bytes are stored as they are: `DiskCacheOptions::serializer` is not applied.
   /// @throws as `set`; BackendError if the stream or the file fails.
   bool set_stream(const Key& key, std::istream& in, const SetOptions& options = {});
   /// Stores only if `key` is absent or expired. Atomic: of concurrent adds exactly one wins.
@@ -266,6 +273,7 @@ class DiskCache {
   }
   /// A stream over the value: an `std::ifstream` on the value file for file-stored values, an
   /// in-memory stream for inline text/bytes; nullptr on a miss (or when the file vanished).
+  /// It streams the stored bytes: `DiskCacheOptions::serializer` is not applied.
   /// @throws UnsupportedFormat for pickles, TypeMismatch for numbers.
   std::unique_ptr<std::istream> read(const Key& key);
   /// The absolute path of the value file holding `key`'s value, or nullopt if missing or inline.
@@ -279,7 +287,8 @@ class DiskCache {
   /// expiry and tag are kept). A missing or expired key starts from `default_value`
   /// (expire never, no tag); with no default it throws `KeyNotFound`.
   /// @throws TypeMismatch if the stored value is not an inline integer (text, bytes, a float, a
-  /// file or a pickle), ValidationError on int64 overflow, KeyNotFound, TimeoutError.
+  /// file or a pickle), ValidationError on int64 overflow or on a cache with a
+  /// `DiskCacheOptions::serializer`, KeyNotFound, TimeoutError.
   std::int64_t incr(const Key& key, std::int64_t delta = 1,
                     std::optional<std::int64_t> default_value = 0, bool retry = false);
   /// `incr(key, -delta, default_value, retry)`.

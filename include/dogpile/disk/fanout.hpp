@@ -47,6 +47,8 @@ struct FanoutCacheOptions {
   std::optional<std::int64_t> sqlite_cache_size{};   ///< PRAGMA cache_size per shard
   Clock clock = system_clock();                      ///< source of "now"
   bool read_only = false;                            ///< open every shard read-only
+  /// The value serializer of every shard (`DiskCacheOptions::serializer`); null = native values.
+  std::shared_ptr<const ValueSerializer> serializer{};
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools
