@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "disk_test_support.hpp"
+#include "dogpile/disk/deque.hpp"
 #include "dogpile/disk/index.hpp"
 
 using disk_test::TempDir;
@@ -383,4 +384,28 @@ TEST_CASE("interop: python-diskcache reads an Index C++ wrote, in order",
   auto r = disk_test::run_python("interop_persistent.py", "read-index", d.path);
   INFO(r.output);
   CHECK(r.status == 0);
+}
+
+TEST_CASE("index: the docs/disk.md example", "[disk][index][deque]") {
+  TempDir d;
+  dogpile::Deque<std::string> jobs(d / "jobs", {.maxlen = 1000});
+  jobs.append("resize a.png");
+  jobs.appendleft("urgent");
+  std::string next = jobs.popleft();
+  CHECK(next == "urgent");
+  std::vector<std::string> seen;
+  for (const std::string& job : jobs) seen.push_back(job);
+  CHECK(seen == std::vector<std::string>{"resize a.png"});
+
+  dogpile::Index<std::int64_t> scores(d / "scores");
+  scores.set("alice", 10);
+  scores.set("bob", 7);
+  scores.set("alice", 12);
+  std::int64_t a = scores.at("alice");
+  std::optional<std::int64_t> c = scores.get("carol");
+  CHECK(a == 12);
+  CHECK(!c);
+  auto [key, value] = scores.popitem();
+  CHECK(key == Key("bob"));
+  CHECK(value == 7);
 }
