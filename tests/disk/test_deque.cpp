@@ -234,7 +234,7 @@ TEST_CASE("deque: count, extend, extendleft, remove, reverse, rotate", "[disk][d
     CHECK(joined(q) == "abcde");
     q.rotate(-2);
     CHECK(joined(q) == "cdeab");
-    q.rotate(5 * 7);
+    q.rotate(35);
     CHECK(joined(q) == "cdeab");
     q.rotate(INT64_MIN);  // -2^63 % 5 == -3: three steps left
     CHECK(joined(q) == "abcde");
@@ -521,6 +521,7 @@ TEST_CASE("deque: processes append and pop; every item exactly once", "[disk][de
   }
   SECTION("pops from 4 processes (both ends) deliver every item exactly once") {
     std::vector<std::string> all;
+    all.reserve(kProcs * kItems);
     for (int i = 0; i < kProcs * kItems; ++i) all.push_back("item" + std::to_string(i));
     q.extend(all);
     auto codes = run_children(kProcs, [&](int child) {

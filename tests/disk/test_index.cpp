@@ -24,9 +24,7 @@ using dogpile::Key;
 using dogpile::KeyNotFound;
 
 namespace {
-std::vector<Key> keys_of(const std::vector<std::string>& ks) {
-  return std::vector<Key>(ks.begin(), ks.end());
-}
+std::vector<Key> keys_of(const std::vector<std::string>& ks) { return {ks.begin(), ks.end()}; }
 }  // namespace
 
 TEST_CASE("index: init forms and a second handle", "[disk][index]") {
@@ -202,13 +200,13 @@ TEST_CASE("index: model-based, random operations against an ordered map", "[disk
   auto key_of = [&](std::int64_t k) -> Key {
     switch (k % 4) {  // all four key kinds
       case 0:
-        return Key(k);
+        return k;
       case 1:
-        return Key("k" + std::to_string(k));
+        return "k" + std::to_string(k);
       case 2:
-        return Key(static_cast<double>(k) + 0.5);
+        return static_cast<double>(k) + 0.5;
       default:
-        return Key(Bytes{"b" + std::to_string(k)});
+        return Bytes{"b" + std::to_string(k)};
     }
   };
   TempDir d;

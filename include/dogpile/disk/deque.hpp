@@ -90,9 +90,10 @@ class Deque {
 
  public:
   /// The item type.
-  using value_type = T;
+  using value_type = T;  // NOLINT(readability-identifier-naming): the standard name
   /// The input iterator of `begin()` / `rbegin()`; ends at `std::default_sentinel`.
-  using iterator = detail::SnapshotIterator<T, FetchItem>;
+  using iterator =  // NOLINT(readability-identifier-naming): the standard name
+      detail::SnapshotIterator<T, FetchItem>;
 
   /// Opens (creating if needed) the deque stored in `directory`.
   /// @throws ValidationError for an evicting `options.cache.eviction_policy` or a bad cache
@@ -133,12 +134,20 @@ class Deque {
   /// the same transaction. Waits for the write lock (retry, as Python).
   /// @throws DatabaseError, ValidationError (a value SQLite cannot hold).
   void append(const T& value) {
+    if (!maxlen_) {  // one push is atomic on its own
+      cache_.push(value, {.retry = true});
+      return;
+    }
     auto tx = cache_.transact(true);
     push_trim(detail::to_disk_value(value), Side::back);
   }
   /// Adds `value` at the front; if that makes more than `maxlen` items, drops the back one.
   /// @throws as `append`.
   void appendleft(const T& value) {
+    if (!maxlen_) {
+      cache_.push(value, {.side = Side::front, .retry = true});
+      return;
+    }
     auto tx = cache_.transact(true);
     push_trim(detail::to_disk_value(value), Side::front);
   }
@@ -267,15 +276,10 @@ class Deque {
   /// until it is destroyed are atomic. Waits for the lock.
   [[nodiscard]] Transaction transact() { return cache_.transact(true); }
 
-  /// Same items in the same order (another Deque, possibly of another item type).
-  template <class U>
-  [[nodiscard]] bool operator==(const Deque<U>& other) const {
-    return std::ranges::equal(*this, other);
-  }
-  /// Same items in the same order as a container (`std::vector`, `std::deque`, …).
+  /// Same items in the same order as another Deque (of any item type; `1 == 1.0`, as Python)
+  /// or a container (`std::vector`, `std::deque`, …).
   template <std::ranges::input_range R>
-  requires(!std::is_base_of_v<Deque, std::remove_cvref_t<R>>) [[nodiscard]] bool operator==(
-      const R& other) const {
+  [[nodiscard]] bool operator==(const R& other) const {
     return std::ranges::equal(*this, other);
   }
 
@@ -294,8 +298,8 @@ class Deque {
     }
   }
   // Runs inside the caller's transaction.
-  void push_trim(DiskValue v, Side side) {
-    cache_.push(std::move(v), {.side = side, .retry = true});
+  void push_trim(const DiskValue& v, Side side) {
+    cache_.push(v, {.side = side, .retry = true});
     if (maxlen_ && size() > *maxlen_) take(side == Side::back ? Side::front : Side::back);
   }
   // Drops the item at `side`; false if there was none.

@@ -79,13 +79,14 @@ class Index {
 
  public:
   /// The key type.
-  using key_type = Key;
+  using key_type = Key;  // NOLINT(readability-identifier-naming): the standard name
   /// The value type.
-  using mapped_type = T;
+  using mapped_type = T;  // NOLINT(readability-identifier-naming): the standard name
   /// What iteration yields.
-  using value_type = std::pair<Key, T>;
+  using value_type = std::pair<Key, T>;  // NOLINT(readability-identifier-naming): the standard name
   /// The input iterator of `begin()` / `rbegin()`; ends at `std::default_sentinel`.
-  using iterator = detail::SnapshotIterator<value_type, FetchItem>;
+  using iterator =  // NOLINT(readability-identifier-naming): the standard name
+      detail::SnapshotIterator<value_type, FetchItem>;
 
   /// Opens (creating if needed) the index stored in `directory`. `eviction_policy` left unset
   /// becomes `none`, as Python's Index (another policy is refused: it would drop keys).
@@ -216,7 +217,11 @@ class Index {
   void update(const R& pairs) {
     std::vector<std::pair<Key, DiskValue>> conv;
     for (const auto& [k, v] : pairs) {
-      conv.emplace_back(Key(k), detail::to_disk_value(static_cast<const T&>(v)));
+      if constexpr (std::is_same_v<T, DiskValue>) {
+        conv.emplace_back(Key(k), detail::to_disk_value(v));  // each value as what it is
+      } else {
+        conv.emplace_back(Key(k), detail::to_disk_value(static_cast<const T&>(v)));
+      }
     }
     cache_.set_many_values(conv, {.retry = true});
   }
@@ -228,17 +233,12 @@ class Index {
   /// A write transaction over the index (python's `transact()`); waits for the lock.
   [[nodiscard]] Transaction transact() { return cache_.transact(true); }
 
-  /// Same pairs in the same order (python: Index == Index is order-sensitive).
-  template <class U>
-  [[nodiscard]] bool operator==(const Index<U>& other) const {
-    return ordered_equal(other);
-  }
   /// Against a map (`std::map`, `std::unordered_map`; keys convertible to `Key`): same keys and
-  /// values, in any order. Against another range of pairs (`std::vector<std::pair<…>>`): same
-  /// pairs in the same order (python's OrderedDict comparison).
+  /// values, in any order. Against another Index (of any value type) or a range of pairs
+  /// (`std::vector<std::pair<…>>`): same pairs in the same order (python's Index/OrderedDict
+  /// comparison).
   template <std::ranges::input_range R>
-  requires(!std::is_base_of_v<Index, std::remove_cvref_t<R>>) [[nodiscard]] bool operator==(
-      const R& other) const {
+  [[nodiscard]] bool operator==(const R& other) const {
     if constexpr (detail::KeyedMapping<R>) {
       if (static_cast<std::size_t>(std::ranges::distance(other)) != size()) return false;
       for (const auto& [k, v] : other) {

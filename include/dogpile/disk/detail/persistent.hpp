@@ -35,12 +35,14 @@ inline DiskCacheOptions persistent_options(DiskCacheOptions options, const char*
 template <class V, class Fetch>
 class SnapshotIterator {
  public:
+  // NOLINTBEGIN(readability-identifier-naming): the standard iterator names
   using iterator_category = std::input_iterator_tag;
   using iterator_concept = std::input_iterator_tag;
   using value_type = V;
   using difference_type = std::ptrdiff_t;
   using reference = const V&;
   using pointer = const V*;
+  // NOLINTEND(readability-identifier-naming)
 
   SnapshotIterator() = default;
   SnapshotIterator(DiskCache cache, std::vector<Key> keys, Fetch fetch)
