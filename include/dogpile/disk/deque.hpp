@@ -118,8 +118,8 @@ class Deque {
   /// The most items kept (nullopt = unbounded).
   [[nodiscard]] std::optional<std::size_t> maxlen() const noexcept { return maxlen_; }
   /// Sets `maxlen`, dropping items from the front, in one transaction, until at most `maxlen`
-  /// remain (python's maxlen setter). Not safe against concurrent calls on this handle.
-  /// @throws TimeoutError never (waits for the lock), DatabaseError.
+  /// remain (python's maxlen setter). Waits for the write lock. Not safe against concurrent
+  /// calls on this handle. @throws DatabaseError.
   void set_maxlen(std::optional<std::size_t> maxlen) {
     maxlen_ = maxlen;
     if (!maxlen_) return;
