@@ -265,8 +265,30 @@ TEST_CASE("deque: iteration both ways skips items removed meanwhile", "[disk][de
   std::string rev;
   for (const std::string& s : q.reversed()) rev += s;
   CHECK(rev == "fedb");
-  // Indexing skips a key that vanished between listing and reading: the next takes its place.
+  // Positions count what is left (b d e f).
   CHECK(q.at(1) == "d");
+}
+
+TEST_CASE("deque: a key that vanishes between listing and reading is skipped by indexing",
+          "[disk][deque]") {
+  // An expired row is listed (and counted) but reads as missing: the state diskcache's tests
+  // create by deleting a key mid-iteration. The injectable clock makes it deterministic.
+  TempDir d;
+  dogpile::ManualClock clock;
+  auto q = Deque<std::string>::fromcache(DiskCache(d.path, {.clock = clock}));
+  q.append("a");
+  q.cache().push(std::string("gone"), {.expire = std::chrono::seconds(1)});
+  q.append("c");
+  clock.advance(std::chrono::seconds(2));
+  CHECK(q.size() == 3);    // the expired row still counts
+  CHECK(q.at(1) == "c");   // position 1 vanished: the next item takes its place
+  CHECK(q.at(-2) == "a");  // from the back: "gone" is skipped towards the front
+  CHECK(q.at(2) == "c");   // positions count the listed keys, the vanished one included
+  q.set(1, "C");           // sets the next live item instead of re-creating "gone"
+  CHECK(q.to_vector() == std::vector<std::string>{"a", "C"});
+  std::vector<std::string> back;
+  for (const auto& s : q.reversed()) back.push_back(s);
+  CHECK(back == std::vector<std::string>{"C", "a"});
 }
 
 TEST_CASE("deque: a value that is not a T throws and stays", "[disk][deque]") {
