@@ -66,7 +66,9 @@ TEST_CASE("index: get, set, erase, pop, KeyNotFound", "[disk][index]") {
   CHECK(idx.erase("a"));
   CHECK(!idx.erase("a"));
   CHECK(idx.pop(2) == "two");
-  CHECK_THROWS_AS(idx.pop(2), KeyNotFound);
+  CHECK_THROWS_WITH(idx.pop(2),
+                    "Index::pop: key 2 is not in the index (pop(key, default) "
+                    "returns the default instead)");
   CHECK(idx.pop(2, "default") == "default");
   CHECK(idx.size() == 2);
   idx.clear();

@@ -110,7 +110,7 @@ class Index {
   /// stored value is not a `T`, DatabaseError.
   [[nodiscard]] T at(const Key& key) const {
     auto v = cache_.get<T>(key);
-    if (!v) missing(key, "at");
+    if (!v) missing(key, "at", "get(key) returns an optional instead");
     return std::move(*v);
   }
   /// The value of `key`, or nullopt. @throws TypeMismatch, CantDeserialize, DatabaseError.
@@ -134,7 +134,7 @@ class Index {
   /// key stays).
   T pop(const Key& key) {
     auto v = pop_opt(key);
-    if (!v) missing(key, "pop");
+    if (!v) missing(key, "pop", "pop(key, default) returns the default instead");
     return std::move(*v);
   }
   /// Removes and returns the value of `key`, or `default_value` if absent.
@@ -254,9 +254,9 @@ class Index {
  private:
   explicit Index(DiskCache cache) : cache_(std::move(cache)) {}
 
-  [[noreturn]] static void missing(const Key& key, const char* op) {
+  [[noreturn]] static void missing(const Key& key, const char* op, const char* instead) {
     detail::throw_error<KeyNotFound>("Index::" + std::string(op) + ": key " + key.repr() +
-                                     " is not in the index (get() returns an optional instead)");
+                                     " is not in the index (" + instead + ")");
   }
   std::optional<T> pop_opt(const Key& key) {
     if constexpr (std::is_same_v<T, DiskValue>) {
