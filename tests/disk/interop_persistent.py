@@ -6,6 +6,7 @@ usage: interop_persistent.py MODE DIR
   write-index   build the index data set with diskcache.Index (an overwritten key, a re-added key)
   read-index    verify the index data set C++ wrote, in order
   append-deque  append 'py' to the deque and print the whole deque as a repr
+  append-many   append 'py-0' … 'py-299' one by one (run while C++ appends too)
 Exit status 0 on success; mismatches are printed to stderr.
 """
 import sys
@@ -49,6 +50,10 @@ def main():
         deque = diskcache.Deque(directory=directory)
         deque.append('py')
         print(repr(list(deque)))
+    elif mode == 'append-many':
+        deque = diskcache.Deque(directory=directory)
+        for i in range(300):
+            deque.append('py-%d' % i)
     elif mode == 'write-index':
         index = diskcache.Index(directory)
         index['a'] = 1

@@ -643,3 +643,44 @@ TEST_CASE("deque: a Codec type (JSON) works as the item type", "[disk][deque]") 
   CHECK(Deque<Bytes>(d.path).peek() == Bytes{R"({"name":"a","priority":1})"});
   CHECK(q.pop() == Job{"a", 1});
 }
+
+TEST_CASE("interop: python and C++ append to one Deque at the same time; nothing is lost",
+          "[disk][deque][interop][process]") {
+  TempDir d;
+  Deque<std::string> q(d.path);
+  q.append("seed");
+  const std::string script = DOGPILE_DISK_TEST_DIR "/interop_persistent.py";
+  const std::string dir = d.path.string();
+  const pid_t py = ::fork();
+  REQUIRE(py >= 0);
+  if (py == 0) {
+    ::execl("/usr/bin/python3", "python3", script.c_str(), "append-many", dir.c_str(), nullptr);
+    ::_exit(127);
+  }
+  // Append until Python has finished its 300, so the two writers overlap.
+  int cpp = 0;
+  int st = 0;
+  while (::waitpid(py, &st, WNOHANG) == 0 && cpp < 20000) {
+    q.append("cpp-" + std::to_string(cpp++));
+  }
+  if (cpp == 20000) ::waitpid(py, &st, 0);
+  REQUIRE((WIFEXITED(st) && WEXITSTATUS(st) == 0));
+  auto items = q.to_vector();
+  REQUIRE(items.size() == static_cast<std::size_t>(1 + 300 + cpp));
+  CHECK(items.front() == "seed");
+  int next_py = 0;
+  int next_cpp = 0;
+  int cpp_between = 0;  // C++ items between Python's first and last: proof of overlap
+  for (std::size_t i = 1; i < items.size(); ++i) {
+    if (items[i].rfind("py-", 0) == 0) {
+      CHECK(items[i] == "py-" + std::to_string(next_py++));
+    } else {
+      CHECK(items[i] == "cpp-" + std::to_string(next_cpp++));
+      if (next_py > 0 && next_py < 300) ++cpp_between;
+    }
+  }
+  CHECK(next_py == 300);
+  CHECK(next_cpp == cpp);
+  CHECK(cpp_between > 0);
+  CHECK(q.cache().check().empty());
+}
