@@ -171,7 +171,7 @@ TEST_CASE("deque: comparisons", "[disk][deque]") {
   TempDir d;
   Deque<std::int64_t> q(d.path);
   CHECK(q == std::vector<std::int64_t>{});
-  CHECK(std::ranges::lexicographical_compare(q, std::vector<std::int64_t>{1}));  // deque <= [1]
+  CHECK(std::ranges::lexicographical_compare(q, std::vector<std::int64_t>{1}));  // deque < [1]
   q.append(1);
   CHECK(q == std::vector<std::int64_t>{1});
   CHECK(!(q == std::vector<std::int64_t>{}));  // not deque == {}
