@@ -7,7 +7,9 @@
 #include <dogpile/all.hpp>
 #include <dogpile/backends/disk.hpp>
 #include <dogpile/disk/cache.hpp>
+#include <dogpile/disk/deque.hpp>
 #include <dogpile/disk/fanout.hpp>
+#include <dogpile/disk/index.hpp>
 
 #include <filesystem>
 #endif
@@ -215,6 +217,17 @@ int main() {
     dogpile::FanoutCache fan((dir / "fan").string(), {.shards = 8, .timeout = 10ms});
     fan.set("f", std::string("x"));
     check(fan.get<std::string>("f") == "x", 25, "FanoutCache");
+    // §6 Deque and Index, with a user type through its Codec.
+    dogpile::Deque<User> queue((dir / "deque").string(), {.maxlen = 2});
+    queue.append(load_user(1));
+    queue.appendleft(load_user(2));
+    queue.append(load_user(3));  // maxlen 2: user 2 at the front goes
+    dogpile::Index<std::int64_t> index((dir / "index").string());
+    index.set("a", 1);
+    index.set("b", 2);
+    check(queue.size() == 2 && queue.popleft().id == 1 && queue.peek().id == 3 &&
+              index.at("a") == 1 && index.popitem().first == dogpile::Key("b"),
+          28, "Deque/Index");
   }
   dogpile::CacheRegion disk_region = dogpile::make_region({.name = "disk"});
   disk_region.configure(

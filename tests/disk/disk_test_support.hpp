@@ -1,6 +1,7 @@
 #pragma once
 // Shared helpers of the disk cache tests.
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -73,6 +74,29 @@ inline std::vector<int> run_children(int n, const std::function<int(int)>& fn) {
     codes.push_back(WIFEXITED(st) ? WEXITSTATUS(st) : -1);
   }
   return codes;
+}
+
+/// What a Python helper script printed (stdout and stderr) and its exit status.
+struct PyResult {
+  int status = -1;
+  std::string output;
+};
+
+/// Runs `/usr/bin/python3 tests/disk/<script> MODE DIR` (Debian's python3-diskcache; the
+/// `python3` on PATH may lack it).
+inline PyResult run_python(const std::string& script, const std::string& mode,
+                           const std::filesystem::path& dir) {
+  std::string cmd = "/usr/bin/python3 " DOGPILE_DISK_TEST_DIR "/" + script + " " + mode + " '" +
+                    dir.string() + "' 2>&1";
+  PyResult r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n = 0;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 }  // namespace disk_test
