@@ -365,7 +365,26 @@ class ServerProcess {
 
   /// SIGSTOP: the process stops answering (connections still queue in the kernel).
   void pause() {
-    if (pid_ > 0) ::kill(pid_, SIGSTOP);
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGSTOP);
+    // kill() returns before the stop takes effect: a server thread already running can still
+    // answer a request sent right after. Wait until every thread reports state T (stopped).
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    detail::poll_until(
+        [&] {
+          std::error_code ec;
+          for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+            std::ifstream stat(t.path() / "stat");
+            std::string line;
+            std::getline(stat, line);
+            const auto close = line.rfind(')');  // the name may hold spaces and parentheses
+            if (close == std::string::npos || close + 2 >= line.size()) return false;
+            const char state = line[close + 2];
+            if (state != 'T' && state != 't') return false;
+          }
+          return !ec;
+        },
+        std::chrono::milliseconds(5000));
   }
   /// SIGCONT: undoes pause().
   void resume() {
