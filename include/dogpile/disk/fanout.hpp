@@ -47,6 +47,7 @@ struct FanoutCacheOptions {
   std::optional<std::int64_t> sqlite_cache_size{};   ///< PRAGMA cache_size per shard
   Clock clock = system_clock();                      ///< source of "now"
   bool read_only = false;                            ///< open every shard read-only
+  std::size_t hot_cache_bytes = 0;  ///< per shard: DiskCacheOptions::hot_cache_bytes (0 = off)
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools
