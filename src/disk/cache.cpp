@@ -409,7 +409,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
 
   Stored store(const DiskValue& v) const;
   std::optional<DiskValue> materialize(Row& row, const Key& key) const;
-  void cull(Connection& c, double now);
+  /// Deletes expired rows, then policy victims over the size limit; returns the rows deleted.
+  std::size_t cull(Connection& c, double now);
   std::uint64_t volume(Connection& c);
   std::size_t delete_batches(const char* sql, const std::function<void(sqlite3_stmt*)>& bind,
                              bool retry, std::string_view what);
@@ -1002,9 +1003,10 @@ std::uint64_t DiskCacheImpl::volume(Connection& c) {
   return static_cast<std::uint64_t>(std::max<std::int64_t>(0, pages * page_size_ + files));
 }
 
-void DiskCacheImpl::cull(Connection& c, double now) {
+std::size_t DiskCacheImpl::cull(Connection& c, double now) {
   std::int64_t n = cull_limit_.load(std::memory_order_relaxed);
-  if (n <= 0) return;
+  if (n <= 0) return 0;
+  std::size_t deleted = 0;
   {
     auto& rows = c.scratch_rowids;
     rows.clear();
@@ -1025,17 +1027,20 @@ void DiskCacheImpl::cull(Connection& c, double now) {
       step(c, s, "cull expired");
     }
     n -= static_cast<std::int64_t>(rows.size());
-    if (n <= 0) return;
+    deleted = rows.size();
+    if (n <= 0) return deleted;
   }
   const char* sql = kPolicyCull[policy_index()];
-  if (sql == nullptr) return;
-  if (volume(c) < size_limit_.load(std::memory_order_relaxed)) return;
+  if (sql == nullptr) return deleted;
+  if (volume(c) < size_limit_.load(std::memory_order_relaxed)) return deleted;
   sqlite3_stmt* s = c.prepare(sql);
   StmtGuard g(s);
   sqlite3_bind_int64(s, 1, n);
   while (step(c, s, "cull")) {
+    ++deleted;
     if (auto f = column_opt_text(s, 0)) c.cleanup.push_back(std::move(*f));
   }
+  return deleted;
 }
 
 // ---- buffered access updates -------------------------------------------------------------------
@@ -1350,8 +1355,14 @@ bool DiskCache::set_value(const Key& key, DiskValue value, const SetOptions& opt
     detail::step(c, s, "upsert");
   }
   tx.cleanup(std::move(old_file));
-  impl.cull(c, now);
+  std::size_t culled = impl.cull(c, now);
+  // Our own commit: when this statement pair is the whole transaction (not inside a user
+  // transaction) and the cull deleted nothing, only `key`'s row changed, and the hot cache can
+  // keep its other entries (HotCache::after_own_commit checks that no other commit slipped in).
+  std::optional<detail::HotCache::Token> pre;
+  if (impl.hot_ && c.levels.size() == 1 && culled == 0) pre = impl.hot_->pre_commit_token();
   tx.commit();
+  if (pre) impl.hot_->after_own_commit(*pre, key);
   return true;
 }
 
@@ -1665,7 +1676,10 @@ bool DiskCache::erase(const Key& key, bool retry) {
       tx.cleanup(detail::column_opt_text(s, 0));
     }
   }
+  std::optional<detail::HotCache::Token> pre;  // as in set_value: only `key`'s row changed
+  if (found && impl.hot_ && c.levels.size() == 1) pre = impl.hot_->pre_commit_token();
   tx.commit();
+  if (pre) impl.hot_->after_own_commit(*pre, key);
   return found;
 }
 

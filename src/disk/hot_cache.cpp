@@ -227,6 +227,39 @@ void HotCache::insert(const Ticket& ticket, const Key& key, const DiskValue& val
   }
 }
 
+std::optional<HotCache::Token> HotCache::pre_commit_token() noexcept {
+  std::lock_guard lk(mu_);
+  if (hdr_ == nullptr || fork_gen_ != fork_generation()) return std::nullopt;
+  Token t;
+  if (!read_token_locked(t)) return std::nullopt;
+  return t;
+}
+
+void HotCache::after_own_commit(const Token& pre, const Key& key) noexcept {
+  // Why this is exact: `pre` was read while our connection held the WAL write lock, after its
+  // last write and before its COMMIT, so no other commit lies between `pre` and ours. iChange
+  // (word 2) grows by one with every commit (walformat.html), so post.iChange == pre.iChange + 1
+  // means ours was the only commit between the two reads. The same salts (words 8, 9) and a
+  // grown mxFrame (word 4) exclude a WAL restart or a recovery in between (a recovery rebuilds
+  // the header with iChange 0; pre.iChange + 1 == 0 is refused). Our transaction changed the
+  // row of `key` only (the caller guarantees: no cull deletions, no other statements), so every
+  // other entry is as valid under `post` as it was under `pre`.
+  std::lock_guard lk(mu_);
+  if (hdr_ == nullptr || fork_gen_ != fork_generation()) return;
+  Token post;
+  if (!read_token_locked(post)) return;
+  bool only_ours = pre[2] + 1 != 0 && post[2] == pre[2] + 1 && post[8] == pre[8] &&
+                   post[9] == pre[9] && post[4] > pre[4];
+  if (!only_ours || !have_current_ || current_ != pre) return;
+  auto it = map_.find(key);
+  if (it != map_.end()) {
+    bytes_ -= it->second.bytes;
+    map_.erase(it);
+  }
+  current_ = post;
+  ++counters_.own_commits_kept;
+}
+
 HotCacheStats HotCache::stats() noexcept {
   std::lock_guard lk(mu_);
   HotCacheStats s = counters_;

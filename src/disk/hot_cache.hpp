@@ -57,6 +57,14 @@ class HotCache {
   /// Drops every entry and the mapping (DiskCache::close, a journal-mode change); the next
   /// lookup maps the header again.
   void close() noexcept;
+  /// The header now, read while this process's connection holds the WAL write lock just before
+  /// its COMMIT (so no other commit can come in between); nullopt when not attached.
+  std::optional<Token> pre_commit_token() noexcept;
+  /// After that COMMIT returned: if exactly one commit (ours) happened since `pre` — iChange
+  /// grew by one in the same WAL generation — the entries (except `key`, which the transaction
+  /// wrote; it alone changed) stay valid under the new header. Otherwise nothing: the next
+  /// lookup sees a changed header and drops every entry.
+  void after_own_commit(const Token& pre, const Key& key) noexcept;
   /// The counters and the current size.
   HotCacheStats stats() noexcept;
 

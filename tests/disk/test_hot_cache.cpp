@@ -3,6 +3,7 @@
 // checks freshness first checks that the value was being served from memory (hot_cache_stats),
 // so it would fail if the header validation were skipped.
 #include <sqlite3.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -445,4 +446,79 @@ TEST_CASE("hot cache: off outside WAL journal mode", "[disk][hot]") {
   DiskCache writer(d.path, {.sqlite_journal_mode = std::string("delete")});
   writer.set("k", 2);
   CHECK(cache.get<int>("k") == 2);
+}
+
+TEST_CASE("hot cache: an own set or erase keeps the other entries", "[disk][hot]") {
+  TempDir d;
+  DiskCache cache(d.path, hot_opts());
+  cache.set("a", 1);
+  cache.set("b", 2);
+  CHECK(cache.get<int>("a") == 1);
+  CHECK(cache.get<int>("b") == 2);
+  auto before = cache.hot_cache_stats();
+  cache.set("a", 10);
+  CHECK(cache.hot_cache_stats().own_commits_kept == before.own_commits_kept + 1);
+  CHECK(cache.get<int>("b") == 2);  // still from memory
+  CHECK(cache.hot_cache_stats().hits == before.hits + 1);
+  CHECK(cache.get<int>("a") == 10);  // the written key was dropped and refilled
+  CHECK(cache.hot_cache_stats().hits == before.hits + 1);
+  CHECK(cache.erase("a"));
+  CHECK_FALSE(cache.get<int>("a"));
+  CHECK(cache.get<int>("b") == 2);
+  CHECK(cache.hot_cache_stats().hits == before.hits + 2);
+  // Inside a user transaction nothing is kept (several statements): all entries go.
+  {
+    auto tx = cache.transact();
+    cache.set("c", 3);
+  }
+  auto kept = cache.hot_cache_stats().own_commits_kept;
+  CHECK(cache.get<int>("b") == 2);
+  CHECK(cache.hot_cache_stats().hits == before.hits + 2);
+  CHECK(cache.hot_cache_stats().own_commits_kept == kept);
+}
+
+TEST_CASE("hot cache: own writes racing another process's writes never read stale",
+          "[disk][hot][process]") {
+  TempDir d;
+  DiskCache cache(d.path, hot_opts());
+  cache.set("theirs", 0);
+  // The other process's last committed version, published after each of its commits.
+  auto* published = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
+                                                          PROT_READ | PROT_WRITE,
+                                                          MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  REQUIRE(published != MAP_FAILED);
+  new (published) std::atomic<int>(0);
+  constexpr int kWrites = 400;
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int code = 0;
+    try {
+      DiskCache w(d.path);
+      for (int i = 1; i <= kWrites; ++i) {
+        w.set("theirs", i, {.retry = true});
+        published->store(i);
+      }
+    } catch (...) {
+      code = 99;
+    }
+    ::_exit(code);
+  }
+  int stale = 0;
+  int rounds = 0;
+  while (published->load() < kWrites) {
+    cache.set("mine", rounds, {.retry = true});  // own commits, kept when nothing slipped in
+    int floor = published->load();
+    auto v = cache.get<int>("theirs");
+    if (!v || *v < floor) ++stale;
+    ++rounds;
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  CHECK(stale == 0);
+  CHECK(cache.get<int>("theirs") == kWrites);
+  CHECK(rounds > 0);
+  ::munmap(published, sizeof(std::atomic<int>));
 }
