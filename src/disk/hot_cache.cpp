@@ -19,15 +19,17 @@
 // entry at the next lookup. With one writer elsewhere committing every millisecond, entries live
 // a millisecond: the hit rate is what docs/benchmarks.md measures.
 //
-// Reading the header. We mmap the -shm file read-only ourselves (MAP_SHARED: the same page
+// Reading the header (see also the DMS lock in attach_locked). We mmap the -shm file read-only
+// ourselves (MAP_SHARED: the same page
 // cache SQLite's mapping writes to) instead of borrowing SQLite's mapping through xShmMap:
 // our loads then never alias SQLite's plain stores at one address (no data race for TSan to
-// see), and we depend only on the documented file format. The mapping stays valid because a
-// dedicated "anchor" connection of ours keeps the wal-index open: while any connection of this
-// process has it open, this process holds SQLite's DMS shared lock, so no other process can
-// truncate and reinitialise the -shm, and the database stays in WAL mode (leaving WAL needs an
-// exclusive lock the anchor's shared lock denies). Non-WAL journal modes have no -shm: the hot
-// cache stays off there (every read goes to SQLite).
+// see), and we depend only on the documented file format. The mapping stays valid because the
+// -shm is only ever truncated and reinitialised by a process holding the exclusive DMS lock: we
+// hold a shared one of our own (an open-file-description lock on the descriptor we mapped,
+// attach_locked) for as long as the mapping exists. A dedicated "anchor" connection of ours
+// also keeps the wal-index open, so the database stays in WAL mode while we watch it (leaving
+// WAL needs an exclusive lock the anchor's shared lock denies). Non-WAL journal modes have no
+// -shm: the hot cache stays off there (every read goes to SQLite).
 //
 // Fork. A child inherits the mapping and the entries but not the anchor's POSIX locks: it
 // abandons the parent's anchor (never closing the parent's SQLite handle), unmaps, drops the
@@ -68,6 +70,8 @@ namespace {
 
 constexpr std::uint32_t kWalIndexVersion = 3007000;  // WalIndexHdr.iVersion
 constexpr std::size_t kMapBytes = 4096;
+// The -shm's "DMS" (dead man switch) lock byte (walformat.html §2.3.1; os_unix.c UNIX_SHM_DMS).
+constexpr off_t kDmsByte = 128;
 // An entry's own overhead beyond its value and key bytes (node, hash slot, optionals).
 constexpr std::size_t kEntryOverhead = 96;
 
@@ -141,13 +145,28 @@ bool HotCache::attach_locked() noexcept {
     }
     int fd = ::open((db_path_ + "-shm").c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error("no -shm");
+    // Our own shared lock on SQLite's DMS byte, as an open-file-description lock: it conflicts
+    // with another process's exclusive DMS lock (which it takes to truncate and reinitialise the
+    // -shm) for as long as this descriptor is open, independently of SQLite's per-process POSIX
+    // locks (which a forked child does not hold, and which closing any other descriptor of the
+    // file would drop). It lives and dies with the mapping; a child closing its inherited copy
+    // of the descriptor does not release it for the parent.
+    struct flock dms {};
+    dms.l_type = F_RDLCK;
+    dms.l_whence = SEEK_SET;
+    dms.l_start = kDmsByte;
+    dms.l_len = 1;
     struct stat st {};
     void* p = MAP_FAILED;
-    if (::fstat(fd, &st) == 0 && st.st_size >= static_cast<off_t>(kMapBytes)) {
+    if (::fcntl(fd, F_OFD_SETLK, &dms) == 0 && ::fstat(fd, &st) == 0 &&
+        st.st_size >= static_cast<off_t>(kMapBytes)) {
       p = ::mmap(nullptr, kMapBytes, PROT_READ, MAP_SHARED, fd, 0);
     }
-    ::close(fd);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap failed");
+    if (p == MAP_FAILED) {
+      ::close(fd);
+      throw std::runtime_error("mmap failed");
+    }
+    shm_fd_ = fd;
     anchor_ = std::move(anchor);
     hdr_ = static_cast<const std::uint32_t*>(p);
     fork_gen_ = fork_generation();
@@ -164,6 +183,8 @@ void HotCache::detach_locked() noexcept {
   ++epoch_;
   if (hdr_ != nullptr) ::munmap(const_cast<std::uint32_t*>(hdr_), kMapBytes);
   hdr_ = nullptr;
+  if (shm_fd_ >= 0) ::close(shm_fd_);  // releases our DMS lock (this process's copy)
+  shm_fd_ = -1;
   if (anchor_ && fork_gen_ != fork_generation()) anchor_->abandon();
   anchor_.reset();
 }

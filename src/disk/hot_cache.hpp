@@ -86,6 +86,7 @@ class HotCache {
   std::mutex mu_;
   std::unique_ptr<Connection> anchor_;  // keeps the -shm open (SQLite's DMS lock) while mapped
   const std::uint32_t* hdr_ = nullptr;  // our read-only mapping of the -shm's first page
+  int shm_fd_ = -1;                     // the -shm, holding our shared DMS lock while mapped
   std::uint64_t fork_gen_ = 0;          // process generation the mapping belongs to
   std::uint64_t epoch_ = 1;             // bumped by every detach: old tickets are void
   std::int64_t retry_at_ = 0;           // steady-clock ns: no attach attempt before (failure)

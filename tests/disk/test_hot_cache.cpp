@@ -19,6 +19,7 @@
 #include "disk_test_support.hpp"
 #include "dogpile/clock.hpp"
 #include "dogpile/disk/cache.hpp"
+#include "dogpile/disk/fanout.hpp"
 
 using namespace std::chrono_literals;
 using disk_test::TempDir;
@@ -521,4 +522,16 @@ TEST_CASE("hot cache: own writes racing another process's writes never read stal
   CHECK(cache.get<int>("theirs") == kWrites);
   CHECK(rounds > 0);
   ::munmap(published, sizeof(std::atomic<int>));
+}
+
+TEST_CASE("hot cache: FanoutCache passes it to its shards", "[disk][hot]") {
+  TempDir d;
+  dogpile::FanoutCache fan(d.path, {.shards = 4, .hot_cache_bytes = kHot});
+  fan.set("k", 5);
+  CHECK(fan.get<int>("k") == 5);
+  CHECK(fan.get<int>("k") == 5);
+  CHECK(fan.shard(fan.shard_index("k")).hot_cache_stats().hits == 1);
+  dogpile::FanoutCache writer(d.path, {.shards = 4});
+  writer.set("k", 6);
+  CHECK(fan.get<int>("k") == 6);
 }
