@@ -41,6 +41,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -189,6 +190,20 @@ void HotCache::detach_locked() noexcept {
   anchor_.reset();
 }
 
+void HotCache::adapt_locked() noexcept {
+  // When the entries dropped by a commit were filled far more often than they were hit (many
+  // keys read once between two commits elsewhere: the fill is pure overhead, a value copy and a
+  // map node), fill only every 2nd, 4th … 64th miss; when hits come back, fill more again. Only
+  // which reads fill changes, never what a hit may return: correctness does not depend on it.
+  if (run_fills_ >= 8 && run_hits_ * 8 < run_fills_) {
+    admit_every_ = std::min<std::uint32_t>(64, admit_every_ * 2);
+  } else if (run_hits_ >= run_fills_ && run_hits_ > 0) {
+    admit_every_ = std::max<std::uint32_t>(1, admit_every_ / 2);
+  }
+  run_fills_ = 0;
+  run_hits_ = 0;
+}
+
 void HotCache::clear_locked() noexcept {
   map_.clear();
   bytes_ = 0;
@@ -203,9 +218,13 @@ std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& 
   if (!attach_locked()) return std::nullopt;
   Token t;
   if (!read_token_locked(t)) return std::nullopt;  // a writer mid-update: SQLite decides
-  ticket = Ticket{t, epoch_, true};
+  // Admission: a miss hands out a fill ticket only every admit_every_-th time (see adapt_locked).
+  bool admit = ++admit_tick_ >= admit_every_;
+  if (admit) admit_tick_ = 0;
+  ticket = Ticket{t, epoch_, admit};
   if (!have_current_ || t != current_) {
     if (!map_.empty()) ++counters_.invalidations;
+    adapt_locked();
     clear_locked();  // something committed: every entry may be stale
     current_ = t;
     have_current_ = true;
@@ -218,6 +237,7 @@ std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& 
   Hit h{want_value ? e.value : DiskValue(std::int64_t{0}), e.rowid, e.expire_time, e.tag};
   --counters_.misses;
   ++counters_.hits;
+  ++run_hits_;
   return h;
 }
 
@@ -244,6 +264,7 @@ void HotCache::insert(const Ticket& ticket, const Key& key, const DiskValue& val
     }
     map_.emplace(key, Entry{value, rowid, expire_time, tag, bytes});
     bytes_ += bytes;
+    ++run_fills_;
   } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory: simply not cached
   }
 }

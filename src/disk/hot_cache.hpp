@@ -80,6 +80,7 @@ class HotCache {
   void detach_locked() noexcept;
   bool read_token_locked(Token& out) const noexcept;
   void clear_locked() noexcept;
+  void adapt_locked() noexcept;
 
   std::string db_path_;
   std::size_t max_bytes_;
@@ -95,6 +96,10 @@ class HotCache {
   std::unordered_map<Key, Entry, KeyHash> map_;
   std::size_t bytes_ = 0;
   HotCacheStats counters_{};
+  std::uint64_t run_fills_ = 0;    // fills since the last invalidation
+  std::uint64_t run_hits_ = 0;     // hits since the last invalidation
+  std::uint32_t admit_every_ = 1;  // a miss may fill every admit_every_-th time
+  std::uint32_t admit_tick_ = 0;
 };
 
 /// The calling process's fork generation (bumped in a child after fork()); cache.cpp owns it.
