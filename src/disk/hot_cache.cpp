@@ -270,7 +270,10 @@ void HotCache::insert(const Ticket& ticket, const Key& key, const DiskValue& val
 }
 
 std::optional<HotCache::Token> HotCache::pre_commit_token() noexcept {
-  std::lock_guard lk(mu_);
+  // try_lock: our caller holds the WAL write lock, and another thread may hold mu_ while its
+  // attach waits on SQLite locks; rather than wait, just do not keep the entries this time.
+  std::unique_lock lk(mu_, std::try_to_lock);
+  if (!lk.owns_lock()) return std::nullopt;
   if (hdr_ == nullptr || fork_gen_ != fork_generation()) return std::nullopt;
   Token t;
   if (!read_token_locked(t)) return std::nullopt;
