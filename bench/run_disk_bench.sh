@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds bench/disk_core in Release and runs python-diskcache's benchmark_core workload with 1
 # and 2 processes on DiskCache, FanoutCache, the raw SQLite floor and python3-diskcache, then
-# plots docs/img/disk_bench.png.
+# bench/disk_hot (hot reads vs LMDB and the floor, BUILD_DIR/disk_bench/hot.txt), then plots
+# docs/img/disk_bench.png.
 #   [NICE=-15] bench/run_disk_bench.sh [BUILD_DIR] [disk_core options, e.g. --rounds 3]
 # Results: BUILD_DIR/disk_bench/p1.txt, p2.txt (tables), results.tsv and tables.md (the
 # markdown tables of docs/benchmarks.md). NICE (root only) lowers the noise from other load.
@@ -11,7 +12,7 @@ BUILD=${1:-$SRC/build-bench}
 shift || true
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DDOGPILE_BUILD_BENCH=ON \
   -DDOGPILE_BUILD_TESTS=OFF -DDOGPILE_BUILD_EXAMPLES=OFF -DDOGPILE_BUILD_TOOLS=OFF >/dev/null
-cmake --build "$BUILD" --target disk_core -j"${JOBS:-1}"
+cmake --build "$BUILD" --target disk_core disk_hot -j"${JOBS:-1}"
 OUT=$BUILD/disk_bench
 mkdir -p "$OUT"
 rm -f "$OUT/results.tsv"
@@ -46,6 +47,10 @@ awk -F'\t' '
                f[5], f[6], f[7], f[8], f[9], f[6] / floor[f[1] FS f[3]]
     }
   }' "$OUT/results.tsv" | tee "$OUT/tables.md"
+# Hot reads (docs/benchmarks.md, "Hot reads"): LMDB, the raw SQLite floor, DiskCache with the
+# hot-read cache off and on, with and without a writer process elsewhere.
+rm -f "$OUT/hot.tsv"
+"${RUN[@]}" "$BUILD/bench/disk_hot" --tsv "$OUT/hot.tsv" | tee "$OUT/hot.txt"
 mkdir -p "$SRC/docs/img"
 gnuplot -e "infile='$OUT/results.tsv'; outfile='$SRC/docs/img/disk_bench.png'" \
   "$SRC/bench/plot_disk.gnuplot"

@@ -20,6 +20,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "hot_cache.hpp"
 #include "sqlite_util.hpp"
 #include "value_files.hpp"
 
@@ -77,6 +78,14 @@ bool poisoned(const std::string& path) {
   std::lock_guard lk(g_txn_mu);
   return g_poisoned->count(path) != 0;
 }
+
+}  // namespace
+
+std::uint64_t fork_generation() noexcept {
+  return g_fork_generation.load(std::memory_order_relaxed);
+}
+
+namespace {
 
 // ---- SQL ---------------------------------------------------------------------------------------
 
@@ -404,7 +413,8 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   std::optional<DiskValue> materialize(Row& row, const Key& key) const;
   /// The row's value as stored (`read` streams it; the serializer is not applied).
   std::optional<DiskValue> materialize_stored(Row& row, const Key& key) const;
-  void cull(Connection& c, double now);
+  /// Deletes expired rows, then policy victims over the size limit; returns the rows deleted.
+  std::size_t cull(Connection& c, double now);
   std::uint64_t volume(Connection& c);
   std::size_t delete_batches(const char* sql, const std::function<void(sqlite3_stmt*)>& bind,
                              bool retry, std::string_view what);
@@ -464,6 +474,10 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
 
   std::mutex memo_mu_;
   std::unordered_map<std::string, std::weak_ptr<std::mutex>> memo_locks_;
+
+ public:
+  /// The hot-read cache, or null when DiskCacheOptions::hot_cache_bytes is 0 (or read-only).
+  std::unique_ptr<HotCache> hot_;
 };
 
 namespace {
@@ -531,6 +545,9 @@ DiskCacheImpl::DiskCacheImpl(const fs::path& directory, DiskCacheOptions options
   db_path_ = (dir_ / "cache.db").string();
   if (opts_.read_only && !fs::exists(db_path_)) {
     throw DatabaseError("disk cache: read-only open of " + dir_.string() + ": no cache.db there");
+  }
+  if (opts_.hot_cache_bytes > 0 && !opts_.read_only) {
+    hot_ = std::make_unique<HotCache>(db_path_, opts_.hot_cache_bytes);
   }
   // init() runs from DiskCache's constructor once the shared_ptr owns us: the connection it
   // opens registers itself for closing at thread exit with weak_from_this(), empty in here.
@@ -1007,9 +1024,10 @@ std::uint64_t DiskCacheImpl::volume(Connection& c) {
   return static_cast<std::uint64_t>(std::max<std::int64_t>(0, pages * page_size_ + files));
 }
 
-void DiskCacheImpl::cull(Connection& c, double now) {
+std::size_t DiskCacheImpl::cull(Connection& c, double now) {
   std::int64_t n = cull_limit_.load(std::memory_order_relaxed);
-  if (n <= 0) return;
+  if (n <= 0) return 0;
+  std::size_t deleted = 0;
   {
     auto& rows = c.scratch_rowids;
     rows.clear();
@@ -1030,17 +1048,20 @@ void DiskCacheImpl::cull(Connection& c, double now) {
       step(c, s, "cull expired");
     }
     n -= static_cast<std::int64_t>(rows.size());
-    if (n <= 0) return;
+    deleted = rows.size();
+    if (n <= 0) return deleted;
   }
   const char* sql = kPolicyCull[policy_index()];
-  if (sql == nullptr) return;
-  if (volume(c) < size_limit_.load(std::memory_order_relaxed)) return;
+  if (sql == nullptr) return deleted;
+  if (volume(c) < size_limit_.load(std::memory_order_relaxed)) return deleted;
   sqlite3_stmt* s = c.prepare(sql);
   StmtGuard g(s);
   sqlite3_bind_int64(s, 1, n);
   while (step(c, s, "cull")) {
+    ++deleted;
     if (auto f = column_opt_text(s, 0)) c.cleanup.push_back(std::move(*f));
   }
+  return deleted;
 }
 
 // ---- buffered access updates -------------------------------------------------------------------
@@ -1355,8 +1376,14 @@ bool DiskCache::set_value(const Key& key, DiskValue value, const SetOptions& opt
     detail::step(c, s, "upsert");
   }
   tx.cleanup(std::move(old_file));
-  impl.cull(c, now);
+  std::size_t culled = impl.cull(c, now);
+  // Our own commit: when this statement pair is the whole transaction (not inside a user
+  // transaction) and the cull deleted nothing, only `key`'s row changed, and the hot cache can
+  // keep its other entries (HotCache::after_own_commit checks that no other commit slipped in).
+  std::optional<detail::HotCache::Token> pre;
+  if (impl.hot_ && c.levels.size() == 1 && culled == 0) pre = impl.hot_->pre_commit_token();
   tx.commit();
+  if (pre) impl.hot_->after_own_commit(*pre, key);
   return true;
 }
 
@@ -1417,14 +1444,42 @@ std::optional<Row> lookup(DiskCacheImpl& impl, Connection& c, const Key& key) {
 std::optional<Item<DiskValue>> DiskCache::get_record(const Key& key, bool with_meta) {
   auto& impl = *impl_;
   Connection& c = impl.conn();
+  // The hot cache only outside transactions: inside one, this connection's reads see its own
+  // uncommitted writes (and a deferred BEGIN pins an older snapshot), which the shared header
+  // knows nothing about. A hit is accounted exactly as the SQLite read below would be.
+  detail::HotCache::Ticket ticket;
+  bool hot = impl.hot_ && c.levels.empty() && sqlite3_get_autocommit(c.db()) != 0;
+  if (hot) {
+    if (auto h = impl.hot_->find(key, impl.now(), ticket)) {
+      impl.note_access(h->rowid, true);
+      Item<DiskValue> item{key, std::move(h->value), std::nullopt, std::nullopt};
+      if (with_meta) {
+        item.expire_time = detail::to_time(h->expire_time);
+        item.tag = std::move(h->tag);
+      }
+      return item;
+    }
+    // A fill needs the lookup to start a fresh read transaction: no other statement of this
+    // connection may still be stepping (it would pin an older snapshot).
+    for (sqlite3_stmt* s = sqlite3_next_stmt(c.db(), nullptr); s != nullptr && hot;
+         s = sqlite3_next_stmt(c.db(), s)) {
+      hot = sqlite3_stmt_busy(s) == 0;
+    }
+  }
   auto row = lookup(impl, c, key);
   if (!row) {
     impl.note_access(0, false);
     return std::nullopt;
   }
+  bool inline_value = row->mode == detail::kModeRaw && row->value && !row->filename;
+  std::optional<Key> tag_copy;
+  if (hot && inline_value && ticket.valid) tag_copy = row->tag;
   auto value = impl.materialize(*row, key);
   impl.note_access(row->rowid, value.has_value());
   if (!value) return std::nullopt;
+  if (hot && inline_value && ticket.valid) {
+    impl.hot_->insert(ticket, key, *value, row->rowid, row->expire_time, tag_copy);
+  }
   Item<DiskValue> item{key, std::move(*value), std::nullopt, std::nullopt};
   if (with_meta) {
     item.expire_time = detail::to_time(row->expire_time);
@@ -1469,6 +1524,10 @@ std::optional<fs::path> DiskCache::file_path(const Key& key) {
 bool DiskCache::contains(const Key& key) {
   auto& impl = *impl_;
   Connection& c = impl.conn();
+  if (impl.hot_ && c.levels.empty() && sqlite3_get_autocommit(c.db()) != 0) {
+    detail::HotCache::Ticket ticket;
+    if (impl.hot_->find(key, impl.now(), ticket, false)) return true;  // as get: no accounting
+  }
   sqlite3_stmt* s = c.prepare(detail::kContains);
   StmtGuard g(s);
   c.arm(impl.options().timeout, false);
@@ -1645,7 +1704,10 @@ bool DiskCache::erase(const Key& key, bool retry) {
       tx.cleanup(detail::column_opt_text(s, 0));
     }
   }
+  std::optional<detail::HotCache::Token> pre;  // as in set_value: only `key`'s row changed
+  if (found && impl.hot_ && c.levels.size() == 1) pre = impl.hot_->pre_commit_token();
   tx.commit();
+  if (pre) impl.hot_->after_own_commit(*pre, key);
   return found;
 }
 
@@ -2265,6 +2327,10 @@ DiskValue DiskCache::reset(std::string_view name, std::optional<DiskValue> value
   if (n.rfind("sqlite_", 0) == 0) {
     // Pragmas cannot run inside a transaction; apply first, then persist.
     c.arm(std::max<std::chrono::milliseconds>(impl.options().timeout, 60s), false);
+    // The hot cache validates against the WAL's header: drop it (with its anchor connection,
+    // which would keep the database in WAL mode) before a journal-mode change; the next read
+    // maps the header again if the mode is still WAL.
+    if (n == "sqlite_journal_mode" && impl.hot_) impl.hot_->close();
     impl.apply_pragma(c, n, *value, false);
   }
   Txn tx(impl, c, false);
@@ -2300,8 +2366,13 @@ Transaction DiskCache::transact(bool retry) {
 
 void DiskCache::flush() { impl_->flush(true); }
 
+HotCacheStats DiskCache::hot_cache_stats() const noexcept {
+  return impl_->hot_ ? impl_->hot_->stats() : HotCacheStats{};
+}
+
 void DiskCache::close() {
   impl_->flush(false);
+  if (impl_->hot_) impl_->hot_->close();  // before the connections: it unmaps the -shm first
   impl_->close_all();
 }
 

@@ -49,6 +49,7 @@ struct FanoutCacheOptions {
   bool read_only = false;                            ///< open every shard read-only
   /// The value serializer of every shard (`DiskCacheOptions::serializer`); null = native values.
   std::shared_ptr<const ValueSerializer> serializer{};
+  std::size_t hot_cache_bytes = 0;  ///< per shard: DiskCacheOptions::hot_cache_bytes (0 = off)
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools

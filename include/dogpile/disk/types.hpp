@@ -194,6 +194,16 @@ struct CacheStats {
   std::int64_t misses = 0;  ///< counted gets that did not
 };
 
+/// `DiskCache::hot_cache_stats()` result: what the process-local hot-read cache did.
+struct HotCacheStats {
+  std::uint64_t hits = 0;              ///< lookups answered from memory
+  std::uint64_t misses = 0;            ///< lookups that went to SQLite (absent, stale or expired)
+  std::uint64_t invalidations = 0;     ///< times a commit (by anyone) dropped every entry
+  std::uint64_t own_commits_kept = 0;  ///< own set/erase commits that kept the other entries
+  std::size_t entries = 0;             ///< entries held now
+  std::size_t bytes = 0;               ///< their accounted size (≤ hot_cache_bytes)
+};
+
 /// One problem found by `check()`.
 struct CheckWarning {
   /// What kind of problem.
