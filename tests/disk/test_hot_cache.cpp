@@ -535,3 +535,28 @@ TEST_CASE("hot cache: FanoutCache passes it to its shards", "[disk][hot]") {
   writer.set("k", 6);
   CHECK(fan.get<int>("k") == 6);
 }
+
+TEST_CASE("hot cache: with a value serializer, hits return decoded values and see new writes",
+          "[disk][hot][serializer]") {
+  TempDir d;
+  auto zlib = std::make_shared<dogpile::ZlibSerializer>(16);
+  DiskCacheOptions o = hot_opts();
+  o.serializer = zlib;
+  DiskCache reader(d.path, o);
+  DiskCacheOptions wo;
+  wo.serializer = zlib;
+  DiskCache writer(d.path, wo);
+  const std::string big(200, 'z');  // over the threshold: stored compressed
+  writer.set("k", big);
+  CHECK(reader.get<std::string>("k") == big);
+  auto before = reader.hot_cache_stats().hits;
+  CHECK(reader.get<std::string>("k") == big);  // from memory, still the decoded text
+  CHECK(reader.hot_cache_stats().hits == before + 1);
+  writer.set("k", big + "!");
+  CHECK(reader.get<std::string>("k") == big + "!");
+  // Without the serializer the stored bytes are the compressed form, not the text.
+  DiskCache raw(d.path);
+  auto stored = raw.get<Bytes>("k");
+  REQUIRE(stored);
+  CHECK(stored->data.size() < big.size());
+}
