@@ -120,11 +120,12 @@ TEMPLATE_TEST_CASE("recipes: Lock excludes other threads, locked() inside", "[di
   rc::Lock other(cache, "demo");
   CHECK_FALSE(other.try_lock());
   CHECK_FALSE(other.try_lock_for(20ms));
-  CHECK_THROWS_AS(other.unlock(), LockError);  // a non-holder cannot free it
+  CHECK_THROWS_AS(other.release(), LockError);  // a non-holder cannot free it
+  CHECK_NOTHROW(other.unlock());  // BasicLockable: unlock never throws, and frees nothing here
   CHECK(lock.locked());
   held.unlock();
   CHECK_FALSE(lock.locked());
-  CHECK_THROWS_AS(lock.unlock(), LockError);  // released twice
+  CHECK_THROWS_AS(lock.release(), LockError);  // released twice
   CHECK(other.try_lock_for(1s));
   other.unlock();
 }
@@ -202,8 +203,9 @@ TEST_CASE("recipes: a SIGKILLed Lock holder frees the lock after its lease",
     rc::Lock parent(cache, "forked");
     REQUIRE(parent.try_lock());
     auto codes = run_children(1, [&](int) {
+      parent.unlock();  // never throws, and must not free the parent's lock
       try {
-        parent.unlock();
+        (void)parent.release();
       } catch (const LockError&) {
         return 0;
       }
@@ -232,7 +234,7 @@ TEMPLATE_TEST_CASE("recipes: RLock re-enters in the owner, excludes others", "[d
   TempDir d;
   TestType cache(d.path);
   rc::RLock rlock(cache, "rl");
-  CHECK_THROWS_AS(rlock.unlock(), LockError);
+  CHECK_THROWS_AS(rlock.release(), LockError);
   rlock.lock();
   rlock.lock();
   CHECK(rlock.try_lock());
@@ -240,8 +242,9 @@ TEMPLATE_TEST_CASE("recipes: RLock re-enters in the owner, excludes others", "[d
   bool other_threw = false;
   std::thread([&] {
     other_got = rlock.try_lock();
+    rlock.unlock();  // never throws, and must not undo the owner's levels
     try {
-      rlock.unlock();
+      rlock.release();
     } catch (const LockError&) {
       other_threw = true;
     }
@@ -271,7 +274,7 @@ TEMPLATE_TEST_CASE("recipes: BoundedSemaphore(3) blocks a 4th", "[disk][recipes]
   TestType cache(d.path);
   CHECK_THROWS_AS(rc::BoundedSemaphore(cache, "bad", 0), ValidationError);
   rc::BoundedSemaphore sem(cache, "sem", 3);
-  CHECK_THROWS_AS(sem.unlock(), LockError);
+  CHECK_THROWS_AS(sem.release(), LockError);
   for (int i = 0; i < 3; ++i) sem.lock();
   CHECK(sem.available() == 0);
   bool fourth = true;
@@ -282,7 +285,7 @@ TEMPLATE_TEST_CASE("recipes: BoundedSemaphore(3) blocks a 4th", "[disk][recipes]
   CHECK(fourth);
   for (int i = 0; i < 3; ++i) sem.unlock();
   CHECK(sem.available() == 3);
-  CHECK_THROWS_AS(sem.unlock(), LockError);
+  CHECK_THROWS_AS(sem.release(), LockError);
 }
 
 TEST_CASE("recipes: BoundedSemaphore(2) never admits 3 processes", "[disk][recipes][process]") {
@@ -510,7 +513,7 @@ TEST_CASE("recipes interop: C++ Lock and Python diskcache.Lock exclude each othe
   CHECK_FALSE(lock.try_lock());
   CHECK_FALSE(lock.try_lock_for(50ms));
   rc::Lock stranger(cache, "shared-lock");
-  CHECK_THROWS_AS(stranger.unlock(), LockError);
+  CHECK_THROWS_AS(stranger.release(), LockError);
   cache.set("go", 1);
   CHECK(read_line(p) == "released");
   CHECK(close_python(p) == 0);

@@ -210,8 +210,16 @@ class Lock {
     cache_.erase(key_, /*retry=*/true);
     return true;
   }
-  /// `release()`, for std::lock_guard and friends. @throws as release.
-  void unlock() { (void)release(); }
+  /// `release()` for std::lock_guard and friends, which call it from destructors: like every
+  /// BasicLockable's `unlock` it never throws. An error (a database error, or a misuse
+  /// `release()` would report as LockError) is swallowed; the key then stays until its lease
+  /// (`expire`) runs out. Call `release()` to see errors.
+  void unlock() noexcept {
+    try {
+      (void)release();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented; release() reports errors
+    }
+  }
   /// True if someone (any handle, process or language) holds the lock: the key exists.
   /// @throws DatabaseError.
   [[nodiscard]] bool locked() { return cache_.contains(key_); }
@@ -266,9 +274,9 @@ class RLock {
         [this] { return try_lock(); },
         std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
-  /// Undoes one `lock()`. @throws LockError if this thread does not own the lock (Python's
-  /// "cannot release un-acquired lock"), DatabaseError.
-  void unlock() {
+  /// Undoes one `lock()` (Python's name). @throws LockError if this thread does not own the
+  /// lock (Python's "cannot release un-acquired lock"), DatabaseError.
+  void release() {
     const std::string me = detail::owner_id();
     auto tx = cache_.transact(/*retry=*/true);
     auto [owner, count] = read();
@@ -282,8 +290,15 @@ class RLock {
       cache_.set(key_, me + " " + std::to_string(count - 1), detail::set_options(options_));
     }
   }
-  /// Python's name for `unlock()`.
-  void release() { unlock(); }
+  /// `release()` for std::lock_guard and friends: never throws (BasicLockable); an error is
+  /// swallowed and the count stays (until the key's `expire`, if any). Call `release()` to see
+  /// errors.
+  void unlock() noexcept {
+    try {
+      release();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented; release() reports errors
+    }
+  }
 
  private:
   std::pair<std::string, std::int64_t> read() {
@@ -360,9 +375,9 @@ class BoundedSemaphore {
         [this] { return try_lock(); },
         std::chrono::duration_cast<std::chrono::nanoseconds>(timeout));
   }
-  /// Returns a slot. @throws LockError if every slot is already free ("cannot release
-  /// un-acquired semaphore"), DatabaseError.
-  void unlock() {
+  /// Returns a slot (Python's name). @throws LockError if every slot is already free ("cannot
+  /// release un-acquired semaphore"), DatabaseError.
+  void release() {
     auto tx = cache_.transact(/*retry=*/true);
     const std::int64_t free = cache_.get<std::int64_t>(key_).value_or(value_);
     if (free >= value_) {
@@ -372,8 +387,15 @@ class BoundedSemaphore {
     }
     cache_.set(key_, free + 1, detail::set_options(options_));
   }
-  /// Python's name for `unlock()`.
-  void release() { unlock(); }
+  /// `release()` for std::lock_guard and friends: never throws (BasicLockable); an error is
+  /// swallowed (the slot stays taken until the key's `expire`, if any). Call `release()` to see
+  /// errors.
+  void unlock() noexcept {
+    try {
+      release();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): documented; release() reports errors
+    }
+  }
   /// Free slots now (`value` when the key is missing). @throws DatabaseError.
   [[nodiscard]] std::int64_t available() { return cache_.get<std::int64_t>(key_).value_or(value_); }
 
