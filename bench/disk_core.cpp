@@ -9,7 +9,8 @@
 // not recorded. Percentiles are diskcache's `sorted[int(n * p) - 1]`.
 //
 //   disk_core [--procs P] [--ops N] [--keys K] [--warmup W] [--rounds R] [--dir D]
-//             [--backends sqlite,disk,fanout,py-disk,py-fanout] [--python PY] [--script S]
+//             [--backends sqlite,sqlite8,disk,fanout,py-disk,py-fanout] [--python PY]
+//             [--script S]
 //             [--tsv FILE]
 //
 // Output: one table row per backend and op (count, misses, median, p90, p99, max in µs, total
@@ -18,6 +19,7 @@
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -67,7 +69,7 @@ struct Config {
   int warmup = 1'000;
   int rounds = 1;
   fs::path dir;
-  std::vector<std::string> backends{"sqlite", "disk", "fanout", "py-disk", "py-fanout"};
+  std::vector<std::string> backends{"sqlite", "sqlite8", "disk", "fanout", "py-disk", "py-fanout"};
   std::string python = "/usr/bin/python3";
   std::string script = DOGPILE_BENCH_DIR "/diskcache_core.py";
   std::string tsv;
@@ -300,8 +302,42 @@ class SqliteClient final : public Client {
   std::string out_;
 };
 
+// FanoutCache's floor: the same raw statements over 8 shard databases (000/ … 007/), each key
+// routed as diskcache routes a bytes key (adler32 of its bytes, modulo the shard count), so
+// the floor pays what sharding itself costs (8 files, 8 WALs, a cold page cache per shard) and
+// the ratio shows only what FanoutCache adds on top.
+class Sqlite8Client final : public Client {
+ public:
+  Sqlite8Client(const fs::path& dir, int keys) {
+    for (int i = 0; i < kShards; ++i) {
+      char name[8];
+      std::snprintf(name, sizeof name, "%03d", i);
+      fs::create_directories(dir / name);
+      shards_.push_back(std::make_unique<SqliteClient>(dir / name, keys));
+    }
+    for (int k = 0; k < keys; ++k) {
+      const std::string key = std::to_string(k);
+      const uLong h =
+          ::adler32(0L, reinterpret_cast<const Bytef*>(key.data()), static_cast<uInt>(key.size()));
+      route_.push_back(static_cast<int>((h & 0xFFFFFFFFUL) % kShards));
+    }
+  }
+  bool get(int k) override { return shard(k).get(k); }
+  bool set(int k, const std::string& v) override { return shard(k).set(k, v); }
+  bool erase(int k) override { return shard(k).erase(k); }
+
+ private:
+  static constexpr int kShards = 8;
+  SqliteClient& shard(int k) {
+    return *shards_[static_cast<std::size_t>(route_[static_cast<std::size_t>(k)])];
+  }
+  std::vector<std::unique_ptr<SqliteClient>> shards_;
+  std::vector<int> route_;
+};
+
 std::unique_ptr<Client> make_client(const std::string& backend, const fs::path& dir, int keys) {
   if (backend == "sqlite") return std::make_unique<SqliteClient>(dir, keys);
+  if (backend == "sqlite8") return std::make_unique<Sqlite8Client>(dir, keys);
   if (backend == "disk") return std::make_unique<DiskClient>(dir, keys);
   if (backend == "fanout") return std::make_unique<FanoutClient>(dir, keys);
   throw std::runtime_error("unknown backend " + backend);
@@ -610,6 +646,15 @@ int main(int argc, char** argv) try {
                   s[0].median / f[0].median, s[1].median / f[1].median, s[2].median / f[2].median,
                   s[3].median / f[3].median);
     }
+  }
+  for (const char* b : {"fanout", "py-fanout"}) {
+    if (!results.count("sqlite8") || !results.count(b)) continue;
+    const auto& f = results["sqlite8"];
+    const auto& s = results[b];
+    std::printf(
+        "ratio %-10s to the 8-shard floor: get %.2fx  set %.2fx  delete %.2fx  cpu/op %.2fx\n", b,
+        s[0].median / f[0].median, s[1].median / f[1].median, s[2].median / f[2].median,
+        s[3].median / f[3].median);
   }
   if (!c.tsv.empty()) {
     std::ofstream out(c.tsv, std::ios::app);
