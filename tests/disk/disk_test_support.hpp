@@ -82,12 +82,12 @@ struct PyResult {
   std::string output;
 };
 
-/// Runs `/usr/bin/python3 tests/disk/<script> MODE DIR` (Debian's python3-diskcache; the
-/// `python3` on PATH may lack it).
+/// Runs `/usr/bin/python3 tests/disk/<script> [ARGS] MODE DIR` (Debian's python3-diskcache;
+/// the `python3` on PATH may lack it). `args` (e.g. a file the script reads) come first.
 inline PyResult run_python(const std::string& script, const std::string& mode,
-                           const std::filesystem::path& dir) {
-  std::string cmd = "/usr/bin/python3 " DOGPILE_DISK_TEST_DIR "/" + script + " " + mode + " '" +
-                    dir.string() + "' 2>&1";
+                           const std::filesystem::path& dir, const std::string& args = "") {
+  std::string cmd = "/usr/bin/python3 " DOGPILE_DISK_TEST_DIR "/" + script + " " +
+                    (args.empty() ? "" : args + " ") + mode + " '" + dir.string() + "' 2>&1";
   PyResult r;
   FILE* p = ::popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);

@@ -483,32 +483,7 @@ TEST_CASE("deque: model-based, random operations against std::deque", "[disk][de
   CHECK(q.cache().check().empty());
 }
 
-namespace {
-/// Forks `n` children running `fn(i)`; returns their exit codes (99 = exception).
-std::vector<int> run_children(int n, const std::function<int(int)>& fn) {
-  std::vector<pid_t> pids;
-  for (int i = 0; i < n; ++i) {
-    pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      int code = 99;
-      try {
-        code = fn(i);
-      } catch (...) {  // NOLINT(bugprone-empty-catch): reported through the exit code
-      }
-      ::_exit(code);
-    }
-    pids.push_back(pid);
-  }
-  std::vector<int> codes;
-  for (pid_t pid : pids) {
-    int st = 0;
-    ::waitpid(pid, &st, 0);
-    codes.push_back(WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-  }
-  return codes;
-}
-}  // namespace
+using disk_test::run_children;
 
 TEST_CASE("deque: processes append and pop; every item exactly once", "[disk][deque][process]") {
   constexpr int kProcs = 4;

@@ -21,23 +21,10 @@ using dogpile::Key;
 
 namespace {
 
-struct PyResult {
-  int status;
-  std::string output;
-};
+using disk_test::PyResult;
 
 PyResult python(const std::string& mode, const std::filesystem::path& dir) {
-  std::string cmd = "/usr/bin/python3 " DOGPILE_DISK_TEST_DIR "/interop.py " + mode + " '" +
-                    dir.string() + "' 2>&1";
-  PyResult r{-1, {}};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return disk_test::run_python("interop.py", mode, dir);
 }
 
 bool have_diskcache() {

@@ -168,24 +168,12 @@ DiskValue raw(const std::filesystem::path& dir, const Key& k) {
   return *v;
 }
 
-struct PyResult {
-  int status;
-  std::string output;
-};
+using disk_test::PyResult;
 
+/// Runs serializer_interop.py, which executes the Python code of docs/disk.md.
 PyResult python(const std::string& mode, const std::filesystem::path& dir) {
-  std::string cmd = "/usr/bin/python3 " DOGPILE_DISK_TEST_DIR
-                    "/serializer_interop.py " DOGPILE_DISK_TEST_DIR "/../../docs/disk.md " +
-                    mode + " '" + dir.string() + "' 2>&1";
-  PyResult r{-1, {}};
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return disk_test::run_python("serializer_interop.py", mode, dir,
+                               DOGPILE_DISK_TEST_DIR "/../../docs/disk.md");
 }
 
 }  // namespace
