@@ -8,6 +8,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <utility>
 #include <variant>
@@ -105,6 +106,20 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       c.timeout = seconds_arg(backend, name, v);
     } else if (name == "read_only") {
       c.read_only = bool_arg(backend, name, v);
+    } else if (name == "hot_cache_bytes") {
+      c.hot_cache_bytes = static_cast<std::size_t>(int_arg(backend, name, v, 0));
+    } else if (name == "serializer") {
+      // By name, as a config file can say it; a C++ caller can also set the options' pointer.
+      const std::string s = string_arg(backend, name, v);
+      if (s == "zlib") {
+        c.serializer = std::make_shared<ZlibSerializer>();
+      } else if (s == "none") {
+        c.serializer = nullptr;
+      } else {
+        bad_argument(backend, name,
+                     "must be \"zlib\" (compress large values) or \"none\", got " + v.dump() +
+                         " (the region stores bytes: \"json\" does not apply)");
+      }
     } else if (name == "expire") {
       out.expire = seconds_arg(backend, name, v);
     } else if (name == "lock_timeout") {
@@ -118,13 +133,15 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       bad_argument(backend, name,
                    fanout ? "is unknown (known: directory, shards, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
-                            "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, expire, "
-                            "lock_timeout, lock_sleep, lock_prefix)"
+                            "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, "
+                            "hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
+                            "lock_prefix)"
                           : "is unknown (known: directory, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_auto_vacuum, sqlite_cache_size, sqlite_journal_mode, "
-                            "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, expire, "
-                            "lock_timeout, lock_sleep, lock_prefix)");
+                            "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, "
+                            "hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
+                            "lock_prefix)");
     }
   }
   if (!have_dir) bad_argument(backend, "directory", "is required");

@@ -166,6 +166,35 @@ TEST_CASE("disk backends are registered by name and validate their arguments", "
   CHECK(fan->options().cache.timeout == 1s);
 }
 
+TEST_CASE("disk backends take hot_cache_bytes and a serializer by name", "[disk_backend]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    const std::string dir = d.str() + "/" + kind;
+    auto b = dogpile::make_backend(
+        kind, {{"directory", dir}, {"hot_cache_bytes", 1 << 20}, {"serializer", "zlib"}});
+    const std::string big(4000, 'v');  // over ZlibSerializer's 1 KiB threshold
+    b->set("k", big);
+    auto got = b->get("k");
+    REQUIRE(got.has_value());
+    CHECK(*got == big);
+    CHECK(*b->get("k") == big);  // the second read: from the hot cache
+    if (auto* disk = dynamic_cast<DiskBackend*>(b.get())) {
+      CHECK(disk->cache().hot_cache_stats().hits >= 1);
+      CHECK(disk->options().cache.hot_cache_bytes == (1u << 20));
+      // Stored compressed: a cache without the serializer sees the compressed bytes.
+      auto raw = dogpile::DiskCache(dir).get<dogpile::Bytes>("k");
+      REQUIRE(raw);
+      CHECK(raw->data.size() < big.size());
+    }
+  }
+  CHECK_THROWS_WITH(
+      dogpile::make_backend("disk", {{"directory", d.str() + "/x"}, {"serializer", "json"}}),
+      Catch::Contains("serializer"));
+  CHECK_THROWS_WITH(
+      dogpile::make_backend("disk", {{"directory", d.str() + "/x"}, {"hot_cache_bytes", -1}}),
+      Catch::Contains("hot_cache_bytes"));
+}
+
 TEST_CASE("disk backends store bytes as BLOBs", "[disk_backend]") {
   TempDir d;
   std::vector<std::shared_ptr<dogpile::CacheBackend>> backends{
