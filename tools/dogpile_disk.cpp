@@ -420,6 +420,8 @@ const char* kind_name(dogpile::CheckWarning::Kind k) {
       return "unknown_file";
     case K::empty_dir:
       return "empty_dir";
+    case K::bad_filename:
+      return "bad_filename";
     case K::count:
       return "count";
     case K::size:

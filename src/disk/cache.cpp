@@ -427,6 +427,10 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   void flush(bool wait);
 
   std::optional<DiskValue> read_setting(Connection& c, std::string_view name);
+  /// A stored setting checked by setting_error, or nullopt when absent.
+  /// @throws DatabaseError naming the setting and the value when it is not valid (a tampered
+  ///   or corrupt Settings table; check(fix=true) recomputes count and size).
+  std::optional<DiskValue> read_valid_setting(Connection& c, const std::string& name);
   void apply_pragma(Connection& c, const std::string& name, const DiskValue& value, bool force);
   void apply_setting_locally(const std::string& name, const DiskValue& value);
 
@@ -759,12 +763,26 @@ void DiskCacheImpl::init() {
   // A stored setting that cannot be read back (written by an older version, by hand, or by a
   // bad reset) does not make the cache unopenable: the default replaces it and the problem is
   // reported by `setting_problems()`. A bad option given now is the caller's error.
+  // The counters (count, size, hits, misses) have no default: a bad one is recomputed from
+  // the Cache table (hits/misses restart at 0) in the write transaction below.
+  std::vector<std::string> bad_counters;
   for (auto& [k, v] : settings) {
     if (given.count(k) != 0) continue;
     if (auto why = setting_error(k, v)) {
+      auto d = defaults.find(k);
+      if (d == defaults.end()) {
+        if (opts_.read_only) {
+          throw DatabaseError("disk cache " + db_path_ + ": stored setting " + *why +
+                              " (a corrupt or tampered Settings table; opening it writable "
+                              "once recomputes it)");
+        }
+        setting_problems_.push_back("stored setting " + *why + "; recomputed");
+        bad_counters.push_back(k);
+        continue;
+      }
       setting_problems_.push_back("stored setting " + *why + "; using the default " +
-                                  describe_setting(defaults.at(k)));
-      v = defaults.at(k);
+                                  describe_setting(d->second));
+      v = d->second;
     }
   }
   for (auto& [k, v] : given) {
@@ -807,6 +825,14 @@ void DiskCacheImpl::init() {
       }
       c.exec(kCreateCache);
       for (const char* sql : kSchema) c.exec(sql);
+      for (const auto& name : bad_counters) {
+        const char* value = name == "count"  ? "(SELECT COUNT(key) FROM Cache)"
+                            : name == "size" ? "(SELECT COALESCE(SUM(size), 0) FROM Cache)"
+                                             : "0";
+        const std::string sql =
+            "UPDATE Settings SET value = " + std::string(value) + " WHERE key = '" + name + "'";
+        c.exec(sql.c_str());
+      }
       if (const char* idx = kPolicyIndex[static_cast<int>(pol)]) c.exec(idx);
       if (as_int(settings["tag_index"], "tag_index") != 0) {
         c.exec("CREATE INDEX IF NOT EXISTS Cache_tag_rowid ON Cache(tag, rowid)");
@@ -1191,6 +1217,19 @@ void DiskCacheImpl::flush(bool wait) {
   commit(c);  // begin() flushed
 }
 
+std::optional<DiskValue> DiskCacheImpl::read_valid_setting(Connection& c,
+                                                          const std::string& name) {
+  auto v = read_setting(c, name);
+  if (v) {
+    if (auto why = setting_error(name, *v)) {
+      throw DatabaseError("disk cache " + db_path_ + ": stored setting " + *why +
+                          " (a corrupt or tampered Settings table; check(fix=true) recomputes "
+                          "count and size, reset() rewrites a setting)");
+    }
+  }
+  return v;
+}
+
 std::optional<DiskValue> DiskCacheImpl::read_setting(Connection& c, std::string_view name) {
   sqlite3_stmt* s = c.prepare(kSettingGet);
   StmtGuard g(s);
@@ -1306,7 +1345,7 @@ std::chrono::milliseconds DiskCache::timeout() const noexcept { return impl_->op
 DiskCacheSettings DiskCache::settings() const {
   Connection& c = impl_->conn();
   DiskCacheSettings s;
-  auto get = [&](const char* name) { return impl_->read_setting(c, name); };
+  auto get = [&](const char* name) { return impl_->read_valid_setting(c, name); };
   if (auto v = get("size_limit")) {
     s.size_limit = static_cast<std::uint64_t>(detail::as_int(*v, "size_limit"));
   }
@@ -1497,9 +1536,9 @@ std::unique_ptr<std::istream> DiskCache::read(const Key& key) {
     return nullptr;
   }
   if ((row->mode == detail::kModeBinary || row->mode == detail::kModeText) && row->filename) {
-    auto f = std::make_unique<std::ifstream>(impl.dir() / *row->filename, std::ios::binary);
-    impl.note_access(row->rowid, f->is_open());
-    if (!f->is_open()) return nullptr;
+    // Opened without following symlinks; a foreign name or a vanished file is a miss.
+    auto f = detail::open_value_stream(impl.dir(), *row->filename);
+    impl.note_access(row->rowid, f != nullptr);
     return f;
   }
   auto value = impl.materialize_stored(*row, key);  // the stored bytes, as a file streams them
@@ -1518,6 +1557,11 @@ std::optional<fs::path> DiskCache::file_path(const Key& key) {
   Connection& c = impl.conn();
   auto row = lookup(impl, c, key);
   if (!row || !row->filename) return std::nullopt;
+  // Only a path to this cache's own regular file (never a foreign name or a symlink).
+  if (detail::stat_value_file(impl.dir(), *row->filename, nullptr) !=
+      detail::ValueFileState::ok) {
+    return std::nullopt;
+  }
   return impl.dir() / *row->filename;
 }
 
@@ -2058,7 +2102,7 @@ std::int64_t DiskCache::size() {
   auto& impl = *impl_;
   Connection& c = impl.conn();
   c.arm(impl.options().timeout, false);
-  auto v = impl.read_setting(c, "count");
+  auto v = impl.read_valid_setting(c, "count");
   return v ? detail::as_int(*v, "count") : 0;
 }
 
@@ -2155,17 +2199,28 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
       }
     }
     for (const auto& [rowid, size, rel] : rows) {
+      auto delete_row = [&] {
+        sqlite3_stmt* d = c.prepare(detail::kDeleteRowid);
+        StmtGuard g(d);
+        sqlite3_bind_int64(d, 1, rowid);
+        detail::step(c, d, "check fix");
+      };
+      std::int64_t real = 0;
+      auto state = detail::stat_value_file(dir, rel, &real);
+      if (state == detail::ValueFileState::unsafe) {
+        // A tampered row (a foreign name or a symlink): the row goes, the file it names is
+        // never touched (a symlink inside the directory is removed below as an unknown file).
+        out.push_back({K::bad_filename, "row " + std::to_string(rowid) +
+                                            " names a file that is not this cache's own value "
+                                            "file (a foreign name or a symlink): '" +
+                                            rel.substr(0, 200) + "'"});
+        if (fix) delete_row();
+        continue;
+      }
       fs::path full = dir / rel;
-      std::error_code ec;
-      auto real = fs::file_size(full, ec);
-      if (ec) {
+      if (state == detail::ValueFileState::missing) {
         out.push_back({K::missing_file, "file not found: " + full.string()});
-        if (fix) {
-          sqlite3_stmt* d = c.prepare(detail::kDeleteRowid);
-          StmtGuard g(d);
-          sqlite3_bind_int64(d, 1, rowid);
-          detail::step(c, d, "check fix");
-        }
+        if (fix) delete_row();
         continue;
       }
       known.push_back(full.lexically_normal().string());
@@ -2188,7 +2243,10 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
     std::vector<fs::path> unknown;
     for (auto it = fs::recursive_directory_iterator(dir, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (!it->is_regular_file(ec)) continue;
+      // symlink_status: a symlink (to anywhere) is itself an unknown file of the directory;
+      // what it points to is neither read nor removed.
+      auto st = it->symlink_status(ec);
+      if (ec || !(fs::is_regular_file(st) || fs::is_symlink(st))) continue;
       std::string p = it->path().lexically_normal().string();
       if (it->path().filename().string().find("cache.db") != std::string::npos) continue;
       if (!std::binary_search(known.begin(), known.end(), p)) unknown.push_back(it->path());
@@ -2203,7 +2261,7 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
     std::vector<fs::path> dirs;
     for (auto it = fs::recursive_directory_iterator(dir, ec);
          !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-      if (it->is_directory(ec)) dirs.push_back(it->path());
+      if (fs::is_directory(it->symlink_status(ec))) dirs.push_back(it->path());
     }
     // Deepest first, so parents emptied by the fix are seen too.
     std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) {
@@ -2227,9 +2285,12 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
   for (auto [name, actual, kind] :
        {std::tuple{"count", count, K::count}, std::tuple{"size", size, K::size}}) {
     auto stored = impl.read_setting(c, name);
-    std::int64_t v = stored ? detail::as_int(*stored, name) : -1;
+    // A tampered counter (text, a blob, a negative number) is a wrong counter, fixed the same.
+    std::optional<std::int64_t> v;
+    if (stored && !detail::setting_error(name, *stored)) v = detail::as_int(*stored, name);
     if (v != actual) {
-      out.push_back({kind, std::string("Settings.") + name + " = " + std::to_string(v) +
+      out.push_back({kind, std::string("Settings.") + name + " = " +
+                               (stored ? detail::describe_setting(*stored) : "(missing)") +
                                " != actual " + std::to_string(actual)});
       if (fix) {
         sqlite3_stmt* u = c.prepare(detail::kSettingPut);
@@ -2250,8 +2311,8 @@ CacheStats DiskCache::stats(bool enable, bool reset) {
   Connection& c = impl.conn();
   Txn tx(impl, c, false);
   CacheStats st;
-  if (auto v = impl.read_setting(c, "hits")) st.hits = detail::as_int(*v, "hits");
-  if (auto v = impl.read_setting(c, "misses")) st.misses = detail::as_int(*v, "misses");
+  if (auto v = impl.read_valid_setting(c, "hits")) st.hits = detail::as_int(*v, "hits");
+  if (auto v = impl.read_valid_setting(c, "misses")) st.misses = detail::as_int(*v, "misses");
   auto put = [&](const char* name, std::int64_t v) {
     sqlite3_stmt* s = c.prepare(detail::kSettingPut);
     StmtGuard g(s);

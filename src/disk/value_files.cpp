@@ -45,51 +45,177 @@ std::uint64_t random_u64() {
   throw BackendError(msg);
 }
 
-/// Opens `<full>.tmp` exclusively, creating parent directories; retries when a concurrent
-/// remove prunes the directory in between (as diskcache's `_write`).
-int open_tmp(const fs::path& full, fs::path& tmp) {
-  tmp = full;
-  tmp += ".tmp";
+/// Closes an fd at scope exit.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f = -1) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() {
+    int f = fd;
+    fd = -1;
+    return f;
+  }
+};
+
+/// The cache directory itself (the caller's path: a symlink there is the caller's choice).
+int open_base(const fs::path& dir) {
+  return ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/// A hex directory below `parent`, never through a symlink (ELOOP/ENOTDIR then); with
+/// `create`, made first if missing.
+int open_sub(int parent, const std::string& name, bool create, unsigned mode) {
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    int fd = ::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 || !create || errno != ENOENT) return fd;
+    if (::mkdirat(parent, name.c_str(), static_cast<mode_t>(mode)) != 0 && errno != EEXIST) {
+      return -1;
+    }
+  }
+  errno = ENOENT;
+  return -1;
+}
+
+/// The `ab/cd` directory of `rel` (a valid name), or -1 with errno.
+int open_leaf_dir(const fs::path& dir, const std::string& rel, bool create, unsigned mode) {
+  Fd base(open_base(dir));
+  if (base.fd < 0) return -1;
+  Fd a(open_sub(base.fd, rel.substr(0, 2), create, mode));
+  if (a.fd < 0) return -1;
+  return open_sub(a.fd, rel.substr(3, 2), create, mode);
+}
+
+std::string leaf_name(const std::string& rel) { return rel.substr(6); }
+
+/// Creates `<rel>.tmp` exclusively in its hex directory; retries when a concurrent remove
+/// prunes the directory in between (as diskcache's `_write`). Returns the file and its dir.
+std::pair<int, int> open_tmp(const fs::path& dir, const std::string& rel, FileModes modes) {
+  const std::string tmp = leaf_name(rel) + ".tmp";
   int err = 0;
   for (int attempt = 0; attempt < 10; ++attempt) {
-    std::error_code ec;
-    fs::create_directories(full.parent_path(), ec);
-    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd >= 0) return fd;
+    Fd leaf(open_leaf_dir(dir, rel, true, modes.dir));
+    if (leaf.fd < 0) {
+      err = errno;
+      if (err == ENOENT) continue;
+      if (err == ELOOP || err == ENOTDIR) {
+        throw BackendError("disk cache: " + (dir / rel).parent_path().string() +
+                           " is not a directory of this cache (a symlink or a file); run "
+                           "check(fix=true)");
+      }
+      break;
+    }
+    int fd = ::openat(leaf.fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                      static_cast<mode_t>(modes.file));
+    if (fd >= 0) return {fd, leaf.release()};
     err = errno;
     if (err != ENOENT) break;
   }
-  io_fail(tmp, "cannot create value file", err);
+  io_fail(dir / (rel + ".tmp"), "cannot create value file", err);
 }
 
-void write_all(int fd, const fs::path& tmp, const char* p, std::size_t n) {
+/// Writes into the temporary file; on failure removes it and throws.
+void write_all(int fd, int leaf, const fs::path& full, const std::string& tmp, const char* p,
+               std::size_t n) {
   while (n > 0) {
     ssize_t w = ::write(fd, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
       int err = errno;
       ::close(fd);
-      ::unlink(tmp.c_str());
-      io_fail(tmp, "cannot write value file", err);
+      ::unlinkat(leaf, tmp.c_str(), 0);
+      ::close(leaf);
+      io_fail(full, "cannot write value file", err);
     }
     p += w;
     n -= static_cast<std::size_t>(w);
   }
 }
 
-void finish(int fd, const fs::path& tmp, const fs::path& full) {
+void finish(int fd, int leaf, const fs::path& full, const std::string& rel) {
+  const std::string tmp = leaf_name(rel) + ".tmp";
+  Fd guard(leaf);
   if (::close(fd) != 0) {
     int err = errno;
-    ::unlink(tmp.c_str());
-    io_fail(tmp, "cannot close value file", err);
+    ::unlinkat(leaf, tmp.c_str(), 0);
+    io_fail(full, "cannot close value file", err);
   }
   // The final name appears complete or not at all; the row naming it commits only afterwards.
-  if (::rename(tmp.c_str(), full.c_str()) != 0) {
+  if (::renameat(leaf, tmp.c_str(), leaf, leaf_name(rel).c_str()) != 0) {
     int err = errno;
-    ::unlink(tmp.c_str());
+    ::unlinkat(leaf, tmp.c_str(), 0);
     io_fail(full, "cannot rename value file", err);
   }
 }
+
+/// Opens a row's value file for reading, or returns -1 with the state why not.
+int open_value(const fs::path& dir, const std::string& rel, ValueFileState& state,
+               std::int64_t* size) {
+  state = ValueFileState::unsafe;
+  if (!is_value_filename(rel)) return -1;
+  Fd leaf(open_leaf_dir(dir, rel, false, 0));
+  int fd = -1;
+  if (leaf.fd >= 0) {
+    // O_NONBLOCK: a FIFO planted under the name must not block the open.
+    fd = ::openat(leaf.fd, leaf_name(rel).c_str(),
+                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  }
+  if (fd < 0) {
+    int err = errno;
+    if (err == ENOENT) {
+      state = ValueFileState::missing;
+      return -1;
+    }
+    // A symlink (ELOOP; ENOTDIR for a symlinked hex directory opened with O_DIRECTORY) or a
+    // file where a hex directory belongs: not this cache's layout.
+    if (err == ELOOP || err == ENOTDIR) return -1;
+    io_fail(dir / rel, "cannot open value file", err);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return -1;
+  }
+  if (size) *size = static_cast<std::int64_t>(st.st_size);
+  state = ValueFileState::ok;
+  return fd;
+}
+
+/// An istream over an owned fd (std::ifstream cannot open a file descriptor).
+class FdBuf : public std::streambuf {
+ public:
+  explicit FdBuf(int fd) : fd_(fd), buf_(1 << 16) {}
+  FdBuf(const FdBuf&) = delete;
+  FdBuf& operator=(const FdBuf&) = delete;
+  ~FdBuf() override { ::close(fd_); }
+
+ protected:
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    ssize_t r = 0;
+    do {
+      r = ::read(fd_, buf_.data(), buf_.size());
+    } while (r < 0 && errno == EINTR);
+    if (r <= 0) return traits_type::eof();
+    setg(buf_.data(), buf_.data(), buf_.data() + r);
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  int fd_;
+  std::vector<char> buf_;
+};
+
+class FdStream : public std::istream {
+ public:
+  explicit FdStream(int fd) : std::istream(nullptr), buf_(fd) { rdbuf(&buf_); }
+
+ private:
+  FdBuf buf_;
+};
 
 }  // namespace
 
@@ -107,75 +233,109 @@ std::string random_value_filename() {
   return h.substr(0, 2) + "/" + h.substr(2, 2) + "/" + h.substr(4) + ".val";
 }
 
-std::string write_value_file(const fs::path& dir, std::string_view data) {
+bool is_value_filename(std::string_view rel) noexcept {
+  // diskcache 5.x Disk.filename: hex = os.urandom(16).hex(); hex[:2]/hex[2:4]/hex[4:] + '.val'.
+  if (rel.size() != 2 + 1 + 2 + 1 + 28 + 4) return false;
+  if (rel[2] != '/' || rel[5] != '/' || rel.substr(34) != ".val") return false;
+  for (std::size_t i = 0; i < 34; ++i) {
+    if (i == 2 || i == 5) continue;
+    char ch = rel[i];
+    if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
+  }
+  return true;
+}
+
+std::string write_value_file(const fs::path& dir, std::string_view data, FileModes modes) {
   std::string rel = random_value_filename();
   fs::path full = dir / rel;
-  fs::path tmp;
-  int fd = open_tmp(full, tmp);
-  write_all(fd, tmp, data.data(), data.size());
-  finish(fd, tmp, full);
+  auto [fd, leaf] = open_tmp(dir, rel, modes);
+  write_all(fd, leaf, full, leaf_name(rel) + ".tmp", data.data(), data.size());
+  finish(fd, leaf, full, rel);
   return rel;
 }
 
-std::pair<std::string, std::int64_t> write_value_stream(const fs::path& dir, std::istream& in) {
+std::pair<std::string, std::int64_t> write_value_stream(const fs::path& dir, std::istream& in,
+                                                        FileModes modes) {
   std::string rel = random_value_filename();
   fs::path full = dir / rel;
-  fs::path tmp;
-  int fd = open_tmp(full, tmp);
+  const std::string tmp = leaf_name(rel) + ".tmp";
+  auto [fd, leaf] = open_tmp(dir, rel, modes);
   std::vector<char> buf(1 << 20);
   std::int64_t total = 0;
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
     auto n = static_cast<std::size_t>(in.gcount());
     if (n == 0) break;
-    write_all(fd, tmp, buf.data(), n);
+    write_all(fd, leaf, full, tmp, buf.data(), n);
     total += static_cast<std::int64_t>(n);
   }
   if (in.bad()) {
     ::close(fd);
-    ::unlink(tmp.c_str());
+    ::unlinkat(leaf, tmp.c_str(), 0);
+    ::close(leaf);
     throw BackendError("disk cache: reading the input stream failed while writing " +
                        full.string());
   }
-  finish(fd, tmp, full);
+  finish(fd, leaf, full, rel);
   return {rel, total};
 }
 
+ValueFileState stat_value_file(const fs::path& dir, const std::string& rel, std::int64_t* size) {
+  ValueFileState state{};
+  int fd = open_value(dir, rel, state, size);
+  if (fd >= 0) ::close(fd);
+  return state;
+}
+
 std::optional<std::string> read_value_file(const fs::path& dir, const std::string& rel) {
-  fs::path full = dir / rel;
-  int fd = ::open(full.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    if (errno == ENOENT) return std::nullopt;
-    io_fail(full, "cannot open value file", errno);
-  }
-  struct stat st {};
+  ValueFileState state{};
+  std::int64_t size = 0;
+  Fd fd(open_value(dir, rel, state, &size));
+  if (fd.fd < 0) return std::nullopt;
   std::string out;
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
+  if (size > 0) out.reserve(static_cast<std::size_t>(size));
   char buf[1 << 16];
   for (;;) {
-    ssize_t r = ::read(fd, buf, sizeof buf);
+    ssize_t r = ::read(fd.fd, buf, sizeof buf);
     if (r < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      io_fail(full, "cannot read value file", err);
+      io_fail(dir / rel, "cannot read value file", errno);
     }
     if (r == 0) break;
     out.append(buf, static_cast<std::size_t>(r));
   }
-  ::close(fd);
   return out;
 }
 
+std::unique_ptr<std::istream> open_value_stream(const fs::path& dir, const std::string& rel) {
+  ValueFileState state{};
+  int fd = open_value(dir, rel, state, nullptr);
+  if (fd < 0) return nullptr;
+  return std::make_unique<FdStream>(fd);
+}
+
 void remove_value_file(const fs::path& dir, const std::string& rel) noexcept {
-  if (rel.empty()) return;
-  fs::path full = dir / rel;
-  ::unlink(full.c_str());
-  // Prune the (now possibly empty) hex directories, never the cache directory itself.
-  fs::path p = full.parent_path();
-  for (int i = 0; i < 2 && p != dir && p.has_relative_path(); ++i) {
-    if (::rmdir(p.c_str()) != 0) break;
-    p = p.parent_path();
+  // A foreign name is left alone: it may point anywhere. A symlink planted as the value file
+  // is unlinked itself (inside the directory); symlinked hex directories are not entered, and
+  // rmdir never follows a symlink, so the pruning stays inside the cache directory too.
+  if (!is_value_filename(rel)) return;
+  try {
+    Fd base(open_base(dir));
+    if (base.fd < 0) return;
+    const std::string a_name = rel.substr(0, 2);
+    const std::string b_name = rel.substr(3, 2);
+    Fd a(open_sub(base.fd, a_name, false, 0));
+    if (a.fd < 0) return;
+    {
+      Fd b(open_sub(a.fd, b_name, false, 0));
+      if (b.fd < 0) return;
+      ::unlinkat(b.fd, leaf_name(rel).c_str(), 0);
+    }
+    // Prune the (now possibly empty) hex directories, never the cache directory itself.
+    if (::unlinkat(a.fd, b_name.c_str(), AT_REMOVEDIR) == 0) {
+      ::unlinkat(base.fd, a_name.c_str(), AT_REMOVEDIR);
+    }
+  } catch (...) {  // std::string allocation only
   }
 }
 

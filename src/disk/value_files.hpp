@@ -1,10 +1,17 @@
 #pragma once
 // Value files: python-diskcache's layout `<dir>/ab/cd/<28 hex>.val`, written crash-safely
 // (temporary name, then rename) and removed with the now-empty hex directories.
+//
+// The `filename` column comes from a file anyone with write access to the cache can edit, so
+// it is untrusted: only names of exactly this layout are used, and every path below the cache
+// directory is walked with openat(O_NOFOLLOW) one component at a time, so that neither a
+// tampered name (`../x`, `/etc/x`) nor a symlink planted in the directory (as a value file or
+// as a hex directory) makes us read, write or delete anything outside the cache directory.
 
 #include <cstdint>
 #include <filesystem>
 #include <istream>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,16 +21,43 @@ namespace dogpile::detail {
 /// A new random relative path `ab/cd/<28 hex>.val` (16 random bytes, like diskcache's Disk).
 std::string random_value_filename();
 
+/// True if `rel` is a name of the value-file layout both python-diskcache 5.x and this library
+/// write: two 2-digit lowercase hex directories and 28 lowercase hex digits + `.val`.
+bool is_value_filename(std::string_view rel) noexcept;
+
+/// Modes of new hex directories and value files (the umask still applies).
+struct FileModes {
+  unsigned dir = 0777;
+  unsigned file = 0666;
+};
+
 /// Writes `data` to a new value file under `dir`; returns the relative path.
-/// @throws BackendError naming the path on I/O failure.
-std::string write_value_file(const std::filesystem::path& dir, std::string_view data);
+/// @throws BackendError naming the path on I/O failure (or a symlinked hex directory).
+std::string write_value_file(const std::filesystem::path& dir, std::string_view data,
+                             FileModes modes = {});
 /// Streams `in` into a new value file; returns the relative path and the byte count.
 std::pair<std::string, std::int64_t> write_value_stream(const std::filesystem::path& dir,
-                                                        std::istream& in);
-/// The content of a value file, or nullopt if it does not exist (a concurrent delete).
+                                                        std::istream& in, FileModes modes = {});
+
+/// What opening a row's value file found.
+enum class ValueFileState : std::uint8_t {
+  ok,
+  missing,  ///< no such file (a concurrent delete, or a lost file)
+  unsafe,   ///< not this cache's own file: a foreign name, a symlink, not a regular file
+};
+/// The state of a row's value file and, when ok, its size. Never reads outside `dir`.
+/// @throws BackendError on I/O errors other than the above.
+ValueFileState stat_value_file(const std::filesystem::path& dir, const std::string& rel,
+                               std::int64_t* size);
+/// The content of a value file, or nullopt if it is missing or unsafe (see ValueFileState).
+/// @throws BackendError on I/O failure.
 std::optional<std::string> read_value_file(const std::filesystem::path& dir,
                                            const std::string& rel);
-/// Removes a value file and its hex directories if they became empty. Never throws.
+/// A stream over a value file (reading the file opened safely), or nullptr as read_value_file.
+std::unique_ptr<std::istream> open_value_stream(const std::filesystem::path& dir,
+                                                const std::string& rel);
+/// Removes a value file and its hex directories if they became empty. Does nothing for an
+/// unsafe name; never follows a symlink; never throws.
 void remove_value_file(const std::filesystem::path& dir, const std::string& rel) noexcept;
 
 /// RAII owner of a freshly written value file: removes it unless released.

@@ -278,12 +278,16 @@ class DiskCache {
     if (!rec) return std::nullopt;
     return convert_item<T>(std::move(*rec));
   }
-  /// A stream over the value: an `std::ifstream` on the value file for file-stored values, an
-  /// in-memory stream for inline text/bytes; nullptr on a miss (or when the file vanished).
+  /// A stream over the value: a stream reading the value file for file-stored values, an
+  /// in-memory stream for inline text/bytes; nullptr on a miss (or when the file vanished, or
+  /// the row names something that is not this cache's own value file: see docs/disk.md,
+  /// "Threat model").
   /// It streams the stored bytes: `DiskCacheOptions::serializer` is not applied.
   /// @throws UnsupportedFormat for pickles, TypeMismatch for numbers.
   std::unique_ptr<std::istream> read(const Key& key);
-  /// The absolute path of the value file holding `key`'s value, or nullopt if missing or inline.
+  /// The path of the value file holding `key`'s value, or nullopt if missing, inline, or not
+  /// this cache's own regular file (a tampered name or a symlink). Checked when called: the
+  /// caller opening the path later should itself refuse symlinks (`O_NOFOLLOW`).
   std::optional<std::filesystem::path> file_path(const Key& key);
   /// True if `key` holds an unexpired value (no statistics, no LRU update).
   bool contains(const Key& key);
@@ -413,7 +417,9 @@ class DiskCache {
   /// (expired rows included, unlike diskcache's policy-`none` bug).
   std::size_t cull(bool retry = false);
   /// Verifies the database and the value files; with `fix`, repairs them (VACUUM, rows whose file
-  /// is missing, wrong sizes, unknown files, empty directories, the count/size counters).
+  /// is missing or is not this cache's own file (`bad_filename`: deleted, the file it names is
+  /// never touched), wrong sizes, unknown files and symlinks, empty directories, the count/size
+  /// counters).
   /// Returns the problems found (empty when clean).
   std::vector<CheckWarning> check(bool fix = false, bool retry = false);
   /// The hit/miss counters, then optionally zeroes them, then sets `statistics = enable`

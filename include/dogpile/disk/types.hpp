@@ -215,6 +215,10 @@ struct CheckWarning {
     empty_dir,     ///< an empty hex directory (fix: remove)
     count,         ///< Settings.count differs from the row count (fix: rewrite)
     size,          ///< Settings.size differs from the sum of file sizes (fix: rewrite)
+    bad_filename,  ///< a row names a file that is not the cache's own value file: a name
+                   ///< outside the `ab/cd/<hex>.val` layout (`../x`, `/x`) or a symlink; the
+                   ///< row is treated as a miss (fix: delete the row; the named file is never
+                   ///< read or deleted)
   };
   Kind kind = Kind::integrity;  ///< what kind
   std::string message{};        ///< human-readable, names the path/row
