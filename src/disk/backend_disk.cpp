@@ -108,6 +108,8 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       c.read_only = bool_arg(backend, name, v);
     } else if (name == "hot_cache_bytes") {
       c.hot_cache_bytes = static_cast<std::size_t>(int_arg(backend, name, v, 0));
+    } else if (name == "private_cache") {
+      c.private_cache = bool_arg(backend, name, v);
     } else if (name == "serializer") {
       // By name, as a config file can say it; a C++ caller can also set the options' pointer.
       const std::string s = string_arg(backend, name, v);
@@ -134,13 +136,13 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
                    fanout ? "is unknown (known: directory, shards, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, "
-                            "hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
+                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
                             "lock_prefix)"
                           : "is unknown (known: directory, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_auto_vacuum, sqlite_cache_size, sqlite_journal_mode, "
                             "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, "
-                            "hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
+                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
                             "lock_prefix)");
     }
   }

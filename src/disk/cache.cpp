@@ -2,7 +2,9 @@
 // contract; the comments here explain the "why" of the implementation.
 #include "dogpile/disk/cache.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -388,6 +391,7 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
   ~DiskCacheImpl();
 
   const fs::path& dir() const noexcept { return dir_; }
+  FileModes file_modes() const noexcept { return modes_; }
   const DiskCacheOptions& options() const noexcept { return opts_; }
   double now() const { return to_unix_seconds(opts_.clock()); }
   EvictionPolicy policy() const noexcept {
@@ -450,6 +454,7 @@ class DiskCacheImpl : public std::enable_shared_from_this<DiskCacheImpl> {
 
   fs::path dir_;
   std::string db_path_;
+  FileModes modes_;  // of new hex directories and value files (private_cache: 0700/0600)
   DiskCacheOptions opts_;
   std::uint64_t serial_;
   std::atomic<std::uint64_t> generation_{1};
@@ -534,19 +539,27 @@ DiskCacheImpl::DiskCacheImpl(const fs::path& directory, DiskCacheOptions options
   std::error_code ec;
   dir_ = fs::absolute(directory, ec);
   if (ec) dir_ = directory;
-  if (!opts_.read_only) {
-    fs::create_directories(dir_, ec);
-    if (ec && !fs::is_directory(dir_)) {
-      throw DatabaseError("disk cache: directory " + dir_.string() +
-                          " does not exist and could not be created: " + ec.message());
-    }
-  }
+  if (!opts_.read_only) create_cache_dir(dir_, opts_.private_cache, "disk cache");
   if (!fs::is_directory(dir_)) {
     throw DatabaseError("disk cache: " + dir_.string() + " is not a directory");
+  }
+  if (opts_.private_cache) {
+    check_private_dir(dir_, "disk cache");
+    modes_ = FileModes{0700, 0600};
   }
   dir_ = fs::weakly_canonical(dir_, ec);
   if (ec) dir_ = fs::absolute(directory);
   db_path_ = (dir_ / "cache.db").string();
+  if (opts_.private_cache && !opts_.read_only) {
+    // Made here, 0600, before SQLite creates it 0644: SQLite gives the -wal and -shm files the
+    // database's mode. An existing database of ours is narrowed to 0600 too.
+    int fd = ::open(db_path_.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      throw DatabaseError("disk cache: cannot create " + db_path_ + ": " + std::strerror(errno));
+    }
+    ::fchmod(fd, 0600);
+    ::close(fd);
+  }
   if (opts_.read_only && !fs::exists(db_path_)) {
     throw DatabaseError("disk cache: read-only open of " + dir_.string() + ": no cache.db there");
   }
@@ -968,14 +981,14 @@ Stored DiskCacheImpl::store(const DiskValue& value) const {
     if (utf8_length(*t) >= min) {
       out.mode = kModeText;
       out.size = static_cast<std::int64_t>(t->size());
-      out.file = PendingFile(dir_, write_value_file(dir_, *t));
+      out.file = PendingFile(dir_, write_value_file(dir_, *t, modes_));
       return out;
     }
   } else if (const auto* b = std::get_if<Bytes>(&v)) {
     if (b->data.size() >= min) {
       out.mode = kModeBinary;
       out.size = static_cast<std::int64_t>(b->data.size());
-      out.file = PendingFile(dir_, write_value_file(dir_, b->data));
+      out.file = PendingFile(dir_, write_value_file(dir_, b->data, modes_));
       return out;
     }
   }
@@ -1431,7 +1444,7 @@ bool DiskCache::set_stream(const Key& key, std::istream& in, const SetOptions& o
     detail::throw_error<ValidationError>("expire: must not be negative");
   }
   auto& impl = *impl_;
-  auto [rel, size] = detail::write_value_stream(impl.dir(), in);
+  auto [rel, size] = detail::write_value_stream(impl.dir(), in, impl.file_modes());
   detail::PendingFile file(impl.dir(), rel);
   Connection& c = impl.conn();
   Txn tx(impl, c, options.retry);

@@ -16,6 +16,8 @@
 #include <system_error>
 #include <thread>
 
+#include "value_files.hpp"
+
 namespace dogpile {
 
 namespace fs = std::filesystem;
@@ -70,10 +72,10 @@ std::size_t settled_shards(const fs::path& dir, std::optional<std::size_t> expec
 /// by the kernel if the holder dies. No lock for a read-only open (it creates nothing).
 class CreationLock {
  public:
-  CreationLock(const fs::path& dir, bool read_only) {
+  CreationLock(const fs::path& dir, bool read_only, bool private_cache) {
     if (read_only) return;
     const auto path = dir / "dogpile-fanout.lock";
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, private_cache ? 0600 : 0666);
     if (fd_ < 0) {
       throw DatabaseError("fanout cache: cannot open " + path.string() + ": " +
                           std::strerror(errno));
@@ -149,18 +151,15 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
   st.dir = fs::absolute(directory, ec);
   if (ec) st.dir = directory;
   if (!options.read_only) {
-    fs::create_directories(st.dir, ec);
-    if (ec && !fs::is_directory(st.dir)) {
-      throw DatabaseError("fanout cache: directory " + st.dir.string() +
-                          " does not exist and could not be created: " + ec.message());
-    }
+    detail::create_cache_dir(st.dir, options.private_cache, "fanout cache");
   }
   if (!fs::is_directory(st.dir)) {
     throw DatabaseError("fanout cache: " + st.dir.string() + " is not a directory");
   }
+  if (options.private_cache) detail::check_private_dir(st.dir, "fanout cache");
   // The shard count: persisted by us, else inferred from a directory Python created. Counted,
   // created and recorded under one lock: a concurrent first open never sees a partial set.
-  CreationLock creating(st.dir, options.read_only);
+  CreationLock creating(st.dir, options.read_only, options.private_cache);
   std::size_t count = 0;
   fs::path meta = st.dir / kMetaFile;
   bool have_meta = false;
@@ -220,6 +219,7 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
     o.read_only = options.read_only;
     o.serializer = options.serializer;
     o.hot_cache_bytes = options.hot_cache_bytes;
+    o.private_cache = options.private_cache;
     if (o.read_only) o.size_limit.reset();
     st.shards.emplace_back(st.dir / shard_name(i), std::move(o));
   }
@@ -228,6 +228,9 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
     tmp += ".tmp." + std::to_string(::getpid());
     {
       std::ofstream out(tmp);
+      if (options.private_cache) {
+        fs::permissions(tmp, fs::perms::owner_read | fs::perms::owner_write, ec);
+      }
       out << nlohmann::json{{"shards", count}, {"hash", kHashName}}.dump() << "\n";
       if (!out) throw DatabaseError("fanout cache: cannot write " + tmp.string());
     }

@@ -6,11 +6,13 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <system_error>
 #include <vector>
 
+#include "dogpile/disk/types.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile::detail {
@@ -278,6 +280,45 @@ std::pair<std::string, std::int64_t> write_value_stream(const fs::path& dir, std
   }
   finish(fd, leaf, full, rel);
   return {rel, total};
+}
+
+void create_cache_dir(const fs::path& dir, bool private_dir, std::string_view what) {
+  std::error_code ec;
+  if (private_dir) {
+    // The parents as usual; the directory itself 0700 from the start (no window at 0755).
+    if (dir.has_parent_path()) fs::create_directories(dir.parent_path(), ec);
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      ec = std::error_code(errno, std::generic_category());
+    } else {
+      ec.clear();
+    }
+  } else {
+    fs::create_directories(dir, ec);
+  }
+  if (ec && !fs::is_directory(dir)) {
+    throw DatabaseError(std::string(what) + ": directory " + dir.string() +
+                        " does not exist and could not be created: " + ec.message());
+  }
+}
+
+void check_private_dir(const fs::path& dir, std::string_view what) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    throw DatabaseError(std::string(what) + ": cannot stat " + dir.string() + ": " +
+                        std::strerror(errno));
+  }
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  if (st.st_uid != ::geteuid()) {
+    throw DatabaseError(std::string(what) + ": private_cache: " + dir.string() +
+                        " (mode " + mode + ") is owned by uid " + std::to_string(st.st_uid) +
+                        ", not by this process's uid " + std::to_string(::geteuid()));
+  }
+  if ((st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
+    throw DatabaseError(std::string(what) + ": private_cache: " + dir.string() + " has mode " +
+                        mode + ": group or others can read or write it (chmod 700 it, or use "
+                        "another directory)");
+  }
 }
 
 ValueFileState stat_value_file(const fs::path& dir, const std::string& rel, std::int64_t* size) {

@@ -39,6 +39,13 @@ std::string write_value_file(const std::filesystem::path& dir, std::string_view 
 std::pair<std::string, std::int64_t> write_value_stream(const std::filesystem::path& dir,
                                                         std::istream& in, FileModes modes = {});
 
+/// Creates the cache directory `dir` and its parents if missing (`private_dir`: the directory
+/// itself 0700). `what` starts error messages. @throws DatabaseError when it cannot.
+void create_cache_dir(const std::filesystem::path& dir, bool private_dir, std::string_view what);
+/// Refuses a directory another user owns or that group/others can read or write.
+/// @throws DatabaseError naming the directory and its mode.
+void check_private_dir(const std::filesystem::path& dir, std::string_view what);
+
 /// What opening a row's value file found.
 enum class ValueFileState : std::uint8_t {
   ok,

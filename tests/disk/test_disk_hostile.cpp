@@ -3,9 +3,11 @@
 // Whatever the database says, nothing outside the cache directory is read, written or deleted.
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -14,6 +16,7 @@
 
 #include "disk_test_support.hpp"
 #include "dogpile/disk/cache.hpp"
+#include "dogpile/disk/fanout.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
@@ -294,5 +297,127 @@ TEST_CASE("a Settings counter of the wrong type is recomputed at open, a clear e
       CHECK(found.size() == 1);
       CHECK(cache.check().empty());
     }
+  }
+}
+
+// ---- private_cache (issue 19 §4) -----------------------------------------------------------
+
+namespace {
+
+/// Sets the process umask for a scope (tests run on one thread).
+struct Umask {
+  mode_t old;
+  explicit Umask(mode_t m) : old(::umask(m)) {}
+  ~Umask() { ::umask(old); }
+  Umask(const Umask&) = delete;
+  Umask& operator=(const Umask&) = delete;
+};
+
+unsigned mode_of(const fs::path& p) {
+  struct stat st {};
+  REQUIRE(::lstat(p.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+/// The value file, its two hex directories, and the cache's own files, with their modes.
+void check_modes(const fs::path& dir, const fs::path& value_file, unsigned dir_mode,
+                 unsigned file_mode, unsigned db_mode) {
+  INFO(dir.string());
+  CHECK(mode_of(dir) == dir_mode);
+  CHECK(mode_of(value_file) == file_mode);
+  CHECK(mode_of(value_file.parent_path()) == dir_mode);
+  CHECK(mode_of(value_file.parent_path().parent_path()) == dir_mode);
+  for (const char* f : {"cache.db", "cache.db-wal", "cache.db-shm"}) {
+    INFO(f);
+    CHECK(mode_of(dir / f) == db_mode);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("private_cache: 0700 directories and 0600 files whatever the umask; the default "
+          "follows the umask",
+          "[disk][private]") {
+  const mode_t mask = GENERATE(mode_t{022}, mode_t{002});
+  INFO("umask " << mask);
+  TempDir root;
+  Umask um(mask);
+  const Bytes big{std::string(40000, 'v')};
+  {
+    // Default: as python-diskcache (os.makedirs 0777, open 'xb' 0666, SQLite 0644).
+    DiskCache cache(root / "default");
+    REQUIRE(cache.set("k", big));
+    check_modes(root / "default", *cache.file_path("k"), 0777 & ~mask, 0666 & ~mask,
+                0644 & ~mask);
+  }
+  dogpile::DiskCacheOptions o;
+  o.private_cache = true;
+  {
+    DiskCache cache(root / "private", o);
+    REQUIRE(cache.set("k", big));
+    std::istringstream in(std::string(50000, 's'));
+    REQUIRE(cache.set_stream("s", in));
+    check_modes(root / "private", *cache.file_path("k"), 0700, 0600, 0600);
+    check_modes(root / "private", *cache.file_path("s"), 0700, 0600, 0600);
+  }
+  {
+    // Reopened: accepted (its mode is its own), still private.
+    DiskCache again(root / "private", o);
+    CHECK(again.get<Bytes>("k") == big);
+  }
+  dogpile::FanoutCacheOptions fo;
+  fo.private_cache = true;
+  fo.shards = 2;
+  {
+    dogpile::FanoutCache fan(root / "fanout", fo);
+    REQUIRE(fan.set("k", big));
+    CHECK(mode_of(root / "fanout") == 0700);
+    CHECK(mode_of(root / "fanout" / "dogpile-fanout.json") == 0600);
+    CHECK(mode_of(root / "fanout" / "dogpile-fanout.lock") == 0600);
+    for (std::size_t i = 0; i < 2; ++i) {
+      const fs::path shard = fan.shard(i).directory();
+      CHECK(mode_of(shard) == 0700);
+      CHECK(mode_of(shard / "cache.db") == 0600);
+    }
+    const std::size_t i = fan.shard_index("k");
+    check_modes(fan.shard(i).directory(), *fan.shard(i).file_path("k"), 0700, 0600, 0600);
+  }
+}
+
+TEST_CASE("private_cache refuses an existing directory others can read or write",
+          "[disk][private]") {
+  TempDir root;
+  dogpile::DiskCacheOptions o;
+  o.private_cache = true;
+  dogpile::FanoutCacheOptions fo;
+  fo.private_cache = true;
+  for (unsigned mode : {0755u, 0750u, 0720u, 0702u, 0777u}) {
+    char m[8];
+    std::snprintf(m, sizeof m, "%04o", mode);
+    INFO(m);
+    const fs::path dir = root / m;
+    fs::create_directory(dir);
+    REQUIRE(::chmod(dir.c_str(), mode) == 0);
+    for (int fanout = 0; fanout < 2; ++fanout) {
+      try {
+        if (fanout) {
+          dogpile::FanoutCache fan(dir, fo);
+        } else {
+          DiskCache cache(dir, o);
+        }
+        FAIL("opened");
+      } catch (const dogpile::DatabaseError& e) {
+        CHECK_THAT(e.what(), Catch::Contains(dir.string()) && Catch::Contains(m));
+      }
+    }
+    CHECK_FALSE(fs::exists(dir / "cache.db"));  // refused before anything was created
+  }
+  // Traversal alone (0711) reveals no names; 0700 is private.
+  for (unsigned mode : {0700u, 0711u}) {
+    const fs::path dir = root / ("ok" + std::to_string(mode));
+    fs::create_directory(dir);
+    REQUIRE(::chmod(dir.c_str(), mode) == 0);
+    DiskCache cache(dir, o);
+    CHECK(cache.set("k", 1));
   }
 }

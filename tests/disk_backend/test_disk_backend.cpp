@@ -1,6 +1,7 @@
 // The `disk` and `fanout` region backends: arguments, byte storage (read back by DiskCache and
 // by python-diskcache), the lease lock (ownership, expiry, exclusion across processes) and a
 // cross-process get_or_create stampede with exactly one creation.
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -193,6 +194,36 @@ TEST_CASE("disk backends take hot_cache_bytes and a serializer by name", "[disk_
   CHECK_THROWS_WITH(
       dogpile::make_backend("disk", {{"directory", d.str() + "/x"}, {"hot_cache_bytes", -1}}),
       Catch::Contains("hot_cache_bytes"));
+}
+
+TEST_CASE("disk backends take private_cache", "[disk_backend]") {
+  TempDir d;
+  auto mode_of = [](const fs::path& p) {
+    struct stat st {};
+    REQUIRE(::stat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  for (const char* kind : {"disk", "fanout"}) {
+    INFO(kind);
+    const std::string dir = d.str() + "/" + kind;
+    auto b = dogpile::make_backend(kind, {{"directory", dir}, {"private_cache", true}});
+    b->set("k", std::string(40000, 'v'));  // a value file
+    CHECK(mode_of(dir) == 0700);
+    for (const auto& e : fs::recursive_directory_iterator(dir)) {
+      INFO(e.path().string());
+      CHECK(mode_of(e.path()) == (e.is_directory() ? 0700u : 0600u));
+    }
+    // An existing directory others can read is refused, naming it and its mode.
+    const std::string open_dir = d.str() + "/open-" + kind;
+    fs::create_directory(open_dir);
+    REQUIRE(::chmod(open_dir.c_str(), 0755) == 0);
+    CHECK_THROWS_WITH(
+        dogpile::make_backend(kind, {{"directory", open_dir}, {"private_cache", true}}),
+        Catch::Contains(open_dir) && Catch::Contains("0755"));
+  }
+  CHECK_THROWS_WITH(
+      dogpile::make_backend("disk", {{"directory", d.str() + "/x"}, {"private_cache", "yes"}}),
+      Catch::Contains("private_cache"));
 }
 
 TEST_CASE("disk backends store bytes as BLOBs", "[disk_backend]") {

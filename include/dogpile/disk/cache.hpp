@@ -107,6 +107,12 @@ struct DiskCacheOptions {
                                                      ///< TimeoutError (`60s`, `0.5s`…)
   Clock clock = system_clock();  ///< source of "now" for expiry, store/access times
   bool read_only = false;        ///< open SQLITE_OPEN_READONLY: no writes at open, writes throw
+  /// Keep the cache to this user: the directory is made 0700 and the database, its WAL/shm and
+  /// the value files 0600; an existing directory that group or others can read or write, or
+  /// that another user owns, is refused (`DatabaseError` naming it and its mode). Default
+  /// false: modes follow the process umask, as python-diskcache's do (0777/0666 & ~umask).
+  /// Not a persisted setting: every process opening the directory should set it.
+  bool private_cache = false;
                                  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
   Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long

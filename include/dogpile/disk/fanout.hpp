@@ -47,6 +47,8 @@ struct FanoutCacheOptions {
   std::optional<std::int64_t> sqlite_cache_size{};   ///< PRAGMA cache_size per shard
   Clock clock = system_clock();                      ///< source of "now"
   bool read_only = false;                            ///< open every shard read-only
+  /// DiskCacheOptions::private_cache for the directory, every shard and the fanout's own files.
+  bool private_cache = false;
   /// The value serializer of every shard (`DiskCacheOptions::serializer`); null = native values.
   std::shared_ptr<const ValueSerializer> serializer{};
   std::size_t hot_cache_bytes = 0;  ///< per shard: DiskCacheOptions::hot_cache_bytes (0 = off)
