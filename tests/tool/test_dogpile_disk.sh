@@ -142,6 +142,33 @@ expect 0 "$TOOL" "$TMP/dc" check
 out_is "ok"
 [ -e "$TMP/dc/ab/cd/0123456789abcdef0123456789ab.val" ] && fail "check --fix left the unknown file"
 
+# A value file Python wrote is read (its name is of the layout we accept); a row whose filename
+# was tampered to point outside the cache is a miss and a check finding, and the outside file
+# is neither read nor deleted.
+"$PY" -c '
+import sys, diskcache
+c = diskcache.Cache(sys.argv[1])
+c.set("big", b"b" * 40000)
+' "$TMP/dc" || fail "python could not write a file value"
+expect 0 "$TOOL" "$TMP/dc" get big --raw
+[ "$(wc -c <"$TMP/out")" -eq 40000 ] || fail "the tool does not read the value file python wrote"
+mkdir -p "$TMP/outside"
+echo secret >"$TMP/outside/secret.txt"
+"$PY" -c '
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1] + "/cache.db")
+db.execute("UPDATE Cache SET filename = ? WHERE key = ?", ("../outside/secret.txt", "big"))
+db.commit()
+' "$TMP/dc" || fail "could not tamper the database"
+expect 1 "$TOOL" "$TMP/dc" get big
+grep -q secret "$TMP/out" && fail "get read a file outside the cache"
+expect 4 "$TOOL" "$TMP/dc" check
+grep -q "bad_filename" "$TMP/out" || fail "check does not report the tampered filename"
+expect 0 "$TOOL" "$TMP/dc" check --fix
+expect 0 "$TOOL" "$TMP/dc" check
+out_is "ok"
+[ "$(cat "$TMP/outside/secret.txt" 2>/dev/null)" == "secret" ] || fail "the outside file was touched"
+
 expect 0 "$TOOL" "$TMP/dc" cull
 out_is "0"
 expect 0 "$TOOL" "$TMP/dc" clear
