@@ -136,14 +136,14 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
                    fanout ? "is unknown (known: directory, shards, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, "
-                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
-                            "lock_prefix)"
+                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, "
+                            "lock_sleep, lock_prefix)"
                           : "is unknown (known: directory, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_auto_vacuum, sqlite_cache_size, sqlite_journal_mode, "
                             "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, "
-                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, lock_sleep, "
-                            "lock_prefix)");
+                            "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, "
+                            "lock_sleep, lock_prefix)");
     }
   }
   if (!have_dir) bad_argument(backend, "directory", "is required");

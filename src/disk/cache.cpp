@@ -4,8 +4,8 @@
 
 #include <fcntl.h>
 #include <pthread.h>
-#include <sys/stat.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1230,8 +1230,7 @@ void DiskCacheImpl::flush(bool wait) {
   commit(c);  // begin() flushed
 }
 
-std::optional<DiskValue> DiskCacheImpl::read_valid_setting(Connection& c,
-                                                          const std::string& name) {
+std::optional<DiskValue> DiskCacheImpl::read_valid_setting(Connection& c, const std::string& name) {
   auto v = read_setting(c, name);
   if (v) {
     if (auto why = setting_error(name, *v)) {
@@ -1571,8 +1570,7 @@ std::optional<fs::path> DiskCache::file_path(const Key& key) {
   auto row = lookup(impl, c, key);
   if (!row || !row->filename) return std::nullopt;
   // Only a path to this cache's own regular file (never a foreign name or a symlink).
-  if (detail::stat_value_file(impl.dir(), *row->filename, nullptr) !=
-      detail::ValueFileState::ok) {
+  if (detail::stat_value_file(impl.dir(), *row->filename, nullptr) != detail::ValueFileState::ok) {
     return std::nullopt;
   }
   return impl.dir() / *row->filename;
@@ -2212,10 +2210,10 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
       }
     }
     for (const auto& [rowid, size, rel] : rows) {
-      auto delete_row = [&] {
+      auto delete_row = [&c, id = rowid] {
         sqlite3_stmt* d = c.prepare(detail::kDeleteRowid);
         StmtGuard g(d);
-        sqlite3_bind_int64(d, 1, rowid);
+        sqlite3_bind_int64(d, 1, id);
         detail::step(c, d, "check fix");
       };
       std::int64_t real = 0;

@@ -162,8 +162,7 @@ int open_value(const fs::path& dir, const std::string& rel, ValueFileState& stat
   int fd = -1;
   if (leaf.fd >= 0) {
     // O_NONBLOCK: a FIFO planted under the name must not block the open.
-    fd = ::openat(leaf.fd, leaf_name(rel).c_str(),
-                  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    fd = ::openat(leaf.fd, leaf_name(rel).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   }
   if (fd < 0) {
     int err = errno;
@@ -310,13 +309,14 @@ void check_private_dir(const fs::path& dir, std::string_view what) {
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
   if (st.st_uid != ::geteuid()) {
-    throw DatabaseError(std::string(what) + ": private_cache: " + dir.string() +
-                        " (mode " + mode + ") is owned by uid " + std::to_string(st.st_uid) +
+    throw DatabaseError(std::string(what) + ": private_cache: " + dir.string() + " (mode " + mode +
+                        ") is owned by uid " + std::to_string(st.st_uid) +
                         ", not by this process's uid " + std::to_string(::geteuid()));
   }
   if ((st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
     throw DatabaseError(std::string(what) + ": private_cache: " + dir.string() + " has mode " +
-                        mode + ": group or others can read or write it (chmod 700 it, or use "
+                        mode +
+                        ": group or others can read or write it (chmod 700 it, or use "
                         "another directory)");
   }
 }

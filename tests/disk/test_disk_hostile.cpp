@@ -167,15 +167,12 @@ TEST_CASE("a tampered filename or a planted symlink never reaches outside the ca
            s.cache->set("k", Bytes{std::string(50000, 'n')});
            CHECK(s.cache->get<Bytes>("k")->data == std::string(50000, 'n'));
          } catch (const dogpile::BackendError& e) {
-           CHECK(std::string(e.what()).find("not a directory of this cache") !=
-                 std::string::npos);
+           CHECK(std::string(e.what()).find("not a directory of this cache") != std::string::npos);
          }
        }},
       {"clear", [](Scene& s) { CHECK(s.cache->clear() == 2); }},
       {"expire",
-       [](Scene& s) {
-         CHECK(s.cache->expire(std::chrono::system_clock::now() + 2h) == 1);
-       }},
+       [](Scene& s) { CHECK(s.cache->expire(std::chrono::system_clock::now() + 2h) == 1); }},
       {"cull",
        [](Scene& s) {
          s.cache->reset("size_limit", DiskValue{std::int64_t{0}});
@@ -224,10 +221,10 @@ TEST_CASE("only names of the cache's own value-file layout are used", "[disk][ho
   // Our own layout (the same as python-diskcache 5.x: hex[:2]/hex[2:4]/hex[4:32].val).
   REQUIRE(rel.size() == 38);
   // A file of a foreign name, even inside the directory, is not read.
-  for (std::string bad : {std::string("ab/cd/x.val"), "AB/CD/" + rel.substr(6), rel + "/",
-                          "./" + rel, rel.substr(0, 5) + "/../" + rel.substr(0, 5) + "/" +
-                                                           rel.substr(6),
-                          std::string("cache.db")}) {
+  for (const std::string& bad :
+       {std::string("ab/cd/x.val"), "AB/CD/" + rel.substr(6), rel + "/", "./" + rel,
+        rel.substr(0, 5) + "/../" + rel.substr(0, 5) + "/" + rel.substr(6),
+        std::string("cache.db")}) {
     INFO(bad);
     sql(d.path, "UPDATE Cache SET filename = '" + bad + "' WHERE key = 'k'");
     CHECK_FALSE(cache.get<Bytes>("k"));
@@ -260,10 +257,10 @@ TEST_CASE("a Settings counter of the wrong type is recomputed at open, a clear e
     cache.set("a", 1);
     cache.set("b", Bytes{std::string(40000, 'x')});
   }
-  const std::string bad = GENERATE(std::string("'abc'"), std::string("x'00ff'"),
-                                   std::string("-5"), std::string("1.5"));
-  const std::string name = GENERATE(std::string("count"), std::string("size"),
-                                    std::string("hits"), std::string("misses"));
+  const std::string bad =
+      GENERATE(std::string("'abc'"), std::string("x'00ff'"), std::string("-5"), std::string("1.5"));
+  const std::string name = GENERATE(std::string("count"), std::string("size"), std::string("hits"),
+                                    std::string("misses"));
   INFO(name << " = " << bad);
   sql(d.path, "UPDATE Settings SET value = " + bad + " WHERE key = '" + name + "'");
 
@@ -335,9 +332,10 @@ void check_modes(const fs::path& dir, const fs::path& value_file, unsigned dir_m
 
 }  // namespace
 
-TEST_CASE("private_cache: 0700 directories and 0600 files whatever the umask; the default "
-          "follows the umask",
-          "[disk][private]") {
+TEST_CASE(
+    "private_cache: 0700 directories and 0600 files whatever the umask; the default "
+    "follows the umask",
+    "[disk][private]") {
   const mode_t mask = GENERATE(mode_t{022}, mode_t{002});
   INFO("umask " << mask);
   TempDir root;
@@ -347,8 +345,7 @@ TEST_CASE("private_cache: 0700 directories and 0600 files whatever the umask; th
     // Default: as python-diskcache (os.makedirs 0777, open 'xb' 0666, SQLite 0644).
     DiskCache cache(root / "default");
     REQUIRE(cache.set("k", big));
-    check_modes(root / "default", *cache.file_path("k"), 0777 & ~mask, 0666 & ~mask,
-                0644 & ~mask);
+    check_modes(root / "default", *cache.file_path("k"), 0777 & ~mask, 0666 & ~mask, 0644 & ~mask);
   }
   dogpile::DiskCacheOptions o;
   o.private_cache = true;

@@ -113,7 +113,7 @@ struct DiskCacheOptions {
   /// false: modes follow the process umask, as python-diskcache's do (0777/0666 & ~umask).
   /// Not a persisted setting: every process opening the directory should set it.
   bool private_cache = false;
-                                 ///< ReadOnlyError; the cache must already exist
+  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
   Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long
   /// Encodes every stored value and decodes every value read (`<dogpile/disk/serializer.hpp>`:
