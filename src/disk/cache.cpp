@@ -2264,7 +2264,7 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
     }
     for (const auto& p : unknown) {
       out.push_back({K::unknown_file, "unknown file: " + p.string()});
-      if (fix) fs::remove(p, ec);
+      if (fix) detail::remove_inside(dir, p.lexically_relative(dir), false);
     }
   }
   {
@@ -2281,7 +2281,7 @@ std::vector<CheckWarning> DiskCache::check(bool fix, bool retry) {
     for (const auto& d : dirs) {
       if (fs::is_empty(d, ec) && !ec) {
         out.push_back({K::empty_dir, "empty directory: " + d.string()});
-        if (fix) fs::remove(d, ec);
+        if (fix) detail::remove_inside(dir, d.lexically_relative(dir), true);
       }
     }
   }

@@ -281,6 +281,28 @@ std::pair<std::string, std::int64_t> write_value_stream(const fs::path& dir, std
   return {rel, total};
 }
 
+bool remove_inside(const fs::path& dir, const fs::path& rel, bool directory) noexcept {
+  try {
+    std::vector<std::string> parts;
+    for (const auto& p : rel) {
+      const std::string s = p.string();
+      if (s.empty() || s == "." || s == ".." || s == "/") return false;
+      parts.push_back(s);
+    }
+    if (parts.empty()) return false;
+    Fd at(open_base(dir));
+    if (at.fd < 0) return false;
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+      Fd next(open_sub(at.fd, parts[i], false, 0));
+      if (next.fd < 0) return false;
+      std::swap(at.fd, next.fd);
+    }
+    return ::unlinkat(at.fd, parts.back().c_str(), directory ? AT_REMOVEDIR : 0) == 0;
+  } catch (...) {  // allocation only
+    return false;
+  }
+}
+
 void create_cache_dir(const fs::path& dir, bool private_dir, std::string_view what) {
   std::error_code ec;
   if (private_dir) {

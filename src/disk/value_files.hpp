@@ -39,6 +39,12 @@ std::string write_value_file(const std::filesystem::path& dir, std::string_view 
 std::pair<std::string, std::int64_t> write_value_stream(const std::filesystem::path& dir,
                                                         std::istream& in, FileModes modes = {});
 
+/// Removes `dir / rel` (a file or symlink; with `directory`, an empty directory) reaching it
+/// without following any symlink below `dir`, so a directory swapped for a symlink meanwhile
+/// cannot redirect the removal outside. Never throws; false if nothing was removed.
+bool remove_inside(const std::filesystem::path& dir, const std::filesystem::path& rel,
+                   bool directory) noexcept;
+
 /// Creates the cache directory `dir` and its parents if missing (`private_dir`: the directory
 /// itself 0700). `what` starts error messages. @throws DatabaseError when it cannot.
 void create_cache_dir(const std::filesystem::path& dir, bool private_dir, std::string_view what);
