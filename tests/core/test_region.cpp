@@ -147,6 +147,23 @@ TEST_CASE("RegionTest: expiration times out of range are a ValidationError, neve
       ValidationError);
 }
 
+TEST_CASE("RegionTest: a shared invalidation time out of range is ignored, never UB",
+          "[region][invalidate][hostile]") {
+  auto backend = dogpile::make_backend("memory_serialized");
+  dogpile::ManualClock clock;
+  const auto created = clock() - 1s;
+  backend->set("inv", std::to_string(dogpile::to_unix_seconds(clock())) + " hard");
+  CHECK(dogpile::SharedInvalidationStrategy(backend, "inv", 0ms, clock).is_invalidated(created));
+  // Clamped instead, 1e10 would invalidate every value until 2100.
+  for (const char* bad : {"1e10 hard", "-1e10 hard", "1e300 soft", "nan hard"}) {
+    CAPTURE(bad);
+    backend->set("inv", bad);
+    dogpile::SharedInvalidationStrategy s(backend, "inv", 0ms, clock);
+    CHECK_FALSE(s.is_invalidated(created));
+    CHECK_FALSE(s.was_hard_invalidated());
+  }
+}
+
 TEST_CASE("RegionTest: key_mangler argument", "[region]") {
   auto r = dogpile::make_region(
       {.key_mangler = [](std::string_view k) { return "HI!" + std::string(k); }});
