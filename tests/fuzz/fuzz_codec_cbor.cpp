@@ -2,4 +2,6 @@
 #include "fuzz_codec.hpp"
 #include "fuzz_target.hpp"
 
-DOGPILE_FUZZ_TARGET(codec_cbor) { return dogpile_fuzz::fuzz_codec(data, size, dogpile::Format::cbor); }
+DOGPILE_FUZZ_TARGET(codec_cbor) {
+  return dogpile_fuzz::fuzz_codec(data, size, dogpile::Format::cbor);
+}

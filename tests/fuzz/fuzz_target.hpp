@@ -21,10 +21,9 @@ struct Register {
 }  // namespace dogpile_fuzz
 
 #ifdef DOGPILE_FUZZ_REPLAY
-#define DOGPILE_FUZZ_TARGET(name)                                                \
-  static int dogpile_fuzz_##name(const std::uint8_t* data, std::size_t size);   \
-  static const dogpile_fuzz::Register dogpile_fuzz_register_##name(#name,       \
-                                                                   &dogpile_fuzz_##name); \
+#define DOGPILE_FUZZ_TARGET(name)                                                                \
+  static int dogpile_fuzz_##name(const std::uint8_t* data, std::size_t size);                    \
+  static const dogpile_fuzz::Register dogpile_fuzz_register_##name(#name, &dogpile_fuzz_##name); \
   static int dogpile_fuzz_##name(const std::uint8_t* data, std::size_t size)
 #else
 #define DOGPILE_FUZZ_TARGET(name) \
