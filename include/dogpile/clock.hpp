@@ -3,10 +3,14 @@
 /// The injectable clock. Every expiry decision in dogpile-cpp reads time through a `Clock`, so
 /// tests can move time forward without sleeping.
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <memory>
+
+#include "dogpile/limits.hpp"
 
 namespace dogpile {
 
@@ -30,8 +34,15 @@ inline double to_unix_seconds(TimePoint t) {
       .count();
 }
 
-/// The inverse of `to_unix_seconds` (microsecond resolution).
+/// The inverse of `to_unix_seconds` (microsecond resolution). Total, never undefined: `s` is
+/// meant to lie within +-`max_unix_seconds` (dogpile/limits.hpp), which decoders of stored
+/// times check first (an envelope outside it is corrupt); beyond it the result is clamped to
+/// that bound, and NaN is the epoch.
 inline TimePoint from_unix_seconds(double s) {
+  // Converting an out-of-range double to the clock's integer ticks is undefined behaviour (a
+  // stored ct of 1e10 read back as the year 1702): clamp first.
+  if (std::isnan(s)) return TimePoint{};
+  s = std::clamp(s, -max_unix_seconds, max_unix_seconds);
   // Rounded to the nearest microsecond, not truncated: a double near 1.7e9 holds about 0.2 us,
   // so truncation turned e.g. ...001007 s into ...001006 s, and a value created at the instant
   // of invalidate() read back as created before it (invalidated on every read).

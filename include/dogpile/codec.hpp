@@ -24,10 +24,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dogpile/detail/json_decode.hpp"
 #include "dogpile/detail/python_float.hpp"
 #include "dogpile/detail/type_name.hpp"
 #include "dogpile/detail/zlib.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/limits.hpp"
 #include "dogpile/metadata.hpp"
 
 namespace dogpile {
@@ -51,6 +53,9 @@ struct CodecOptions {
   EnvelopeFormat envelope = EnvelopeFormat::dogpile;  ///< metadata layout
   std::size_t compress_threshold = 0;  ///< zlib-compress payloads at least this long; 0 = never
   int compress_level = 6;              ///< zlib level 1..9
+  /// Largest payload a read decompresses; a larger one is `CantDeserialize` (a miss) before the
+  /// memory is taken. Applies to compressed payloads only (see dogpile/limits.hpp).
+  std::size_t max_value_bytes = default_max_value_bytes;
 };
 
 namespace detail {
@@ -130,21 +135,25 @@ struct Codec {
       detail::throw_error<ValidationError>(std::string("cannot encode value: ") + e.what());
     }
   }
-  /// The value in `bytes`. @throws CantDeserialize when the bytes are not valid in `format`;
+  /// The value in `bytes`. @throws CantDeserialize when the bytes are not valid in `format`
+  /// or nest arrays/objects deeper than `max_nesting_depth`;
   /// TypeMismatch when they are, but hold something that does not convert to `T` (another
   /// type, or a number that does not fit).
   static T decode(std::string_view bytes, Format format) requires JsonConvertible<T> {
     nlohmann::json j;
     try {
+      // Depth-limited (max_nesting_depth): a deeply nested payload is refused before the
+      // reader, or the get<T> below, recurses into it.
+      using input_format = nlohmann::json::input_format_t;
       switch (format) {
         case Format::msgpack:
-          j = nlohmann::json::from_msgpack(bytes.begin(), bytes.end());
+          j = detail::parse_json_limited(bytes, input_format::msgpack);
           break;
         case Format::cbor:
-          j = nlohmann::json::from_cbor(bytes.begin(), bytes.end());
+          j = detail::parse_json_limited(bytes, input_format::cbor);
           break;
         case Format::json:
-          j = nlohmann::json::parse(bytes.begin(), bytes.end());
+          j = detail::parse_json_limited(bytes, input_format::json);
           break;
       }
     } catch (const nlohmann::json::exception& e) {
@@ -230,10 +239,30 @@ inline std::uint64_t get_u64(std::string_view in) {
 }
 }  // namespace detail
 
+namespace detail {
+/// True when `ct` is a creation time an envelope may carry: finite and within
+/// +-`max_unix_seconds` of the epoch.
+inline bool valid_envelope_ct(double ct) {
+  return std::isfinite(ct) && std::fabs(ct) <= max_unix_seconds;
+}
+/// True when `delta` (how long creating the value took) is finite, not negative and not absurd.
+inline bool valid_envelope_delta(double delta) {
+  return std::isfinite(delta) && delta >= 0 && delta <= max_unix_seconds;
+}
+}  // namespace detail
+
 /// Wraps `payload` in an envelope.
-/// @throws BackendError if compression fails (out of memory).
+/// @throws ValidationError when `meta.ct` is outside +-`max_unix_seconds` or `meta.delta` is
+/// negative, not finite or beyond it (such an envelope would read back as corrupt); BackendError
+/// if compression fails (out of memory).
 inline std::string pack_envelope(const Metadata& meta, std::string_view payload,
                                  const CodecOptions& opts) {
+  if (!detail::valid_envelope_ct(meta.ct) || !detail::valid_envelope_delta(meta.delta)) {
+    detail::throw_error<ValidationError>(
+        "envelope: creation time " + std::to_string(meta.ct) + " / delta " +
+        std::to_string(meta.delta) + " out of range (the creation time must be within " +
+        std::to_string(max_unix_seconds) + " s of the Unix epoch; is the clock sane?)");
+  }
   std::string compressed;
   bool zipped = false;
   if (opts.compress_threshold > 0 && payload.size() >= opts.compress_threshold) {
@@ -294,7 +323,7 @@ struct EnvelopeHeaderSax {
       ct = x;
       has_ct = true;
     } else if (member == "v" && integral) {
-      v = static_cast<int>(i);
+      v = std::in_range<int>(i) ? static_cast<int>(i) : -1;  // no version of ours
     } else if (member == "d") {
       d = x;
       has_d = true;
@@ -349,11 +378,14 @@ struct EnvelopeHeaderSax {
 }  // namespace detail
 
 /// Parses either envelope format (detected from the first bytes).
-/// @throws CantDeserialize on corrupt or truncated bytes.
+/// @throws CantDeserialize on corrupt or truncated bytes, on a creation time outside
+/// +-`max_unix_seconds` (or a negative or absurd delta), and on a compressed payload that would
+/// inflate beyond `max_value_bytes` (refused before it is inflated).
 /// (A template only so that nlohmann's parser is instantiated where envelopes are read, not in
 /// every file that includes this header; call it as `unpack_envelope(bytes)`.)
 template <class = void>
-Unpacked unpack_envelope(std::string_view bytes) {
+Unpacked unpack_envelope(std::string_view bytes,
+                         std::size_t max_value_bytes = default_max_value_bytes) {
   Unpacked u;
   bool zipped = false;
   std::string_view payload;
@@ -387,8 +419,12 @@ Unpacked unpack_envelope(std::string_view bytes) {
     zipped = sax.has_z;
     payload = bytes.substr(bar + 1);
   }
+  // A stored time outside the range is corrupt: converting it to a TimePoint would overflow.
+  if (!detail::valid_envelope_ct(u.meta.ct) || !detail::valid_envelope_delta(u.meta.delta)) {
+    detail::throw_error<CantDeserialize>("envelope creation time or delta out of range");
+  }
   if (zipped) {
-    u.payload = detail::zlib_decompress(payload);
+    u.payload = detail::zlib_decompress(payload, max_value_bytes);
   } else {
     u.payload.assign(payload.data(), payload.size());
   }

@@ -5,9 +5,14 @@
 /// `Expiration` is "not set": the region's own expiration applies.
 
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <optional>
+#include <string>
 #include <type_traits>
+
+#include "dogpile/error.hpp"
+#include "dogpile/limits.hpp"
 
 namespace dogpile {
 
@@ -24,10 +29,26 @@ class Expiration {
   /// Not set: inherit the region's expiration.
   Expiration() = default;
   /// A fixed duration of millisecond precision or coarser; negative means never.
+  /// @throws ValidationError when `d` is NaN or longer than `max_expiration_seconds` (100
+  /// years; use `dogpile::never`): converting it to milliseconds, or adding it to a time,
+  /// would overflow.
   template <class Rep, class Period>
   Expiration(std::chrono::duration<Rep, Period> d)  // NOLINT(google-explicit-constructor)
-      : kind_(Kind::fixed), value_(std::chrono::duration_cast<std::chrono::milliseconds>(d)) {
-    if (value_.count() < 0) kind_ = Kind::forever;
+      : kind_(Kind::fixed) {
+    // Checked in double seconds, before any integer conversion can overflow.
+    const double s = std::chrono::duration<double>(d).count();
+    if (std::isnan(s) || s > max_expiration_seconds) {
+      detail::throw_error<ValidationError>(
+          "expiration_time: " + std::to_string(s) +
+          " seconds is not a usable expiration (at most " +
+          std::to_string(static_cast<long long>(max_expiration_seconds)) +
+          " s, 100 years; a negative value or dogpile::never means never)");
+    }
+    if (s < 0) {
+      kind_ = Kind::forever;
+    } else {
+      value_ = std::chrono::duration_cast<std::chrono::milliseconds>(d);
+    }
   }
   /// Never expire.
   Expiration(never_t /*never*/) : kind_(Kind::forever) {}  // NOLINT(google-explicit-constructor)

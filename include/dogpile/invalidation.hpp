@@ -134,7 +134,12 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
     if (kind != "hard" && kind != "soft") return std::nullopt;
     double t = 0;
     const auto r = std::from_chars(text.data(), text.data() + sp, t);
-    if (r.ec != std::errc() || r.ptr != text.data() + sp || !std::isfinite(t)) return std::nullopt;
+    // Out of range is corrupt (ignored), as for a stored ct: clamped, a time in 2100 would
+    // invalidate every value until then.
+    if (r.ec != std::errc() || r.ptr != text.data() + sp || !std::isfinite(t) ||
+        std::fabs(t) > max_unix_seconds) {
+      return std::nullopt;
+    }
     return State{from_unix_seconds(t), kind == "hard"};
   }
   std::optional<State> current() const {

@@ -92,13 +92,23 @@ struct RegionConfigSettings {
 };
 
 namespace detail {
-/// `v` (seconds, int or float, or null) as an expiration. @throws ValidationError.
+/// `v` (seconds, int or float, or null) as an expiration: 0 to `max_expiration_seconds`, or
+/// -1 for never (dogpile's sentinel). @throws ValidationError naming `key` for anything else
+/// (another negative number, NaN, infinity, more than 100 years), before any conversion can
+/// overflow.
 inline Expiration expiration_from_json(const nlohmann::json& v, std::string_view key) {
   if (v.is_null()) return {};
-  if (v.is_number_integer()) return std::chrono::seconds(v.get<long long>());
   if (v.is_number()) {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::duration<double>(v.get<double>()));
+    const double s = v.get<double>();  // exact for every integer that passes the range check
+    if (s == -1) return never;
+    if (!std::isfinite(s) || s < 0 || s > max_expiration_seconds) {
+      throw_error<ValidationError>("'" + std::string(key) + "' must be 0 to " +
+                                   std::to_string(static_cast<long long>(max_expiration_seconds)) +
+                                   " seconds (100 years), or -1 for never; got " +
+                                   detail::json_text(v));
+    }
+    if (v.is_number_integer()) return std::chrono::seconds(v.get<long long>());
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::duration<double>(s));
   }
   throw_error<ValidationError>("'" + std::string(key) + "' must be a number of seconds, got " +
                                detail::json_text(v));

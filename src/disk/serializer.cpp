@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dogpile/detail/json_decode.hpp"
+#include "dogpile/detail/zlib.hpp"
 #include "dogpile/disk/detail/convert.hpp"
 #include "dogpile/error.hpp"
 
@@ -45,34 +47,33 @@ std::string deflate_bytes(std::string_view data, int level) {
   return out;
 }
 
-// zlib.decompress(data); nullopt when `data` is not one complete zlib stream (the caller names
-// the key and the serializer).
-std::optional<std::string> inflate_bytes(std::string_view data) {
-  z_stream zs{};
-  if (inflateInit(&zs) != Z_OK) return std::nullopt;
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  zs.avail_in = static_cast<uInt>(data.size());
-  std::string out;
-  char buf[16384];
-  int rc = Z_OK;
-  do {
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof buf;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    if (rc != Z_OK && rc != Z_STREAM_END) break;
-    out.append(buf, sizeof buf - zs.avail_out);
-  } while (rc != Z_STREAM_END && (zs.avail_in > 0 || zs.avail_out == 0));
-  bool ok = rc == Z_STREAM_END && zs.avail_in == 0;
-  inflateEnd(&zs);
-  if (!ok) return std::nullopt;
-  return out;
+// zlib.decompress(data) bounded by max_bytes; the caller names the key and the serializer.
+// A value inflating beyond the bound is refused before more than the bound is allocated.
+// nullopt: not one complete zlib stream.
+std::optional<std::string> inflate_or_throw(std::string_view data, std::size_t max_bytes,
+                                            const char* who) {
+  auto r = detail::zlib_inflate(data, max_bytes);
+  switch (r.status) {
+    case detail::InflateStatus::ok:
+      return std::move(r.data);
+    case detail::InflateStatus::too_large:
+      detail::throw_error<CantDeserialize>(
+          std::string(who) + ": the stored value inflates to more than max_value_bytes (" +
+          std::to_string(max_bytes) + " bytes): corrupt or hostile");
+    case detail::InflateStatus::corrupt:
+      break;
+  }
+  return std::nullopt;
 }
 
 }  // namespace
 
 // ---- JsonSerializer ----------------------------------------------------------------------------
 
-JsonSerializer::JsonSerializer(int level) : level_(level) { check_level(level, "JsonSerializer"); }
+JsonSerializer::JsonSerializer(int level, std::size_t max_value_bytes)
+    : level_(level), max_value_bytes_(max_value_bytes) {
+  check_level(level, "JsonSerializer");
+}
 
 std::string JsonSerializer::name() const { return "json"; }
 
@@ -91,8 +92,17 @@ DiskValue JsonSerializer::encode(const DiskValue& value) const {
     j = *s;
   } else {
     const auto& b = std::get<Bytes>(value);
-    j = nlohmann::json::parse(b.data, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) {
+    // Depth-limited: dump() below recurses once per nesting level.
+    bool ok = true;
+    try {
+      j = detail::parse_json_limited(b.data, nlohmann::json::input_format_t::json);
+    } catch (const nlohmann::json::exception&) {
+      ok = false;
+    } catch (const CantDeserialize& e) {
+      detail::throw_error<ValidationError>(std::string("JsonSerializer: this bytes value ") +
+                                           e.what() + " (max_nesting_depth)");
+    }
+    if (!ok) {
       detail::throw_error<ValidationError>(
           "JsonSerializer: this bytes value is not a JSON document and JSON has no bytes type; "
           "store text, a type with a JSON Codec<T>, or use ZlibSerializer / no serializer");
@@ -118,14 +128,21 @@ DiskValue JsonSerializer::decode(DiskValue stored) const {
         ", not zlib-compressed JSON bytes: it was written without this serializer (open the cache "
         "without a serializer to read it)");
   }
-  auto text = inflate_bytes(b->data);
+  const auto text = inflate_or_throw(b->data, max_value_bytes_, "JsonSerializer");
   if (!text) {
     detail::throw_error<CantDeserialize>(
         "JsonSerializer: the stored bytes are not a zlib stream: corrupt, or written without this "
         "serializer (open the cache without a serializer to read them)");
   }
-  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) {
+  // Depth-limited (CantDeserialize beyond max_nesting_depth): dump() below recurses.
+  nlohmann::json j;
+  bool ok = true;
+  try {
+    j = detail::parse_json_limited(*text, nlohmann::json::input_format_t::json);
+  } catch (const nlohmann::json::exception&) {
+    ok = false;
+  }
+  if (!ok) {
     detail::throw_error<CantDeserialize>(
         "JsonSerializer: the stored value inflates to something that is not JSON (Python's "
         "NaN/Infinity are not JSON either)");
@@ -153,8 +170,8 @@ DiskValue JsonSerializer::decode(DiskValue stored) const {
 
 // ---- ZlibSerializer ----------------------------------------------------------------------------
 
-ZlibSerializer::ZlibSerializer(std::size_t threshold, int level)
-    : threshold_(threshold), level_(level) {
+ZlibSerializer::ZlibSerializer(std::size_t threshold, int level, std::size_t max_value_bytes)
+    : threshold_(threshold), level_(level), max_value_bytes_(max_value_bytes) {
   check_level(level, "ZlibSerializer");
 }
 
@@ -190,7 +207,7 @@ DiskValue ZlibSerializer::decode(DiskValue stored) const {
         "ZlibSerializer: the stored bytes begin with the compressed-value magic but have an "
         "unknown kind byte: corrupt, or not written by this serializer");
   }
-  auto data = inflate_bytes(body.substr(1));
+  auto data = inflate_or_throw(body.substr(1), max_value_bytes_, "ZlibSerializer");
   if (!data) {
     detail::throw_error<CantDeserialize>(
         "ZlibSerializer: the compressed value's zlib stream is corrupt");

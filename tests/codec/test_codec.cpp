@@ -12,7 +12,10 @@
 #include <string_view>
 #include <vector>
 
+#include "dogpile/clock.hpp"
 #include "dogpile/codec.hpp"
+#include "dogpile/detail/value_adapter.hpp"
+#include "dogpile/limits.hpp"
 
 namespace app {
 struct User {
@@ -305,4 +308,145 @@ TEST_CASE("a value JSON cannot represent is a ValidationError on encode", "[code
   CHECK(dogpile::Codec<std::vector<std::string>>::decode(
             dogpile::Codec<std::vector<std::string>>::encode(bad_utf8, Format::msgpack),
             Format::msgpack) == bad_utf8);
+}
+
+// ---- hostile stored values (issue 18) ---------------------------------------------------------
+
+namespace {
+// `depth` nested one-element arrays around a null, in `format`.
+std::string nested_arrays(std::size_t depth, Format format) {
+  switch (format) {
+    case Format::msgpack:  // fixarray(1) ... nil
+      return std::string(depth, '\x91') + '\xC0';
+    case Format::cbor:  // array(1) ... null
+      return std::string(depth, '\x81') + '\xF6';
+    case Format::json:
+      break;
+  }
+  return std::string(depth, '[') + "null" + std::string(depth, ']');
+}
+}  // namespace
+
+TEST_CASE("a payload nested a million deep is CantDeserialize, not a stack overflow",
+          "[codec][hostile]") {
+  const dogpile::CodecOptions opts{};
+  for (Format f : {Format::json, Format::msgpack, Format::cbor}) {
+    CAPTURE(static_cast<int>(f));
+    const std::string deep = nested_arrays(1'000'000, f);
+    CHECK_THROWS_AS(dogpile::Codec<nlohmann::json>::decode(deep, f), dogpile::CantDeserialize);
+    CHECK_THROWS_AS((dogpile::Codec<std::vector<std::vector<int>>>::decode(deep, f)),
+                    dogpile::CantDeserialize);
+    // Through the envelope, as a region reads it: a miss.
+    const std::string stored = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, deep, opts);
+    CodecOptions codec{};
+    codec.format = f;
+    CHECK_FALSE(dogpile::detail::from_bytes<nlohmann::json>(stored, true, codec, "k", "test"));
+
+    // The limit itself: max_nesting_depth levels decode, one more does not.
+    const auto at_limit =
+        dogpile::Codec<nlohmann::json>::decode(nested_arrays(dogpile::max_nesting_depth, f), f);
+    CHECK(at_limit.is_array());
+    CHECK_THROWS_WITH(
+        dogpile::Codec<nlohmann::json>::decode(nested_arrays(dogpile::max_nesting_depth + 1, f), f),
+        Catch::Contains("nested deeper than 512"));
+  }
+  // Objects count as nesting too, and a deep value inside a shallow one is still refused.
+  std::string objects;
+  for (int i = 0; i < 600; ++i) objects += "{\"a\":";
+  objects += "1" + std::string(600, '}');
+  CHECK_THROWS_AS(dogpile::Codec<nlohmann::json>::decode(objects, Format::json),
+                  dogpile::CantDeserialize);
+  CHECK_THROWS_AS(
+      dogpile::Codec<nlohmann::json>::decode(
+          "{\"x\": 1, \"y\": " + nested_arrays(100'000, Format::json) + "}", Format::json),
+      dogpile::CantDeserialize);
+  // Malformed bytes are still CantDeserialize, well-formed ones of another type TypeMismatch.
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("[[[", Format::json), dogpile::CantDeserialize);
+  CHECK_THROWS_AS(dogpile::Codec<int>::decode("[[1]]", Format::json), dogpile::TypeMismatch);
+}
+
+TEST_CASE("a compressed payload above max_value_bytes is refused before it is inflated",
+          "[codec][hostile]") {
+  const std::string big(2u << 20, 'z');  // 2 MiB, deflates to a few KiB
+  const CodecOptions opts{.compress_threshold = 1};
+  const std::string stored = dogpile::pack_envelope(dogpile::Metadata{.ct = 1}, big, opts);
+  REQUIRE(stored.size() < 16'384);
+  CHECK(dogpile::unpack_envelope(stored).payload == big);              // under the default 64 MiB
+  CHECK(dogpile::unpack_envelope(stored, big.size()).payload == big);  // exactly at the bound
+  CHECK_THROWS_WITH(dogpile::unpack_envelope(stored, big.size() - 1),
+                    Catch::Contains("more than max_value_bytes"));
+  // A region's byte backend reads with CodecOptions::max_value_bytes: a miss.
+  CHECK(dogpile::detail::from_bytes<std::string>(stored, true, CodecOptions{}, "k", "test"));
+  CHECK_FALSE(dogpile::detail::from_bytes<std::string>(
+      stored, true, CodecOptions{.max_value_bytes = 1u << 20}, "k", "test"));
+
+  // The default bound, against a length prefix that claims 64 MiB + 1 (plausible for its
+  // size at deflate's 1032:1): refused from the prefix, nothing allocated or inflated.
+  const std::size_t claim = dogpile::default_max_value_bytes + 1;
+  std::string header(8, '\0');
+  for (std::size_t i = 0; i < 8; ++i) header[i] = static_cast<char>((claim >> (8 * i)) & 0xFF);
+  const std::string forged =
+      std::string(R"({"ct": 1, "z": 1}|)") + header + std::string(claim / 1032 + 1, 'x');
+  CHECK_THROWS_WITH(dogpile::unpack_envelope(forged), Catch::Contains("more than max_value_bytes"));
+
+  // The shared bounded inflate (disk serializers; memcached flag 8): a plain zlib stream.
+  uLongf n = compressBound(static_cast<uLong>(big.size()));
+  std::string z(n, '\0');
+  REQUIRE(compress2(reinterpret_cast<Bytef*>(z.data()), &n,
+                    reinterpret_cast<const Bytef*>(big.data()), static_cast<uLong>(big.size()),
+                    9) == Z_OK);
+  z.resize(n);
+  auto ok = dogpile::detail::zlib_inflate(z);
+  CHECK(ok.status == dogpile::detail::InflateStatus::ok);
+  CHECK(ok.data == big);
+  CHECK(dogpile::detail::zlib_inflate(z, big.size()).status == dogpile::detail::InflateStatus::ok);
+  auto bomb = dogpile::detail::zlib_inflate(z, 1u << 20);
+  CHECK(bomb.status == dogpile::detail::InflateStatus::too_large);
+  CHECK(bomb.data.empty());
+  CHECK(dogpile::detail::zlib_inflate(z.substr(0, z.size() - 1)).status ==
+        dogpile::detail::InflateStatus::corrupt);
+  CHECK(dogpile::detail::zlib_inflate(z + "x").status == dogpile::detail::InflateStatus::corrupt);
+  CHECK(dogpile::detail::zlib_inflate("").status == dogpile::detail::InflateStatus::corrupt);
+}
+
+TEST_CASE("a stored creation time out of range is a corrupt envelope (a miss), never UB",
+          "[codec][hostile]") {
+  using dogpile::CantDeserialize;
+  // ct 1e10 (year 2286) read back as the year 1702: a signed overflow in from_unix_seconds.
+  for (const char* header : {R"({"ct": 1e10, "v": 2}|1)", R"({"ct": -1e10, "v": 2}|1)",
+                             R"({"ct": 1e308, "v": 2}|1)", R"({"ct": 18446744073709551615}|1)",
+                             R"({"ct": 1, "d": 1e300}|1)", R"({"ct": 1, "d": -1}|1)"}) {
+    CAPTURE(header);
+    CHECK_THROWS_AS(dogpile::unpack_envelope(header), CantDeserialize);
+    CHECK_FALSE(dogpile::detail::from_bytes<int>(std::string(header), true, {}, "k", "test"));
+  }
+  // Compact: int64 microseconds, INT64_MAX / INT64_MIN.
+  for (std::uint64_t us : {std::uint64_t{0x7FFF'FFFF'FFFF'FFFF}, std::uint64_t{1} << 63}) {
+    std::string compact("\xDCP\x02\x00", 4);
+    for (int i = 0; i < 8; ++i) compact.push_back(static_cast<char>((us >> (8 * i)) & 0xFF));
+    compact += std::string(8, '\0') + "1";
+    CHECK_THROWS_AS(dogpile::unpack_envelope(compact), CantDeserialize);
+  }
+  // The bound itself is readable, and writing beyond it is refused (it could not be read).
+  const double edge = dogpile::max_unix_seconds;
+  for (EnvelopeFormat e : {EnvelopeFormat::dogpile, EnvelopeFormat::compact}) {
+    const CodecOptions opts{.envelope = e};
+    CHECK(dogpile::unpack_envelope(dogpile::pack_envelope({.ct = edge}, "1", opts)).meta.ct ==
+          edge);
+    CHECK(dogpile::unpack_envelope(dogpile::pack_envelope({.ct = -edge}, "1", opts)).meta.ct ==
+          -edge);
+    CHECK_THROWS_AS(dogpile::pack_envelope({.ct = 1e10}, "1", opts), dogpile::ValidationError);
+    CHECK_THROWS_AS(dogpile::pack_envelope({.ct = 1, .delta = -1}, "1", opts),
+                    dogpile::ValidationError);
+  }
+  // from_unix_seconds is total: clamped to the bound, NaN is the epoch.
+  CHECK(dogpile::from_unix_seconds(1e10) == dogpile::from_unix_seconds(edge));
+  CHECK(dogpile::from_unix_seconds(-1e300) == dogpile::from_unix_seconds(-edge));
+  CHECK(dogpile::from_unix_seconds(std::numeric_limits<double>::infinity()) ==
+        dogpile::from_unix_seconds(edge));
+  CHECK(dogpile::from_unix_seconds(std::numeric_limits<double>::quiet_NaN()) ==
+        dogpile::TimePoint{});
+  CHECK(dogpile::to_unix_seconds(dogpile::from_unix_seconds(edge)) == edge);
+  // A version beyond int is "no version of ours", not a narrowing surprise.
+  CHECK(dogpile::unpack_envelope(R"({"ct": 1, "v": -4294967298}|1)").meta.v == -1);
 }

@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -99,6 +100,68 @@ TEST_CASE("RegionTest: reject invalid expiration time ('one hour')", "[region][c
   CHECK_FALSE(r.is_configured());
   CHECK_THROWS_AS(r.configure_from_config({{"myregion.expiration_time", 5}}, "myregion."),
                   dogpile::ValidationError);  // no backend
+}
+
+TEST_CASE("RegionTest: expiration times out of range are a ValidationError, never UB",
+          "[region][config][hostile]") {
+  using dogpile::ValidationError;
+  auto configure = [](const nlohmann::json& seconds) {
+    auto r = dogpile::make_region();
+    r.configure_from_config({{"myregion.backend", "memory"}, {"myregion.expiration_time", seconds}},
+                            "myregion.");
+    return r.expiration_time();
+  };
+  // 1e17 s overflowed the conversion to milliseconds; inf/NaN arrive via "1e999" and friends.
+  for (const nlohmann::json& bad :
+       {nlohmann::json(1e17), nlohmann::json(100000000000000000LL), nlohmann::json("1e17"),
+        nlohmann::json("1e999"), nlohmann::json("-1e999"), nlohmann::json(-5), nlohmann::json(-0.5),
+        nlohmann::json(4e9), nlohmann::json(-9223372036854775807LL)}) {
+    CAPTURE(bad);
+    CHECK_THROWS_WITH(configure(bad),
+                      Catch::Contains("myregion.expiration_time") && Catch::Contains("100 years"));
+  }
+  CHECK_FALSE(configure(-1).resolve());  // dogpile's sentinel: never
+  CHECK_FALSE(configure("-1").resolve());
+  CHECK(configure(0).resolve() == std::optional<std::chrono::milliseconds>(0s));
+  CHECK(configure(1.5).resolve() == std::optional<std::chrono::milliseconds>(1500ms));
+  CHECK(configure(3'000'000'000LL).resolve() ==
+        std::optional<std::chrono::milliseconds>(3'000'000'000s));
+
+  // The C++ Expiration: a duration beyond 100 years (or NaN) is refused; negative is never.
+  CHECK_THROWS_AS(dogpile::Expiration(std::chrono::duration<double>(1e17)), ValidationError);
+  CHECK_THROWS_AS(
+      dogpile::Expiration(std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN())),
+      ValidationError);
+  CHECK_THROWS_AS(dogpile::Expiration(std::chrono::hours(std::numeric_limits<int>::max())),
+                  ValidationError);
+  CHECK_THROWS_AS(dogpile::Expiration(std::chrono::years(101)), ValidationError);
+  CHECK(dogpile::Expiration(std::chrono::years(100)).resolve() ==
+        std::optional<std::chrono::milliseconds>(std::chrono::years(100)));
+  CHECK_FALSE(dogpile::Expiration(std::chrono::duration<double>(-1e300)).resolve());
+  CHECK_FALSE(
+      dogpile::Expiration(std::chrono::duration<double>(-std::numeric_limits<double>::infinity()))
+          .resolve());
+  auto r = dogpile::make_region();
+  CHECK_THROWS_AS(
+      r.configure("memory", {.expiration_time = std::chrono::seconds(100'000'000'000'000'000LL)}),
+      ValidationError);
+}
+
+TEST_CASE("RegionTest: a shared invalidation time out of range is ignored, never UB",
+          "[region][invalidate][hostile]") {
+  auto backend = dogpile::make_backend("memory_serialized");
+  dogpile::ManualClock clock;
+  const auto created = clock() - 1s;
+  backend->set("inv", std::to_string(dogpile::to_unix_seconds(clock())) + " hard");
+  CHECK(dogpile::SharedInvalidationStrategy(backend, "inv", 0ms, clock).is_invalidated(created));
+  // Clamped instead, 1e10 would invalidate every value until 2100.
+  for (const char* bad : {"1e10 hard", "-1e10 hard", "1e300 soft", "nan hard"}) {
+    CAPTURE(bad);
+    backend->set("inv", bad);
+    dogpile::SharedInvalidationStrategy s(backend, "inv", 0ms, clock);
+    CHECK_FALSE(s.is_invalidated(created));
+    CHECK_FALSE(s.was_hard_invalidated());
+  }
 }
 
 TEST_CASE("RegionTest: key_mangler argument", "[region]") {

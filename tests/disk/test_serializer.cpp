@@ -493,3 +493,32 @@ TEST_CASE("serializer: python-diskcache through the Disk subclasses in docs/disk
         std::get<Bytes>(raw(d.path, "big-bytes")).data.starts_with(dogpile::ZlibSerializer::magic));
   }
 }
+
+TEST_CASE("serializer: hostile stored values (deep nesting, decompression bombs)",
+          "[disk][serializer][hostile]") {
+  const dogpile::ZlibSerializer zip(0);
+  // A plain zlib stream of `text` (what JsonSerializer stores).
+  auto zlib_of = [&](const std::string& text) {
+    return std::get<Bytes>(zip.encode(Bytes{text})).data.substr(5);
+  };
+  const dogpile::JsonSerializer json;
+  // JSON nested a million deep: refused (dump() of it overflowed the stack), in ~2 KiB.
+  const std::string deep = std::string(1'000'000, '[') + std::string(1'000'000, ']');
+  const std::string deep_z = zlib_of(deep);
+  CHECK(deep_z.size() < 8192);
+  CHECK_THROWS_AS(json.decode(Bytes{deep_z}), dogpile::CantDeserialize);
+  CHECK_THROWS_AS(json.encode(Bytes{deep}), dogpile::ValidationError);
+  CHECK(std::get<Bytes>(json.decode(Bytes{zlib_of("[[[1]]]")})).data == "[[[1]]]");
+
+  // A value inflating beyond max_value_bytes is refused without inflating it all.
+  const std::string big = '"' + std::string(2u << 20, 'a') + '"';
+  const std::string big_z = zlib_of(big);
+  CHECK(std::get<std::string>(json.decode(Bytes{big_z})).size() == big.size() - 2);
+  const dogpile::JsonSerializer json_1m(1, 1u << 20);
+  CHECK_THROWS_WITH(json_1m.decode(Bytes{big_z}), Contains("max_value_bytes"));
+  const dogpile::ZlibSerializer zip_1m(0, 6, 1u << 20);
+  const DiskValue stored = zip.encode(big);
+  CHECK(std::get<std::string>(zip.decode(stored)) == big);
+  CHECK_THROWS_WITH(zip_1m.decode(stored), Contains("max_value_bytes"));
+  CHECK(std::get<std::string>(dogpile::ZlibSerializer(0, 6, big.size()).decode(stored)) == big);
+}

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dogpile/codec.hpp"
+#include "fuzz_target.hpp"
 
 namespace {
 
@@ -27,7 +28,7 @@ void decode_all_formats(std::string_view payload) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+DOGPILE_FUZZ_TARGET(envelope) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   try {
     const dogpile::Unpacked u = dogpile::unpack_envelope(bytes);

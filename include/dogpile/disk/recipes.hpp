@@ -43,6 +43,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/clock.hpp"
+#include "dogpile/detail/json_decode.hpp"
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
 #include "dogpile/duration.hpp"
@@ -437,7 +438,7 @@ class Averager {
   std::pair<double, std::int64_t> parse(const std::optional<std::string>& v) const {
     if (!v) return {0.0, 0};
     try {
-      const auto j = nlohmann::json::parse(*v);
+      const auto j = dogpile::detail::parse_json_limited(*v, nlohmann::json::input_format_t::json);
       return {j.at(0).get<double>(), j.at(1).get<std::int64_t>()};
     } catch (const nlohmann::json::exception& e) {
       throw CantDeserialize("recipes::Averager " + key_.repr() + ": the key holds '" + *v +
@@ -506,7 +507,8 @@ class Throttled {
     double tally = count_;
     if (auto v = cache_.get<std::string>(key_)) {
       try {
-        const auto j = nlohmann::json::parse(*v);
+        const auto j =
+            dogpile::detail::parse_json_limited(*v, nlohmann::json::input_format_t::json);
         last = j.at(0).get<double>();
         tally = j.at(1).get<double>();
       } catch (const nlohmann::json::exception& e) {
@@ -717,7 +719,8 @@ class StampedeMemoized {
   template <class R>
   static std::pair<R, double> unpack(const std::string& text, const Key& key) {
     try {
-      const auto j = nlohmann::json::parse(text);
+      const auto j =
+          dogpile::detail::parse_json_limited(text, nlohmann::json::input_format_t::json);
       return {j.at("value").template get<R>(), j.at("delta").template get<double>()};
     } catch (const nlohmann::json::exception& e) {
       throw CantDeserialize("memoize_stampede " + key.repr() + ": the stored value is not " +

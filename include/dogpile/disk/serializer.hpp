@@ -16,6 +16,7 @@
 #include <string_view>
 
 #include "dogpile/disk/types.hpp"
+#include "dogpile/limits.hpp"
 
 namespace dogpile {
 
@@ -71,8 +72,11 @@ class ValueSerializer {
 class JsonSerializer final : public ValueSerializer {
  public:
   /// @param level zlib level 0-9 (Python JSONDisk's `compress_level`, default 1).
+  /// @param max_value_bytes largest inflated JSON text `decode` accepts; a stored value that
+  ///        inflates beyond it is CantDeserialize, refused before the memory is taken
+  ///        (dogpile/limits.hpp). JSON nested deeper than `max_nesting_depth` is refused too.
   /// @throws ValidationError when `level` is outside 0-9.
-  explicit JsonSerializer(int level = 1);
+  explicit JsonSerializer(int level = 1, std::size_t max_value_bytes = default_max_value_bytes);
   /// See the class comment. @throws ValidationError as described there.
   [[nodiscard]] DiskValue encode(const DiskValue& value) const override;
   /// See the class comment. @throws CantDeserialize as described there.
@@ -84,6 +88,7 @@ class JsonSerializer final : public ValueSerializer {
 
  private:
   int level_;
+  std::size_t max_value_bytes_;
 };
 
 /// Compresses large text and bytes with zlib; leaves everything else as it is, so small values
@@ -105,8 +110,12 @@ class ZlibSerializer final : public ValueSerializer {
 
   /// @param threshold text/bytes of this many bytes or more are compressed (default 1024).
   /// @param level zlib level 0-9 (default 6, zlib's default).
+  /// @param max_value_bytes largest inflated value `decode` accepts; a compressed value that
+  ///        inflates beyond it is CantDeserialize, refused before the memory is taken
+  ///        (dogpile/limits.hpp).
   /// @throws ValidationError when `level` is outside 0-9.
-  explicit ZlibSerializer(std::size_t threshold = 1024, int level = 6);
+  explicit ZlibSerializer(std::size_t threshold = 1024, int level = 6,
+                          std::size_t max_value_bytes = default_max_value_bytes);
   /// See the class comment. Does not throw except std::bad_alloc.
   [[nodiscard]] DiskValue encode(const DiskValue& value) const override;
   /// See the class comment. @throws CantDeserialize on a corrupt compressed value.
@@ -119,6 +128,7 @@ class ZlibSerializer final : public ValueSerializer {
  private:
   std::size_t threshold_;
   int level_;
+  std::size_t max_value_bytes_;
 };
 
 }  // namespace dogpile

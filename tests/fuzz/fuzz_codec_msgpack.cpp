@@ -1,0 +1,8 @@
+// libFuzzer target: arbitrary bytes into Codec<T>::decode with Format::msgpack (see
+// fuzz_codec.hpp).
+#include "fuzz_codec.hpp"
+#include "fuzz_target.hpp"
+
+DOGPILE_FUZZ_TARGET(codec_msgpack) {
+  return dogpile_fuzz::fuzz_codec(data, size, dogpile::Format::msgpack);
+}
