@@ -94,8 +94,8 @@ redisReplyObjectFunctions* bounded_fns(const redisReplyObjectFunctions* defaults
 }
 
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<milliseconds>(deadline -
-                                                             std::chrono::steady_clock::now());
+  const auto left =
+      std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) return 0;
   return left.count() > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left.count());
 }
@@ -203,10 +203,10 @@ void Connection::fail() {
       err == REDIS_ERR_IO && (why.find("temporarily unavailable") != std::string::npos ||
                               why.find("timed out") != std::string::npos);
   if (timed_out) {
-    throw ConnectionFailure(Failure::timeout,
-                            "redis at " + ep_.str() + " did not take the command within " +
-                                "socket_timeout (" + std::to_string(socket_timeout_.count()) +
-                                " ms)");
+    throw ConnectionFailure(Failure::timeout, "redis at " + ep_.str() +
+                                                  " did not take the command within " +
+                                                  "socket_timeout (" +
+                                                  std::to_string(socket_timeout_.count()) + " ms)");
   }
   if (why.empty()) why = "connection lost";
   throw ConnectionFailure(Failure::closed, "redis at " + ep_.str() + ": " + why);
@@ -237,9 +237,11 @@ void* Connection::buffered_reply() {
   void* raw = nullptr;
   if (redisReaderGetReply(ctx_->reader, &raw) != REDIS_OK) {
     if (limits_.refused) {
-      fail_with(Failure::protocol, "sent a reply (an array, or a value) larger than "
-                                   "max_value_bytes (" + std::to_string(max_value_bytes_) +
-                                       " bytes per value) allows; closed the connection");
+      fail_with(Failure::protocol,
+                "sent a reply (an array, or a value) larger than "
+                "max_value_bytes (" +
+                    std::to_string(max_value_bytes_) +
+                    " bytes per value) allows; closed the connection");
     }
     fail_with(Failure::protocol, std::string("protocol error: ") + ctx_->reader->errstr);
   }
@@ -250,16 +252,14 @@ void Connection::check_pending() {
   const redisReader* r = ctx_->reader;
   const std::size_t pending = r->len - r->pos;  // the unfinished item starts at r->pos
   if (reply_bytes_ > reply_budget_ || pending > max_value_bytes_ + kMaxReplyLine) {
-    fail_with(Failure::protocol,
-              "sent a reply larger than max_value_bytes (" + std::to_string(max_value_bytes_) +
-                  " bytes per value); closed the connection");
+    fail_with(Failure::protocol, "sent a reply larger than max_value_bytes (" +
+                                     std::to_string(max_value_bytes_) +
+                                     " bytes per value); closed the connection");
   }
   // Every item begins with a line ("+OK", "-ERR ...", ":1", "$5"): an unfinished item with no
   // line end in its first kMaxReplyLine bytes is not Redis talking.
-  if (pending > kMaxReplyLine &&
-      ::memmem(r->buf + r->pos, kMaxReplyLine, "\r\n", 2) == nullptr) {
-    fail_with(Failure::protocol, "sent a reply line longer than " +
-                                     std::to_string(kMaxReplyLine) +
+  if (pending > kMaxReplyLine && ::memmem(r->buf + r->pos, kMaxReplyLine, "\r\n", 2) == nullptr) {
+    fail_with(Failure::protocol, "sent a reply line longer than " + std::to_string(kMaxReplyLine) +
                                      " bytes; closed the connection");
   }
 }

@@ -102,8 +102,8 @@ class RedisLeaseStore final : public LeaseStore {
 
  private:
   [[noreturn]] void unexpected(const char* what, const Reply& r) const {
-    static constexpr const char* kTypes[] = {"nil", "status", "error", "integer", "string",
-                                             "array"};
+    static constexpr const char* kTypes[] = {"nil",     "status", "error",
+                                             "integer", "string", "array"};
     std::string shown = r.str.substr(0, 64);
     if (r.type == Reply::Type::integer) shown = std::to_string(r.integer);
     detail::throw_error<BackendError>(client_->describe() + " answered " + what + " with an " +

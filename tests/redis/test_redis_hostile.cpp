@@ -122,7 +122,8 @@ TEST_CASE("redis hostile: max_value_bytes allows a value up to it, per key of an
     for (std::string req; !(req = c.read_some()).empty();) {
       if (req.find("MGET") != std::string::npos) {
         std::string reply = "*3\r\n";
-        for (int i = 0; i < 3; ++i) reply += "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
+        for (int i = 0; i < 3; ++i)
+          reply += "$" + std::to_string(value.size()) + "\r\n" + value + "\r\n";
         if (!c.send(reply)) return;
       } else if (!c.send("$" + std::to_string(value.size()) + "\r\n" + value + "\r\n")) {
         return;

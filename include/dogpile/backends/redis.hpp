@@ -113,8 +113,8 @@ struct RedisSentinelOptions {
   /// Largest value a reply may carry (a reply: this much per key it answers); a server that
   /// sends more gets `BackendError` and its connection closed, before the memory is taken.
   std::size_t max_value_bytes = std::size_t{64} << 20;
-  std::size_t pool_size = 16;                                 ///< most connections open at once
-  std::optional<Duration> redis_expiration_time{};            ///< server TTL of stored values
+  std::size_t pool_size = 16;                       ///< most connections open at once
+  std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values
   bool distributed_lock = true;  ///< on by default, as dogpile's sentinel backend
   Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
@@ -197,8 +197,8 @@ class RedisBackend final : public RedisBackendBase {
   /// dogpile's arguments: `url`, `host`, `port`, `db`, `username`, `password`,
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
   /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
-/// (seconds), `distributed_lock`,
-  /// `lock_timeout`, `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`,
+  /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
+  /// (seconds), `lock_prefix`,
   /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
   /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
@@ -231,7 +231,8 @@ class RedisClusterBackend final : public RedisBackendBase {
   /// Validates the options; loads the slot map at the first call. @throws ValidationError.
   explicit RedisClusterBackend(RedisClusterOptions options);
   /// `url` or `startup_nodes` (`[["host", port], …]` or `"host:port"` strings), `username`,
-  /// `password`, the timeouts, `pool_size`, `redis_expiration_time` and the lock arguments.
+  /// `password`, the timeouts, `pool_size`, `max_value_bytes`, `redis_expiration_time` and the
+  /// lock arguments.
   /// @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options.
