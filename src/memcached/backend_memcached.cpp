@@ -144,7 +144,8 @@ std::string zlib_compress(std::string_view in) {
   return out;
 }
 
-std::optional<std::string> zlib_decompress(std::string_view in) {
+// Inflates at most `limit` bytes: a small value must not inflate to gigabytes. Corrupt: nullopt.
+std::optional<std::string> zlib_decompress(std::string_view in, std::size_t limit) {
   z_stream zs{};
   if (inflateInit(&zs) != Z_OK) return std::nullopt;
   zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
@@ -156,12 +157,57 @@ std::optional<std::string> zlib_decompress(std::string_view in) {
     zs.next_out = reinterpret_cast<Bytef*>(buf);
     zs.avail_out = sizeof buf;
     rc = inflate(&zs, Z_NO_FLUSH);
+    if (out.size() + (sizeof buf - zs.avail_out) > limit) {
+      inflateEnd(&zs);
+      detail::throw_error<BackendError>(
+          "memcached backend: a zlib-compressed value (flag 8) inflates past max_value_bytes (" +
+          std::to_string(limit) + ")");
+    }
     out.append(buf, sizeof buf - zs.avail_out);
     if (rc == Z_BUF_ERROR && zs.avail_in == 0) break;
   }
   inflateEnd(&zs);
   if (rc != Z_STREAM_END) return std::nullopt;  // corrupt: a miss, never a crash
   return out;
+}
+
+// ---- bounded allocation -------------------------------------------------------------------------
+
+// libmemcached allocates a value's whole announced length (`VALUE k 0 4000000000`) before
+// reading a byte of it. Its allocator hooks refuse anything over the bound instead; the call
+// then fails with MEMCACHED_MEMORY_ALLOCATION_FAILURE and `t_refused` says it was ours.
+thread_local bool t_refused = false;
+
+// Other allocations of libmemcached are small (keys, results, server lists): never refuse
+// below this, so a tiny max_value_bytes does not break them (the exact bound is checked after
+// the read).
+constexpr std::size_t kAllocFloor = 256 * 1024;
+// A value's buffer is its length + 2 (CRLF), rounded up to libmemcached's 1 KiB blocks.
+constexpr std::size_t kAllocSlack = 4096;
+
+bool over(const void* context, std::size_t size) {
+  const std::size_t bound = *static_cast<const std::size_t*>(context);
+  if (size <= std::max(kAllocFloor, bound + kAllocSlack)) return false;
+  t_refused = true;
+  return true;
+}
+void* bounded_malloc(const memcached_st*, const size_t size, void* context) {
+  return over(context, size) ? nullptr : std::malloc(size);
+}
+void* bounded_realloc(const memcached_st*, void* mem, const size_t size, void* context) {
+  return over(context, size) ? nullptr : std::realloc(mem, size);
+}
+void* bounded_calloc(const memcached_st*, size_t n, const size_t size, void* context) {
+  if (size != 0 && n > std::numeric_limits<std::size_t>::max() / size) return nullptr;
+  return over(context, n * size) ? nullptr : std::calloc(n, size);
+}
+void bounded_free(const memcached_st*, void* mem, void*) { std::free(mem); }
+
+// Replies after which the connection is still in step: the server said something expected.
+bool in_step(memcached_return_t rc) {
+  return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND ||
+         rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_STORED ||
+         rc == MEMCACHED_DELETED || rc == MEMCACHED_E2BIG || rc == MEMCACHED_BUFFERED;
 }
 
 }  // namespace
@@ -179,6 +225,7 @@ struct Pool {
 
   explicit Pool(MemcachedOptions o) : opts(std::move(o)) {
     if (opts.url.empty()) bad_argument("url", "is required (\"host:port\" or a list of them)");
+    if (opts.max_value_bytes == 0) bad_argument("max_value_bytes", "must be positive");
     if (opts.pool_size == 0) bad_argument("pool_size", "must be positive");
     if (opts.lock_timeout.count() % 1000 != 0) {
       bad_argument("lock_timeout", "must be whole seconds (memcached expiry has 1 s resolution)");
@@ -207,6 +254,12 @@ struct Pool {
     master = memcached_create(nullptr);
     if (master == nullptr) detail::throw_error<BackendError>("memcached backend: out of memory");
     try {
+      // The pool's clients are clones of `master`: they inherit the hooks and their context.
+      if (memcached_set_memory_allocators(master, bounded_malloc, bounded_free, bounded_realloc,
+                                          bounded_calloc,
+                                          &opts.max_value_bytes) != MEMCACHED_SUCCESS) {
+        detail::throw_error<BackendError>("memcached backend: cannot set the allocators");
+      }
       configure_master();
     } catch (...) {
       memcached_free(master);
@@ -309,13 +362,20 @@ struct Pool {
     }
   }
 
-  // A client for one call, returned to the pool at scope exit.
+  // A client for one call, returned to the pool at scope exit. A client whose last call went
+  // wrong (a reply libmemcached could not read, a timeout, a refused value) may have unread
+  // bytes of that reply on its connections: they are closed before it goes back, so the next
+  // call starts in step (libmemcached asserts on an out-of-step reply).
   class Client {
    public:
-    Client(memcached_pool_st* pool, memcached_st* mc) : pool_(pool), mc_(mc) {}
+    Client(memcached_pool_st* pool, memcached_st* mc) : pool_(pool), mc_(mc) { t_refused = false; }
     Client(const Client&) = delete;
     Client& operator=(const Client&) = delete;
-    ~Client() { memcached_pool_release(pool_, mc_); }
+    ~Client() {
+      if (!in_step(memcached_last_error(mc_)) || t_refused) memcached_quit(mc_);
+      t_refused = false;
+      memcached_pool_release(pool_, mc_);
+    }
     [[nodiscard]] memcached_st* get() const { return mc_; }
 
    private:
@@ -360,7 +420,14 @@ struct Pool {
                  std::to_string(memcached_server_port(inst));
       }
     }
-    const std::string msg = "memcached backend: " + what + server + " failed: " + rc_text(mc, rc);
+    std::string msg = "memcached backend: " + what + server + " failed: " + rc_text(mc, rc);
+    if (rc == MEMCACHED_MEMORY_ALLOCATION_FAILURE && t_refused) {
+      msg = "memcached backend: " + what + server + " failed: the server announced a value over " +
+            "max_value_bytes (" + std::to_string(opts.max_value_bytes) +
+            "); the connection was reset";
+    }
+    // Whatever went wrong, the reply may be half read: reset before the pool lends it again.
+    if (!in_step(rc)) memcached_quit(const_cast<memcached_st*>(mc));
     if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
     detail::throw_error<BackendError>(msg);
   }
@@ -374,9 +441,17 @@ struct Pool {
   }
 
   // Decodes a stored value: zlib-flagged values are inflated; pickles are not ours (a miss).
-  static std::optional<std::string> decode(const char* data, std::size_t len, std::uint32_t flags) {
+  // Over max_value_bytes (read under the allocator's slack, or inflated): BackendError.
+  std::optional<std::string> decode(const char* data, std::size_t len, std::uint32_t flags) const {
+    if (len > opts.max_value_bytes) {
+      detail::throw_error<BackendError>(
+          "memcached backend: the server sent a " + std::to_string(len) +
+          "-byte value, over max_value_bytes (" + std::to_string(opts.max_value_bytes) + ")");
+    }
     if ((flags & kFlagPickle) != 0) return std::nullopt;
-    if ((flags & kFlagZlib) != 0) return zlib_decompress(std::string_view(data, len));
+    if ((flags & kFlagZlib) != 0) {
+      return zlib_decompress(std::string_view(data, len), opts.max_value_bytes);
+    }
     return std::string(data, len);
   }
 
@@ -505,6 +580,9 @@ class MemcachedLeaseStore final : public LeaseStore {
     char* v = memcached_get(c.get(), key_.data(), key_.size(), &len, &flags, &rc);
     std::free(v);
     if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_NOTFOUND && !in_step(memcached_last_error(c.get()))) {
+      rc = memcached_last_error(c.get());  // see do_get
+    }
     if (rc == MEMCACHED_NOTFOUND) return false;
     impl_->fail(c.get(), rc, "lock get", key_);
   }
@@ -613,6 +691,8 @@ std::shared_ptr<CacheBackend> MemcachedBackend::from_arguments(const nlohmann::j
       o.pool_size = size_arg(name, v);
     } else if (name == "max_value_size") {
       o.max_value_size = size_arg(name, v);
+    } else if (name == "max_value_bytes") {
+      o.max_value_bytes = size_arg(name, v);
     } else if (name == "behaviors") {
       if (!v.is_object()) bad_argument(name, "must be a JSON object, got " + v.dump());
       o.behaviors = v;
@@ -628,7 +708,8 @@ std::shared_ptr<CacheBackend> MemcachedBackend::from_arguments(const nlohmann::j
       bad_argument(name,
                    "is unknown (known: url, distributed_lock, lock_timeout, lock_sleep, "
                    "memcached_expire_time, min_compress_len, behaviors, binary, socket_timeout, "
-                   "dead_retry, username, password, pool_size, mangle_bad_keys, max_value_size)");
+                   "dead_retry, username, password, pool_size, mangle_bad_keys, max_value_size, "
+                   "max_value_bytes)");
     }
   }
   if (!have_url) bad_argument("url", "is required (\"host:port\" or a list of them)");
@@ -643,13 +724,20 @@ std::optional<std::string> MemcachedBackend::do_get(std::string_view key) {
   memcached_return_t rc = MEMCACHED_SUCCESS;
   char* v = memcached_get(c.get(), key.data(), key.size(), &len, &flags, &rc);
   if (v == nullptr) {
+    // memcached_get reports a failed read (a timeout, a refused allocation, a malformed reply)
+    // as NOTFOUND; its last error says what happened.
+    if (rc == MEMCACHED_NOTFOUND && !in_step(memcached_last_error(c.get()))) {
+      rc = memcached_last_error(c.get());
+    }
     if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
     if (rc != MEMCACHED_SUCCESS) impl_->fail(c.get(), rc, "get", key);
     return std::string();  // an empty value
   }
-  auto out = Pool::decode(v, len, flags);
-  std::free(v);
-  return out;
+  struct Free {
+    char* v;
+    ~Free() { std::free(v); }
+  } free_v{v};
+  return impl_->decode(v, len, flags);
 }
 
 void MemcachedBackend::do_set(std::string_view key, std::string_view value) {
@@ -702,8 +790,8 @@ std::vector<std::optional<std::string>> MemcachedBackend::do_get_multi(
     const std::string_view k(memcached_result_key_value(r), memcached_result_key_length(r));
     if (auto it = where.find(k); it != where.end()) {
       const std::size_t first = it->second;
-      out[first] = Pool::decode(memcached_result_value(r), memcached_result_length(r),
-                                memcached_result_flags(r));
+      out[first] = impl_->decode(memcached_result_value(r), memcached_result_length(r),
+                                 memcached_result_flags(r));
       for (std::size_t i = next[first]; i < keys.size(); i = next[i]) out[i] = out[first];
     }
   }

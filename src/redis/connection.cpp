@@ -4,9 +4,11 @@
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 
 namespace dogpile::redis_detail {
@@ -50,6 +52,54 @@ Reply convert(const redisReply* r) {
   return out;
 }
 
+// Bytes read from the socket at once. Large, so a big value arrives in few reader calls.
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+// hiredis' own reply objects, with an array hook that refuses an element count the reply's
+// byte budget cannot hold (each element is at least 3 bytes on the wire): otherwise `*2e9`
+// makes hiredis calloc 16 GB before a single element arrived. `refused` tells the caller that
+// hiredis' "out of memory" was a refusal.
+const redisReplyObjectFunctions* g_default_fns = nullptr;
+
+void* create_array(const redisReadTask* task, int elements) {
+  auto* limits = static_cast<Connection::Limits*>(task->privdata);
+  if (limits != nullptr && elements > 0 &&
+      static_cast<std::size_t>(elements) > limits->max_elements) {
+    limits->refused = true;
+    return nullptr;  // hiredis reports "out of memory"; `refused` says why
+  }
+  return g_default_fns->createArray(task, elements);
+}
+
+// And a string over max_value_bytes that arrived whole (the pending-bytes check allows a read
+// chunk of slack) is refused too, so the bound is exact.
+void* create_string(const redisReadTask* task, char* str, std::size_t len) {
+  auto* limits = static_cast<Connection::Limits*>(task->privdata);
+  if (limits != nullptr && len > limits->max_string) {
+    limits->refused = true;
+    return nullptr;
+  }
+  return g_default_fns->createString(task, str, len);
+}
+
+redisReplyObjectFunctions* bounded_fns(const redisReplyObjectFunctions* defaults) {
+  static redisReplyObjectFunctions fns = [defaults] {
+    g_default_fns = defaults;
+    redisReplyObjectFunctions f = *defaults;
+    f.createArray = create_array;
+    f.createString = create_string;
+    return f;
+  }();
+  return &fns;
+}
+
+int remaining_ms(std::chrono::steady_clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) return 0;
+  return left.count() > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left.count());
+}
+
 struct ReplyDeleter {
   void operator()(void* r) const { freeReplyObject(r); }
 };
@@ -76,7 +126,12 @@ struct RawArgv {
 
 }  // namespace
 
-Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), pid_(::getpid()) {
+Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
+    : ep_(ep),
+      pid_(::getpid()),
+      socket_timeout_(s.socket_timeout),
+      max_value_bytes_(s.max_value_bytes == 0 ? 1 : s.max_value_bytes),
+      rbuf_(std::make_unique<char[]>(kReadChunk)) {
   const timeval ctv = to_timeval(s.connect_timeout);
   ctx_ = ep.unix_path.empty() ? redisConnectWithTimeout(ep.host.c_str(), ep.port, ctv)
                               : redisConnectUnixWithTimeout(ep.unix_path.c_str(), ctv);
@@ -95,6 +150,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s) : ep_(ep), 
   }
   redisSetTimeout(ctx_, to_timeval(s.socket_timeout));
   if (ep.unix_path.empty()) redisEnableKeepAlive(ctx_);
+  ctx_->reader->fn = bounded_fns(ctx_->reader->fn);
+  ctx_->reader->privdata = &limits_;
   // Handshake failures are connect failures: the pool never lends out a half-set-up connection.
   auto handshake = [&](const Argv& argv, const char* what) {
     Reply r;
@@ -146,28 +203,129 @@ void Connection::fail() {
       err == REDIS_ERR_IO && (why.find("temporarily unavailable") != std::string::npos ||
                               why.find("timed out") != std::string::npos);
   if (timed_out) {
-    throw ConnectionFailure(Failure::timeout,
-                            "redis at " + ep_.str() + " did not answer within socket_timeout");
+    throw ConnectionFailure(Failure::timeout, "redis at " + ep_.str() +
+                                                  " did not take the command within " +
+                                                  "socket_timeout (" +
+                                                  std::to_string(socket_timeout_.count()) + " ms)");
   }
   if (why.empty()) why = "connection lost";
   throw ConnectionFailure(Failure::closed, "redis at " + ep_.str() + ": " + why);
 }
 
-Reply Connection::read_one() {
+void Connection::fail_with(Failure kind, const std::string& why) {
+  broken_ = true;
+  throw ConnectionFailure(kind, "redis at " + ep_.str() + ": " + why);
+}
+
+// hiredis' blocking write waits SO_SNDTIMEO per write(): a server that reads a byte now and
+// then would stretch that forever. Each write gets only what is left of the call's deadline.
+void Connection::write_all(Clock::time_point deadline) {
+  int done = 0;
+  while (done == 0) {
+    const int left = remaining_ms(deadline);
+    if (left <= 0) {
+      fail_with(Failure::timeout, "did not take the command within socket_timeout (" +
+                                      std::to_string(socket_timeout_.count()) + " ms)");
+    }
+    const timeval tv = to_timeval(milliseconds(left));
+    (void)::setsockopt(ctx_->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail();
+  }
+}
+
+void* Connection::buffered_reply() {
   void* raw = nullptr;
-  if (redisGetReply(ctx_, &raw) != REDIS_OK || raw == nullptr) fail();
-  ReplyPtr owned(raw);
-  return convert(static_cast<const redisReply*>(raw));
+  if (redisReaderGetReply(ctx_->reader, &raw) != REDIS_OK) {
+    if (limits_.refused) {
+      fail_with(Failure::protocol,
+                "sent a reply (an array, or a value) larger than "
+                "max_value_bytes (" +
+                    std::to_string(max_value_bytes_) +
+                    " bytes per value) allows; closed the connection");
+    }
+    fail_with(Failure::protocol, std::string("protocol error: ") + ctx_->reader->errstr);
+  }
+  return raw;
+}
+
+void Connection::check_pending() {
+  const redisReader* r = ctx_->reader;
+  const std::size_t pending = r->len - r->pos;  // the unfinished item starts at r->pos
+  if (reply_bytes_ > reply_budget_ || pending > max_value_bytes_ + kMaxReplyLine) {
+    fail_with(Failure::protocol, "sent a reply larger than max_value_bytes (" +
+                                     std::to_string(max_value_bytes_) +
+                                     " bytes per value); closed the connection");
+  }
+  // Every item begins with a line ("+OK", "-ERR ...", ":1", "$5"): an unfinished item with no
+  // line end in its first kMaxReplyLine bytes is not Redis talking.
+  if (pending > kMaxReplyLine && ::memmem(r->buf + r->pos, kMaxReplyLine, "\r\n", 2) == nullptr) {
+    fail_with(Failure::protocol, "sent a reply line longer than " + std::to_string(kMaxReplyLine) +
+                                     " bytes; closed the connection");
+  }
+}
+
+bool Connection::read_some(Clock::time_point deadline) {
+  for (;;) {
+    const int left = remaining_ms(deadline);
+    if (left <= 0) return false;  // even if bytes keep coming: the deadline is the call's
+    pollfd p{};
+    p.fd = ctx_->fd;
+    p.events = POLLIN;
+    const int n = ::poll(&p, 1, left);
+    if (n == 0) return false;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail_with(Failure::closed, std::string("poll failed: ") + std::strerror(errno));
+    }
+    // Readable: read() returns what is there without blocking.
+    const ssize_t got = ::read(ctx_->fd, rbuf_.get(), kReadChunk);
+    if (got < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      fail_with(Failure::closed, std::strerror(errno));
+    }
+    if (got == 0) fail_with(Failure::closed, "Server closed the connection");
+    if (redisReaderFeed(ctx_->reader, rbuf_.get(), static_cast<std::size_t>(got)) != REDIS_OK) {
+      fail_with(Failure::protocol, std::string("reader failed: ") + ctx_->reader->errstr);
+    }
+    reply_bytes_ += static_cast<std::size_t>(got);
+    return true;
+  }
+}
+
+Reply Connection::read_one(Clock::time_point deadline, std::size_t args) {
+  const std::size_t per = args == 0 ? 1 : args;
+  reply_budget_ = max_value_bytes_ > (SIZE_MAX - kMaxReplyLine) / per
+                      ? SIZE_MAX
+                      : max_value_bytes_ * per + kMaxReplyLine;
+  limits_.max_elements = reply_budget_ / 3;
+  limits_.max_string = max_value_bytes_;
+  limits_.refused = false;
+  // Bytes already buffered (read with an earlier reply) count towards this one.
+  reply_bytes_ = ctx_->reader->len - ctx_->reader->pos;
+  for (;;) {
+    if (void* raw = buffered_reply()) {
+      ReplyPtr owned(raw);
+      reply_bytes_ = 0;
+      return convert(static_cast<const redisReply*>(raw));
+    }
+    check_pending();
+    if (!read_some(deadline)) {
+      fail_with(Failure::timeout, "did not send its whole reply within socket_timeout (" +
+                                      std::to_string(socket_timeout_.count()) + " ms)");
+    }
+  }
 }
 
 Reply Connection::command(const Argv& argv) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  const auto deadline = Clock::now() + socket_timeout_;
   RawArgv raw(argv);
   if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), raw.ptrs.data(),
                              raw.lens.data()) != REDIS_OK) {
     fail();
   }
-  return read_one();
+  write_all(deadline);
+  return read_one(deadline, argv.size());
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
@@ -179,6 +337,7 @@ std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
 
 std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  const auto deadline = Clock::now() + socket_timeout_;
   RawArgv raw;
   for (const Argv* argv : cmds) {
     raw.assign(*argv);
@@ -187,9 +346,10 @@ std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
       fail();
     }
   }
+  write_all(deadline);
   std::vector<Reply> out;
   out.reserve(cmds.size());
-  for (std::size_t i = 0; i < cmds.size(); ++i) out.push_back(read_one());
+  for (const Argv* argv : cmds) out.push_back(read_one(deadline, argv->size()));
   return out;
 }
 
@@ -200,29 +360,26 @@ void Connection::send(const Argv& argv) {
                              raw.lens.data()) != REDIS_OK) {
     fail();
   }
-  int done = 0;
-  while (done == 0) {
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail();
-  }
+  write_all(Clock::now() + socket_timeout_);
 }
 
 std::optional<Reply> Connection::read_push(milliseconds wait) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  // A pushed message is one value: the same bounds as a one-argument reply. The budget spans
+  // calls (a message may arrive over several waits); it restarts after each message.
+  reply_budget_ = max_value_bytes_ + kMaxReplyLine;
+  limits_.max_elements = reply_budget_ / 3;
+  limits_.max_string = max_value_bytes_;
+  limits_.refused = false;
   for (int round = 0; round < 2; ++round) {
-    void* raw = nullptr;
-    if (redisReaderGetReply(ctx_->reader, &raw) != REDIS_OK) fail();
-    if (raw != nullptr) {
+    if (void* raw = buffered_reply()) {
       ReplyPtr owned(raw);
+      reply_bytes_ = ctx_->reader->len - ctx_->reader->pos;
       return convert(static_cast<const redisReply*>(raw));
     }
+    check_pending();
     if (round == 1) break;
-    pollfd p{};
-    p.fd = ctx_->fd;
-    p.events = POLLIN;
-    const int n = ::poll(&p, 1, static_cast<int>(wait.count()));
-    if (n == 0) return std::nullopt;
-    if (n < 0) return std::nullopt;  // EINTR: the caller loops
-    if (redisBufferRead(ctx_) != REDIS_OK) fail();
+    if (!read_some(Clock::now() + wait)) return std::nullopt;
   }
   return std::nullopt;
 }

@@ -36,7 +36,15 @@ struct ConnectSettings {
   std::string password{};
   int db = 0;
   bool check_master = false;  // sentinel: refuse a server whose ROLE is not master
+  /// The largest value (bulk string) a reply may carry; a whole reply may carry this much per
+  /// argument of its command (an MGET of n keys: n values). Larger: ConnectionFailure(protocol)
+  /// before the memory is taken.
+  std::size_t max_value_bytes = std::size_t{64} << 20;
 };
+
+/// No reply line (status, error, integer, a length header) may be longer: a legitimate one is
+/// a few hundred bytes, and hiredis re-scans an unfinished line on every read.
+inline constexpr std::size_t kMaxReplyLine = 64 * 1024;
 
 /// One reply, owned. Errors are replies too (`type == error`): the caller decides.
 struct Reply {
@@ -60,9 +68,10 @@ using Argv = std::vector<std::string>;
 
 /// Why a connection failed.
 enum class Failure {
-  connect,  // could not connect (refused, unreachable, connect timeout, AUTH/SELECT refused)
-  timeout,  // a reply did not arrive within socket_timeout: the command may have run
-  closed,   // the server closed the connection or the socket failed
+  connect,   // could not connect (refused, unreachable, connect timeout, AUTH/SELECT refused)
+  timeout,   // the call did not end within socket_timeout: the command may have run
+  closed,    // the server closed the connection or the socket failed
+  protocol,  // the reply was malformed or over max_value_bytes: the command may have run
 };
 
 /// Thrown by `Connection` for connection-level failures (not for error replies).
@@ -79,6 +88,12 @@ class ConnectionFailure : public std::exception {
 
 /// One blocking connection. Not thread-safe: one user at a time (the pool lends it out).
 /// After any ConnectionFailure it is `broken()` and must be dropped.
+///
+/// Deadlines: `socket_timeout` bounds a whole call (`command`, `pipeline`, the handshake's
+/// commands each): sending every command and reading every reply in full must end within it,
+/// however slowly a server trickles bytes. Replies are bounded by `max_value_bytes` and
+/// `kMaxReplyLine` as they arrive, so a hostile server can make a call fail, never hang or
+/// exhaust memory.
 class Connection {
  public:
   /// Connects, sets the socket timeout and keepalive, authenticates and selects the db.
@@ -109,13 +124,38 @@ class Connection {
   [[nodiscard]] int owner_pid() const noexcept { return pid_; }
 
  private:
+  using Clock = std::chrono::steady_clock;
   [[noreturn]] void fail();
-  Reply read_one();
+  [[noreturn]] void fail_with(Failure kind, const std::string& why);
+  void write_all(Clock::time_point deadline);
+  Reply read_one(Clock::time_point deadline, std::size_t args);
+  // A complete reply already buffered, or nullptr; throws on a protocol error.
+  void* buffered_reply();
+  // Reads what the socket has (waiting at most until `deadline`) into the reader. False when
+  // nothing arrived in time.
+  bool read_some(Clock::time_point deadline);
+  // Refuses an unfinished reply that already broke a bound.
+  void check_pending();
 
+ public:
+  /// What the reader's array hook needs (hiredis hands it `privdata`).
+  struct Limits {
+    std::size_t max_elements = 0;  // of an array in the reply being read
+    std::size_t max_string = 0;    // of a string in it
+    bool refused = false;          // the hook refused an array: the "out of memory" is ours
+  };
+
+ private:
   redisContext* ctx_ = nullptr;
   Endpoint ep_;
   bool broken_ = false;
   int pid_ = 0;
+  milliseconds socket_timeout_;
+  std::size_t max_value_bytes_;
+  std::size_t reply_budget_ = 0;  // bytes the reply being read may take
+  std::size_t reply_bytes_ = 0;   // bytes read towards it so far
+  Limits limits_{};
+  std::unique_ptr<char[]> rbuf_;
 };
 
 }  // namespace dogpile::redis_detail

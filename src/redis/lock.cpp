@@ -60,25 +60,29 @@ class RedisLeaseStore final : public LeaseStore {
     const Reply r = client_->run(
         key_, {"SET", key_, std::string(token), "NX", "PX", std::to_string(lease.count())});
     if (r.is_error()) throw_reply_error(client_->describe(), "the lock's SET NX", r);
-    return r.type == Reply::Type::status;  // "OK"; nil when someone holds it
+    if (r.is_nil()) return false;  // someone holds it
+    if (r.type == Reply::Type::status && r.str == "OK") return true;
+    // Anything else is not Redis answering SET NX: "held by someone" would wait forever.
+    unexpected("the lock's SET NX", r);
   }
 
   bool renew(std::string_view token, std::chrono::milliseconds lease) override {
     const Reply r =
         eval(*client_, key_, kRenewScript, std::string(token), std::to_string(lease.count()));
     if (r.is_error()) throw_reply_error(client_->describe(), "the lock renewal script", r);
-    return r.type == Reply::Type::integer && r.integer == 1;
+    return one_or_zero("the lock renewal script", r);
   }
 
   bool release(std::string_view token) override {
     const Reply r = eval(*client_, key_, kReleaseScript, std::string(token), kReleaseChannel);
     if (r.is_error()) throw_reply_error(client_->describe(), "the lock release script", r);
-    return r.type == Reply::Type::integer && r.integer == 1;
+    return one_or_zero("the lock release script", r);
   }
 
   [[nodiscard]] bool held() const override {
     const Reply r = client_->run(key_, {"EXISTS", key_});
     if (r.is_error()) throw_reply_error(client_->describe(), "EXISTS", r);
+    if (r.type != Reply::Type::integer || r.integer < 0) unexpected("EXISTS", r);
     return r.integer > 0;
   }
 
@@ -97,6 +101,20 @@ class RedisLeaseStore final : public LeaseStore {
   }
 
  private:
+  [[noreturn]] void unexpected(const char* what, const Reply& r) const {
+    static constexpr const char* kTypes[] = {"nil",     "status", "error",
+                                             "integer", "string", "array"};
+    std::string shown = r.str.substr(0, 64);
+    if (r.type == Reply::Type::integer) shown = std::to_string(r.integer);
+    detail::throw_error<BackendError>(client_->describe() + " answered " + what + " with an " +
+                                      "unexpected " + kTypes[static_cast<int>(r.type)] +
+                                      " reply '" + shown + "' (" + describe() + ")");
+  }
+  bool one_or_zero(const char* what, const Reply& r) const {
+    if (r.type != Reply::Type::integer || (r.integer != 0 && r.integer != 1)) unexpected(what, r);
+    return r.integer == 1;
+  }
+
   std::shared_ptr<Client> client_;
   std::shared_ptr<ReleaseNotifier> notifier_;
   std::string key_;

@@ -77,6 +77,8 @@ bool common_arg(const char* b, const std::string& name, const nlohmann::json& v,
     if (!v.is_null()) o.socket_timeout = detail::seconds_arg(b, name, v);
   } else if (name == "socket_connect_timeout") {
     if (!v.is_null()) o.socket_connect_timeout = detail::seconds_arg(b, name, v);
+  } else if (name == "max_value_bytes") {
+    if (!v.is_null()) o.max_value_bytes = static_cast<std::size_t>(detail::int_arg(b, name, v, 1));
   } else if (name == "pool_size" || name == "connection_pool" || name == "max_connections") {
     if (!v.is_null()) o.pool_size = static_cast<std::size_t>(detail::int_arg(b, name, v, 1));
   } else if (name == "redis_expiration_time") {
@@ -128,7 +130,9 @@ ConnectSettings settings_of(const char* b, const O& o, int db) {
     bad_argument(b, "socket_connect_timeout", "must be positive");
   }
   if (o.pool_size == 0) bad_argument(b, "pool_size", "must be at least 1");
+  if (o.max_value_bytes == 0) bad_argument(b, "max_value_bytes", "must be at least 1");
   ConnectSettings s;
+  s.max_value_bytes = o.max_value_bytes;
   s.connect_timeout = o.socket_connect_timeout;
   s.socket_timeout = o.socket_timeout;
   s.username = o.username;

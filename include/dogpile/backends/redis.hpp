@@ -23,7 +23,10 @@
 /// slot and pipelined per node, so no CROSSSLOT error reaches you.
 ///
 /// **Connections.** A thread-safe pool per server (`pool_size` connections at most), each call
-/// bounded by `socket_connect_timeout` and `socket_timeout`. A dead connection is dropped and
+/// bounded by `socket_connect_timeout` and `socket_timeout` (a deadline for the whole call:
+/// sending it and reading every reply in full, however slowly the server trickles bytes). A
+/// reply is bounded by `max_value_bytes`; a malformed or oversized reply is a `BackendError`
+/// and closes that connection (it never goes back to the pool). A dead connection is dropped and
 /// re-dialled; after a server restart the next call succeeds. A call on a down server throws
 /// `BackendError` (`TimeoutError` when a reply timed out) within the timeouts, so a region with
 /// `on_backend_error = treat_as_miss` keeps serving. A forked child opens its own connections.
@@ -82,8 +85,11 @@ struct RedisOptions {
   int db = 0;                                         ///< database number (SELECT)
   std::string username{};                             ///< ACL user (Redis 6+); empty = default user
   std::string password{};                             ///< AUTH password; empty = none
-  Duration socket_timeout = std::chrono::seconds(2);  ///< longest wait for any reply
+  Duration socket_timeout = std::chrono::seconds(2);  ///< longest a call may take (send + reply)
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
+  /// Largest value a reply may carry (a reply: this much per key it answers); a server that
+  /// sends more gets `BackendError` and its connection closed, before the memory is taken.
+  std::size_t max_value_bytes = std::size_t{64} << 20;
   std::size_t pool_size = 16;  ///< most connections open at once (dogpile: `connection_pool`)
   std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values; none = no TTL
   bool distributed_lock = false;  ///< use the Redis lock as the dogpile lock (else in-process)
@@ -102,10 +108,13 @@ struct RedisSentinelOptions {
   int db = 0;                             ///< database number on the master
   std::string username{};                 ///< ACL user on the master
   std::string password{};                 ///< AUTH password on the master
-  Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
+  Duration socket_timeout = std::chrono::seconds(2);          ///< longest a call may take
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
-  std::size_t pool_size = 16;                                 ///< most connections open at once
-  std::optional<Duration> redis_expiration_time{};            ///< server TTL of stored values
+  /// Largest value a reply may carry (a reply: this much per key it answers); a server that
+  /// sends more gets `BackendError` and its connection closed, before the memory is taken.
+  std::size_t max_value_bytes = std::size_t{64} << 20;
+  std::size_t pool_size = 16;                       ///< most connections open at once
+  std::optional<Duration> redis_expiration_time{};  ///< server TTL of stored values
   bool distributed_lock = true;  ///< on by default, as dogpile's sentinel backend
   Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
@@ -119,8 +128,11 @@ struct RedisClusterOptions {
   std::vector<RedisNode> startup_nodes{};  ///< nodes to learn the slot map from
   std::string username{};                  ///< ACL user on every node
   std::string password{};                  ///< AUTH password on every node
-  Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
+  Duration socket_timeout = std::chrono::seconds(2);          ///< longest a call may take
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
+  /// Largest value a reply may carry (a reply: this much per key it answers); a server that
+  /// sends more gets `BackendError` and its connection closed, before the memory is taken.
+  std::size_t max_value_bytes = std::size_t{64} << 20;
   std::size_t pool_size = 16;                        ///< most connections open at once, per node
   std::optional<Duration> redis_expiration_time{};   ///< server TTL of stored values
   bool distributed_lock = false;                     ///< use the Redis lock as the dogpile lock
@@ -184,8 +196,9 @@ class RedisBackend final : public RedisBackendBase {
   explicit RedisBackend(RedisOptions options);
   /// dogpile's arguments: `url`, `host`, `port`, `db`, `username`, `password`,
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
-  /// `max_connections` (an integer), `redis_expiration_time` (seconds), `distributed_lock`,
-  /// `lock_timeout`, `lock_sleep`, `lock_blocking_timeout` (seconds), `lock_prefix`,
+  /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
+  /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
+  /// (seconds), `lock_prefix`,
   /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
   /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
@@ -218,7 +231,8 @@ class RedisClusterBackend final : public RedisBackendBase {
   /// Validates the options; loads the slot map at the first call. @throws ValidationError.
   explicit RedisClusterBackend(RedisClusterOptions options);
   /// `url` or `startup_nodes` (`[["host", port], …]` or `"host:port"` strings), `username`,
-  /// `password`, the timeouts, `pool_size`, `redis_expiration_time` and the lock arguments.
+  /// `password`, the timeouts, `pool_size`, `max_value_bytes`, `redis_expiration_time` and the
+  /// lock arguments.
   /// @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options.
