@@ -2,6 +2,12 @@
 // conformance, and a failover that loses nothing and resumes writes on the new master.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <map>
+#include <thread>
+
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
 #include "support/servers.hpp"
@@ -63,40 +69,78 @@ TEST_CASE("redis_sentinel by name: sentinels as dogpile lists them", "[redis][se
   }
 }
 
-TEST_CASE(
-    "redis_sentinel: after SENTINEL FAILOVER writes resume on the new master and nothing "
-    "written before is lost",
-    "[redis][sentinel][failover]") {
-  auto b = backend();
-  dogpile_conformance::Region r(b);
-  std::vector<std::string> keys;
-  for (int i = 0; i < 50; ++i) {
-    keys.push_back(unique_key("fo") + std::to_string(i));
-    r.region.set(keys.back(), std::string("v") + std::to_string(i));
-  }
-  // The replica has everything before the failover starts.
-  sentinels().master().cli({"wait", "1", "2000"});
-  const auto before = sentinels().current_master();
-  sentinels().failover();
-  const auto after = sentinels().current_master();
-  CHECK(after != before);
-  // Writes resume on the new master: the backend hears +switch-master (or a READONLY reply)
-  // and re-discovers. A write may fail or land on the old master only in the moment between
-  // the election and the event, so each attempt is checked on the new master itself.
-  bool resumed = false;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; !resumed && std::chrono::steady_clock::now() - t0 < 5s; ++i) {
-    try {
-      b->set("after-failover", std::to_string(i));
-      resumed = dogpile::test::redis_cli(after.second, {"get", "after-failover"}) ==
-                std::to_string(i) + "\n";
-    } catch (const dogpile::BackendError&) {
+// One writer every 2 ms (new keys, and overwrites of a few keys: a lost overwrite brings an old
+// value back), SENTINEL FAILOVER, then the old master rejoins as a replica and resyncs. Without
+// the failover hold about half of the acknowledged writes are gone (those the old master
+// acknowledged after the replica left it). A write may fail (honestly: an exception); one that
+// succeeded must be there, with its last acknowledged value, and writes resume on the new
+// master. One failover (~1.1 s, most of it the sentinel's 1 s INFO period) serves every check.
+TEST_CASE("redis_sentinel: SENTINEL FAILOVER under a writer every 2 ms loses no acknowledged write",
+          "[redis][sentinel][failover]") {
+  REQUIRE(sentinels().rejoin_old_master());  // a replica in sync, whatever ran before
+  auto o = options();
+  o.socket_timeout = 1500ms;  // the hold lasts until +promoted-slave, ~0.9 s
+  auto b = std::make_shared<RedisSentinelBackend>(o);
+  const std::string prefix = unique_key("fw");
+  b->set(prefix + "warm", "1");  // connected, and subscribed to the sentinel's events
+
+  std::map<std::string, std::string> acked;                // key -> last acknowledged value
+  std::map<std::string, std::vector<std::string>> unsure;  // failed writes since that ack
+  int n_acked = 0;
+  int n_failed = 0;
+  int n_acked_after = 0;  // acknowledged after the sentinel named the new master
+  std::pair<std::string, std::string> last_acked;
+  std::atomic<bool> switched{false};
+  std::string first_error = "none";
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      const std::string key = prefix + (i % 3 == 2 ? "ow" + std::to_string(i % 8)  // overwrites
+                                                   : "k" + std::to_string(i));
+      const std::string value = "v" + std::to_string(i);
+      try {
+        b->set(key, value);
+        acked[key] = value;
+        unsure[key].clear();
+        ++n_acked;
+        last_acked = {key, value};
+        if (switched.load()) ++n_acked_after;
+      } catch (const dogpile::BackendError& e) {
+        // Not acknowledged: it may or may not have run (a reply timeout), either is right.
+        unsure[key].push_back(value);
+        if (n_failed++ == 0) first_error = e.what();
+      }
+      std::this_thread::sleep_for(2ms);
     }
-    if (!resumed) std::this_thread::sleep_for(50ms);
+  });
+  const auto before = sentinels().current_master();
+  sentinels().failover();  // returns once the sentinel names the new master and its ROLE agrees
+  switched = true;
+  std::this_thread::sleep_for(50ms);  // some writes after the switch, on the new master
+  stop = true;
+  writer.join();
+  const auto after = sentinels().current_master();
+  REQUIRE(after != before);
+  REQUIRE(sentinels().rejoin_old_master());
+
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : acked) keys.push_back(k);
+  const auto got = b->get_multi(keys);
+  int lost = 0;
+  std::string example;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const auto& maybe = unsure[keys[i]];
+    const bool ok = got[i] == acked[keys[i]] ||
+                    (got[i] && std::find(maybe.begin(), maybe.end(), *got[i]) != maybe.end());
+    if (!ok && lost++ == 0) example = keys[i] + " = " + got[i].value_or("(missing)");
   }
-  CHECK(resumed);
-  for (int i = 0; i < 50; ++i) {
-    CHECK(r.region.get<std::string>(keys[static_cast<std::size_t>(i)]) ==
-          std::optional<std::string>("v" + std::to_string(i)));
-  }
+  std::fprintf(stderr,
+               "sentinel failover under a 2 ms writer: %d writes acknowledged, %d failed "
+               "(first: %s), %d acknowledged keys lost (e.g. %s)\n",
+               n_acked, n_failed, first_error.c_str(), lost, example.c_str());
+  CHECK(n_acked_after > 5);  // writes resumed (the writer is held ~0.9 s of the ~1.1 s)
+  // The last write is on the new master itself (not only visible through the backend).
+  CHECK(dogpile::test::redis_cli(after.second, {"get", last_acked.first}) ==
+        last_acked.second + "\n");
+  CHECK(lost == 0);
 }

@@ -851,7 +851,7 @@ class RedisSentinelSet {
     }
     bool ok = detail::poll_until(
         [this] {
-          return replica_in_sync(*replica_) &&
+          return replica_in_sync(*master_, *replica_) &&
                  !sentinel({"sentinel", "replicas", "mymaster"}).empty() &&
                  current_master_or_none().second == master_->port();
         },
@@ -949,10 +949,22 @@ class RedisSentinelSet {
     return detail::poll_until(
         [this] {
           int m = current_master_or_none().second;
-          RedisServer& other = m == master_->port() ? *replica_ : *master_;
-          return replica_in_sync(other);
+          const bool first = m == master_->port();
+          return replica_in_sync(first ? *master_ : *replica_, first ? *replica_ : *master_);
         },
         deadline);
+  }
+
+  /// Makes the server that is not the current master its replica (REPLICAOF), as the sentinel's
+  /// `+convert-to-slave` does only 8-18 s after a failover (it waits 4 publish periods, then for
+  /// the next INFO), and waits (up to `deadline`) until it is in sync (the master's command
+  /// stream reaches it). Its resync throws away whatever only it had (the writes a
+  /// failover loses). Returns whether that happened.
+  bool rejoin_old_master(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000)) {
+    const auto m = current_master();
+    RedisServer& old = m.second == master_->port() ? *replica_ : *master_;
+    old.cli({"replicaof", m.first, std::to_string(m.second)});
+    return wait_replication(deadline);
   }
 
  private:
@@ -976,11 +988,24 @@ class RedisSentinelSet {
     }
     return {"", 0};
   }
-  static bool replica_in_sync(const RedisServer& server) {
+  // In sync: the link is up AND the master's command stream reaches the replica. After a
+  // diskless full sync, redis 7.0 starts the stream only at the replica's first REPLCONF ACK
+  // (up to 1 s later); until then both report the replica online and no write reaches it, so
+  // a replica promoted then lacks them all. Proved with a marker key written on the master.
+  static bool replica_in_sync(const RedisServer& master, const RedisServer& replica) {
     try {
-      std::string info = server.cli({"info", "replication"}, std::chrono::milliseconds(1000));
-      return info.find("role:slave") != std::string::npos &&
-             info.find("master_link_status:up") != std::string::npos;
+      std::string info = replica.cli({"info", "replication"}, std::chrono::milliseconds(1000));
+      if (info.find("role:slave") == std::string::npos ||
+          info.find("master_link_status:up") == std::string::npos) {
+        return false;
+      }
+      const std::string key = "__dogpile_test_stream";
+      const std::string token =
+          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+      master.cli({"set", key, token}, std::chrono::milliseconds(1000));
+      return detail::poll_until(
+          [&] { return replica.cli({"get", key}, std::chrono::milliseconds(1000)) == token + "\n"; },
+          std::chrono::milliseconds(100));
     } catch (const std::exception&) {
       return false;
     }
