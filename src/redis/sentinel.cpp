@@ -320,24 +320,40 @@ class SentinelClient final : public Client {
     if (master_ == p) master_.reset();
   }
 
-  // SENTINEL get-master-addr-by-name, asking each sentinel in turn. m_ held.
+  // Asks every sentinel (get-master-addr-by-name, and SENTINEL MASTER for its config-epoch,
+  // in one pipeline) and takes the address named under the highest epoch: after a failover the
+  // sentinels that did not lead it name the old master until the leader's hello reaches them
+  // (up to 2 s), and the old master still says it is one until it is demoted. m_ held.
   Endpoint discover() {
+    std::optional<Endpoint> best;
+    long long best_epoch = -1;
     std::string errors;
     for (const auto& s : sentinels_) {
       try {
         Connection c(s, sentinel_settings_);
-        const Reply r = c.command({"SENTINEL", "get-master-addr-by-name", service_});
-        if (r.type == Reply::Type::array && r.elements.size() == 2) {
-          Endpoint ep;
-          ep.host = r.elements[0].str;
-          ep.port = std::stoi(r.elements[1].str);
-          return ep;
+        const auto rs = c.pipeline(std::vector<Argv>{
+            {"SENTINEL", "get-master-addr-by-name", service_}, {"SENTINEL", "MASTER", service_}});
+        const Reply& addr = rs[0];
+        if (addr.type != Reply::Type::array || addr.elements.size() != 2) {
+          errors += "; " + s.str() + (addr.is_error() ? ": " + addr.str : ": does not know it");
+          continue;
         }
-        errors += "; " + s.str() + (r.is_error() ? ": " + r.str : ": does not know it");
+        long long epoch = 0;
+        const auto& f = rs[1].elements;
+        for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
+          if (f[i].str == "config-epoch") epoch = std::stoll(f[i + 1].str);
+        }
+        if (epoch > best_epoch) {
+          best = Endpoint{addr.elements[0].str, std::stoi(addr.elements[1].str)};
+          best_epoch = epoch;
+        }
       } catch (const ConnectionFailure& e) {
         errors += "; " + std::string(e.what());
+      } catch (const std::logic_error&) {  // stoi/stoll: not a number
+        errors += "; " + s.str() + ": a malformed answer";
       }
     }
+    if (best) return *best;
     throw ConnectionFailure(Failure::connect, "no sentinel could name the master of service '" +
                                                   service_ + "'" + errors);
   }

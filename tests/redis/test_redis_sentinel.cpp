@@ -20,8 +20,10 @@ using dogpile_conformance::unique_key;
 
 namespace {
 
+// Three sentinels: only the one leading a failover publishes its progress, the others learn
+// the outcome from its hello messages up to 2 s later.
 RedisSentinelSet& sentinels() {
-  static RedisSentinelSet s;
+  static RedisSentinelSet s(3);
   return s;
 }
 // Started before any test forks: a child that started it lazily would get its own set.
@@ -29,7 +31,7 @@ const bool sentinels_started = (sentinels(), true);
 
 RedisSentinelOptions options() {
   RedisSentinelOptions o;
-  o.sentinels = {{"127.0.0.1", sentinels().sentinel_port()}};
+  for (int port : sentinels().sentinel_ports()) o.sentinels.push_back({"127.0.0.1", port});
   o.service_name = sentinels().service_name();
   o.socket_timeout = 1s;
   o.socket_connect_timeout = 500ms;
@@ -114,12 +116,18 @@ TEST_CASE("redis_sentinel: SENTINEL FAILOVER under a writer every 2 ms loses no 
     }
   });
   const auto before = sentinels().current_master();
-  sentinels().failover();  // returns once the sentinel names the new master and its ROLE agrees
+  // Led by the last sentinel listed: the first one still names the old master for a while.
+  sentinels().failover(2);  // returns once the leader names the new master and its ROLE agrees
   switched = true;
+  // A backend that starts now asks the sentinels while the first ones still name the old master
+  // (which still says it is one): it must take the leader's newer configuration epoch.
+  const auto after = sentinels().current_master();
+  RedisSentinelBackend fresh(o);
+  fresh.set(prefix + "fresh", "new");
+  CHECK(dogpile::test::redis_cli(after.second, {"get", prefix + "fresh"}) == "new\n");
   std::this_thread::sleep_for(50ms);  // some writes after the switch, on the new master
   stop = true;
   writer.join();
-  const auto after = sentinels().current_master();
   REQUIRE(after != before);
   REQUIRE(sentinels().rejoin_old_master());
 
