@@ -1,11 +1,20 @@
 // The `redis_sentinel` backend against a master, a replica and a sentinel the harness starts:
 // conformance, and a failover that loses nothing and resumes writes on the new master.
+#include <arpa/inet.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include "backends/conformance.hpp"
@@ -43,6 +52,132 @@ RedisSentinelOptions options() {
 std::shared_ptr<dogpile::CacheBackend> backend() {
   return std::make_shared<RedisSentinelBackend>(options());
 }
+
+// A sentinel played by the test, to drive the failover hold without a real failover: it names
+// `master_port` as the master of "mymaster" and publishes whatever events the test tells it to
+// (a real sentinel accepts PUBLISH only on its hello channel). Requests are parsed with
+// hiredis' reader; one thread serves every connection.
+class FakeSentinel {
+ public:
+  explicit FakeSentinel(int master_port) : master_port_(std::to_string(master_port)) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+        ::listen(listen_fd_, 16) != 0 ||
+        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      throw std::runtime_error("FakeSentinel: cannot listen");
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeSentinel() {
+    stop_ = true;
+    thread_.join();
+    for (auto& c : clients_) ::close(c.fd);
+    ::close(listen_fd_);
+  }
+  FakeSentinel(const FakeSentinel&) = delete;
+  FakeSentinel& operator=(const FakeSentinel&) = delete;
+
+  int port() const { return port_; }
+  /// Sends `payload` on `channel` to every subscribed connection; returns how many.
+  int publish(const std::string& channel, const std::string& payload) {
+    std::lock_guard lk(m_);
+    int n = 0;
+    for (auto& c : clients_) {
+      if (c.subscribed) {
+        send(c.fd, "*3\r\n" + bulk("message") + bulk(channel) + bulk(payload));
+        ++n;
+      }
+    }
+    return n;
+  }
+  /// Cuts every subscribed connection.
+  void drop_subscribers() {
+    std::lock_guard lk(m_);
+    for (auto& c : clients_) {
+      if (c.subscribed) ::shutdown(c.fd, SHUT_RDWR);
+    }
+  }
+
+ private:
+  struct Client {
+    int fd;
+    std::shared_ptr<redisReader> reader;
+    bool subscribed = false;
+  };
+  static std::string bulk(const std::string& s) {
+    return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
+  }
+  static void send(int fd, const std::string& out) {
+    (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+  }
+  void answer(Client& c, const redisReply& r) {  // m_ held
+    std::vector<std::string> argv;
+    for (std::size_t i = 0; r.type == REDIS_REPLY_ARRAY && i < r.elements; ++i) {
+      argv.emplace_back(r.element[i]->str, r.element[i]->len);
+    }
+    auto is = [&](std::size_t i, const char* w) {
+      return argv.size() > i && ::strcasecmp(argv[i].c_str(), w) == 0;
+    };
+    if (is(0, "SENTINEL") && is(1, "get-master-addr-by-name") && is(2, "mymaster")) {
+      send(c.fd, "*2\r\n" + bulk("127.0.0.1") + bulk(master_port_));
+    } else if (is(0, "SENTINEL") && is(1, "MASTER") && is(2, "mymaster")) {
+      send(c.fd, "*4\r\n" + bulk("name") + bulk("mymaster") + bulk("config-epoch") + bulk("0"));
+    } else if (is(0, "SUBSCRIBE")) {
+      c.subscribed = true;
+      for (std::size_t i = 1; i < argv.size(); ++i) {
+        send(c.fd, "*3\r\n" + bulk("subscribe") + bulk(argv[i]) + ":" + std::to_string(i) + "\r\n");
+      }
+    } else {
+      send(c.fd, "-ERR the fake sentinel does not know that\r\n");
+    }
+  }
+  void serve() {
+    while (!stop_) {
+      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
+      {
+        std::lock_guard lk(m_);
+        for (auto& c : clients_) fds.push_back({c.fd, POLLIN, 0});
+      }
+      if (::poll(fds.data(), fds.size(), 10) <= 0) continue;
+      std::lock_guard lk(m_);
+      if ((fds[0].revents & POLLIN) != 0) {
+        const int fd = ::accept(listen_fd_, nullptr, nullptr);
+        if (fd >= 0) clients_.push_back({fd, {redisReaderCreate(), redisReaderFree}});
+      }
+      for (std::size_t i = 1; i < fds.size(); ++i) {
+        if (fds[i].revents == 0) continue;
+        auto it = std::find_if(clients_.begin(), clients_.end(),
+                               [&](const Client& c) { return c.fd == fds[i].fd; });
+        char buf[4096];
+        const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+        if (n <= 0) {
+          ::close(it->fd);
+          clients_.erase(it);
+          continue;
+        }
+        redisReaderFeed(it->reader.get(), buf, static_cast<std::size_t>(n));
+        void* reply = nullptr;
+        while (redisReaderGetReply(it->reader.get(), &reply) == REDIS_OK && reply != nullptr) {
+          answer(*it, *static_cast<redisReply*>(reply));
+          freeReplyObject(reply);
+        }
+      }
+    }
+  }
+
+  std::string master_port_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex m_;
+  std::vector<Client> clients_;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -151,4 +286,107 @@ TEST_CASE("redis_sentinel: SENTINEL FAILOVER under a writer every 2 ms loses no 
   CHECK(dogpile::test::redis_cli(after.second, {"get", last_acked.first}) ==
         last_acked.second + "\n");
   CHECK(lost == 0);
+}
+
+// The hold's edges, driven by a fake sentinel against the real master (fast, and no real
+// failover needed): a held write fails within socket_timeout without being sent, reads pass,
+// and the hold ends at +promoted-slave (the held write then goes through), at an abort, when
+// the leader's subscription is lost, and never starts for another service's events.
+TEST_CASE("redis_sentinel: a failover hold is bounded by socket_timeout and ends with the failover",
+          "[redis][sentinel][failover]") {
+  const int port = sentinels().current_master().second;
+  FakeSentinel fake(port);
+  auto o = options();
+  o.sentinels = {{"127.0.0.1", fake.port()}};
+  o.socket_timeout = 300ms;
+  RedisSentinelBackend b(o);
+  const std::string key = unique_key("hold");
+  b.set(key, "v1");  // the first call waits until the subscription is up
+  const std::string master = "master mymaster 127.0.0.1 " + std::to_string(port);
+  const std::string replica = "slave 127.0.0.1:" + std::to_string(port) + " 127.0.0.1 " +
+                              std::to_string(port) + " @ mymaster 127.0.0.1 1";
+  auto on_master = [&] { return dogpile::test::redis_cli(port, {"get", key}); };
+  auto ms_since = [](auto t0) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 t0)
+        .count();
+  };
+  auto publish = [&](const std::string& channel, const std::string& payload) {
+    REQUIRE(fake.publish(channel, payload) >= 1);
+    std::this_thread::sleep_for(20ms);  // the backend's reader thread takes it
+  };
+
+  publish("+elected-leader", master);
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    b.set(key, "v2");
+    FAIL("a write during the hold was acknowledged");
+  } catch (const dogpile::BackendError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("failover is in progress") &&
+                             Catch::Contains("+elected-leader") && Catch::Contains("not sent"));
+  }
+  CHECK(ms_since(t0) >= 250);
+  CHECK(ms_since(t0) < 1000);
+  CHECK(on_master() == "v1\n");  // not sent
+  t0 = std::chrono::steady_clock::now();
+  CHECK(b.get(key) == std::optional<std::string>("v1"));  // reads are not held
+  CHECK(ms_since(t0) < 100);
+
+  publish("-failover-abort-no-good-slave", master);
+  b.set(key, "v3");
+  CHECK(on_master() == "v3\n");
+
+  publish("+selected-slave", replica);
+  std::thread promote([&] {
+    std::this_thread::sleep_for(100ms);
+    fake.publish("+promoted-slave", replica);
+  });
+  t0 = std::chrono::steady_clock::now();
+  b.set(key, "v4");  // held until the promotion, then sent
+  CHECK(ms_since(t0) >= 80);
+  promote.join();
+  CHECK(on_master() == "v4\n");
+
+  publish("+failover-state-send-slaveof-noone", replica);
+  fake.drop_subscribers();
+  std::this_thread::sleep_for(30ms);  // the reader sees the loss, re-subscribes
+  b.set(key, "v5");                   // the hold ended with its leader's subscription
+  CHECK(on_master() == "v5\n");
+
+  publish("+elected-leader", "master othermaster 127.0.0.1 1");
+  b.set(key, "v6");
+  CHECK(on_master() == "v6\n");
+
+  // A write already in flight when a hold begins is acknowledged only once a replica confirms
+  // it (WAIT 1): here the replica is paused, so it fails. The master is kept busy by a script,
+  // so that the write is sent before the hold and answered after it began.
+  auto& replica_server =
+      port == sentinels().master_port() ? sentinels().replica() : sentinels().master();
+  o.socket_timeout = 1500ms;
+  RedisSentinelBackend slow(o);
+  slow.set(key, "v7");
+  replica_server.pause();
+  std::thread busy([&] {
+    dogpile::test::redis_cli(port, {"eval",
+                                    "local s = redis.call('time') repeat local n = "
+                                    "redis.call('time') until (n[1] - s[1]) * 1000000 + n[2] - "
+                                    "s[2] > 250000",
+                                    "0"});
+  });
+  std::this_thread::sleep_for(100ms);  // the script runs
+  std::string error = "(acknowledged)";
+  std::thread writer([&] {
+    try {
+      slow.set(key, "v8");
+    } catch (const dogpile::BackendError& e) {
+      error = e.what();
+    }
+  });
+  std::this_thread::sleep_for(30ms);  // the write is sent, its reply waits for the script
+  REQUIRE(fake.publish("+elected-leader", master) == 2);
+  writer.join();
+  busy.join();
+  replica_server.resume();
+  publish("-failover-abort-not-elected", master);
+  CHECK_THAT(error, Catch::Contains("no replica confirmed it"));
 }
