@@ -809,7 +809,7 @@ class RedisCluster {
 };
 
 /// One redis master, one replica (--replicaof) and `n` sentinels (default 1; `redis-server <conf>
-/// --sentinel`, monitoring "mymaster" with quorum n/2+1, down-after-milliseconds 1000,
+/// --sentinel`, monitoring "mymaster" with quorum n/2+1, down-after-milliseconds `down_after`,
 /// failover-timeout 3000). master()/replica() are the servers started as such: after failover()
 /// their roles are swapped (current_master() tells which is master now).
 class RedisSentinelSet {
@@ -817,7 +817,9 @@ class RedisSentinelSet {
   /// Starts the servers and waits until the replica is in sync (the master's command stream
   /// reaches it), every sentinel lists it and answers get-master-addr-by-name (throws after
   /// 10 s).
-  explicit RedisSentinelSet(int n = 1) {
+  explicit RedisSentinelSet(int n = 1,
+                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000))
+      : down_after_(down_after) {
     master_ = std::make_unique<RedisServer>();
     RedisServerOptions ro;
     ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
@@ -906,22 +908,27 @@ class RedisSentinelSet {
     }
     auto left = deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::steady_clock::now() - start);
-    bool ok = detail::poll_until(
+    if (!wait_master(new_port, std::max(left, std::chrono::milliseconds(1)))) {
+      throw std::runtime_error("sentinel failover to port " + std::to_string(new_port) +
+                               " did not complete within 20 s; sentinel log:\n" +
+                               sentinels_.at(via)->log_tail());
+    }
+  }
+
+  /// Waits (up to `deadline`) until current_master() names `port` and that server's ROLE is
+  /// master (an unplanned failover: kill or pause the master, then wait for the replica).
+  bool wait_master(int port, std::chrono::milliseconds deadline) {
+    return detail::poll_until(
         [&] {
-          if (current_master_or_none().second != new_port) return false;
+          if (current_master_or_none().second != port) return false;
           try {
-            return redis_cli(new_port, {"role"}, "", std::chrono::milliseconds(1000))
+            return redis_cli(port, {"role"}, "", std::chrono::milliseconds(1000))
                        .rfind("master", 0) == 0;
           } catch (const std::exception&) {
             return false;
           }
         },
-        std::max(left, std::chrono::milliseconds(1)));
-    if (!ok) {
-      throw std::runtime_error("sentinel failover to port " + std::to_string(new_port) +
-                               " did not complete within 20 s; sentinel log:\n" +
-                               sentinels_.at(via)->log_tail());
-    }
+        deadline);
   }
 
   /// Waits (up to `deadline`) until the server that is not the current master is a replica with
@@ -963,7 +970,8 @@ class RedisSentinelSet {
           << "dir " << dir_.path().string() << "\n"
           << "sentinel monitor " << service_name() << " 127.0.0.1 " << master_->port() << " "
           << quorum << "\n"
-          << "sentinel down-after-milliseconds " << service_name() << " 1000\n"
+          << "sentinel down-after-milliseconds " << service_name() << " " << down_after_.count()
+          << "\n"
           << "sentinel failover-timeout " << service_name() << " 3000\n";
         if (!f) throw std::runtime_error("cannot write " + conf.string());
       }
@@ -1032,6 +1040,7 @@ class RedisSentinelSet {
       return false;
     }
   }
+  std::chrono::milliseconds down_after_;
   TempDir dir_;
   std::unique_ptr<RedisServer> master_;
   std::unique_ptr<RedisServer> replica_;
