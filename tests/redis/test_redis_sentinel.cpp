@@ -60,6 +60,7 @@ std::shared_ptr<dogpile::CacheBackend> backend() {
 class FakeSentinel {
  public:
   explicit FakeSentinel(int master_port) : master_port_(std::to_string(master_port)) {
+    // (master_port_ is guarded by m_ once the thread runs.)
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -94,6 +95,11 @@ class FakeSentinel {
       }
     }
     return n;
+  }
+  /// Names another master from now on (without telling anyone).
+  void set_master_port(int port) {
+    std::lock_guard lk(m_);
+    master_port_ = std::to_string(port);
   }
   /// Cuts every subscribed connection.
   void drop_subscribers() {
@@ -416,6 +422,22 @@ TEST_CASE("redis_sentinel: a failover hold is bounded by socket_timeout and ends
   publish("+elected-leader", "master othermaster 127.0.0.1 1");
   b.set(key, "v6");
   CHECK(on_master() == "v6\n");
+
+  // The subscription was down while the master changed (no event heard): once it is back,
+  // the next call asks the sentinels again and goes to the new master.
+  {
+    dogpile::test::RedisServer other;
+    fake.set_master_port(other.port());
+    b.set(key, "v6b");  // still the master this backend knows
+    CHECK(on_master() == "v6b\n");
+    fake.drop_subscribers();
+    std::this_thread::sleep_for(30ms);  // the reader re-subscribes
+    b.set(key, "v6c");
+    CHECK(other.cli({"get", key}) == "v6c\n");
+    fake.set_master_port(port);
+    fake.drop_subscribers();
+    std::this_thread::sleep_for(30ms);
+  }
 
   // A write already in flight when a hold begins is acknowledged only once a replica confirms
   // it (WAIT 1): here the replica is paused, so it fails. The master is kept busy by a script,
