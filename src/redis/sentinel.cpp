@@ -5,16 +5,18 @@
 //
 // A failover loses the writes the old master acknowledges after the replica being promoted
 // stopped replicating from it (`SLAVEOF NO ONE`): the old master keeps accepting writes until
-// the sentinels demote it, seconds later, and its resync then throws them away. Measured with
-// one sentinel: the leader publishes `+selected-slave` / `+failover-state-send-slaveof-noone`,
-// sends SLAVEOF NO ONE on its next timer tick (50-100 ms later), sees the promotion on its next
-// INFO (~0.8 s) and publishes `+promoted-slave`, then `+switch-master` (~0.1 s later). So we
-// subscribe to those events on every sentinel (only the leader publishes them) and hold writes
-// from the leader's election until the new master is named: a held write waits at most
-// socket_timeout, then fails with BackendError without being sent. Reads are not held: until
-// the new master takes writes, the old one has every acknowledged write.
+// the sentinels demote it, seconds later, and its resync then throws them away. Measured (one
+// sentinel tick is 50-100 ms): the leader publishes `+elected-leader`, `+selected-slave` a tick
+// later, sends SLAVEOF NO ONE the tick after, sees the promotion on its next INFO (~0.8 s) and
+// publishes `+promoted-slave`, then `+switch-master` (~0.1 s later). So we subscribe to those
+// events on every sentinel (only the leader publishes them) and hold writes from the leader's
+// election until the new master is named: a held write waits at most socket_timeout, then
+// fails with BackendError without being sent. Reads are not held: until the new master takes
+// writes, the old one has every acknowledged write.
 // A write already in flight when the hold begins is confirmed with `WAIT 1` (the replica is
 // still attached for another tick); unconfirmed, it fails rather than being acknowledged.
+// A hold lasts at most the service's failover-timeout (the sentinels abort a failover then),
+// so a leader that falls silent without dropping our connection cannot stop writes for good.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -131,7 +133,7 @@ class SentinelClient final : public Client {
     return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
       auto r = p.run([&](Connection& c) {
         auto reply = c.command(argv);
-        if (write) confirm_if_held(c, hold_gen);
+        if (write && !reply.is_error()) confirm_if_held(c, hold_gen);
         return reply;
       });
       return std::make_pair(is_demoted(r), std::move(r));
@@ -149,7 +151,10 @@ class SentinelClient final : public Client {
     return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
       auto rs = p.run([&](Connection& c) {
         auto replies = c.pipeline(argvs);
-        if (write) confirm_if_held(c, hold_gen);
+        if (write && std::any_of(replies.begin(), replies.end(),
+                                 [](const Reply& r) { return !r.is_error(); })) {
+          confirm_if_held(c, hold_gen);
+        }
         return replies;
       });
       bool demoted = false;
@@ -207,6 +212,12 @@ class SentinelClient final : public Client {
   std::pair<std::shared_ptr<Pool>, std::uint64_t> master(std::unique_lock<std::mutex>& lk,
                                                          bool write, Clock::time_point deadline) {
     watch_failovers(lk);
+    if (holding_ && Clock::now() - hold_since_ > failover_timeout_) {
+      // The sentinels have given this failover up by now: ask them again.
+      release();
+      master_.reset();
+      announced_.reset();
+    }
     if (write && holding_ && !held_.wait_until(lk, deadline, [&] { return !holding_; })) {
       detail::throw_error<BackendError>(
           describe() + ": a failover is in progress (" + hold_event_ +
@@ -292,6 +303,7 @@ class SentinelClient final : public Client {
       release();
     } else if (!holding_) {
       holding_ = true;
+      hold_since_ = Clock::now();
       hold_source_ = from;
       hold_event_ = channel + " from sentinel " + sentinels_[from].str();
       hold_gen_.fetch_add(1);
@@ -339,13 +351,16 @@ class SentinelClient final : public Client {
           continue;
         }
         long long epoch = 0;
+        std::optional<long long> timeout;
         const auto& f = rs[1].elements;
         for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
           if (f[i].str == "config-epoch") epoch = std::stoll(f[i + 1].str);
+          if (f[i].str == "failover-timeout") timeout = std::stoll(f[i + 1].str);
         }
         if (epoch > best_epoch) {
           best = Endpoint{addr.elements[0].str, std::stoi(addr.elements[1].str)};
           best_epoch = epoch;
+          if (timeout && *timeout > 0) failover_timeout_ = milliseconds(*timeout);
         }
       } catch (const ConnectionFailure& e) {
         errors += "; " + std::string(e.what());
@@ -367,7 +382,9 @@ class SentinelClient final : public Client {
   std::shared_ptr<Pool> master_;
   std::optional<Endpoint> announced_;  // the new master named by +promoted-/+switch-master
   bool holding_ = false;               // a failover is between election and promotion
-  std::size_t hold_source_ = 0;        // the sentinel that leads it
+  Clock::time_point hold_since_{};
+  milliseconds failover_timeout_{180'000};  // the service's, from SENTINEL MASTER
+  std::size_t hold_source_ = 0;             // the sentinel that leads it
   std::string hold_event_;
   std::condition_variable held_;
   std::atomic<std::uint64_t> hold_gen_{0};  // bumped when a hold begins

@@ -101,6 +101,11 @@ class FakeSentinel {
     std::lock_guard lk(m_);
     master_port_ = std::to_string(port);
   }
+  /// The failover-timeout SENTINEL MASTER reports from now on.
+  void set_failover_timeout(std::chrono::milliseconds t) {
+    std::lock_guard lk(m_);
+    failover_timeout_ = std::to_string(t.count());
+  }
   /// Cuts every subscribed connection.
   void drop_subscribers() {
     std::lock_guard lk(m_);
@@ -132,7 +137,8 @@ class FakeSentinel {
     if (is(0, "SENTINEL") && is(1, "get-master-addr-by-name") && is(2, "mymaster")) {
       send(c.fd, "*2\r\n" + bulk("127.0.0.1") + bulk(master_port_));
     } else if (is(0, "SENTINEL") && is(1, "MASTER") && is(2, "mymaster")) {
-      send(c.fd, "*4\r\n" + bulk("name") + bulk("mymaster") + bulk("config-epoch") + bulk("0"));
+      send(c.fd, "*6\r\n" + bulk("name") + bulk("mymaster") + bulk("config-epoch") + bulk("0") +
+                     bulk("failover-timeout") + bulk(failover_timeout_));
     } else if (is(0, "SUBSCRIBE")) {
       c.subscribed = true;
       for (std::size_t i = 1; i < argv.size(); ++i) {
@@ -177,6 +183,7 @@ class FakeSentinel {
   }
 
   std::string master_port_;
+  std::string failover_timeout_ = "180000";
   int listen_fd_ = -1;
   int port_ = 0;
   std::atomic<bool> stop_{false};
@@ -471,4 +478,27 @@ TEST_CASE("redis_sentinel: a failover hold is bounded by socket_timeout and ends
   replica_server.resume();
   publish("-failover-abort-not-elected", master);
   CHECK_THAT(error, Catch::Contains("no replica confirmed it"));
+}
+
+// A leader that falls silent in the middle of a failover (here: publishes +elected-leader and
+// nothing else, its connection staying up) holds writes only for the service's
+// failover-timeout, after which the sentinels themselves give the failover up.
+TEST_CASE("redis_sentinel: a failover hold ends after the service's failover-timeout",
+          "[redis][sentinel][failover]") {
+  const int port = sentinels().current_master().second;
+  FakeSentinel fake(port);
+  fake.set_failover_timeout(150ms);
+  auto o = options();
+  o.sentinels = {{"127.0.0.1", fake.port()}};
+  o.socket_timeout = 100ms;
+  RedisSentinelBackend b(o);
+  const std::string key = unique_key("stale-hold");
+  b.set(key, "v1");
+  REQUIRE(fake.publish("+elected-leader", "master mymaster 127.0.0.1 " + std::to_string(port)) ==
+          1);
+  std::this_thread::sleep_for(20ms);
+  CHECK_THROWS_AS(b.set(key, "v2"), dogpile::BackendError);  // held, within failover-timeout
+  std::this_thread::sleep_for(100ms);                        // past it
+  b.set(key, "v3");
+  CHECK(dogpile::test::redis_cli(port, {"get", key}) == "v3\n");
 }

@@ -102,7 +102,9 @@ struct RedisSentinelOptions {
   int db = 0;                             ///< database number on the master
   std::string username{};                 ///< ACL user on the master
   std::string password{};                 ///< AUTH password on the master
-  Duration socket_timeout = std::chrono::seconds(2);          ///< longest wait for any reply
+  /// Longest wait for any reply; also bounds a call in all, a write held through a failover
+  /// included.
+  Duration socket_timeout = std::chrono::seconds(2);
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
   std::size_t pool_size = 16;                                 ///< most connections open at once
   std::optional<Duration> redis_expiration_time{};            ///< server TTL of stored values
@@ -197,6 +199,11 @@ class RedisBackend final : public RedisBackendBase {
 };
 
 /// The `redis_sentinel` backend: the master of `service_name`. See the file comment.
+/// It subscribes to every sentinel's failover events (a thread per sentinel, started at the
+/// first call) and holds writes while a failover is between the leader's election and the new
+/// master's promotion, so that no write it acknowledges is lost in a planned failover; a held
+/// write that cannot be placed within `socket_timeout` throws `BackendError` unsent. Reads are
+/// not held. docs/backends.md says what can still be lost. Thread-safe.
 class RedisSentinelBackend final : public RedisBackendBase {
  public:
   /// Validates the options; discovers the master at the first call. @throws ValidationError.
