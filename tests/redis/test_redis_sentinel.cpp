@@ -1,13 +1,8 @@
 // The `redis_sentinel` backend against a master, a replica and three sentinels the harness
 // starts: conformance; a SENTINEL FAILOVER under a writer every 2 ms that loses no acknowledged
-// write; the failover hold's edges, driven by a sentinel played by the test (FakeSentinel).
-#include <arpa/inet.h>
-#include <hiredis/hiredis.h>
-#include <netinet/in.h>
-#include <poll.h>
+// write; the failover hold's edges, driven by a sentinel played by the test (FakeSentinel, on
+// support/fake_redis.hpp).
 #include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -23,6 +18,7 @@
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
+#include "support/fake_redis.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -58,48 +54,20 @@ std::shared_ptr<dogpile::CacheBackend> backend() {
 }
 
 // A sentinel played by the test, to drive the failover hold without a real failover: it names
-// `master_port` as the master of "mymaster" and publishes whatever events the test tells it to
-// (a real sentinel accepts PUBLISH only on its hello channel). Requests are parsed with
-// hiredis' reader; one thread serves every connection.
+// `master_port` as the master of "mymaster" and publishes whatever events the test tells it to.
 class FakeSentinel {
  public:
-  explicit FakeSentinel(int master_port) : master_port_(std::to_string(master_port)) {
-    // (master_port_ is guarded by m_ once the thread runs.)
-    listen_fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    if (listen_fd_ < 0 || ::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-        ::listen(listen_fd_, 16) != 0 ||
-        ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-      throw std::runtime_error("FakeSentinel: cannot listen");
-    }
-    port_ = ntohs(a.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~FakeSentinel() {
-    stop_ = true;
-    thread_.join();
-    for (auto& c : clients_) ::close(c.fd);
-    ::close(listen_fd_);
-  }
-  FakeSentinel(const FakeSentinel&) = delete;
-  FakeSentinel& operator=(const FakeSentinel&) = delete;
+  explicit FakeSentinel(int master_port)
+      : master_port_(std::to_string(master_port)),
+        server_([this](const std::vector<std::string>& argv) { return answer(argv); }) {}
 
-  int port() const { return port_; }
+  int port() const { return server_.port(); }
   /// Sends `payload` on `channel` to every subscribed connection; returns how many.
   int publish(const std::string& channel, const std::string& payload) {
-    std::lock_guard lk(m_);
-    int n = 0;
-    for (auto& c : clients_) {
-      if (c.subscribed) {
-        send(c.fd, "*3\r\n" + bulk("message") + bulk(channel) + bulk(payload));
-        ++n;
-      }
-    }
-    return n;
+    return server_.publish(channel, payload);
   }
+  /// Cuts every subscribed connection.
+  void drop_subscribers() { server_.drop_subscribers(); }
   /// Names another master from now on (without telling anyone).
   void set_master_port(int port) {
     std::lock_guard lk(m_);
@@ -110,90 +78,28 @@ class FakeSentinel {
     std::lock_guard lk(m_);
     failover_timeout_ = std::to_string(t.count());
   }
-  /// Cuts every subscribed connection.
-  void drop_subscribers() {
-    std::lock_guard lk(m_);
-    for (auto& c : clients_) {
-      if (c.subscribed) ::shutdown(c.fd, SHUT_RDWR);
-    }
-  }
 
  private:
-  struct Client {
-    int fd;
-    std::shared_ptr<redisReader> reader;
-    bool subscribed = false;
-  };
-  static std::string bulk(const std::string& s) {
-    return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
-  }
-  static void send(int fd, const std::string& out) {
-    (void)::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
-  }
-  void answer(Client& c, const redisReply& r) {  // m_ held
-    std::vector<std::string> argv;
-    for (std::size_t i = 0; r.type == REDIS_REPLY_ARRAY && i < r.elements; ++i) {
-      argv.emplace_back(r.element[i]->str, r.element[i]->len);
-    }
+  std::string answer(const std::vector<std::string>& argv) {
+    namespace resp = dogpile::test::resp;
+    std::lock_guard lk(m_);
     auto is = [&](std::size_t i, const char* w) {
       return argv.size() > i && ::strcasecmp(argv[i].c_str(), w) == 0;
     };
     if (is(0, "SENTINEL") && is(1, "get-master-addr-by-name") && is(2, "mymaster")) {
-      send(c.fd, "*2\r\n" + bulk("127.0.0.1") + bulk(master_port_));
-    } else if (is(0, "SENTINEL") && is(1, "MASTER") && is(2, "mymaster")) {
-      send(c.fd, "*6\r\n" + bulk("name") + bulk("mymaster") + bulk("config-epoch") + bulk("0") +
-                     bulk("failover-timeout") + bulk(failover_timeout_));
-    } else if (is(0, "SUBSCRIBE")) {
-      c.subscribed = true;
-      for (std::size_t i = 1; i < argv.size(); ++i) {
-        send(c.fd, "*3\r\n" + bulk("subscribe") + bulk(argv[i]) + ":" + std::to_string(i) + "\r\n");
-      }
-    } else {
-      send(c.fd, "-ERR the fake sentinel does not know that\r\n");
+      return resp::bulks({"127.0.0.1", master_port_});
     }
-  }
-  void serve() {
-    while (!stop_) {
-      std::vector<pollfd> fds{{listen_fd_, POLLIN, 0}};
-      {
-        std::lock_guard lk(m_);
-        for (auto& c : clients_) fds.push_back({c.fd, POLLIN, 0});
-      }
-      if (::poll(fds.data(), fds.size(), 10) <= 0) continue;
-      std::lock_guard lk(m_);
-      if ((fds[0].revents & POLLIN) != 0) {
-        const int fd = ::accept(listen_fd_, nullptr, nullptr);
-        if (fd >= 0) clients_.push_back({fd, {redisReaderCreate(), redisReaderFree}});
-      }
-      for (std::size_t i = 1; i < fds.size(); ++i) {
-        if (fds[i].revents == 0) continue;
-        auto it = std::find_if(clients_.begin(), clients_.end(),
-                               [&](const Client& c) { return c.fd == fds[i].fd; });
-        char buf[4096];
-        const ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
-        if (n <= 0) {
-          ::close(it->fd);
-          clients_.erase(it);
-          continue;
-        }
-        redisReaderFeed(it->reader.get(), buf, static_cast<std::size_t>(n));
-        void* reply = nullptr;
-        while (redisReaderGetReply(it->reader.get(), &reply) == REDIS_OK && reply != nullptr) {
-          answer(*it, *static_cast<redisReply*>(reply));
-          freeReplyObject(reply);
-        }
-      }
+    if (is(0, "SENTINEL") && is(1, "MASTER") && is(2, "mymaster")) {
+      return resp::bulks(
+          {"name", "mymaster", "config-epoch", "0", "failover-timeout", failover_timeout_});
     }
+    return resp::error("ERR the fake sentinel does not know that");
   }
 
+  std::mutex m_;
   std::string master_port_;
   std::string failover_timeout_ = "180000";
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::mutex m_;
-  std::vector<Client> clients_;
-  std::thread thread_;
+  dogpile::test::FakeRedis server_;  // last: its thread calls answer()
 };
 
 // Writes through `b` every 2 ms on its own thread, until stop(): new keys, and every third
