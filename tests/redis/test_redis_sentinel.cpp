@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -357,22 +358,15 @@ TEST_CASE("redis_sentinel: a failover hold is bounded by socket_timeout and ends
   }
 
   // A write already in flight when a hold begins is acknowledged only once a replica confirms
-  // it (WAIT 1): here the replica is paused, so it fails. The master is kept busy by a script,
-  // so that the write is sent before the hold and answered after it began.
+  // it (WAIT 1): here the replica is paused, so it fails. CLIENT PAUSE WRITE on the master
+  // postpones the write, so that it is sent before the hold and answered after it began.
   auto& replica_server =
       port == sentinels().master_port() ? sentinels().replica() : sentinels().master();
   o.socket_timeout = 1500ms;
   RedisSentinelBackend slow(o);
   slow.set(key, "v7");
   replica_server.pause();
-  std::thread busy([&] {
-    dogpile::test::redis_cli(port, {"eval",
-                                    "local s = redis.call('time') repeat local n = "
-                                    "redis.call('time') until (n[1] - s[1]) * 1000000 + n[2] - "
-                                    "s[2] > 250000",
-                                    "0"});
-  });
-  std::this_thread::sleep_for(100ms);  // the script runs
+  REQUIRE(dogpile::test::redis_cli(port, {"client", "pause", "250", "write"}) == "OK\n");
   std::string error = "(acknowledged)";
   std::thread writer([&] {
     try {
@@ -381,10 +375,23 @@ TEST_CASE("redis_sentinel: a failover hold is bounded by socket_timeout and ends
       error = e.what();
     }
   });
-  std::this_thread::sleep_for(30ms);  // the write is sent, its reply waits for the script
+  // The write is sent: the master postponed it (a blocked client whose command is SET).
+  CHECK(dogpile::test::detail::poll_until(
+      [&] {
+        const auto clients = dogpile::test::redis_cli(port, {"client", "list"});
+        std::stringstream lines(clients);
+        for (std::string l; std::getline(lines, l);) {
+          if (l.find(" flags=b ") != std::string::npos &&
+              l.find(" cmd=set ") != std::string::npos) {
+            return true;
+          }
+        }
+        return false;
+      },
+      300ms));
   REQUIRE(fake.publish("+elected-leader", master) == 2);
   writer.join();
-  busy.join();
+
   replica_server.resume();
   publish("-failover-abort-not-elected", master);
   CHECK_THAT(error, Catch::Contains("no replica confirmed it"));
