@@ -74,6 +74,11 @@ class FakeSentinel {
     std::lock_guard lk(m_);
     master_port_ = std::to_string(port);
   }
+  /// The config-epoch SENTINEL MASTER reports from now on.
+  void set_config_epoch(int epoch) {
+    std::lock_guard lk(m_);
+    config_epoch_ = std::to_string(epoch);
+  }
   /// The failover-timeout SENTINEL MASTER reports from now on.
   void set_failover_timeout(std::chrono::milliseconds t) {
     std::lock_guard lk(m_);
@@ -91,14 +96,15 @@ class FakeSentinel {
       return resp::bulks({"127.0.0.1", master_port_});
     }
     if (is(0, "SENTINEL") && is(1, "MASTER") && is(2, "mymaster")) {
-      return resp::bulks(
-          {"name", "mymaster", "config-epoch", "0", "failover-timeout", failover_timeout_});
+      return resp::bulks({"name", "mymaster", "config-epoch", config_epoch_, "failover-timeout",
+                          failover_timeout_});
     }
     return resp::error("ERR the fake sentinel does not know that");
   }
 
   std::mutex m_;
   std::string master_port_;
+  std::string config_epoch_ = "0";
   std::string failover_timeout_ = "180000";
   dogpile::test::FakeRedis server_;  // last: its thread calls answer()
 };
@@ -418,4 +424,24 @@ TEST_CASE("redis_sentinel: a failover hold ends after the service's failover-tim
   std::this_thread::sleep_for(100ms);                        // past it
   b.set(key, "v3");
   CHECK(dogpile::test::redis_cli(port, {"get", key}) == "v3\n");
+}
+
+// After a failover, the sentinels that did not lead it name the old master (which still says
+// it is one) until the leader's hello reaches them: discovery takes the answer under the
+// highest config-epoch, not the first one. Two fake sentinels: the first names a stale master.
+TEST_CASE("redis_sentinel: discovery trusts the sentinel with the newest config-epoch",
+          "[redis][sentinel][failover]") {
+  const int port = sentinels().current_master().second;
+  dogpile::test::RedisServer stale;  // a master too, as the old master is until demoted
+  FakeSentinel behind(stale.port());
+  FakeSentinel ahead(port);
+  ahead.set_config_epoch(5);
+  behind.set_config_epoch(4);
+  auto o = options();
+  o.sentinels = {{"127.0.0.1", behind.port()}, {"127.0.0.1", ahead.port()}};
+  RedisSentinelBackend b(o);
+  const std::string key = unique_key("epoch");
+  b.set(key, "v");
+  CHECK(dogpile::test::redis_cli(port, {"get", key}) == "v\n");
+  CHECK(stale.cli({"exists", key}) == "0\n");
 }
