@@ -16,7 +16,7 @@ namespace dogpile::redis_detail {
 namespace {
 
 constexpr int kSlots = 16384;
-constexpr int kMaxRedirects = 16;
+constexpr int kMaxRedirects = 8;  // docs/backends.md promises 8
 
 // "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" -> the endpoint.
 Endpoint redirect_target(const Reply& r) {
@@ -130,8 +130,15 @@ class ClusterClient final : public Client {
       }
       const auto code = r.error_code();
       if (code == "MOVED" || code == "ASK") {
-        if (++redirects > kMaxRedirects) return r;
-        if (code == "ASK" && asking) return r;  // the target sent us back: a migration bug
+        if (++redirects > kMaxRedirects) {
+          r.str += " (still redirected after " + std::to_string(kMaxRedirects) +
+                   " redirections: the cluster's slot map is not settling)";
+          return r;
+        }
+        if (code == "ASK" && asking) {  // the importing node sent us back: a migration bug
+          r.str += " (a second redirection after ASKING: the slot's migration is inconsistent)";
+          return r;
+        }
         const Endpoint target = redirect_target(r);
         if (code == "MOVED") {
           set_slot(slot, target);

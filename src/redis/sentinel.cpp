@@ -1,14 +1,33 @@
 // Redis Sentinel: the master of a service, as the sentinels name it. Every command (reads too:
 // dogpile #248, replica reads make a waiter miss the value its creator just wrote) goes to
 // the master. A connection failure, or a READONLY / MASTERDOWN reply (the server was demoted
-// or lost its master), makes the next attempt ask the sentinels again. So does the sentinels'
-// `+switch-master` event, heard on a subscription to the sentinels: after a failover, the old
-// master keeps accepting writes until the sentinels demote it (seconds later), and writes sent
-// to it then are lost; the event moves us to the new master as soon as it is elected.
+// or lost its master), makes the next attempt ask the sentinels again.
+//
+// A failover loses the writes the old master acknowledges after the replica being promoted
+// stopped replicating from it (`SLAVEOF NO ONE`): the old master keeps accepting writes until
+// the sentinels demote it, seconds later, and its resync then throws them away. Measured (one
+// sentinel tick is 50-100 ms): the leader publishes `+elected-leader`, `+selected-slave` a tick
+// later, sends SLAVEOF NO ONE the tick after, sees the promotion on its next INFO (~0.8 s) and
+// publishes `+promoted-slave`, then `+switch-master` (~0.1 s later). So we subscribe to those
+// events on every sentinel (only the leader publishes them) and hold writes from the leader's
+// election until the new master is named: a held write waits at most socket_timeout, then
+// fails with BackendError without being sent. Reads are not held: until the new master takes
+// writes, the old one has every acknowledged write.
+// A write already in flight when the hold begins is confirmed with `WAIT 1` (the replica is
+// still attached for another tick); unconfirmed, it fails rather than being acknowledged.
+// A hold lasts at most the service's failover-timeout (the sentinels abort a failover then),
+// so a leader that falls silent without dropping our connection cannot stop writes for good.
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <thread>
 
+#include <strings.h>
 #include <unistd.h>
 
 #include "client.hpp"
@@ -21,6 +40,66 @@ namespace {
 bool is_demoted(const Reply& r) {
   const auto code = r.error_code();
   return code == "READONLY" || code == "MASTERDOWN" || code == "LOADING";
+}
+
+// Commands that only read, and so may still go to the old master during a failover.
+bool is_read(const Argv& argv) {
+  if (argv.empty()) return true;
+  for (const char* r : {"GET", "MGET", "EXISTS", "PTTL", "TTL", "PING"}) {
+    if (::strcasecmp(argv[0].c_str(), r) == 0) return true;
+  }
+  return false;
+}
+
+// Failover progress, in the order the leading sentinel publishes it.
+constexpr const char* kHoldEvents[] = {"+elected-leader", "+failover-state-select-slave",
+                                       "+selected-slave", "+failover-state-send-slaveof-noone",
+                                       "+failover-state-wait-promotion"};
+constexpr const char* kPromoted = "+promoted-slave";
+constexpr const char* kSwitched = "+switch-master";
+constexpr const char* kEndEvents[] = {
+    "+failover-end", "+failover-end-for-timeout", "-failover-abort-not-elected",
+    "-failover-abort-no-good-slave", "-failover-abort-slave-timeout"};
+
+// A sentinel event's payload: "<service> <old ip> <old port> <new ip> <new port>" for
+// +switch-master; otherwise the instance, "master <service> <ip> <port>" or
+// "slave <ip:port> <ip> <port> @ <service> <master ip> <master port>".
+struct Event {
+  std::string service;
+  std::optional<Endpoint> new_master;  // +promoted-slave, +switch-master
+};
+
+std::optional<Event> parse_event(const std::string& channel, const std::string& payload) {
+  std::istringstream in(payload);
+  std::vector<std::string> w;
+  for (std::string s; in >> s;) w.push_back(s);
+  auto endpoint = [&](std::size_t i) -> std::optional<Endpoint> {
+    if (i + 1 >= w.size()) return std::nullopt;
+    try {
+      return Endpoint{w[i], std::stoi(w[i + 1])};
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  Event e;
+  if (channel == kSwitched) {
+    if (w.size() != 5) return std::nullopt;
+    e.service = w[0];
+    e.new_master = endpoint(3);
+    return e.new_master ? std::optional(e) : std::nullopt;
+  }
+  if (w.size() >= 4 && w[0] == "master") {
+    e.service = w[1];
+  } else if (w.size() >= 8 && w[4] == "@") {
+    e.service = w[5];
+    if (channel == kPromoted) {
+      e.new_master = endpoint(2);
+      if (!e.new_master) return std::nullopt;
+    }
+  } else {
+    return std::nullopt;
+  }
+  return e;
 }
 
 class SentinelClient final : public Client {
@@ -39,9 +118,24 @@ class SentinelClient final : public Client {
     }
   }
 
+  ~SentinelClient() override {
+    // Stop every subscriber at once (each wakes within its poll interval), then join them
+    // before the members their handlers use go. No lock: no call can be running now, and in
+    // a forked child m_ may have been copied locked.
+    for (auto& e : events_) {
+      if (e->owner_pid() == ::getpid()) e->request_stop();
+    }
+    events_.clear();
+  }
+
   Reply run(std::string_view /*key*/, const Argv& argv) override {
-    return with_master([&](Pool& p) {
-      auto r = p.run([&](Connection& c) { return c.command(argv); });
+    const bool write = !is_read(argv);
+    return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
+      auto r = p.run([&](Connection& c) {
+        auto reply = c.command(argv);
+        if (write && !reply.is_error()) confirm_if_held(c, hold_gen);
+        return reply;
+      });
       return std::make_pair(is_demoted(r), std::move(r));
     });
   }
@@ -49,72 +143,188 @@ class SentinelClient final : public Client {
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
     std::vector<Argv> argvs;
     argvs.reserve(cmds.size());
-    for (const auto& c : cmds) argvs.push_back(c.argv);
-    return with_master([&](Pool& p) {
-      auto rs = p.run([&](Connection& c) { return c.pipeline(argvs); });
+    bool write = false;
+    for (const auto& c : cmds) {
+      argvs.push_back(c.argv);
+      write = write || !is_read(c.argv);
+    }
+    return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
+      auto rs = p.run([&](Connection& c) {
+        auto replies = c.pipeline(argvs);
+        if (write && std::any_of(replies.begin(), replies.end(),
+                                 [](const Reply& r) { return !r.is_error(); })) {
+          confirm_if_held(c, hold_gen);
+        }
+        return replies;
+      });
       bool demoted = false;
       for (const auto& r : rs) demoted = demoted || is_demoted(r);
       return std::make_pair(demoted, std::move(rs));
     });
   }
 
-  Endpoint subscribe_endpoint() override { return master()->endpoint(); }
+  Endpoint subscribe_endpoint() override {
+    std::unique_lock lk(m_);
+    return master(lk, false, std::chrono::steady_clock::now()).first->endpoint();
+  }
   [[nodiscard]] const ConnectSettings& settings() const override { return master_settings_; }
   [[nodiscard]] std::string describe() const override {
     return "redis sentinel service '" + service_ + "'";
   }
 
  private:
-  // Runs `f(pool)` on the master; on a failure before the command ran, or a demoted reply,
-  // asks the sentinels again and retries, for at most about one socket timeout in all (a
-  // failover in progress then surfaces as an error the region can treat as a miss).
+  using Clock = std::chrono::steady_clock;
+
+  // Runs `f(pool, hold generation)` on the master; on a failure before the command ran, or a
+  // demoted reply, asks the sentinels again and retries, for at most about one socket timeout
+  // in all (a failover in progress then surfaces as an error the region can treat as a miss).
+  // A write first waits, within the same deadline, for a failover hold to end.
   template <class F>
-  auto with_master(F&& f) -> decltype(f(std::declval<Pool&>()).second) {
-    const auto deadline = std::chrono::steady_clock::now() + master_settings_.socket_timeout;
+  auto with_master(bool write, F&& f)
+      -> decltype(f(std::declval<Pool&>(), std::uint64_t{}).second) {
+    const auto deadline = Clock::now() + master_settings_.socket_timeout;
     auto nap = std::chrono::milliseconds(20);
     for (int attempt = 0;; ++attempt) {
       std::shared_ptr<Pool> pool;
       try {
-        pool = master();
-        auto [demoted, result] = f(*pool);
+        std::uint64_t gen = 0;
+        {
+          std::unique_lock lk(m_);
+          std::tie(pool, gen) = master(lk, write, deadline);
+        }
+        auto [demoted, result] = f(*pool, gen);
         if (!demoted) return result;
         forget(pool);
-        if (std::chrono::steady_clock::now() + nap >= deadline) return result;
+        if (Clock::now() + nap >= deadline) return result;
       } catch (const ConnectionFailure& e) {
         if (pool) forget(pool);
         // A timeout may have run the command: do not run it twice.
-        if (e.kind() == Failure::timeout || std::chrono::steady_clock::now() + nap >= deadline) {
-          throw_failure(e);
-        }
+        if (e.kind() == Failure::timeout || Clock::now() + nap >= deadline) throw_failure(e);
       }
       std::this_thread::sleep_for(nap);
       nap = std::min(nap * 2, std::chrono::milliseconds(200));
     }
   }
 
-  std::shared_ptr<Pool> master() {
-    std::lock_guard lk(m_);
-    watch_failovers();
-    if (!master_) master_ = std::make_shared<Pool>(discover(), master_settings_, pool_size_);
-    return master_;
+  // The master's pool and the hold generation the caller runs under. A write waits (until
+  // `deadline`) while a failover is between the leader's election and the new master's name.
+  // lk holds m_.
+  std::pair<std::shared_ptr<Pool>, std::uint64_t> master(std::unique_lock<std::mutex>& lk,
+                                                         bool write, Clock::time_point deadline) {
+    watch_failovers(lk);
+    if (holding_ && Clock::now() - hold_since_ > failover_timeout_) {
+      // The sentinels have given this failover up by now: ask them again.
+      release();
+      master_.reset();
+      announced_.reset();
+    }
+    if (write && holding_ && !held_.wait_until(lk, deadline, [&] { return !holding_; })) {
+      detail::throw_error<BackendError>(
+          describe() + ": a failover is in progress (" + hold_event_ +
+          ") and the new master was not named within socket_timeout (" +
+          std::to_string(master_settings_.socket_timeout.count()) +
+          " ms); the write was not sent, so that it cannot be lost");
+    }
+    if (!master_) {
+      Endpoint ep;
+      if (announced_) {
+        ep = *announced_;  // named by the failover's events: fresher than a sentinel's answer
+        announced_.reset();
+      } else {
+        ep = discover();
+      }
+      master_ = std::make_shared<Pool>(ep, master_settings_, pool_size_);
+    }
+    return {master_, hold_gen_.load()};
   }
 
-  // Subscribes to +switch-master on the sentinels (one of them at a time, the next after a
-  // failure). m_ held.
-  void watch_failovers() {
-    if (events_ && events_->owner_pid() == ::getpid()) return;
-    events_.reset();  // a forked child's copy of the parent's: abandoned, not joined
-    auto next = std::make_shared<std::size_t>(0);
-    events_ = std::make_unique<Subscriber>(
-        [this, next] { return sentinels_[(*next)++ % sentinels_.size()]; }, sentinel_settings_,
-        std::vector<std::string>{"+switch-master"},
-        [this](const std::string& /*channel*/, const std::string& payload) {
-          // "<service> <old ip> <old port> <new ip> <new port>"
-          if (payload.compare(0, service_.size() + 1, service_ + " ") != 0) return;
-          std::lock_guard lk(m_);
-          master_.reset();
-        },
-        nullptr);
+  // A write that was in flight when a hold began may have reached the old master after the
+  // replica left it: acknowledge it only once the replica confirms it has it.
+  void confirm_if_held(Connection& c, std::uint64_t gen) {
+    if (hold_gen_.load() == gen) return;
+    const auto wait = std::min(master_settings_.socket_timeout / 2, milliseconds(100));
+    const Reply r = c.command({"WAIT", "1", std::to_string(wait.count())});
+    if (r.type != Reply::Type::integer || r.integer < 1) {
+      detail::throw_error<BackendError>(
+          describe() + ": a failover began while a write was in flight to " + c.endpoint().str() +
+          ", and no replica confirmed it (WAIT 1 " + std::to_string(wait.count()) +
+          " ms): it may be lost, so it is not acknowledged");
+    }
+  }
+
+  // Subscribes to the failover's progress on every sentinel (only the leader of a failover
+  // publishes it), and waits (at most the sentinel connect timeout) until each subscription
+  // was tried once, so that the first write is already covered. m_ held by lk.
+  void watch_failovers(std::unique_lock<std::mutex>& lk) {
+    if (!events_.empty() && events_.front()->owner_pid() == ::getpid()) return;
+    if (!events_.empty()) {
+      // A forked child's copies of the parent's: abandoned, not joined; the state is the parent's.
+      events_.clear();
+      holding_ = false;
+      master_.reset();
+      announced_.reset();
+    }
+    std::vector<std::string> channels(std::begin(kHoldEvents), std::end(kHoldEvents));
+    channels.insert(channels.end(), std::begin(kEndEvents), std::end(kEndEvents));
+    channels.emplace_back(kPromoted);
+    channels.emplace_back(kSwitched);
+    ever_up_.assign(sentinels_.size(), false);
+    for (std::size_t i = 0; i < sentinels_.size(); ++i) {
+      events_.push_back(std::make_unique<Subscriber>(
+          [this, i] { return sentinels_[i]; }, sentinel_settings_, channels,
+          [this, i](const std::string& channel, const std::string& payload) {
+            on_event(i, channel, payload);
+          },
+          [this, i](bool up) { on_subscription(i, up); }));
+    }
+    const auto until = Clock::now() + sentinel_settings_.connect_timeout;
+    lk.unlock();
+    for (auto& e : events_) e->wait_tried(until);
+    lk.lock();
+  }
+
+  void on_event(std::size_t from, const std::string& channel, const std::string& payload) {
+    const auto e = parse_event(channel, payload);
+    if (!e || e->service != service_) return;
+    std::lock_guard lk(m_);
+    if (e->new_master) {
+      // +promoted-slave or +switch-master: writes go to the new master from now on.
+      if (!master_ || !(master_->endpoint() == *e->new_master)) {
+        master_.reset();  // leases out finish on the old pool; it goes with the last of them
+        announced_ = e->new_master;
+      }
+      release();
+    } else if (std::find_if(std::begin(kEndEvents), std::end(kEndEvents),
+                            [&](const char* c) { return channel == c; }) != std::end(kEndEvents)) {
+      if (channel.rfind("-failover-abort", 0) == 0 && holding_) {
+        master_.reset();
+        announced_.reset();
+      }
+      release();
+    } else if (!holding_) {
+      holding_ = true;
+      hold_since_ = Clock::now();
+      hold_source_ = from;
+      hold_event_ = channel + " from sentinel " + sentinels_[from].str();
+      hold_gen_.fetch_add(1);
+    }
+  }
+
+  void on_subscription(std::size_t from, bool up) {
+    std::lock_guard lk(m_);
+    const bool gap = !up || ever_up_[from];
+    if (up) ever_up_[from] = true;
+    if (!gap) return;
+    // Events may have been missed: ask the sentinels again at the next call. A hold whose
+    // leader we lost is over (we cannot tell when the failover ends).
+    master_.reset();
+    announced_.reset();
+    if (holding_ && hold_source_ == from) release();
+  }
+
+  void release() {  // m_ held
+    holding_ = false;
+    held_.notify_all();
   }
 
   void forget(const std::shared_ptr<Pool>& p) {
@@ -122,24 +332,43 @@ class SentinelClient final : public Client {
     if (master_ == p) master_.reset();
   }
 
-  // SENTINEL get-master-addr-by-name, asking each sentinel in turn. m_ held.
+  // Asks every sentinel (get-master-addr-by-name, and SENTINEL MASTER for its config-epoch,
+  // in one pipeline) and takes the address named under the highest epoch: after a failover the
+  // sentinels that did not lead it name the old master until the leader's hello reaches them
+  // (up to 2 s), and the old master still says it is one until it is demoted. m_ held.
   Endpoint discover() {
+    std::optional<Endpoint> best;
+    long long best_epoch = -1;
     std::string errors;
     for (const auto& s : sentinels_) {
       try {
         Connection c(s, sentinel_settings_);
-        const Reply r = c.command({"SENTINEL", "get-master-addr-by-name", service_});
-        if (r.type == Reply::Type::array && r.elements.size() == 2) {
-          Endpoint ep;
-          ep.host = r.elements[0].str;
-          ep.port = std::stoi(r.elements[1].str);
-          return ep;
+        const auto rs = c.pipeline(std::vector<Argv>{
+            {"SENTINEL", "get-master-addr-by-name", service_}, {"SENTINEL", "MASTER", service_}});
+        const Reply& addr = rs[0];
+        if (addr.type != Reply::Type::array || addr.elements.size() != 2) {
+          errors += "; " + s.str() + (addr.is_error() ? ": " + addr.str : ": does not know it");
+          continue;
         }
-        errors += "; " + s.str() + (r.is_error() ? ": " + r.str : ": does not know it");
+        long long epoch = 0;
+        std::optional<long long> timeout;
+        const auto& f = rs[1].elements;
+        for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
+          if (f[i].str == "config-epoch") epoch = std::stoll(f[i + 1].str);
+          if (f[i].str == "failover-timeout") timeout = std::stoll(f[i + 1].str);
+        }
+        if (epoch > best_epoch) {
+          best = Endpoint{addr.elements[0].str, std::stoi(addr.elements[1].str)};
+          best_epoch = epoch;
+          if (timeout && *timeout > 0) failover_timeout_ = milliseconds(*timeout);
+        }
       } catch (const ConnectionFailure& e) {
         errors += "; " + std::string(e.what());
+      } catch (const std::logic_error&) {  // stoi/stoll: not a number
+        errors += "; " + s.str() + ": a malformed answer";
       }
     }
+    if (best) return *best;
     throw ConnectionFailure(Failure::connect, "no sentinel could name the master of service '" +
                                                   service_ + "'" + errors);
   }
@@ -151,7 +380,16 @@ class SentinelClient final : public Client {
   std::size_t pool_size_;
   std::mutex m_;
   std::shared_ptr<Pool> master_;
-  std::unique_ptr<Subscriber> events_;  // last member: its thread stops before the rest goes
+  std::optional<Endpoint> announced_;  // the new master named by +promoted-/+switch-master
+  bool holding_ = false;               // a failover is between election and promotion
+  Clock::time_point hold_since_{};
+  milliseconds failover_timeout_{180'000};  // the service's, from SENTINEL MASTER
+  std::size_t hold_source_ = 0;             // the sentinel that leads it
+  std::string hold_event_;
+  std::condition_variable held_;
+  std::atomic<std::uint64_t> hold_gen_{0};  // bumped when a hold begins
+  std::vector<bool> ever_up_;
+  std::vector<std::unique_ptr<Subscriber>> events_;
 };
 
 }  // namespace

@@ -22,15 +22,31 @@ Subscriber::~Subscriber() {
     (void)thread_.release();  // the parent's thread: not in this process, never joinable here
     return;
   }
+  request_stop();
+  thread_->join();
+}
+
+void Subscriber::request_stop() noexcept {
   {
     std::lock_guard lk(m_);
     stop_ = true;
   }
   cv_.notify_all();
-  thread_->join();
+}
+
+bool Subscriber::wait_tried(std::chrono::steady_clock::time_point until) {
+  std::unique_lock lk(m_);
+  cv_.wait_until(lk, until, [&] { return tried_; });
+  return up_.load();
 }
 
 void Subscriber::set_up(bool up) {
+  {
+    // Before on_state_: a waiter in wait_tried() may hold a lock that on_state_ takes.
+    std::lock_guard lk(m_);
+    tried_ = true;
+  }
+  cv_.notify_all();
   if (up_.exchange(up) == up && !up) return;
   epoch_.fetch_add(1);
   if (on_state_) on_state_(up);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -36,10 +37,15 @@ class Subscriber {
   Subscriber(const Subscriber&) = delete;
   Subscriber& operator=(const Subscriber&) = delete;
 
+  /// Asks the reader to stop without waiting for it (the destructor joins it).
+  void request_stop() noexcept;
   /// True while subscribed (the subscription was confirmed and the connection is alive).
   [[nodiscard]] bool up() const noexcept { return up_.load(); }
   /// Bumped on every subscription and every loss: a gap in delivery changes it.
   [[nodiscard]] std::uint64_t epoch() const noexcept { return epoch_.load(); }
+  /// Waits until the first connection attempt ended (subscribed, or failed), at most until
+  /// `until`. Returns whether it is up.
+  bool wait_tried(std::chrono::steady_clock::time_point until);
   /// The process that started it.
   [[nodiscard]] int owner_pid() const noexcept { return pid_; }
 
@@ -54,9 +60,10 @@ class Subscriber {
   StateHandler on_state_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> up_{false};
+  bool tried_ = false;  // m_: the first attempt ended
   std::atomic<std::uint64_t> epoch_{0};
   std::mutex m_;
-  std::condition_variable cv_;  // wakes a reconnect backoff at stop
+  std::condition_variable cv_;  // wakes a reconnect backoff at stop, and wait_tried()
   int pid_;
   std::unique_ptr<std::thread> thread_;
 };

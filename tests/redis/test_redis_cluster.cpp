@@ -1,9 +1,11 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
-// multi-key calls across slots, and MOVED / ASK during a live slot migration.
+// multi-key calls across slots, and MOVED / ASK during a live slot migration; and against a node
+// played by the test, redirection loops that must end.
 #include <catch2/catch.hpp>
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
+#include "support/fake_redis.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -166,4 +168,36 @@ TEST_CASE(
   cluster().cli(to, {"migrate", "127.0.0.1", std::to_string(from), "0", "5000", "keys", ka, kb});
   for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", from_id});
   b->erase_multi(std::vector<std::string>{ka, kb});
+}
+
+// A node played by the test that serves every slot and redirects every command (to itself):
+// the routing gives up after 8 MOVED redirections (9 tries), or at the second ASK (the
+// importing node sent us back), with a BackendError that says so.
+TEST_CASE("redis_cluster: redirection loops end in a BackendError", "[redis][cluster]") {
+  namespace resp = dogpile::test::resp;
+  const std::string code = GENERATE(std::string("MOVED"), std::string("ASK"));
+  std::atomic<int> port{0};
+  dogpile::test::FakeRedis node([&](const std::vector<std::string>& argv) {
+    if (argv[0] == "CLUSTER") {
+      return resp::array(
+          {resp::array({resp::integer(0), resp::integer(16383),
+                        resp::array({resp::bulk("127.0.0.1"), resp::integer(port.load())})})});
+    }
+    if (argv[0] == "ASKING") return std::string("+OK\r\n");
+    return resp::error(code + " 1 127.0.0.1:" + std::to_string(port.load()));
+  });
+  port = node.port();
+  RedisClusterOptions o;
+  o.startup_nodes = {{"127.0.0.1", node.port()}};
+  o.socket_timeout = 1s;
+  RedisClusterBackend b(o);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    (void)b.get("k");
+    FAIL("no error");
+  } catch (const dogpile::BackendError& e) {
+    CHECK_THAT(e.what(), Catch::Contains(code) && Catch::Contains("redirection"));
+  }
+  CHECK(node.count("GET") == (code == "MOVED" ? 9 : 2));
+  CHECK(std::chrono::steady_clock::now() - t0 < 1s);
 }

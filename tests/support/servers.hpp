@@ -19,8 +19,9 @@
 //    wait()/waitpid(-1), which would block on (or reap) the servers.
 //
 // Start-up times measured on a 2-core Debian 12 machine (redis 7.0, memcached 1.6): RedisServer
-// ~20-35 ms, MemcachedServer ~5-15 ms, RedisSentinelSet ~90 ms (plus ~1.1 s per failover()),
-// RedisCluster 2-5 s (`redis-cli --cluster create` polls the join once a second).
+// ~20-35 ms, MemcachedServer ~5-15 ms, RedisSentinelSet ~90 ms with one sentinel (plus ~1.1 s
+// per failover()), RedisCluster 2-5 s (`redis-cli --cluster create` polls the join once a
+// second).
 // MemcachedServer::stop() takes up to ~1 s (memcached acts on SIGTERM at its clock tick); its
 // destructor SIGKILLs.
 //
@@ -50,6 +51,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -806,68 +808,46 @@ class RedisCluster {
   std::vector<int> ports_;
 };
 
-/// One redis master, one replica (--replicaof) and one sentinel (`redis-server <conf>
-/// --sentinel`, monitoring "mymaster" with quorum 1, down-after-milliseconds 1000,
+/// One redis master, one replica (--replicaof) and `n` sentinels (default 1; `redis-server <conf>
+/// --sentinel`, monitoring "mymaster" with quorum n/2+1, down-after-milliseconds `down_after`,
 /// failover-timeout 3000). master()/replica() are the servers started as such: after failover()
 /// their roles are swapped (current_master() tells which is master now).
 class RedisSentinelSet {
  public:
-  /// Starts the three servers and waits until the replica is in sync, the sentinel lists it and
-  /// answers get-master-addr-by-name (throws after 10 s).
-  RedisSentinelSet() {
+  /// Starts the servers and waits until the replica is in sync (the master's command stream
+  /// reaches it), every sentinel lists it and answers get-master-addr-by-name (throws after
+  /// 10 s).
+  explicit RedisSentinelSet(int n = 1,
+                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000))
+      : down_after_(down_after) {
     master_ = std::make_unique<RedisServer>();
     RedisServerOptions ro;
     ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
     replica_ = std::make_unique<RedisServer>(ro);
-    for (int attempt = 0;; ++attempt) {
-      sentinel_port_ = free_port();
-      const auto conf = dir_.path() / "sentinel.conf";
-      {
-        std::ofstream f(conf, std::ios::trunc);
-        f << "port " << sentinel_port_ << "\n"
-          << "bind 127.0.0.1\n"
-          << "protected-mode no\n"
-          << "daemonize no\n"
-          << "dir " << dir_.path().string() << "\n"
-          << "sentinel monitor " << service_name() << " 127.0.0.1 " << master_->port() << " 1\n"
-          << "sentinel down-after-milliseconds " << service_name() << " 1000\n"
-          << "sentinel failover-timeout " << service_name() << " 3000\n";
-        if (!f) throw std::runtime_error("cannot write " + conf.string());
-      }
-      sentinel_.reset();
-      sentinel_ = std::make_unique<ServerProcess>(
-          std::vector<std::string>{"redis-server", conf.string(), "--sentinel"},
-          dir_.path() / "sentinel.log");
-      if (detail::poll_until([this] { return sentinel_ping(); }, kStartDeadline,
-                             [this] { return sentinel_->running(); })) {
-        break;
-      }
-      if (attempt >= 3 || sentinel_->running() ||
-          !detail::log_says_address_in_use(sentinel_->log_file())) {
-        throw std::runtime_error("redis sentinel on port " + std::to_string(sentinel_port_) +
-                                 " did not start; log tail:\n" + sentinel_->log_tail());
-      }
-      std::filesystem::remove(sentinel_->log_file());
-    }
+    for (int i = 0; i < n; ++i) start_sentinel(i, n / 2 + 1);
     bool ok = detail::poll_until(
         [this] {
-          return replica_in_sync(*replica_) &&
-                 !sentinel({"sentinel", "replicas", "mymaster"}).empty() &&
-                 current_master_or_none().second == master_->port();
+          if (!replica_in_sync(*master_, *replica_)) return false;
+          for (std::size_t i = 0; i < sentinels_.size(); ++i) {
+            if (sentinel_at(i, {"sentinel", "replicas", "mymaster"}).empty()) return false;
+          }
+          return current_master_or_none().second == master_->port();
         },
         kStartDeadline);
     if (!ok) {
       throw std::runtime_error("redis sentinel set not ready within " +
                                std::to_string(kStartDeadline.count()) +
-                               " ms; sentinel log tail:\n" + sentinel_->log_tail() +
+                               " ms; sentinel log tail:\n" + sentinels_[0]->log_tail() +
                                "--- replica log tail:\n" + replica_->process().log_tail(10));
     }
   }
   RedisSentinelSet(const RedisSentinelSet&) = delete;
   RedisSentinelSet& operator=(const RedisSentinelSet&) = delete;
 
-  /// The sentinel's port.
-  int sentinel_port() const { return sentinel_port_; }
+  /// The first sentinel's port.
+  int sentinel_port() const { return sentinel_ports_[0]; }
+  /// Every sentinel's port.
+  const std::vector<int>& sentinel_ports() const { return sentinel_ports_; }
   /// The port of the server started as master.
   int master_port() const { return master_->port(); }
   /// The port of the server started as replica.
@@ -882,27 +862,31 @@ class RedisSentinelSet {
   ServerProcess& master_process() { return master_->process(); }
   /// The process of the server started as replica.
   ServerProcess& replica_process() { return replica_->process(); }
-  /// The sentinel process.
-  ServerProcess& sentinel_process() { return *sentinel_; }
-  /// redis_cli against the sentinel.
-  std::string sentinel(const std::vector<std::string>& args) const {
-    return redis_cli(sentinel_port_, args, "", std::chrono::milliseconds(2000));
+  /// The first sentinel's process.
+  ServerProcess& sentinel_process() { return *sentinels_[0]; }
+  /// redis_cli against the first sentinel.
+  std::string sentinel(const std::vector<std::string>& args) const { return sentinel_at(0, args); }
+  /// redis_cli against sentinel `i`.
+  std::string sentinel_at(std::size_t i, const std::vector<std::string>& args) const {
+    return redis_cli(sentinel_ports_.at(i), args, "", std::chrono::milliseconds(2000));
   }
 
-  /// {host, port} of the master according to the sentinel (SENTINEL get-master-addr-by-name).
+  /// {host, port} of the master according to the sentinels: the address SENTINEL MASTER reports
+  /// with the highest config-epoch (the others learn a failover from the leader's hello
+  /// messages, up to 2 s later).
   std::pair<std::string, int> current_master() const {
     auto m = current_master_or_none();
     if (m.second == 0) {
       throw std::runtime_error("sentinel does not know the master of mymaster; log tail:\n" +
-                               sentinel_->log_tail());
+                               sentinels_[0]->log_tail());
     }
     return m;
   }
 
-  /// SENTINEL FAILOVER mymaster (retried while the sentinel answers NOGOODSLAVE/INPROG), then waits
-  /// (20 s deadline) until the sentinel names the other server as master AND that server's ROLE
-  /// is master. Throws on timeout.
-  void failover() {
+  /// SENTINEL FAILOVER mymaster sent to sentinel `via`, which leads it (retried while it answers
+  /// NOGOODSLAVE/INPROG), then waits (20 s deadline) until current_master() names the other
+  /// server AND that server's ROLE is master. Throws on timeout.
+  void failover(std::size_t via = 0) {
     const int old_port = current_master().second;
     const int new_port = old_port == master_->port() ? replica_->port() : master_->port();
     const auto deadline = std::chrono::milliseconds(20'000);
@@ -911,7 +895,7 @@ class RedisSentinelSet {
     bool requested = detail::poll_until(
         [&] {
           try {
-            last = sentinel({"sentinel", "failover", service_name()});
+            last = sentinel_at(via, {"sentinel", "failover", service_name()});
           } catch (const std::exception& e) {
             last = e.what();
           }
@@ -920,26 +904,31 @@ class RedisSentinelSet {
         deadline);
     if (!requested) {
       throw std::runtime_error("SENTINEL FAILOVER was refused: " + last + "\nsentinel log:\n" +
-                               sentinel_->log_tail());
+                               sentinels_.at(via)->log_tail());
     }
     auto left = deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
                                std::chrono::steady_clock::now() - start);
-    bool ok = detail::poll_until(
+    if (!wait_master(new_port, std::max(left, std::chrono::milliseconds(1)))) {
+      throw std::runtime_error("sentinel failover to port " + std::to_string(new_port) +
+                               " did not complete within 20 s; sentinel log:\n" +
+                               sentinels_.at(via)->log_tail());
+    }
+  }
+
+  /// Waits (up to `deadline`) until current_master() names `port` and that server's ROLE is
+  /// master (an unplanned failover: kill or pause the master, then wait for the replica).
+  bool wait_master(int port, std::chrono::milliseconds deadline) {
+    return detail::poll_until(
         [&] {
-          if (current_master_or_none().second != new_port) return false;
+          if (current_master_or_none().second != port) return false;
           try {
-            return redis_cli(new_port, {"role"}, "", std::chrono::milliseconds(1000))
+            return redis_cli(port, {"role"}, "", std::chrono::milliseconds(1000))
                        .rfind("master", 0) == 0;
           } catch (const std::exception&) {
             return false;
           }
         },
-        std::max(left, std::chrono::milliseconds(1)));
-    if (!ok) {
-      throw std::runtime_error("sentinel failover to port " + std::to_string(new_port) +
-                               " did not complete within 20 s; sentinel log:\n" +
-                               sentinel_->log_tail());
-    }
+        deadline);
   }
 
   /// Waits (up to `deadline`) until the server that is not the current master is a replica with
@@ -949,47 +938,114 @@ class RedisSentinelSet {
     return detail::poll_until(
         [this] {
           int m = current_master_or_none().second;
-          RedisServer& other = m == master_->port() ? *replica_ : *master_;
-          return replica_in_sync(other);
+          const bool first = m == master_->port();
+          return replica_in_sync(first ? *master_ : *replica_, first ? *replica_ : *master_);
         },
         deadline);
   }
 
+  /// Makes the server that is not the current master its replica (REPLICAOF), as the sentinel's
+  /// `+convert-to-slave` does only 8-18 s after a failover (it waits 4 publish periods, then for
+  /// the next INFO), and waits (up to `deadline`) until it is in sync (the master's command
+  /// stream reaches it). Its resync throws away whatever only it had (the writes a
+  /// failover loses). Returns whether that happened.
+  bool rejoin_old_master(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000)) {
+    const auto m = current_master();
+    RedisServer& old = m.second == master_->port() ? *replica_ : *master_;
+    old.cli({"replicaof", m.first, std::to_string(m.second)});
+    return wait_replication(deadline);
+  }
+
  private:
-  bool sentinel_ping() const {
-    try {
-      return sentinel({"ping"}) == "PONG\n";
-    } catch (const std::exception&) {
-      return false;
+  void start_sentinel(int index, int quorum) {
+    for (int attempt = 0;; ++attempt) {
+      const int port = free_port();
+      const auto conf = dir_.path() / ("sentinel" + std::to_string(index) + ".conf");
+      {
+        std::ofstream f(conf, std::ios::trunc);
+        f << "port " << port << "\n"
+          << "bind 127.0.0.1\n"
+          << "protected-mode no\n"
+          << "daemonize no\n"
+          << "dir " << dir_.path().string() << "\n"
+          << "sentinel monitor " << service_name() << " 127.0.0.1 " << master_->port() << " "
+          << quorum << "\n"
+          << "sentinel down-after-milliseconds " << service_name() << " " << down_after_.count()
+          << "\n"
+          << "sentinel failover-timeout " << service_name() << " 3000\n";
+        if (!f) throw std::runtime_error("cannot write " + conf.string());
+      }
+      auto p = std::make_unique<ServerProcess>(
+          std::vector<std::string>{"redis-server", conf.string(), "--sentinel"},
+          dir_.path() / ("sentinel" + std::to_string(index) + ".log"));
+      auto ping = [&] {
+        try {
+          return redis_cli(port, {"ping"}, "", std::chrono::milliseconds(2000)) == "PONG\n";
+        } catch (const std::exception&) {
+          return false;
+        }
+      };
+      if (detail::poll_until(ping, kStartDeadline, [&] { return p->running(); })) {
+        sentinel_ports_.push_back(port);
+        sentinels_.push_back(std::move(p));
+        return;
+      }
+      if (attempt >= 3 || p->running() || !detail::log_says_address_in_use(p->log_file())) {
+        throw std::runtime_error("redis sentinel on port " + std::to_string(port) +
+                                 " did not start; log tail:\n" + p->log_tail());
+      }
+      std::filesystem::remove(p->log_file());
     }
   }
   std::pair<std::string, int> current_master_or_none() const {
-    try {
-      std::stringstream ss(sentinel({"sentinel", "get-master-addr-by-name", service_name()}));
-      std::string host;
-      std::string port;
-      if (std::getline(ss, host) && std::getline(ss, port) && !port.empty() &&
-          std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return {host, std::stoi(port)};
+    std::pair<std::string, int> best{"", 0};
+    long long best_epoch = -1;
+    for (std::size_t i = 0; i < sentinel_ports_.size(); ++i) {
+      try {
+        // redis-cli prints the reply's field/value pairs one per line.
+        std::stringstream ss(sentinel_at(i, {"sentinel", "master", service_name()}));
+        std::map<std::string, std::string> fields;
+        for (std::string k, v; std::getline(ss, k) && std::getline(ss, v);) fields[k] = v;
+        const long long epoch = std::stoll(fields.at("config-epoch"));
+        if (epoch > best_epoch) {
+          best_epoch = epoch;
+          best = {fields.at("ip"), std::stoi(fields.at("port"))};
+        }
+      } catch (const std::exception&) {
       }
-    } catch (const std::exception&) {
     }
-    return {"", 0};
+    return best;
   }
-  static bool replica_in_sync(const RedisServer& server) {
+  // In sync: the link is up AND the master's command stream reaches the replica. After a
+  // diskless full sync, redis 7.0 starts the stream only at the replica's first REPLCONF ACK
+  // (up to 1 s later); until then both report the replica online and no write reaches it, so
+  // a replica promoted then lacks them all. Proved with a marker key written on the master.
+  static bool replica_in_sync(const RedisServer& master, const RedisServer& replica) {
     try {
-      std::string info = server.cli({"info", "replication"}, std::chrono::milliseconds(1000));
-      return info.find("role:slave") != std::string::npos &&
-             info.find("master_link_status:up") != std::string::npos;
+      std::string info = replica.cli({"info", "replication"}, std::chrono::milliseconds(1000));
+      if (info.find("role:slave") == std::string::npos ||
+          info.find("master_link_status:up") == std::string::npos) {
+        return false;
+      }
+      const std::string key = "__dogpile_test_stream";
+      const std::string token =
+          std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+      master.cli({"set", key, token}, std::chrono::milliseconds(1000));
+      return detail::poll_until(
+          [&] {
+            return replica.cli({"get", key}, std::chrono::milliseconds(1000)) == token + "\n";
+          },
+          std::chrono::milliseconds(100));
     } catch (const std::exception&) {
       return false;
     }
   }
+  std::chrono::milliseconds down_after_;
   TempDir dir_;
   std::unique_ptr<RedisServer> master_;
   std::unique_ptr<RedisServer> replica_;
-  int sentinel_port_ = 0;
-  std::unique_ptr<ServerProcess> sentinel_;
+  std::vector<int> sentinel_ports_;
+  std::vector<std::unique_ptr<ServerProcess>> sentinels_;
 };
 
 /// memcached -l 127.0.0.1 -p port -U 0 -m 64 (plus -u root when run as root) and extra_args, in

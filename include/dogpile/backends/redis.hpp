@@ -108,7 +108,9 @@ struct RedisSentinelOptions {
   int db = 0;                             ///< database number on the master
   std::string username{};                 ///< ACL user on the master
   std::string password{};                 ///< AUTH password on the master
-  Duration socket_timeout = std::chrono::seconds(2);          ///< longest a call may take
+  /// Longest a call may take (a deadline for the whole call, not a silence); also bounds a
+  /// write held through a failover.
+  Duration socket_timeout = std::chrono::seconds(2);
   Duration socket_connect_timeout = std::chrono::seconds(1);  ///< longest wait to connect
   /// Largest value a reply may carry (a reply: this much per key it answers); a server that
   /// sends more gets `BackendError` and its connection closed, before the memory is taken.
@@ -210,6 +212,11 @@ class RedisBackend final : public RedisBackendBase {
 };
 
 /// The `redis_sentinel` backend: the master of `service_name`. See the file comment.
+/// It subscribes to every sentinel's failover events (a thread per sentinel, started at the
+/// first call) and holds writes while a failover is between the leader's election and the new
+/// master's promotion, so that no write it acknowledges is lost in a planned failover; a held
+/// write that cannot be placed within `socket_timeout` throws `BackendError` unsent. Reads are
+/// not held. docs/backends.md says what can still be lost. Thread-safe.
 class RedisSentinelBackend final : public RedisBackendBase {
  public:
   /// Validates the options; discovers the master at the first call. @throws ValidationError.
