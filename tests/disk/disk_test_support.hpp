@@ -9,8 +9,11 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+#include "dogpile/disk/types.hpp"
 
 namespace disk_test {
 
@@ -97,6 +100,34 @@ inline PyResult run_python(const std::string& script, const std::string& mode,
   int st = ::pclose(p);
   r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+/// A user type stored through nlohmann's to_json/from_json (the JSON value paths).
+struct Point {
+  int x = 0;
+  int y = 0;
+  friend bool operator==(const Point&, const Point&) = default;
+};
+inline void to_json(nlohmann::json& j, const Point& p) { j = {{"x", p.x}, {"y", p.y}}; }
+inline void from_json(const nlohmann::json& j, Point& p) {
+  p.x = j.at("x").get<int>();
+  p.y = j.at("y").get<int>();
+}
+
+/// 51,200 bytes holding every byte value: big enough to be stored in a value file (the same
+/// bytes as interop_persistent.py's).
+inline dogpile::Bytes big_bytes() {
+  std::string s;
+  for (int r = 0; r < 200; ++r) {
+    for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
+  }
+  return dogpile::Bytes{s};
+}
+
+/// Whether Debian's python3-diskcache can be imported by /usr/bin/python3.
+inline bool have_diskcache() {
+  static const bool ok = std::system("/usr/bin/python3 -c 'import diskcache' >/dev/null 2>&1") == 0;
+  return ok;
 }
 
 }  // namespace disk_test

@@ -16,6 +16,7 @@
 #include "disk_test_support.hpp"
 #include "dogpile/disk/deque.hpp"
 
+using disk_test::big_bytes;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::Deque;
@@ -545,13 +546,6 @@ TEST_CASE("deque: processes append and pop; every item exactly once", "[disk][de
 }
 
 namespace {
-Bytes big_bytes() {
-  std::string s;
-  for (int r = 0; r < 200; ++r) {
-    for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
-  }
-  return Bytes{s};
-}
 // interop_persistent.py's DEQUE_ITEMS.
 std::vector<DiskValue> deque_items() {
   return {DiskValue{std::int64_t{-1}},     DiskValue{std::string("zero")},

@@ -17,6 +17,7 @@
 
 using namespace std::chrono_literals;
 using Catch::Matchers::Contains;
+using disk_test::Point;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
@@ -92,15 +93,6 @@ TEST_CASE("integer <-> floating point reads never narrow", "[disk]") {
 }
 
 namespace {
-struct Point {
-  int x = 0;
-  int y = 0;
-};
-void to_json(nlohmann::json& j, const Point& p) { j = {{"x", p.x}, {"y", p.y}}; }
-void from_json(const nlohmann::json& j, Point& p) {
-  p.x = j.at("x").get<int>();
-  p.y = j.at("y").get<int>();
-}
 }  // namespace
 
 TEST_CASE("CantDeserialize from get<T> names the key", "[disk]") {

@@ -15,6 +15,7 @@
 #include "dogpile/disk/deque.hpp"
 #include "dogpile/disk/index.hpp"
 
+using disk_test::big_bytes;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
@@ -336,13 +337,6 @@ TEST_CASE("index: setdefault from 4 processes agrees on one value per key",
 }
 
 namespace {
-Bytes big_bytes() {
-  std::string s;
-  for (int r = 0; r < 200; ++r) {
-    for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
-  }
-  return Bytes{s};
-}
 // interop_persistent.py's INDEX_ITEMS.
 std::vector<std::pair<Key, DiskValue>> index_items() {
   return {{Key("a"), DiskValue{std::int64_t{10}}}, {Key(2), DiskValue{std::string("two")}},

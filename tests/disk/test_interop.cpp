@@ -13,6 +13,8 @@
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
 
+using disk_test::have_diskcache;
+using disk_test::big_bytes;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
@@ -27,24 +29,12 @@ PyResult python(const std::string& mode, const std::filesystem::path& dir) {
   return disk_test::run_python("interop.py", mode, dir);
 }
 
-bool have_diskcache() {
-  static const bool ok = std::system("/usr/bin/python3 -c 'import diskcache' >/dev/null 2>&1") == 0;
-  return ok;
-}
-
 std::string big_str() {
   std::string s;
   for (int i = 0; i < 40000; ++i) s += "\xc3\xa9";  // U+00E9
   return s;
 }
 
-Bytes big_bytes() {
-  std::string s;
-  for (int r = 0; r < 200; ++r) {
-    for (int i = 0; i < 256; ++i) s.push_back(static_cast<char>(i));
-  }
-  return Bytes{s};
-}
 
 void write_dataset(DiskCache& c) {
   c.set(1, 2);

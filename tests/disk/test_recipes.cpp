@@ -22,6 +22,7 @@
 
 using namespace std::chrono_literals;
 using disk_test::run_children;
+using disk_test::have_diskcache;
 using disk_test::TempDir;
 using dogpile::DiskCache;
 using dogpile::FanoutCache;
@@ -34,11 +35,6 @@ namespace {
 
 DiskCache open_cache(const TempDir& d, dogpile::Clock clock = dogpile::system_clock()) {
   return DiskCache(d.path, {.eviction_policy = dogpile::EvictionPolicy::none, .clock = clock});
-}
-
-bool have_diskcache() {
-  static const bool ok = std::system("/usr/bin/python3 -c 'import diskcache' >/dev/null 2>&1") == 0;
-  return ok;
 }
 
 /// Runs a Python script on the directory `<d>/c` (`sys.argv[1]`; with `open_cache`, as

@@ -26,6 +26,7 @@
 #include "dogpile/disk/serializer.hpp"
 
 using Catch::Matchers::Contains;
+using disk_test::Point;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
@@ -36,16 +37,6 @@ using dogpile::Key;
 
 namespace {
 
-struct Point {
-  int x = 0;
-  int y = 0;
-  friend bool operator==(const Point&, const Point&) = default;
-};
-void to_json(nlohmann::json& j, const Point& p) { j = {{"x", p.x}, {"y", p.y}}; }
-void from_json(const nlohmann::json& j, Point& p) {
-  p.x = j.at("x").get<int>();
-  p.y = j.at("y").get<int>();
-}
 
 // The docs' custom serializer (docs/disk.md, "Value serialization").
 struct Scramble final : dogpile::ValueSerializer {
@@ -171,7 +162,7 @@ DiskValue raw(const std::filesystem::path& dir, const Key& k) {
 using disk_test::PyResult;
 
 /// Runs serializer_interop.py, which executes the Python code of docs/disk.md.
-PyResult python(const std::string& mode, const std::filesystem::path& dir) {
+PyResult serializer_python(const std::string& mode, const std::filesystem::path& dir) {
   return disk_test::run_python("serializer_interop.py", mode, dir,
                                DOGPILE_DISK_TEST_DIR "/../../docs/disk.md");
 }
@@ -418,13 +409,13 @@ TEST_CASE("serializer: python-diskcache through the Disk subclasses in docs/disk
     c.set("int64-max", std::numeric_limits<std::int64_t>::max());
     CHECK(disk_test::value_files(d.path) >= 1);
     c.close();
-    auto r = python("json-read", d.path);
+    auto r = serializer_python("json-read", d.path);
     INFO(r.output);
     CHECK(r.status == 0);
   }
   SECTION("JSON: Python writes, C++ reads") {
     TempDir d;
-    auto r = python("json-write", d.path);
+    auto r = serializer_python("json-write", d.path);
     INFO(r.output);
     REQUIRE(r.status == 0);
     DiskCache c(d.path, with(std::make_shared<dogpile::JsonSerializer>()));
@@ -441,7 +432,7 @@ TEST_CASE("serializer: python-diskcache through the Disk subclasses in docs/disk
   }
   SECTION("JSON: values Python's own JSONDisk wrote") {
     TempDir d;
-    auto r = python("jsondisk-write", d.path);
+    auto r = serializer_python("jsondisk-write", d.path);
     INFO(r.output);
     REQUIRE(r.status == 0);
     DiskCache c(d.path, with(std::make_shared<dogpile::JsonSerializer>()));
@@ -471,13 +462,13 @@ TEST_CASE("serializer: python-diskcache through the Disk subclasses in docs/disk
     c.set("magic-bytes", Bytes{"\x89"
                                "DPZ!"});
     c.close();
-    auto r = python("zlib-read", d.path);
+    auto r = serializer_python("zlib-read", d.path);
     INFO(r.output);
     CHECK(r.status == 0);
   }
   SECTION("zlib: Python writes, C++ reads") {
     TempDir d;
-    auto r = python("zlib-write", d.path);
+    auto r = serializer_python("zlib-write", d.path);
     INFO(r.output);
     REQUIRE(r.status == 0);
     DiskCache c(d.path, with(std::make_shared<dogpile::ZlibSerializer>()));
