@@ -106,6 +106,15 @@ DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("fanout", [] {
       "fanout",
       {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"lock_timeout", 2}});
 })
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("disk", [](std::size_t max) {
+  return dogpile::make_backend(
+      "disk", {{"directory", conformance_dir("disk").string()}, {"max_value_bytes", max}});
+})
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("fanout", [](std::size_t max) {
+  return dogpile::make_backend(
+      "fanout",
+      {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"max_value_bytes", max}});
+})
 
 // Native TTL (`expire`, seconds): the same directories, values stored with a 0.3 s lifetime.
 DOGPILE_BACKEND_TTL_CONFORMANCE("disk", std::chrono::milliseconds(300), [] {
