@@ -77,6 +77,7 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
   }
   CommonArgs out;
   bool have_dir = false;
+  bool zlib = false;
   for (const auto& item : a.items()) {
     const std::string& name = item.key();
     const nlohmann::json& v = item.value();
@@ -115,8 +116,9 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       // By name, as a config file can say it; a C++ caller can also set the options' pointer.
       const std::string s = string_arg(backend, name, v);
       if (s == "zlib") {
-        c.serializer = std::make_shared<ZlibSerializer>();
+        zlib = true;  // built below, with max_value_bytes (which may come later)
       } else if (s == "none") {
+        zlib = false;
         c.serializer = nullptr;
       } else {
         bad_argument(backend, name,
@@ -150,6 +152,8 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
     }
   }
   if (!have_dir) bad_argument(backend, "directory", "is required");
+  // The serializer inflates at most what the backend returns.
+  if (zlib) c.serializer = std::make_shared<ZlibSerializer>(1024, 6, out.max_value_bytes);
   return out;
 }
 
