@@ -530,8 +530,8 @@ class CacheRegion {
       auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
                            [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
-        out.push_back(detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i],
-                                            c.backend_name));
+        out.push_back(
+            detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i], c.backend_name));
       }
     }
     return out;

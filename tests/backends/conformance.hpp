@@ -491,7 +491,7 @@ inline void max_value_bytes(const SizedFactory& factory) {
   r.region.set(big, big_value);
   r.region.set(fits, fitting_value);
   CHECK(r.region.get<std::string>(big) == big_value);  // stored, readable under the default
-  CHECK_FALSE(s.region.get<std::string>(big));          // over the backend's bound: a miss
+  CHECK_FALSE(s.region.get<std::string>(big));         // over the backend's bound: a miss
   CHECK(s.region.get_or_create(big, [] { return std::string("fresh"); }) == "fresh");
   CHECK(s.region.get<std::string>(fits) == fitting_value);
   r.region.erase(big);
@@ -933,8 +933,8 @@ inline void server_outage(const Factory& factory, const std::function<void()>& k
 /// For a byte backend with a `max_value_bytes` option: the callable takes the bound (a
 /// `std::size_t`) and returns a backend on the same storage at every call. See
 /// `max_value_bytes`.
-#define DOGPILE_MAX_VALUE_BYTES_CONFORMANCE(name, ...)                                   \
-  TEST_CASE(name " conformance: max_value_bytes bounds decoding",                         \
-            "[conformance][limits][" name "]") {                                          \
+#define DOGPILE_MAX_VALUE_BYTES_CONFORMANCE(name, ...)                                        \
+  TEST_CASE(name " conformance: max_value_bytes bounds decoding",                             \
+            "[conformance][limits][" name "]") {                                              \
     ::dogpile_conformance::max_value_bytes(::dogpile_conformance::SizedFactory(__VA_ARGS__)); \
   }

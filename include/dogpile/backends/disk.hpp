@@ -50,9 +50,9 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/limits.hpp"
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
+#include "dogpile/limits.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/registry.hpp"
 
