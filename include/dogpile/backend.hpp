@@ -31,6 +31,7 @@
 
 #include "dogpile/detail/sha1.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/limits.hpp"
 #include "dogpile/metadata.hpp"
 #include "dogpile/mutex.hpp"
 
@@ -140,6 +141,11 @@ class CacheBackend {
 
   /// True if this backend keeps live C++ objects (`get_object`/`set_object`) instead of bytes.
   [[nodiscard]] bool stores_objects() const { return do_stores_objects(); }
+  /// The largest value this backend is configured to return (its `max_value_bytes` option;
+  /// `default_max_value_bytes` for backends without one). A region decodes this backend's bytes
+  /// with the smaller of this and its own `CodecOptions::max_value_bytes`, so a stored payload
+  /// that inflates past it is a miss (CantDeserialize). Never throws.
+  [[nodiscard]] std::size_t max_value_bytes() const { return do_max_value_bytes(); }
   /// The object stored under `key` (only when `stores_objects()`). @throws as `get`.
   std::optional<StoredObject> get_object(std::string_view key) {
     if (trivial_rules()) return call([&] { return do_get_object(key); });
@@ -198,6 +204,8 @@ class CacheBackend {
 
   /// Default: false (a byte backend).
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
+  /// Default: `default_max_value_bytes`.
+  [[nodiscard]] virtual std::size_t do_max_value_bytes() const { return default_max_value_bytes; }
   /// Object hooks: override all of them together with `do_stores_objects`.
   virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
     detail::throw_error<BackendError>(name_ + " backend does not store objects");
@@ -316,6 +324,9 @@ class ProxyBackend : public CacheBackend {
     return proxied_->get_mutex(key);
   }
   [[nodiscard]] bool do_stores_objects() const override { return proxied_->stores_objects(); }
+  [[nodiscard]] std::size_t do_max_value_bytes() const override {
+    return proxied_ ? proxied_->max_value_bytes() : default_max_value_bytes;
+  }
   std::optional<StoredObject> do_get_object(std::string_view key) override {
     return proxied_->get_object(key);
   }

@@ -27,12 +27,39 @@ class Duration : public std::chrono::milliseconds {
   /// Zero.
   constexpr Duration() noexcept : std::chrono::milliseconds(0) {}
   /// From any chrono duration, rounded to the nearest millisecond (ties to even, as
-  /// `std::chrono::round`).
+  /// `std::chrono::round`). Saturating: a duration beyond what milliseconds hold (`1e17s`,
+  /// `hours::max()`, infinity) becomes `milliseconds::max()` (or `min()` for negative ones), and
+  /// NaN becomes zero, where a plain conversion would be undefined behaviour. Callers that
+  /// refuse absurd values check the result (`ValidationError`); none can overflow here.
   template <class Rep, class Period>
   requires std::is_arithmetic_v<Rep>
   constexpr Duration(  // NOLINT(google-explicit-constructor): any duration converts, by design
       std::chrono::duration<Rep, Period> d) noexcept
-      : std::chrono::milliseconds(std::chrono::round<std::chrono::milliseconds>(d)) {}
+      : std::chrono::milliseconds(saturated(d)) {}
+
+ private:
+  // The range check is done in long double milliseconds (a floating-point conversion never
+  // overflows; its 64-bit mantissa holds every int64), and only an in-range value is converted
+  // to the integer count. Everything here is constexpr (no std::round / std::isnan).
+  template <class Rep, class Period>
+  static constexpr std::chrono::milliseconds saturated(std::chrono::duration<Rep, Period> d) {
+    using Ms = std::chrono::milliseconds;
+    using Rep64 = Ms::rep;
+    const long double w = std::chrono::duration<long double, std::milli>(d).count();
+    if (w != w) return Ms(0);  // NaN
+    if (w >= static_cast<long double>(Ms::max().count())) return Ms::max();
+    if (w <= static_cast<long double>(Ms::min().count())) return Ms::min();
+    if constexpr (std::is_floating_point_v<Rep>) {
+      // Round half to even from the truncated value; |w| < 2^63 - 1, so neither step overflows.
+      auto i = static_cast<Rep64>(w);
+      const long double frac = w - static_cast<long double>(i);
+      if (frac > 0.5L || (frac == 0.5L && i % 2 != 0)) ++i;
+      if (frac < -0.5L || (frac == -0.5L && i % 2 != 0)) --i;
+      return Ms(i);
+    } else {
+      return std::chrono::round<Ms>(d);  // exact integer arithmetic, in range as checked
+    }
+  }
 };
 
 }  // namespace dogpile

@@ -67,6 +67,9 @@ struct RegionConfig {
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
   bool stores_objects = false;
+  // The region's codec, its max_value_bytes lowered to the backend's: a payload stored small
+  // must not inflate past what the backend was configured to return.
+  CodecOptions codec;
 };
 
 struct RegionState {
@@ -398,6 +401,9 @@ class CacheRegion {
     cfgp->backend = backend;
     cfgp->expiration = opts.expiration_time;
     cfgp->stores_objects = backend->stores_objects();
+    cfgp->codec = state_->opts.codec;
+    cfgp->codec.max_value_bytes =
+        std::min(cfgp->codec.max_value_bytes, std::max<std::size_t>(1, backend->max_value_bytes()));
     const auto& inv = state_->opts.invalidation;
     if (opts.region_invalidator) {
       cfgp->invalidator = opts.region_invalidator;
@@ -506,7 +512,7 @@ class CacheRegion {
     }
     return detail::from_bytes<T>(
         guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; }),
-        check_version, state_->opts.codec, mkey, c.backend_name);
+        check_version, c.codec, mkey, c.backend_name);
   }
   template <class T>
   std::vector<std::optional<Cached<T>>> fetch_multi(const detail::RegionConfig& c,
@@ -524,8 +530,8 @@ class CacheRegion {
       auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
                            [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
-        out.push_back(detail::from_bytes<T>(bytes[i], check_version, state_->opts.codec, mkeys[i],
-                                            c.backend_name));
+        out.push_back(
+            detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i], c.backend_name));
       }
     }
     return out;

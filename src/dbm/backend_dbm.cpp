@@ -517,11 +517,17 @@ void check_sizes(std::string_view key, std::string_view value = {}) {
 }  // namespace
 
 DbmBackend::DbmBackend(DbmOptions options)
-    : CacheBackend("dbm"), impl_(std::make_shared<Impl>(std::move(options))) {}
+    : CacheBackend("dbm"), impl_(std::make_shared<Impl>(std::move(options))) {
+  if (impl_->opts.max_value_bytes == 0) {
+    detail::throw_error<ValidationError>("dbm backend: 'max_value_bytes' must be at least 1");
+  }
+}
 
 DbmBackend::~DbmBackend() = default;
 
 const DbmOptions& DbmBackend::options() const noexcept { return impl_->opts; }
+
+std::size_t DbmBackend::do_max_value_bytes() const { return impl_->opts.max_value_bytes; }
 
 std::uint64_t DbmBackend::opens() const noexcept {
   return impl_->open_count.load(std::memory_order_relaxed);
@@ -554,8 +560,15 @@ std::shared_ptr<CacheBackend> DbmBackend::from_arguments(const nlohmann::json& a
     } else if (name == "keep_open") {
       if (!v.is_boolean()) bad_argument(name, "must be a boolean, got " + v.dump());
       o.keep_open = v.get<bool>();
+    } else if (name == "max_value_bytes") {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 1) {
+        bad_argument(name, "must be a positive integer, got " + v.dump());
+      }
+      o.max_value_bytes = v.get<std::size_t>();
     } else {
-      bad_argument(name, "is unknown (known: filename, rw_lockfile, dogpile_lockfile, keep_open)");
+      bad_argument(name,
+                   "is unknown (known: filename, rw_lockfile, dogpile_lockfile, keep_open, "
+                   "max_value_bytes)");
     }
   }
   if (!have_file) bad_argument("filename", "is required");

@@ -65,6 +65,7 @@ struct CommonArgs {
   std::filesystem::path directory;
   std::optional<milliseconds> expire;
   DiskLockOptions lock;
+  std::size_t max_value_bytes = default_max_value_bytes;
 };
 
 template <class CacheOpts>
@@ -76,6 +77,7 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
   }
   CommonArgs out;
   bool have_dir = false;
+  bool zlib = false;
   for (const auto& item : a.items()) {
     const std::string& name = item.key();
     const nlohmann::json& v = item.value();
@@ -114,8 +116,9 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       // By name, as a config file can say it; a C++ caller can also set the options' pointer.
       const std::string s = string_arg(backend, name, v);
       if (s == "zlib") {
-        c.serializer = std::make_shared<ZlibSerializer>();
+        zlib = true;  // built below, with max_value_bytes (which may come later)
       } else if (s == "none") {
+        zlib = false;
         c.serializer = nullptr;
       } else {
         bad_argument(backend, name,
@@ -131,22 +134,26 @@ CommonArgs parse_common(const char* backend, const nlohmann::json& a, CacheOpts&
       out.lock.lock_sleep = seconds_arg(backend, name, v);
     } else if (name == "lock_prefix") {
       out.lock.lock_prefix = string_arg(backend, name, v);
+    } else if (name == "max_value_bytes") {
+      out.max_value_bytes = static_cast<std::size_t>(int_arg(backend, name, v, 1));
     } else if (!set_specific(backend, name, v, c)) {
       bad_argument(backend, name,
                    fanout ? "is unknown (known: directory, shards, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_cache_size, sqlite_mmap_size, timeout, read_only, "
                             "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, "
-                            "lock_sleep, lock_prefix)"
+                            "lock_sleep, lock_prefix, max_value_bytes)"
                           : "is unknown (known: directory, size_limit, eviction_policy, "
                             "cull_limit, statistics, tag_index, disk_min_file_size, "
                             "sqlite_auto_vacuum, sqlite_cache_size, sqlite_journal_mode, "
                             "sqlite_mmap_size, sqlite_synchronous, timeout, read_only, "
                             "private_cache, hot_cache_bytes, serializer, expire, lock_timeout, "
-                            "lock_sleep, lock_prefix)");
+                            "lock_sleep, lock_prefix, max_value_bytes)");
     }
   }
   if (!have_dir) bad_argument(backend, "directory", "is required");
+  // The serializer inflates at most what the backend returns.
+  if (zlib) c.serializer = std::make_shared<ZlibSerializer>(1024, 6, out.max_value_bytes);
   return out;
 }
 
@@ -257,6 +264,9 @@ DiskBackend::DiskBackend(DiskBackendOptions options)
   if (opts_.lock.lock_timeout.count() <= 0) {
     detail::throw_error<ValidationError>("disk backend: 'lock_timeout' must be positive");
   }
+  if (opts_.max_value_bytes == 0) {
+    detail::throw_error<ValidationError>("disk backend: 'max_value_bytes' must be at least 1");
+  }
 }
 
 std::shared_ptr<CacheBackend> DiskBackend::from_arguments(const nlohmann::json& arguments) {
@@ -265,6 +275,7 @@ std::shared_ptr<CacheBackend> DiskBackend::from_arguments(const nlohmann::json& 
   o.directory = std::move(c.directory);
   o.expire = c.expire;
   o.lock = std::move(c.lock);
+  o.max_value_bytes = c.max_value_bytes;
   return std::make_shared<DiskBackend>(std::move(o));
 }
 
@@ -315,6 +326,9 @@ FanoutBackend::FanoutBackend(FanoutBackendOptions options)
   if (opts_.lock.lock_timeout.count() <= 0) {
     detail::throw_error<ValidationError>("fanout backend: 'lock_timeout' must be positive");
   }
+  if (opts_.max_value_bytes == 0) {
+    detail::throw_error<ValidationError>("fanout backend: 'max_value_bytes' must be at least 1");
+  }
 }
 
 std::shared_ptr<CacheBackend> FanoutBackend::from_arguments(const nlohmann::json& arguments) {
@@ -324,6 +338,7 @@ std::shared_ptr<CacheBackend> FanoutBackend::from_arguments(const nlohmann::json
   o.directory = std::move(c.directory);
   o.expire = c.expire;
   o.lock = std::move(c.lock);
+  o.max_value_bytes = c.max_value_bytes;
   return std::make_shared<FanoutBackend>(std::move(o));
 }
 

@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "dogpile/detail/sha1.hpp"
+#include "dogpile/detail/zlib.hpp"
 #include "dogpile/lease_lock.hpp"
 
 namespace dogpile {
@@ -131,44 +132,28 @@ std::string rc_text(const memcached_st* mc, memcached_return_t rc) {
 bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
 
 // ---- zlib as python-memcached / pylibmc do it: a plain zlib stream, flag 8 ------------------
+// The shared zlib code (dogpile/detail/zlib.hpp): one bounded inflate for every reader.
 
 std::string zlib_compress(std::string_view in) {
-  uLongf bound = compressBound(static_cast<uLong>(in.size()));
-  std::string out(bound, '\0');
-  if (compress2(reinterpret_cast<Bytef*>(out.data()), &bound,
-                reinterpret_cast<const Bytef*>(in.data()), static_cast<uLong>(in.size()),
-                Z_DEFAULT_COMPRESSION) != Z_OK) {
-    detail::throw_error<BackendError>("memcached backend: zlib compression failed");
-  }
-  out.resize(bound);
-  return out;
+  // detail::zlib_compress prefixes the envelope's 8-byte length; flag 8 is the bare stream.
+  return detail::zlib_compress(in, Z_DEFAULT_COMPRESSION).substr(8);
 }
 
-// Inflates at most `limit` bytes: a small value must not inflate to gigabytes. Corrupt: nullopt.
+// Inflates at most `limit` bytes: a small value must not inflate to gigabytes (BackendError, as
+// an oversized reply). Corrupt: nullopt (a miss, never a crash).
 std::optional<std::string> zlib_decompress(std::string_view in, std::size_t limit) {
-  z_stream zs{};
-  if (inflateInit(&zs) != Z_OK) return std::nullopt;
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  std::string out;
-  char buf[16384];
-  int rc = Z_OK;
-  while (rc == Z_OK) {
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof buf;
-    rc = inflate(&zs, Z_NO_FLUSH);
-    if (out.size() + (sizeof buf - zs.avail_out) > limit) {
-      inflateEnd(&zs);
+  auto r = detail::zlib_inflate(in, limit);
+  switch (r.status) {
+    case detail::InflateStatus::ok:
+      return std::move(r.data);
+    case detail::InflateStatus::too_large:
       detail::throw_error<BackendError>(
           "memcached backend: a zlib-compressed value (flag 8) inflates past max_value_bytes (" +
           std::to_string(limit) + ")");
-    }
-    out.append(buf, sizeof buf - zs.avail_out);
-    if (rc == Z_BUF_ERROR && zs.avail_in == 0) break;
+    case detail::InflateStatus::corrupt:
+      break;
   }
-  inflateEnd(&zs);
-  if (rc != Z_STREAM_END) return std::nullopt;  // corrupt: a miss, never a crash
-  return out;
+  return std::nullopt;
 }
 
 // ---- bounded allocation -------------------------------------------------------------------------
@@ -818,6 +803,8 @@ void MemcachedBackend::do_erase_multi(std::span<const std::string> keys) {
   auto c = impl_->client();
   for (const auto& k : keys) impl_->remove(c.get(), k);
 }
+
+std::size_t MemcachedBackend::do_max_value_bytes() const { return impl_->opts.max_value_bytes; }
 
 std::shared_ptr<CacheMutex> MemcachedBackend::do_get_mutex(std::string_view key) {
   if (!impl_->opts.distributed_lock) return nullptr;

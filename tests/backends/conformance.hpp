@@ -469,6 +469,35 @@ inline void serializer(const Factory& factory) {
   t.region.erase(k);
 }
 
+/// Returns a backend configured with `max_value_bytes`, on the same storage at every call.
+using SizedFactory = std::function<std::shared_ptr<dogpile::CacheBackend>(std::size_t)>;
+
+/// A backend's `max_value_bytes` bounds what a region decodes from it: a value stored small
+/// (compressed) that inflates past the bound is a miss (CantDeserialize), while a region on the
+/// same storage with the default bound reads it; a value under the bound is a hit.
+inline void max_value_bytes(const SizedFactory& factory) {
+  constexpr std::size_t bound = 4096;
+  auto small = factory(bound);
+  REQUIRE(small->max_value_bytes() == bound);
+  auto roomy = factory(dogpile::default_max_value_bytes);
+  dogpile::RegionOptions ro;
+  ro.codec.compress_threshold = 1;  // stored compressed: ~100 bytes on the wire for either value
+  Region s(small, {}, ro);
+  Region r(roomy, {}, ro);
+  const auto big = unique_key("mvb_big");
+  const auto fits = unique_key("mvb_fits");
+  const std::string big_value(bound * 16, 'a');
+  const std::string fitting_value(bound / 2, 'b');
+  r.region.set(big, big_value);
+  r.region.set(fits, fitting_value);
+  CHECK(r.region.get<std::string>(big) == big_value);  // stored, readable under the default
+  CHECK_FALSE(s.region.get<std::string>(big));         // over the backend's bound: a miss
+  CHECK(s.region.get_or_create(big, [] { return std::string("fresh"); }) == "fresh");
+  CHECK(s.region.get<std::string>(fits) == fitting_value);
+  r.region.erase(big);
+  r.region.erase(fits);
+}
+
 // ---- _GenericMutexTestSuite ---------------------------------------------------------------------
 
 inline void mutex_basics(const Factory& factory) {
@@ -899,4 +928,13 @@ inline void server_outage(const Factory& factory, const std::function<void()>& k
             "[conformance][fork][" name "]") {                                                   \
     ::dogpile_conformance::holder_process_signalled(::dogpile_conformance::Factory(__VA_ARGS__), \
                                                     SIGSTOP);                                    \
+  }
+
+/// For a byte backend with a `max_value_bytes` option: the callable takes the bound (a
+/// `std::size_t`) and returns a backend on the same storage at every call. See
+/// `max_value_bytes`.
+#define DOGPILE_MAX_VALUE_BYTES_CONFORMANCE(name, ...)                                        \
+  TEST_CASE(name " conformance: max_value_bytes bounds decoding",                             \
+            "[conformance][limits][" name "]") {                                              \
+    ::dogpile_conformance::max_value_bytes(::dogpile_conformance::SizedFactory(__VA_ARGS__)); \
   }

@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <chrono>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -458,4 +460,30 @@ TEST_CASE("a client library's exception becomes BackendError naming the backend"
   // the read, the re-read under the lock, and the write
   CHECK(errors == 3);
   CHECK(r.stats().backend_errors == 3);
+}
+
+// Duration saturates instead of overflowing (issue 18): a configured 1e17 s was undefined
+// behaviour (a double out of int64 range converted), caught by UBSan in the asan preset and by
+// the compiler in these constant expressions.
+TEST_CASE("Duration: out-of-range durations saturate, NaN is zero, rounding is half-even",
+          "[duration]") {
+  using std::chrono::duration;
+  using std::chrono::milliseconds;
+  using D = dogpile::Duration;
+  static_assert(D(duration<double>(1e17)) == milliseconds::max());
+  static_assert(D(duration<double>(-1e17)) == milliseconds::min());
+  static_assert(D(std::chrono::hours::max()) == milliseconds::max());
+  static_assert(D(duration<double, std::milli>(2.5)) == milliseconds(2));
+  static_assert(D(duration<double, std::milli>(-3.5)) == milliseconds(-4));
+  // At run time too (the values come from configuration).
+  volatile double huge = 1e17;
+  volatile double nan = std::numeric_limits<double>::quiet_NaN();
+  volatile double inf = std::numeric_limits<double>::infinity();
+  CHECK(D(duration<double>(huge)) == milliseconds::max());
+  CHECK(D(duration<double>(-huge)) == milliseconds::min());
+  CHECK(D(duration<double>(inf)) == milliseconds::max());
+  CHECK(D(duration<double>(nan)) == milliseconds(0));
+  CHECK(D(duration<double>(0.0016)) == milliseconds(2));
+  CHECK(D(duration<double, std::milli>(1.6 - huge * 0)) == milliseconds(2));
+  CHECK(D(std::chrono::microseconds(2500)) == milliseconds(2));
 }

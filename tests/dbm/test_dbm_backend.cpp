@@ -93,6 +93,10 @@ const fs::path& conformance_file(const char* kind) {
 // check is_lease() and its killed-holder case expects the lock back as soon as the holder dies.
 DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("dbm",
                                         [] { return dbm_at(conformance_file("locked").string()); })
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("dbm", [](std::size_t max) {
+  return dogpile::make_backend(
+      "dbm", {{"filename", conformance_file("locked").string()}, {"max_value_bytes", max}});
+})
 // dogpile_lockfile=false: the region's in-process mutex; keep_open=false: dogpile's
 // open-per-call behaviour.
 DOGPILE_BACKEND_CONFORMANCE("dbm no dogpile lockfile", [] {

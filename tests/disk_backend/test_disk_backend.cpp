@@ -106,6 +106,15 @@ DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("fanout", [] {
       "fanout",
       {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"lock_timeout", 2}});
 })
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("disk", [](std::size_t max) {
+  return dogpile::make_backend(
+      "disk", {{"directory", conformance_dir("disk").string()}, {"max_value_bytes", max}});
+})
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("fanout", [](std::size_t max) {
+  return dogpile::make_backend(
+      "fanout",
+      {{"directory", conformance_dir("fanout").string()}, {"shards", 4}, {"max_value_bytes", max}});
+})
 
 // Native TTL (`expire`, seconds): the same directories, values stored with a 0.3 s lifetime.
 DOGPILE_BACKEND_TTL_CONFORMANCE("disk", std::chrono::milliseconds(300), [] {
@@ -194,6 +203,25 @@ TEST_CASE("disk backends take hot_cache_bytes and a serializer by name", "[disk_
   CHECK_THROWS_WITH(
       dogpile::make_backend("disk", {{"directory", d.str() + "/x"}, {"hot_cache_bytes", -1}}),
       Catch::Contains("hot_cache_bytes"));
+}
+
+// The zlib serializer inflates at most max_value_bytes (issue 18): a value another writer stored
+// compressed that inflates past it is refused (CantDeserialize), not inflated whole.
+TEST_CASE("disk backends: the zlib serializer is bounded by max_value_bytes", "[disk_backend]") {
+  TempDir d;
+  for (const char* kind : {"disk", "fanout"}) {
+    CAPTURE(kind);
+    const std::string dir = d.str() + "/" + kind;
+    auto roomy = dogpile::make_backend(kind, {{"directory", dir}, {"serializer", "zlib"}});
+    auto small = dogpile::make_backend(
+        kind, {{"directory", dir}, {"serializer", "zlib"}, {"max_value_bytes", 4096}});
+    const std::string big(16384, 'v');
+    roomy->set("k", big);
+    CHECK(roomy->get("k") == big);
+    CHECK_THROWS_AS(small->get("k"), dogpile::CantDeserialize);
+    small->set("fits", std::string(2048, 'w'));
+    CHECK(small->get("fits") == std::string(2048, 'w'));
+  }
 }
 
 TEST_CASE("disk backends take private_cache", "[disk_backend]") {

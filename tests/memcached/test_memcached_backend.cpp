@@ -82,6 +82,9 @@ DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("memcached", [] {
 })
 // No distributed lock: the region's in-process mutex (dogpile's default).
 DOGPILE_BACKEND_CONFORMANCE("memcached plain", [] { return memcached({}); })
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("memcached", [](std::size_t max) {
+  return memcached({{"max_value_bytes", max}});
+})
 // dogpile's lock_timeout = 0: a lock key that never expires (not a lease).
 DOGPILE_BACKEND_CONFORMANCE("memcached permanent lock", [] {
   return memcached({{"distributed_lock", true}});

@@ -88,6 +88,11 @@ dogpile::CacheRegion real_region(std::shared_ptr<dogpile::CacheBackend> b) {
 }  // namespace
 
 DOGPILE_BACKEND_CONFORMANCE("redis", plain)
+DOGPILE_MAX_VALUE_BYTES_CONFORMANCE("redis", [](std::size_t max) {
+  auto o = options(server().port());
+  o.max_value_bytes = max;
+  return std::make_shared<RedisBackend>(o);
+})
 DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("redis locked", [] { return locked(); })
 DOGPILE_PAUSED_HOLDER_CONFORMANCE("redis locked", [] { return locked(); })
 DOGPILE_BACKEND_TTL_CONFORMANCE("redis", 300ms, [] {

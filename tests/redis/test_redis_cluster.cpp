@@ -5,7 +5,7 @@
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
-#include "support/fake_redis.hpp"
+#include "support/fake_server.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;

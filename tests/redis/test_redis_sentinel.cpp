@@ -1,7 +1,7 @@
 // The `redis_sentinel` backend against a master, a replica and three sentinels the harness
 // starts: conformance; a SENTINEL FAILOVER under a writer every 2 ms that loses no acknowledged
 // write; the failover hold's edges, driven by a sentinel played by the test (FakeSentinel, on
-// support/fake_redis.hpp).
+// support/fake_server.hpp).
 #include <strings.h>
 
 #include <catch2/catch.hpp>
@@ -19,7 +19,7 @@
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
-#include "support/fake_redis.hpp"
+#include "support/fake_server.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;

@@ -1,7 +1,11 @@
-// Test support: a fake, misbehaving TCP server on 127.0.0.1 (a free port), for tests of what a
-// client does when a server sends hostile bytes (a trickled reply, an endless line, a lying
-// length, a reply of the wrong type). The real servers are in servers.hpp; this one only
-// plays a script.
+// Test support: servers played by the test on 127.0.0.1 (a free port). The real servers are in
+// servers.hpp; these only play a script.
+// * `FakeServer`: raw bytes, for what a client does when a server sends hostile bytes (a
+//   trickled reply, an endless line, a lying length, a reply of the wrong type).
+// * `FakeRedis` (on a FakeServer): speaks RESP, requests parsed with hiredis' reader, each
+//   answered by the test's handler — for what a real redis-server will not do on demand: a
+//   sentinel publishing failover events (a real one accepts PUBLISH only on its hello channel),
+//   a cluster node that redirects forever.
 //
 // Every accepted connection runs `handler(conn)` on its own thread; `conn` reads requests and
 // writes replies with helpers that give up when the server is being destroyed, so a handler
@@ -13,8 +17,10 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +29,9 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <list>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -188,6 +197,131 @@ class FakeServer {
   std::mutex m_;
   std::vector<std::thread> threads_;
   std::thread acceptor_;
+};
+
+/// Raw RESP replies for a FakeRedis handler.
+namespace resp {
+inline std::string bulk(const std::string& s) {
+  return "$" + std::to_string(s.size()) + "\r\n" + s + "\r\n";
+}
+inline std::string integer(long long n) { return ":" + std::to_string(n) + "\r\n"; }
+inline std::string error(const std::string& s) { return "-" + s + "\r\n"; }
+/// An array of already-encoded elements.
+inline std::string array(const std::vector<std::string>& encoded) {
+  std::string out = "*" + std::to_string(encoded.size()) + "\r\n";
+  for (const auto& e : encoded) out += e;
+  return out;
+}
+/// An array of bulk strings.
+inline std::string bulks(const std::vector<std::string>& items) {
+  std::vector<std::string> encoded;
+  encoded.reserve(items.size());
+  for (const auto& i : items) encoded.push_back(bulk(i));
+  return array(encoded);
+}
+}  // namespace resp
+
+/// A RESP server on a FakeServer (see the file comment). SUBSCRIBE is answered here (and the
+/// connection marked subscribed, for publish()); every other command goes to the handler, one
+/// request at a time across all connections. Thread-safe; stopped and joined by the destructor.
+class FakeRedis {
+ public:
+  /// (argv) -> raw RESP reply. Called on a connection's thread, never two at once.
+  using Handler = std::function<std::string(const std::vector<std::string>& argv)>;
+
+  explicit FakeRedis(Handler handler)
+      : handler_(std::move(handler)), server_([this](FakeConnection& c) { serve(c); }) {}
+
+  /// The port it listens on (127.0.0.1).
+  [[nodiscard]] int port() const { return server_.port(); }
+  /// Sends `payload` on `channel` to every subscribed connection; returns how many.
+  int publish(const std::string& channel, const std::string& payload) {
+    std::lock_guard lk(m_);
+    int n = 0;
+    for (auto& c : subscribed_) {
+      std::lock_guard wl(c.write);
+      if (c.conn->send(resp::bulks({"message", channel, payload}))) ++n;
+    }
+    return n;
+  }
+  /// Cuts every subscribed connection.
+  void drop_subscribers() {
+    std::lock_guard lk(m_);
+    for (auto& c : subscribed_) ::shutdown(c.conn->fd(), SHUT_RDWR);
+  }
+  /// How many requests named `command` (case-insensitive) it has received.
+  int count(const std::string& command) {
+    std::lock_guard lk(m_);
+    int n = 0;
+    for (const auto& [name, k] : counts_) {
+      if (::strcasecmp(name.c_str(), command.c_str()) == 0) n += k;
+    }
+    return n;
+  }
+
+ private:
+  struct Subscribed {
+    FakeConnection* conn;
+    std::mutex write;  // publish() and the connection's own thread both send
+  };
+
+  void serve(FakeConnection& c) {
+    const std::unique_ptr<redisReader, void (*)(redisReader*)> reader(redisReaderCreate(),
+                                                                      redisReaderFree);
+    Subscribed* sub = nullptr;
+    for (std::string in; !(in = c.read_some()).empty();) {
+      redisReaderFeed(reader.get(), in.data(), in.size());
+      void* reply = nullptr;
+      while (redisReaderGetReply(reader.get(), &reply) == REDIS_OK && reply != nullptr) {
+        const std::unique_ptr<redisReply, void (*)(void*)> r(static_cast<redisReply*>(reply),
+                                                             freeReplyObject);
+        std::vector<std::string> argv;
+        for (std::size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; ++i) {
+          argv.emplace_back(r->element[i]->str, r->element[i]->len);
+        }
+        if (argv.empty()) continue;
+        {
+          std::lock_guard lk(m_);
+          ++counts_[argv[0]];
+        }
+        if (::strcasecmp(argv[0].c_str(), "SUBSCRIBE") == 0) {
+          if (sub == nullptr) {
+            std::lock_guard lk(m_);
+            sub = &subscribed_.emplace_back();
+            sub->conn = &c;
+          }
+          std::lock_guard wl(sub->write);
+          for (std::size_t i = 1; i < argv.size(); ++i) {
+            c.send(resp::array({resp::bulk("subscribe"), resp::bulk(argv[i]),
+                                resp::integer(static_cast<long long>(i))}));
+          }
+          continue;
+        }
+        std::string out;
+        {
+          std::lock_guard hl(handler_m_);
+          out = handler_(argv);
+        }
+        if (sub != nullptr) {
+          std::lock_guard wl(sub->write);
+          c.send(out);
+        } else {
+          c.send(out);
+        }
+      }
+    }
+    if (sub != nullptr) {
+      std::lock_guard lk(m_);
+      subscribed_.remove_if([&](const Subscribed& s) { return &s == sub; });
+    }
+  }
+
+  Handler handler_;
+  std::mutex handler_m_;  // one request at a time (handlers keep plain state)
+  std::mutex m_;          // subscribed_, counts_
+  std::list<Subscribed> subscribed_;
+  std::map<std::string, int> counts_;
+  FakeServer server_;  // last: its threads use the members above; joined first
 };
 
 }  // namespace dogpile::test

@@ -48,6 +48,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/limits.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/registry.hpp"
 
@@ -66,6 +67,9 @@ struct DbmOptions {
   /// Keep the GDBM handle open between calls while no other process writes (see the file
   /// comment); false = open and close it on every call, exactly as dogpile.
   bool keep_open = true;
+  /// Largest value a read returns and a region decodes (a larger stored value, or a
+  /// compressed payload inflating past it, is a miss). At least 1.
+  std::size_t max_value_bytes = default_max_value_bytes;
 };
 
 /// The `dbm` backend. See the file comment.
@@ -103,6 +107,8 @@ class DbmBackend final : public CacheBackend {
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The file-wide, per-thread reentrant `flock` mutex, or nullptr without a dogpile lock file.
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// `max_value_bytes`.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override;
 
  private:
   struct Impl;

@@ -52,6 +52,7 @@
 #include "dogpile/backend.hpp"
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
+#include "dogpile/limits.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/registry.hpp"
 
@@ -71,6 +72,9 @@ struct DiskBackendOptions {
   DiskCacheOptions cache{};  ///< DiskCache settings (size_limit, eviction_policy, timeout…)
   std::optional<Duration> expire{};  ///< native TTL of stored values; none = never
   DiskLockOptions lock{};            ///< the dogpile lock
+  /// Largest value a read returns and a region decodes (a compressed payload inflating past
+  /// it, or a larger stored value, is a miss). At least 1.
+  std::size_t max_value_bytes = default_max_value_bytes;
 };
 
 /// Options of `FanoutBackend`. Plain aggregate. Note `cache.timeout` defaults to diskcache's
@@ -80,6 +84,8 @@ struct FanoutBackendOptions {
   FanoutCacheOptions cache{};         ///< FanoutCache settings (shards, size_limit, timeout…)
   std::optional<Duration> expire{};   ///< native TTL of stored values; none = never
   DiskLockOptions lock{};             ///< the dogpile lock
+  /// As `DiskBackendOptions::max_value_bytes`.
+  std::size_t max_value_bytes = default_max_value_bytes;
 };
 
 /// The `disk` backend: a `DiskCache` directory. See the file comment.
@@ -104,6 +110,8 @@ class DiskBackend final : public CacheBackend {
   [[nodiscard]] const DiskBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// `max_value_bytes`.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override { return opts_.max_value_bytes; }
   /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
   /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.
@@ -140,6 +148,8 @@ class FanoutBackend final : public CacheBackend {
   [[nodiscard]] const FanoutBackendOptions& options() const noexcept { return opts_; }
 
  protected:
+  /// `max_value_bytes`.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override { return opts_.max_value_bytes; }
   /// The BLOB under the TEXT key `key`; a miss for an absent key or a value that is not bytes.
   std::optional<std::string> do_get(std::string_view key) override;
   /// Stores `value` as a BLOB with the native TTL `expire`. @throws TimeoutError, DatabaseError.

@@ -129,6 +129,8 @@ class MemcachedBackend final : public CacheBackend {
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The owner-checked `add` lock (see the file comment), or nullptr without `distributed_lock`.
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// `max_value_bytes`: also the bound a region decodes this backend's values with.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override;
 
  private:
   struct Impl;

@@ -207,6 +207,10 @@ class RedisBackend final : public RedisBackendBase {
   /// The options, with `url` already applied to host/port/db/username/password.
   [[nodiscard]] const RedisOptions& options() const noexcept { return opts_; }
 
+ protected:
+  /// `max_value_bytes`: also the bound a region decodes this backend's values with.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override { return opts_.max_value_bytes; }
+
  private:
   RedisOptions opts_;
 };
@@ -228,6 +232,10 @@ class RedisSentinelBackend final : public RedisBackendBase {
   /// The options.
   [[nodiscard]] const RedisSentinelOptions& options() const noexcept { return opts_; }
 
+ protected:
+  /// `max_value_bytes`: also the bound a region decodes this backend's values with.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override { return opts_.max_value_bytes; }
+
  private:
   RedisSentinelOptions opts_;
 };
@@ -244,6 +252,10 @@ class RedisClusterBackend final : public RedisBackendBase {
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options.
   [[nodiscard]] const RedisClusterOptions& options() const noexcept { return opts_; }
+
+ protected:
+  /// `max_value_bytes`: also the bound a region decodes this backend's values with.
+  [[nodiscard]] std::size_t do_max_value_bytes() const override { return opts_.max_value_bytes; }
 
  private:
   RedisClusterOptions opts_;
