@@ -418,7 +418,7 @@ class CacheRegion {
       report = [ws](const std::exception& e) {
         if (auto st = ws.lock()) {
           CacheRegion r(st);
-          r.count(RegionEvent::Kind::backend_error, {});
+          r.count(RegionEvent::Kind::backend_error, {}, {}, &e);
           if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
         }
       };
@@ -451,7 +451,8 @@ class CacheRegion {
     return out;
   }
 
-  void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {}) const {
+  void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
+             const std::exception* error = nullptr) const {
     auto& s = state_->stats;
     constexpr auto r = std::memory_order_relaxed;
     switch (kind) {
@@ -478,7 +479,7 @@ class CacheRegion {
         s.locks_lost.fetch_add(1, r);
         break;
     }
-    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d});
+    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d, error});
   }
 
   /// Runs a backend call under the error policy: `fallback()` replaces the result of a
@@ -488,7 +489,7 @@ class CacheRegion {
     try {
       return op();
     } catch (const BackendError& e) {
-      count(RegionEvent::Kind::backend_error, {});
+      count(RegionEvent::Kind::backend_error, {}, {}, &e);
       const auto& pol = state_->opts.on_backend_error;
       if (pol.callback) pol.callback(e);
       if (pol.kind == BackendErrorPolicy::Kind::propagate) throw;
@@ -637,13 +638,12 @@ class CacheRegion {
   /// A lock whose lease ran out under a creator: the value is fine, so the caller gets it; the
   /// loss goes to the statistics, the listener and the error callback.
   void report_lease_lost(std::string_view key) const {
-    count(RegionEvent::Kind::lock_lost, key);
-    if (const auto& cb = state_->opts.on_backend_error.callback) {
-      cb(LockError(region_label() + ": the dogpile lock of key '" + std::string(key) +
-                   "' lost its lease before the creator finished (another creator may have run "
-                   "at the same time); raise the backend's lock_timeout above the creator's "
-                   "run time"));
-    }
+    const LockError e(region_label() + ": the dogpile lock of key '" + std::string(key) +
+                      "' lost its lease before the creator finished (another creator may have "
+                      "run at the same time); raise the backend's lock_timeout above the "
+                      "creator's run time");
+    count(RegionEvent::Kind::lock_lost, key, {}, &e);
+    if (const auto& cb = state_->opts.on_backend_error.callback) cb(e);
   }
 
   /// Wraps an acquired mutex handed to the async runner, so that a lease lost while the job
