@@ -92,10 +92,24 @@ using cached_type_t = std::conditional_t<std::is_same_v<std::decay_t<R>, const c
                                              std::is_same_v<std::decay_t<R>, char*>,
                                          std::string, std::decay_t<R>>;
 
+/// Stands for the value type of a "creator" that cannot be called without arguments, so that
+/// get_or_create reaches its static_assert instead of failing in a default template argument.
+struct not_a_creator {};
+
+/// What a creator `F` returns (as `cached_type_t`), or not_a_creator.
+template <class F, bool = std::is_invocable_v<F&>>
+struct creator_result {
+  using type = cached_type_t<std::invoke_result_t<F&>>;
+};
+template <class F>
+struct creator_result<F, false> {
+  using type = not_a_creator;
+};
+
 /// `T` when given, else what the creator returns (as `cached_type_t`).
 template <class T, class F>
 using created_t =
-    std::conditional_t<std::is_same_v<T, deduced>, cached_type_t<std::invoke_result_t<F&>>, T>;
+    std::conditional_t<std::is_same_v<T, deduced>, typename creator_result<F>::type, T>;
 
 }  // namespace detail
 
@@ -227,6 +241,19 @@ class CacheRegion {
   template <class T = detail::deduced, class F, class V = detail::created_t<T, F>>
   V get_or_create(std::string_view key, F&& creator,
                   const CreateOptions<std::type_identity_t<V>>& opts = {}) const {
+    static_assert(std::is_invocable_v<F&>,
+                  "get_or_create: the creator must take no arguments; capture what it needs "
+                  "instead: region.get_or_create(key, [&] { return load(id); })");
+    if constexpr (std::is_invocable_v<F&>) {
+      return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+    } else {
+      return V{};  // not reached: the static_assert above failed
+    }
+  }
+
+ private:
+  template <class V, class F>
+  V get_or_create_impl(std::string_view key, F&& creator, const CreateOptions<V>& opts) const {
     static_assert(!std::is_void_v<std::invoke_result_t<F&>>,
                   "get_or_create: the creator must return the value to cache");
     static_assert(std::is_convertible_v<std::invoke_result_t<F&>, V>,
@@ -261,6 +288,7 @@ class CacheRegion {
                                        observe);
   }
 
+ public:
   /// Many keys at once: one backend read for all, one creator call for every key that needs
   /// a value (`creator(std::span<const std::string> keys) -> std::vector<T>`, keys in sorted
   /// order), one backend write. Results in the order of `keys`, duplicates preserved.
@@ -275,6 +303,9 @@ class CacheRegion {
   /// Stores `value` under `key` (creation time: now). Never locks.
   template <class T>
   void set(std::string_view key, const T& value) const {
+    static_assert(std::is_copy_constructible_v<T>,
+                  "region.set: the value must be copyable (the memory backend keeps a copy); "
+                  "store a std::shared_ptr<T> instead");
     const auto& c = cfg();
     store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
   }
@@ -286,6 +317,9 @@ class CacheRegion {
   /// Stores many values with one shared creation time.
   template <class T>
   void set_multi(const std::vector<std::pair<std::string, T>>& items) const {
+    static_assert(std::is_copy_constructible_v<T>,
+                  "region.set_multi: the values must be copyable (the memory backend keeps "
+                  "copies); store std::shared_ptr<T> instead");
     if (items.empty()) return;
     const auto& c = cfg();
     const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
