@@ -306,8 +306,10 @@ class CacheRegion {
     static_assert(std::is_copy_constructible_v<T>,
                   "region.set: the value must be copyable (the memory backend keeps a copy); "
                   "store a std::shared_ptr<T> instead");
-    const auto& c = cfg();
-    store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+    if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
+      const auto& c = cfg();
+      store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+    }
   }
   /// `set("k", "literal")` stores a std::string.
   void set(std::string_view key, const char* value) const {
@@ -320,10 +322,12 @@ class CacheRegion {
     static_assert(std::is_copy_constructible_v<T>,
                   "region.set_multi: the values must be copyable (the memory backend keeps "
                   "copies); store std::shared_ptr<T> instead");
-    if (items.empty()) return;
-    const auto& c = cfg();
-    const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
-    store_multi<T>(c, items, meta, true);
+    if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
+      if (items.empty()) return;
+      const auto& c = cfg();
+      const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
+      store_multi<T>(c, items, meta, true);
+    }
   }
 
   /// Removes `key` (dogpile's delete); removing a missing key is fine.
