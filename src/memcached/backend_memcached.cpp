@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "dogpile/detail/backend_arguments.hpp"
 #include "dogpile/detail/sha1.hpp"
 #include "dogpile/lease_lock.hpp"
 
@@ -34,7 +35,8 @@ constexpr std::uint32_t kFlagZlib = 8;    // python-memcached / pylibmc: zlib-co
 constexpr std::size_t kItemOverhead = 128;
 
 [[noreturn]] void bad_argument(const std::string& name, const std::string& what) {
-  detail::throw_error<ValidationError>("memcached backend: argument '" + name + "' " + what);
+  detail::throw_error<ValidationError>("memcached backend: argument '" + name + "' " +
+                                       detail::with_did_you_mean(name, what));
 }
 
 milliseconds seconds_arg(const std::string& name, const nlohmann::json& v) {

@@ -348,6 +348,8 @@ TEST_CASE("Bad input: unknown backend, bad options, reconfiguration", "[errors]"
   CHECK_THROWS_WITH(dogpile::make_backend("memroy"), Catch::Contains("did you mean 'memory'?"));
   CHECK_THROWS_AS(r.configure("memory", {.arguments = {{"shards", 0}}}), dogpile::ValidationError);
   CHECK_THROWS_WITH(r.configure("memory", {.arguments = {{"bogus", 1}}}), Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(r.configure("memory", {.arguments = {{"max_entires", 1}}}),
+                    Catch::Contains("unknown option 'max_entires'; did you mean 'max_entries'?"));
   CHECK_THROWS_AS(r.configure("memory", {.arguments = nlohmann::json::array({1})}),
                   dogpile::ValidationError);
   CHECK_FALSE(r.is_configured());

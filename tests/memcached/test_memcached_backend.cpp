@@ -119,6 +119,9 @@ TEST_CASE("memcached: names, aliases and arguments validated by name", "[memcach
                     Catch::Contains("min_compress_len"));
   CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"username", "u"}}), Catch::Contains("password"));
   CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"bogus", 1}}), Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"distribued_lock", true}}),
+                    Catch::Contains("argument 'distribued_lock' is unknown; did you mean "
+                                    "'distributed_lock'? (known: url, "));
   CHECK_THROWS_AS(MemcachedBackend(dogpile::MemcachedOptions{}), dogpile::ValidationError);
 
   auto b = dogpile::make_backend(
