@@ -95,10 +95,24 @@ using cached_type_t = std::conditional_t<std::is_same_v<std::decay_t<R>, const c
                                              std::is_same_v<std::decay_t<R>, char*>,
                                          std::string, std::decay_t<R>>;
 
+/// Stands for the value type of a "creator" that cannot be called without arguments, so that
+/// get_or_create reaches its static_assert instead of failing in a default template argument.
+struct not_a_creator {};
+
+/// What a creator `F` returns (as `cached_type_t`), or not_a_creator.
+template <class F, bool = std::is_invocable_v<F&>>
+struct creator_result {
+  using type = cached_type_t<std::invoke_result_t<F&>>;
+};
+template <class F>
+struct creator_result<F, false> {
+  using type = not_a_creator;
+};
+
 /// `T` when given, else what the creator returns (as `cached_type_t`).
 template <class T, class F>
 using created_t =
-    std::conditional_t<std::is_same_v<T, deduced>, cached_type_t<std::invoke_result_t<F&>>, T>;
+    std::conditional_t<std::is_same_v<T, deduced>, typename creator_result<F>::type, T>;
 
 }  // namespace detail
 
@@ -230,6 +244,19 @@ class CacheRegion {
   template <class T = detail::deduced, class F, class V = detail::created_t<T, F>>
   V get_or_create(std::string_view key, F&& creator,
                   const CreateOptions<std::type_identity_t<V>>& opts = {}) const {
+    static_assert(std::is_invocable_v<F&>,
+                  "get_or_create: the creator must take no arguments; capture what it needs "
+                  "instead: region.get_or_create(key, [&] { return load(id); })");
+    if constexpr (std::is_invocable_v<F&>) {
+      return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+    } else {
+      return V{};  // not reached: the static_assert above failed
+    }
+  }
+
+ private:
+  template <class V, class F>
+  V get_or_create_impl(std::string_view key, F&& creator, const CreateOptions<V>& opts) const {
     static_assert(!std::is_void_v<std::invoke_result_t<F&>>,
                   "get_or_create: the creator must return the value to cache");
     static_assert(std::is_convertible_v<std::invoke_result_t<F&>, V>,
@@ -264,6 +291,7 @@ class CacheRegion {
                                        observe);
   }
 
+ public:
   /// Many keys at once: one backend read for all, one creator call for every key that needs
   /// a value (`creator(std::span<const std::string> keys) -> std::vector<T>`, keys in sorted
   /// order), one backend write. Results in the order of `keys`, duplicates preserved.
@@ -278,8 +306,13 @@ class CacheRegion {
   /// Stores `value` under `key` (creation time: now). Never locks.
   template <class T>
   void set(std::string_view key, const T& value) const {
-    const auto& c = cfg();
-    store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+    static_assert(std::is_copy_constructible_v<T>,
+                  "region.set: the value must be copyable (the memory backend keeps a copy); "
+                  "store a std::shared_ptr<T> instead");
+    if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
+      const auto& c = cfg();
+      store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+    }
   }
   /// `set("k", "literal")` stores a std::string.
   void set(std::string_view key, const char* value) const {
@@ -289,10 +322,15 @@ class CacheRegion {
   /// Stores many values with one shared creation time.
   template <class T>
   void set_multi(const std::vector<std::pair<std::string, T>>& items) const {
-    if (items.empty()) return;
-    const auto& c = cfg();
-    const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
-    store_multi<T>(c, items, meta, true);
+    static_assert(std::is_copy_constructible_v<T>,
+                  "region.set_multi: the values must be copyable (the memory backend keeps "
+                  "copies); store std::shared_ptr<T> instead");
+    if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
+      if (items.empty()) return;
+      const auto& c = cfg();
+      const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
+      store_multi<T>(c, items, meta, true);
+    }
   }
 
   /// Removes `key` (dogpile's delete); removing a missing key is fine.
@@ -424,7 +462,7 @@ class CacheRegion {
       report = [ws](const std::exception& e) {
         if (auto st = ws.lock()) {
           CacheRegion r(st);
-          r.count(RegionEvent::Kind::backend_error, {});
+          r.count(RegionEvent::Kind::backend_error, {}, {}, &e);
           if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
         }
       };
@@ -457,7 +495,8 @@ class CacheRegion {
     return out;
   }
 
-  void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {}) const {
+  void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
+             const std::exception* error = nullptr) const {
     auto& s = state_->stats;
     constexpr auto r = std::memory_order_relaxed;
     switch (kind) {
@@ -484,7 +523,7 @@ class CacheRegion {
         s.locks_lost.fetch_add(1, r);
         break;
     }
-    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d});
+    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d, error});
   }
 
   /// Runs a backend call under the error policy: `fallback()` replaces the result of a
@@ -494,7 +533,7 @@ class CacheRegion {
     try {
       return op();
     } catch (const BackendError& e) {
-      count(RegionEvent::Kind::backend_error, {});
+      count(RegionEvent::Kind::backend_error, {}, {}, &e);
       const auto& pol = state_->opts.on_backend_error;
       if (pol.callback) pol.callback(e);
       if (pol.kind == BackendErrorPolicy::Kind::propagate) throw;
@@ -643,13 +682,12 @@ class CacheRegion {
   /// A lock whose lease ran out under a creator: the value is fine, so the caller gets it; the
   /// loss goes to the statistics, the listener and the error callback.
   void report_lease_lost(std::string_view key) const {
-    count(RegionEvent::Kind::lock_lost, key);
-    if (const auto& cb = state_->opts.on_backend_error.callback) {
-      cb(LockError(region_label() + ": the dogpile lock of key '" + std::string(key) +
-                   "' lost its lease before the creator finished (another creator may have run "
-                   "at the same time); raise the backend's lock_timeout above the creator's "
-                   "run time"));
-    }
+    const LockError e(region_label() + ": the dogpile lock of key '" + std::string(key) +
+                      "' lost its lease before the creator finished (another creator may have "
+                      "run at the same time); raise the backend's lock_timeout above the "
+                      "creator's run time");
+    count(RegionEvent::Kind::lock_lost, key, {}, &e);
+    if (const auto& cb = state_->opts.on_backend_error.callback) cb(e);
   }
 
   /// Wraps an acquired mutex handed to the async runner, so that a lease lost while the job

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <string_view>
 
@@ -37,6 +38,9 @@ struct RegionEvent {
   Kind kind = Kind::hit;                 ///< what happened
   std::string_view key{};                ///< the (unmangled) key, empty for multi-key events
   std::chrono::nanoseconds duration{0};  ///< lock_wait: time blocked
+  /// backend_error: the `BackendError`; lock_lost: the `LockError` also passed to the error
+  /// callback; null for the other kinds. Valid only during the listener call (copy `what()`).
+  const std::exception* error = nullptr;
 };
 
 /// Called synchronously on the calling thread for every event; must be thread-safe and fast.

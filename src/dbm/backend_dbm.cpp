@@ -20,13 +20,15 @@
 #include <thread>
 #include <utility>
 
+#include "dogpile/detail/backend_arguments.hpp"
+
 namespace dogpile {
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
 [[noreturn]] void bad_argument(const std::string& name, const std::string& what) {
-  detail::throw_error<ValidationError>("dbm backend: argument '" + name + "' " + what);
+  detail::bad_argument("dbm", name, what);  // adds the "did you mean" to an unknown name
 }
 
 [[noreturn]] void sys_error(const std::string& what, const std::string& path, int err) {

@@ -15,9 +15,11 @@
 #include <limits>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <unordered_map>
 #include <utility>
 
+#include "dogpile/detail/backend_arguments.hpp"
 #include "dogpile/detail/sha1.hpp"
 #include "dogpile/detail/zlib.hpp"
 #include "dogpile/lease_lock.hpp"
@@ -34,7 +36,8 @@ constexpr std::uint32_t kFlagZlib = 8;    // python-memcached / pylibmc: zlib-co
 constexpr std::size_t kItemOverhead = 128;
 
 [[noreturn]] void bad_argument(const std::string& name, const std::string& what) {
-  detail::throw_error<ValidationError>("memcached backend: argument '" + name + "' " + what);
+  detail::throw_error<ValidationError>("memcached backend: argument '" + name + "' " +
+                                       detail::with_did_you_mean(name, what));
 }
 
 milliseconds seconds_arg(const std::string& name, const nlohmann::json& v) {
@@ -120,10 +123,31 @@ std::optional<std::uint64_t> named_behavior_value(const std::string& behavior,
   return it->second;
 }
 
+// libmemcached's last error message reads "(0x5625…) CONNECTION FAILURE,  host: h:p ->
+// ./src/libmemcached/get.cc:233": the client's address and libmemcached's source line mean
+// nothing to a user (and the pointer makes every message unique, defeating log grouping). Keep
+// what is left after the return code's own text: the host:port and any system reason.
+std::string clean_error_detail(std::string d, const std::string& rc_name) {
+  static const std::regex pointer(R"(^\s*\((0x[0-9a-fA-F]+|nil)\)\s*)");
+  static const std::regex location(R"(\s*->\s*\S+:[0-9]+\s*$)");
+  static const std::regex spaces(R"(\s+)");
+  d = std::regex_replace(d, pointer, "");
+  d = std::regex_replace(d, location, "");
+  d = std::regex_replace(d, spaces, " ");
+  if (d.rfind(rc_name, 0) == 0) {
+    d.erase(0, rc_name.size());
+    const auto first = d.find_first_not_of(", ");
+    d.erase(0, first == std::string::npos ? d.size() : first);
+  }
+  while (!d.empty() && (d.back() == ' ' || d.back() == ',')) d.pop_back();
+  return d;
+}
+
 std::string rc_text(const memcached_st* mc, memcached_return_t rc) {
   std::string m = memcached_strerror(mc, rc);
   if (mc != nullptr && memcached_last_error_message(mc) != nullptr) {
-    const std::string detail = memcached_last_error_message(const_cast<memcached_st*>(mc));
+    const std::string detail =
+        clean_error_detail(memcached_last_error_message(const_cast<memcached_st*>(mc)), m);
     if (!detail.empty() && detail != m) m += " (" + detail + ")";
   }
   return m;

@@ -1,10 +1,15 @@
 // The three Redis backends' constructors and dogpile-named arguments, and registration.
+#include <algorithm>
 #include <charconv>
 #include <mutex>
+#include <span>
+#include <string_view>
+#include <vector>
 
 #include "client.hpp"
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/detail/backend_arguments.hpp"
+#include "dogpile/detail/did_you_mean.hpp"
 #include "url.hpp"
 
 namespace dogpile {
@@ -15,6 +20,65 @@ using redis_detail::ConnectSettings;
 using redis_detail::Endpoint;
 
 // ---- arguments ------------------------------------------------------------------------------
+
+// Every argument name the Redis backends know, in one place: a name in none of these lists is a
+// ValidationError with a "did you mean" (a misspelt `distribued_lock` must not silently leave a
+// fleet without its lock). A new argument is one line here plus its parsing below.
+
+// Taken by all three backends (parsed by common_arg).
+constexpr std::string_view kCommonArguments[] = {
+    "username",
+    "password",
+    "socket_timeout",
+    "socket_connect_timeout",
+    "max_value_bytes",
+    "pool_size",
+    "connection_pool",
+    "max_connections",
+    "redis_expiration_time",
+    "distributed_lock",
+    "lock_timeout",
+    "lock_sleep",
+    "lock_blocking_timeout",
+    "lock_prefix",
+    "thread_local_lock",
+    "lock_blocking",
+    // TLS (redis-py's names).
+    "ssl",
+    "ssl_cert_reqs",
+    "ssl_ca_certs",
+    "ssl_ca_path",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+    "ssl_server_hostname",
+};
+constexpr std::string_view kRedisArguments[] = {"url", "host", "port", "db"};
+constexpr std::string_view kSentinelArguments[] = {"sentinels", "service_name", "db",
+                                                   "sentinel_kwargs"};
+constexpr std::string_view kClusterArguments[] = {"url", "startup_nodes"};
+// Names a Python dogpile.cache / redis-py configuration carries that have no effect here:
+// accepted and ignored (docs/backends.md says why, per name), so that configuration loads as is.
+// `connection_kwargs` is read for the arguments above it holds (see parse_arguments).
+constexpr std::string_view kIgnoredArguments[] = {"connection_kwargs", "socket_keepalive",
+                                                  "socket_keepalive_options"};
+
+// Throws unless `name` is in `specific`, the common list or the ignored list.
+void check_known(const char* b, const std::string& name,
+                 std::span<const std::string_view> specific) {
+  const auto in = [&name](auto&& list) {
+    return std::find(std::begin(list), std::end(list), name) != std::end(list);
+  };
+  if (in(specific) || in(kCommonArguments) || in(kIgnoredArguments)) return;
+  std::vector<std::string_view> known(specific.begin(), specific.end());
+  known.insert(known.end(), std::begin(kCommonArguments), std::end(kCommonArguments));
+  std::vector<std::string_view> all = known;
+  all.insert(all.end(), std::begin(kIgnoredArguments), std::end(kIgnoredArguments));
+  bad_argument(b, name,
+               "is unknown" + detail::did_you_mean(name, all) +
+                   " (known: " + detail::join_names(known) +
+                   "; accepted and ignored: " + detail::join_names(kIgnoredArguments) + ")");
+}
 
 std::optional<Duration> optional_seconds(const char* b, const std::string& name,
                                          const nlohmann::json& v) {
@@ -204,13 +268,30 @@ std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
   return redis_detail::make_cluster_client(std::move(eps), settings_of(b, o, 0), o.pool_size);
 }
 
-// The options of backend `b` from its arguments: the common ones, then `specific(name, value,
-// options)` for the rest (which ignores what it does not know, as dogpile does).
+// The options of backend `b` from its arguments: each name must be known (check_known), then
+// the common ones are parsed, then `specific(name, value, options)` takes the rest.
 template <class O, class F>
-O parse_arguments(const char* b, const nlohmann::json& a, F&& specific) {
+O parse_arguments(const char* b, const nlohmann::json& a, std::span<const std::string_view> known,
+                  F&& specific) {
   detail::require_object_arguments(b, a);
   O o;
   if (!a.is_object()) return o;
+  for (const auto& item : a.items()) check_known(b, item.key(), known);
+  // redis-py's `connection_kwargs` is where dogpile's cluster backend wants the password and
+  // the timeouts: those it holds are applied first (a top-level argument wins, as in dogpile);
+  // the rest are redis-py knobs with no meaning here.
+  if (a.contains("connection_kwargs") && !a["connection_kwargs"].is_null()) {
+    const auto& kw = a["connection_kwargs"];
+    if (!kw.is_object())
+      bad_argument(b, "connection_kwargs", "must be an object, got " + kw.dump());
+    for (const auto& item : kw.items()) {
+      const auto& n = item.key();
+      if (n == "username" || n == "password" || n == "socket_timeout" ||
+          n == "socket_connect_timeout") {
+        common_arg(b, n, item.value(), o);
+      }
+    }
+  }
   for (const auto& item : a.items()) {
     if (!common_arg(b, item.key(), item.value(), o)) specific(item.key(), item.value(), o);
   }
@@ -228,7 +309,8 @@ RedisBackend::RedisBackend(RedisOptions options)
 std::shared_ptr<CacheBackend> RedisBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis";
   auto opts = parse_arguments<RedisOptions>(
-      b, a, [b](const std::string& name, const nlohmann::json& v, RedisOptions& o) {
+      b, a, kRedisArguments,
+      [b](const std::string& name, const nlohmann::json& v, RedisOptions& o) {
         if (name == "url") {
           o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
         } else if (name == "host") {
@@ -251,7 +333,8 @@ RedisSentinelBackend::RedisSentinelBackend(RedisSentinelOptions options)
 std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_sentinel";
   auto opts = parse_arguments<RedisSentinelOptions>(
-      b, a, [b](const std::string& name, const nlohmann::json& v, RedisSentinelOptions& o) {
+      b, a, kSentinelArguments,
+      [b](const std::string& name, const nlohmann::json& v, RedisSentinelOptions& o) {
         if (name == "sentinels") {
           o.sentinels = nodes_arg(b, name, v);
         } else if (name == "service_name") {
@@ -280,7 +363,8 @@ RedisClusterBackend::RedisClusterBackend(RedisClusterOptions options)
 std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_cluster";
   auto opts = parse_arguments<RedisClusterOptions>(
-      b, a, [b](const std::string& name, const nlohmann::json& v, RedisClusterOptions& o) {
+      b, a, kClusterArguments,
+      [b](const std::string& name, const nlohmann::json& v, RedisClusterOptions& o) {
         if (name == "url") {
           o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
         } else if (name == "startup_nodes") {

@@ -348,6 +348,8 @@ TEST_CASE("Bad input: unknown backend, bad options, reconfiguration", "[errors]"
   CHECK_THROWS_WITH(dogpile::make_backend("memroy"), Catch::Contains("did you mean 'memory'?"));
   CHECK_THROWS_AS(r.configure("memory", {.arguments = {{"shards", 0}}}), dogpile::ValidationError);
   CHECK_THROWS_WITH(r.configure("memory", {.arguments = {{"bogus", 1}}}), Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(r.configure("memory", {.arguments = {{"max_entires", 1}}}),
+                    Catch::Contains("unknown option 'max_entires'; did you mean 'max_entries'?"));
   CHECK_THROWS_AS(r.configure("memory", {.arguments = nlohmann::json::array({1})}),
                   dogpile::ValidationError);
   CHECK_FALSE(r.is_configured());
@@ -453,6 +455,30 @@ TEST_CASE("on_backend_error: propagate (default) rethrows, callback still called
   auto plain = dogpile::make_region();
   plain.configure("memory", {.wrap = {failing}});
   CHECK_THROWS_WITH(plain.get<int>("k"), "backend is down");
+}
+
+TEST_CASE("listener: a backend_error event carries the exception", "[errors][backend_error]") {
+  auto failing = std::make_shared<FailingProxy>();
+  std::vector<std::string> messages;
+  int without_error = 0;
+  auto r =
+      dogpile::make_region({.on_backend_error = dogpile::treat_as_miss(),
+                            .listener = [&](const dogpile::RegionEvent& e) {
+                              if (e.kind != dogpile::RegionEvent::Kind::backend_error) {
+                                if (e.error == nullptr) ++without_error;
+                                return;
+                              }
+                              REQUIRE(e.error != nullptr);
+                              CHECK(dynamic_cast<const dogpile::BackendError*>(e.error) != nullptr);
+                              messages.emplace_back(e.error->what());
+                            }});
+  r.configure("memory", {.wrap = {failing}});
+  CHECK_FALSE(r.get<int>("k"));
+  r.set("k", 1);
+  REQUIRE(messages.size() == 2);
+  CHECK(messages[0] == "backend is down");
+  CHECK(messages[1] == "backend is down");
+  CHECK(without_error >= 1);  // the miss: no error attached
 }
 
 TEST_CASE("on_backend_error: a write failing after creation releases the lock",

@@ -122,6 +122,8 @@ TEST_CASE("dbm: registered by name; arguments validated by name", "[dbm]") {
                     Catch::Contains("keep_open"));
   CHECK_THROWS_WITH(dogpile::make_backend("dbm", {{"filename", d.file("a")}, {"bogus", 1}}),
                     Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(dogpile::make_backend("dbm", {{"filename", d.file("a")}, {"keep_opn", true}}),
+                    Catch::Contains("argument 'keep_opn' is unknown; did you mean 'keep_open'?"));
   CHECK_THROWS_AS(DbmBackend(DbmOptions{}), dogpile::ValidationError);
 
   auto b = dbm_at(d.file("a.dbm"));

@@ -140,6 +140,9 @@ TEST_CASE("disk backends are registered by name and validate their arguments", "
   CHECK_THROWS_AS(dogpile::make_backend("fanout", {{"shards", 2}}), dogpile::ValidationError);
   CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"bogus", 1}}),
                     Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"size_limt", 1}}),
+                    Catch::Contains("argument 'size_limt' is unknown; did you mean 'size_limit'? "
+                                    "(known: directory, "));
   CHECK_THROWS_WITH(dogpile::make_backend("disk", {{"directory", d.str()}, {"size_limit", "x"}}),
                     Catch::Contains("size_limit"));
   CHECK_THROWS_WITH(

@@ -122,6 +122,9 @@ TEST_CASE("memcached: names, aliases and arguments validated by name", "[memcach
                     Catch::Contains("min_compress_len"));
   CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"username", "u"}}), Catch::Contains("password"));
   CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"bogus", 1}}), Catch::Contains("bogus"));
+  CHECK_THROWS_WITH(bad({{"url", "127.0.0.1"}, {"distribued_lock", true}}),
+                    Catch::Contains("argument 'distribued_lock' is unknown; did you mean "
+                                    "'distributed_lock'? (known: url, "));
   CHECK_THROWS_AS(MemcachedBackend(dogpile::MemcachedOptions{}), dogpile::ValidationError);
 
   auto b = dogpile::make_backend(
@@ -254,6 +257,34 @@ TEST_CASE(
     }
   }
   CHECK(back);
+}
+
+TEST_CASE("memcached: errors name host:port and the reason, without pointers or source paths",
+          "[memcached][faults]") {
+  // Port 1: nothing listens, the connection is refused at once. The first call fails to
+  // connect, the next ones find the server marked dead: both messages are cleaned.
+  auto b = memcached({{"url", "127.0.0.1:1"}});
+  for (int i = 0; i < 3; ++i) {
+    try {
+      if (i == 1) {
+        b->set("k", "v");
+      } else {
+        (void)b->get("k");
+      }
+      FAIL("no error");
+    } catch (const dogpile::BackendError& e) {
+      const std::string m = e.what();
+      INFO(m);
+      CHECK(m.find("127.0.0.1:1") != std::string::npos);
+      CHECK((m.find("CONNECTION FAILURE") != std::string::npos ||
+             m.find("SERVER HAS FAILED") != std::string::npos));
+      CHECK(m.find("0x") == std::string::npos);
+      CHECK(m.find(".cc:") == std::string::npos);
+      CHECK(m.find("libmemcached/") == std::string::npos);
+      CHECK(m.find("->") == std::string::npos);
+      CHECK(m.find("  ") == std::string::npos);
+    }
+  }
 }
 
 TEST_CASE("memcached: a paused server fails calls within the socket timeout, never hangs",

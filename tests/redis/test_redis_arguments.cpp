@@ -37,8 +37,7 @@ TEST_CASE("redis names and aliases are registered", "[redis][args]") {
 }
 
 TEST_CASE("redis url sets host, port, db, user and password", "[redis][args]") {
-  auto b = RedisBackend::from_arguments(
-      json{{"url", "redis://al%40ice:p%3Ass@10.1.2.3:6380/4"}, {"foo", "barf"}});
+  auto b = RedisBackend::from_arguments(json{{"url", "redis://al%40ice:p%3Ass@10.1.2.3:6380/4"}});
   const auto& o = redis_options(b);
   CHECK(o.host == "10.1.2.3");
   CHECK(o.port == 6380);
@@ -75,8 +74,7 @@ TEST_CASE("malformed redis urls are ValidationErrors naming 'url'", "[redis][arg
         }).find("TLS") != std::string::npos);
 }
 
-TEST_CASE("redis arguments: dogpile's names, types checked, unknown ones ignored",
-          "[redis][args]") {
+TEST_CASE("redis arguments: dogpile's names, types checked", "[redis][args]") {
   auto b = RedisBackend::from_arguments(json{{"host", "example"},
                                              {"port", 7001},
                                              {"db", 3},
@@ -131,6 +129,87 @@ TEST_CASE("redis arguments: dogpile's names, types checked, unknown ones ignored
     CHECK(msg.find(std::string("'") + name + "'") != std::string::npos);
   }
   CHECK_THROWS_AS(RedisBackend::from_arguments(json::array()), ValidationError);
+}
+
+TEST_CASE("redis backends refuse unknown arguments with a did-you-mean", "[redis][args]") {
+  using Factory = std::shared_ptr<dogpile::CacheBackend> (*)(const json&);
+  struct Case {
+    const char* backend;
+    Factory make;
+    json base;  // the arguments the backend needs besides the misspelt one
+  };
+  const std::vector<Case> cases{
+      {"redis", &RedisBackend::from_arguments, json::object()},
+      {"redis_sentinel", &RedisSentinelBackend::from_arguments,
+       json{{"sentinels", json::array({"10.0.0.1:26379"})}, {"service_name", "cache"}}},
+      {"redis_cluster", &RedisClusterBackend::from_arguments,
+       json{{"startup_nodes", json::array({"h1:7000"})}}}};
+  for (const auto& c : cases) {
+    INFO(c.backend);
+    json a = c.base;
+    a["distribued_lock"] = true;
+    const auto msg = validation_message([&] { c.make(a); });
+    CHECK(msg.find(std::string(c.backend) + " backend: argument 'distribued_lock' is unknown") !=
+          std::string::npos);
+    CHECK(msg.find("did you mean 'distributed_lock'?") != std::string::npos);
+    CHECK(msg.find("known: ") != std::string::npos);
+    CHECK(msg.find("lock_blocking_timeout") != std::string::npos);
+    CHECK(msg.find("accepted and ignored: connection_kwargs") != std::string::npos);
+    // Far from every name: no guess, still refused with the list.
+    json b = c.base;
+    b["foo"] = "barf";
+    const auto far = validation_message([&] { c.make(b); });
+    CHECK(far.find("argument 'foo' is unknown (known: ") != std::string::npos);
+
+    // The Python dogpile.cache / redis-py names a configuration carries are accepted, and so
+    // are redis-py's TLS names (with ssl off they do nothing, as in redis-py).
+    json py = c.base;
+    py.update(json{{"thread_local_lock", false},
+                   {"lock_blocking", true},
+                   {"socket_keepalive", true},
+                   {"socket_keepalive_options", json::object()},
+                   {"connection_kwargs", {{"health_check_interval", 30}}},
+                   {"ssl", false},
+                   {"ssl_cert_reqs", nullptr},
+                   {"ssl_ca_certs", nullptr},
+                   {"ssl_ca_path", "/etc/ssl/certs"},
+                   {"ssl_certfile", "/c.pem"},
+                   {"ssl_keyfile", "/k.pem"},
+                   {"ssl_check_hostname", false},
+                   {"ssl_server_hostname", "cache.example"}});
+    CHECK_NOTHROW(c.make(py));
+  }
+  // A name of another Redis backend is not taken silently either.
+  CHECK(validation_message([] {
+          RedisClusterBackend::from_arguments(json{{"startup_nodes", {"h:1"}}, {"host", "h"}});
+        }).find("argument 'host' is unknown") != std::string::npos);
+  CHECK(validation_message([] {
+          RedisSentinelBackend::from_arguments(
+              json{{"sentinels", {"h:1"}}, {"service_name", "s"}, {"url", "redis://h"}});
+        }).find("argument 'url' is unknown") != std::string::npos);
+}
+
+TEST_CASE("redis connection_kwargs supply the password and timeouts; top level wins",
+          "[redis][args]") {
+  auto c = RedisClusterBackend::from_arguments(json{{"startup_nodes", {"h:7000"}},
+                                                    {"connection_kwargs",
+                                                     {{"password", "kwpw"},
+                                                      {"username", "kwu"},
+                                                      {"socket_timeout", 0.5},
+                                                      {"retry_on_timeout", true}}}});
+  const auto& co = dynamic_cast<const RedisClusterBackend&>(*c).options();
+  CHECK(co.password == "kwpw");
+  CHECK(co.username == "kwu");
+  CHECK(co.socket_timeout == std::chrono::milliseconds(500));
+  const auto& o = redis_options(RedisBackend::from_arguments(
+      json{{"connection_kwargs", {{"password", "kwpw"}}}, {"password", "top"}}));
+  CHECK(o.password == "top");
+  CHECK(validation_message([] {
+          RedisBackend::from_arguments(json{{"connection_kwargs", 5}});
+        }).find("'connection_kwargs'") != std::string::npos);
+  CHECK(validation_message([] {
+          RedisBackend::from_arguments(json{{"connection_kwargs", {{"socket_timeout", "x"}}}});
+        }).find("'socket_timeout'") != std::string::npos);
 }
 
 TEST_CASE("redis_sentinel and redis_cluster arguments", "[redis][args]") {

@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
+#include "dogpile/detail/did_you_mean.hpp"
 #include "dogpile/detail/eviction.hpp"
 #include "dogpile/detail/json_text.hpp"
 #include "dogpile/error.hpp"
@@ -157,8 +158,11 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
   }
   for (const auto& [name, value] : a.items()) {
     if (name != "shards" && name != "max_entries" && name != "max_bytes" && name != "eviction") {
-      throw_error<ValidationError>("memory backend: unknown option '" + name +
-                                   "' (known: shards, max_entries, max_bytes, eviction)");
+      static constexpr std::string_view known[] = {"shards", "max_entries", "max_bytes",
+                                                   "eviction"};
+      throw_error<ValidationError>("memory backend: unknown option '" + name + "'" +
+                                   detail::did_you_mean(name, known) +
+                                   " (known: shards, max_entries, max_bytes, eviction)");
     }
   }
   if (const auto* v = memory_option(a, "shards")) o.shards = memory_size_option(*v, "shards", true);

@@ -201,8 +201,11 @@ class RedisBackend final : public RedisBackendBase {
   /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
   /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
   /// (seconds), `lock_prefix`,
-  /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
-  /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
+  /// `thread_local_lock` (accepted and ignored: handles may be released from any thread),
+  /// `connection_kwargs` (its username/password/timeouts applied, other keys ignored),
+  /// `socket_keepalive[_options]` (ignored), redis-py's `ssl`/`ssl_*` names. An unknown name is
+  /// refused (unlike dogpile) with a "did you mean" and the known names.
+  /// @throws ValidationError naming a wrong or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options, with `url` already applied to host/port/db/username/password.
   [[nodiscard]] const RedisOptions& options() const noexcept { return opts_; }
@@ -227,7 +230,7 @@ class RedisSentinelBackend final : public RedisBackendBase {
   explicit RedisSentinelBackend(RedisSentinelOptions options);
   /// The `redis` arguments (less url/host/port) plus `sentinels` (`[["host", port], …]`),
   /// `service_name`, `sentinel_kwargs` (an object: `username`, `password` for the sentinels).
-  /// @throws ValidationError naming a wrong argument.
+  /// @throws ValidationError naming a wrong or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options.
   [[nodiscard]] const RedisSentinelOptions& options() const noexcept { return opts_; }
@@ -247,8 +250,8 @@ class RedisClusterBackend final : public RedisBackendBase {
   explicit RedisClusterBackend(RedisClusterOptions options);
   /// `url` or `startup_nodes` (`[["host", port], …]` or `"host:port"` strings), `username`,
   /// `password`, the timeouts, `pool_size`, `max_value_bytes`, `redis_expiration_time` and the
-  /// lock arguments.
-  /// @throws ValidationError naming a wrong argument.
+  /// lock arguments, and the accepted Python names of `redis`.
+  /// @throws ValidationError naming a wrong or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
   /// The options.
   [[nodiscard]] const RedisClusterOptions& options() const noexcept { return opts_; }

@@ -4,21 +4,43 @@
 /// typed getters that throw `ValidationError` naming the backend and the argument, so every
 /// backend reports a wrong type or value the same way. Internal to dogpile-cpp's backends.
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "dogpile/detail/did_you_mean.hpp"
 #include "dogpile/error.hpp"
 
 namespace dogpile::detail {
 
-/// Throws `ValidationError`: "<backend> backend: argument '<name>' <what>".
+/// `what` with a "did you mean" when it is a backend's "is unknown (known: a, b, c)": the
+/// closest known name, taken from that list, so every backend's list gives the hint.
+inline std::string with_did_you_mean(const std::string& name, const std::string& what) {
+  static constexpr std::string_view prefix = "is unknown (known: ";
+  if (what.rfind(prefix, 0) != 0 || what.back() != ')') return what;
+  std::vector<std::string> known;
+  const std::string list = what.substr(prefix.size(), what.size() - prefix.size() - 1);
+  for (std::size_t at = 0; at <= list.size();) {
+    const auto comma = std::min(list.find(", ", at), list.size());
+    known.push_back(list.substr(at, comma - at));
+    at = comma + 2;
+  }
+  return "is unknown" + did_you_mean(name, known) +
+         what.substr(std::string_view("is unknown").size());
+}
+
+/// Throws `ValidationError`: "<backend> backend: argument '<name>' <what>" (with a "did you
+/// mean" for an "is unknown (known: …)" `what`).
 [[noreturn]] inline void bad_argument(const char* backend, const std::string& name,
                                       const std::string& what) {
-  throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " + what);
+  throw_error<ValidationError>(std::string(backend) + " backend: argument '" + name + "' " +
+                               with_did_you_mean(name, what));
 }
 
 /// Throws unless `arguments` is a JSON object (null counts as an empty one).
