@@ -430,3 +430,48 @@ TEST_CASE("memcached: a Python creator holding the lock makes a C++ caller wait 
   CHECK(v.at("made") == "by python");
   region.erase(key);
 }
+
+TEST_CASE("memcached: SASL username/password against memcached -S, and a wrong password refused",
+          "[memcached][sasl]") {
+  MemcachedServer server({}, dogpile::test::MemcachedSasl{"alice", "s3cret pass"});
+  const nlohmann::json good = {{"url", server.address()},
+                               {"binary", true},
+                               {"username", "alice"},
+                               {"password", "s3cret pass"}};
+  auto b = memcached(good);
+  b->set("k", "v");
+  CHECK(b->get("k") == std::string("v"));
+  b->set_multi(std::vector<dogpile::BytesItem>{{"m1", "1"}, {"m2", "2"}});
+  CHECK(b->get_multi(std::vector<std::string>{"m1", "m2", "none"}) ==
+        std::vector<std::optional<std::string>>{"1", "2", std::nullopt});
+  b->erase_multi(std::vector<std::string>{"m1", "m2"});
+  CHECK_FALSE(b->get("m1"));
+  auto locking = good;
+  locking["distributed_lock"] = true;
+  locking["lock_timeout"] = 2;
+  auto lock = memcached(locking)->get_mutex("sasl_lock");
+  REQUIRE(lock->acquire(false));
+  lock->release();
+
+  nlohmann::json wrong = good;
+  wrong["password"] = "guess";
+  auto bad = memcached(wrong);
+  CHECK_THROWS_AS(bad->set("k", "w"), dogpile::BackendError);
+  CHECK_THROWS_WITH(bad->get("k"), Catch::Contains("AUTH"));
+  // No credentials: the server answers nothing but `version`; an error, never a silent miss.
+  auto anonymous = memcached({{"url", server.address()}, {"binary", true}});
+  CHECK_THROWS_AS(anonymous->set("k", "w"), dogpile::BackendError);
+  CHECK(b->get("k") == std::string("v"));
+
+  // pylibmc itself with binary=True + username/password reads our value (dogpile.cache's
+  // pylibmc backend has no username argument: its bmemcached backend has).
+  const std::string cmd =
+      "/usr/bin/python3 -c \"import pylibmc; c = pylibmc.Client(['" + server.address() +
+      "'], binary=True, username='alice', password='s3cret pass'); print(c.get('k'))\"";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 256> buf{};
+  const std::size_t n = std::fread(buf.data(), 1, buf.size(), p);
+  CHECK(::pclose(p) == 0);
+  CHECK(std::string(buf.data(), n) == "b'v'\n");
+}
