@@ -1164,8 +1164,8 @@ class MemcachedServer {
     const std::string exe = detail::find_program("saslpasswd2");
     // -p: the password from stdin, no prompt; -a memcached: the application name memcached
     // authenticates as; -c: create the user.
-    const std::string cmd = exe + " -a memcached -c -p -f '" + db.string() + "' '" +
-                            sasl_->username + "' 2>&1";
+    const std::string cmd =
+        exe + " -a memcached -c -p -f '" + db.string() + "' '" + sasl_->username + "' 2>&1";
     std::FILE* p = ::popen(cmd.c_str(), "w");
     if (p == nullptr) detail::throw_errno("popen " + cmd);
     std::fwrite(sasl_->password.data(), 1, sasl_->password.size(), p);

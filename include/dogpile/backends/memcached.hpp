@@ -88,9 +88,9 @@ struct MemcachedOptions {
   /// `dead_retry` has passed and it answers again (pylibmc's `remove_failed`). false: its keys
   /// fail with `BackendError` meanwhile.
   bool remove_failed = true;
-  std::optional<std::string> username{};                ///< SASL user (binary protocol)
-  std::optional<std::string> password{};                ///< SASL password
-  std::size_t pool_size = 64;                           ///< most clients open at once
+  std::optional<std::string> username{};  ///< SASL user (binary protocol)
+  std::optional<std::string> password{};  ///< SASL password
+  std::size_t pool_size = 64;             ///< most clients open at once
   bool mangle_bad_keys = true;     ///< SHA-1 keys memcached cannot take (false: ValidationError)
   std::size_t max_value_size = 0;  ///< largest value sent; 0 = the servers' item size limit
   /// Largest value read back (as stored, and once inflated): a server announcing a larger one
@@ -108,9 +108,9 @@ class MemcachedBackend final : public CacheBackend {
   ~MemcachedBackend() override;
   /// Arguments (JSON object): `url` (string or list of strings, required), `distributed_lock`,
   /// `lock_timeout`, `lock_sleep`, `memcached_expire_time`, `socket_timeout`, `dead_retry`
-  /// (seconds, integers or floats), `remove_failed` (bool), `min_compress_len`, `pool_size`, `max_value_size`,
-  /// `max_value_bytes` (integers), `behaviors` (object), `username`, `password` (strings),
-  /// `mangle_bad_keys` (bool); dogpile's `binary` (bool) is `behaviors.binary_protocol`.
+  /// (seconds, integers or floats), `remove_failed` (bool), `min_compress_len`, `pool_size`,
+  /// `max_value_size`, `max_value_bytes` (integers), `behaviors` (object), `username`, `password`
+  /// (strings), `mangle_bad_keys` (bool); dogpile's `binary` (bool) is `behaviors.binary_protocol`.
   /// @throws ValidationError naming a missing, mistyped or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
 
