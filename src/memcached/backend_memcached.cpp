@@ -322,6 +322,11 @@ struct Pool {
     set_behavior(MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, 1, "dead_retry");
     set_behavior(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, dead_s, "dead_retry");
     set_behavior(MEMCACHED_BEHAVIOR_DEAD_TIMEOUT, dead_s, "dead_retry");
+    // pylibmc's remove_failed: after server_failure_limit failures the server leaves the ketama
+    // continuum (only its share of the keys moves to the live servers) until dead_retry has
+    // passed and it answers again. libmemcached 1.1.4 remaps only with AUTO_EJECT_HOSTS: its
+    // REMOVE_FAILED_SERVERS alone leaves the keys failing (checked with pylibmc, same library).
+    if (opts.remove_failed) set_behavior(MEMCACHED_BEHAVIOR_AUTO_EJECT_HOSTS, 1, "remove_failed");
     for (const auto& item : opts.behaviors.items()) {
       const std::string name = "behaviors." + item.key();
       const auto& v = item.value();
@@ -713,12 +718,14 @@ std::shared_ptr<CacheBackend> MemcachedBackend::from_arguments(const nlohmann::j
       o.password = string_arg(name, v);
     } else if (name == "mangle_bad_keys") {
       o.mangle_bad_keys = bool_arg(name, v);
+    } else if (name == "remove_failed") {
+      o.remove_failed = bool_arg(name, v);
     } else {
       bad_argument(name,
                    "is unknown (known: url, distributed_lock, lock_timeout, lock_sleep, "
                    "memcached_expire_time, min_compress_len, behaviors, binary, socket_timeout, "
-                   "dead_retry, username, password, pool_size, mangle_bad_keys, max_value_size, "
-                   "max_value_bytes)");
+                   "dead_retry, remove_failed, username, password, pool_size, mangle_bad_keys, "
+                   "max_value_size, max_value_bytes)");
     }
   }
   if (!have_url) bad_argument("url", "is required (\"host:port\" or a list of them)");

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <catch2/catch.hpp>
@@ -213,11 +214,12 @@ TEST_CASE("memcached: consistent hashing moves about 1/n of the keys when a serv
 }
 
 TEST_CASE(
-    "memcached: one of two servers killed -> its keys fail fast, the other's keep working, "
-    "and they come back after a restart",
+    "memcached: remove_failed off, one of two servers killed -> its keys fail fast, the "
+    "other's keep working, and they come back after a restart",
     "[memcached][faults]") {
   MemcachedServer a, b;
-  auto backend = memcached({{"url", {a.address(), b.address()}}, {"dead_retry", 1}});
+  auto backend =
+      memcached({{"url", {a.address(), b.address()}}, {"dead_retry", 1}, {"remove_failed", false}});
   std::vector<std::string> keys;
   for (int i = 0; i < 40; ++i) keys.push_back("fault_" + std::to_string(i));
   for (const auto& k : keys) backend->set(k, "v:" + k);
@@ -285,6 +287,76 @@ TEST_CASE("memcached: errors name host:port and the reason, without pointers or 
       CHECK(m.find("  ") == std::string::npos);
     }
   }
+
+TEST_CASE(
+    "memcached: a killed server's keys move to the live servers (only its share) and come "
+    "back to it after a restart",
+    "[memcached][faults]") {
+  MemcachedServer a, b, c;
+  auto backend = memcached({{"url", {a.address(), b.address(), c.address()}}, {"dead_retry", 1}});
+  std::map<char, std::shared_ptr<dogpile::CacheBackend>> one = {
+      {'a', memcached({{"url", a.address()}, {"remove_failed", false}})},
+      {'b', memcached({{"url", b.address()}, {"remove_failed", false}})},
+      {'c', memcached({{"url", c.address()}, {"remove_failed", false}})}};
+  std::vector<dogpile::BytesItem> items;
+  for (int i = 0; i < 300; ++i) items.emplace_back("move_" + std::to_string(i), "before");
+  backend->set_multi(items);
+  std::map<std::string, char> home;  // the server each key hashes to with all three alive
+  for (const auto& [k, v] : items) {
+    for (const auto& [name, single] : one) {
+      if (single->get(k)) home[k] = name;
+    }
+  }
+  REQUIRE(home.size() == items.size());
+  a.kill();
+  int failures = 0;
+  for (const auto& [k, v] : items) {
+    try {
+      backend->set(k, "during");
+    } catch (const dogpile::BackendError&) {
+      ++failures;  // the call that finds the server dead
+    }
+  }
+  CHECK(failures <= 3);
+  int moved = 0;
+  int stayed = 0;
+  for (const auto& [k, v] : items) {
+    const auto got = backend->get(k);  // outside CHECK: Catch2 would swallow an exception
+    if (home[k] == 'a') {
+      moved += got == std::string("during") ? 1 : 0;
+    } else {
+      // Not a's key: still on its own server (consistent hashing moved only a's share).
+      stayed += one[home[k]]->get(k) == std::string("during") ? 1 : 0;
+    }
+  }
+  const auto a_share = static_cast<int>(
+      std::count_if(home.begin(), home.end(), [](const auto& e) { return e.second == 'a'; }));
+  CAPTURE(a_share, moved, stayed, failures);
+  CHECK(a_share > 30);
+  CHECK(moved >= a_share - failures);
+  CHECK(stayed == static_cast<int>(items.size()) - a_share);
+  a.restart();  // empty, on the same port
+  // After dead_retry the server rejoins the ring and takes its keys back.
+  const std::string probe =
+      std::find_if(home.begin(), home.end(), [](const auto& e) { return e.second == 'a'; })->first;
+  const auto deadline = SteadyClock::now() + 10s;
+  bool back = false;
+  while (!back && SteadyClock::now() < deadline) {
+    try {
+      backend->set(probe, "after");
+      back = one['a']->get(probe) == std::string("after");
+    } catch (const dogpile::BackendError&) {
+    }
+    if (!back) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(back);
+  int home_again = 0;
+  for (const auto& [k, where] : home) {
+    if (where != 'a') continue;
+    backend->set(k, "after");
+    home_again += one['a']->get(k) == std::string("after") ? 1 : 0;
+  }
+  CHECK(home_again == a_share);
 }
 
 TEST_CASE("memcached: a paused server fails calls within the socket timeout, never hangs",
@@ -463,4 +535,49 @@ TEST_CASE("memcached: a Python creator holding the lock makes a C++ caller wait 
   CHECK_FALSE(cpp_created);
   CHECK(v.at("made") == "by python");
   region.erase(key);
+}
+
+TEST_CASE("memcached: SASL username/password against memcached -S, and a wrong password refused",
+          "[memcached][sasl]") {
+  MemcachedServer server({}, dogpile::test::MemcachedSasl{"alice", "s3cret pass"});
+  const nlohmann::json good = {{"url", server.address()},
+                               {"binary", true},
+                               {"username", "alice"},
+                               {"password", "s3cret pass"}};
+  auto b = memcached(good);
+  b->set("k", "v");
+  CHECK(b->get("k") == std::string("v"));
+  b->set_multi(std::vector<dogpile::BytesItem>{{"m1", "1"}, {"m2", "2"}});
+  CHECK(b->get_multi(std::vector<std::string>{"m1", "m2", "none"}) ==
+        std::vector<std::optional<std::string>>{"1", "2", std::nullopt});
+  b->erase_multi(std::vector<std::string>{"m1", "m2"});
+  CHECK_FALSE(b->get("m1"));
+  auto locking = good;
+  locking["distributed_lock"] = true;
+  locking["lock_timeout"] = 2;
+  auto lock = memcached(locking)->get_mutex("sasl_lock");
+  REQUIRE(lock->acquire(false));
+  lock->release();
+
+  nlohmann::json wrong = good;
+  wrong["password"] = "guess";
+  auto bad = memcached(wrong);
+  CHECK_THROWS_AS(bad->set("k", "w"), dogpile::BackendError);
+  CHECK_THROWS_WITH(bad->get("k"), Catch::Contains("AUTH"));
+  // No credentials: the server answers nothing but `version`; an error, never a silent miss.
+  auto anonymous = memcached({{"url", server.address()}, {"binary", true}});
+  CHECK_THROWS_AS(anonymous->set("k", "w"), dogpile::BackendError);
+  CHECK(b->get("k") == std::string("v"));
+
+  // pylibmc itself with binary=True + username/password reads our value (dogpile.cache's
+  // pylibmc backend has no username argument: its bmemcached backend has).
+  const std::string cmd =
+      "/usr/bin/python3 -c \"import pylibmc; c = pylibmc.Client(['" + server.address() +
+      "'], binary=True, username='alice', password='s3cret pass'); print(c.get('k'))\"";
+  std::FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 256> buf{};
+  const std::size_t n = std::fread(buf.data(), 1, buf.size(), p);
+  CHECK(::pclose(p) == 0);
+  CHECK(std::string(buf.data(), n) == "b'v'\n");
 }

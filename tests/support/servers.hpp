@@ -45,6 +45,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -83,6 +85,7 @@ inline std::string debian_package_for(std::string_view program) {
   if (program == "redis-cli") return "redis-tools";
   if (program == "redis-sentinel") return "redis-sentinel";
   if (program == "memcached") return "memcached";
+  if (program == "saslpasswd2") return "sasl2-bin";
   return std::string(program);
 }
 
@@ -1048,17 +1051,38 @@ class RedisSentinelSet {
   std::vector<std::unique_ptr<ServerProcess>> sentinels_;
 };
 
+/// A SASL user for MemcachedServer: the server runs with `-S` (binary protocol only, every
+/// command but `version` needs authentication) and a SASL database holding this one user.
+struct MemcachedSasl {
+  std::string username;
+  std::string password;
+};
+
 /// memcached -l 127.0.0.1 -p port -U 0 -m 64 (plus -u root when run as root) and extra_args, in
-/// its own TempDir (log <dir>/memcached.log). Ready means a `version` request is answered
-/// VERSION.
+/// its own TempDir (log <dir>/memcached.log). Ready means a `stats` request is answered with our
+/// pid (with SASL: after a PLAIN authentication as the configured user, binary protocol).
 class MemcachedServer {
  public:
-  /// Starts memcached and waits until it answers `version` (throws after kStartDeadline).
-  explicit MemcachedServer(std::vector<std::string> extra_args = {}) {
+  /// Starts memcached and waits until it answers `stats` (throws after kStartDeadline). With
+  /// `sasl`: `-S`, and a SASL database made with saslpasswd2 (Debian's sasl2-bin) in its TempDir,
+  /// found by memcached through SASL_CONF_PATH (a memcached.conf with `mech_list: plain` and
+  /// `sasldb_path`), as Debian's memcached looks it up.
+  explicit MemcachedServer(std::vector<std::string> extra_args = {},
+                           std::optional<MemcachedSasl> sasl = std::nullopt)
+      : sasl_(std::move(sasl)) {
+    std::vector<std::string> prefix;
+    if (sasl_) {
+      make_sasl_db();
+      // memcached reads SASL_CONF_PATH from its environment: `env` sets it for the child only
+      // (exec keeps the pid, so stop/kill/pause still reach memcached).
+      prefix = {"env", "SASL_CONF_PATH=" + dir_.path().string()};
+      extra_args.insert(extra_args.begin(), "-S");
+    }
     for (int attempt = 0;; ++attempt) {
       port_ = free_port();
-      std::vector<std::string> argv = {"memcached", "-l", "127.0.0.1", "-p", std::to_string(port_),
-                                       "-U",        "0",  "-m",        "64"};
+      std::vector<std::string> argv = prefix;
+      argv.insert(argv.end(), {"memcached", "-l", "127.0.0.1", "-p", std::to_string(port_), "-U",
+                               "0", "-m", "64"});
       if (::geteuid() == 0) argv.insert(argv.end(), {"-u", "root"});
       argv.insert(argv.end(), extra_args.begin(), extra_args.end());
       process_.reset();
@@ -1112,6 +1136,13 @@ class MemcachedServer {
     const std::string pid_line = "STAT pid " + std::to_string(process_->pid()) + "\r\n";
     bool ok = detail::poll_until(
         [&] {
+          if (sasl_) {
+            // Binary protocol: SASL_AUTH (PLAIN) then STAT; a stat packet's body is its key
+            // then its value ("pid" "1234"), and the empty key ends the list.
+            const std::string pid_stat = "pid" + std::to_string(process_->pid());
+            auto stats = tcp_exchange(port_, sasl_stats_request(), pid_stat);
+            return stats.has_value();
+          }
           auto stats = tcp_exchange(port_, "stats\r\n", "END\r\n");
           return stats && stats->find(pid_line) != std::string::npos;
         },
@@ -1124,7 +1155,44 @@ class MemcachedServer {
     }
     return ok;
   }
+  void make_sasl_db() {
+    const auto db = dir_.path() / "sasldb";
+    {
+      std::ofstream conf(dir_.path() / "memcached.conf");
+      conf << "mech_list: plain\nsasldb_path: " << db.string() << "\n";
+    }
+    const std::string exe = detail::find_program("saslpasswd2");
+    // -p: the password from stdin, no prompt; -a memcached: the application name memcached
+    // authenticates as; -c: create the user.
+    const std::string cmd =
+        exe + " -a memcached -c -p -f '" + db.string() + "' '" + sasl_->username + "' 2>&1";
+    std::FILE* p = ::popen(cmd.c_str(), "w");
+    if (p == nullptr) detail::throw_errno("popen " + cmd);
+    std::fwrite(sasl_->password.data(), 1, sasl_->password.size(), p);
+    if (::pclose(p) != 0) throw std::runtime_error("dogpile test harness: failed: " + cmd);
+  }
+  // A binary-protocol request: header (24 bytes, big-endian lengths) then key then value.
+  static std::string binary_request(std::uint8_t opcode, std::string_view key,
+                                    std::string_view value) {
+    std::string h(24, '\0');
+    h[0] = static_cast<char>(0x80);
+    h[1] = static_cast<char>(opcode);
+    h[2] = static_cast<char>((key.size() >> 8) & 0xff);
+    h[3] = static_cast<char>(key.size() & 0xff);
+    const std::size_t body = key.size() + value.size();
+    for (int i = 0; i < 4; ++i) h[8 + i] = static_cast<char>((body >> (8 * (3 - i))) & 0xff);
+    return h + std::string(key) + std::string(value);
+  }
+  std::string sasl_stats_request() const {
+    std::string plain;  // authzid NUL authcid NUL password
+    plain.push_back('\0');
+    plain += sasl_->username;
+    plain.push_back('\0');
+    plain += sasl_->password;
+    return binary_request(0x21, "PLAIN", plain) + binary_request(0x10, "", "");
+  }
   TempDir dir_;
+  std::optional<MemcachedSasl> sasl_;
   int port_ = 0;
   std::unique_ptr<ServerProcess> process_;
 };

@@ -17,10 +17,12 @@
 /// (ketama, MD5) unless `behaviors` says otherwise, so adding a server moves about 1/n of the
 /// keys. A Python client sharing the servers must use the same distribution (pylibmc:
 /// `behaviors={"ketama": True}`). Every call is bounded by `socket_timeout` (connect, send,
-/// receive). A server that fails is not asked again for `dead_retry` seconds: calls on its keys
-/// fail at once with `BackendError` (a region with `on_backend_error = treat_as_miss` serves
-/// from the creator), keys on the other servers keep working, and the server's keys come back
-/// once it answers again. Keys are not moved to other servers meanwhile (no stale copies).
+/// receive). A server that fails is not asked again for `dead_retry` seconds; meanwhile its keys
+/// move to the live servers (consistent hashing: only its share moves; `remove_failed`, on by
+/// default) and come back once it answers again — the copies written elsewhere meanwhile stay
+/// there until they expire. With `remove_failed = false` calls on its keys fail at once with
+/// `BackendError` instead (a region with `on_backend_error = treat_as_miss` serves from the
+/// creator). Either way the call that finds the server dead fails with `BackendError`.
 ///
 /// **Values** are the region's envelope bytes, stored with flags 0 (Python's bytes), so Python
 /// dogpile.cache with a JSON serializer reads them and the other way. With `min_compress_len`,
@@ -82,9 +84,13 @@ struct MemcachedOptions {
   nlohmann::json behaviors = nlohmann::json::object();  ///< libmemcached behaviors by pylibmc name
   Duration socket_timeout = std::chrono::seconds(3);    ///< connect / send / receive timeout
   Duration dead_retry = std::chrono::seconds(30);       ///< how long a failed server is not retried
-  std::optional<std::string> username{};                ///< SASL user (binary protocol)
-  std::optional<std::string> password{};                ///< SASL password
-  std::size_t pool_size = 64;                           ///< most clients open at once
+  /// A failed server leaves the consistent-hashing ring (its keys go to the live servers) until
+  /// `dead_retry` has passed and it answers again (pylibmc's `remove_failed`). false: its keys
+  /// fail with `BackendError` meanwhile.
+  bool remove_failed = true;
+  std::optional<std::string> username{};  ///< SASL user (binary protocol)
+  std::optional<std::string> password{};  ///< SASL password
+  std::size_t pool_size = 64;             ///< most clients open at once
   bool mangle_bad_keys = true;     ///< SHA-1 keys memcached cannot take (false: ValidationError)
   std::size_t max_value_size = 0;  ///< largest value sent; 0 = the servers' item size limit
   /// Largest value read back (as stored, and once inflated): a server announcing a larger one
@@ -102,9 +108,9 @@ class MemcachedBackend final : public CacheBackend {
   ~MemcachedBackend() override;
   /// Arguments (JSON object): `url` (string or list of strings, required), `distributed_lock`,
   /// `lock_timeout`, `lock_sleep`, `memcached_expire_time`, `socket_timeout`, `dead_retry`
-  /// (seconds, integers or floats), `min_compress_len`, `pool_size`, `max_value_size`,
-  /// `max_value_bytes` (integers), `behaviors` (object), `username`, `password` (strings),
-  /// `mangle_bad_keys` (bool); dogpile's `binary` (bool) is `behaviors.binary_protocol`.
+  /// (seconds, integers or floats), `remove_failed` (bool), `min_compress_len`, `pool_size`,
+  /// `max_value_size`, `max_value_bytes` (integers), `behaviors` (object), `username`, `password`
+  /// (strings), `mangle_bad_keys` (bool); dogpile's `binary` (bool) is `behaviors.binary_protocol`.
   /// @throws ValidationError naming a missing, mistyped or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
 
