@@ -553,6 +553,15 @@ struct RedisServerOptions {
   int port = 0;
   /// Highest port free_port() may pick when port is 0.
   int max_port = 60000;
+  /// TLS: a second, TLS-only port (tls_port()) beside the plain one (which the harness's own
+  /// readiness checks and cli() keep using). Paths to PEM files the test made.
+  struct Tls {
+    std::string cert_file;
+    std::string key_file;
+    std::string ca_cert_file;
+    bool auth_clients = false;  ///< --tls-auth-clients: a client certificate is required
+  };
+  std::optional<Tls> tls = std::nullopt;
 };
 
 /// A single redis-server on 127.0.0.1 without persistence (--save "" --appendonly no), in its own
@@ -573,6 +582,15 @@ class RedisServer {
         argv.insert(argv.end(),
                     {"--requirepass", options_.password, "--masterauth", options_.password});
       }
+      if (options_.tls) {
+        do {
+          tls_port_ = free_port(options_.max_port);
+        } while (tls_port_ == port_);
+        argv.insert(argv.end(), {"--tls-port", std::to_string(tls_port_), "--tls-cert-file",
+                                 options_.tls->cert_file, "--tls-key-file", options_.tls->key_file,
+                                 "--tls-ca-cert-file", options_.tls->ca_cert_file,
+                                 "--tls-auth-clients", options_.tls->auth_clients ? "yes" : "no"});
+      }
       argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
       process_.reset();
       process_ = std::make_unique<ServerProcess>(argv, dir_.path() / "redis.log");
@@ -589,6 +607,8 @@ class RedisServer {
 
   /// The port it listens on.
   int port() const { return port_; }
+  /// The TLS port (options.tls set), else 0.
+  int tls_port() const { return tls_port_; }
   /// "127.0.0.1".
   const std::string& host() const { return host_; }
   /// The password ("" when none).
@@ -660,6 +680,7 @@ class RedisServer {
   std::string host_ = "127.0.0.1";
   TempDir dir_;
   int port_ = 0;
+  int tls_port_ = 0;
   std::unique_ptr<ServerProcess> process_;
 };
 
