@@ -255,3 +255,35 @@ TEST_CASE("redis TLS arguments: bad values and unusable files are ValidationErro
   refused(json{{"ssl", true}, {"ssl_keyfile", certs().client_key}}, "needs ssl_certfile");
   refused(json{{"ssl", true}, {"host", "/tmp/redis.sock"}}, "unix socket");
 }
+
+TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from the master",
+          "[redis][tls][sentinel]") {
+  dogpile::test::RedisSentinelSet set(
+      1, 1000ms, RedisServerOptions::Tls{certs().server, certs().server_key, certs().ca, false});
+  const int tls_port = set.sentinel_tls_ports().at(0);
+  auto args = [&](json sentinel_kwargs) {
+    return json{{"sentinels", {"127.0.0.1:" + std::to_string(tls_port)}},
+                {"service_name", set.service_name()},
+                {"socket_timeout", 1},
+                {"socket_connect_timeout", 0.3},
+                {"sentinel_kwargs", std::move(sentinel_kwargs)}};
+  };
+  auto b = dogpile::RedisSentinelBackend::from_arguments(
+      args({{"ssl", true}, {"ssl_ca_certs", certs().ca}}));
+  b->set("tls-sentinel", "found");
+  CHECK(set.master().cli({"get", "tls-sentinel"}) == "found\n");  // the master, in plain text
+
+  // The sentinels' TLS is verified like a server's...
+  auto unverified =
+      dogpile::RedisSentinelBackend::from_arguments(args({{"ssl", true}}));  // no ssl_ca_certs
+  std::string e = backend_error([&] { (void)unverified->get("tls-sentinel"); });
+  CHECK(contains(e, "certificate verify failed"));
+  // ... and the top-level ssl_* arguments are the master's, not the sentinels'.
+  auto j = args(json::object());
+  j["ssl"] = true;
+  j["ssl_ca_certs"] = certs().ca;
+  auto plain_to_sentinel = dogpile::RedisSentinelBackend::from_arguments(j);
+  e = backend_error([&] { (void)plain_to_sentinel->get("tls-sentinel"); });
+  CAPTURE(e);
+  CHECK(contains(e, "TLS"));
+}

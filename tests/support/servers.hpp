@@ -838,9 +838,12 @@ class RedisSentinelSet {
   /// Starts the servers and waits until the replica is in sync (the master's command stream
   /// reaches it), every sentinel lists it and answers get-master-addr-by-name (throws after
   /// 10 s).
+  /// With `sentinel_tls`, each sentinel also serves TLS on sentinel_tls_ports() (it still
+  /// watches the servers in plain text).
   explicit RedisSentinelSet(int n = 1,
-                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000))
-      : down_after_(down_after) {
+                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000),
+                            std::optional<RedisServerOptions::Tls> sentinel_tls = std::nullopt)
+      : down_after_(down_after), sentinel_tls_(std::move(sentinel_tls)) {
     master_ = std::make_unique<RedisServer>();
     RedisServerOptions ro;
     ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
@@ -869,6 +872,8 @@ class RedisSentinelSet {
   int sentinel_port() const { return sentinel_ports_[0]; }
   /// Every sentinel's port.
   const std::vector<int>& sentinel_ports() const { return sentinel_ports_; }
+  /// Every sentinel's TLS port (empty without `sentinel_tls`).
+  const std::vector<int>& sentinel_tls_ports() const { return sentinel_tls_ports_; }
   /// The port of the server started as master.
   int master_port() const { return master_->port(); }
   /// The port of the server started as replica.
@@ -981,9 +986,20 @@ class RedisSentinelSet {
   void start_sentinel(int index, int quorum) {
     for (int attempt = 0;; ++attempt) {
       const int port = free_port();
+      int tls_port = 0;
       const auto conf = dir_.path() / ("sentinel" + std::to_string(index) + ".conf");
       {
         std::ofstream f(conf, std::ios::trunc);
+        if (sentinel_tls_) {
+          do {
+            tls_port = free_port();
+          } while (tls_port == port);
+          f << "tls-port " << tls_port << "\n"
+            << "tls-cert-file " << sentinel_tls_->cert_file << "\n"
+            << "tls-key-file " << sentinel_tls_->key_file << "\n"
+            << "tls-ca-cert-file " << sentinel_tls_->ca_cert_file << "\n"
+            << "tls-auth-clients " << (sentinel_tls_->auth_clients ? "yes" : "no") << "\n";
+        }
         f << "port " << port << "\n"
           << "bind 127.0.0.1\n"
           << "protected-mode no\n"
@@ -1008,6 +1024,7 @@ class RedisSentinelSet {
       };
       if (detail::poll_until(ping, kStartDeadline, [&] { return p->running(); })) {
         sentinel_ports_.push_back(port);
+        if (tls_port != 0) sentinel_tls_ports_.push_back(tls_port);
         sentinels_.push_back(std::move(p));
         return;
       }
@@ -1062,10 +1079,12 @@ class RedisSentinelSet {
     }
   }
   std::chrono::milliseconds down_after_;
+  std::optional<RedisServerOptions::Tls> sentinel_tls_;
   TempDir dir_;
   std::unique_ptr<RedisServer> master_;
   std::unique_ptr<RedisServer> replica_;
   std::vector<int> sentinel_ports_;
+  std::vector<int> sentinel_tls_ports_;
   std::vector<std::unique_ptr<ServerProcess>> sentinels_;
 };
 
