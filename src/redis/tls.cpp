@@ -112,6 +112,16 @@ std::string failure_reason(ssl_st* ssl, int err) {
   return r;
 }
 
+// TLS 1.3 servers check the client certificate after the client's side of the handshake: a
+// server that wants one sends an alert and closes, and the client sees the alert on its first
+// read, or only a reset on its first write if the close raced it.
+std::string first_reply_hint(bool received_any, const std::string& why) {
+  if (received_any || why.find("certificate required") != std::string::npos) return why;
+  return why +
+         " (the server dropped the TLS connection before any reply: if it requires a client "
+         "certificate, pass ssl_certfile and ssl_keyfile)";
+}
+
 }  // namespace
 
 TlsContext::TlsContext(const char* backend, TlsConfig config) : config_(std::move(config)) {
@@ -225,7 +235,8 @@ void Connection::tls_write_all(Clock::time_point deadline) {
       }
       continue;
     }
-    fail_with(Failure::closed, "TLS write failed: " + failure_reason(ssl_, err));
+    fail_with(Failure::closed,
+              "TLS write failed: " + first_reply_hint(received_any_, failure_reason(ssl_, err)));
   }
 }
 
@@ -243,8 +254,12 @@ bool Connection::tls_read_some(Clock::time_point deadline) {
       if (!wait_for(ctx_->fd, err, deadline)) return false;
       continue;
     }
-    if (err == SSL_ERROR_ZERO_RETURN) fail_with(Failure::closed, "Server closed the connection");
-    fail_with(Failure::closed, "TLS read failed: " + failure_reason(ssl_, err));
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      fail_with(Failure::closed,
+                first_reply_hint(received_any_, "Server closed the connection"));
+    }
+    fail_with(Failure::closed,
+              "TLS read failed: " + first_reply_hint(received_any_, failure_reason(ssl_, err)));
   }
 }
 

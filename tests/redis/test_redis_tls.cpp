@@ -10,6 +10,7 @@
 
 #include "dogpile/backends/redis.hpp"
 #include "support/servers.hpp"
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::RedisBackend;
@@ -18,51 +19,9 @@ using dogpile::RedisTlsOptions;
 using dogpile::test::RedisServer;
 using dogpile::test::RedisServerOptions;
 using json = nlohmann::json;
+using dogpile::test::certs;
 
 namespace {
-
-// Certificates for this test binary, made once (~0.2 s) in a temporary directory.
-struct Certs {
-  dogpile::test::TempDir dir;
-  std::string ca, server, server_key, expired, client, client_key, other_ca;
-
-  Certs() {
-    const std::string d = dir.path().string();
-    const std::string ec = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    const std::string ca_ext =
-        " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=keyCertSign,cRLSign";
-    std::ofstream(d + "/server.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
-    run("openssl req -x509" + ec + " -keyout ca.key -out ca.crt -days 2 -subj /CN=dogpile-ca" +
-        ca_ext);
-    run("openssl req -x509" + ec + " -keyout other.key -out other.crt -days 2 -subj /CN=other-ca" +
-        ca_ext);
-    run("openssl req -new" + ec + " -keyout server.key -out server.csr -subj /CN=localhost");
-    run("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-        "-extfile server.ext -out server.crt");
-    // -days -1: notAfter a day before notBefore, so it is expired from the start.
-    run("openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days -1 "
-        "-extfile server.ext -out expired.crt");
-    run("openssl req -new" + ec + " -keyout client.key -out client.csr -subj /CN=dogpile-client");
-    run("openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 "
-        "-out client.crt");
-    ca = d + "/ca.crt";
-    other_ca = d + "/other.crt";
-    server = d + "/server.crt";
-    server_key = d + "/server.key";
-    expired = d + "/expired.crt";
-    client = d + "/client.crt";
-    client_key = d + "/client.key";
-  }
-  void run(const std::string& cmd) const {
-    const std::string full = "cd '" + dir.path().string() + "' && " + cmd + " >/dev/null 2>&1";
-    if (std::system(full.c_str()) != 0) throw std::runtime_error("failed: " + cmd);
-  }
-};
-
-const Certs& certs() {
-  static Certs c;
-  return c;
-}
 
 RedisServer& tls_server() {
   static RedisServer s(RedisServerOptions{
@@ -232,7 +191,10 @@ TEST_CASE("redis mutual TLS: a client certificate is sent, and its absence is a 
 
   RedisBackend without(tls_options(port, {.ssl_ca_certs = certs().ca}));
   const auto e = backend_error([&] { (void)without.get("k"); });
-  CHECK(contains(e, "certificate required"));
+  CAPTURE(e);
+  // The server's alert ("certificate required") when it arrives before the first write, else a
+  // reset: either way the error says what to pass.
+  CHECK((contains(e, "certificate required") || contains(e, "requires a client certificate")));
   CHECK(contains(e, "ssl_certfile"));
 }
 
@@ -254,36 +216,4 @@ TEST_CASE("redis TLS arguments: bad values and unusable files are ValidationErro
           "mismatch");
   refused(json{{"ssl", true}, {"ssl_keyfile", certs().client_key}}, "needs ssl_certfile");
   refused(json{{"ssl", true}, {"host", "/tmp/redis.sock"}}, "unix socket");
-}
-
-TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from the master",
-          "[redis][tls][sentinel]") {
-  dogpile::test::RedisSentinelSet set(
-      1, 1000ms, RedisServerOptions::Tls{certs().server, certs().server_key, certs().ca, false});
-  const int tls_port = set.sentinel_tls_ports().at(0);
-  auto args = [&](json sentinel_kwargs) {
-    return json{{"sentinels", {"127.0.0.1:" + std::to_string(tls_port)}},
-                {"service_name", set.service_name()},
-                {"socket_timeout", 1},
-                {"socket_connect_timeout", 0.3},
-                {"sentinel_kwargs", std::move(sentinel_kwargs)}};
-  };
-  auto b = dogpile::RedisSentinelBackend::from_arguments(
-      args({{"ssl", true}, {"ssl_ca_certs", certs().ca}}));
-  b->set("tls-sentinel", "found");
-  CHECK(set.master().cli({"get", "tls-sentinel"}) == "found\n");  // the master, in plain text
-
-  // The sentinels' TLS is verified like a server's...
-  auto unverified =
-      dogpile::RedisSentinelBackend::from_arguments(args({{"ssl", true}}));  // no ssl_ca_certs
-  std::string e = backend_error([&] { (void)unverified->get("tls-sentinel"); });
-  CHECK(contains(e, "certificate verify failed"));
-  // ... and the top-level ssl_* arguments are the master's, not the sentinels'.
-  auto j = args(json::object());
-  j["ssl"] = true;
-  j["ssl_ca_certs"] = certs().ca;
-  auto plain_to_sentinel = dogpile::RedisSentinelBackend::from_arguments(j);
-  e = backend_error([&] { (void)plain_to_sentinel->get("tls-sentinel"); });
-  CAPTURE(e);
-  CHECK(contains(e, "TLS"));
 }
