@@ -13,9 +13,11 @@ extern "C" {
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 
 #include "connection.hpp"
@@ -112,6 +114,52 @@ std::string failure_reason(ssl_st* ssl, int err) {
   return r;
 }
 
+// A socket BIO whose writes use send(MSG_NOSIGNAL): OpenSSL's own uses write(), and a write to
+// a connection the server reset raises SIGPIPE, which kills a program that did not ignore it.
+// The descriptor is the BIO's data (hiredis owns and closes it).
+int nosig_write(BIO* b, const char* buf, int len) {
+  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b)));
+  BIO_clear_retry_flags(b);
+  const ssize_t n = ::send(fd, buf, static_cast<std::size_t>(len), MSG_NOSIGNAL);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    BIO_set_retry_write(b);
+  }
+  return static_cast<int>(n);
+}
+
+int nosig_read(BIO* b, char* buf, int len) {
+  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b)));
+  BIO_clear_retry_flags(b);
+  const ssize_t n = ::recv(fd, buf, static_cast<std::size_t>(len), 0);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    BIO_set_retry_read(b);
+  }
+  return static_cast<int>(n);
+}
+
+long nosig_ctrl(BIO* /*b*/, int cmd, long /*num*/, void* /*ptr*/) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;  // nothing is buffered here
+}
+
+int nosig_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+const BIO_METHOD* nosig_socket_method() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
+                                 "dogpile socket");
+    if (m == nullptr) return static_cast<BIO_METHOD*>(nullptr);
+    BIO_meth_set_write(m, nosig_write);
+    BIO_meth_set_read(m, nosig_read);
+    BIO_meth_set_ctrl(m, nosig_ctrl);
+    BIO_meth_set_create(m, nosig_create);
+    return m;
+  }();
+  return method;
+}
+
 // TLS 1.3 servers check the client certificate after the client's side of the handshake: a
 // server that wants one sends an alert and closes, and the client sees the alert on its first
 // read, or only a reset on its first write if the close raced it.
@@ -188,7 +236,14 @@ void Connection::start_tls(const TlsContext& tls, milliseconds connect_timeout) 
   }
   ERR_clear_error();
   ssl_ = SSL_new(tls.get());
-  if (ssl_ == nullptr || SSL_set_fd(ssl_, ctx_->fd) != 1) refuse("out of memory");
+  const BIO_METHOD* method = nosig_socket_method();
+  BIO* bio = method == nullptr ? nullptr : BIO_new(method);
+  if (ssl_ == nullptr || bio == nullptr) {
+    BIO_free(bio);
+    refuse("out of memory");
+  }
+  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(ctx_->fd)));
+  SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: the SSL owns it
   const std::string& name = c.server_hostname.empty() ? ep_.host : c.server_hostname;
   const bool ip = is_ip_literal(name);
   if (!ip) (void)SSL_set_tlsext_host_name(ssl_, name.c_str());  // SNI takes names only
