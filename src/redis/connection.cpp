@@ -307,8 +307,9 @@ bool Connection::read_some(Clock::time_point deadline) {
     if (got < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
       fail_with(Failure::closed, std::string(std::strerror(errno)) +
-                                     (received_any_ ? "" : " (if this port serves TLS, use "
-                                                           "ssl=true or a rediss:// URL)"));
+                                     (received_any_ ? ""
+                                                    : " (if this port serves TLS, use "
+                                                      "ssl=true or a rediss:// URL)"));
     }
     if (got == 0) {
       // A TLS port drops a client that speaks plain text without a word.

@@ -190,7 +190,7 @@ class Connection {
   redisContext* ctx_ = nullptr;
   // Bytes read from the socket at once. Large, so a big value arrives in few reader calls.
   static constexpr std::size_t kReadChunkBytes = 64 * 1024;
-  ssl_st* ssl_ = nullptr;  // TLS session over ctx_->fd, or null (plain text)
+  ssl_st* ssl_ = nullptr;      // TLS session over ctx_->fd, or null (plain text)
   bool received_any_ = false;  // a byte ever came back (else a close hints at a TLS port)
   Endpoint ep_;
   bool broken_ = false;

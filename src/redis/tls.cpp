@@ -43,12 +43,13 @@ std::string file_error(const std::string& path) {
 
 bool is_ip_literal(const std::string& host) {
   unsigned char buf[16];
-  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 || ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
+  return ::inet_pton(AF_INET, host.c_str(), buf) == 1 ||
+         ::inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
 int left_ms(std::chrono::steady_clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<milliseconds>(deadline -
-                                                             std::chrono::steady_clock::now());
+  const auto left =
+      std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) return 0;
   return left.count() > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left.count());
 }
@@ -73,22 +74,24 @@ bool wait_for(int fd, int want, std::chrono::steady_clock::time_point deadline) 
 std::string failure_reason(ssl_st* ssl, int err) {
   const long verify = SSL_get_verify_result(ssl);
   if (verify != X509_V_OK) {
-    std::string why = std::string("certificate verify failed: ") +
-                      X509_verify_cert_error_string(verify);
+    std::string why =
+        std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
     switch (verify) {
       case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
       case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
       case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
       case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
       case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        why += " (the server's certificate is not signed by a CA this client trusts: pass the "
-               "CA that signed it as ssl_ca_certs or ssl_ca_path, or ssl_cert_reqs='none' to "
-               "skip verification)";
+        why +=
+            " (the server's certificate is not signed by a CA this client trusts: pass the "
+            "CA that signed it as ssl_ca_certs or ssl_ca_path, or ssl_cert_reqs='none' to "
+            "skip verification)";
         break;
       case X509_V_ERR_HOSTNAME_MISMATCH:
       case X509_V_ERR_IP_ADDRESS_MISMATCH:
-        why += " (the certificate does not name the host connected to: connect by a name it "
-               "carries, or set ssl_server_hostname or ssl_check_hostname=false)";
+        why +=
+            " (the certificate does not name the host connected to: connect by a name it "
+            "carries, or set ssl_server_hostname or ssl_check_hostname=false)";
         break;
       case X509_V_ERR_CERT_HAS_EXPIRED:
         why += " (the server's certificate has expired: renew it on the server)";
@@ -189,9 +192,9 @@ TlsContext::TlsContext(const char* backend, TlsConfig config) : config_(std::mov
         if (SSL_CTX_load_verify_locations(
                 ctx_, config_.ca_certs.empty() ? nullptr : config_.ca_certs.c_str(),
                 config_.ca_path.empty() ? nullptr : config_.ca_path.c_str()) != 1) {
-          detail::bad_argument(backend, config_.ca_certs.empty() ? "ssl_ca_path" : "ssl_ca_certs",
-                               file_error(config_.ca_certs.empty() ? config_.ca_path
-                                                                   : config_.ca_certs));
+          detail::bad_argument(
+              backend, config_.ca_certs.empty() ? "ssl_ca_path" : "ssl_ca_certs",
+              file_error(config_.ca_certs.empty() ? config_.ca_path : config_.ca_certs));
         }
       } else {
         (void)SSL_CTX_set_default_verify_paths(ctx_);  // the system store
@@ -209,9 +212,9 @@ TlsContext::TlsContext(const char* backend, TlsConfig config) : config_(std::mov
         detail::bad_argument(backend, "ssl_keyfile", file_error(key));
       }
       if (SSL_CTX_check_private_key(ctx_) != 1) {
-        detail::bad_argument(backend, "ssl_keyfile",
-                             "'" + key + "' is not the key of ssl_certfile '" + config_.certfile +
-                                 "'");
+        detail::bad_argument(
+            backend, "ssl_keyfile",
+            "'" + key + "' is not the key of ssl_certfile '" + config_.certfile + "'");
       }
     }
   } catch (...) {
@@ -227,8 +230,8 @@ void Connection::start_tls(const TlsContext& tls, milliseconds connect_timeout) 
   const TlsConfig& c = tls.config();
   const auto deadline = Clock::now() + connect_timeout;
   auto refuse = [&](const std::string& why) -> void {
-    throw ConnectionFailure(Failure::connect, "TLS handshake with redis at " + ep_.str() +
-                                                  " failed: " + why);
+    throw ConnectionFailure(Failure::connect,
+                            "TLS handshake with redis at " + ep_.str() + " failed: " + why);
   };
   const int flags = ::fcntl(ctx_->fd, F_GETFL);
   if (flags < 0 || ::fcntl(ctx_->fd, F_SETFL, flags | O_NONBLOCK) < 0) {
@@ -277,7 +280,8 @@ void Connection::tls_write_all(Clock::time_point deadline) {
     const std::size_t len = sdslen(ctx_->obuf);
     ERR_clear_error();
     errno = 0;
-    const int n = SSL_write(ssl_, ctx_->obuf, static_cast<int>(len > (1U << 30) ? (1U << 30) : len));
+    const int n =
+        SSL_write(ssl_, ctx_->obuf, static_cast<int>(len > (1U << 30) ? (1U << 30) : len));
     if (n > 0) {
       sdsrange(ctx_->obuf, n, -1);
       continue;
@@ -310,8 +314,7 @@ bool Connection::tls_read_some(Clock::time_point deadline) {
       continue;
     }
     if (err == SSL_ERROR_ZERO_RETURN) {
-      fail_with(Failure::closed,
-                first_reply_hint(received_any_, "Server closed the connection"));
+      fail_with(Failure::closed, first_reply_hint(received_any_, "Server closed the connection"));
     }
     fail_with(Failure::closed,
               "TLS read failed: " + first_reply_hint(received_any_, failure_reason(ssl_, err)));

@@ -470,10 +470,10 @@ TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from 
   const int tls_port = set.sentinel_tls_ports().at(0);
   auto args = [&](nlohmann::json sentinel_kwargs) {
     return nlohmann::json{{"sentinels", {"127.0.0.1:" + std::to_string(tls_port)}},
-                {"service_name", set.service_name()},
-                {"socket_timeout", 0.3},
-                {"socket_connect_timeout", 0.3},
-                {"sentinel_kwargs", std::move(sentinel_kwargs)}};
+                          {"service_name", set.service_name()},
+                          {"socket_timeout", 0.3},
+                          {"socket_connect_timeout", 0.3},
+                          {"sentinel_kwargs", std::move(sentinel_kwargs)}};
   };
   auto b = dogpile::RedisSentinelBackend::from_arguments(
       args({{"ssl", true}, {"ssl_ca_certs", dogpile::test::certs().ca}}));

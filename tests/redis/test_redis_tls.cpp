@@ -156,8 +156,7 @@ TEST_CASE("redis over TLS: a certificate this client cannot verify is a clear Ba
   }
 }
 
-TEST_CASE("redis TLS and plain text never mix: each way is a clear BackendError",
-          "[redis][tls]") {
+TEST_CASE("redis TLS and plain text never mix: each way is a clear BackendError", "[redis][tls]") {
   SECTION("a plain-text client on the TLS port") {
     RedisBackend b(RedisOptions{.host = "127.0.0.1",
                                 .port = tls_server().tls_port(),
@@ -182,10 +181,9 @@ TEST_CASE("redis TLS and plain text never mix: each way is a clear BackendError"
 TEST_CASE("redis mutual TLS: a client certificate is sent, and its absence is a clear error",
           "[redis][tls]") {
   const int port = mtls_server().tls_port();
-  RedisBackend with(
-      tls_options(port, {.ssl_ca_certs = certs().ca,
-                         .ssl_certfile = certs().client,
-                         .ssl_keyfile = certs().client_key}));
+  RedisBackend with(tls_options(port, {.ssl_ca_certs = certs().ca,
+                                       .ssl_certfile = certs().client,
+                                       .ssl_keyfile = certs().client_key}));
   with.set("k", "mutual");
   CHECK(with.get("k") == std::optional<std::string>("mutual"));
 
@@ -212,8 +210,9 @@ TEST_CASE("redis TLS arguments: bad values and unusable files are ValidationErro
   refused(json{{"ssl", true}, {"ssl_cert_reqs", "sometimes"}}, "'ssl_cert_reqs'");
   refused(json{{"ssl", true}, {"ssl_cert_reqs", nullptr}}, "'ssl_cert_reqs'");
   refused(json{{"ssl", true}, {"ssl_ca_certs", "/nonexistent/ca.pem"}}, "/nonexistent/ca.pem");
-  refused(json{{"ssl", true}, {"ssl_certfile", certs().client}, {"ssl_keyfile", certs().server_key}},
-          "mismatch");
+  refused(
+      json{{"ssl", true}, {"ssl_certfile", certs().client}, {"ssl_keyfile", certs().server_key}},
+      "mismatch");
   refused(json{{"ssl", true}, {"ssl_keyfile", certs().client_key}}, "needs ssl_certfile");
   refused(json{{"ssl", true}, {"host", "/tmp/redis.sock"}}, "unix socket");
 }
