@@ -189,7 +189,7 @@ class Connection {
  private:
   redisContext* ctx_ = nullptr;
   // Bytes read from the socket at once. Large, so a big value arrives in few reader calls.
-  static constexpr std::size_t kReadChunkBytes = 64 * 1024;
+  static constexpr std::size_t kReadChunkBytes = std::size_t{64} * 1024;
   ssl_st* ssl_ = nullptr;      // TLS session over ctx_->fd, or null (plain text)
   bool received_any_ = false;  // a byte ever came back (else a close hints at a TLS port)
   Endpoint ep_;

@@ -74,7 +74,7 @@ bool tls_arg(const char* b, const std::string& name, const nlohmann::json& v, Re
   } else if (name == "ssl_cert_reqs") {
     // redis-py reads None as CERT_NONE; turning verification off must be said in words here.
     if (!v.is_string()) {
-      bad_argument(b, name, "must be \"required\", \"optional\" or \"none\", got " + v.dump());
+      bad_argument(b, name, R"(must be "required", "optional" or "none", got )" + v.dump());
     }
     t.ssl_cert_reqs = v.get<std::string>();
   } else if (name == "ssl_ca_certs") {
@@ -108,7 +108,7 @@ std::shared_ptr<const redis_detail::TlsContext> tls_of(const char* b, const Redi
     c.cert_reqs = TlsConfig::CertReqs::none;
   } else {
     bad_argument(b, "ssl_cert_reqs",
-                 "must be \"required\", \"optional\" or \"none\", got \"" + t.ssl_cert_reqs + "\"");
+                 R"(must be "required", "optional" or "none", got ")" + t.ssl_cert_reqs + "\"");
   }
   c.ca_certs = t.ssl_ca_certs;
   c.ca_path = t.ssl_ca_path;

@@ -17,7 +17,6 @@ extern "C" {
 
 #include <cerrno>
 #include <climits>
-#include <cstdint>
 #include <cstring>
 
 #include "connection.hpp"
@@ -119,9 +118,10 @@ std::string failure_reason(ssl_st* ssl, int err) {
 
 // A socket BIO whose writes use send(MSG_NOSIGNAL): OpenSSL's own uses write(), and a write to
 // a connection the server reset raises SIGPIPE, which kills a program that did not ignore it.
-// The descriptor is the BIO's data (hiredis owns and closes it).
+// The BIO's data points to the descriptor in the redisContext (hiredis owns and closes it;
+// the context outlives the SSL that owns the BIO).
 int nosig_write(BIO* b, const char* buf, int len) {
-  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b)));
+  const int fd = *static_cast<const int*>(BIO_get_data(b));
   BIO_clear_retry_flags(b);
   const ssize_t n = ::send(fd, buf, static_cast<std::size_t>(len), MSG_NOSIGNAL);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -131,7 +131,7 @@ int nosig_write(BIO* b, const char* buf, int len) {
 }
 
 int nosig_read(BIO* b, char* buf, int len) {
-  const int fd = static_cast<int>(reinterpret_cast<std::intptr_t>(BIO_get_data(b)));
+  const int fd = *static_cast<const int*>(BIO_get_data(b));
   BIO_clear_retry_flags(b);
   const ssize_t n = ::recv(fd, buf, static_cast<std::size_t>(len), 0);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -245,7 +245,7 @@ void Connection::start_tls(const TlsContext& tls, milliseconds connect_timeout) 
     BIO_free(bio);
     refuse("out of memory");
   }
-  BIO_set_data(bio, reinterpret_cast<void*>(static_cast<std::intptr_t>(ctx_->fd)));
+  BIO_set_data(bio, &ctx_->fd);
   SSL_set_bio(ssl_, bio, bio);  // one BIO both ways: the SSL owns it
   const std::string& name = c.server_hostname.empty() ? ep_.host : c.server_hostname;
   const bool ip = is_ip_literal(name);
