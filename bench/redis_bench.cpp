@@ -11,6 +11,8 @@
 //   get_multi/...         region.get_multi of 100 keys vs one redisCommandArgv("MGET", 100 keys)
 //   cluster_get_multi/... region.get_multi of the same 100 keys on a RedisClusterBackend
 //                         (3 masters) vs on a RedisBackend (one server)
+//   tls_get/..., tls_set/... RedisBackend get / set of the stored bytes over TLS (the same
+//                         server's --tls-port, TLS 1.3, certificates verified) vs plain text
 // The `backend_*` variants call the RedisBackend directly (no region, no envelope): they split
 // the region's cost into "client library" and "region" parts. The `*_compact` variants are the
 // region with `EnvelopeFormat::compact` (binary metadata) instead of dogpile's JSON envelope,
@@ -49,6 +51,7 @@
 
 #include "support/ratio_reporter.hpp"
 #include "support/servers.hpp"
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 
@@ -82,6 +85,7 @@ struct Env {
   std::unique_ptr<dogpile::test::RedisCluster> cluster;
   RawContext raw;
   std::shared_ptr<dogpile::RedisBackend> backend;
+  std::shared_ptr<dogpile::RedisBackend> tls_backend;  // the same server, over its TLS port
   dogpile::CacheRegion region;
   dogpile::CacheRegion compact_region;  // same backend, EnvelopeFormat::compact
   dogpile::CacheRegion cluster_region;
@@ -107,9 +111,14 @@ dogpile::RedisOptions single_options(int port) {
 void setup(bool with_cluster) {
   env = std::make_unique<Env>();
   Env& e = *env;
-  e.server = std::make_unique<dogpile::test::RedisServer>();
+  const auto& certs = dogpile::test::certs();
+  e.server = std::make_unique<dogpile::test::RedisServer>(dogpile::test::RedisServerOptions{
+      .tls = dogpile::test::RedisServerOptions::Tls{certs.server, certs.server_key, certs.ca}});
   e.raw = raw_connect(e.server->port());
   e.backend = std::make_shared<dogpile::RedisBackend>(single_options(e.server->port()));
+  auto tls_options = single_options(e.server->tls_port());
+  tls_options.tls = {.ssl = true, .ssl_ca_certs = certs.ca};
+  e.tls_backend = std::make_shared<dogpile::RedisBackend>(tls_options);
   e.region = dogpile::make_region({.name = "bench"});
   e.region.configure(e.backend, {.expiration_time = 10min});
   e.region.set(e.get_key, e.value);
@@ -184,10 +193,11 @@ void get_region(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <std::shared_ptr<dogpile::RedisBackend> Env::*Backend = &Env::backend>
 void get_backend(benchmark::State& state) {
   Env& e = *env;
   for (auto _ : state) {
-    auto v = e.backend->get(e.get_key);
+    auto v = (e.*Backend)->get(e.get_key);
     if (!v) {
       state.SkipWithError("backend get missed");
       break;
@@ -220,9 +230,10 @@ void set_region(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+template <std::shared_ptr<dogpile::RedisBackend> Env::*Backend = &Env::backend>
 void set_backend(benchmark::State& state) {
   Env& e = *env;
-  for (auto _ : state) e.backend->set(e.set_key, e.stored);
+  for (auto _ : state) (e.*Backend)->set(e.set_key, e.stored);
   state.SetItemsProcessed(state.iterations());
 }
 
@@ -277,14 +288,20 @@ void register_benchmarks(bool with_cluster) {
   benchmark::RegisterBenchmark("get/region_get_compact",
                                get_region<&Env::compact_region, &Env::compact_get_key>)
       ->UseRealTime();
-  benchmark::RegisterBenchmark("get/backend_get", get_backend)->UseRealTime();
+  benchmark::RegisterBenchmark("get/backend_get", get_backend<>)->UseRealTime();
   benchmark::RegisterBenchmark("set/floor_hiredis_SET", set_floor)->UseRealTime();
   benchmark::RegisterBenchmark("set/region_set", set_region<&Env::region, &Env::set_key>)
       ->UseRealTime();
   benchmark::RegisterBenchmark("set/region_set_compact",
                                set_region<&Env::compact_region, &Env::compact_set_key>)
       ->UseRealTime();
-  benchmark::RegisterBenchmark("set/backend_set", set_backend)->UseRealTime();
+  benchmark::RegisterBenchmark("set/backend_set", set_backend<>)->UseRealTime();
+  benchmark::RegisterBenchmark("tls_get/floor_plain_backend_get", get_backend<>)->UseRealTime();
+  benchmark::RegisterBenchmark("tls_get/tls_backend_get", get_backend<&Env::tls_backend>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("tls_set/floor_plain_backend_set", set_backend<>)->UseRealTime();
+  benchmark::RegisterBenchmark("tls_set/tls_backend_set", set_backend<&Env::tls_backend>)
+      ->UseRealTime();
   benchmark::RegisterBenchmark("get_multi/floor_hiredis_MGET", get_multi_floor)->UseRealTime();
   benchmark::RegisterBenchmark("get_multi/region_get_multi", get_multi_region<&Env::region>)
       ->UseRealTime();

@@ -3,6 +3,7 @@
 #include "connection.hpp"
 
 #include <hiredis/hiredis.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -51,9 +52,6 @@ Reply convert(const redisReply* r) {
   }
   return out;
 }
-
-// Bytes read from the socket at once. Large, so a big value arrives in few reader calls.
-constexpr std::size_t kReadChunk = 64 * 1024;
 
 // hiredis' own reply objects, with an array hook that refuses an element count the reply's
 // byte budget cannot hold (each element is at least 3 bytes on the wire): otherwise `*2e9`
@@ -131,7 +129,7 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
       pid_(::getpid()),
       socket_timeout_(s.socket_timeout),
       max_value_bytes_(s.max_value_bytes == 0 ? 1 : s.max_value_bytes),
-      rbuf_(std::make_unique<char[]>(kReadChunk)) {
+      rbuf_(std::make_unique<char[]>(kReadChunkBytes)) {
   const timeval ctv = to_timeval(s.connect_timeout);
   ctx_ = ep.unix_path.empty() ? redisConnectWithTimeout(ep.host.c_str(), ep.port, ctv)
                               : redisConnectUnixWithTimeout(ep.unix_path.c_str(), ctv);
@@ -152,6 +150,17 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
   if (ep.unix_path.empty()) redisEnableKeepAlive(ctx_);
   ctx_->reader->fn = bounded_fns(ctx_->reader->fn);
   ctx_->reader->privdata = &limits_;
+  if (s.tls) {
+    try {
+      start_tls(*s.tls, s.connect_timeout);
+    } catch (...) {
+      if (ssl_ != nullptr) SSL_free(ssl_);
+      ssl_ = nullptr;
+      redisFree(ctx_);
+      ctx_ = nullptr;
+      throw;
+    }
+  }
   // Handshake failures are connect failures: the pool never lends out a half-set-up connection.
   auto handshake = [&](const Argv& argv, const char* what) {
     Reply r;
@@ -185,6 +194,8 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
       }
     }
   } catch (...) {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+    ssl_ = nullptr;
     redisFree(ctx_);
     ctx_ = nullptr;
     throw;
@@ -192,6 +203,7 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
 }
 
 Connection::~Connection() {
+  if (ssl_ != nullptr) SSL_free(ssl_);  // before the socket closes; no close_notify (no wait)
   if (ctx_ != nullptr) redisFree(ctx_);
 }
 
@@ -220,6 +232,10 @@ void Connection::fail_with(Failure kind, const std::string& why) {
 // hiredis' blocking write waits SO_SNDTIMEO per write(): a server that reads a byte now and
 // then would stretch that forever. Each write gets only what is left of the call's deadline.
 void Connection::write_all(Clock::time_point deadline) {
+  if (ssl_ != nullptr) {
+    tls_write_all(deadline);
+    return;
+  }
   int done = 0;
   while (done == 0) {
     const int left = remaining_ms(deadline);
@@ -264,7 +280,16 @@ void Connection::check_pending() {
   }
 }
 
+void Connection::feed(std::size_t got) {
+  if (redisReaderFeed(ctx_->reader, rbuf_.get(), got) != REDIS_OK) {
+    fail_with(Failure::protocol, std::string("reader failed: ") + ctx_->reader->errstr);
+  }
+  received_any_ = true;
+  reply_bytes_ += got;
+}
+
 bool Connection::read_some(Clock::time_point deadline) {
+  if (ssl_ != nullptr) return tls_read_some(deadline);
   for (;;) {
     const int left = remaining_ms(deadline);
     if (left <= 0) return false;  // even if bytes keep coming: the deadline is the call's
@@ -278,16 +303,22 @@ bool Connection::read_some(Clock::time_point deadline) {
       fail_with(Failure::closed, std::string("poll failed: ") + std::strerror(errno));
     }
     // Readable: read() returns what is there without blocking.
-    const ssize_t got = ::read(ctx_->fd, rbuf_.get(), kReadChunk);
+    const ssize_t got = ::read(ctx_->fd, rbuf_.get(), kReadChunkBytes);
     if (got < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
-      fail_with(Failure::closed, std::strerror(errno));
+      fail_with(Failure::closed, std::string(std::strerror(errno)) +
+                                     (received_any_ ? ""
+                                                    : " (if this port serves TLS, use "
+                                                      "ssl=true or a rediss:// URL)"));
     }
-    if (got == 0) fail_with(Failure::closed, "Server closed the connection");
-    if (redisReaderFeed(ctx_->reader, rbuf_.get(), static_cast<std::size_t>(got)) != REDIS_OK) {
-      fail_with(Failure::protocol, std::string("reader failed: ") + ctx_->reader->errstr);
+    if (got == 0) {
+      // A TLS port drops a client that speaks plain text without a word.
+      fail_with(Failure::closed, received_any_ ? "Server closed the connection"
+                                               : "Server closed the connection before any reply "
+                                                 "(if this port serves TLS, use ssl=true or a "
+                                                 "rediss:// URL)");
     }
-    reply_bytes_ += static_cast<std::size_t>(got);
+    feed(static_cast<std::size_t>(got));
     return true;
   }
 }

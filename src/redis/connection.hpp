@@ -12,6 +12,8 @@
 #include <vector>
 
 struct redisContext;
+struct ssl_st;
+struct ssl_ctx_st;
 
 namespace dogpile::redis_detail {
 
@@ -28,6 +30,36 @@ struct Endpoint {
   friend bool operator==(const Endpoint&, const Endpoint&) = default;
 };
 
+/// TLS settings, with redis-py's meanings (`ssl_cert_reqs`, `ssl_ca_certs`, ...).
+struct TlsConfig {
+  enum class CertReqs { required, optional, none };
+  CertReqs cert_reqs = CertReqs::required;
+  std::string ca_certs{};         // PEM file of trusted CAs; empty (and no ca_path) = system store
+  std::string ca_path{};          // directory of hashed CA certificates
+  std::string certfile{};         // client certificate chain (mutual TLS)
+  std::string keyfile{};          // its key; empty = in certfile
+  bool check_hostname = true;     // the certificate must name the host (or server_hostname)
+  std::string server_hostname{};  // SNI and the name checked; empty = the endpoint's host
+};
+
+/// An OpenSSL client context made once per backend (CA store and client certificate loaded
+/// once), shared by every connection. Immutable after construction: thread-safe.
+class TlsContext {
+ public:
+  /// Loads the CA store and the client certificate. @throws ValidationError "<backend>
+  /// backend: argument 'ssl_…' …" naming the file that cannot be used and why.
+  TlsContext(const char* backend, TlsConfig config);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+  [[nodiscard]] ssl_ctx_st* get() const noexcept { return ctx_; }
+  [[nodiscard]] const TlsConfig& config() const noexcept { return config_; }
+
+ private:
+  ssl_ctx_st* ctx_ = nullptr;
+  TlsConfig config_;
+};
+
 /// What every new connection does: timeouts, then AUTH and SELECT.
 struct ConnectSettings {
   milliseconds connect_timeout{1000};
@@ -40,6 +72,9 @@ struct ConnectSettings {
   /// argument of its command (an MGET of n keys: n values). Larger: ConnectionFailure(protocol)
   /// before the memory is taken.
   std::size_t max_value_bytes = std::size_t{64} << 20;
+  /// TLS after connecting (null: plain text). Never a plain-text fallback: a failed handshake
+  /// is ConnectionFailure(connect).
+  std::shared_ptr<const TlsContext> tls{};
 };
 
 /// No reply line (status, error, integer, a length header) may be longer: a legitimate one is
@@ -136,6 +171,12 @@ class Connection {
   bool read_some(Clock::time_point deadline);
   // Refuses an unfinished reply that already broke a bound.
   void check_pending();
+  // The TLS handshake, within the connect timeout. @throws ConnectionFailure(connect).
+  void start_tls(const TlsContext& tls, milliseconds connect_timeout);
+  void tls_write_all(Clock::time_point deadline);
+  bool tls_read_some(Clock::time_point deadline);
+  // Feeds `got` bytes of rbuf_ to the reader.
+  void feed(std::size_t got);
 
  public:
   /// What the reader's array hook needs (hiredis hands it `privdata`).
@@ -147,6 +188,10 @@ class Connection {
 
  private:
   redisContext* ctx_ = nullptr;
+  // Bytes read from the socket at once. Large, so a big value arrives in few reader calls.
+  static constexpr std::size_t kReadChunkBytes = std::size_t{64} * 1024;
+  ssl_st* ssl_ = nullptr;      // TLS session over ctx_->fd, or null (plain text)
+  bool received_any_ = false;  // a byte ever came back (else a close hints at a TLS port)
   Endpoint ep_;
   bool broken_ = false;
   int pid_ = 0;

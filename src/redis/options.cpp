@@ -130,6 +130,59 @@ std::vector<RedisNode> nodes_arg(const char* b, const std::string& name, const n
   return out;
 }
 
+// redis-py's ssl_* arguments into `t`. False if `name` is not one of them.
+bool tls_arg(const char* b, const std::string& name, const nlohmann::json& v, RedisTlsOptions& t) {
+  auto str = [&] { return v.is_null() ? std::string() : detail::string_arg(b, name, v); };
+  if (name == "ssl") {
+    t.ssl = !v.is_null() && detail::bool_arg(b, name, v);
+  } else if (name == "ssl_cert_reqs") {
+    // redis-py reads None as CERT_NONE; turning verification off must be said in words here.
+    if (!v.is_string()) {
+      bad_argument(b, name, R"(must be "required", "optional" or "none", got )" + v.dump());
+    }
+    t.ssl_cert_reqs = v.get<std::string>();
+  } else if (name == "ssl_ca_certs") {
+    t.ssl_ca_certs = str();
+  } else if (name == "ssl_ca_path") {
+    t.ssl_ca_path = str();
+  } else if (name == "ssl_certfile") {
+    t.ssl_certfile = str();
+  } else if (name == "ssl_keyfile") {
+    t.ssl_keyfile = str();
+  } else if (name == "ssl_check_hostname") {
+    t.ssl_check_hostname = detail::bool_arg(b, name, v);
+  } else if (name == "ssl_server_hostname") {
+    t.ssl_server_hostname = str();
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The TLS context for `t` (loaded once per backend), or null for plain text.
+std::shared_ptr<const redis_detail::TlsContext> tls_of(const char* b, const RedisTlsOptions& t) {
+  using redis_detail::TlsConfig;
+  if (!t.ssl) return nullptr;
+  TlsConfig c;
+  if (t.ssl_cert_reqs == "required" || t.ssl_cert_reqs.empty()) {
+    c.cert_reqs = TlsConfig::CertReqs::required;
+  } else if (t.ssl_cert_reqs == "optional") {
+    c.cert_reqs = TlsConfig::CertReqs::optional;
+  } else if (t.ssl_cert_reqs == "none") {
+    c.cert_reqs = TlsConfig::CertReqs::none;
+  } else {
+    bad_argument(b, "ssl_cert_reqs",
+                 R"(must be "required", "optional" or "none", got ")" + t.ssl_cert_reqs + "\"");
+  }
+  c.ca_certs = t.ssl_ca_certs;
+  c.ca_path = t.ssl_ca_path;
+  c.certfile = t.ssl_certfile;
+  c.keyfile = t.ssl_keyfile;
+  c.check_hostname = t.ssl_check_hostname;
+  c.server_hostname = t.ssl_server_hostname;
+  return std::make_shared<const redis_detail::TlsContext>(b, std::move(c));
+}
+
 // Arguments every Redis backend takes. False if `name` is not one of them.
 template <class O>
 bool common_arg(const char* b, const std::string& name, const nlohmann::json& v, O& o) {
@@ -160,13 +213,8 @@ bool common_arg(const char* b, const std::string& name, const nlohmann::json& v,
     o.lock_blocking_timeout = optional_seconds(b, name, v);
   } else if (name == "lock_prefix") {
     o.lock_prefix = v.is_null() ? "" : detail::string_arg(b, name, v);
-  } else if (name == "ssl" || name == "ssl_cert_reqs" || name == "ssl_ca_certs") {
-    // Ignoring these would silently send data in clear text.
-    if (!v.is_null() && v != false) {
-      bad_argument(b, name,
-                   "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
-                   "(stunnel) and a plain connection to it");
-    }
+  } else if (tls_arg(b, name, v, o.tls)) {
+    // handled
   } else if (name == "thread_local_lock" || name == "lock_blocking") {
     (void)detail::bool_arg(b, name, v);  // accepted, ignored: handles release from any thread
   } else {
@@ -202,6 +250,7 @@ ConnectSettings settings_of(const char* b, const O& o, int db) {
   s.username = o.username;
   s.password = o.password;
   s.db = db;
+  s.tls = tls_of(b, o.tls);
   return s;
 }
 
@@ -225,6 +274,7 @@ RedisOptions resolved(RedisOptions o) {
   o.db = u.db;
   if (!u.username.empty()) o.username = u.username;
   if (!u.password.empty()) o.password = u.password;
+  if (u.tls) o.tls.ssl = true;
   return o;
 }
 
@@ -232,6 +282,7 @@ std::shared_ptr<redis_detail::Client> standalone_client(const RedisOptions& o) {
   if (o.db < 0) bad_argument("redis", "db", "must be >= 0");
   Endpoint ep;
   if (!o.host.empty() && o.host.front() == '/') {
+    if (o.tls.ssl) bad_argument("redis", "ssl", "is for TCP, not the unix socket " + o.host);
     ep.unix_path = o.host;
   } else {
     ep = endpoint_of({o.host, o.port}, "redis", "host/port");
@@ -248,6 +299,7 @@ std::shared_ptr<redis_detail::Client> sentinel_client(const RedisSentinelOptions
   ConnectSettings ss = settings_of(b, o, 0);
   ss.username = o.sentinel_username;
   ss.password = o.sentinel_password;
+  ss.tls = tls_of(b, o.sentinel_tls);
   return redis_detail::make_sentinel_client(std::move(eps), o.service_name, ss,
                                             settings_of(b, o, o.db), o.pool_size);
 }
@@ -262,6 +314,7 @@ std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
     eps.push_back(u.endpoint);
     if (!u.username.empty()) o.username = u.username;
     if (!u.password.empty()) o.password = u.password;
+    if (u.tls) o.tls.ssl = true;
   }
   for (const auto& n : o.startup_nodes) eps.push_back(endpoint_of(n, b, "startup_nodes"));
   if (eps.empty()) bad_argument(b, "startup_nodes", "or 'url' must name at least one node");
@@ -348,6 +401,9 @@ std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohman
           }
           if (v.contains("password") && !v["password"].is_null()) {
             o.sentinel_password = detail::string_arg(b, "sentinel_kwargs.password", v["password"]);
+          }
+          for (const auto& kw : v.items()) {  // redis-py: sentinel_kwargs={"ssl": True, ...}
+            if (kw.key().starts_with("ssl")) (void)tls_arg(b, kw.key(), kw.value(), o.sentinel_tls);
           }
         }
       });

@@ -10,7 +10,7 @@ namespace {
 [[noreturn]] void bad_url(const char* backend, std::string_view url, const std::string& why) {
   detail::bad_argument(backend, "url",
                        "'" + std::string(url) + "' " + why +
-                           " (expected redis://[[user]:password@]host[:port][/db] or "
+                           " (expected redis[s]://[[user]:password@]host[:port][/db] or "
                            "unix://[[user]:password@]/path[?db=N])");
 }
 
@@ -54,11 +54,10 @@ ParsedUrl parse_redis_url(const char* backend, std::string_view url) {
     rest = url.substr(7);
     unix_socket = true;
   } else if (url.starts_with("rediss://")) {
-    bad_url(backend, url,
-            "asks for TLS, which Debian's hiredis 0.14 cannot do; use a TLS proxy "
-            "(stunnel) and a redis:// URL");
+    rest = url.substr(9);
+    out.tls = true;
   } else {
-    bad_url(backend, url, "has no redis:// or unix:// scheme");
+    bad_url(backend, url, "has no redis://, rediss:// or unix:// scheme");
   }
   // Query: only db=N is understood; other parameters are ignored, as redis-py ignores unknown
   // ones it cannot map.

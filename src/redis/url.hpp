@@ -13,9 +13,10 @@ struct ParsedUrl {
   int db = 0;
   std::string username{};
   std::string password{};
+  bool tls = false;  // rediss://
 };
 
-/// `redis://[[user]:password@]host[:port][/db][?db=N]` or
+/// `redis://[[user]:password@]host[:port][/db][?db=N]` (`rediss://`: the same over TLS) or
 /// `unix://[[user]:password@]/path[?db=N]`; user and password are percent-decoded.
 /// @throws ValidationError "<backend> backend: argument 'url' …" saying what is wrong.
 ParsedUrl parse_redis_url(const char* backend, std::string_view url);

@@ -21,6 +21,7 @@
 #include "dogpile/backends/redis.hpp"
 #include "support/fake_server.hpp"
 #include "support/servers.hpp"
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::RedisSentinelBackend;
@@ -31,9 +32,12 @@ using dogpile_conformance::unique_key;
 namespace {
 
 // Three sentinels: only the one leading a failover publishes its progress, the others learn
-// the outcome from its hello messages up to 2 s later.
+// the outcome from its hello messages up to 2 s later. Each serves TLS too, on another port.
 RedisSentinelSet& sentinels() {
-  static RedisSentinelSet s(3);
+  static RedisSentinelSet s(3, 1000ms,
+                            dogpile::test::RedisServerOptions::Tls{
+                                dogpile::test::certs().server, dogpile::test::certs().server_key,
+                                dogpile::test::certs().ca, false});
   return s;
 }
 // Started before any test forks: a child that started it lazily would get its own set.
@@ -444,4 +448,49 @@ TEST_CASE("redis_sentinel: discovery trusts the sentinel with the newest config-
   b.set(key, "v");
   CHECK(dogpile::test::redis_cli(port, {"get", key}) == "v\n");
   CHECK(stale.cli({"exists", key}) == "0\n");
+}
+
+namespace {
+// The BackendError's text (FAIL when none is thrown).
+template <class F>
+std::string tls_backend_error(F&& f) {
+  try {
+    f();
+  } catch (const dogpile::BackendError& e) {
+    return e.what();
+  }
+  FAIL("no BackendError");
+  return {};
+}
+}  // namespace
+
+TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from the master",
+          "[redis][sentinel][tls]") {
+  auto& set = sentinels();
+  const int tls_port = set.sentinel_tls_ports().at(0);
+  auto args = [&](nlohmann::json sentinel_kwargs) {
+    return nlohmann::json{{"sentinels", {"127.0.0.1:" + std::to_string(tls_port)}},
+                          {"service_name", set.service_name()},
+                          {"socket_timeout", 0.3},
+                          {"socket_connect_timeout", 0.3},
+                          {"sentinel_kwargs", std::move(sentinel_kwargs)}};
+  };
+  auto b = dogpile::RedisSentinelBackend::from_arguments(
+      args({{"ssl", true}, {"ssl_ca_certs", dogpile::test::certs().ca}}));
+  b->set("tls-sentinel", "found");
+  CHECK(set.master().cli({"get", "tls-sentinel"}) == "found\n");  // the master, in plain text
+
+  // The sentinels' TLS is verified like a server's...
+  auto unverified =
+      dogpile::RedisSentinelBackend::from_arguments(args({{"ssl", true}}));  // no ssl_ca_certs
+  std::string e = tls_backend_error([&] { (void)unverified->get("tls-sentinel"); });
+  CHECK(e.find("certificate verify failed") != std::string::npos);
+  // ... and the top-level ssl_* arguments are the master's, not the sentinels'.
+  auto j = args(nlohmann::json::object());
+  j["ssl"] = true;
+  j["ssl_ca_certs"] = dogpile::test::certs().ca;
+  auto plain_to_sentinel = dogpile::RedisSentinelBackend::from_arguments(j);
+  e = tls_backend_error([&] { (void)plain_to_sentinel->get("tls-sentinel"); });
+  CAPTURE(e);
+  CHECK(e.find("TLS") != std::string::npos);
 }

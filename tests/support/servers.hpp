@@ -556,6 +556,15 @@ struct RedisServerOptions {
   int port = 0;
   /// Highest port free_port() may pick when port is 0.
   int max_port = 60000;
+  /// TLS: a second, TLS-only port (tls_port()) beside the plain one (which the harness's own
+  /// readiness checks and cli() keep using). Paths to PEM files the test made.
+  struct Tls {
+    std::string cert_file;
+    std::string key_file;
+    std::string ca_cert_file;
+    bool auth_clients = false;  ///< --tls-auth-clients: a client certificate is required
+  };
+  std::optional<Tls> tls = std::nullopt;
 };
 
 /// A single redis-server on 127.0.0.1 without persistence (--save "" --appendonly no), in its own
@@ -576,6 +585,15 @@ class RedisServer {
         argv.insert(argv.end(),
                     {"--requirepass", options_.password, "--masterauth", options_.password});
       }
+      if (options_.tls) {
+        do {
+          tls_port_ = free_port(options_.max_port);
+        } while (tls_port_ == port_);
+        argv.insert(argv.end(), {"--tls-port", std::to_string(tls_port_), "--tls-cert-file",
+                                 options_.tls->cert_file, "--tls-key-file", options_.tls->key_file,
+                                 "--tls-ca-cert-file", options_.tls->ca_cert_file,
+                                 "--tls-auth-clients", options_.tls->auth_clients ? "yes" : "no"});
+      }
       argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
       process_.reset();
       process_ = std::make_unique<ServerProcess>(argv, dir_.path() / "redis.log");
@@ -592,6 +610,8 @@ class RedisServer {
 
   /// The port it listens on.
   int port() const { return port_; }
+  /// The TLS port (options.tls set), else 0.
+  int tls_port() const { return tls_port_; }
   /// "127.0.0.1".
   const std::string& host() const { return host_; }
   /// The password ("" when none).
@@ -663,6 +683,7 @@ class RedisServer {
   std::string host_ = "127.0.0.1";
   TempDir dir_;
   int port_ = 0;
+  int tls_port_ = 0;
   std::unique_ptr<ServerProcess> process_;
 };
 
@@ -820,9 +841,12 @@ class RedisSentinelSet {
   /// Starts the servers and waits until the replica is in sync (the master's command stream
   /// reaches it), every sentinel lists it and answers get-master-addr-by-name (throws after
   /// 10 s).
+  /// With `sentinel_tls`, each sentinel also serves TLS on sentinel_tls_ports() (it still
+  /// watches the servers in plain text).
   explicit RedisSentinelSet(int n = 1,
-                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000))
-      : down_after_(down_after) {
+                            std::chrono::milliseconds down_after = std::chrono::milliseconds(1000),
+                            std::optional<RedisServerOptions::Tls> sentinel_tls = std::nullopt)
+      : down_after_(down_after), sentinel_tls_(std::move(sentinel_tls)) {
     master_ = std::make_unique<RedisServer>();
     RedisServerOptions ro;
     ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
@@ -851,6 +875,8 @@ class RedisSentinelSet {
   int sentinel_port() const { return sentinel_ports_[0]; }
   /// Every sentinel's port.
   const std::vector<int>& sentinel_ports() const { return sentinel_ports_; }
+  /// Every sentinel's TLS port (empty without `sentinel_tls`).
+  const std::vector<int>& sentinel_tls_ports() const { return sentinel_tls_ports_; }
   /// The port of the server started as master.
   int master_port() const { return master_->port(); }
   /// The port of the server started as replica.
@@ -963,9 +989,20 @@ class RedisSentinelSet {
   void start_sentinel(int index, int quorum) {
     for (int attempt = 0;; ++attempt) {
       const int port = free_port();
+      int tls_port = 0;
       const auto conf = dir_.path() / ("sentinel" + std::to_string(index) + ".conf");
       {
         std::ofstream f(conf, std::ios::trunc);
+        if (sentinel_tls_) {
+          do {
+            tls_port = free_port();
+          } while (tls_port == port);
+          f << "tls-port " << tls_port << "\n"
+            << "tls-cert-file " << sentinel_tls_->cert_file << "\n"
+            << "tls-key-file " << sentinel_tls_->key_file << "\n"
+            << "tls-ca-cert-file " << sentinel_tls_->ca_cert_file << "\n"
+            << "tls-auth-clients " << (sentinel_tls_->auth_clients ? "yes" : "no") << "\n";
+        }
         f << "port " << port << "\n"
           << "bind 127.0.0.1\n"
           << "protected-mode no\n"
@@ -990,6 +1027,7 @@ class RedisSentinelSet {
       };
       if (detail::poll_until(ping, kStartDeadline, [&] { return p->running(); })) {
         sentinel_ports_.push_back(port);
+        if (tls_port != 0) sentinel_tls_ports_.push_back(tls_port);
         sentinels_.push_back(std::move(p));
         return;
       }
@@ -1044,10 +1082,12 @@ class RedisSentinelSet {
     }
   }
   std::chrono::milliseconds down_after_;
+  std::optional<RedisServerOptions::Tls> sentinel_tls_;
   TempDir dir_;
   std::unique_ptr<RedisServer> master_;
   std::unique_ptr<RedisServer> replica_;
   std::vector<int> sentinel_ports_;
+  std::vector<int> sentinel_tls_ports_;
   std::vector<std::unique_ptr<ServerProcess>> sentinels_;
 };
 

@@ -75,6 +75,21 @@ class ReleaseNotifier;
 /// A `host, port` pair, as dogpile's `sentinels` and `startup_nodes` lists hold them.
 using RedisNode = std::pair<std::string, int>;
 
+/// TLS to Redis, with redis-py's argument names and meanings. Off by default; when on, the
+/// server's certificate is verified (against `ssl_ca_certs` / `ssl_ca_path`, else the system
+/// store) and must name the host, unless `ssl_cert_reqs` is "none". A failed handshake is a
+/// `BackendError` saying why (never a plain-text fallback). Plain aggregate.
+struct RedisTlsOptions {
+  bool ssl = false;                        ///< use TLS (a `rediss://` URL sets it)
+  std::string ssl_cert_reqs = "required";  ///< "required", "optional" (= required) or "none"
+  std::string ssl_ca_certs{};              ///< PEM file of the CAs to trust
+  std::string ssl_ca_path{};               ///< directory of hashed CA certificates
+  std::string ssl_certfile{};              ///< client certificate (mutual TLS), PEM
+  std::string ssl_keyfile{};               ///< its private key; empty = in ssl_certfile
+  bool ssl_check_hostname = true;          ///< the certificate must name the host
+  std::string ssl_server_hostname{};  ///< SNI and the name checked; empty = the host connected to
+};
+
 /// Options of `RedisBackend` (dogpile's argument names). Plain aggregate.
 struct RedisOptions {
   /// `redis://[[user]:password@]host[:port][/db]` or `unix://[[user]:password@]/path[?db=N]`;
@@ -97,6 +112,7 @@ struct RedisOptions {
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait; none = forever
   std::string lock_prefix{};  ///< lock key = prefix + key; empty = dogpile's `_lock`
+  RedisTlsOptions tls{};      ///< TLS (`ssl=true` or a `rediss://` URL)
 };
 
 /// Options of `RedisSentinelBackend`. Plain aggregate.
@@ -122,6 +138,8 @@ struct RedisSentinelOptions {
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
   std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
+  RedisTlsOptions tls{};           ///< TLS to the master and replicas (`ssl_*` arguments)
+  RedisTlsOptions sentinel_tls{};  ///< TLS to the sentinels (`sentinel_kwargs`' `ssl_*`)
 };
 
 /// Options of `RedisClusterBackend`. Plain aggregate.
@@ -142,6 +160,7 @@ struct RedisClusterOptions {
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
   std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
+  RedisTlsOptions tls{};  ///< TLS to every node (`ssl=true` or a `rediss://` URL)
 };
 
 /// What the three Redis backends share: storage commands and the lock, over a router that
