@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include "dogpile/backends/redis.hpp"
@@ -134,13 +135,38 @@ TEST_CASE("redis near cache: a killed subscriber empties L1 and later reads are 
   cli({"CLIENT", "KILL", "TYPE", "pubsub"});
   // The write is made while no subscriber listens: its invalidation is lost for good.
   cli({"SET", "nc:kill", "new"});
-  REQUIRE(poll_until([&] { return b->near_cache_stats().flushes > flushes; }, 1000ms));
+  CHECK(poll_until([&] { return b->near_cache_stats().flushes > flushes; }, 1000ms));
   CHECK_THAT(b->near_cache_stats().last_flush_reason,
              Catch::Matchers::Contains("lost the invalidation connection"));
   REQUIRE(poll_until([&] { return b->near_cache_stats().tracking; }));
   for (int i = 0; i < 20; ++i) REQUIRE(b->get("nc:kill") == "new");
   REQUIRE(wait_serving(*b, "nc:kill"));
   CHECK(b->get("nc:kill") == "new");
+}
+
+TEST_CASE("redis near cache: a killed anchor (the tracking connection) empties L1",
+          "[redis][near]") {
+  auto b = near_backend();
+  b->set("nc:anchor", "old");
+  REQUIRE(wait_serving(*b, "nc:anchor"));
+  // The anchor is the one client with the tracking flag `t`.
+  const std::string list = cli({"CLIENT", "LIST"});
+  std::string id;
+  std::istringstream lines(list);
+  for (std::string line; std::getline(lines, line);) {
+    const auto f = line.find(" flags=");
+    if (f == std::string::npos) continue;
+    const std::string flags = line.substr(f + 7, line.find(' ', f + 7) - f - 7);
+    if (flags.find('t') != std::string::npos) id = line.substr(3, line.find(' ') - 3);
+  }
+  INFO(list);
+  REQUIRE_FALSE(id.empty());
+  const auto flushes = b->near_cache_stats().flushes;
+  cli({"CLIENT", "KILL", "ID", id});
+  cli({"SET", "nc:anchor", "new"});  // no tracking any more: no message for this write
+  CHECK(poll_until([&] { return b->near_cache_stats().flushes > flushes; }, 1000ms));
+  REQUIRE(poll_until([&] { return b->near_cache_stats().tracking; }));
+  for (int i = 0; i < 20; ++i) REQUIRE(b->get("nc:anchor") == "new");
 }
 
 TEST_CASE("redis near cache: a paused server stops L1 within max_staleness of the last fence",
