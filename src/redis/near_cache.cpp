@@ -69,12 +69,13 @@ std::uint64_t NearCache::begin_fill(std::string_view key) {
   std::lock_guard lk(mu_);
   if (!ready_.load()) return 0;
   const std::uint64_t t = ++next_token_;
-  pending_.emplace(t, Pending{std::string(key), epoch_.load(), false});
+  pending_.emplace(t, Pending{std::string(key), epoch_.load(), false, now_ns()});
   return t;
 }
 
 void NearCache::end_fill(std::string_view key, std::uint64_t token,
                          const std::optional<std::string>& value, long long pttl_ms) {
+  std::int64_t started_ns = 0;
   if (token == 0) return;
   std::function<void(std::string_view)> hook;
   {
@@ -85,6 +86,7 @@ void NearCache::end_fill(std::string_view key, std::uint64_t token,
   std::lock_guard lk(mu_);
   auto it = pending_.find(token);
   if (it == pending_.end()) return;
+  started_ns = it->second.started_ns;
   const bool clean = !it->second.dirty && it->second.epoch == epoch_.load() && ready_.load();
   pending_.erase(it);
   if (!clean) {
@@ -92,9 +94,12 @@ void NearCache::end_fill(std::string_view key, std::uint64_t token,
     return;
   }
   if (!value) return;  // misses are not cached
+  // -1: no TTL. 0 (under a millisecond left) or -2 (gone): not worth caching. Otherwise the
+  // TTL counts from the fill's start, which is before the server measured it: L1 never
+  // outlives the server's copy.
+  if (pttl_ms == 0 || pttl_ms < -1) return;
   Entry e{*value, 0};
-  if (pttl_ms > 0) e.expires_ns = now_ns() + pttl_ms * 1'000'000;
-  if (pttl_ms == -2) return;  // gone between GET and PTTL (inside MULTI: not possible; be safe)
+  if (pttl_ms > 0) e.expires_ns = started_ns + pttl_ms * 1'000'000;
   const std::size_t weight = key.size() + value->size() + kEntryOverhead;
   l1_.set({key, detail::hash_key(key)}, std::move(e), weight);
   fills_.fetch_add(1, std::memory_order_relaxed);

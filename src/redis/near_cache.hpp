@@ -57,7 +57,7 @@ class NearCache {
   /// Registers a fill of `key` before its GET is sent: a token, or 0 when L1 cannot take fills
   /// now (tracking not established).
   std::uint64_t begin_fill(std::string_view key);
-  /// Ends fill `token`: installs `value` (server TTL `pttl_ms`, < 0 = none) only if no
+  /// Ends fill `token`: installs `value` (server TTL `pttl_ms` as PTTL gives it: -1 = none) only if no
   /// invalidation of `key` and no flush happened since begin_fill. Token 0 is a no-op.
   void end_fill(std::string_view key, std::uint64_t token, const std::optional<std::string>& value,
                 long long pttl_ms);
@@ -81,6 +81,7 @@ class NearCache {
     std::string key;
     std::uint64_t epoch = 0;
     bool dirty = false;
+    std::int64_t started_ns = 0;  // before the GET was sent: the local TTL counts from here
   };
 
   void loop();

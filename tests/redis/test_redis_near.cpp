@@ -206,6 +206,52 @@ TEST_CASE("redis near cache: FLUSHALL empties L1", "[redis][near]") {
   CHECK_THAT(b->near_cache_stats().last_flush_reason, Catch::Matchers::Contains("FLUSHALL"));
 }
 
+TEST_CASE("redis near cache: L1 stays within max_bytes", "[redis][near]") {
+  RedisOptions o{.host = "127.0.0.1", .port = near_server().port(), .socket_timeout = 1000ms};
+  o.near_cache = {.max_bytes = 4096, .max_staleness = 1000ms};
+  RedisBackend b(o);
+  REQUIRE(poll_until([&] { return b.near_cache_stats().tracking; }));
+  const std::string value(200, 'x');
+  std::vector<dogpile::BytesItem> items;
+  for (int i = 0; i < 100; ++i) items.emplace_back("nc:bound:" + std::to_string(i), value);
+  const auto inv = b.near_cache_stats().invalidations;
+  b.set_multi(items);
+  // Our own write's invalidations come back too; a fill that meets one is (rightly) refused.
+  REQUIRE(poll_until([&] { return b.near_cache_stats().invalidations >= inv + 100; }));
+  for (const auto& [k, v] : items) REQUIRE(b.get(k) == value);
+  const auto st = b.near_cache_stats();
+  CHECK(st.fills == 100);
+  CHECK(st.bytes <= 4096);
+  CHECK(st.entries > 0);
+  CHECK(st.entries < 100);
+}
+
+TEST_CASE("redis near cache: the server's TTL is honoured locally", "[redis][near]") {
+  // Redis announces an expiry only when its (sampled) active expiry deletes the key, tens of
+  // milliseconds late: L1 must not serve the value past the TTL it read with the value.
+  auto b = near_backend();
+  b->set("nc:ttl:warm", "w");
+  REQUIRE(wait_serving(*b, "nc:ttl:warm"));
+  cli({"SET", "nc:ttl", "v", "PX", "150"});
+  const auto expiry = Clock::now() + 150ms;  // the server's expiry is before this
+  REQUIRE(b->get("nc:ttl") == "v");
+  REQUIRE(wait_serving(*b, "nc:ttl"));
+  int late = 0;
+  int late_l1 = 0;
+  double worst_ms = 0;
+  while (Clock::now() < expiry + 150ms) {
+    const auto start = Clock::now();
+    const auto hits = b->near_cache_stats().l1_hits;
+    if (b->get("nc:ttl").has_value() && start > expiry + 2ms) {
+      ++late;
+      if (b->near_cache_stats().l1_hits > hits) ++late_l1;
+      worst_ms = std::chrono::duration<double, std::milli>(start - expiry).count();
+    }
+  }
+  INFO("late reads from L1: " << late_l1 << ", latest " << worst_ms << " ms past the expiry");
+  CHECK(late == 0);
+}
+
 TEST_CASE("redis near cache: arguments", "[redis][near]") {
   auto b = RedisBackend::from_arguments(
       {{"host", "127.0.0.1"},
