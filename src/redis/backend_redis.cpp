@@ -143,8 +143,8 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
   // One round trip: the value and its server TTL (honoured locally, since expiry messages
   // come late).
   const std::string k(key);
-  auto replies = client_->run_many(
-      {{k, {"MULTI"}}, {k, {"GET", k}}, {k, {"PTTL", k}}, {k, {"EXEC"}}});
+  auto replies =
+      client_->run_many({{k, {"MULTI"}}, {k, {"GET", k}}, {k, {"PTTL", k}}, {k, {"EXEC"}}});
   Reply& exec = replies.back();
   if (exec.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", exec);
   if (exec.type != Reply::Type::array || exec.elements.size() != 2) {
@@ -155,8 +155,8 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
   }
   std::optional<std::string> value;
   if (exec.elements[0].type == Reply::Type::string) value = std::move(exec.elements[0].str);
-  const long long pttl = exec.elements[1].type == Reply::Type::integer ? exec.elements[1].integer
-                                                                       : -1;
+  const long long pttl =
+      exec.elements[1].type == Reply::Type::integer ? exec.elements[1].integer : -1;
   guard.armed = false;
   near_->end_fill(key, token, value, pttl);
   return value;

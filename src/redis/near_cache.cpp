@@ -28,10 +28,11 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
                      std::size_t max_bytes, milliseconds max_staleness)
     : where_(std::move(where)),
       settings_(std::move(settings)),
-      max_staleness_ns_(std::chrono::duration_cast<std::chrono::nanoseconds>(max_staleness).count()),
+      max_staleness_ns_(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(max_staleness).count()),
       // A few fences per staleness window, so that a healthy link always has a recent proof.
-      fence_interval_(std::clamp<milliseconds>(max_staleness / 5, milliseconds(5),
-                                               milliseconds(200))),
+      fence_interval_(
+          std::clamp<milliseconds>(max_staleness / 5, milliseconds(5), milliseconds(200))),
       fence_channel_(random_channel()),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
@@ -226,11 +227,9 @@ void NearCache::handle(const Reply& r) {
 
 void NearCache::loop() {
   auto backoff = std::chrono::milliseconds(10);
-  const auto fence_timeout = std::chrono::nanoseconds(
-      std::max<std::int64_t>(max_staleness_ns_,
-                             std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 settings_.socket_timeout)
-                                 .count()));
+  const auto fence_timeout = std::chrono::nanoseconds(std::max<std::int64_t>(
+      max_staleness_ns_,
+      std::chrono::duration_cast<std::chrono::nanoseconds>(settings_.socket_timeout).count()));
   while (!stop_.load()) {
     try {
       if (!sub_) {

@@ -57,8 +57,8 @@ class NearCache {
   /// Registers a fill of `key` before its GET is sent: a token, or 0 when L1 cannot take fills
   /// now (tracking not established).
   std::uint64_t begin_fill(std::string_view key);
-  /// Ends fill `token`: installs `value` (server TTL `pttl_ms` as PTTL gives it: -1 = none) only if no
-  /// invalidation of `key` and no flush happened since begin_fill. Token 0 is a no-op.
+  /// Ends fill `token`: installs `value` (server TTL `pttl_ms` as PTTL gives it: -1 = none) only if
+  /// no invalidation of `key` and no flush happened since begin_fill. Token 0 is a no-op.
   void end_fill(std::string_view key, std::uint64_t token, const std::optional<std::string>& value,
                 long long pttl_ms);
   /// Forgets fill `token` (the GET failed).

@@ -210,18 +210,19 @@ RedisNearCacheOptions near_cache_arg(const char* b, const nlohmann::json& v) {
   RedisNearCacheOptions nc;
   if (v.is_null()) return nc;
   if (!v.is_object()) {
-    bad_argument(b, "near_cache",
-                 "must be an object {\"max_bytes\": N, \"max_staleness\": seconds}, got " +
-                     v.dump());
+    bad_argument(
+        b, "near_cache",
+        "must be an object {\"max_bytes\": N, \"max_staleness\": seconds}, got " + v.dump());
   }
   for (const auto& item : v.items()) {
     if (item.key() == "max_bytes") {
-      nc.max_bytes = static_cast<std::size_t>(detail::int_arg(b, "near_cache.max_bytes", item.value(), 0));
+      nc.max_bytes =
+          static_cast<std::size_t>(detail::int_arg(b, "near_cache.max_bytes", item.value(), 0));
     } else if (item.key() == "max_staleness") {
       nc.max_staleness = detail::seconds_arg(b, "near_cache.max_staleness", item.value());
     } else {
-      bad_argument(b, "near_cache", "has an unknown key '" + item.key() +
-                                        "' (known: max_bytes, max_staleness)");
+      bad_argument(b, "near_cache",
+                   "has an unknown key '" + item.key() + "' (known: max_bytes, max_staleness)");
     }
   }
   return nc;

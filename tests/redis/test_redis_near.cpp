@@ -253,10 +253,10 @@ TEST_CASE("redis near cache: the server's TTL is honoured locally", "[redis][nea
 }
 
 TEST_CASE("redis near cache: arguments", "[redis][near]") {
-  auto b = RedisBackend::from_arguments(
-      {{"host", "127.0.0.1"},
-       {"port", near_server().port()},
-       {"near_cache", {{"max_bytes", 4096}, {"max_staleness", 0.5}}}});
+  auto b =
+      RedisBackend::from_arguments({{"host", "127.0.0.1"},
+                                    {"port", near_server().port()},
+                                    {"near_cache", {{"max_bytes", 4096}, {"max_staleness", 0.5}}}});
   auto& rb = dynamic_cast<RedisBackend&>(*b);
   CHECK(rb.options().near_cache.max_bytes == 4096);
   CHECK(rb.options().near_cache.max_staleness == 500ms);

@@ -45,6 +45,12 @@
 /// acquire gives up after `lock_blocking_timeout` (the region then throws `TimeoutError`). The
 /// handle may be released from another thread.
 ///
+/// **The near cache** (`near_cache`, off by default; `redis` only so far): an in-process L1 of
+/// the values read, kept coherent by Redis client-side caching (`CLIENT TRACKING … REDIRECT …
+/// BCAST`, two extra connections and a reader thread). A write by anyone drops the copy; fills
+/// are race-free; no read is served from L1 more than `max_staleness` after the last heartbeat
+/// fence proved it fresh. `near_cache_stats()` reports it. docs/backends.md "Near cache".
+///
 /// Thread-safety: every call may be made from many threads at once.
 
 #include <chrono>
@@ -122,7 +128,7 @@ struct RedisOptions {
   Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait; none = forever
-  std::string lock_prefix{};  ///< lock key = prefix + key; empty = dogpile's `_lock`
+  std::string lock_prefix{};           ///< lock key = prefix + key; empty = dogpile's `_lock`
   RedisNearCacheOptions near_cache{};  ///< in-process L1 (off by default)
 };
 
@@ -238,7 +244,7 @@ class RedisBackend final : public RedisBackendBase {
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
   /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
   /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
-  /// (seconds), `lock_prefix`,
+  /// (seconds), `lock_prefix`, `near_cache` (an object: `max_bytes`, `max_staleness` seconds),
   /// `thread_local_lock` (accepted and ignored: handles may be released from any thread). Unknown
   /// arguments are ignored, as dogpile does. @throws ValidationError naming a wrong argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);
