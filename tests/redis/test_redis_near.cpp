@@ -3,10 +3,14 @@
 // another connection and FLUSHALL invalidate it, the fill race, a killed subscriber, and the
 // max_staleness bound while the server is paused (SIGSTOP). Each case was checked to fail with
 // its mechanism planted out of src/redis/near_cache.cpp.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <sstream>
 #include <thread>
 
@@ -102,6 +106,41 @@ TEST_CASE("redis near cache: a write from another connection drops the L1 copy p
   // And L1 serves the new value afterwards.
   REQUIRE(wait_serving(*b, "nc:foreign"));
   CHECK(b->get("nc:foreign") == "new");
+}
+
+TEST_CASE("redis near cache: writes by another C++ process and by Python dogpile.cache invalidate",
+          "[redis][near]") {
+  auto b = near_backend();
+  const int port = near_server().port();
+  b->set("nc:proc", "old");
+  REQUIRE(wait_serving(*b, "nc:proc"));
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 1;
+    try {
+      RedisBackend other(RedisOptions{.host = "127.0.0.1", .port = port, .socket_timeout = 1s});
+      other.set("nc:proc", "from-child");
+      code = 0;
+    } catch (...) {
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+  CHECK(poll_until([&] { return b->get("nc:proc") == "from-child"; }, 1000ms));
+  REQUIRE(wait_serving(*b, "nc:proc"));
+  // Python dogpile.cache stores its envelope (JSON serializer) under the same key.
+  const std::string cmd = "/usr/bin/python3 " DOGPILE_REDIS_TEST_DIR "/interop.py " +
+                          std::to_string(port) + " write nc:proc '\"from-python\"'";
+  REQUIRE(std::system(cmd.c_str()) == 0);
+  CHECK(poll_until(
+      [&] {
+        const auto v = b->get("nc:proc");
+        return v && v->find("from-python") != std::string::npos;
+      },
+      1000ms));
 }
 
 TEST_CASE("redis near cache: a write between a fill's GET and its install leaves no stale copy",
