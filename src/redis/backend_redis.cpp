@@ -9,6 +9,7 @@
 #include "dogpile/detail/backend_arguments.hpp"
 #include "dogpile/error.hpp"
 #include "lock.hpp"
+#include "near_cache.hpp"
 
 namespace dogpile {
 namespace {
@@ -93,6 +94,15 @@ RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detai
   if (common_.distributed_lock) {
     notifier_ = std::make_shared<redis_detail::ReleaseNotifier>(client_);
   }
+  const auto& nc = common_.near_cache;
+  if (nc.max_bytes > 0) {
+    if (nc.max_staleness.count() <= 0) {
+      detail::bad_argument(n, "near_cache", "max_staleness must be positive");
+    }
+    near_ = std::make_unique<redis_detail::NearCache>(
+        [c = client_] { return c->subscribe_endpoint(); }, client_->settings(), nc.max_bytes,
+        std::chrono::duration_cast<std::chrono::milliseconds>(nc.max_staleness));
+  }
 }
 
 RedisBackendBase::~RedisBackendBase() = default;
@@ -101,11 +111,59 @@ std::string RedisBackendBase::lock_key(std::string_view key) const {
   return common_.lock_prefix + std::string(key);
 }
 
+RedisNearCacheStats RedisBackendBase::near_cache_stats() const {
+  return near_ ? near_->stats() : RedisNearCacheStats{};
+}
+
+void RedisBackendBase::set_near_cache_fill_hook_for_testing(
+    std::function<void(std::string_view)> hook) {
+  if (near_) near_->set_fill_hook(std::move(hook));
+}
+
 std::optional<std::string> RedisBackendBase::do_get(std::string_view key) {
+  if (near_) return near_get(key);
   Reply r = client_->run(key, {"GET", std::string(key)});
   if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
   if (r.type != Reply::Type::string) return std::nullopt;
   return std::move(r.str);
+}
+
+std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
+  if (auto v = near_->lookup(key)) return v;
+  // The token exists before the GET can execute: a write executed after it marks it dirty.
+  const std::uint64_t token = near_->begin_fill(key);
+  struct Abandon {
+    redis_detail::NearCache* nc;
+    std::uint64_t token;
+    bool armed = true;
+    ~Abandon() {
+      if (armed) nc->abandon_fill(token);
+    }
+  } guard{near_.get(), token};
+  // One round trip: the value and its server TTL (honoured locally, since expiry messages
+  // come late).
+  const std::string k(key);
+  auto replies =
+      client_->run_many({{k, {"MULTI"}}, {k, {"GET", k}}, {k, {"PTTL", k}}, {k, {"EXEC"}}});
+  Reply& exec = replies.back();
+  if (exec.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", exec);
+  if (exec.type != Reply::Type::array || exec.elements.size() != 2) {
+    for (const auto& r : replies) {
+      if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
+    }
+    detail::throw_error<BackendError>(client_->describe() + ": MULTI GET PTTL EXEC failed");
+  }
+  std::optional<std::string> value;
+  if (exec.elements[0].type == Reply::Type::string) value = std::move(exec.elements[0].str);
+  const long long pttl =
+      exec.elements[1].type == Reply::Type::integer ? exec.elements[1].integer : -1;
+  guard.armed = false;
+  near_->end_fill(key, token, value, pttl);
+  return value;
+}
+
+void RedisBackendBase::near_forget(std::string_view key) {
+  if (near_) near_->invalidate_local(key);
 }
 
 void RedisBackendBase::do_set(std::string_view key, std::string_view value) {
@@ -115,14 +173,18 @@ void RedisBackendBase::do_set(std::string_view key, std::string_view value) {
     argv.emplace_back("PX");
     argv.push_back(std::to_string(common_.redis_expiration_time->count()));
   }
+  near_forget(key);  // also when the write fails after the server ran it
   large_write(value.size(), [&] {
     const Reply r = client_->run(key, argv);
+    near_forget(key);
     if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "SET", r);
   });
 }
 
 void RedisBackendBase::do_erase(std::string_view key) {
+  near_forget(key);
   const Reply r = client_->run(key, {"DEL", std::string(key)});
+  near_forget(key);
   if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
 }
 
@@ -174,7 +236,9 @@ void RedisBackendBase::do_set_multi(std::span<const BytesItem> items) {
   std::size_t largest = 0;
   for (const auto& it : items) largest = std::max(largest, it.second.size());
   large_write(largest, [&] {
-    for (const auto& r : client_->run_many(cmds)) {
+    const auto replies = client_->run_many(cmds);
+    for (const auto& it : items) near_forget(it.first);
+    for (const auto& r : replies) {
       if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MSET/SET", r);
     }
   });
@@ -187,7 +251,9 @@ void RedisBackendBase::do_erase_multi(std::span<const std::string> keys) {
     for (auto i : g) argv.push_back(keys[i]);
     cmds.push_back({keys[g.front()], std::move(argv)});
   }
-  for (const auto& r : client_->run_many(cmds)) {
+  const auto replies = client_->run_many(cmds);
+  for (const auto& k : keys) near_forget(k);
+  for (const auto& r : replies) {
     if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
   }
 }

@@ -53,7 +53,7 @@ constexpr std::string_view kCommonArguments[] = {
     "ssl_check_hostname",
     "ssl_server_hostname",
 };
-constexpr std::string_view kRedisArguments[] = {"url", "host", "port", "db"};
+constexpr std::string_view kRedisArguments[] = {"url", "host", "port", "db", "near_cache"};
 constexpr std::string_view kSentinelArguments[] = {"sentinels", "service_name", "db",
                                                    "sentinel_kwargs"};
 constexpr std::string_view kClusterArguments[] = {"url", "startup_nodes"};
@@ -232,6 +232,7 @@ RedisBackendBase::Common common_of(const O& o) {
   c.lock_sleep = o.lock_sleep;
   c.lock_blocking_timeout = o.lock_blocking_timeout;
   c.lock_prefix = o.lock_prefix;
+  if constexpr (requires { o.near_cache; }) c.near_cache = o.near_cache;
   return c;
 }
 
@@ -321,6 +322,36 @@ std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
   return redis_detail::make_cluster_client(std::move(eps), settings_of(b, o, 0), o.pool_size);
 }
 
+// `{"max_bytes": N, "max_staleness": seconds}`.
+RedisNearCacheOptions near_cache_arg(const char* b, const nlohmann::json& v) {
+  RedisNearCacheOptions nc;
+  if (v.is_null()) return nc;
+  if (!v.is_object()) {
+    bad_argument(
+        b, "near_cache",
+        "must be an object {\"max_bytes\": N, \"max_staleness\": seconds}, got " + v.dump());
+  }
+  for (const auto& item : v.items()) {
+    if (item.key() == "max_bytes") {
+      nc.max_bytes =
+          static_cast<std::size_t>(detail::int_arg(b, "near_cache.max_bytes", item.value(), 0));
+    } else if (item.key() == "max_staleness") {
+      nc.max_staleness = detail::seconds_arg(b, "near_cache.max_staleness", item.value());
+    } else {
+      bad_argument(b, "near_cache",
+                   "has an unknown key '" + item.key() + "' (known: max_bytes, max_staleness)");
+    }
+  }
+  return nc;
+}
+
+// The near cache is built for one server so far: refuse it elsewhere rather than ignore it.
+void refuse_near_cache(const char* b, const nlohmann::json& a) {
+  if (a.is_object() && a.contains("near_cache") && !a["near_cache"].is_null()) {
+    bad_argument(b, "near_cache", "is only supported by the 'redis' backend so far");
+  }
+}
+
 // The options of backend `b` from its arguments: each name must be known (check_known), then
 // the common ones are parsed, then `specific(name, value, options)` takes the rest.
 template <class O, class F>
@@ -372,6 +403,8 @@ std::shared_ptr<CacheBackend> RedisBackend::from_arguments(const nlohmann::json&
           o.port = static_cast<int>(detail::int_arg(b, name, v, 1));
         } else if (name == "db") {
           o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+        } else if (name == "near_cache") {
+          o.near_cache = near_cache_arg(b, v);
         }
       });
   return std::make_shared<RedisBackend>(std::move(opts));
@@ -385,6 +418,7 @@ RedisSentinelBackend::RedisSentinelBackend(RedisSentinelOptions options)
 
 std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_sentinel";
+  refuse_near_cache(b, a);
   auto opts = parse_arguments<RedisSentinelOptions>(
       b, a, kSentinelArguments,
       [b](const std::string& name, const nlohmann::json& v, RedisSentinelOptions& o) {
@@ -418,6 +452,7 @@ RedisClusterBackend::RedisClusterBackend(RedisClusterOptions options)
 
 std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_cluster";
+  refuse_near_cache(b, a);
   auto opts = parse_arguments<RedisClusterOptions>(
       b, a, kClusterArguments,
       [b](const std::string& name, const nlohmann::json& v, RedisClusterOptions& o) {

@@ -45,10 +45,18 @@
 /// acquire gives up after `lock_blocking_timeout` (the region then throws `TimeoutError`). The
 /// handle may be released from another thread.
 ///
+/// **The near cache** (`near_cache`, off by default; `redis` only so far): an in-process L1 of
+/// the values read, kept coherent by Redis client-side caching (`CLIENT TRACKING … REDIRECT …
+/// BCAST`, two extra connections and a reader thread). A write by anyone drops the copy; fills
+/// are race-free; no read is served from L1 more than `max_staleness` after the last heartbeat
+/// fence proved it fresh. `near_cache_stats()` reports it. docs/backends.md "Near cache".
+///
 /// Thread-safety: every call may be made from many threads at once.
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -70,6 +78,7 @@ namespace dogpile {
 namespace redis_detail {
 class Client;
 class ReleaseNotifier;
+class NearCache;
 }  // namespace redis_detail
 
 /// A `host, port` pair, as dogpile's `sentinels` and `startup_nodes` lists hold them.
@@ -88,6 +97,29 @@ struct RedisTlsOptions {
   std::string ssl_keyfile{};               ///< its private key; empty = in ssl_certfile
   bool ssl_check_hostname = true;          ///< the certificate must name the host
   std::string ssl_server_hostname{};  ///< SNI and the name checked; empty = the host connected to
+};
+
+/// The near cache (an in-process L1 in front of Redis, kept coherent by Redis client-side
+/// caching; see docs/backends.md "Near cache"). Off unless `max_bytes` > 0. Plain aggregate.
+struct RedisNearCacheOptions {
+  std::size_t max_bytes = 0;  ///< L1 bound (keys + values + overhead); 0 = no near cache
+  /// Longest time after the last proof of freshness (a heartbeat fence seen on the
+  /// invalidation connection) that L1 may still serve a value; reads then go to Redis.
+  Duration max_staleness = std::chrono::seconds(1);
+};
+
+/// What the near cache did. Plain aggregate (a snapshot).
+struct RedisNearCacheStats {
+  bool enabled = false;             ///< a near cache is configured
+  bool tracking = false;            ///< invalidations are flowing (subscriber and anchor up)
+  std::uint64_t l1_hits = 0;        ///< reads served from L1 (no round trip)
+  std::uint64_t fills = 0;          ///< values installed into L1 after a read from Redis
+  std::uint64_t refused_fills = 0;  ///< fills not installed: invalidated or flushed meanwhile
+  std::uint64_t invalidations = 0;  ///< keys invalidated by the server's messages
+  std::uint64_t flushes = 0;        ///< times L1 was emptied
+  std::string last_flush_reason{};  ///< why L1 was last emptied ("" = never)
+  std::size_t entries = 0;          ///< entries in L1 now
+  std::size_t bytes = 0;            ///< their weight
 };
 
 /// Options of `RedisBackend` (dogpile's argument names). Plain aggregate.
@@ -111,8 +143,9 @@ struct RedisOptions {
   Duration lock_timeout = std::chrono::seconds(30);      ///< the lease (renewed while held)
   Duration lock_sleep = std::chrono::milliseconds(100);  ///< longest poll interval of a waiter
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait; none = forever
-  std::string lock_prefix{};  ///< lock key = prefix + key; empty = dogpile's `_lock`
-  RedisTlsOptions tls{};      ///< TLS (`ssl=true` or a `rediss://` URL)
+  std::string lock_prefix{};           ///< lock key = prefix + key; empty = dogpile's `_lock`
+  RedisTlsOptions tls{};               ///< TLS (`ssl=true` or a `rediss://` URL)
+  RedisNearCacheOptions near_cache{};  ///< in-process L1 (off by default)
 };
 
 /// Options of `RedisSentinelBackend`. Plain aggregate.
@@ -173,6 +206,12 @@ class RedisBackendBase : public CacheBackend {
   ~RedisBackendBase() override;
   /// The lock key of `key`: `lock_prefix + key`.
   [[nodiscard]] std::string lock_key(std::string_view key) const;
+  /// The near cache's counters (all zero, `enabled` false, without one). Thread-safe.
+  [[nodiscard]] RedisNearCacheStats near_cache_stats() const;
+  /// For tests: `hook(key)` runs in every near-cache fill after Redis answered and before the
+  /// install decision, so a test can write in between (the fill race). No-op without a near
+  /// cache. Set it before concurrent use.
+  void set_near_cache_fill_hook_for_testing(std::function<void(std::string_view key)> hook);
 
   /// The lock and TTL settings every Redis backend takes. Plain aggregate.
   struct Common {
@@ -182,6 +221,7 @@ class RedisBackendBase : public CacheBackend {
     Duration lock_sleep = std::chrono::milliseconds(100);  ///< poll cap
     std::optional<Duration> lock_blocking_timeout{};       ///< blocking wait bound
     std::string lock_prefix{};                             ///< lock key prefix
+    RedisNearCacheOptions near_cache{};                    ///< L1 (standalone only)
   };
 
  protected:
@@ -204,9 +244,13 @@ class RedisBackendBase : public CacheBackend {
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
 
  private:
+  std::optional<std::string> near_get(std::string_view key);
+  void near_forget(std::string_view key);  // after this process's own write
+
   std::shared_ptr<redis_detail::Client> client_;
   Common common_;
   std::shared_ptr<redis_detail::ReleaseNotifier> notifier_;
+  std::unique_ptr<redis_detail::NearCache> near_;
 };
 
 /// The `redis` backend: one server. See the file comment.
@@ -219,7 +263,7 @@ class RedisBackend final : public RedisBackendBase {
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
   /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
   /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
-  /// (seconds), `lock_prefix`,
+  /// (seconds), `lock_prefix`, `near_cache` (an object: `max_bytes`, `max_staleness` seconds),
   /// `thread_local_lock` (accepted and ignored: handles may be released from any thread),
   /// `connection_kwargs` (its username/password/timeouts applied, other keys ignored),
   /// `socket_keepalive[_options]` (ignored), redis-py's `ssl`/`ssl_*` names. An unknown name is

@@ -1,0 +1,273 @@
+#include "near_cache.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+
+namespace dogpile::redis_detail {
+namespace {
+
+constexpr auto kPoll = std::chrono::milliseconds(50);
+constexpr const char* kInvalidate = "__redis__:invalidate";
+// Bookkeeping per L1 entry (map node, list hooks, the Entry itself), charged to max_bytes.
+constexpr std::size_t kEntryOverhead = 96;
+
+std::string random_channel() {
+  std::random_device rd;
+  std::mt19937_64 g((std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(::getpid()));
+  static const char* hex = "0123456789abcdef";
+  std::string s = "dogpile:near-fence:";
+  for (int i = 0; i < 16; ++i) s += hex[g() & 15];
+  return s;
+}
+
+}  // namespace
+
+NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
+                     std::size_t max_bytes, milliseconds max_staleness)
+    : where_(std::move(where)),
+      settings_(std::move(settings)),
+      max_staleness_ns_(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(max_staleness).count()),
+      // A few fences per staleness window, so that a healthy link always has a recent proof.
+      fence_interval_(
+          std::clamp<milliseconds>(max_staleness / 5, milliseconds(5), milliseconds(200))),
+      fence_channel_(random_channel()),
+      pid_(::getpid()) {
+  l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
+  thread_ = std::make_unique<std::thread>([this] { loop(); });
+}
+
+NearCache::~NearCache() {
+  if (pid_ != ::getpid()) {
+    (void)thread_.release();  // the parent's thread does not exist in a forked child
+    return;
+  }
+  {
+    std::lock_guard lk(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  thread_->join();
+}
+
+std::optional<std::string> NearCache::lookup(std::string_view key) {
+  if (!ready_.load(std::memory_order_acquire)) return std::nullopt;
+  const std::int64_t proof = last_proof_ns_.load(std::memory_order_acquire);
+  const std::int64_t now = now_ns();
+  // No recent proof that every earlier write has reached us: do not serve (bounded staleness).
+  if (proof == 0 || now - proof > max_staleness_ns_) return std::nullopt;
+  auto e = l1_.get({key, detail::hash_key(key)});
+  if (!e) return std::nullopt;
+  // Server-side expiry reaches us late (active expiry is sampled): honour the TTL locally.
+  if (e->expires_ns != 0 && now >= e->expires_ns) return std::nullopt;
+  hits_.fetch_add(1, std::memory_order_relaxed);
+  return std::move(e->value);
+}
+
+std::uint64_t NearCache::begin_fill(std::string_view key) {
+  std::lock_guard lk(mu_);
+  if (!ready_.load()) return 0;
+  const std::uint64_t t = ++next_token_;
+  pending_.emplace(t, Pending{std::string(key), epoch_.load(), false, now_ns()});
+  return t;
+}
+
+void NearCache::end_fill(std::string_view key, std::uint64_t token,
+                         const std::optional<std::string>& value, long long pttl_ms) {
+  std::int64_t started_ns = 0;
+  if (token == 0) return;
+  std::function<void(std::string_view)> hook;
+  {
+    std::lock_guard lk(mu_);
+    hook = hook_;
+  }
+  if (hook) hook(key);
+  std::lock_guard lk(mu_);
+  auto it = pending_.find(token);
+  if (it == pending_.end()) return;
+  started_ns = it->second.started_ns;
+  const bool clean = !it->second.dirty && it->second.epoch == epoch_.load() && ready_.load();
+  pending_.erase(it);
+  if (!clean) {
+    refused_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (!value) return;  // misses are not cached
+  // -1: no TTL. 0 (under a millisecond left) or -2 (gone): not worth caching. Otherwise the
+  // TTL counts from the fill's start, which is before the server measured it: L1 never
+  // outlives the server's copy.
+  if (pttl_ms == 0 || pttl_ms < -1) return;
+  Entry e{*value, 0};
+  if (pttl_ms > 0) e.expires_ns = started_ns + pttl_ms * 1'000'000;
+  const std::size_t weight = key.size() + value->size() + kEntryOverhead;
+  l1_.set({key, detail::hash_key(key)}, std::move(e), weight);
+  fills_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void NearCache::abandon_fill(std::uint64_t token) {
+  if (token == 0) return;
+  std::lock_guard lk(mu_);
+  pending_.erase(token);
+}
+
+void NearCache::invalidate_local(std::string_view key) {
+  std::lock_guard lk(mu_);
+  invalidate_key(key);
+}
+
+void NearCache::invalidate_key(std::string_view key) {
+  l1_.erase({key, detail::hash_key(key)});
+  for (auto& [t, p] : pending_) {
+    if (p.key == key) p.dirty = true;
+  }
+}
+
+void NearCache::flush(const std::string& reason) {
+  std::lock_guard lk(mu_);
+  // Not ready until the reader re-establishes tracking; the new epoch refuses fills in flight.
+  ready_.store(false, std::memory_order_release);
+  last_proof_ns_.store(0, std::memory_order_release);
+  epoch_.fetch_add(1);
+  l1_.clear();
+  flushes_.fetch_add(1, std::memory_order_relaxed);
+  last_flush_reason_ = reason;
+}
+
+RedisNearCacheStats NearCache::stats() {
+  RedisNearCacheStats s;
+  s.enabled = true;
+  s.tracking = ready_.load();
+  s.l1_hits = hits_.load();
+  s.fills = fills_.load();
+  s.refused_fills = refused_.load();
+  s.invalidations = invalidations_.load();
+  s.flushes = flushes_.load();
+  const auto u = l1_.usage();
+  s.entries = u.entries;
+  s.bytes = u.bytes;
+  std::lock_guard lk(mu_);
+  s.last_flush_reason = last_flush_reason_;
+  return s;
+}
+
+void NearCache::set_fill_hook(std::function<void(std::string_view)> hook) {
+  std::lock_guard lk(mu_);
+  hook_ = std::move(hook);
+}
+
+void NearCache::connect_once() {
+  // 1. I: its id, then SUBSCRIBE, and wait for both confirmations: messages generated before
+  //    the subscription would be dropped by the server.
+  sub_ = std::make_unique<Connection>(where_(), settings_);
+  const Reply id = sub_->command({"CLIENT", "ID"});
+  if (id.type != Reply::Type::integer) {
+    throw ConnectionFailure(Failure::protocol, "CLIENT ID failed: " + id.str);
+  }
+  sub_->send({"SUBSCRIBE", kInvalidate, fence_channel_});
+  const auto deadline = Clock::now() + settings_.socket_timeout;
+  int confirmed = 0;
+  while (confirmed < 2) {
+    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) throw ConnectionFailure(Failure::timeout, "SUBSCRIBE not confirmed");
+    auto r = sub_->read_push(left);
+    if (r && r->type == Reply::Type::array && !r->elements.empty() &&
+        r->elements[0].str == "subscribe") {
+      ++confirmed;
+    }
+  }
+  // 2. A: BCAST tracking of every key, redirected to I (no per-key server memory).
+  anchor_ = std::make_unique<Connection>(where_(), settings_);
+  const Reply t = anchor_->command(
+      {"CLIENT", "TRACKING", "on", "REDIRECT", std::to_string(id.integer), "BCAST"});
+  if (t.is_error()) {
+    throw ConnectionFailure(Failure::protocol, "CLIENT TRACKING refused: " + t.str);
+  }
+  fence_inflight_ = false;
+  next_fence_ = Clock::now();
+  {
+    std::lock_guard lk(mu_);
+    epoch_.fetch_add(1);
+    l1_.clear();
+    ready_.store(true, std::memory_order_release);
+  }
+}
+
+void NearCache::handle(const Reply& r) {
+  if (r.type != Reply::Type::array || r.elements.size() < 3 || r.elements[0].str != "message") {
+    return;
+  }
+  const std::string& channel = r.elements[1].str;
+  const Reply& payload = r.elements[2];
+  if (channel == kInvalidate) {
+    if (payload.is_nil()) {
+      flush("the server flushed its data (FLUSHALL/FLUSHDB: a nil invalidation)");
+      // Tracking itself is intact: serve again after the next fence proves freshness.
+      std::lock_guard lk(mu_);
+      ready_.store(true, std::memory_order_release);
+      return;
+    }
+    std::lock_guard lk(mu_);
+    if (payload.type == Reply::Type::array) {
+      for (const auto& k : payload.elements) invalidate_key(k.str);
+      invalidations_.fetch_add(payload.elements.size(), std::memory_order_relaxed);
+    } else {
+      invalidate_key(payload.str);
+      invalidations_.fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if (channel == fence_channel_) {
+    if (fence_inflight_ && payload.str == std::to_string(fence_seq_)) {
+      // Every write executed before the fence was sent has been applied above.
+      last_proof_ns_.store(fence_sent_ns_, std::memory_order_release);
+      fence_inflight_ = false;
+    }
+  }
+}
+
+void NearCache::loop() {
+  auto backoff = std::chrono::milliseconds(10);
+  const auto fence_timeout = std::chrono::nanoseconds(std::max<std::int64_t>(
+      max_staleness_ns_,
+      std::chrono::duration_cast<std::chrono::nanoseconds>(settings_.socket_timeout).count()));
+  while (!stop_.load()) {
+    try {
+      if (!sub_) {
+        connect_once();
+        backoff = std::chrono::milliseconds(10);
+      }
+      auto now = Clock::now();
+      if (fence_inflight_ && std::chrono::nanoseconds(now_ns() - fence_sent_ns_) > fence_timeout) {
+        throw ConnectionFailure(Failure::timeout, "no heartbeat fence came back in time");
+      }
+      if (!fence_inflight_ && now >= next_fence_) {
+        const std::int64_t sent = now_ns();
+        const Reply p = anchor_->command({"PUBLISH", fence_channel_, std::to_string(++fence_seq_)});
+        if (p.is_error()) throw ConnectionFailure(Failure::protocol, "PUBLISH: " + p.str);
+        fence_sent_ns_ = sent;
+        fence_inflight_ = true;
+        next_fence_ = now + fence_interval_;
+        now = Clock::now();
+      }
+      auto wait = kPoll;
+      if (!fence_inflight_) {
+        wait = std::clamp(std::chrono::duration_cast<milliseconds>(next_fence_ - now),
+                          milliseconds(1), kPoll);
+      }
+      if (auto r = sub_->read_push(wait)) handle(*r);
+    } catch (const std::exception& e) {
+      const bool was_ready = ready_.load();
+      // Lost I or A (killed, output-buffer limit, restart, silent partition): messages may have
+      // been lost, so nothing in L1 can be trusted any more.
+      sub_.reset();
+      anchor_.reset();
+      // (Not ready: nothing was installed since the last flush; keep that reason.)
+      if (was_ready) flush(std::string("lost the invalidation connection: ") + e.what());
+      std::unique_lock lk(stop_mu_);
+      stop_cv_.wait_for(lk, backoff, [&] { return stop_.load(); });
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+    }
+  }
+}
+
+}  // namespace dogpile::redis_detail

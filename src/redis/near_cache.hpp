@@ -1,0 +1,134 @@
+// `NearCache`: the in-process L1 in front of one Redis server, kept coherent with RESP2
+// client-side caching (CLIENT TRACKING … REDIRECT … BCAST). Internal to dogpile::redis.
+//
+// Connections (both owned by one reader thread, besides the backend's untracked pool):
+// * I, the invalidation subscriber: SUBSCRIBEd to `__redis__:invalidate` (where the server
+//   redirects tracking messages) and to a private fence channel;
+// * A, the anchor: holds `CLIENT TRACKING on REDIRECT <I> BCAST` (every write to the server,
+//   from anyone, produces a message on I) and PUBLISHes the heartbeat fences.
+//
+// Why it is safe:
+// * Fills are race-free: a fill registers an in-flight token (with the current epoch) before
+//   its GET is sent; the reader marks tokens of invalidated keys dirty; the value is installed
+//   only if the token is clean and the epoch unchanged. A write executed after the GET sends
+//   its message after the token exists, so it either refuses the install or evicts the entry.
+// * A nil message (FLUSHALL/FLUSHDB), the loss of I or A, or a fence not seen within
+//   socket_timeout empties L1 and bumps the epoch (fills in flight are then refused).
+// * Bounded staleness: A publishes a fence (one at a time); Redis delivers messages to I in
+//   execution order, and a fence sent alone after a write was executed comes after that write's
+//   BCAST invalidation, so a fence sent at time s and read on I proves every write executed
+//   before s has been applied to L1. L1 serves only while now - s_last <= max_staleness, on
+//   this process's steady clock (no clock sync needed): a paused or partitioned server makes
+//   reads bypass L1 within max_staleness.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "connection.hpp"
+#include "dogpile/backends/redis.hpp"
+#include "dogpile/detail/eviction.hpp"
+
+namespace dogpile::redis_detail {
+
+class NearCache {
+ public:
+  /// Starts the reader thread; it connects to `where()` (asked again at every reconnect).
+  NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
+            milliseconds max_staleness);
+  /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
+  ~NearCache();
+  NearCache(const NearCache&) = delete;
+  NearCache& operator=(const NearCache&) = delete;
+
+  /// The L1 value of `key` when L1 may serve (tracking up, last fence recent enough, entry not
+  /// past its server TTL); nullopt otherwise.
+  std::optional<std::string> lookup(std::string_view key);
+  /// Registers a fill of `key` before its GET is sent: a token, or 0 when L1 cannot take fills
+  /// now (tracking not established).
+  std::uint64_t begin_fill(std::string_view key);
+  /// Ends fill `token`: installs `value` (server TTL `pttl_ms` as PTTL gives it: -1 = none) only if
+  /// no invalidation of `key` and no flush happened since begin_fill. Token 0 is a no-op.
+  void end_fill(std::string_view key, std::uint64_t token, const std::optional<std::string>& value,
+                long long pttl_ms);
+  /// Forgets fill `token` (the GET failed).
+  void abandon_fill(std::uint64_t token);
+  /// Drops `key` from L1 and refuses fills of it in flight (after this process's own write, so
+  /// that it reads its own writes without waiting for the server's message).
+  void invalidate_local(std::string_view key);
+  /// Counters and state.
+  [[nodiscard]] RedisNearCacheStats stats();
+  /// Test hook: called in end_fill before the install decision (deterministic fill races).
+  void set_fill_hook(std::function<void(std::string_view)> hook);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::string value;
+    std::int64_t expires_ns = 0;  // steady clock; 0 = no server TTL
+  };
+  struct Pending {
+    std::string key;
+    std::uint64_t epoch = 0;
+    bool dirty = false;
+    std::int64_t started_ns = 0;  // before the GET was sent: the local TTL counts from here
+  };
+
+  void loop();
+  void connect_once();
+  void handle(const Reply& r);
+  void invalidate_key(std::string_view key);  // mu_ held
+  void flush(const std::string& reason);      // empties L1, bumps the epoch
+  static std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        .count();
+  }
+
+  std::function<Endpoint()> where_;
+  ConnectSettings settings_;
+  std::int64_t max_staleness_ns_;
+  milliseconds fence_interval_;
+  std::string fence_channel_;
+
+  detail::EvictingShard<Entry> l1_;
+  std::mutex mu_;  // pending_, epoch_ changes, last_flush_reason_, hook_
+  std::map<std::uint64_t, Pending> pending_;
+  std::uint64_t next_token_ = 0;
+  std::atomic<std::uint64_t> epoch_{1};
+  std::atomic<bool> ready_{false};
+  std::atomic<std::int64_t> last_proof_ns_{0};  // send time of the last fence seen on I; 0 none
+  std::string last_flush_reason_;
+  std::function<void(std::string_view)> hook_;
+
+  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> fills_{0};
+  std::atomic<std::uint64_t> refused_{0};
+  std::atomic<std::uint64_t> invalidations_{0};
+  std::atomic<std::uint64_t> flushes_{0};
+
+  // Reader thread only.
+  std::unique_ptr<Connection> sub_;
+  std::unique_ptr<Connection> anchor_;
+  std::uint64_t fence_seq_ = 0;
+  bool fence_inflight_ = false;
+  std::int64_t fence_sent_ns_ = 0;
+  Clock::time_point next_fence_{};
+
+  std::atomic<bool> stop_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  int pid_;
+  std::unique_ptr<std::thread> thread_;
+};
+
+}  // namespace dogpile::redis_detail
