@@ -2,6 +2,10 @@
 // redisReply.
 #include "connection.hpp"
 
+// sds.h (the command buffer's type) declares C functions without extern "C".
+extern "C" {
+#include <hiredis/sds.h>
+}
 #include <hiredis/hiredis.h>
 #include <openssl/ssl.h>
 #include <poll.h>
@@ -229,23 +233,36 @@ void Connection::fail_with(Failure kind, const std::string& why) {
   throw ConnectionFailure(kind, "redis at " + ep_.str() + ": " + why);
 }
 
-// hiredis' blocking write waits SO_SNDTIMEO per write(): a server that reads a byte now and
-// then would stretch that forever. Each write gets only what is left of the call's deadline.
+// Our own send loop rather than hiredis' redisBufferWrite: (1) its blocking write() waits
+// SO_SNDTIMEO per write, so a server that reads a byte now and then would stretch a call
+// forever — each send here gets only what is left of the call's deadline; (2) write() on a
+// connection the server has reset raises SIGPIPE, which kills a program that (like most) does
+// not ignore it — send(MSG_NOSIGNAL) returns EPIPE instead, a connection failure like any other.
 void Connection::write_all(Clock::time_point deadline) {
   if (ssl_ != nullptr) {
     tls_write_all(deadline);
     return;
   }
-  int done = 0;
-  while (done == 0) {
+  while (sdslen(ctx_->obuf) > 0) {
     const int left = remaining_ms(deadline);
     if (left <= 0) {
       fail_with(Failure::timeout, "did not take the command within socket_timeout (" +
                                       std::to_string(socket_timeout_.count()) + " ms)");
     }
-    const timeval tv = to_timeval(milliseconds(left));
-    (void)::setsockopt(ctx_->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    if (redisBufferWrite(ctx_, &done) != REDIS_OK) fail();
+    pollfd p{ctx_->fd, POLLOUT, 0};
+    const int ready = ::poll(&p, 1, left);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      fail_with(Failure::closed, std::string("poll failed: ") + std::strerror(errno));
+    }
+    if (ready == 0) continue;  // the deadline check above ends it
+    const ssize_t n =
+        ::send(ctx_->fd, ctx_->obuf, sdslen(ctx_->obuf), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+      fail_with(Failure::closed, std::string("write failed: ") + std::strerror(errno));
+    }
+    sdsrange(ctx_->obuf, static_cast<int>(n), -1);
   }
 }
 

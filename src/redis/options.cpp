@@ -137,10 +137,15 @@ bool tls_arg(const char* b, const std::string& name, const nlohmann::json& v, Re
     t.ssl = !v.is_null() && detail::bool_arg(b, name, v);
   } else if (name == "ssl_cert_reqs") {
     // redis-py reads None as CERT_NONE; turning verification off must be said in words here.
-    if (!v.is_string()) {
+    // A null is kept and refused only if TLS is on (tls_of): with `ssl` off it does nothing, so
+    // a Python configuration that carries it still loads.
+    if (v.is_null()) {
+      t.ssl_cert_reqs = "null";
+    } else if (!v.is_string()) {
       bad_argument(b, name, R"(must be "required", "optional" or "none", got )" + v.dump());
+    } else {
+      t.ssl_cert_reqs = v.get<std::string>();
     }
-    t.ssl_cert_reqs = v.get<std::string>();
   } else if (name == "ssl_ca_certs") {
     t.ssl_ca_certs = str();
   } else if (name == "ssl_ca_path") {
@@ -170,6 +175,10 @@ std::shared_ptr<const redis_detail::TlsContext> tls_of(const char* b, const Redi
     c.cert_reqs = TlsConfig::CertReqs::optional;
   } else if (t.ssl_cert_reqs == "none") {
     c.cert_reqs = TlsConfig::CertReqs::none;
+  } else if (t.ssl_cert_reqs == "null") {
+    bad_argument(b, "ssl_cert_reqs",
+                 R"(must be "required", "optional" or "none", got null (redis-py reads None as )"
+                 R"("none": to turn certificate verification off, say "none"))");
   } else {
     bad_argument(b, "ssl_cert_reqs",
                  R"(must be "required", "optional" or "none", got ")" + t.ssl_cert_reqs + "\"");

@@ -22,6 +22,8 @@ using namespace std::chrono_literals;
 using dogpile::BackendError;
 using dogpile::test::FakeConnection;
 using dogpile::test::FakeServer;
+using dogpile::test::backend_error;
+using dogpile::test::ms_of;
 
 namespace {
 
@@ -69,24 +71,6 @@ struct ScriptedMemcached {
   }
 };
 
-template <class F>
-long long ms_of(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               t0)
-      .count();
-}
-
-template <class F>
-std::string backend_error(F&& f) {
-  try {
-    f();
-  } catch (const BackendError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <thread>
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
@@ -18,6 +19,8 @@ using dogpile::RedisOptions;
 using dogpile::TimeoutError;
 using dogpile::test::FakeConnection;
 using dogpile::test::FakeServer;
+using dogpile::test::backend_error;
+using dogpile::test::ms_of;
 
 namespace {
 
@@ -29,26 +32,6 @@ RedisOptions fake_options(const FakeServer& s) {
                       .pool_size = 1};
 }
 
-// Milliseconds `f` took.
-template <class F>
-long long ms_of(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                               t0)
-      .count();
-}
-
-// The message of the BackendError `f` throws ("" if none).
-template <class F>
-std::string backend_error(F&& f) {
-  try {
-    f();
-  } catch (const BackendError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 
@@ -188,4 +171,24 @@ TEST_CASE("redis: max_value_bytes is an argument of every redis backend", "[redi
   CHECK_THROWS_AS(RedisBackend::from_arguments({{"max_value_bytes", 0}}), dogpile::ValidationError);
   CHECK(dogpile::RedisSentinelOptions{}.max_value_bytes == std::size_t{64} << 20);
   CHECK(dogpile::RedisClusterOptions{}.max_value_bytes == std::size_t{64} << 20);
+}
+
+TEST_CASE("redis hostile: a server that closed the connection is an error, not a SIGPIPE",
+          "[redis][hostile]") {
+  // The server answers one command, then closes the connection (a FIN: the pooled connection
+  // is half-closed, as after a server restart or CLIENT KILL). The next command is 16 MiB: the
+  // first write is taken, the server answers it with a reset, and in that state (CLOSE_WAIT) the
+  // kernel reports EPIPE — with write() a SIGPIPE, which kills this process (nothing here
+  // ignores it). The backend's send(MSG_NOSIGNAL) gets the error instead.
+  FakeServer fake([](FakeConnection& c) {
+    if (c.read_some().empty()) return;
+    (void)c.send("$-1\r\n");
+  });
+  RedisBackend b(fake_options(fake));
+  CHECK_FALSE(b.get("k").has_value());
+  const auto until = std::chrono::steady_clock::now() + 2s;
+  while (fake.closed() < 1 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+  REQUIRE(fake.closed() == 1);
+  const std::string big(std::size_t{16} << 20, 'v');
+  CHECK_THROWS_AS(b.set("k", big), BackendError);
 }

@@ -39,7 +39,30 @@
 #include <thread>
 #include <vector>
 
+#include "dogpile/error.hpp"
+
 namespace dogpile::test {
+
+/// Milliseconds `f` took (a hostile-server test checks a call ends within its deadline).
+template <class F>
+long long ms_of(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
+      .count();
+}
+
+/// The message of the `BackendError` `f` throws ("" if it throws none).
+template <class F>
+std::string backend_error(F&& f) {
+  try {
+    f();
+  } catch (const dogpile::BackendError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 /// One accepted connection, as its handler sees it. Used by one thread.
 class FakeConnection {
@@ -168,6 +191,8 @@ class FakeServer {
   [[nodiscard]] int port() const { return port_; }
   /// Connections accepted so far.
   [[nodiscard]] int connections() const { return accepted_.load(); }
+  /// Connections closed so far (their handler returned and the socket was closed).
+  [[nodiscard]] int closed() const { return closed_.load(); }
 
  private:
   void accept_loop() {
@@ -185,6 +210,7 @@ class FakeServer {
         } catch (...) {  // a handler's failure only ends its connection
         }
         ::close(fd);
+        closed_.fetch_add(1);
       });
     }
   }
@@ -194,6 +220,7 @@ class FakeServer {
   int port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};
+  std::atomic<int> closed_{0};
   std::mutex m_;
   std::vector<std::thread> threads_;
   std::thread acceptor_;
