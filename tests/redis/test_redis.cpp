@@ -387,7 +387,7 @@ TEST_CASE("redis: after a timeout on a pool of one, the next calls get their own
   b.set("k3", "three");
   CHECK(b.get_multi(std::vector<std::string>{"k3", "k2"}) ==
         std::vector<std::optional<std::string>>{"three", "two"});
-  CHECK(std::chrono::steady_clock::now() - t0 < 150ms);
+  CHECK(std::chrono::steady_clock::now() - t0 < o.socket_timeout);  // none waited out a timeout
 }
 
 TEST_CASE("redis interop: Python dogpile.cache reads what C++ writes and the other way",
