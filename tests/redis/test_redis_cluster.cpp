@@ -1,6 +1,7 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
-// multi-key calls across slots, and MOVED / ASK during a live slot migration; and against a node
-// played by the test, redirection loops that must end.
+// multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
+// slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
+// a node played by the test, redirection loops that must end.
 #include <catch2/catch.hpp>
 
 #include "backends/conformance.hpp"
