@@ -6,6 +6,9 @@ usage: interop.py PORT MODE KEY [ARG]
   write KEY JSON    region.set(KEY, json.loads(JSON))
   hold KEY SECONDS  get_or_create(KEY) whose creator prints "creating", sleeps SECONDS and
                     returns "from python"; prints the value it got
+  fresh KEY SECONDS [KEY SECONDS ...]
+                    for each pair, print json.dumps(region.get(KEY, expiration_time=SECONDS)),
+                    or "expired" when dogpile.cache judges it older than SECONDS
 """
 import json
 import sys
@@ -42,5 +45,10 @@ elif mode == "hold":
         return "from python"
 
     print(json.dumps(region.get_or_create(key, create)), flush=True)
+elif mode == "fresh":
+    pairs = sys.argv[3:]
+    for k, seconds in zip(pairs[::2], pairs[1::2]):
+        v = region.get(k, expiration_time=float(seconds))
+        print("expired" if v is NO_VALUE else json.dumps(v))
 else:
     sys.exit("unknown mode " + mode)

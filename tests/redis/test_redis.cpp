@@ -365,6 +365,31 @@ TEST_CASE("redis lock: a waiter in another process is woken by the release notic
   CHECK(latency < 3s);  // far below the 10 s poll interval it would otherwise sleep
 }
 
+// A timed-out connection still owes the reply of the command that timed out: back in the pool
+// unmarked, the next call on it would read that late reply as its own (or time out again).
+// With a pool of one, the next call must open a fresh connection and get its own value at once.
+TEST_CASE("redis: after a timeout on a pool of one, the next calls get their own replies",
+          "[redis][faults]") {
+  RedisServer s;
+  auto o = options(s.port());
+  o.pool_size = 1;
+  o.socket_timeout = 200ms;
+  RedisBackend b(o);
+  b.set("k1", "one");
+  b.set("k2", "two");
+  s.pause();
+  CHECK_THROWS_AS(b.get("k1"), dogpile::TimeoutError);
+  s.resume();
+  REQUIRE(s.ping());  // the server has answered the timed-out GET by now
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(b.get("k2") == std::optional<std::string>("two"));
+  CHECK(b.get("k1") == std::optional<std::string>("one"));
+  b.set("k3", "three");
+  CHECK(b.get_multi(std::vector<std::string>{"k3", "k2"}) ==
+        std::vector<std::optional<std::string>>{"three", "two"});
+  CHECK(std::chrono::steady_clock::now() - t0 < o.socket_timeout);  // none waited out a timeout
+}
+
 TEST_CASE("redis interop: Python dogpile.cache reads what C++ writes and the other way",
           "[redis][python]") {
   const auto port = std::to_string(server().port());
@@ -379,6 +404,35 @@ TEST_CASE("redis interop: Python dogpile.cache reads what C++ writes and the oth
   REQUIRE(got);
   CHECK((*got)["id"] == 7);
   CHECK((*got)["tags"][1] == "b");
+}
+
+// The envelope's "ct" is Unix seconds on both sides: Python dogpile.cache must find a value C++
+// wrote now fresh and one C++ wrote a minute ago (its clock set back) expired; C++ must find a
+// value Python wrote now fresh, and expired once its clock is a minute on. A "ct" in
+// milliseconds on either side fails one of these (a far-future time is always fresh, a 1970
+// one always expired).
+TEST_CASE("redis interop: Python and C++ judge each other's values fresh and expired on time",
+          "[redis][python]") {
+  const auto port = std::to_string(server().port());
+  const auto k = unique_key("pyct");
+  real_region(plain()).set(k + "now", nlohmann::json("now"));
+  auto back = dogpile::make_region(
+      {.clock = [] { return std::chrono::system_clock::now() - std::chrono::seconds(60); }});
+  back.configure(plain());
+  back.set(k + "old", nlohmann::json("old"));
+  CHECK(run_python({port, "fresh", k + "now", "30", k + "old", "30", k + "old", "90"}) ==
+        "\"now\"\nexpired\n\"old\"\n");
+
+  run_python({port, "write", k + "py", R"("from python")"});
+  auto at = [&](std::chrono::seconds ahead) {
+    auto r = dogpile::make_region(
+        {.clock = [ahead] { return std::chrono::system_clock::now() + ahead; }});
+    r.configure(plain(), {.expiration_time = 30s});
+    return r.get<nlohmann::json>(k + "py");
+  };
+  CHECK(at(0s) == nlohmann::json("from python"));
+  CHECK(at(20s) == nlohmann::json("from python"));
+  CHECK_FALSE(at(60s));
 }
 
 TEST_CASE("redis interop: a Python creator holding _lock<key> makes C++ wait for its value",

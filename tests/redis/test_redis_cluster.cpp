@@ -1,6 +1,7 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
-// multi-key calls across slots, and MOVED / ASK during a live slot migration; and against a node
-// played by the test, redirection loops that must end.
+// multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
+// slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
+// a node played by the test, redirection loops that must end.
 #include <catch2/catch.hpp>
 
 #include "backends/conformance.hpp"
@@ -13,6 +14,11 @@ using dogpile::RedisClusterBackend;
 using dogpile::RedisClusterOptions;
 using dogpile::test::RedisCluster;
 using dogpile_conformance::unique_key;
+
+// The routing's slot function (src/redis/slot.cpp; not public API), checked against the server.
+namespace dogpile::redis_detail {
+int key_slot(std::string_view key) noexcept;
+}
 
 namespace {
 
@@ -61,6 +67,27 @@ int slot_of(const std::string& key) {
   return std::stoi(cluster().cli(cluster().ports()[0], {"cluster", "keyslot", key}));
 }
 
+// The sum over every master of one `INFO` field, e.g. `errorstat_MOVED:count=` in section
+// `errorstats` or `cmdstat_get:calls=` in `commandstats` (0 where absent).
+long long info_total(const std::string& section, const std::string& field) {
+  long long total = 0;
+  for (int p : cluster().ports()) {
+    const auto info = cluster().cli(p, {"info", section});
+    const auto at = info.find(field);
+    if (at != std::string::npos) total += std::stoll(info.substr(at + field.size()));
+  }
+  return total;
+}
+
+void reset_stats() {
+  for (int p : cluster().ports()) cluster().cli(p, {"config", "resetstat"});
+}
+
+// Keys whose hash tag is easy to get wrong, and plain keys.
+const std::vector<std::string> kTrickyKeys = {
+    "{user1000}.following", "{user1000}.followers", "a{b}c", "{}x", "{{a}}", "a{b}c{d}", "{a",
+    "x{}{y}", "}a{b}", "a}", "{", "{}", "plain", "foo", "user:1000", "123456789"};
+
 }  // namespace
 
 DOGPILE_DISTRIBUTED_BACKEND_CONFORMANCE("redis_cluster", locked)
@@ -101,6 +128,36 @@ TEST_CASE("redis_cluster: hash tags keep keys together", "[redis][cluster]") {
         std::vector<std::optional<std::string>>{"1", "2"});
 }
 
+TEST_CASE("redis_cluster: key slots agree with the server's CLUSTER KEYSLOT for tricky hash tags",
+          "[redis][cluster]") {
+  for (const auto& k : kTrickyKeys) {
+    INFO(k);
+    CHECK(dogpile::redis_detail::key_slot(k) == slot_of(k));
+  }
+}
+
+// A wrong slot is repaired by MOVED, so results stay right; only the servers' counters show
+// the extra round trips.
+TEST_CASE("redis_cluster: on a settled slot map every call goes straight to its node",
+          "[redis][cluster]") {
+  auto b = plain();
+  const auto tag = unique_key("settled");
+  std::vector<std::string> keys;
+  for (const auto& k : kTrickyKeys) keys.push_back(k + tag);
+  for (const auto& k : kTrickyKeys) keys.push_back(tag + k);
+  (void)b->get(keys[0]);  // the slot map is loaded
+  reset_stats();
+  for (const auto& k : keys) {
+    b->set(k, "v");
+    CHECK(b->get(k) == std::optional<std::string>("v"));
+  }
+  CHECK(b->get_multi(keys) == std::vector<std::optional<std::string>>(keys.size(), "v"));
+  b->erase_multi(keys);
+  CHECK(info_total("commandstats", "cmdstat_set:calls=") == static_cast<long long>(keys.size()));
+  CHECK(info_total("errorstats", "errorstat_MOVED:count=") == 0);
+  CHECK(info_total("errorstats", "errorstat_ASK:count=") == 0);
+}
+
 TEST_CASE("redis_cluster: reads and writes follow a slot migration (ASK, then MOVED)",
           "[redis][cluster]") {
   auto b = plain();
@@ -120,7 +177,12 @@ TEST_CASE("redis_cluster: reads and writes follow a slot migration (ASK, then MO
   CHECK(cluster().cli(to, {"-c", "get", k}).find("during") != std::string::npos);
   // Finish: every node learns the new owner; the source answers MOVED.
   for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  reset_stats();
+  CHECK(b->get(k) == std::optional<std::string>("during"));  // one MOVED
+  CHECK(info_total("errorstats", "errorstat_MOVED:count=") == 1);
+  // The slot map learnt the new owner: no further redirection.
   CHECK(b->get(k) == std::optional<std::string>("during"));
+  CHECK(info_total("errorstats", "errorstat_MOVED:count=") == 1);
   b->set(k, "after");
   CHECK(b->get_multi(std::vector<std::string>{k}) ==
         std::vector<std::optional<std::string>>{"after"});
