@@ -108,22 +108,25 @@ class ClusterClient final : public Client {
     // Every connection is back in its pool (or dropped, if it failed) before anything below
     // can throw: none goes back owing replies.
     std::optional<ConnectionFailure> timeout;
+    std::vector<Group*> stale;
     for (auto& [raw, g] : groups) {
-      const bool stale =
-          g.failure && g.failure->kind() == Failure::closed && g.lease && (*g.lease).reused();
+      if (g.failure && g.failure->kind() == Failure::closed && g.lease && (*g.lease).reused()) {
+        stale.push_back(&g);
+      }
       g.lease.reset();
       if (g.failure && g.failure->kind() == Failure::closed) g.pool->drop_idle();
       if (g.failure && g.failure->kind() == Failure::timeout && !timeout) timeout = g.failure;
-      if (stale) {
-        // An idle connection the server had closed (a restart): the commands never reached a
-        // live server, so once more on a fresh connection, as Pool::run does.
-        try {
-          g.replies = g.pool->run([&](Connection& c) { return c.pipeline(g.argvs); });
-          g.failure.reset();
-        } catch (const ConnectionFailure& e) {
-          g.failure = e;
-          if (e.kind() == Failure::timeout && !timeout) timeout = e;
-        }
+    }
+    // An idle connection the server had closed (a restart): the commands never reached a live
+    // server, so once more on a fresh connection, as Pool::run does (not when the call already
+    // failed by a timeout).
+    for (Group* g : timeout ? std::vector<Group*>{} : stale) {
+      try {
+        g->replies = g->pool->run([&](Connection& c) { return c.pipeline(g->argvs); });
+        g->failure.reset();
+      } catch (const ConnectionFailure& e) {
+        g->failure = e;
+        if (e.kind() == Failure::timeout && !timeout) timeout = e;
       }
     }
     // A timeout may have run the commands: never twice, the call fails.
