@@ -11,6 +11,9 @@
 //   get_multi/...         region.get_multi of 100 keys vs one redisCommandArgv("MGET", 100 keys)
 //   cluster_get_multi/... region.get_multi of the same 100 keys on a RedisClusterBackend
 //                         (3 masters) vs on a RedisBackend (one server)
+//   cluster_raw/...       the cluster backend's get_multi of those 100 keys (and the region's)
+//                         vs raw hiredis doing the same work: one connection per master, one
+//                         MGET per hash slot, every node's share sent, then every reply read
 //   tls_get/..., tls_set/... RedisBackend get / set of the stored bytes over TLS (the same
 //                         server's --tls-port, TLS 1.3, certificates verified) vs plain text
 // The `backend_*` variants call the RedisBackend directly (no region, no envelope): they split
@@ -40,6 +43,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -100,6 +104,14 @@ struct Env {
   std::string compact_set_key = "bench:user:compact:set";
   std::vector<const char*> mget_ptrs;  // "MGET" + multi_keys, for redisCommandArgv
   std::vector<std::size_t> mget_lens;
+  std::shared_ptr<dogpile::RedisClusterBackend> cluster_backend;
+  // The raw cluster floor: per master, a connection and its MGETs (one per slot).
+  struct RawNode {
+    RawContext c;
+    std::vector<std::vector<const char*>> ptrs;
+    std::vector<std::vector<std::size_t>> lens;
+  };
+  std::vector<RawNode> raw_nodes;
 };
 
 std::unique_ptr<Env> env;
@@ -157,6 +169,36 @@ void setup(bool with_cluster) {
     e.cluster_region = dogpile::make_region({.name = "bench-cluster"});
     e.cluster_region.configure(cb, {.expiration_time = 10min});
     e.cluster_region.set_multi(items);
+    e.cluster_backend = cb;
+    // Which master serves each key, as the raw floor routes it: CLUSTER KEYSLOT per key once.
+    const auto ranges = dogpile::test::RedisCluster::parse_slots(
+        e.cluster->cli(e.cluster->ports()[0], {"cluster", "slots"}));
+    RawContext ask = raw_connect(e.cluster->ports()[0]);
+    std::map<int, std::map<long long, std::vector<const std::string*>>> by_node;
+    for (const auto& k : e.multi_keys) {
+      RawReply r(static_cast<redisReply*>(
+          redisCommand(ask.get(), "CLUSTER KEYSLOT %b", k.data(), k.size())));
+      if (!r || r->type != REDIS_REPLY_INTEGER) throw std::runtime_error("CLUSTER KEYSLOT failed");
+      int port = 0;
+      for (const auto& rg : ranges) {
+        if (r->integer >= rg.first && r->integer <= rg.last) port = rg.port;
+      }
+      by_node[port][r->integer].push_back(&k);
+    }
+    for (const auto& [port, slots] : by_node) {
+      Env::RawNode n{raw_connect(port), {}, {}};
+      for (const auto& [slot, keys] : slots) {
+        std::vector<const char*> p{"MGET"};
+        std::vector<std::size_t> l{4};
+        for (const auto* k : keys) {
+          p.push_back(k->data());
+          l.push_back(k->size());
+        }
+        n.ptrs.push_back(std::move(p));
+        n.lens.push_back(std::move(l));
+      }
+      e.raw_nodes.push_back(std::move(n));
+    }
   }
   std::printf("redis-server on port %d%s; stored value: %zu bytes (%zu-byte string + envelope)\n",
               e.server->port(), with_cluster ? ", cluster of 3 masters" : "", e.stored.size(),
@@ -281,6 +323,62 @@ void get_multi_backend(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// What a hand-written hiredis cluster client does for get_multi(100): every master's MGETs
+// appended and written, then every reply read.
+void cluster_raw_floor(benchmark::State& state) {
+  Env& e = *env;
+  for (auto _ : state) {
+    for (auto& n : e.raw_nodes) {
+      for (std::size_t i = 0; i < n.ptrs.size(); ++i) {
+        redisAppendCommandArgv(n.c.get(), static_cast<int>(n.ptrs[i].size()), n.ptrs[i].data(),
+                               n.lens[i].data());
+      }
+      int done = 0;
+      while (done == 0) {
+        if (redisBufferWrite(n.c.get(), &done) != REDIS_OK) {
+          state.SkipWithError("raw cluster write failed");
+          return;
+        }
+      }
+    }
+    std::size_t got = 0;
+    for (auto& n : e.raw_nodes) {
+      for (std::size_t i = 0; i < n.ptrs.size(); ++i) {
+        void* raw = nullptr;
+        if (redisGetReply(n.c.get(), &raw) != REDIS_OK) {
+          state.SkipWithError("raw cluster MGET failed");
+          return;
+        }
+        RawReply r(static_cast<redisReply*>(raw));
+        if (r->type != REDIS_REPLY_ARRAY) {
+          state.SkipWithError("raw cluster MGET: not an array");
+          return;
+        }
+        got += r->elements;
+      }
+    }
+    if (got != kMultiKeys) {
+      state.SkipWithError("raw cluster MGET: keys missing");
+      break;
+    }
+    benchmark::DoNotOptimize(got);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void cluster_backend_get_multi(benchmark::State& state) {
+  Env& e = *env;
+  for (auto _ : state) {
+    auto vs = e.cluster_backend->get_multi(e.multi_keys);
+    if (!vs.back()) {
+      state.SkipWithError("cluster backend get_multi missed");
+      break;
+    }
+    benchmark::DoNotOptimize(vs);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
 void register_benchmarks(bool with_cluster) {
   benchmark::RegisterBenchmark("get/floor_hiredis_GET", get_floor)->UseRealTime();
   benchmark::RegisterBenchmark("get/region_get", get_region<&Env::region, &Env::get_key>)
@@ -314,6 +412,13 @@ void register_benchmarks(bool with_cluster) {
                                  get_multi_region<&Env::region>)
         ->UseRealTime();
     benchmark::RegisterBenchmark("cluster_get_multi/cluster_3_masters",
+                                 get_multi_region<&Env::cluster_region>)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("cluster_raw/floor_hiredis_3_masters", cluster_raw_floor)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("cluster_raw/backend_get_multi", cluster_backend_get_multi)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark("cluster_raw/region_get_multi",
                                  get_multi_region<&Env::cluster_region>)
         ->UseRealTime();
   }

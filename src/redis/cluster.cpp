@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
 
@@ -52,34 +53,102 @@ class ClusterClient final : public Client {
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
     std::vector<Reply> out(cmds.size());
     // Group by the node serving each command's slot; one pipeline per node.
-    std::map<Pool*, std::pair<std::shared_ptr<Pool>, std::vector<std::size_t>>> groups;
+    struct Group {
+      std::shared_ptr<Pool> pool;
+      std::vector<std::size_t> idx;
+      std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of arguments
+      std::optional<Pool::Lease> lease;
+      std::vector<Reply> replies;
+      std::optional<ConnectionFailure> failure;
+    };
+    // Ordered by pool: every call takes its nodes' connections in the same order, so two
+    // calls on small pools cannot each hold one node's last connection and wait for the other.
+    std::map<Pool*, Group> groups;
     for (std::size_t i = 0; i < cmds.size(); ++i) {
-      auto p = pool_for_slot(key_slot(cmds[i].key));
-      auto& g = groups[p.get()];
-      g.first = p;
-      g.second.push_back(i);
-    }
-    for (auto& [raw, group] : groups) {
-      auto& [pool, idx] = group;
-      std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of the arguments
-      argvs.reserve(idx.size());
-      for (auto i : idx) argvs.push_back(&cmds[i].argv);
-      std::vector<Reply> rs;
+      std::shared_ptr<Pool> p;
       try {
-        rs = pool->run(
-            [&](Connection& c) { return c.pipeline(std::span<const Argv* const>(argvs)); });
+        p = pool_for_slot(key_slot(cmds[i].key));
       } catch (const ConnectionFailure& e) {
-        if (e.kind() == Failure::timeout) throw_failure(e);
-        refresh(true);
-        for (auto i : idx) out[i] = run(cmds[i].key, cmds[i].argv);  // one by one, rerouted
+        throw_failure(e);
+      }
+      auto& g = groups[p.get()];
+      if (!g.pool) g.pool = std::move(p);
+      g.idx.push_back(i);
+      g.argvs.push_back(&cmds[i].argv);
+    }
+    // Every node's share is sent before any reply is read, and one deadline covers the whole
+    // call: the nodes work in parallel, and a node that does not answer costs one
+    // socket_timeout, not one per node.
+    const auto deadline = std::chrono::steady_clock::now() + settings_.socket_timeout;
+    try {
+      for (auto& [raw, g] : groups) {
+        try {
+          g.lease.emplace(g.pool->acquire());
+          (*g.lease)->send_pipeline(g.argvs, deadline);
+        } catch (const ConnectionFailure& e) {
+          g.failure = e;
+        }
+      }
+      for (auto& [raw, g] : groups) {
+        if (g.failure) continue;
+        try {
+          g.replies = (*g.lease)->read_pipeline(g.argvs, deadline);
+        } catch (const ConnectionFailure& e) {
+          g.failure = e;
+        }
+      }
+    } catch (...) {
+      // (A pool exhausted: TimeoutError.) Connections that were sent commands and not read
+      // must not go back to their pools owing replies.
+      for (auto& [raw, g] : groups) {
+        if (g.lease && g.replies.empty()) (*g.lease)->abandon();
+      }
+      throw;
+    }
+    // Every connection is back in its pool (or dropped, if it failed) before anything below
+    // can throw: none goes back owing replies.
+    std::optional<ConnectionFailure> timeout;
+    std::vector<Group*> stale;
+    for (auto& [raw, g] : groups) {
+      if (g.failure && g.failure->kind() == Failure::closed && g.lease && (*g.lease).reused()) {
+        stale.push_back(&g);
+      }
+      g.lease.reset();
+      if (g.failure && g.failure->kind() == Failure::closed) g.pool->drop_idle();
+      if (g.failure && g.failure->kind() == Failure::timeout && !timeout) timeout = g.failure;
+    }
+    // An idle connection the server had closed (a restart): the commands never reached a live
+    // server, so once more on a fresh connection, as Pool::run does (not when the call already
+    // failed by a timeout).
+    for (Group* g : timeout ? std::vector<Group*>{} : stale) {
+      try {
+        g->replies = g->pool->run([&](Connection& c) { return c.pipeline(g->argvs); });
+        g->failure.reset();
+      } catch (const ConnectionFailure& e) {
+        g->failure = e;
+        if (e.kind() == Failure::timeout && !timeout) timeout = e;
+      }
+    }
+    // A timeout may have run the commands: never twice, the call fails.
+    if (timeout) throw_failure(*timeout);
+    for (auto& [raw, g] : groups) {
+      if (g.failure) {
+        // The node went away: ask the cluster who serves the slots now, and run this node's
+        // share one by one, rerouted.
+        try {
+          refresh(true);
+        } catch (const ConnectionFailure&) {
+          throw_failure(*g.failure);
+        }
+        for (auto i : g.idx) out[i] = run(cmds[i].key, cmds[i].argv);
         continue;
       }
-      for (std::size_t j = 0; j < idx.size(); ++j) {
-        const auto code = rs[j].error_code();
+      for (std::size_t j = 0; j < g.idx.size(); ++j) {
+        const auto code = g.replies[j].error_code();
         if (code == "MOVED" || code == "ASK" || code == "TRYAGAIN" || code == "CLUSTERDOWN") {
-          out[idx[j]] = run(cmds[idx[j]].key, cmds[idx[j]].argv);
+          out[g.idx[j]] = run(cmds[g.idx[j]].key, cmds[g.idx[j]].argv);
         } else {
-          out[idx[j]] = std::move(rs[j]);
+          out[g.idx[j]] = std::move(g.replies[j]);
         }
       }
     }

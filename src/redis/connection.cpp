@@ -256,8 +256,7 @@ void Connection::write_all(Clock::time_point deadline) {
       fail_with(Failure::closed, std::string("poll failed: ") + std::strerror(errno));
     }
     if (ready == 0) continue;  // the deadline check above ends it
-    const ssize_t n =
-        ::send(ctx_->fd, ctx_->obuf, sdslen(ctx_->obuf), MSG_NOSIGNAL | MSG_DONTWAIT);
+    const ssize_t n = ::send(ctx_->fd, ctx_->obuf, sdslen(ctx_->obuf), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
       fail_with(Failure::closed, std::string("write failed: ") + std::strerror(errno));
@@ -384,8 +383,13 @@ std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
 }
 
 std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
   const auto deadline = Clock::now() + socket_timeout_;
+  send_pipeline(cmds, deadline);
+  return read_pipeline(cmds, deadline);
+}
+
+void Connection::send_pipeline(std::span<const Argv* const> cmds, Clock::time_point deadline) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
   RawArgv raw;
   for (const Argv* argv : cmds) {
     raw.assign(*argv);
@@ -395,11 +399,18 @@ std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
     }
   }
   write_all(deadline);
+}
+
+std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
+                                             Clock::time_point deadline) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
   std::vector<Reply> out;
   out.reserve(cmds.size());
   for (const Argv* argv : cmds) out.push_back(read_one(deadline, argv->size()));
   return out;
 }
+
+void Connection::abandon() noexcept { broken_ = true; }
 
 void Connection::send(const Argv& argv) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");

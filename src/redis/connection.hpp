@@ -146,6 +146,16 @@ class Connection {
   /// The same for commands owned elsewhere (a client's routed commands: no copy of their
   /// arguments). @throws ConnectionFailure.
   std::vector<Reply> pipeline(std::span<const Argv* const> cmds);
+  /// `pipeline` in two halves, so that a caller can send to several servers before reading
+  /// from any (a cluster's multi-key call): every command written by `deadline`, then every
+  /// reply read by the same `deadline`. Between the halves the connection owes replies: read
+  /// them or `abandon()` it before it goes back to a pool. @throws ConnectionFailure.
+  void send_pipeline(std::span<const Argv* const> cmds,
+                     std::chrono::steady_clock::time_point deadline);
+  std::vector<Reply> read_pipeline(std::span<const Argv* const> cmds,
+                                   std::chrono::steady_clock::time_point deadline);
+  /// Marks the connection `broken()` (its replies will not be read): a pool drops it.
+  void abandon() noexcept;
   /// Sends without reading (a subscriber's SUBSCRIBE). @throws ConnectionFailure.
   void send(const Argv& argv);
   /// The next reply already sent by the server (a pub/sub message), waiting at most `wait`;

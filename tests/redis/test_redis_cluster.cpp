@@ -2,7 +2,11 @@
 // multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
 // slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
 // a node played by the test, redirection loops that must end.
+#include <signal.h>
+
 #include <catch2/catch.hpp>
+#include <sstream>
+#include <thread>
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
@@ -262,4 +266,167 @@ TEST_CASE("redis_cluster: redirection loops end in a BackendError", "[redis][clu
   }
   CHECK(node.count("GET") == (code == "MOVED" ? 9 : 2));
   CHECK(std::chrono::steady_clock::now() - t0 < 1s);
+}
+
+namespace {
+
+// SIGSTOP to one cluster node (its pid from INFO), SIGCONT when the guard goes: the node stops
+// answering, its kernel still accepts the bytes sent to it.
+struct PausedNode {
+  explicit PausedNode(int port) {
+    const auto info = cluster().cli(port, {"info", "server"});
+    const auto at = info.find("process_id:");
+    REQUIRE(at != std::string::npos);
+    pid = std::stoi(info.substr(at + 11));
+    REQUIRE(::kill(pid, SIGSTOP) == 0);
+  }
+  void resume() {
+    if (pid > 0) ::kill(pid, SIGCONT);
+    pid = 0;
+  }
+  ~PausedNode() { resume(); }
+  PausedNode(const PausedNode&) = delete;
+  PausedNode& operator=(const PausedNode&) = delete;
+  int pid = 0;
+};
+
+// MGET calls the node ran since its last CONFIG RESETSTAT.
+int mget_calls(int port) {
+  const auto stats = cluster().cli(port, {"info", "commandstats"});
+  const auto at = stats.find("cmdstat_mget:calls=");
+  return at == std::string::npos ? 0 : std::stoi(stats.substr(at + 19));
+}
+
+std::vector<std::string> spread_keys(const std::string& prefix, int n) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < n; ++i) keys.push_back(unique_key(prefix) + std::to_string(i));
+  return keys;
+}
+
+}  // namespace
+
+TEST_CASE("redis_cluster: get_multi over every node equals one get per key, misses included",
+          "[redis][cluster][multi]") {
+  auto b = plain();
+  const auto keys = spread_keys("same", 120);
+  std::vector<dogpile::BytesItem> items;
+  for (std::size_t i = 0; i < keys.size(); i += 3) items.emplace_back(keys[i], "v" + keys[i]);
+  b->set_multi(items);  // one key in three: the others are misses
+  const auto got = b->get_multi(keys);
+  REQUIRE(got.size() == keys.size());
+  std::size_t hits = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    CHECK(got[i] == b->get(keys[i]));
+    CHECK(got[i].has_value() == (i % 3 == 0));
+    hits += got[i].has_value() ? 1 : 0;
+  }
+  CHECK(hits == 40);
+  for (int p : cluster().ports()) CHECK(std::stoi(cluster().cli(p, {"dbsize"})) > 0);
+  b->erase_multi(keys);
+  for (const auto& k : keys) CHECK_FALSE(b->get(k));
+}
+
+// The parallel property itself: with one node paused, the other nodes have run their share of
+// the call before the paused node answers. Done node after node, the nodes after the paused one
+// (whichever it is, in some round) would see nothing until it answered.
+TEST_CASE("redis_cluster: a multi-key call sends every node's share before reading any reply",
+          "[redis][cluster][multi]") {
+  auto o = options(false);
+  o.socket_timeout = 2s;
+  RedisClusterBackend b(o);
+  const auto keys = spread_keys("par", 60);
+  std::vector<dogpile::BytesItem> items;
+  for (const auto& k : keys) items.emplace_back(k, "v" + k);
+  b.set_multi(items);
+  (void)b.get_multi(keys);  // every node's connection open and idle
+  for (int paused : cluster().ports()) {
+    for (int p : cluster().ports()) cluster().cli(p, {"config", "resetstat"});
+    PausedNode node(paused);
+    std::vector<std::optional<std::string>> got;
+    std::thread call([&] { got = b.get_multi(keys); });
+    bool others_ran = false;
+    const auto until = std::chrono::steady_clock::now() + 1s;
+    while (!others_ran && std::chrono::steady_clock::now() < until) {
+      others_ran = true;
+      for (int p : cluster().ports()) {
+        if (p != paused && mget_calls(p) == 0) others_ran = false;
+      }
+    }
+    node.resume();
+    call.join();
+    CHECK(others_ran);
+    REQUIRE(got.size() == keys.size());
+    for (std::size_t i = 0; i < keys.size(); ++i) CHECK(got[i] == "v" + keys[i]);
+  }
+  b.erase_multi(keys);
+}
+
+TEST_CASE("redis_cluster: a paused node fails a multi-key call within one socket_timeout",
+          "[redis][cluster][multi]") {
+  auto o = options(false);
+  o.socket_timeout = 300ms;
+  o.pool_size = 1;  // the next calls reuse the connections the failed call had
+  RedisClusterBackend b(o);
+  const auto keys = spread_keys("deadline", 100);
+  std::vector<dogpile::BytesItem> items;
+  for (const auto& k : keys) items.emplace_back(k, "v" + k);
+  b.set_multi(items);
+  {
+    PausedNode node(cluster().ports()[1]);
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_THROWS_AS(b.get_multi(keys), dogpile::TimeoutError);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took >= 250ms);
+    CHECK(took < 600ms);  // node after node: up to 3 x 300 ms
+  }
+  // No connection went back to its pool owing replies: the next calls read their own.
+  for (int round = 0; round < 2; ++round) {
+    const auto got = b.get_multi(keys);
+    for (std::size_t i = 0; i < keys.size(); ++i) CHECK(got[i] == "v" + keys[i]);
+  }
+  b.erase_multi(keys);
+}
+
+TEST_CASE(
+    "redis_cluster: a slot moved behind the backend's back is followed inside a multi-key "
+    "call (MOVED)",
+    "[redis][cluster][multi]") {
+  auto b = plain();
+  const auto keys = spread_keys("moved", 100);
+  std::vector<dogpile::BytesItem> items;
+  for (const auto& k : keys) items.emplace_back(k, "v" + k);
+  b->set_multi(items);
+  (void)b->get_multi(keys);  // the slot map is settled
+  const int slot = slot_of(keys[0]);
+  const auto [from, to] = owner_and_other(slot);
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  auto move_slot = [&](int src, int dst, const std::string& src_id, const std::string& dst_id) {
+    cluster().cli(dst, {"cluster", "setslot", s, "importing", src_id});
+    cluster().cli(src, {"cluster", "setslot", s, "migrating", dst_id});
+    std::vector<std::string> mig = {"migrate", "127.0.0.1", std::to_string(dst), "", "0",
+                                    "5000",    "keys"};
+    std::stringstream in_slot(cluster().cli(src, {"cluster", "getkeysinslot", s, "1000"}));
+    for (std::string k; std::getline(in_slot, k);) {
+      if (!k.empty() && k.back() == '\r') k.pop_back();
+      if (!k.empty()) mig.push_back(k);
+    }
+    REQUIRE(mig.size() > 7);
+    cluster().cli(src, mig);
+    for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", dst_id});
+  };
+  move_slot(from, to, from_id, to_id);
+  cluster().cli(from, {"config", "resetstat"});
+  const auto got = b->get_multi(keys);
+  for (std::size_t i = 0; i < keys.size(); ++i) CHECK(got[i] == "v" + keys[i]);
+  CHECK(cluster().cli(from, {"info", "errorstats"}).find("errorstat_MOVED") != std::string::npos);
+  // Writes and deletes too, and the map now knows the new owner.
+  std::vector<dogpile::BytesItem> again;
+  for (const auto& k : keys) again.emplace_back(k, "w" + k);
+  b->set_multi(again);
+  CHECK(cluster().cli(to, {"get", keys[0]}).find("w" + keys[0]) != std::string::npos);
+  move_slot(to, from, to_id, from_id);
+  b->erase_multi(keys);
+  for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v);
 }
