@@ -92,8 +92,7 @@ TEST_CASE("integer <-> floating point reads never narrow", "[disk]") {
   CHECK_THROWS_WITH(cache.get<int>("pi"), Contains("'pi'") && Contains("a float"));
 }
 
-namespace {
-}  // namespace
+namespace {}  // namespace
 
 TEST_CASE("CantDeserialize from get<T> names the key", "[disk]") {
   TempDir d;

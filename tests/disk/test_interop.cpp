@@ -13,8 +13,8 @@
 #include "dogpile/disk/cache.hpp"
 #include "dogpile/disk/fanout.hpp"
 
-using disk_test::have_diskcache;
 using disk_test::big_bytes;
+using disk_test::have_diskcache;
 using disk_test::TempDir;
 using dogpile::Bytes;
 using dogpile::DiskCache;
@@ -34,7 +34,6 @@ std::string big_str() {
   for (int i = 0; i < 40000; ++i) s += "\xc3\xa9";  // U+00E9
   return s;
 }
-
 
 void write_dataset(DiskCache& c) {
   c.set(1, 2);

@@ -21,8 +21,8 @@
 #include "dogpile/disk/recipes.hpp"
 
 using namespace std::chrono_literals;
-using disk_test::run_children;
 using disk_test::have_diskcache;
+using disk_test::run_children;
 using disk_test::TempDir;
 using dogpile::DiskCache;
 using dogpile::FanoutCache;

@@ -37,7 +37,6 @@ using dogpile::Key;
 
 namespace {
 
-
 // The docs' custom serializer (docs/disk.md, "Value serialization").
 struct Scramble final : dogpile::ValueSerializer {
   dogpile::DiskValue encode(const dogpile::DiskValue& v) const override {

@@ -20,9 +20,9 @@
 
 using namespace std::chrono_literals;
 using dogpile::BackendError;
+using dogpile::test::backend_error;
 using dogpile::test::FakeConnection;
 using dogpile::test::FakeServer;
-using dogpile::test::backend_error;
 using dogpile::test::ms_of;
 
 namespace {
@@ -70,7 +70,6 @@ struct ScriptedMemcached {
     return dogpile::make_backend("memcached", a);
   }
 };
-
 
 }  // namespace
 

@@ -88,9 +88,22 @@ void reset_stats() {
 }
 
 // Keys whose hash tag is easy to get wrong, and plain keys.
-const std::vector<std::string> kTrickyKeys = {
-    "{user1000}.following", "{user1000}.followers", "a{b}c", "{}x", "{{a}}", "a{b}c{d}", "{a",
-    "x{}{y}", "}a{b}", "a}", "{", "{}", "plain", "foo", "user:1000", "123456789"};
+const std::vector<std::string> kTrickyKeys = {"{user1000}.following",
+                                              "{user1000}.followers",
+                                              "a{b}c",
+                                              "{}x",
+                                              "{{a}}",
+                                              "a{b}c{d}",
+                                              "{a",
+                                              "x{}{y}",
+                                              "}a{b}",
+                                              "a}",
+                                              "{",
+                                              "{}",
+                                              "plain",
+                                              "foo",
+                                              "user:1000",
+                                              "123456789"};
 
 }  // namespace
 

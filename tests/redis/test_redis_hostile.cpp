@@ -17,9 +17,9 @@ using dogpile::BackendError;
 using dogpile::RedisBackend;
 using dogpile::RedisOptions;
 using dogpile::TimeoutError;
+using dogpile::test::backend_error;
 using dogpile::test::FakeConnection;
 using dogpile::test::FakeServer;
-using dogpile::test::backend_error;
 using dogpile::test::ms_of;
 
 namespace {
@@ -31,7 +31,6 @@ RedisOptions fake_options(const FakeServer& s) {
                       .socket_connect_timeout = 500ms,
                       .pool_size = 1};
 }
-
 
 }  // namespace
 
