@@ -27,6 +27,7 @@ using namespace std::chrono_literals;
 using dogpile::RedisSentinelBackend;
 using dogpile::RedisSentinelOptions;
 using dogpile::test::RedisSentinelSet;
+using dogpile::test::tls_error;
 using dogpile_conformance::unique_key;
 
 namespace {
@@ -450,20 +451,6 @@ TEST_CASE("redis_sentinel: discovery trusts the sentinel with the newest config-
   CHECK(stale.cli({"exists", key}) == "0\n");
 }
 
-namespace {
-// The BackendError's text (FAIL when none is thrown).
-template <class F>
-std::string tls_backend_error(F&& f) {
-  try {
-    f();
-  } catch (const dogpile::BackendError& e) {
-    return e.what();
-  }
-  FAIL("no BackendError");
-  return {};
-}
-}  // namespace
-
 TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from the master",
           "[redis][sentinel][tls]") {
   auto& set = sentinels();
@@ -483,14 +470,14 @@ TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from 
   // The sentinels' TLS is verified like a server's...
   auto unverified =
       dogpile::RedisSentinelBackend::from_arguments(args({{"ssl", true}}));  // no ssl_ca_certs
-  std::string e = tls_backend_error([&] { (void)unverified->get("tls-sentinel"); });
+  std::string e = tls_error([&] { (void)unverified->get("tls-sentinel"); });
   CHECK(e.find("certificate verify failed") != std::string::npos);
   // ... and the top-level ssl_* arguments are the master's, not the sentinels'.
   auto j = args(nlohmann::json::object());
   j["ssl"] = true;
   j["ssl_ca_certs"] = dogpile::test::certs().ca;
   auto plain_to_sentinel = dogpile::RedisSentinelBackend::from_arguments(j);
-  e = tls_backend_error([&] { (void)plain_to_sentinel->get("tls-sentinel"); });
+  e = tls_error([&] { (void)plain_to_sentinel->get("tls-sentinel"); });
   CAPTURE(e);
   CHECK(e.find("TLS") != std::string::npos);
 }

@@ -18,6 +18,7 @@ using dogpile::RedisOptions;
 using dogpile::RedisTlsOptions;
 using dogpile::test::RedisServer;
 using dogpile::test::RedisServerOptions;
+using dogpile::test::tls_error;
 using json = nlohmann::json;
 using dogpile::test::certs;
 
@@ -42,18 +43,6 @@ RedisOptions tls_options(int port, RedisTlsOptions tls) {
       .host = "127.0.0.1", .port = port, .socket_timeout = 1s, .socket_connect_timeout = 500ms};
   o.tls = std::move(tls);
   return o;
-}
-
-// The BackendError's text (FAIL when none is thrown).
-template <class F>
-std::string backend_error(F&& f) {
-  try {
-    f();
-  } catch (const dogpile::BackendError& e) {
-    return e.what();
-  }
-  FAIL("no BackendError");
-  return {};
 }
 
 bool contains(const std::string& s, const std::string& part) {
@@ -119,13 +108,13 @@ TEST_CASE("redis over TLS: a certificate this client cannot verify is a clear Ba
   const int port = tls_server().tls_port();
   SECTION("no ssl_ca_certs: the system store does not know the test CA") {
     RedisBackend b(tls_options(port, {}));
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CHECK(contains(e, "certificate verify failed"));
     CHECK(contains(e, "ssl_ca_certs"));
   }
   SECTION("another CA") {
     RedisBackend b(tls_options(port, {.ssl_ca_certs = certs().other_ca}));
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CHECK(contains(e, "certificate verify failed"));
     CHECK(contains(e, "not signed by a CA this client trusts"));
   }
@@ -138,7 +127,7 @@ TEST_CASE("redis over TLS: a certificate this client cannot verify is a clear Ba
   SECTION("a wrong host name") {
     RedisBackend b(
         tls_options(port, {.ssl_ca_certs = certs().ca, .ssl_server_hostname = "redis.example"}));
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CHECK(contains(e, "hostname mismatch"));
     CHECK(contains(e, "does not name the host"));
     // ... accepted when the name check is turned off (the chain is still verified)
@@ -151,7 +140,7 @@ TEST_CASE("redis over TLS: a certificate this client cannot verify is a clear Ba
     RedisServer expired(RedisServerOptions{
         .tls = RedisServerOptions::Tls{certs().expired, certs().server_key, certs().ca, false}});
     RedisBackend b(tls_options(expired.tls_port(), {.ssl_ca_certs = certs().ca}));
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CHECK(contains(e, "certificate has expired"));
   }
 }
@@ -163,7 +152,7 @@ TEST_CASE("redis TLS and plain text never mix: each way is a clear BackendError"
                                 .socket_timeout = 1s,
                                 .socket_connect_timeout = 500ms});
     const auto t0 = std::chrono::steady_clock::now();
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CHECK(contains(e, "if this port serves TLS, use ssl=true or a rediss:// URL"));
     CHECK(std::chrono::steady_clock::now() - t0 < 1s);  // not the timeout: the server hung up
   }
@@ -171,7 +160,7 @@ TEST_CASE("redis TLS and plain text never mix: each way is a clear BackendError"
     auto o = tls_options(tls_server().port(), {.ssl_ca_certs = certs().ca});
     o.socket_connect_timeout = 200ms;  // the plain port never answers the hello
     RedisBackend b(o);
-    const auto e = backend_error([&] { (void)b.get("k"); });
+    const auto e = tls_error([&] { (void)b.get("k"); });
     CAPTURE(e);
     CHECK(contains(e, "TLS handshake"));
     CHECK(contains(e, "does this port serve TLS?"));
@@ -188,7 +177,7 @@ TEST_CASE("redis mutual TLS: a client certificate is sent, and its absence is a 
   CHECK(with.get("k") == std::optional<std::string>("mutual"));
 
   RedisBackend without(tls_options(port, {.ssl_ca_certs = certs().ca}));
-  const auto e = backend_error([&] { (void)without.get("k"); });
+  const auto e = tls_error([&] { (void)without.get("k"); });
   CAPTURE(e);
   // The server's alert ("certificate required") when it arrives before the first write, else a
   // reset: either way the error says what to pass.

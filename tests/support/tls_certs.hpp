@@ -9,9 +9,22 @@
 #include <stdexcept>
 #include <string>
 
+#include "dogpile/error.hpp"
 #include "support/servers.hpp"
 
 namespace dogpile::test {
+
+/// The text of the BackendError `f` throws; when it throws none, a std::runtime_error that fails
+/// the test (a TLS mistake must never pass silently).
+template <class F>
+std::string tls_error(F&& f) {
+  try {
+    f();
+  } catch (const dogpile::BackendError& e) {
+    return e.what();
+  }
+  throw std::runtime_error("expected a BackendError, none was thrown");
+}
 
 // Certificates for this test binary, made once (~0.2 s) in a temporary directory.
 struct Certs {
