@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -43,9 +44,10 @@ std::string gdbm_message(gdbm_error ec, int err) {
   return m;
 }
 
-int open_file(const std::string& path, int flags) {
+// `mode` is the mode of a created file: 0666 (the umask applies), 0600 under private_cache.
+int open_file(const std::string& path, int flags, mode_t mode) {
   for (;;) {
-    const int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0666);
+    const int fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
     if (fd >= 0 || errno != EINTR) return fd;
   }
 }
@@ -87,6 +89,7 @@ bool flock_for(int fd, int op, std::optional<std::chrono::milliseconds> timeout,
 // one process exclude each other in the kernel exactly as processes do.
 struct FlockState {
   std::string path;
+  mode_t mode;  // of the lock file when this process creates it
   std::mutex mu;
   pid_t pid = ::getpid();
   struct Hold {
@@ -95,7 +98,7 @@ struct FlockState {
   };
   std::map<std::thread::id, Hold> holds;
 
-  explicit FlockState(std::string p) : path(std::move(p)) {}
+  FlockState(std::string p, mode_t m) : path(std::move(p)), mode(m) {}
   FlockState(const FlockState&) = delete;
   FlockState& operator=(const FlockState&) = delete;
   ~FlockState() {
@@ -142,7 +145,7 @@ class DbmMutex final : public CacheMutex {
     }
     // The real lock, on a fresh fd: this thread holding this key already (or another thread
     // holding this object) makes it wait, as dogpile's FileLock does.
-    const int fd = open_file(st_->path, O_RDWR | O_CREAT);
+    const int fd = open_file(st_->path, O_RDWR | O_CREAT, st_->mode);
     if (fd < 0) sys_error("cannot open the dogpile lock file", st_->path, errno);
     bool got = false;
     try {
@@ -191,7 +194,7 @@ class DbmMutex final : public CacheMutex {
       if (owner_ && owner_pid_ == ::getpid()) return true;
       if (st_->pid == ::getpid() && !st_->holds.empty()) return false;  // ours, other keys
     }
-    const int fd = open_file(st_->path, O_RDWR | O_CREAT);
+    const int fd = open_file(st_->path, O_RDWR | O_CREAT, st_->mode);
     if (fd < 0) sys_error("cannot open the dogpile lock file", st_->path, errno);
     const int e = flock_retry(fd, LOCK_EX | LOCK_NB);
     ::close(fd);  // closing drops the probe's lock
@@ -295,8 +298,13 @@ struct DbmBackend::Impl {
     if (!opts.rw_lockfile) opts.rw_lockfile = file + ".rw.lock";
     if (!opts.dogpile_lockfile) opts.dogpile_lockfile = file + ".dogpile.lock";
     rw_path = opts.rw_lockfile->string();
+    if (opts.private_cache) {
+      check_private_file(file);
+      check_private_file(rw_path);
+      check_private_file(opts.dogpile_lockfile->string());
+    }
     if (!opts.dogpile_lockfile->empty()) {
-      flock_state = std::make_shared<FlockState>(opts.dogpile_lockfile->string());
+      flock_state = std::make_shared<FlockState>(opts.dogpile_lockfile->string(), create_mode());
     }
     open_rw_lockfile();
     // Create the file if absent (under the write lock, so a reader never sees it half-made);
@@ -313,11 +321,37 @@ struct DbmBackend::Impl {
     }
   }
 
+  mode_t create_mode() const { return opts.private_cache ? 0600 : 0666; }
+
+  // private_cache: an existing file must be this user's and closed to group and others (a file
+  // others can write is a file they can poison; one they can read leaks the cached values).
+  // Created files get 0600 whatever the umask.
+  static void check_private_file(const std::string& path) {
+    if (path.empty()) return;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return;  // created below with mode 0600
+      sys_error("private_cache: cannot stat", path, errno);
+    }
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    if (st.st_uid != ::geteuid()) {
+      detail::throw_error<BackendError>(
+          "dbm backend: private_cache: '" + path + "' (mode " + mode + ") is owned by uid " +
+          std::to_string(st.st_uid) + ", not by this process's uid " + std::to_string(::geteuid()));
+    }
+    if ((st.st_mode & (S_IRGRP | S_IWGRP | S_IROTH | S_IWOTH)) != 0) {
+      detail::throw_error<BackendError>(
+          "dbm backend: private_cache: '" + path + "' has mode " + mode +
+          ": group or others can read or write it (chmod 600 it, or use another file)");
+    }
+  }
+
   void open_rw_lockfile() {
     if (rw_path.empty()) return;
-    rw_fd = open_file(rw_path, O_RDWR | O_CREAT);
+    rw_fd = open_file(rw_path, O_RDWR | O_CREAT, create_mode());
     rw_writable = rw_fd >= 0;
-    if (rw_fd < 0 && (errno == EACCES || errno == EROFS)) rw_fd = open_file(rw_path, O_RDONLY);
+    if (rw_fd < 0 && (errno == EACCES || errno == EROFS)) rw_fd = open_file(rw_path, O_RDONLY, 0);
     if (rw_fd < 0) sys_error("cannot open the read/write lock file", rw_path, errno);
   }
 
@@ -358,7 +392,8 @@ struct DbmBackend::Impl {
       // Under GDBM's own lock a writer excludes every reader: read as a reader.
       if (as_writer && lock_by_gdbm && !write) continue;
       const int mode = as_writer ? GDBM_WRCREAT : GDBM_READER;
-      d = gdbm_open(file.c_str(), 0, mode | nolock | GDBM_CLOEXEC, 0666, nullptr);
+      d = gdbm_open(file.c_str(), 0, mode | nolock | GDBM_CLOEXEC, static_cast<int>(create_mode()),
+                    nullptr);
       if (d != nullptr) {
         dbf_writer = as_writer;
         break;
@@ -562,6 +597,9 @@ std::shared_ptr<CacheBackend> DbmBackend::from_arguments(const nlohmann::json& a
     } else if (name == "keep_open") {
       if (!v.is_boolean()) bad_argument(name, "must be a boolean, got " + v.dump());
       o.keep_open = v.get<bool>();
+    } else if (name == "private_cache") {
+      if (!v.is_boolean()) bad_argument(name, "must be a boolean, got " + v.dump());
+      o.private_cache = v.get<bool>();
     } else if (name == "max_value_bytes") {
       if (!v.is_number_integer() || v.get<std::int64_t>() < 1) {
         bad_argument(name, "must be a positive integer, got " + v.dump());
@@ -570,7 +608,7 @@ std::shared_ptr<CacheBackend> DbmBackend::from_arguments(const nlohmann::json& a
     } else {
       bad_argument(name,
                    "is unknown (known: filename, rw_lockfile, dogpile_lockfile, keep_open, "
-                   "max_value_bytes)");
+                   "private_cache, max_value_bytes)");
     }
   }
   if (!have_file) bad_argument("filename", "is required");

@@ -427,6 +427,62 @@ TEST_CASE("dbm: a read-only file is readable; writes fail naming the file", "[db
   CHECK(ok == 1);
 }
 
+namespace {
+unsigned mode_of(const std::string& path) {
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+}  // namespace
+
+TEST_CASE("dbm private_cache: files 0600 whatever the umask; an open file is refused, named",
+          "[dbm][permissions]") {
+  for (const mode_t mask : {mode_t{022}, mode_t{0}}) {
+    TempDir d;
+    const auto priv = d.file("private.dbm");
+    const auto open = d.file("open.dbm");
+    const mode_t old = ::umask(mask);
+    {
+      auto b = dogpile::make_backend("dbm", {{"filename", priv}, {"private_cache", true}});
+      b->set("k", "v");
+      REQUIRE(b->get_mutex("k") != nullptr);
+      b->get_mutex("k")->acquire();  // creates the dogpile lock file
+      auto plain = dbm_at(open);
+      plain->set("k", "v");
+      plain->get_mutex("k")->acquire();
+    }
+    ::umask(old);
+    INFO("umask " << mask);
+    for (const auto& f : {priv, priv + ".rw.lock", priv + ".dogpile.lock"}) {
+      CHECK(mode_of(f) == 0600);
+    }
+    // Without it the umask applies (GDBM's file and the lock files: 0666 less the umask).
+    CHECK(mode_of(open) == (0666 & ~mask));
+    CHECK(mode_of(open + ".rw.lock") == (0666 & ~mask));
+    // The private cache reopens fine; the open one is refused under private_cache, naming the
+    // file and its mode, and stays as it was.
+    CHECK(dogpile::make_backend("dbm", {{"filename", priv}, {"private_cache", true}})->get("k") ==
+          std::string("v"));
+    const std::string mode = mask == 0 ? "0666" : "0644";
+    CHECK_THROWS_AS(dogpile::make_backend("dbm", {{"filename", open}, {"private_cache", true}}),
+                    dogpile::BackendError);
+    CHECK_THROWS_WITH(
+        dogpile::make_backend("dbm", {{"filename", open}, {"private_cache", true}}),
+        Catch::Contains(open) && Catch::Contains(mode) && Catch::Contains("private_cache"));
+    CHECK(mode_of(open) == (0666 & ~mask));
+    CHECK(dbm_at(open)->get("k") == std::string("v"));
+  }
+  // Only one file of three open is enough to refuse.
+  TempDir d;
+  const auto f = d.file("lockopen.dbm");
+  dogpile::make_backend("dbm", {{"filename", f}, {"private_cache", true}})->set("k", "v");
+  ::chmod((f + ".rw.lock").c_str(), 0660);
+  CHECK_THROWS_WITH(dogpile::make_backend("dbm", {{"filename", f}, {"private_cache", true}}),
+                    Catch::Contains(f + ".rw.lock") && Catch::Contains("0660"));
+  CHECK_THROWS_WITH(dogpile::make_backend("dbm", {{"filename", f}, {"private_cache", "yes"}}),
+                    Catch::Contains("private_cache") && Catch::Contains("boolean"));
+}
+
 TEST_CASE("dbm: Python dogpile.cache and dogpile-cpp read each other's values", "[dbm][python]") {
   TempDir d;
   const auto file = d.file("interop.dbm");

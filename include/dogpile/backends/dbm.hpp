@@ -67,6 +67,12 @@ struct DbmOptions {
   /// Keep the GDBM handle open between calls while no other process writes (see the file
   /// comment); false = open and close it on every call, exactly as dogpile.
   bool keep_open = true;
+  /// Private to this user (`"private_cache": true`): the GDBM file and both lock files are
+  /// created with mode 0600 whatever the umask, and an existing one that is not this user's, or
+  /// that group or others can read or write, is refused with a `BackendError` naming it and its
+  /// mode. false (the default, as dogpile): files are created 0666 less the process umask. The
+  /// directory is the caller's to choose (it is not created or checked).
+  bool private_cache = false;
   /// Largest value a read returns and a region decodes (a larger stored value, or a
   /// compressed payload inflating past it, is a miss). At least 1.
   std::size_t max_value_bytes = default_max_value_bytes;
