@@ -1,4 +1,5 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
+// the same cluster over TLS (every node also serves TLS and the bus runs over it),
 // multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
 // slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
 // a node played by the test, redirection loops that must end.
@@ -12,6 +13,7 @@
 #include "dogpile/backends/redis.hpp"
 #include "support/fake_server.hpp"
 #include "support/servers.hpp"
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::RedisClusterBackend;
@@ -442,4 +444,68 @@ TEST_CASE(
   move_slot(to, from, to_id, from_id);
   b->erase_multi(keys);
   for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v);
+}
+
+TEST_CASE("redis_cluster over TLS: nodes learnt from the slot map are reached over TLS too",
+          "[redis][cluster][tls]") {
+  using dogpile::test::certs;
+  using dogpile::test::tls_error;
+  // A cluster of its own: under tls-cluster, Redis 7.0 redirects plain-text clients to the TLS
+  // ports during a slot migration, which the plain-text tests above do not expect.
+  static RedisCluster tls_cluster(
+      3, dogpile::test::RedisServerOptions::Tls{certs().server, certs().server_key, certs().ca});
+  // One TLS startup node: the other masters come from CLUSTER SLOTS, which tells a TLS client
+  // their TLS ports; a plain-text connection to any of them would fail the handshake.
+  auto tls_options = [](std::string ca) {
+    RedisClusterOptions o = options(true);  // timeouts and the lock
+    o.startup_nodes = {{"127.0.0.1", tls_cluster.tls_ports()[0]}};
+    o.tls.ssl = true;
+    o.tls.ssl_ca_certs = std::move(ca);
+    return o;
+  };
+  auto b = std::make_shared<RedisClusterBackend>(tls_options(certs().ca));
+  std::vector<dogpile::BytesItem> items;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 60; ++i) {
+    keys.push_back(unique_key("tls-cluster"));
+    items.push_back({keys.back(), "v" + std::to_string(i)});
+  }
+  b->set_multi(items);
+  // Every master holds some of them: the call really went to all three, over TLS.
+  for (int p : tls_cluster.ports()) {
+    CHECK(std::stoi(tls_cluster.cli(p, {"dbsize"})) > 0);
+  }
+  const auto got = b->get_multi(keys);
+  REQUIRE(got.size() == keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    CHECK(got[i] == std::optional<std::string>(items[i].second));
+    CHECK(b->get(keys[i]) == got[i]);
+  }
+  // The distributed lock on a node that is not the startup node.
+  std::string remote;
+  for (const auto& k : keys) {
+    if (tls_cluster.port_for_slot(slot_of("_lock" + k)) != tls_cluster.ports()[0]) {
+      remote = k;
+      break;
+    }
+  }
+  REQUIRE(!remote.empty());
+  auto m = b->get_mutex(remote);
+  REQUIRE(m != nullptr);
+  REQUIRE(m->acquire(false));
+  auto other = std::make_shared<RedisClusterBackend>(tls_options(certs().ca));
+  CHECK_FALSE(other->get_mutex(remote)->acquire(false));
+  m->release();
+  CHECK(other->get_mutex(remote)->acquire(false));
+  b->erase_multi(keys);
+  CHECK(b->get(keys[0]) == std::nullopt);
+  // The same through a rediss:// URL; and a CA this client does not trust is a clear error.
+  auto by_url = dogpile::make_backend(
+      "redis_cluster", {{"url", "rediss://127.0.0.1:" + std::to_string(tls_cluster.tls_ports()[1])},
+                        {"ssl_ca_certs", certs().ca}});
+  by_url->set(keys[0], "url");
+  CHECK(b->get(keys[0]) == std::optional<std::string>("url"));
+  RedisClusterBackend wrong(tls_options(certs().other_ca));
+  const auto e = tls_error([&] { (void)wrong.get(keys[0]); });
+  CHECK_THAT(e, Catch::Contains("certificate verify failed"));
 }

@@ -694,7 +694,11 @@ class RedisCluster {
  public:
   /// Starts the nodes, creates the cluster and waits until it is ready (throws after 10 s + the
   /// creation time).
-  explicit RedisCluster(int masters = 3) {
+  /// With `tls`, every node also serves TLS on a second port (tls_ports()) and the cluster bus
+  /// runs over TLS (`tls-cluster yes`): a TLS client is told the nodes' TLS ports, a plain one
+  /// (the harness's redis-cli) their plain ports.
+  explicit RedisCluster(int masters = 3,
+                        std::optional<RedisServerOptions::Tls> tls = std::nullopt) {
     if (masters < 3) throw std::invalid_argument("RedisCluster: redis needs at least 3 masters");
     int lost_races = 0;
     for (int i = 0; i < masters; ++i) {
@@ -707,6 +711,12 @@ class RedisCluster {
       o.port = port;
       o.extra_args = {"--cluster-enabled",      "yes", "--cluster-config-file", "nodes.conf",
                       "--cluster-node-timeout", "5000"};
+      if (tls) {
+        // The bus would follow the TLS port under tls-cluster: pin it to the checked one.
+        o.tls = tls;
+        o.extra_args.insert(o.extra_args.end(), {"--tls-cluster", "yes", "--cluster-port",
+                                                 std::to_string(port + 10000)});
+      }
       try {
         nodes_.push_back(std::make_unique<RedisServer>(o));
       } catch (const std::runtime_error& e) {
@@ -719,6 +729,7 @@ class RedisCluster {
         continue;
       }
       ports_.push_back(port);
+      if (tls) tls_ports_.push_back(nodes_.back()->tls_port());
     }
     std::vector<std::string> create = {"--cluster", "create"};
     for (int p : ports_) create.push_back("127.0.0.1:" + std::to_string(p));
@@ -743,6 +754,8 @@ class RedisCluster {
 
   /// The masters' ports.
   const std::vector<int>& ports() const { return ports_; }
+  /// The masters' TLS ports (empty without `tls`), in the order of ports().
+  const std::vector<int>& tls_ports() const { return tls_ports_; }
   /// "redis://127.0.0.1:<first port>".
   std::string url() const { return "redis://127.0.0.1:" + std::to_string(ports_.front()); }
   /// redis_cli against one node (add "-c" first in args to follow redirections).
@@ -830,6 +843,7 @@ class RedisCluster {
   }
   std::vector<std::unique_ptr<RedisServer>> nodes_;
   std::vector<int> ports_;
+  std::vector<int> tls_ports_;
 };
 
 /// One redis master, one replica (--replicaof) and `n` sentinels (default 1; `redis-server <conf>
