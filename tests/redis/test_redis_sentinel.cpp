@@ -481,3 +481,39 @@ TEST_CASE("redis_sentinel: the sentinels over TLS (sentinel_kwargs), apart from 
   CAPTURE(e);
   CHECK(e.find("TLS") != std::string::npos);
 }
+
+TEST_CASE("redis_sentinel: a master over TLS, found and followed across a failover",
+          "[redis][sentinel][tls]") {
+  using dogpile::test::certs;
+  // Master and replica serve TLS and replicate over it; the sentinel monitors their TLS ports,
+  // so it names TLS ports, before and after the failover.
+  const dogpile::test::RedisServerOptions::Tls tls{certs().server, certs().server_key, certs().ca,
+                                                   false};
+  RedisSentinelSet set(1, 1000ms, std::nullopt, tls);
+  REQUIRE(set.current_master().second == set.named_port(set.master()));
+  auto args = [&](bool ssl) {
+    nlohmann::json j{{"sentinels", {"127.0.0.1:" + std::to_string(set.sentinel_port())}},
+                     {"service_name", set.service_name()},
+                     {"socket_timeout", 1.0},
+                     {"socket_connect_timeout", 0.5}};
+    if (ssl) {
+      j["ssl"] = true;
+      j["ssl_ca_certs"] = certs().ca;
+    }
+    return j;
+  };
+  auto b = RedisSentinelBackend::from_arguments(args(true));
+  b->set("tls-master", "before");
+  CHECK(set.master().cli({"get", "tls-master"}) == "before\n");
+  // No ssl: the sentinel's answer is a TLS port, and the error says so.
+  auto plain = RedisSentinelBackend::from_arguments(args(false));
+  CHECK_THAT(tls_error([&] { (void)plain->get("tls-master"); }),
+             Catch::Contains("use ssl=true or a rediss:// URL"));
+
+  REQUIRE(set.wait_replication(5000ms));
+  set.failover();
+  REQUIRE(set.current_master().second == set.named_port(set.replica()));
+  b->set("tls-master-2", "after");
+  CHECK(set.replica().cli({"get", "tls-master-2"}) == "after\n");  // the new master
+  CHECK(b->get("tls-master") == std::optional<std::string>("before"));
+}

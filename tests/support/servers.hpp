@@ -857,13 +857,22 @@ class RedisSentinelSet {
   /// 10 s).
   /// With `sentinel_tls`, each sentinel also serves TLS on sentinel_tls_ports() (it still
   /// watches the servers in plain text).
+  /// With `data_tls`, the master and the replica also serve TLS (tls_port()), the replica
+  /// replicates over it and the sentinels monitor the TLS ports (`tls-replication yes`), so
+  /// the sentinels name TLS ports; the harness's own redis-cli keeps using the plain ones.
   explicit RedisSentinelSet(int n = 1,
                             std::chrono::milliseconds down_after = std::chrono::milliseconds(1000),
-                            std::optional<RedisServerOptions::Tls> sentinel_tls = std::nullopt)
-      : down_after_(down_after), sentinel_tls_(std::move(sentinel_tls)) {
-    master_ = std::make_unique<RedisServer>();
-    RedisServerOptions ro;
-    ro.extra_args = {"--replicaof", "127.0.0.1", std::to_string(master_->port())};
+                            std::optional<RedisServerOptions::Tls> sentinel_tls = std::nullopt,
+                            std::optional<RedisServerOptions::Tls> data_tls = std::nullopt)
+      : down_after_(down_after),
+        sentinel_tls_(std::move(sentinel_tls)),
+        data_tls_(std::move(data_tls)) {
+    RedisServerOptions mo;
+    if (data_tls_) mo = {.extra_args = {"--tls-replication", "yes"}, .tls = data_tls_};
+    master_ = std::make_unique<RedisServer>(mo);
+    RedisServerOptions ro = mo;
+    ro.extra_args.insert(ro.extra_args.end(),
+                         {"--replicaof", "127.0.0.1", std::to_string(named_port(*master_))});
     replica_ = std::make_unique<RedisServer>(ro);
     for (int i = 0; i < n; ++i) start_sentinel(i, n / 2 + 1);
     bool ok = detail::poll_until(
@@ -872,7 +881,7 @@ class RedisSentinelSet {
           for (std::size_t i = 0; i < sentinels_.size(); ++i) {
             if (sentinel_at(i, {"sentinel", "replicas", "mymaster"}).empty()) return false;
           }
-          return current_master_or_none().second == master_->port();
+          return current_master_or_none().second == named_port(*master_);
         },
         kStartDeadline);
     if (!ok) {
@@ -893,6 +902,8 @@ class RedisSentinelSet {
   const std::vector<int>& sentinel_tls_ports() const { return sentinel_tls_ports_; }
   /// The port of the server started as master.
   int master_port() const { return master_->port(); }
+  /// The port the sentinels name for a server: its TLS port under `data_tls`, else its port.
+  int named_port(const RedisServer& s) const { return data_tls_ ? s.tls_port() : s.port(); }
   /// The port of the server started as replica.
   int replica_port() const { return replica_->port(); }
   /// "mymaster".
@@ -931,7 +942,8 @@ class RedisSentinelSet {
   /// server AND that server's ROLE is master. Throws on timeout.
   void failover(std::size_t via = 0) {
     const int old_port = current_master().second;
-    const int new_port = old_port == master_->port() ? replica_->port() : master_->port();
+    const int new_port =
+        old_port == named_port(*master_) ? named_port(*replica_) : named_port(*master_);
     const auto deadline = std::chrono::milliseconds(20'000);
     const auto start = std::chrono::steady_clock::now();
     std::string last;
@@ -960,12 +972,16 @@ class RedisSentinelSet {
 
   /// Waits (up to `deadline`) until current_master() names `port` and that server's ROLE is
   /// master (an unplanned failover: kill or pause the master, then wait for the replica).
+  /// `port` is a port the sentinels name (named_port()).
   bool wait_master(int port, std::chrono::milliseconds deadline) {
+    const int cli_port = port == named_port(*master_)    ? master_->port()
+                         : port == named_port(*replica_) ? replica_->port()
+                                                         : port;
     return detail::poll_until(
         [&] {
           if (current_master_or_none().second != port) return false;
           try {
-            return redis_cli(port, {"role"}, "", std::chrono::milliseconds(1000))
+            return redis_cli(cli_port, {"role"}, "", std::chrono::milliseconds(1000))
                        .rfind("master", 0) == 0;
           } catch (const std::exception&) {
             return false;
@@ -981,7 +997,7 @@ class RedisSentinelSet {
     return detail::poll_until(
         [this] {
           int m = current_master_or_none().second;
-          const bool first = m == master_->port();
+          const bool first = m == named_port(*master_);
           return replica_in_sync(first ? *master_ : *replica_, first ? *replica_ : *master_);
         },
         deadline);
@@ -994,7 +1010,7 @@ class RedisSentinelSet {
   /// failover loses). Returns whether that happened.
   bool rejoin_old_master(std::chrono::milliseconds deadline = std::chrono::milliseconds(5000)) {
     const auto m = current_master();
-    RedisServer& old = m.second == master_->port() ? *replica_ : *master_;
+    RedisServer& old = m.second == named_port(*master_) ? *replica_ : *master_;
     old.cli({"replicaof", m.first, std::to_string(m.second)});
     return wait_replication(deadline);
   }
@@ -1007,6 +1023,12 @@ class RedisSentinelSet {
       const auto conf = dir_.path() / ("sentinel" + std::to_string(index) + ".conf");
       {
         std::ofstream f(conf, std::ios::trunc);
+        if (data_tls_) {  // the sentinel's connections to the servers, as a TLS client
+          f << "tls-replication yes\n"
+            << "tls-cert-file " << data_tls_->cert_file << "\n"
+            << "tls-key-file " << data_tls_->key_file << "\n"
+            << "tls-ca-cert-file " << data_tls_->ca_cert_file << "\n";
+        }
         if (sentinel_tls_) {
           do {
             tls_port = free_port();
@@ -1022,7 +1044,7 @@ class RedisSentinelSet {
           << "protected-mode no\n"
           << "daemonize no\n"
           << "dir " << dir_.path().string() << "\n"
-          << "sentinel monitor " << service_name() << " 127.0.0.1 " << master_->port() << " "
+          << "sentinel monitor " << service_name() << " 127.0.0.1 " << named_port(*master_) << " "
           << quorum << "\n"
           << "sentinel down-after-milliseconds " << service_name() << " " << down_after_.count()
           << "\n"
@@ -1097,6 +1119,7 @@ class RedisSentinelSet {
   }
   std::chrono::milliseconds down_after_;
   std::optional<RedisServerOptions::Tls> sentinel_tls_;
+  std::optional<RedisServerOptions::Tls> data_tls_;
   TempDir dir_;
   std::unique_ptr<RedisServer> master_;
   std::unique_ptr<RedisServer> replica_;
