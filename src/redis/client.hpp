@@ -58,6 +58,11 @@ std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes,
 /// Throws BackendError for an error reply to `what`.
 [[noreturn]] void throw_reply_error(const std::string& where, const char* what, const Reply& r);
 
+/// The node a `MOVED`/`ASK` error reply (`MOVED 3999 127.0.0.1:6381`) redirects to. A reply
+/// that does not end in `host:port` with a port in 1..65535 is a ConnectionFailure(closed)
+/// quoting (the start of) it: a broken or hostile node, never a std::exception of another kind.
+Endpoint redirect_target(std::string_view error_reply);
+
 /// The cluster hash slot of `key` (CRC16-XMODEM of the key or its `{hash tag}`, mod 16384).
 int key_slot(std::string_view key) noexcept;
 

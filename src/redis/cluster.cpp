@@ -3,6 +3,7 @@
 // TRYAGAIN / CLUSTERDOWN (retried with backoff). Multi-key commands arrive here already split
 // by slot (the backend does that), so no CROSSSLOT error can reach a user.
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <map>
 #include <mutex>
@@ -19,19 +20,30 @@ namespace {
 constexpr int kSlots = 16384;
 constexpr int kMaxRedirects = 8;  // docs/backends.md promises 8
 
-// "MOVED 3999 127.0.0.1:6381" / "ASK 3999 127.0.0.1:6381" -> the endpoint.
-Endpoint redirect_target(const Reply& r) {
-  const std::string& s = r.str;
+}  // namespace
+
+// std::stoi would let a hostile node's "MOVED 1 h:x" escape as std::invalid_argument.
+Endpoint redirect_target(std::string_view s) {
   const auto sp = s.rfind(' ');
   const auto colon = s.rfind(':');
-  if (sp == std::string::npos || colon == std::string::npos || colon < sp) {
-    throw ConnectionFailure(Failure::closed, "unreadable cluster redirection: " + s);
+  int port = 0;
+  bool ok = sp != std::string_view::npos && colon != std::string_view::npos && colon > sp;
+  if (ok) {
+    const char* end = s.data() + s.size();
+    const auto [p, ec] = std::from_chars(s.data() + colon + 1, end, port);
+    ok = ec == std::errc() && p == end && port >= 1 && port <= 65535;
+  }
+  if (!ok) {
+    throw ConnectionFailure(Failure::closed,
+                            "unreadable cluster redirection: " + std::string(s.substr(0, 200)));
   }
   Endpoint ep;
-  ep.host = s.substr(sp + 1, colon - sp - 1);
-  ep.port = std::stoi(s.substr(colon + 1));
+  ep.host = std::string(s.substr(sp + 1, colon - sp - 1));
+  ep.port = port;
   return ep;
 }
+
+namespace {
 
 class ClusterClient final : public Client {
  public:
@@ -208,7 +220,7 @@ class ClusterClient final : public Client {
           r.str += " (a second redirection after ASKING: the slot's migration is inconsistent)";
           return r;
         }
-        const Endpoint target = redirect_target(r);
+        const Endpoint target = redirect_target(r.str);
         if (code == "MOVED") {
           set_slot(slot, target);
           refresh(false);

@@ -152,8 +152,7 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
   }
   redisSetTimeout(ctx_, to_timeval(s.socket_timeout));
   if (ep.unix_path.empty()) redisEnableKeepAlive(ctx_);
-  ctx_->reader->fn = bounded_fns(ctx_->reader->fn);
-  ctx_->reader->privdata = &limits_;
+  bound_reader();
   if (s.tls) {
     try {
       start_tls(*s.tls, s.connect_timeout);
@@ -204,6 +203,31 @@ Connection::Connection(const Endpoint& ep, const ConnectSettings& s)
     ctx_ = nullptr;
     throw;
   }
+}
+
+Connection::Connection(Adopt, int fd, const ConnectSettings& s)
+    : ep_{.host = "fd", .port = fd},
+      pid_(::getpid()),
+      socket_timeout_(s.socket_timeout),
+      max_value_bytes_(s.max_value_bytes == 0 ? 1 : s.max_value_bytes),
+      rbuf_(std::make_unique<char[]>(kReadChunkBytes)) {
+  ctx_ = redisConnectFd(fd);
+  if (ctx_ == nullptr || ctx_->err != 0) {
+    if (ctx_ != nullptr) redisFree(ctx_);  // closes fd
+    ctx_ = nullptr;
+    throw ConnectionFailure(Failure::connect, "hiredis cannot take the socket");
+  }
+  redisSetTimeout(ctx_, to_timeval(s.socket_timeout));
+  bound_reader();
+}
+
+std::unique_ptr<Connection> Connection::adopt(int fd, const ConnectSettings& s) {
+  return std::unique_ptr<Connection>(new Connection(Adopt{}, fd, s));
+}
+
+void Connection::bound_reader() {
+  ctx_->reader->fn = bounded_fns(ctx_->reader->fn);
+  ctx_->reader->privdata = &limits_;
 }
 
 Connection::~Connection() {

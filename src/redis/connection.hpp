@@ -134,6 +134,10 @@ class Connection {
   /// Connects, sets the socket timeout and keepalive, authenticates and selects the db.
   /// @throws ConnectionFailure(connect) with the server's reason.
   Connection(const Endpoint& ep, const ConnectSettings& s);
+  /// For tests and the fuzz target: a connection over `fd`, a socket already connected (this
+  /// object owns and closes it), with `s`'s timeouts and bounds; no TLS, no handshake
+  /// commands. @throws ConnectionFailure(connect) when hiredis cannot take the socket.
+  static std::unique_ptr<Connection> adopt(int fd, const ConnectSettings& s);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -187,6 +191,11 @@ class Connection {
   bool tls_read_some(Clock::time_point deadline);
   // Feeds `got` bytes of rbuf_ to the reader.
   void feed(std::size_t got);
+  // adopt(): the socket `fd`, owned.
+  struct Adopt {};
+  Connection(Adopt, int fd, const ConnectSettings& s);
+  // The reply reader's bounds, on a fresh context (both constructors).
+  void bound_reader();
 
  public:
   /// What the reader's array hook needs (hiredis hands it `privdata`).
