@@ -323,7 +323,7 @@ std::vector<std::string> spread_keys(const std::string& prefix, int n) {
 TEST_CASE("redis_cluster: an unreadable redirection target is a BackendError quoting it",
           "[redis][cluster]") {
   namespace resp = dogpile::test::resp;
-  // Found by the redis_reply fuzz target: std::stoi let "h:x" escape as std::invalid_argument.
+  // Seen while writing the redis_reply fuzz target: std::stoi let "h:x" escape as std::invalid_argument.
   const std::string target = GENERATE(std::string("127.0.0.1:x"), std::string("127.0.0.1:99999"),
                                       std::string("127.0.0.1:"), std::string("nocolon"));
   std::atomic<int> port{0};
