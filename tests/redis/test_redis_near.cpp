@@ -1,8 +1,10 @@
 // The `redis` backend's near cache (L1 kept coherent by CLIENT TRACKING … REDIRECT … BCAST)
 // against a real redis-server: L1 serves repeated reads without a round trip, writes from
 // another connection and FLUSHALL invalidate it, the fill race, a killed subscriber, and the
-// max_staleness bound while the server is paused (SIGSTOP). Each case was checked to fail with
+// max_staleness bound while the server is paused (SIGSTOP), and a staleness checker across
+// processes under every single fault in turn. Each case was checked to fail with
 // its mechanism planted out of src/redis/near_cache.cpp.
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,12 +12,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <new>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/error.hpp"
+#include "support/fake_server.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -33,10 +39,12 @@ RedisServer& near_server() {
   return s;
 }
 
+// `port`: 0 = near_server()'s (another: a proxy in front of it).
 std::shared_ptr<RedisBackend> near_backend(std::chrono::milliseconds staleness = 1000ms,
-                                           std::chrono::milliseconds socket_timeout = 1000ms) {
+                                           std::chrono::milliseconds socket_timeout = 1000ms,
+                                           int port = 0) {
   RedisOptions o{.host = "127.0.0.1",
-                 .port = near_server().port(),
+                 .port = port != 0 ? port : near_server().port(),
                  .socket_timeout = socket_timeout,
                  .socket_connect_timeout = 500ms};
   o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
@@ -332,4 +340,171 @@ TEST_CASE("redis near cache: arguments", "[redis][near]") {
   CHECK_THROWS_AS(dogpile::RedisSentinelBackend::from_arguments(
                       {{"sentinels", {{"127.0.0.1", 1}}}, {"near_cache", {{"max_bytes", 10}}}}),
                   dogpile::ValidationError);
+}
+
+namespace {
+
+// Shared between the writer (this process) and the reader processes: when each version's
+// successor was acknowledged, and what the readers saw. Lock-free atomics work across fork().
+struct StalenessBoard {
+  static constexpr int kVersions = 1 << 16;
+  std::atomic<std::int64_t> acked_ns[kVersions];  // ack time of version v's SET (0: not yet)
+  std::atomic<std::int64_t> reads{0};
+  std::atomic<std::int64_t> l1_hits{0};
+  std::atomic<std::int64_t> violations{0};
+  std::atomic<std::int64_t> worst_late_ns{0};  // how far past max_staleness the worst read was
+  std::atomic<bool> stop{false};
+};
+
+std::int64_t now_ns() {  // CLOCK_MONOTONIC: one clock for every process
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads under faults",
+          "[redis][near][staleness]") {
+  // One writer writes increasing versions; readers in other processes read through L1 while
+  // the faults of the design are injected one after another (subscriber killed, anchor killed,
+  // server paused, partition, FLUSHALL, pub/sub output-buffer kill). A read that began more than
+  // max_staleness after the version it returned had been overwritten (its successor's SET
+  // acknowledged) is a violation. The ack time is the latest the overwrite can have happened,
+  // so the check never blames a correct read.
+  constexpr auto staleness = 200ms;
+  const std::int64_t staleness_ns = std::chrono::nanoseconds(staleness).count();
+  const std::string key = "nc:staleness";
+  void* mem = ::mmap(nullptr, sizeof(StalenessBoard), PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(mem != MAP_FAILED);
+  auto* board = new (mem) StalenessBoard();
+  auto writer = std::make_shared<RedisBackend>(RedisOptions{.host = "127.0.0.1",
+                                                            .port = near_server().port(),
+                                                            .socket_timeout = 1000ms,
+                                                            .socket_connect_timeout = 500ms});
+  writer->set(key, "0");
+  board->acked_ns[0] = now_ns();
+
+  // The readers reach the server through a proxy the test can freeze (a partition the writer,
+  // connected directly, does not see).
+  dogpile::test::FreezableProxy proxy(near_server().port());
+  std::vector<pid_t> readers;
+  for (int p = 0; p < 2; ++p) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      int code = 0;
+      try {
+        auto b = near_backend(staleness, 500ms, proxy.port());
+        auto read_loop = [&] {
+          while (!board->stop.load()) {
+            const std::int64_t start = now_ns();
+            const auto hits = b->near_cache_stats().l1_hits;
+            std::optional<std::string> v;
+            try {
+              v = b->get(key);
+            } catch (const dogpile::BackendError&) {  // the paused server: a read times out
+              continue;
+            }
+            board->reads.fetch_add(1);
+            if (b->near_cache_stats().l1_hits > hits) board->l1_hits.fetch_add(1);
+            if (!v) continue;  // FLUSHALL: no version
+            const int ver = std::stoi(*v);
+            if (ver + 1 >= StalenessBoard::kVersions) continue;
+            const std::int64_t overwritten = board->acked_ns[ver + 1].load();
+            if (overwritten != 0 && start > overwritten + staleness_ns) {
+              board->violations.fetch_add(1);
+              std::int64_t late = start - overwritten - staleness_ns;
+              std::int64_t worst = board->worst_late_ns.load();
+              while (late > worst && !board->worst_late_ns.compare_exchange_weak(worst, late)) {
+              }
+            }
+          }
+        };
+        std::thread second(read_loop);
+        read_loop();
+        second.join();
+      } catch (...) {
+        code = 1;
+      }
+      ::_exit(code);
+    }
+    readers.push_back(pid);
+  }
+
+  // The writer: a new version every millisecond, each retried until acknowledged.
+  std::atomic<bool> writing{true};
+  std::atomic<int> version{0};
+  std::thread write_thread([&] {
+    int v = 0;
+    while (writing.load() && v + 1 < StalenessBoard::kVersions) {
+      ++v;
+      for (;;) {
+        try {
+          writer->set(key, std::to_string(v));
+          break;
+        } catch (const dogpile::BackendError&) {
+          if (!writing.load()) return;
+        }
+      }
+      board->acked_ns[v] = now_ns();
+      version = v;
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+
+  // The faults, one after another, each given time to heal.
+  auto settle = [] { std::this_thread::sleep_for(300ms); };
+  settle();
+  cli({"CLIENT", "KILL", "TYPE", "pubsub"});  // every reader's invalidation subscriber
+  settle();
+  {  // every reader's anchor (the clients with the tracking flag)
+    std::istringstream lines(cli({"CLIENT", "LIST"}));
+    for (std::string line; std::getline(lines, line);) {
+      const auto f = line.find(" flags=");
+      if (f == std::string::npos) continue;
+      const std::string flags = line.substr(f + 7, line.find(' ', f + 7) - f - 7);
+      if (flags.find('t') != std::string::npos) {
+        cli({"CLIENT", "KILL", "ID", line.substr(3, line.find(' ') - 3)});
+      }
+    }
+  }
+  settle();
+  near_server().pause();  // longer than max_staleness
+  std::this_thread::sleep_for(2 * staleness);
+  near_server().resume();
+  settle();
+  // A partition between the readers and the server while the writer goes on: no invalidation
+  // and no fence reaches the readers, so L1 must stop serving within max_staleness.
+  proxy.freeze();
+  std::this_thread::sleep_for(2 * staleness);
+  proxy.thaw();
+  settle();
+  cli({"FLUSHALL"});
+  settle();
+  // A subscriber whose output buffer overflows is disconnected by the server: with a 1-byte
+  // limit, the invalidation of a key with a 40 KB name (more than a client's static buffer)
+  // overflows every reader's subscriber.
+  cli({"CONFIG", "SET", "client-output-buffer-limit", "pubsub 1 1 0"});
+  cli({"SET", std::string(40'000, 'k'), "x"});
+  std::this_thread::sleep_for(50ms);
+  cli({"CONFIG", "SET", "client-output-buffer-limit", "pubsub 32mb 8mb 60"});
+  CHECK_THAT(near_server().process().log_tail(50), Catch::Contains("output buffer limits"));
+  settle();
+
+  board->stop = true;
+  writing = false;
+  write_thread.join();
+  for (const pid_t pid : readers) {
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  }
+  INFO("versions written " << version.load() << ", reads " << board->reads.load() << ", L1 hits "
+                           << board->l1_hits.load() << ", worst lateness "
+                           << board->worst_late_ns.load() / 1000 << " us");
+  CHECK(version.load() > 500);
+  CHECK(board->l1_hits.load() > 1000);  // L1 really served reads between the faults
+  CHECK(board->violations.load() == 0);
+  board->~StalenessBoard();
+  ::munmap(mem, sizeof(StalenessBoard));
 }

@@ -27,6 +27,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <list>
@@ -140,6 +141,8 @@ class FakeConnection {
   }
 
   [[nodiscard]] int fd() const { return fd_; }
+  /// The server is stopping: a handler that loops on its own must return.
+  [[nodiscard]] bool stopping() const { return stop_.load(); }
 
  private:
   int fd_;
@@ -348,6 +351,67 @@ class FakeRedis {
   std::mutex m_;          // subscribed_, counts_
   std::list<Subscribed> subscribed_;
   std::map<std::string, int> counts_;
+  FakeServer server_;  // last: its threads use the members above; joined first
+};
+
+/// A TCP proxy on 127.0.0.1 to a real server on 127.0.0.1:`target` that a test can freeze:
+/// while frozen, no byte moves either way but every connection stays open (a network partition
+/// between the proxy's clients and the server, which clients that connect directly do not see).
+/// Thread-safe; stopped and joined by the destructor.
+class FreezableProxy {
+ public:
+  explicit FreezableProxy(int target)
+      : target_(target), server_([this](FakeConnection& c) { pump(c); }) {}
+  [[nodiscard]] int port() const { return server_.port(); }
+  void freeze() { frozen_.store(true); }
+  void thaw() { frozen_.store(false); }
+
+ private:
+  void pump(FakeConnection& down) {
+    const int up = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (up < 0) return;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<std::uint16_t>(target_));
+    if (::connect(up, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(up);
+      return;
+    }
+    char buf[65536];
+    while (!down.stopping()) {
+      if (frozen_.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      pollfd p[2] = {{down.fd(), POLLIN, 0}, {up, POLLIN, 0}};
+      if (::poll(p, 2, 10) <= 0) continue;
+      bool closed = false;
+      for (int i = 0; i < 2 && !closed; ++i) {
+        if (p[i].revents == 0) continue;
+        const ssize_t n = ::recv(p[i].fd, buf, sizeof buf, 0);
+        if (n <= 0) {
+          closed = true;
+          break;
+        }
+        std::string_view bytes(buf, static_cast<std::size_t>(n));
+        const int to = i == 0 ? up : down.fd();
+        while (!bytes.empty()) {
+          const ssize_t w = ::send(to, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+          if (w <= 0) {
+            closed = true;
+            break;
+          }
+          bytes.remove_prefix(static_cast<std::size_t>(w));
+        }
+      }
+      if (closed) break;
+    }
+    ::close(up);
+  }
+
+  int target_;
+  std::atomic<bool> frozen_{false};
   FakeServer server_;  // last: its threads use the members above; joined first
 };
 
