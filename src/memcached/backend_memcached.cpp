@@ -123,22 +123,10 @@ std::vector<std::optional<std::string>> MemcachedBackend::do_get_multi(
   return out;
 }
 
-void MemcachedBackend::do_set_multi(std::span<const BytesItem> items) {
-  auto c = impl_->client();
-  // Sizes first: an oversized value fails the call before anything is stored.
-  const std::size_t l = impl_->limit();
-  for (const auto& [k, v] : items) {
-    if (impl_->opts.min_compress_len == 0 && v.size() + k.size() > l) {
-      std::string storage;
-      impl_->encode(k, v, storage);  // throws the size error
-    }
-  }
-  for (const auto& [k, v] : items) impl_->store(c.get(), k, v);
-}
+void MemcachedBackend::do_set_multi(std::span<const BytesItem> items) { impl_->store_many(items); }
 
 void MemcachedBackend::do_erase_multi(std::span<const std::string> keys) {
-  auto c = impl_->client();
-  for (const auto& k : keys) impl_->remove(c.get(), k);
+  impl_->remove_many(keys);
 }
 
 std::size_t MemcachedBackend::do_max_value_bytes() const { return impl_->opts.max_value_bytes; }

@@ -98,30 +98,54 @@ Pool::~Pool() {
   // A forked child leaves its parent's pool alone: quitting would close the parent's
   // connections (the sockets are shared).
   if (pid != ::getpid()) return;
+  if (writer_pool != nullptr) memcached_pool_destroy(writer_pool);
+  if (writer_master != nullptr) memcached_free(writer_master);
   if (pool != nullptr) memcached_pool_destroy(pool);
   if (master != nullptr) memcached_free(master);
 }
 
 void Pool::build_pool() {
-  master = memcached_create(nullptr);
-  if (master == nullptr) detail::throw_error<BackendError>("memcached backend: out of memory");
+  build_one(master, pool, false);
   try {
-    // The pool's clients are clones of `master`: they inherit the hooks and their context.
-    if (memcached_set_memory_allocators(master, bounded_malloc, bounded_free, bounded_realloc,
+    build_one(writer_master, writer_pool, true);
+  } catch (...) {
+    memcached_pool_destroy(pool);
+    memcached_free(master);
+    pool = nullptr;
+    master = nullptr;
+    throw;
+  }
+}
+
+void Pool::build_one(memcached_st*& m, memcached_pool_st*& p, bool pipelined) {
+  m = memcached_create(nullptr);
+  if (m == nullptr) detail::throw_error<BackendError>("memcached backend: out of memory");
+  try {
+    // The pool's clients are clones of `m`: they inherit the hooks and their context.
+    if (memcached_set_memory_allocators(m, bounded_malloc, bounded_free, bounded_realloc,
                                         bounded_calloc,
                                         &opts.max_value_bytes) != MEMCACHED_SUCCESS) {
       detail::throw_error<BackendError>("memcached backend: cannot set the allocators");
     }
-    configure(master, opts);
+    configure(m, opts);
+    // Buffered requests keep every reply unread until fetched. Only the binary protocol lets
+    // memcached_fetch_result return them one by one: with text, libmemcached's
+    // memcached_response reads and discards all replies but the last (a failed write would
+    // pass unseen).
+    if (pipelined &&
+        (memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1) != MEMCACHED_SUCCESS ||
+         memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1) != MEMCACHED_SUCCESS)) {
+      detail::throw_error<BackendError>("memcached backend: cannot set up pipelined writes");
+    }
   } catch (...) {
-    memcached_free(master);
-    master = nullptr;
+    memcached_free(m);
+    m = nullptr;
     throw;
   }
-  pool = memcached_pool_create(master, 1, static_cast<std::uint32_t>(opts.pool_size));
-  if (pool == nullptr) {
-    memcached_free(master);
-    master = nullptr;
+  p = memcached_pool_create(m, 1, static_cast<std::uint32_t>(opts.pool_size));
+  if (p == nullptr) {
+    memcached_free(m);
+    m = nullptr;
     detail::throw_error<BackendError>("memcached backend: cannot create the client pool");
   }
 }
@@ -136,7 +160,11 @@ Pool::Client::~Client() {
   memcached_pool_release(pool_, mc_);
 }
 
-Pool::Client Pool::client() {
+Pool::Client Pool::client() { return lend(&Pool::pool); }
+
+Pool::Client Pool::writer() { return lend(&Pool::writer_pool); }
+
+Pool::Client Pool::lend(memcached_pool_st* Pool::*which) {
   memcached_pool_st* p = nullptr;
   {
     std::lock_guard lk(mu);
@@ -144,9 +172,11 @@ Pool::Client Pool::client() {
       pid = ::getpid();
       master = nullptr;
       pool = nullptr;
+      writer_master = nullptr;
+      writer_pool = nullptr;
       build_pool();
     }
-    p = pool;
+    p = this->*which;
   }
   timespec wait{};
   const auto t = opts.socket_timeout.count();

@@ -14,6 +14,7 @@
 #include <ctime>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -36,6 +37,11 @@ struct Pool {
   std::mutex mu;  // guards pool / pid (a forked child builds its own)
   memcached_st* master = nullptr;
   memcached_pool_st* pool = nullptr;
+  // Clients for pipelined multi-key writes (multi.cpp): the same servers and behaviors, binary
+  // protocol with buffered requests. Separate because switching buffering on a lent client
+  // closes its connections.
+  memcached_st* writer_master = nullptr;
+  memcached_pool_st* writer_pool = nullptr;
   pid_t pid;
   std::atomic<std::size_t> size_limit{0};  // 0 = not asked yet
 
@@ -65,6 +71,9 @@ struct Pool {
 
   /// A free client, waiting at most socket_timeout. @throws TimeoutError.
   Client client();
+  /// A free client of the pipelining pool (binary protocol, buffered requests), waiting at most
+  /// socket_timeout. @throws TimeoutError.
+  Client writer();
 
   /// Throws the error of a failed call (TimeoutError for a timeout, else BackendError), naming
   /// the server of `key` when there is one; resets the client's connections when the reply may
@@ -91,8 +100,20 @@ struct Pool {
   /// One `delete`; a missing key is fine. @throws BackendError, TimeoutError.
   void remove(memcached_st* mc, std::string_view key);
 
+  // ---- pipelined multi-key writes (multi.cpp) ----
+
+  /// Every item sent before any reply is read: one round trip per server for a batch under
+  /// libmemcached's I/O watermarks (io_msg_watermark requests, io_bytes_watermark bytes), one per
+  /// chunk beyond. Every item is sent even when one fails; then the first failure is thrown
+  /// (BackendError / TimeoutError naming its server), also when a reply could not be read.
+  void store_many(std::span<const BytesItem> items);
+  /// As store_many, for `delete` (a missing key is fine).
+  void remove_many(std::span<const std::string> keys);
+
  private:
   void build_pool();
+  void build_one(memcached_st*& m, memcached_pool_st*& p, bool pipelined);
+  Client lend(memcached_pool_st* Pool::*which);
 };
 
 }  // namespace dogpile::memcached_detail
