@@ -1,6 +1,7 @@
 // memcached and dbm region backends against their raw client libraries, in the same run:
-//   mc_get / mc_set (200-byte value), mc_get_multi (100 keys): a region on the `memcached`
-//     backend vs raw libmemcached calls on the same server (a memcached started on a free port);
+//   mc_get / mc_set (200-byte value), mc_get_multi / mc_set_multi (100 keys): a region on the
+//     `memcached` backend vs raw libmemcached calls on the same server (a memcached started on a
+//     free port);
 //   dbm_get / dbm_set (200-byte value): the `dbm` backend (kept-open handle, and dogpile's
 //     open-per-call with keep_open=false) vs raw GDBM calls on an open handle;
 //   then Python dogpile.cache's dbm backend on the same workload (/usr/bin/python3), if present.
@@ -136,6 +137,58 @@ void mc_get_multi_region(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// set_multi(100): the floor is raw libmemcached doing the same pipelined writes the backend
+// does (binary protocol, buffered requests, flush, then every reply fetched and checked);
+// per_key is 100 plain memcached_set calls (one round trip each), for scale.
+std::vector<dogpile::BytesItem> multi_items(const char* prefix) {
+  std::vector<dogpile::BytesItem> items;
+  for (const auto& k : keys(100, prefix)) items.emplace_back(k, kValue);
+  return items;
+}
+void mc_set_multi_floor(benchmark::State& state) {
+  RawMemcached raw;
+  memcached_behavior_set(raw.mc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+  memcached_behavior_set(raw.mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+  const auto items = multi_items("raw_sm");
+  memcached_result_st storage{};
+  memcached_result_st* r = memcached_result_create(raw.mc, &storage);
+  for (auto _ : state) {
+    for (const auto& [k, v] : items) {
+      memcached_set(raw.mc, k.data(), k.size(), v.data(), v.size(), 0, 0);
+    }
+    memcached_flush_buffers(raw.mc);
+    std::size_t ok = 0;
+    memcached_return_t rc{};
+    while (memcached_fetch_result(raw.mc, r, &rc) != nullptr) ++ok;
+    if (ok != items.size()) state.SkipWithError("a pipelined write was not confirmed");
+  }
+  memcached_result_free(r);
+  state.SetItemsProcessed(state.iterations());
+}
+void mc_set_multi_per_key(benchmark::State& state) {
+  RawMemcached raw;
+  const auto items = multi_items("raw_sk");
+  for (auto _ : state) {
+    for (const auto& [k, v] : items) {
+      benchmark::DoNotOptimize(memcached_set(raw.mc, k.data(), k.size(), v.data(), v.size(), 0, 0));
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+void mc_set_multi_backend(benchmark::State& state) {
+  auto b = dogpile::make_backend("memcached", {{"url", server().address()}});
+  const auto items = multi_items("backend_sm");
+  for (auto _ : state) b->set_multi(items);
+  state.SetItemsProcessed(state.iterations());
+}
+void mc_set_multi_region(benchmark::State& state) {
+  auto& r = mc_region();
+  std::vector<std::pair<std::string, std::string>> items;
+  for (const auto& k : keys(100, "region_sm")) items.emplace_back(k, kValue);
+  for (auto _ : state) r.set_multi<std::string>(items);
+  state.SetItemsProcessed(state.iterations());
+}
+
 void mc_get_multi_backend(benchmark::State& state) {
   auto b = dogpile::make_backend("memcached", {{"url", server().address()}});
   const auto ks = keys(100, "backend_m");
@@ -257,6 +310,10 @@ BENCHMARK(mc_set_region)->Name("mc_set/region")->UseRealTime();
 BENCHMARK(mc_get_multi_floor)->Name("mc_get_multi100/floor_libmemcached")->UseRealTime();
 BENCHMARK(mc_get_multi_region)->Name("mc_get_multi100/region")->UseRealTime();
 BENCHMARK(mc_get_multi_backend)->Name("mc_get_multi100/backend")->UseRealTime();
+BENCHMARK(mc_set_multi_floor)->Name("mc_set_multi100/floor_libmemcached_pipelined")->UseRealTime();
+BENCHMARK(mc_set_multi_per_key)->Name("mc_set_multi100/libmemcached_per_key")->UseRealTime();
+BENCHMARK(mc_set_multi_backend)->Name("mc_set_multi100/backend")->UseRealTime();
+BENCHMARK(mc_set_multi_region)->Name("mc_set_multi100/region")->UseRealTime();
 BENCHMARK(dbm_get_floor)->Name("dbm_get/floor_gdbm")->UseRealTime();
 BENCHMARK(dbm_get_floor_flock)->Name("dbm_get_flocked/floor_gdbm_flock")->UseRealTime();
 BENCHMARK(dbm_get_backend)->Name("dbm_get_flocked/backend_kept_open")->UseRealTime();

@@ -129,9 +129,12 @@ class MemcachedBackend final : public CacheBackend {
   void do_erase(std::string_view key) override;
   /// One multi-get (every server asked in parallel).
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
-  /// Every item on one client; sizes checked before the first is sent.
+  /// Pipelined: every item sent before any reply is read (one round trip per server for a
+  /// batch under libmemcached's I/O watermarks), every reply checked. Sizes are checked before
+  /// the first item is sent; every item is sent even when one fails, then the first failure is
+  /// thrown. @throws BackendError / TimeoutError (a write refused, unconfirmed or unsent).
   void do_set_multi(std::span<const BytesItem> items) override;
-  /// Every key on one client.
+  /// Pipelined as `do_set_multi`; a missing key is fine.
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The owner-checked `add` lock (see the file comment), or nullptr without `distributed_lock`.
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;

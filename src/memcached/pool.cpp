@@ -1,0 +1,218 @@
+// The client pool: bounded allocation, fork safety, lending clients, and turning a failed call
+// into a dogpile error.
+#include "pool.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <limits>
+#include <regex>
+
+#include "dogpile/error.hpp"
+#include "options.hpp"
+
+namespace dogpile::memcached_detail {
+namespace {
+
+// libmemcached's last error message reads "(0x5625…) CONNECTION FAILURE,  host: h:p ->
+// ./src/libmemcached/get.cc:233": the client's address and libmemcached's source line mean
+// nothing to a user (and the pointer makes every message unique, defeating log grouping). Keep
+// what is left after the return code's own text: the host:port and any system reason.
+std::string clean_error_detail(std::string d, const std::string& rc_name) {
+  static const std::regex pointer(R"(^\s*\((0x[0-9a-fA-F]+|nil)\)\s*)");
+  static const std::regex location(R"(\s*->\s*\S+:[0-9]+\s*$)");
+  static const std::regex spaces(R"(\s+)");
+  d = std::regex_replace(d, pointer, "");
+  d = std::regex_replace(d, location, "");
+  d = std::regex_replace(d, spaces, " ");
+  if (d.rfind(rc_name, 0) == 0) {
+    d.erase(0, rc_name.size());
+    const auto first = d.find_first_not_of(", ");
+    d.erase(0, first == std::string::npos ? d.size() : first);
+  }
+  while (!d.empty() && (d.back() == ' ' || d.back() == ',')) d.pop_back();
+  return d;
+}
+
+bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
+
+// ---- bounded allocation -------------------------------------------------------------------------
+
+// libmemcached allocates a value's whole announced length (`VALUE k 0 4000000000`) before
+// reading a byte of it. Its allocator hooks refuse anything over the bound instead; the call
+// then fails with MEMCACHED_MEMORY_ALLOCATION_FAILURE and `t_refused` says it was ours.
+thread_local bool t_refused = false;
+
+// Other allocations of libmemcached are small (keys, results, server lists): never refuse
+// below this, so a tiny max_value_bytes does not break them (the exact bound is checked after
+// the read).
+constexpr std::size_t kAllocFloor = 256 * 1024;
+// A value's buffer is its length + 2 (CRLF), rounded up to libmemcached's 1 KiB blocks.
+constexpr std::size_t kAllocSlack = 4096;
+
+bool over(const void* context, std::size_t size) {
+  const std::size_t bound = *static_cast<const std::size_t*>(context);
+  if (size <= std::max(kAllocFloor, bound + kAllocSlack)) return false;
+  t_refused = true;
+  return true;
+}
+void* bounded_malloc(const memcached_st*, const size_t size, void* context) {
+  return over(context, size) ? nullptr : std::malloc(size);
+}
+void* bounded_realloc(const memcached_st*, void* mem, const size_t size, void* context) {
+  return over(context, size) ? nullptr : std::realloc(mem, size);
+}
+void* bounded_calloc(const memcached_st*, size_t n, const size_t size, void* context) {
+  if (size != 0 && n > std::numeric_limits<std::size_t>::max() / size) return nullptr;
+  return over(context, n * size) ? nullptr : std::calloc(n, size);
+}
+void bounded_free(const memcached_st*, void* mem, void*) { std::free(mem); }
+
+}  // namespace
+
+std::string rc_text(const memcached_st* mc, memcached_return_t rc) {
+  std::string m = memcached_strerror(mc, rc);
+  if (mc != nullptr && memcached_last_error_message(mc) != nullptr) {
+    const std::string detail =
+        clean_error_detail(memcached_last_error_message(const_cast<memcached_st*>(mc)), m);
+    if (!detail.empty() && detail != m) m += " (" + detail + ")";
+  }
+  return m;
+}
+
+bool in_step(memcached_return_t rc) {
+  return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_END || rc == MEMCACHED_NOTFOUND ||
+         rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_STORED ||
+         rc == MEMCACHED_DELETED || rc == MEMCACHED_E2BIG || rc == MEMCACHED_BUFFERED;
+}
+
+// ---- the pool ---------------------------------------------------------------------------------
+
+Pool::Pool(MemcachedOptions o) : opts(std::move(o)), pid(::getpid()) {
+  check_options(opts);
+  build_pool();
+}
+
+Pool::~Pool() {
+  // A forked child leaves its parent's pool alone: quitting would close the parent's
+  // connections (the sockets are shared).
+  if (pid != ::getpid()) return;
+  if (writer_pool != nullptr) memcached_pool_destroy(writer_pool);
+  if (writer_master != nullptr) memcached_free(writer_master);
+  if (pool != nullptr) memcached_pool_destroy(pool);
+  if (master != nullptr) memcached_free(master);
+}
+
+void Pool::build_pool() {
+  build_one(master, pool, false);
+  try {
+    build_one(writer_master, writer_pool, true);
+  } catch (...) {
+    memcached_pool_destroy(pool);
+    memcached_free(master);
+    pool = nullptr;
+    master = nullptr;
+    throw;
+  }
+}
+
+void Pool::build_one(memcached_st*& m, memcached_pool_st*& p, bool pipelined) {
+  m = memcached_create(nullptr);
+  if (m == nullptr) detail::throw_error<BackendError>("memcached backend: out of memory");
+  try {
+    // The pool's clients are clones of `m`: they inherit the hooks and their context.
+    if (memcached_set_memory_allocators(m, bounded_malloc, bounded_free, bounded_realloc,
+                                        bounded_calloc,
+                                        &opts.max_value_bytes) != MEMCACHED_SUCCESS) {
+      detail::throw_error<BackendError>("memcached backend: cannot set the allocators");
+    }
+    configure(m, opts);
+    // Buffered requests keep every reply unread until fetched. Only the binary protocol lets
+    // memcached_fetch_result return them one by one: with text, libmemcached's
+    // memcached_response reads and discards all replies but the last (a failed write would
+    // pass unseen).
+    if (pipelined &&
+        (memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1) != MEMCACHED_SUCCESS ||
+         memcached_behavior_set(m, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1) != MEMCACHED_SUCCESS)) {
+      detail::throw_error<BackendError>("memcached backend: cannot set up pipelined writes");
+    }
+  } catch (...) {
+    memcached_free(m);
+    m = nullptr;
+    throw;
+  }
+  p = memcached_pool_create(m, 1, static_cast<std::uint32_t>(opts.pool_size));
+  if (p == nullptr) {
+    memcached_free(m);
+    m = nullptr;
+    detail::throw_error<BackendError>("memcached backend: cannot create the client pool");
+  }
+}
+
+Pool::Client::Client(memcached_pool_st* pool, memcached_st* mc) : pool_(pool), mc_(mc) {
+  t_refused = false;
+}
+
+Pool::Client::~Client() {
+  if (!in_step(memcached_last_error(mc_)) || t_refused) memcached_quit(mc_);
+  t_refused = false;
+  memcached_pool_release(pool_, mc_);
+}
+
+Pool::Client Pool::client() { return lend(&Pool::pool); }
+
+Pool::Client Pool::writer() { return lend(&Pool::writer_pool); }
+
+Pool::Client Pool::lend(memcached_pool_st* Pool::*which) {
+  memcached_pool_st* p = nullptr;
+  {
+    std::lock_guard lk(mu);
+    if (pid != ::getpid()) {  // a forked child: its own pool, the parent's left untouched
+      pid = ::getpid();
+      master = nullptr;
+      pool = nullptr;
+      writer_master = nullptr;
+      writer_pool = nullptr;
+      build_pool();
+    }
+    p = this->*which;
+  }
+  timespec wait{};
+  const auto t = opts.socket_timeout.count();
+  wait.tv_sec = static_cast<time_t>(t / 1000);
+  wait.tv_nsec = static_cast<long>((t % 1000) * 1'000'000);
+  memcached_return_t rc = MEMCACHED_SUCCESS;
+  memcached_st* mc = memcached_pool_fetch(p, &wait, &rc);
+  if (mc == nullptr) {
+    detail::throw_error<TimeoutError>(
+        "memcached backend: no free client within socket_timeout (all " +
+        std::to_string(opts.pool_size) + " of pool_size in use): " + rc_text(nullptr, rc));
+  }
+  return {p, mc};
+}
+
+void Pool::fail(const memcached_st* mc, memcached_return_t rc, const std::string& what,
+                std::string_view key) {
+  std::string server;
+  if (!key.empty()) {
+    memcached_return_t src = MEMCACHED_SUCCESS;
+    if (const auto* inst =
+            memcached_server_by_key(const_cast<memcached_st*>(mc), key.data(), key.size(), &src)) {
+      server = std::string(" on ") + memcached_server_name(inst) + ":" +
+               std::to_string(memcached_server_port(inst));
+    }
+  }
+  std::string msg = "memcached backend: " + what + server + " failed: " + rc_text(mc, rc);
+  if (rc == MEMCACHED_MEMORY_ALLOCATION_FAILURE && t_refused) {
+    msg = "memcached backend: " + what + server + " failed: the server announced a value over " +
+          "max_value_bytes (" + std::to_string(opts.max_value_bytes) +
+          "); the connection was reset";
+  }
+  // Whatever went wrong, the reply may be half read: reset before the pool lends it again.
+  if (!in_step(rc)) memcached_quit(const_cast<memcached_st*>(mc));
+  if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
+  detail::throw_error<BackendError>(msg);
+}
+
+}  // namespace dogpile::memcached_detail
