@@ -13,7 +13,7 @@ ensure_packages build-essential cmake g++ pkg-config python3 \
   libhiredis-dev libmemcached-dev libgdbm-dev \
   python3-diskcache redis-server memcached doxygen \
   redis-sentinel redis-tools python3-redis python3-dogpile.cache python3-pylibmc python3-gdbm \
-  sasl2-bin
+  sasl2-bin stunnel4
 
 cmake --preset dev
 cmake --build --preset dev

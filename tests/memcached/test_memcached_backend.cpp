@@ -25,6 +25,7 @@
 
 #include "backends/conformance.hpp"
 #include "support/servers.hpp"
+#include "support/tls_certs.hpp"
 
 using namespace std::chrono_literals;
 using dogpile::MemcachedBackend;
@@ -583,4 +584,34 @@ TEST_CASE("memcached: SASL username/password against memcached -S, and a wrong p
   const std::size_t n = std::fread(buf.data(), 1, buf.size(), p);
   CHECK(::pclose(p) == 0);
   CHECK(std::string(buf.data(), n) == "b'v'\n");
+}
+
+TEST_CASE("memcached over TLS through a local tunnel (libmemcached 1.1.4 has no TLS)",
+          "[memcached][tls]") {
+  using dogpile::test::certs;
+  // memcached serves TLS only (-Z) on tls_port(); the backend speaks plain text to a local
+  // stunnel, which verifies the server's certificate and carries the bytes over TLS.
+  MemcachedServer server({}, std::nullopt,
+                         dogpile::test::MemcachedTls{certs().server, certs().server_key});
+  dogpile::test::TlsTunnel tunnel(server.tls_port(), certs().ca);
+  auto b = memcached({{"url", tunnel.address()}, {"distributed_lock", true}, {"lock_timeout", 2}});
+  b->set("k", "over tls");
+  CHECK(b->get("k") == std::string("over tls"));
+  b->set_multi(std::vector<dogpile::BytesItem>{{"m1", "1"}, {"m2", "2"}});
+  CHECK(b->get_multi(std::vector<std::string>{"m1", "m2", "none"}) ==
+        std::vector<std::optional<std::string>>{"1", "2", std::nullopt});
+  auto lock = b->get_mutex("tls_lock");
+  REQUIRE(lock->acquire(false));
+  lock->release();
+  // The bytes really crossed the TLS listener: the tunnel checked the certificate, and the
+  // value is there for a plain-text client of the same server.
+  CHECK_THAT(tunnel.log_tail(50), Catch::Contains("Certificate accepted"));
+  CHECK(memcached({{"url", server.address()}})->get("k") == std::string("over tls"));
+
+  // A tunnel that does not trust the server's CA refuses it: every call is a BackendError.
+  dogpile::test::TlsTunnel untrusted(server.tls_port(), certs().other_ca);
+  auto refused = memcached({{"url", untrusted.address()}});
+  CHECK_THROWS_AS(refused->get("k"), dogpile::BackendError);
+  CHECK_THAT(untrusted.log_tail(50), Catch::Contains("certificate verify failed") ||
+                                         Catch::Contains("CERT: Verification error"));
 }

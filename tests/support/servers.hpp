@@ -86,6 +86,7 @@ inline std::string debian_package_for(std::string_view program) {
   if (program == "redis-sentinel") return "redis-sentinel";
   if (program == "memcached") return "memcached";
   if (program == "saslpasswd2") return "sasl2-bin";
+  if (program == "stunnel") return "stunnel4";
   return std::string(program);
 }
 
@@ -1135,6 +1136,12 @@ struct MemcachedSasl {
   std::string password;
 };
 
+/// TLS for MemcachedServer: PEM files the test made.
+struct MemcachedTls {
+  std::string cert_file;
+  std::string key_file;
+};
+
 /// memcached -l 127.0.0.1 -p port -U 0 -m 64 (plus -u root when run as root) and extra_args, in
 /// its own TempDir (log <dir>/memcached.log). Ready means a `stats` request is answered with our
 /// pid (with SASL: after a PLAIN authentication as the configured user, binary protocol).
@@ -1144,8 +1151,11 @@ class MemcachedServer {
   /// `sasl`: `-S`, and a SASL database made with saslpasswd2 (Debian's sasl2-bin) in its TempDir,
   /// found by memcached through SASL_CONF_PATH (a memcached.conf with `mech_list: plain` and
   /// `sasldb_path`), as Debian's memcached looks it up.
+  /// With `tls`: a second, TLS-only listener on tls_port() (`-Z`); the plain port (which the
+  /// harness's readiness check uses) stays plain text (`notls:`).
   explicit MemcachedServer(std::vector<std::string> extra_args = {},
-                           std::optional<MemcachedSasl> sasl = std::nullopt)
+                           std::optional<MemcachedSasl> sasl = std::nullopt,
+                           std::optional<MemcachedTls> tls = std::nullopt)
       : sasl_(std::move(sasl)) {
     std::vector<std::string> prefix;
     if (sasl_) {
@@ -1158,8 +1168,20 @@ class MemcachedServer {
     for (int attempt = 0;; ++attempt) {
       port_ = free_port();
       std::vector<std::string> argv = prefix;
-      argv.insert(argv.end(), {"memcached", "-l", "127.0.0.1", "-p", std::to_string(port_), "-U",
-                               "0", "-m", "64"});
+      if (tls) {
+        do {
+          tls_port_ = free_port();
+        } while (tls_port_ == port_);
+        argv.insert(
+            argv.end(),
+            {"memcached", "-l",
+             "notls:127.0.0.1:" + std::to_string(port_) + ",127.0.0.1:" + std::to_string(tls_port_),
+             "-Z", "-o", "ssl_chain_cert=" + tls->cert_file + ",ssl_key=" + tls->key_file, "-U",
+             "0", "-m", "64"});
+      } else {
+        argv.insert(argv.end(), {"memcached", "-l", "127.0.0.1", "-p", std::to_string(port_), "-U",
+                                 "0", "-m", "64"});
+      }
       if (::geteuid() == 0) argv.insert(argv.end(), {"-u", "root"});
       argv.insert(argv.end(), extra_args.begin(), extra_args.end());
       process_.reset();
@@ -1182,6 +1204,8 @@ class MemcachedServer {
   int port() const { return port_; }
   /// "127.0.0.1:port".
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  /// The TLS listener's port (with `tls`), else 0.
+  int tls_port() const { return tls_port_; }
   /// Whether `version` is answered VERSION within `timeout`.
   bool ping(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000)) const {
     auto reply = tcp_exchange(port_, "version\r\n", "\r\n", timeout);
@@ -1270,6 +1294,50 @@ class MemcachedServer {
   }
   TempDir dir_;
   std::optional<MemcachedSasl> sasl_;
+  int port_ = 0;
+  int tls_port_ = 0;
+  std::unique_ptr<ServerProcess> process_;
+};
+
+/// A local TLS tunnel (stunnel, client mode): plain-text clients connect to 127.0.0.1:port()
+/// and their bytes go over TLS to 127.0.0.1:`target`, whose certificate must chain to `ca_file`
+/// and name 127.0.0.1. Ready when port() accepts connections. Stopped by the destructor.
+class TlsTunnel {
+ public:
+  TlsTunnel(int target, const std::string& ca_file) {
+    for (int attempt = 0;; ++attempt) {
+      port_ = free_port();
+      const auto conf = dir_.path() / "stunnel.conf";
+      {
+        std::ofstream f(conf, std::ios::trunc);
+        f << "foreground = yes\npid =\n[tunnel]\nclient = yes\naccept = 127.0.0.1:" << port_
+          << "\nconnect = 127.0.0.1:" << target << "\nCAfile = " << ca_file
+          << "\nverifyChain = yes\ncheckIP = 127.0.0.1\n";
+        if (!f) throw std::runtime_error("cannot write " + conf.string());
+      }
+      process_ = std::make_unique<ServerProcess>(std::vector<std::string>{"stunnel", conf.string()},
+                                                 dir_.path() / "stunnel.log");
+      if (detail::poll_until([&] { return port_accepts(port_); }, kStartDeadline,
+                             [&] { return process_->running(); })) {
+        return;
+      }
+      if (attempt >= 3 || process_->running()) {
+        throw std::runtime_error("stunnel did not listen on " + std::to_string(port_) +
+                                 "; log tail:\n" + process_->log_tail());
+      }
+    }
+  }
+  TlsTunnel(const TlsTunnel&) = delete;
+  TlsTunnel& operator=(const TlsTunnel&) = delete;
+  /// The plain-text end.
+  int port() const { return port_; }
+  /// "127.0.0.1:port()".
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  /// The tunnel's log (one line per connection and certificate check).
+  std::string log_tail(std::size_t lines = 20) const { return process_->log_tail(lines); }
+
+ private:
+  TempDir dir_;
   int port_ = 0;
   std::unique_ptr<ServerProcess> process_;
 };
