@@ -82,13 +82,14 @@ std::size_t Pool::limit() {
   };
   const memcached_return_t rc =
       memcached_stat_execute(c.get(), "settings", cb, static_cast<void*>(&smallest));
-  if (smallest == 0) {
-    if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_SOME_ERRORS)
-      fail(c.get(), rc, "stats settings", {});
-    smallest = 1024 * 1024;  // memcached's default -I
-  }
+  // A server that is down (or ejected) does not answer: then use what the others said, or
+  // memcached's default -I, for this call only, and ask again next time. Failing the write here
+  // instead would fail every write of a process started while one server is down, where
+  // remove_failed would have moved that server's keys to the live ones.
+  const bool every_server = rc == MEMCACHED_SUCCESS;
+  if (smallest == 0) smallest = 1024 * 1024;  // memcached's default -I
   const std::size_t l = smallest > 2 * kItemOverhead ? smallest - kItemOverhead : smallest / 2;
-  size_limit.store(l);
+  if (every_server) size_limit.store(l);
   return l;
 }
 

@@ -292,6 +292,29 @@ TEST_CASE("memcached: errors name host:port and the reason, without pointers or 
   }
 }
 
+TEST_CASE("memcached: a backend started while one of its servers is down still writes",
+          "[memcached][faults]") {
+  // The servers' item size limit is learnt with `stats settings`, which the dead server does
+  // not answer: that must not fail the writes that remove_failed sends to the live server.
+  MemcachedServer a, b;
+  a.kill();
+  auto backend = memcached({{"url", {a.address(), b.address()}}, {"dead_retry", 30}});
+  int failures = 0;
+  int stored = 0;
+  for (int i = 0; i < 40; ++i) {
+    const std::string k = "down_at_start_" + std::to_string(i);
+    try {
+      backend->set(k, "v");
+      stored += backend->get(k) == std::string("v") ? 1 : 0;
+    } catch (const dogpile::BackendError&) {
+      ++failures;  // the call that finds the server dead
+    }
+  }
+  CAPTURE(failures, stored);
+  CHECK(failures <= 2);
+  CHECK(stored == 40 - failures);
+}
+
 TEST_CASE(
     "memcached: a killed server's keys move to the live servers (only its share) and come "
     "back to it after a restart",
