@@ -86,7 +86,15 @@ std::size_t Pool::limit() {
   // memcached's default -I, for this call only, and ask again next time. Failing the write here
   // instead would fail every write of a process started while one server is down, where
   // remove_failed would have moved that server's keys to the live ones.
+  // Any other failure (a refused authentication...) is the caller's error, as before.
   const bool every_server = rc == MEMCACHED_SUCCESS;
+  const bool server_down = rc == MEMCACHED_SOME_ERRORS || rc == MEMCACHED_CONNECTION_FAILURE ||
+                           rc == MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE ||
+                           rc == MEMCACHED_SERVER_MARKED_DEAD ||
+                           rc == MEMCACHED_SERVER_TEMPORARILY_DISABLED || rc == MEMCACHED_TIMEOUT ||
+                           rc == MEMCACHED_ERRNO || rc == MEMCACHED_READ_FAILURE ||
+                           rc == MEMCACHED_WRITE_FAILURE || rc == MEMCACHED_UNKNOWN_READ_FAILURE;
+  if (smallest == 0 && !every_server && !server_down) fail(c.get(), rc, "stats settings", {});
   if (smallest == 0) smallest = 1024 * 1024;  // memcached's default -I
   const std::size_t l = smallest > 2 * kItemOverhead ? smallest - kItemOverhead : smallest / 2;
   if (every_server) size_limit.store(l);
