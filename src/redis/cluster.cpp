@@ -220,6 +220,19 @@ class ClusterClient final : public Client {
           r.str += " (a second redirection after ASKING: the slot's migration is inconsistent)";
           return r;
         }
+        // A second redirection in one call: the nodes disagree for now (during the SETSLOT NODE
+        // round at the end of a migration, the old owner points to the new one and the new one,
+        // not told yet, back). Give them time, with backoff, within the call's deadline.
+        if (redirects > 1) {
+          if (std::chrono::steady_clock::now() + nap > retry_deadline) {
+            r.str += " (still redirected after " + std::to_string(redirects) +
+                     " redirections within socket_timeout: the cluster's slot map is not "
+                     "settling)";
+            return r;
+          }
+          std::this_thread::sleep_for(nap);
+          nap = std::min(nap * 2, std::chrono::milliseconds(100));
+        }
         const Endpoint target = redirect_target(r.str);
         if (code == "MOVED") {
           set_slot(slot, target);
