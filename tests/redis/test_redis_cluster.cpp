@@ -628,3 +628,67 @@ TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no 
   CHECK(lost == 0);
   b->erase_multi(keys);
 }
+
+TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledged write",
+          "[redis][cluster][failover]") {
+  // A cluster of its own (the failover changes who is master), one master with a replica. A
+  // writer sets keys of that master's slots every millisecond while its replica takes over
+  // (CLUSTER FAILOVER: the master holds writes until the replica has them, then answers MOVED).
+  RedisCluster c(3);
+  const int master = c.ports()[0];
+  const int replica = c.add_replica(master);
+  RedisClusterOptions o = options(false);
+  o.startup_nodes = c.startup_nodes();
+  auto b = std::make_shared<RedisClusterBackend>(o);
+  // Keys of one slot the master serves.
+  std::string tag;
+  for (int i = 0; tag.empty(); ++i) {
+    const std::string t = "{fo" + std::to_string(i) + "}";
+    if (c.port_for_slot(std::stoi(c.cli(master, {"cluster", "keyslot", t}))) == master) tag = t;
+  }
+  std::vector<std::string> keys;
+  for (int i = 0; i < 100; ++i) keys.push_back(tag + std::to_string(i));
+  std::map<std::string, long> acked;
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::string first_error;
+  long version = 0;
+  std::thread writer([&] {
+    std::size_t i = 0;
+    while (!stop.load()) {
+      const auto& k = keys[i++ % keys.size()];
+      try {
+        b->set(k, std::to_string(++version));
+        acked[k] = version;
+      } catch (const dogpile::BackendError& e) {
+        if (errors.fetch_add(1) == 0) first_error = e.what();
+      }
+      std::this_thread::sleep_for(1ms);
+    }
+  });
+  std::this_thread::sleep_for(100ms);
+  REQUIRE(c.cli(replica, {"cluster", "failover"}).rfind("OK", 0) == 0);
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (c.cli(replica, {"role"}).rfind("master", 0) != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(c.cli(replica, {"role"}).rfind("master", 0) == 0);
+  std::this_thread::sleep_for(200ms);  // writes go on to the new master
+  stop = true;
+  writer.join();
+  INFO("writes " << version << ", errors " << errors.load() << ": " << first_error);
+  CHECK(version > 100);
+  CHECK(errors.load() == 0);
+  const auto got = b->get_multi(keys);
+  int lost = 0;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (acked.count(keys[i]) != 0 &&
+        got[i] != std::optional<std::string>(std::to_string(acked[keys[i]]))) {
+      ++lost;
+    }
+  }
+  CHECK(lost == 0);
+  // The new master serves the slot; the old one is its replica now.
+  CHECK(c.port_for_slot(std::stoi(c.cli(replica, {"cluster", "keyslot", tag}))) == replica);
+}

@@ -785,6 +785,87 @@ class RedisCluster {
     }
     throw std::runtime_error("RedisCluster: no node serves slot " + std::to_string(slot));
   }
+  /// Starts a replica of the master on `master_port`, joins it to the cluster (CLUSTER MEET,
+  /// CLUSTER REPLICATE) and waits until its link is up and its
+  /// master's command stream reaches it. Returns its port (not in ports(): those are masters).
+  int add_replica(int master_port) {
+    const std::string master_id = trimmed(cli(master_port, {"cluster", "myid"}));
+    int port = 0;
+    do {
+      port = free_port(55535);
+    } while (!detail::port_is_free(port + 10000));
+    RedisServerOptions o;
+    o.port = port;
+    o.extra_args = {"--cluster-enabled",      "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", "5000"};
+    nodes_.push_back(std::make_unique<RedisServer>(o));
+    // What `redis-cli --cluster add-node --cluster-slave` does, without its 1 s polls: MEET,
+    // then REPLICATE once the new node knows the master.
+    redis_cli(port, {"cluster", "meet", "127.0.0.1", std::to_string(master_port)});
+    const bool met = detail::poll_until(
+        [&] {
+          try {
+            return redis_cli(port, {"cluster", "nodes"}).find(master_id) != std::string::npos &&
+                   trimmed(redis_cli(port, {"cluster", "replicate", master_id})) == "OK";
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        kStartDeadline);
+    if (!met) throw std::runtime_error("RedisCluster: the new node never learnt its master");
+    // A key the master serves: writing it moves the master's replication offset.
+    const auto ranges = parse_slots(cli(master_port, {"cluster", "slots"}));
+    std::string probe;
+    for (int i = 0; probe.empty(); ++i) {
+      const std::string k = "__dogpile_probe" + std::to_string(i);
+      const int slot = std::stoi(cli(master_port, {"cluster", "keyslot", k}));
+      for (const auto& r : ranges) {
+        if (slot >= r.first && slot <= r.last && r.port == master_port) probe = k;
+      }
+    }
+    const auto master_info = [&](const std::string& name, std::size_t from_field = 0) {
+      const auto m =
+          redis_cli(master_port, {"info", "replication"}, "", std::chrono::milliseconds(1000));
+      const auto from = from_field == 0 ? 0 : m.find("slave0:");
+      const auto at = from == std::string::npos ? from : m.find(name, from);
+      return at == std::string::npos ? -1LL : std::atoll(m.c_str() + at + name.size());
+    };
+    const bool ok = detail::poll_until(
+        [&] {
+          try {
+            const auto info =
+                redis_cli(port, {"info", "replication"}, "", std::chrono::milliseconds(1000));
+            if (info.find("master_link_status:up") == std::string::npos) return false;
+            // The stream reaches it: the replica acknowledges a write made after it linked up
+            // (after a diskless full sync, redis 7.0 starts the stream only at the replica's
+            // first ACK, up to 1 s later).
+            // Every master knows it as the master's replica (a manual failover needs their
+            // votes).
+            const std::string id = trimmed(redis_cli(port, {"cluster", "myid"}));
+            for (int p : ports_) {
+              const auto nodes = redis_cli(p, {"cluster", "nodes"});
+              const auto at = nodes.find(id);
+              if (at == std::string::npos) return false;
+              const auto line = nodes.substr(at, nodes.find('\n', at) - at);
+              if (line.find("slave " + master_id) == std::string::npos) return false;
+            }
+            redis_cli(master_port, {"incr", probe});
+            const long long written = master_info("master_repl_offset:");
+            return detail::poll_until([&] { return master_info("offset=", 1) >= written; },
+                                      std::chrono::milliseconds(1500));
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        kStartDeadline);
+    if (!ok) {
+      throw std::runtime_error("RedisCluster: replica on port " + std::to_string(port) +
+                               " did not sync with " + std::to_string(master_port) + "; log:\n" +
+                               nodes_.back()->process().log_tail(10));
+    }
+    return port;
+  }
+
   /// The node with the given port.
   RedisServer& node(int port) {
     for (auto& n : nodes_) {
@@ -841,6 +922,10 @@ class RedisCluster {
       }
     }
     return true;
+  }
+  static std::string trimmed(std::string s) {
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+    return s;
   }
   std::vector<std::unique_ptr<RedisServer>> nodes_;
   std::vector<int> ports_;
