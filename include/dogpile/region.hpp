@@ -40,6 +40,7 @@
 #include "dogpile/invalidation.hpp"
 #include "dogpile/keys.hpp"
 #include "dogpile/lock.hpp"
+#include "dogpile/log.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/region_config.hpp"
 #include "dogpile/region_options.hpp"
@@ -336,14 +337,14 @@ class CacheRegion {
   /// Removes `key` (dogpile's delete); removing a missing key is fine.
   void erase(std::string_view key) const {
     const auto& c = cfg();
-    guarded([&] { c.backend->erase(mangle(key)); }, [] {});
+    guarded([&] { c.backend->erase(mangle(key)); }, [] {}, {"delete", key});
   }
   /// Removes many keys.
   void erase_multi(const std::vector<std::string>& keys) const {
     if (keys.empty()) return;
     const auto& c = cfg();
     auto mk = mangle_all(keys);
-    guarded([&] { c.backend->erase_multi(mk); }, [] {});
+    guarded([&] { c.backend->erase_multi(mk); }, [] {}, {"delete_multi", {}, mk.size()});
   }
 
   // ---- invalidation, locks, stats --------------------------------------------------------
@@ -462,7 +463,7 @@ class CacheRegion {
       report = [ws](const std::exception& e) {
         if (auto st = ws.lock()) {
           CacheRegion r(st);
-          r.count(RegionEvent::Kind::backend_error, {}, {}, &e);
+          r.count(RegionEvent::Kind::backend_error, {}, {}, &e, std::current_exception());
           if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
         }
       };
@@ -496,7 +497,8 @@ class CacheRegion {
   }
 
   void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
-             const std::exception* error = nullptr) const {
+             const std::exception* error = nullptr,
+             const std::exception_ptr& exception = nullptr) const {
     auto& s = state_->stats;
     constexpr auto r = std::memory_order_relaxed;
     switch (kind) {
@@ -523,17 +525,35 @@ class CacheRegion {
         s.locks_lost.fetch_add(1, r);
         break;
     }
-    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d, error});
+    if (state_->opts.listener) {
+      state_->opts.listener(RegionEvent{kind, key, d, error, exception});
+    }
+  }
+
+  /// Where a backend call happens, for the context a `BackendError` gets.
+  struct CallSite {
+    const char* operation;   // "get", "set_multi"…
+    std::string_view key{};  // the (mangled) key of a one-key operation
+    std::size_t keys = 0;    // the number of keys of a multi-key operation
+  };
+
+  /// Adds the region, the operation and the key to `e` (once: the innermost caller wins).
+  void add_context(BackendError& e, const CallSite& at) const {
+    e.add_context(state_->opts.name, at.operation,
+                  at.key.empty() && at.keys > 0
+                      ? std::to_string(at.keys) + (at.keys == 1 ? " key" : " keys")
+                      : std::string(at.key));
   }
 
   /// Runs a backend call under the error policy: `fallback()` replaces the result of a
-  /// failed call when errors are treated as misses.
+  /// failed call when errors are treated as misses. The error gets the call's context first.
   template <class Op, class Fallback>
-  auto guarded(Op&& op, Fallback&& fallback) const -> decltype(op()) {
+  auto guarded(Op&& op, Fallback&& fallback, const CallSite& at) const -> decltype(op()) {
     try {
       return op();
-    } catch (const BackendError& e) {
-      count(RegionEvent::Kind::backend_error, {}, {}, &e);
+    } catch (BackendError& e) {
+      add_context(e, at);
+      count(RegionEvent::Kind::backend_error, at.key, {}, &e, std::current_exception());
       const auto& pol = state_->opts.on_backend_error;
       if (pol.callback) pol.callback(e);
       if (pol.kind == BackendErrorPolicy::Kind::propagate) throw;
@@ -545,12 +565,14 @@ class CacheRegion {
   std::optional<Cached<T>> fetch(const detail::RegionConfig& c, const std::string& mkey,
                                  bool check_version) const {
     if (c.stores_objects) {
-      return detail::from_object<T>(guarded([&] { return c.backend->get_object(mkey); },
-                                            [] { return std::optional<StoredObject>{}; }),
-                                    mkey);
+      return detail::from_object<T>(
+          guarded([&] { return c.backend->get_object(mkey); },
+                  [] { return std::optional<StoredObject>{}; }, {"get", mkey}),
+          mkey);
     }
     return detail::from_bytes<T>(
-        guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; }),
+        guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; },
+                {"get", mkey}),
         check_version, c.codec, mkey, c.backend_name);
   }
   template <class T>
@@ -561,13 +583,15 @@ class CacheRegion {
     out.reserve(mkeys.size());
     if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
-                          [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); });
+                          [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); },
+                          {"get_multi", {}, mkeys.size()});
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
         out.push_back(detail::from_object<T>(objs[i], mkeys[i]));
       }
     } else {
       auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
-                           [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
+                           [&] { return std::vector<std::optional<std::string>>(mkeys.size()); },
+                           {"get_multi", {}, mkeys.size()});
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
         out.push_back(
             detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i], c.backend_name));
@@ -581,10 +605,10 @@ class CacheRegion {
              const Metadata& meta) const {
     if (c.stores_objects) {
       StoredObject o = detail::to_object(value, meta);
-      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {});
+      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {}, {"set", mkey});
     } else {
       std::string bytes = detail::to_bytes(value, meta, state_->opts.codec, c.backend_name);
-      guarded([&] { c.backend->set(mkey, bytes); }, [] {});
+      guarded([&] { c.backend->set(mkey, bytes); }, [] {}, {"set", mkey});
     }
   }
   template <class T>
@@ -597,7 +621,7 @@ class CacheRegion {
       for (const auto& [k, v] : items) {
         objs.emplace_back(needs_mangling ? mangle(k) : k, detail::to_object(v, meta));
       }
-      guarded([&] { c.backend->set_objects(objs); }, [] {});
+      guarded([&] { c.backend->set_objects(objs); }, [] {}, {"set_multi", {}, objs.size()});
     } else {
       std::vector<BytesItem> bytes;
       bytes.reserve(items.size());
@@ -605,7 +629,7 @@ class CacheRegion {
         bytes.emplace_back(needs_mangling ? mangle(k) : k,
                            detail::to_bytes(v, meta, state_->opts.codec, c.backend_name));
       }
-      guarded([&] { c.backend->set_multi(bytes); }, [] {});
+      guarded([&] { c.backend->set_multi(bytes); }, [] {}, {"set_multi", {}, bytes.size()});
     }
   }
 
@@ -686,7 +710,8 @@ class CacheRegion {
                       "' lost its lease before the creator finished (another creator may have "
                       "run at the same time); raise the backend's lock_timeout above the "
                       "creator's run time");
-    count(RegionEvent::Kind::lock_lost, key, {}, &e);
+    count(RegionEvent::Kind::lock_lost, key, {}, &e, std::make_exception_ptr(e));
+    detail::log(LogLevel::warning, e.what());
     if (const auto& cb = state_->opts.on_backend_error.callback) cb(e);
   }
 

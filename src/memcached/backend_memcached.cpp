@@ -155,6 +155,33 @@ std::string rc_text(const memcached_st* mc, memcached_return_t rc) {
 
 bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
 
+// A libmemcached return code -> the exception a program branches on (docs/backends.md,
+// "Errors"): the server unreachable or gone, a timeout, or an answer that was an error.
+[[noreturn]] void throw_for(memcached_return_t rc, const std::string& msg) {
+  if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
+  switch (rc) {
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_CONNECTION_BIND_FAILURE:
+    case MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE:
+    case MEMCACHED_HOST_LOOKUP_FAILURE:
+    case MEMCACHED_SERVER_MARKED_DEAD:
+    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
+    case MEMCACHED_NO_SERVERS:
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_UNKNOWN_READ_FAILURE:
+    case MEMCACHED_WRITE_FAILURE:
+    case MEMCACHED_ERRNO:
+    case MEMCACHED_FAIL_UNIX_SOCKET:
+    case MEMCACHED_CONNECTION_DATA_EXIST:
+    case MEMCACHED_AUTH_FAILURE:
+    case MEMCACHED_AUTH_PROBLEM:
+      detail::throw_error<ConnectionError>(msg);
+    default:
+      break;
+  }
+  detail::throw_error<ReplyError>(msg);
+}
+
 // ---- zlib as python-memcached / pylibmc do it: a plain zlib stream, flag 8 ------------------
 // The shared zlib code (dogpile/detail/zlib.hpp): one bounded inflate for every reader.
 
@@ -171,7 +198,7 @@ std::optional<std::string> zlib_decompress(std::string_view in, std::size_t limi
     case detail::InflateStatus::ok:
       return std::move(r.data);
     case detail::InflateStatus::too_large:
-      detail::throw_error<BackendError>(
+      detail::throw_error<ReplyError>(
           "memcached backend: a zlib-compressed value (flag 8) inflates past max_value_bytes (" +
           std::to_string(limit) + ")");
     case detail::InflateStatus::corrupt:
@@ -442,8 +469,7 @@ struct Pool {
     }
     // Whatever went wrong, the reply may be half read: reset before the pool lends it again.
     if (!in_step(rc)) memcached_quit(const_cast<memcached_st*>(mc));
-    if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
-    detail::throw_error<BackendError>(msg);
+    throw_for(rc, msg);
   }
 
   time_t expiry(milliseconds ttl) const {
@@ -458,7 +484,7 @@ struct Pool {
   // Over max_value_bytes (read under the allocator's slack, or inflated): BackendError.
   std::optional<std::string> decode(const char* data, std::size_t len, std::uint32_t flags) const {
     if (len > opts.max_value_bytes) {
-      detail::throw_error<BackendError>(
+      detail::throw_error<ReplyError>(
           "memcached backend: the server sent a " + std::to_string(len) +
           "-byte value, over max_value_bytes (" + std::to_string(opts.max_value_bytes) + ")");
     }
@@ -509,7 +535,7 @@ struct Pool {
     }
     const std::size_t l = limit();
     if (value.size() + key.size() > l) {
-      detail::throw_error<BackendError>(
+      detail::throw_error<ReplyError>(
           "memcached backend: the value for key '" + std::string(key.substr(0, 64)) + "' is " +
           std::to_string(value.size()) + " bytes, over the servers' item size limit (" +
           std::to_string(l + kItemOverhead) +

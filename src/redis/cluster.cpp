@@ -246,9 +246,9 @@ class ClusterClient final : public Client {
     std::shared_lock lk(m_);
     const int idx = slots_[static_cast<std::size_t>(slot)];
     if (idx < 0) {
-      throw ConnectionFailure(Failure::connect, "redis cluster: no node serves slot " +
-                                                    std::to_string(slot) +
-                                                    " (is the cluster complete?)");
+      throw ConnectionFailure(Failure::no_master, "redis cluster: no node serves slot " +
+                                                      std::to_string(slot) +
+                                                      " (is the cluster complete?)");
     }
     return nodes_[static_cast<std::size_t>(idx)];
   }
