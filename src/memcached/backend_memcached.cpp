@@ -172,7 +172,6 @@ bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
     case MEMCACHED_WRITE_FAILURE:
     case MEMCACHED_ERRNO:
     case MEMCACHED_FAIL_UNIX_SOCKET:
-    case MEMCACHED_CONNECTION_DATA_EXIST:
     case MEMCACHED_AUTH_FAILURE:
     case MEMCACHED_AUTH_PROBLEM:
       detail::throw_error<ConnectionError>(msg);
