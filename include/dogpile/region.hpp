@@ -270,9 +270,19 @@ class CacheRegion {
     auto observe = [this, key](LockEvent e, std::chrono::nanoseconds d) {
       on_lock_event(e, key, d);
     };
-    auto value_fn = [&]() { return read_for_create<V>(c, mkey, exp); };
-    auto create = [&]() { return create_and_store<V>(c, mkey, creator, opts.should_cache, exp); };
-    auto get_mutex = [&]() { return c.locks->get(mkey); };
+    // Under treat_as_miss the key's mutex is a HandoffMutex: a creator whose value the backend
+    // could not store leaves it there, and the callers that waited read it from there.
+    detail::HandoffMutex* handoff = nullptr;
+    auto value_fn = [&]() { return read_for_create<V>(c, mkey, exp, handoff); };
+    auto create = [&]() {
+      return create_and_store<V>(c, mkey, creator, opts.should_cache, exp, handoff);
+    };
+    std::shared_ptr<CacheMutex> held_mutex;
+    auto get_mutex = [&]() {
+      held_mutex = c.locks->get(mkey);
+      handoff = dynamic_cast<detail::HandoffMutex*>(held_mutex.get());
+      return held_mutex;
+    };
     if constexpr (std::is_copy_constructible_v<std::decay_t<F>>) {
       if (state_->opts.async_creation_runner) {
         auto async = [&](MutexHandle h) {
@@ -478,9 +488,16 @@ class CacheRegion {
               if (!report) throw;
               report(e);
             }
-            if (m && report) return std::make_shared<detail::FallbackMutex>(std::move(m), report);
+            if (m && report) {
+              return std::make_shared<detail::HandoffMutex>(
+                  std::make_shared<detail::FallbackMutex>(std::move(m), report));
+            }
             if (m) return m;
           }
+          // Under treat_as_miss the key's mutex also hands a value made while the backend is
+          // down to the callers that waited for it (detail::HandoffMutex).
+          if (report)
+            return std::make_shared<detail::HandoffMutex>(std::make_shared<ThreadMutex>());
           return std::make_shared<ThreadMutex>();
         });
     state_->config.store(cfgp.get(), std::memory_order_release);
@@ -654,10 +671,17 @@ class CacheRegion {
   /// dogpile's get_value(): a hard-invalidated or wrong-version value is a miss; a
   /// soft-invalidated one is made to look expired.
   template <class T>
-  std::optional<Cached<T>> read_for_create(
-      const detail::RegionConfig& c, const std::string& mkey,
-      const std::optional<std::chrono::milliseconds>& exp) const {
+  std::optional<Cached<T>> read_for_create(const detail::RegionConfig& c, const std::string& mkey,
+                                           const std::optional<std::chrono::milliseconds>& exp,
+                                           const detail::HandoffMutex* handoff = nullptr) const {
     auto v = fetch<T>(c, mkey, true);
+    if constexpr (std::is_copy_constructible_v<T>) {
+      if (handoff != nullptr) {
+        // A value this process made while the backend could not store it: newer than (or
+        // instead of) what the backend has.
+        if (auto h = handoff->take<T>(); h && (!v || h->created > v->created)) v = std::move(h);
+      }
+    }
     if (!v) return v;
     if (c.invalidator->is_hard_invalidated(v->created)) return std::nullopt;
     if (c.invalidator->is_soft_invalidated(v->created)) {
@@ -670,14 +694,25 @@ class CacheRegion {
   template <class T, class F>
   Cached<T> create_and_store(const detail::RegionConfig& c, const std::string& mkey, F& creator,
                              const std::function<bool(const T&)>& should_cache,
-                             const std::optional<std::chrono::milliseconds>& exp) const {
+                             const std::optional<std::chrono::milliseconds>& exp,
+                             detail::HandoffMutex* handoff = nullptr) const {
     if (c.invalidator->was_soft_invalidated()) require_expiration_for_soft(exp);
     const auto t0 = std::chrono::steady_clock::now();
     T value = creator();
     const double delta = detail::seconds_of(std::chrono::steady_clock::now() - t0);
     const TimePoint created = state_->clock();
-    if (!should_cache || should_cache(value))
+    if (!should_cache || should_cache(value)) {
+      const auto errors_before = state_->stats.backend_errors.load(std::memory_order_relaxed);
       store<T>(c, mkey, value, Metadata{to_unix_seconds(created), 2, delta});
+      if constexpr (std::is_copy_constructible_v<T>) {
+        // The store failed (treated as a miss; another thread's error may count too, which
+        // only hands over a value that is fresh anyway): keep it for this key's waiters.
+        if (handoff != nullptr &&
+            state_->stats.backend_errors.load(std::memory_order_relaxed) != errors_before) {
+          handoff->put(Cached<T>{value, created, std::chrono::duration<double>(delta)});
+        }
+      }
+    }
     return Cached<T>{std::move(value), created, std::chrono::duration<double>(delta)};
   }
 

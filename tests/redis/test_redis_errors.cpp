@@ -183,3 +183,32 @@ TEST_CASE("redis errors: a reconnect after a lost connection is logged", "[redis
   CHECK_FALSE(b.get("k").has_value());  // a fresh server: the value is gone, the call works
   CHECK(log.containing("reconnected").size() == 1);
 }
+
+TEST_CASE(
+    "redis errors: treat_as_miss with the server stopped -> one creation per key, not one "
+    "per waiting thread",
+    "[redis][errors][stampede]") {
+  dogpile::test::RedisServer server;
+  dogpile_conformance::Region r(
+      std::make_shared<dogpile::RedisBackend>(errors_options(server.port())), {},
+      {.name = "failopen", .on_backend_error = dogpile::treat_as_miss()});
+  server.kill();
+  constexpr int kThreads = 8;
+  std::atomic<int> creations{0};
+  std::vector<std::string> got(kThreads);
+  dogpile_conformance::run_threads(kThreads, [&](int i) {
+    got[static_cast<std::size_t>(i)] = r.region.get_or_create("report", [&] {
+      // Hold the creation until every thread has read (and failed to read) the backend, so the
+      // others are waiting on the key's lock when it ends.
+      const auto until = std::chrono::steady_clock::now() + 2s;
+      while (r.region.stats().backend_errors < kThreads &&
+             std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(1ms);
+      }
+      std::this_thread::sleep_for(50ms);
+      return "made " + std::to_string(creations.fetch_add(1) + 1);
+    });
+  });
+  CHECK(creations.load() == 1);
+  for (const auto& g : got) CHECK(g == "made 1");
+}
