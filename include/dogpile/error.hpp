@@ -66,8 +66,10 @@ class TypeMismatch : public Error {
 /// `region()`, `operation()` and `key()` return the parts. Copies share the message (nothrow copy).
 class BackendError : public Error {
  public:
+  /// An error with the backend's `message` (no region context yet).
   explicit BackendError(const std::string& message)
       : Error(message), info_(std::make_shared<Info>(Info{message, message, {}, {}, {}})) {}
+  /// As the `std::string` constructor.
   explicit BackendError(const char* message) : BackendError(std::string(message)) {}
 
   /// The message, with the region's context once the region added it.
