@@ -47,7 +47,14 @@ class ClusterClient final : public Client {
   [[nodiscard]] int slot_of(std::string_view key) const override { return key_slot(key); }
 
   Reply run(std::string_view key, const Argv& argv) override {
-    return run_slot(key_slot(key), argv);
+    try {
+      return run_slot(key_slot(key), argv);
+    } catch (const ConnectionFailure& e) {
+      // A slot left without a node while CLUSTERDOWN was retried: a dogpile exception too
+      // (ClusterDownError), not the internal failure that CacheBackend would wrap as a plain
+      // BackendError.
+      throw_failure(e);
+    }
   }
 
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
