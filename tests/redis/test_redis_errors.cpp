@@ -14,36 +14,13 @@
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/dogpile.hpp"
+#include "support/captured_log.hpp"
 #include "support/fake_server.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
-
-// Captures what the library logs while alive; restores the previous logger after.
-struct CapturedLog {
-  std::mutex m;
-  std::vector<std::pair<dogpile::LogLevel, std::string>> lines;
-  dogpile::Logger previous;
-  CapturedLog() {
-    previous = dogpile::set_logger([this](dogpile::LogLevel l, std::string_view msg) {
-      const std::lock_guard lk(m);
-      lines.emplace_back(l, std::string(msg));
-    });
-  }
-  ~CapturedLog() { dogpile::set_logger(std::move(previous)); }
-  CapturedLog(const CapturedLog&) = delete;
-  CapturedLog& operator=(const CapturedLog&) = delete;
-  std::vector<std::string> containing(const std::string& needle) {
-    const std::lock_guard lk(m);
-    std::vector<std::string> out;
-    for (const auto& [l, s] : lines) {
-      if (s.find(needle) != std::string::npos) out.push_back(s);
-    }
-    return out;
-  }
-};
 
 dogpile::RedisOptions errors_options(int port) {
   return dogpile::RedisOptions{.host = "127.0.0.1",
@@ -154,7 +131,7 @@ TEST_CASE("redis errors: an error reply is a ReplyError, CLUSTERDOWN a ClusterDo
 
 TEST_CASE("redis errors: ignored Python arguments are logged once, by name",
           "[redis][errors][log]") {
-  CapturedLog log;
+  dogpile::test::CapturedLog log;
   (void)dogpile::RedisBackend::from_arguments(
       {{"host", "127.0.0.1"},
        {"socket_keepalive", true},
@@ -172,7 +149,7 @@ TEST_CASE("redis errors: ignored Python arguments are logged once, by name",
 }
 
 TEST_CASE("redis errors: a reconnect after a lost connection is logged", "[redis][errors][log]") {
-  CapturedLog log;
+  dogpile::test::CapturedLog log;
   dogpile::test::RedisServer server;
   dogpile::RedisBackend b(errors_options(server.port()));
   b.set("k", "v");
