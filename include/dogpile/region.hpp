@@ -249,7 +249,14 @@ class CacheRegion {
                   "get_or_create: the creator must take no arguments; capture what it needs "
                   "instead: region.get_or_create(key, [&] { return load(id); })");
     if constexpr (std::is_invocable_v<F&>) {
-      return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+      try {
+        return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+      } catch (BackendError& e) {
+        // The reads and writes added theirs already; this names the lock's failures (a
+        // distributed lock's server, a lock_timeout wait).
+        add_context(e, {"get_or_create", key});
+        throw;
+      }
     } else {
       return V{};  // not reached: the static_assert above failed
     }
