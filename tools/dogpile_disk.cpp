@@ -42,7 +42,8 @@ commands:
   stats              print type, shard count, item count, volume, settings, hits/misses
   check [--fix]      verify the database and value files; --fix repairs what it can
   keys               print every key (Python repr: 42, 1.5, 'text', b'bytes'), one per line;
-                     give a printed key back with --key-type repr
+                     get and erase take a printed text or bytes key back as it is
+                     (numbers: --key-type int, float or repr)
   get KEY            print the value (text/numbers with a newline; bytes raw into a pipe or
                      file, as a b'...' repr on a terminal unless --raw)
   erase KEY          remove KEY (exit 1 if it was not there)
@@ -54,7 +55,8 @@ commands:
 
 options:
   --key-type T       KEY is text (default), int, float, bytes, or repr: the form `keys`
-                     prints ('text', b'\x00bytes', 42, 1.5) (TAG too)
+                     prints ('text', b'\x00bytes', 42, 1.5) (TAG too). Without it, get and
+                     erase also try a quoted KEY ('text', b'bytes') as that printed form
   --value-type T     VALUE is text (default), int, float or bytes
   --expire SECONDS   set: time to live
   --tag TAG          set: tag the item
@@ -126,6 +128,7 @@ struct Args {
   std::string command;
   std::vector<std::string> positional;
   std::string key_type = "text";
+  bool key_type_given = false;  // no: get/erase also try KEY as the repr `keys` prints
   std::string value_type = "text";
   std::optional<double> expire;
   std::optional<std::string> tag;
@@ -159,6 +162,7 @@ Args parse_args(int argc, char** argv) {
       a.raw = true;
     } else if (s == "--key-type") {
       a.key_type = need(i, s);
+      a.key_type_given = true;
     } else if (s == "--value-type") {
       a.value_type = need(i, s);
     } else if (s == "--tag") {
@@ -455,9 +459,27 @@ int cmd_keys(AnyCache& c) {
   return kOk;
 }
 
+// KEY as given, then (without --key-type) a quoted KEY as the repr `keys` prints ('text',
+// b'bytes'), so that a key copied from `keys` works as is; a text key of that very spelling comes
+// first. Numbers are not guessed: `get 7` is the text key "7" (the int 7 needs --key-type).
+std::vector<dogpile::Key> candidate_keys(const Args& a) {
+  const std::string& s = a.positional[0];
+  std::vector<dogpile::Key> out{make_key(s, a)};
+  const bool quoted =
+      s.starts_with('\'') || s.starts_with('"') || s.starts_with("b'") || s.starts_with("b\"");
+  if (!a.key_type_given && quoted) {
+    if (auto v = from_repr(s)) out.emplace_back(std::move(*v));
+  }
+  return out;
+}
+
 int cmd_get(AnyCache& c, const Args& a) {
-  const dogpile::Key key = make_key(a.positional[0], a);
-  auto v = c.route(key).get<dogpile::DiskValue>(key);
+  const auto candidates = candidate_keys(a);
+  const dogpile::Key& key = candidates.front();
+  std::optional<dogpile::DiskValue> v;
+  for (const auto& k : candidates) {
+    if ((v = c.route(k).get<dogpile::DiskValue>(k))) break;
+  }
   if (!v) {
     std::fprintf(stderr, "dogpile-disk: key %s not found\n", key.repr().c_str());
     return kNotFound;
@@ -485,8 +507,13 @@ int cmd_get(AnyCache& c, const Args& a) {
 }
 
 int cmd_erase(AnyCache& c, const Args& a) {
-  const dogpile::Key key = make_key(a.positional[0], a);
-  if (!c.route(key).erase(key)) {
+  const auto candidates = candidate_keys(a);
+  const dogpile::Key& key = candidates.front();
+  bool erased = false;
+  for (const auto& k : candidates) {
+    if ((erased = c.route(k).erase(k))) break;
+  }
+  if (!erased) {
     std::fprintf(stderr, "dogpile-disk: key %s not found\n", key.repr().c_str());
     return kNotFound;
   }

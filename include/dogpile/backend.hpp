@@ -12,8 +12,9 @@
 /// What every hook must do, and may throw:
 /// * receives keys that already passed the key rules (never a key it declared it cannot take);
 /// * reports a miss as `std::nullopt`, never as an exception;
-/// * throws `BackendError` (or `TimeoutError`) when its storage fails, `ValidationError` for
-///   input it refuses; other exceptions are wrapped into `BackendError` by the public call;
+/// * throws `BackendError` when its storage fails — a network backend the subclass that says
+///   why: `ConnectionError`, `TimeoutError`, `ReplyError`, `ClusterDownError` (error.hpp) —
+///   and `ValidationError` for input it refuses; other exceptions are wrapped into `BackendError` by the public call;
 /// * is thread-safe: a region calls it from many threads at once.
 
 #include <cstddef>

@@ -14,6 +14,7 @@
 #include <concepts>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <optional>
 #include <string>
@@ -112,6 +113,8 @@ concept JsonConvertible = std::same_as<T, nlohmann::json> ||
 /// `static T decode(std::string_view, Format)` (throw `CantDeserialize` on bad bytes).
 template <class T, class Enable = void>
 struct Codec {
+  /// Marks the primary (JSON) template, so `HasCodec` can tell it from a specialization.
+  using dogpile_json_codec = void;
   /// `value` as payload bytes. @throws ValidationError if it cannot be written (e.g. a string
   /// that is not UTF-8 cannot be JSON text).
   static std::string encode(const T& value, Format format) requires JsonConvertible<T> {
@@ -171,6 +174,23 @@ struct Codec {
       }
     }
   }
+  /// A type without a codec: a compile error with one message saying what to do, instead of
+  /// nlohmann_json's template backtrace (`HasCodec` is false for it: a region never calls this).
+  static std::string encode(const T& /*value*/, Format /*format*/) requires(!JsonConvertible<T>) {
+    static_assert(JsonConvertible<T>,
+                  "dogpile::Codec<T>: this type has no codec; define to_json/from_json for it "
+                  "(nlohmann_json, e.g. NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) or specialize "
+                  "dogpile::Codec<T>");
+    std::terminate();
+  }
+  /// A type without a codec: a compile error, as `encode`.
+  static T decode(std::string_view /*bytes*/, Format /*format*/) requires(!JsonConvertible<T>) {
+    static_assert(JsonConvertible<T>,
+                  "dogpile::Codec<T>: this type has no codec; define to_json/from_json for it "
+                  "(nlohmann_json, e.g. NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE) or specialize "
+                  "dogpile::Codec<T>");
+    std::terminate();
+  }
 };
 
 /// Strings pass through unchanged (whatever the format).
@@ -203,7 +223,8 @@ template <class T>
 concept HasCodec = requires(const T& v, std::string_view b, Format f) {
   { Codec<T>::encode(v, f) } -> std::convertible_to<std::string>;
   { Codec<T>::decode(b, f) } -> std::convertible_to<T>;
-};
+}
+&&(JsonConvertible<T> || !requires { typename Codec<T>::dogpile_json_codec; });
 
 namespace detail {
 /// What to do when a value of type `T` meets a backend that stores bytes and `T` has no codec.

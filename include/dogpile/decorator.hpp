@@ -13,12 +13,14 @@
 /// `dogpile::to_key_string` (keys.hpp). Override per region
 /// (`RegionOptions::function_key_generator`) or per decorator (`DecoratorOptions`).
 
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
 #include <optional>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -56,10 +58,17 @@ class CachedFunction {
   /// @throws what the function throws (nothing is cached), and what `get_or_create` throws.
   template <class... A>
   result_type operator()(const A&... args) const {
-    return region_.template get_or_create<result_type>(
-        key(args...),
-        [fn = fn_, args...]() { return static_cast<result_type>(std::invoke(*fn, args...)); },
-        CreateOptions<result_type>{opts_.expiration_time, opts_.should_cache});
+    static_assert(std::is_invocable_v<const F&, const A&...>,
+                  "cache_on_arguments: the arguments do not match the decorated function's "
+                  "signature; pass the function's parameters, in order");
+    if constexpr (std::is_invocable_v<const F&, const A&...>) {  // no follow-on errors
+      return region_.template get_or_create<result_type>(
+          key(args...),
+          [fn = fn_, args...]() { return static_cast<result_type>(std::invoke(*fn, args...)); },
+          CreateOptions<result_type>{opts_.expiration_time, opts_.should_cache});
+    } else {
+      std::terminate();
+    }
   }
   /// The cache key of a call with these arguments.
   template <class... A>

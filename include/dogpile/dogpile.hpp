@@ -16,6 +16,7 @@
 #include "dogpile/invalidation.hpp"
 #include "dogpile/keys.hpp"
 #include "dogpile/lock.hpp"
+#include "dogpile/log.hpp"
 #include "dogpile/metadata.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/region.hpp"

@@ -21,9 +21,12 @@
 #include <cmath>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <string>
+#include <typeindex>
+#include <typeinfo>
 #include <utility>
 
 #include "dogpile/clock.hpp"
@@ -259,6 +262,51 @@ class ReportingMutex final : public CacheMutex {
  private:
   std::shared_ptr<CacheMutex> inner_;
   std::function<void()> on_lost_;
+};
+
+/// The per-key mutex of a region under `treat_as_miss`: it also keeps the last value a creator
+/// of this process made while the backend could not store it, so the callers that waited for
+/// that creator take it instead of creating again (one creation per key per process while the
+/// backend is down, not one per waiting thread). The value lives as long as the mutex, i.e.
+/// while anyone waits on or holds the key's lock; expiry and invalidation apply to it as to a
+/// stored value. Thread-safety: as `CacheMutex`; `put`/`take` may run on any thread.
+class HandoffMutex final : public CacheMutex {
+ public:
+  explicit HandoffMutex(std::shared_ptr<CacheMutex> inner) : inner_(std::move(inner)) {}
+
+  /// Keeps a copy of `v` for the callers that wait on this key.
+  template <class T>
+  void put(const Cached<T>& v) {
+    auto p = std::make_shared<const Cached<T>>(v);
+    const std::lock_guard lk(m_);
+    value_ = std::move(p);
+    type_ = typeid(T);
+  }
+  /// A copy of the value kept by `put`, if one of type `T` is kept.
+  template <class T>
+  [[nodiscard]] std::optional<Cached<T>> take() const {
+    std::shared_ptr<const void> p;
+    {
+      const std::lock_guard lk(m_);
+      if (!value_ || type_ != typeid(T)) return std::nullopt;
+      p = value_;
+    }
+    return *static_cast<const Cached<T>*>(p.get());
+  }
+
+ protected:
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
+    return timeout ? inner_->try_acquire_for(*timeout) : inner_->acquire(true);
+  }
+  void do_release() override { inner_->release(); }
+  [[nodiscard]] bool do_locked() const override { return inner_->locked(); }
+  [[nodiscard]] bool do_is_lease() const override { return inner_->is_lease(); }
+
+ private:
+  std::shared_ptr<CacheMutex> inner_;
+  mutable std::mutex m_;
+  std::shared_ptr<const void> value_;
+  std::type_index type_ = typeid(void);
 };
 
 /// Releases after a creation. A lease that ran out while the creator worked is not the

@@ -40,6 +40,7 @@
 #include "dogpile/invalidation.hpp"
 #include "dogpile/keys.hpp"
 #include "dogpile/lock.hpp"
+#include "dogpile/log.hpp"
 #include "dogpile/mutex.hpp"
 #include "dogpile/region_config.hpp"
 #include "dogpile/region_options.hpp"
@@ -248,7 +249,14 @@ class CacheRegion {
                   "get_or_create: the creator must take no arguments; capture what it needs "
                   "instead: region.get_or_create(key, [&] { return load(id); })");
     if constexpr (std::is_invocable_v<F&>) {
-      return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+      try {
+        return get_or_create_impl<V>(key, std::forward<F>(creator), opts);
+      } catch (BackendError& e) {
+        // The reads and writes added theirs already; this names the lock's failures (a
+        // distributed lock's server, a lock_timeout wait).
+        add_context(e, {"get_or_create", key});
+        throw;
+      }
     } else {
       return V{};  // not reached: the static_assert above failed
     }
@@ -269,9 +277,19 @@ class CacheRegion {
     auto observe = [this, key](LockEvent e, std::chrono::nanoseconds d) {
       on_lock_event(e, key, d);
     };
-    auto value_fn = [&]() { return read_for_create<V>(c, mkey, exp); };
-    auto create = [&]() { return create_and_store<V>(c, mkey, creator, opts.should_cache, exp); };
-    auto get_mutex = [&]() { return c.locks->get(mkey); };
+    // Under treat_as_miss the key's mutex is a HandoffMutex: a creator whose value the backend
+    // could not store leaves it there, and the callers that waited read it from there.
+    detail::HandoffMutex* handoff = nullptr;
+    auto value_fn = [&]() { return read_for_create<V>(c, mkey, exp, handoff); };
+    auto create = [&]() {
+      return create_and_store<V>(c, mkey, creator, opts.should_cache, exp, handoff);
+    };
+    std::shared_ptr<CacheMutex> held_mutex;
+    auto get_mutex = [&]() {
+      held_mutex = c.locks->get(mkey);
+      handoff = dynamic_cast<detail::HandoffMutex*>(held_mutex.get());
+      return held_mutex;
+    };
     if constexpr (std::is_copy_constructible_v<std::decay_t<F>>) {
       if (state_->opts.async_creation_runner) {
         auto async = [&](MutexHandle h) {
@@ -336,14 +354,14 @@ class CacheRegion {
   /// Removes `key` (dogpile's delete); removing a missing key is fine.
   void erase(std::string_view key) const {
     const auto& c = cfg();
-    guarded([&] { c.backend->erase(mangle(key)); }, [] {});
+    guarded([&] { c.backend->erase(mangle(key)); }, [] {}, {"delete", key});
   }
   /// Removes many keys.
   void erase_multi(const std::vector<std::string>& keys) const {
     if (keys.empty()) return;
     const auto& c = cfg();
     auto mk = mangle_all(keys);
-    guarded([&] { c.backend->erase_multi(mk); }, [] {});
+    guarded([&] { c.backend->erase_multi(mk); }, [] {}, {"delete_multi", {}, mk.size()});
   }
 
   // ---- invalidation, locks, stats --------------------------------------------------------
@@ -462,7 +480,7 @@ class CacheRegion {
       report = [ws](const std::exception& e) {
         if (auto st = ws.lock()) {
           CacheRegion r(st);
-          r.count(RegionEvent::Kind::backend_error, {}, {}, &e);
+          r.count(RegionEvent::Kind::backend_error, {}, {}, &e, std::current_exception());
           if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
         }
       };
@@ -477,9 +495,16 @@ class CacheRegion {
               if (!report) throw;
               report(e);
             }
-            if (m && report) return std::make_shared<detail::FallbackMutex>(std::move(m), report);
+            if (m && report) {
+              return std::make_shared<detail::HandoffMutex>(
+                  std::make_shared<detail::FallbackMutex>(std::move(m), report));
+            }
             if (m) return m;
           }
+          // Under treat_as_miss the key's mutex also hands a value made while the backend is
+          // down to the callers that waited for it (detail::HandoffMutex).
+          if (report)
+            return std::make_shared<detail::HandoffMutex>(std::make_shared<ThreadMutex>());
           return std::make_shared<ThreadMutex>();
         });
     state_->config.store(cfgp.get(), std::memory_order_release);
@@ -496,7 +521,8 @@ class CacheRegion {
   }
 
   void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
-             const std::exception* error = nullptr) const {
+             const std::exception* error = nullptr,
+             const std::exception_ptr& exception = nullptr) const {
     auto& s = state_->stats;
     constexpr auto r = std::memory_order_relaxed;
     switch (kind) {
@@ -523,17 +549,35 @@ class CacheRegion {
         s.locks_lost.fetch_add(1, r);
         break;
     }
-    if (state_->opts.listener) state_->opts.listener(RegionEvent{kind, key, d, error});
+    if (state_->opts.listener) {
+      state_->opts.listener(RegionEvent{kind, key, d, error, exception});
+    }
+  }
+
+  /// Where a backend call happens, for the context a `BackendError` gets.
+  struct CallSite {
+    const char* operation;   // "get", "set_multi"…
+    std::string_view key{};  // the (mangled) key of a one-key operation
+    std::size_t keys = 0;    // the number of keys of a multi-key operation
+  };
+
+  /// Adds the region, the operation and the key to `e` (once: the innermost caller wins).
+  void add_context(BackendError& e, const CallSite& at) const {
+    e.add_context(state_->opts.name, at.operation,
+                  at.key.empty() && at.keys > 0
+                      ? std::to_string(at.keys) + (at.keys == 1 ? " key" : " keys")
+                      : std::string(at.key));
   }
 
   /// Runs a backend call under the error policy: `fallback()` replaces the result of a
-  /// failed call when errors are treated as misses.
+  /// failed call when errors are treated as misses. The error gets the call's context first.
   template <class Op, class Fallback>
-  auto guarded(Op&& op, Fallback&& fallback) const -> decltype(op()) {
+  auto guarded(Op&& op, Fallback&& fallback, const CallSite& at) const -> decltype(op()) {
     try {
       return op();
-    } catch (const BackendError& e) {
-      count(RegionEvent::Kind::backend_error, {}, {}, &e);
+    } catch (BackendError& e) {
+      add_context(e, at);
+      count(RegionEvent::Kind::backend_error, at.key, {}, &e, std::current_exception());
       const auto& pol = state_->opts.on_backend_error;
       if (pol.callback) pol.callback(e);
       if (pol.kind == BackendErrorPolicy::Kind::propagate) throw;
@@ -545,12 +589,14 @@ class CacheRegion {
   std::optional<Cached<T>> fetch(const detail::RegionConfig& c, const std::string& mkey,
                                  bool check_version) const {
     if (c.stores_objects) {
-      return detail::from_object<T>(guarded([&] { return c.backend->get_object(mkey); },
-                                            [] { return std::optional<StoredObject>{}; }),
-                                    mkey);
+      return detail::from_object<T>(
+          guarded([&] { return c.backend->get_object(mkey); },
+                  [] { return std::optional<StoredObject>{}; }, {"get", mkey}),
+          mkey);
     }
     return detail::from_bytes<T>(
-        guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; }),
+        guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; },
+                {"get", mkey}),
         check_version, c.codec, mkey, c.backend_name);
   }
   template <class T>
@@ -561,13 +607,15 @@ class CacheRegion {
     out.reserve(mkeys.size());
     if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
-                          [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); });
+                          [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); },
+                          {"get_multi", {}, mkeys.size()});
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
         out.push_back(detail::from_object<T>(objs[i], mkeys[i]));
       }
     } else {
       auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
-                           [&] { return std::vector<std::optional<std::string>>(mkeys.size()); });
+                           [&] { return std::vector<std::optional<std::string>>(mkeys.size()); },
+                           {"get_multi", {}, mkeys.size()});
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
         out.push_back(
             detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i], c.backend_name));
@@ -581,10 +629,10 @@ class CacheRegion {
              const Metadata& meta) const {
     if (c.stores_objects) {
       StoredObject o = detail::to_object(value, meta);
-      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {});
+      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {}, {"set", mkey});
     } else {
       std::string bytes = detail::to_bytes(value, meta, state_->opts.codec, c.backend_name);
-      guarded([&] { c.backend->set(mkey, bytes); }, [] {});
+      guarded([&] { c.backend->set(mkey, bytes); }, [] {}, {"set", mkey});
     }
   }
   template <class T>
@@ -597,7 +645,7 @@ class CacheRegion {
       for (const auto& [k, v] : items) {
         objs.emplace_back(needs_mangling ? mangle(k) : k, detail::to_object(v, meta));
       }
-      guarded([&] { c.backend->set_objects(objs); }, [] {});
+      guarded([&] { c.backend->set_objects(objs); }, [] {}, {"set_multi", {}, objs.size()});
     } else {
       std::vector<BytesItem> bytes;
       bytes.reserve(items.size());
@@ -605,7 +653,7 @@ class CacheRegion {
         bytes.emplace_back(needs_mangling ? mangle(k) : k,
                            detail::to_bytes(v, meta, state_->opts.codec, c.backend_name));
       }
-      guarded([&] { c.backend->set_multi(bytes); }, [] {});
+      guarded([&] { c.backend->set_multi(bytes); }, [] {}, {"set_multi", {}, bytes.size()});
     }
   }
 
@@ -630,10 +678,17 @@ class CacheRegion {
   /// dogpile's get_value(): a hard-invalidated or wrong-version value is a miss; a
   /// soft-invalidated one is made to look expired.
   template <class T>
-  std::optional<Cached<T>> read_for_create(
-      const detail::RegionConfig& c, const std::string& mkey,
-      const std::optional<std::chrono::milliseconds>& exp) const {
+  std::optional<Cached<T>> read_for_create(const detail::RegionConfig& c, const std::string& mkey,
+                                           const std::optional<std::chrono::milliseconds>& exp,
+                                           const detail::HandoffMutex* handoff = nullptr) const {
     auto v = fetch<T>(c, mkey, true);
+    if constexpr (std::is_copy_constructible_v<T>) {
+      if (handoff != nullptr) {
+        // A value this process made while the backend could not store it: newer than (or
+        // instead of) what the backend has.
+        if (auto h = handoff->take<T>(); h && (!v || h->created > v->created)) v = std::move(h);
+      }
+    }
     if (!v) return v;
     if (c.invalidator->is_hard_invalidated(v->created)) return std::nullopt;
     if (c.invalidator->is_soft_invalidated(v->created)) {
@@ -646,14 +701,25 @@ class CacheRegion {
   template <class T, class F>
   Cached<T> create_and_store(const detail::RegionConfig& c, const std::string& mkey, F& creator,
                              const std::function<bool(const T&)>& should_cache,
-                             const std::optional<std::chrono::milliseconds>& exp) const {
+                             const std::optional<std::chrono::milliseconds>& exp,
+                             detail::HandoffMutex* handoff = nullptr) const {
     if (c.invalidator->was_soft_invalidated()) require_expiration_for_soft(exp);
     const auto t0 = std::chrono::steady_clock::now();
     T value = creator();
     const double delta = detail::seconds_of(std::chrono::steady_clock::now() - t0);
     const TimePoint created = state_->clock();
-    if (!should_cache || should_cache(value))
+    if (!should_cache || should_cache(value)) {
+      const auto errors_before = state_->stats.backend_errors.load(std::memory_order_relaxed);
       store<T>(c, mkey, value, Metadata{to_unix_seconds(created), 2, delta});
+      if constexpr (std::is_copy_constructible_v<T>) {
+        // The store failed (treated as a miss; another thread's error may count too, which
+        // only hands over a value that is fresh anyway): keep it for this key's waiters.
+        if (handoff != nullptr &&
+            state_->stats.backend_errors.load(std::memory_order_relaxed) != errors_before) {
+          handoff->put(Cached<T>{value, created, std::chrono::duration<double>(delta)});
+        }
+      }
+    }
     return Cached<T>{std::move(value), created, std::chrono::duration<double>(delta)};
   }
 
@@ -686,7 +752,8 @@ class CacheRegion {
                       "' lost its lease before the creator finished (another creator may have "
                       "run at the same time); raise the backend's lock_timeout above the "
                       "creator's run time");
-    count(RegionEvent::Kind::lock_lost, key, {}, &e);
+    count(RegionEvent::Kind::lock_lost, key, {}, &e, std::make_exception_ptr(e));
+    detail::log(LogLevel::warning, e.what());
     if (const auto& cb = state_->opts.on_backend_error.callback) cb(e);
   }
 

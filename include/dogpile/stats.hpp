@@ -41,6 +41,9 @@ struct RegionEvent {
   /// backend_error: the `BackendError`; lock_lost: the `LockError` also passed to the error
   /// callback; null for the other kinds. Valid only during the listener call (copy `what()`).
   const std::exception* error = nullptr;
+  /// backend_error, lock_lost: the same exception, owned: keep it past the call, or
+  /// `std::rethrow_exception` it to branch on its type (`ConnectionError`, `TimeoutError`…).
+  std::exception_ptr exception{};
 };
 
 /// Called synchronously on the calling thread for every event; must be thread-safe and fast.

@@ -128,7 +128,7 @@ void pipeline(Pool& pool, memcached_st* mc, std::size_t n, const char* what, boo
     throw;
   }
   if (first.rc == MEMCACHED_E2BIG) pool.size_limit.store(0);  // the servers' limit changed
-  if (!unconfirmed.empty()) detail::throw_error<BackendError>(unconfirmed);
+  if (!unconfirmed.empty()) detail::throw_error<ReplyError>(unconfirmed);
   if (first.rc != MEMCACHED_SUCCESS) {
     pool.fail(mc, first.rc, first.server.empty() ? what : what + (" on " + first.server),
               first.key);

@@ -37,6 +37,32 @@ std::string clean_error_detail(std::string d, const std::string& rc_name) {
 
 bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
 
+// A libmemcached return code -> the exception a program branches on (docs/backends.md,
+// "Errors"): the server unreachable or gone, a timeout, or an answer that was an error.
+[[noreturn]] void throw_for(memcached_return_t rc, const std::string& msg) {
+  if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
+  switch (rc) {
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_CONNECTION_BIND_FAILURE:
+    case MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE:
+    case MEMCACHED_HOST_LOOKUP_FAILURE:
+    case MEMCACHED_SERVER_MARKED_DEAD:
+    case MEMCACHED_SERVER_TEMPORARILY_DISABLED:
+    case MEMCACHED_NO_SERVERS:
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_UNKNOWN_READ_FAILURE:
+    case MEMCACHED_WRITE_FAILURE:
+    case MEMCACHED_ERRNO:
+    case MEMCACHED_FAIL_UNIX_SOCKET:
+    case MEMCACHED_AUTH_FAILURE:
+    case MEMCACHED_AUTH_PROBLEM:
+      detail::throw_error<ConnectionError>(msg);
+    default:
+      break;
+  }
+  detail::throw_error<ReplyError>(msg);
+}
+
 // ---- bounded allocation -------------------------------------------------------------------------
 
 // libmemcached allocates a value's whole announced length (`VALUE k 0 4000000000`) before
@@ -211,8 +237,7 @@ void Pool::fail(const memcached_st* mc, memcached_return_t rc, const std::string
   }
   // Whatever went wrong, the reply may be half read: reset before the pool lends it again.
   if (!in_step(rc)) memcached_quit(const_cast<memcached_st*>(mc));
-  if (is_timeout(rc)) detail::throw_error<TimeoutError>(msg);
-  detail::throw_error<BackendError>(msg);
+  throw_for(rc, msg);
 }
 
 }  // namespace dogpile::memcached_detail

@@ -33,7 +33,7 @@ std::optional<std::string> zlib_decompress(std::string_view in, std::size_t limi
     case detail::InflateStatus::ok:
       return std::move(r.data);
     case detail::InflateStatus::too_large:
-      detail::throw_error<BackendError>(
+      detail::throw_error<ReplyError>(
           "memcached backend: a zlib-compressed value (flag 8) inflates past max_value_bytes (" +
           std::to_string(limit) + ")");
     case detail::InflateStatus::corrupt:
@@ -55,9 +55,9 @@ time_t Pool::expiry(std::chrono::milliseconds ttl) const {
 std::optional<std::string> Pool::decode(const char* data, std::size_t len,
                                         std::uint32_t flags) const {
   if (len > opts.max_value_bytes) {
-    detail::throw_error<BackendError>("memcached backend: the server sent a " +
-                                      std::to_string(len) + "-byte value, over max_value_bytes (" +
-                                      std::to_string(opts.max_value_bytes) + ")");
+    detail::throw_error<ReplyError>("memcached backend: the server sent a " + std::to_string(len) +
+                                    "-byte value, over max_value_bytes (" +
+                                    std::to_string(opts.max_value_bytes) + ")");
   }
   if ((flags & kFlagPickle) != 0) return std::nullopt;
   if ((flags & kFlagZlib) != 0) {
@@ -114,7 +114,7 @@ std::pair<std::string_view, std::uint32_t> Pool::encode(std::string_view key,
   }
   const std::size_t l = limit();
   if (value.size() + key.size() > l) {
-    detail::throw_error<BackendError>(
+    detail::throw_error<ReplyError>(
         "memcached backend: the value for key '" + std::string(key.substr(0, 64)) + "' is " +
         std::to_string(value.size()) + " bytes, over the servers' item size limit (" +
         std::to_string(l + kItemOverhead) +

@@ -38,11 +38,9 @@ template <class F>
 void large_write(std::size_t largest, F&& write) {
   try {
     write();
-  } catch (const TimeoutError&) {
-    throw;
-  } catch (const BackendError& e) {
+  } catch (const ConnectionError& e) {
     if (largest < (std::size_t{1} << 20)) throw;
-    detail::throw_error<BackendError>(
+    detail::throw_error<ConnectionError>(
         std::string(e.what()) + " (the write carried a " + std::to_string(largest) +
         "-byte value; a server refuses values over its proto-max-bulk-len, 512 MB by default, "
         "and closes the connection)");
@@ -151,7 +149,7 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
     for (const auto& r : replies) {
       if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
     }
-    detail::throw_error<BackendError>(client_->describe() + ": MULTI GET PTTL EXEC failed");
+    detail::throw_error<ReplyError>(client_->describe() + ": MULTI GET PTTL EXEC failed");
   }
   std::optional<std::string> value;
   if (exec.elements[0].type == Reply::Type::string) value = std::move(exec.elements[0].str);

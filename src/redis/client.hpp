@@ -22,7 +22,7 @@ struct Routed {
 
 /// Routes commands to the right master. Error replies that are about routing (MOVED, ASK,
 /// TRYAGAIN, CLUSTERDOWN, READONLY, MASTERDOWN) are handled inside; other error replies are
-/// returned to the caller. Connection failures become `BackendError`, reply timeouts
+/// returned to the caller. Connection failures become `ConnectionError`, reply timeouts
 /// `TimeoutError`, both naming the server. Thread-safe.
 class Client {
  public:
@@ -53,9 +53,11 @@ std::shared_ptr<Client> make_sentinel_client(std::vector<Endpoint> sentinels, st
 std::shared_ptr<Client> make_cluster_client(std::vector<Endpoint> startup_nodes, ConnectSettings s,
                                             std::size_t pool_size);
 
-/// Throws the dogpile exception for a connection failure: TimeoutError or BackendError.
+/// Throws the dogpile exception for a connection failure: TimeoutError, ConnectionError,
+/// ReplyError (protocol) or ClusterDownError (no master).
 [[noreturn]] void throw_failure(const ConnectionFailure& e);
-/// Throws BackendError for an error reply to `what`.
+/// Throws for an error reply to `what`: ClusterDownError for a topology reply (CLUSTERDOWN,
+/// MASTERDOWN, TRYAGAIN, READONLY, LOADING, a redirection loop), ReplyError otherwise.
 [[noreturn]] void throw_reply_error(const std::string& where, const char* what, const Reply& r);
 
 /// The node a `MOVED`/`ASK` error reply (`MOVED 3999 127.0.0.1:6381`) redirects to. A reply

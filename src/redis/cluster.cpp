@@ -59,7 +59,14 @@ class ClusterClient final : public Client {
   [[nodiscard]] int slot_of(std::string_view key) const override { return key_slot(key); }
 
   Reply run(std::string_view key, const Argv& argv) override {
-    return run_slot(key_slot(key), argv);
+    try {
+      return run_slot(key_slot(key), argv);
+    } catch (const ConnectionFailure& e) {
+      // A slot left without a node while CLUSTERDOWN was retried: a dogpile exception too
+      // (ClusterDownError), not the internal failure that CacheBackend would wrap as a plain
+      // BackendError.
+      throw_failure(e);
+    }
   }
 
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
@@ -271,9 +278,9 @@ class ClusterClient final : public Client {
     std::shared_lock lk(m_);
     const int idx = slots_[static_cast<std::size_t>(slot)];
     if (idx < 0) {
-      throw ConnectionFailure(Failure::connect, "redis cluster: no node serves slot " +
-                                                    std::to_string(slot) +
-                                                    " (is the cluster complete?)");
+      throw ConnectionFailure(Failure::no_master, "redis cluster: no node serves slot " +
+                                                      std::to_string(slot) +
+                                                      " (is the cluster complete?)");
     }
     return nodes_[static_cast<std::size_t>(idx)];
   }

@@ -103,10 +103,11 @@ using Argv = std::vector<std::string>;
 
 /// Why a connection failed.
 enum class Failure {
-  connect,   // could not connect (refused, unreachable, connect timeout, AUTH/SELECT refused)
-  timeout,   // the call did not end within socket_timeout: the command may have run
-  closed,    // the server closed the connection or the socket failed
-  protocol,  // the reply was malformed or over max_value_bytes: the command may have run
+  connect,    // could not connect (refused, unreachable, connect timeout, AUTH/SELECT refused)
+  timeout,    // the call did not end within socket_timeout: the command may have run
+  closed,     // the server closed the connection or the socket failed
+  protocol,   // the reply was malformed or over max_value_bytes: the command may have run
+  no_master,  // a cluster slot or a sentinel service has no reachable master right now
 };
 
 /// Thrown by `Connection` for connection-level failures (not for error replies).

@@ -106,9 +106,9 @@ class RedisLeaseStore final : public LeaseStore {
                                              "integer", "string", "array"};
     std::string shown = r.str.substr(0, 64);
     if (r.type == Reply::Type::integer) shown = std::to_string(r.integer);
-    detail::throw_error<BackendError>(client_->describe() + " answered " + what + " with an " +
-                                      "unexpected " + kTypes[static_cast<int>(r.type)] +
-                                      " reply '" + shown + "' (" + describe() + ")");
+    detail::throw_error<ReplyError>(client_->describe() + " answered " + what + " with an " +
+                                    "unexpected " + kTypes[static_cast<int>(r.type)] + " reply '" +
+                                    shown + "' (" + describe() + ")");
   }
   bool one_or_zero(const char* what, const Reply& r) const {
     if (r.type != Reply::Type::integer || (r.integer != 0 && r.integer != 1)) unexpected(what, r);

@@ -10,6 +10,7 @@
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/detail/backend_arguments.hpp"
 #include "dogpile/detail/did_you_mean.hpp"
+#include "dogpile/log.hpp"
 #include "url.hpp"
 
 namespace dogpile {
@@ -369,7 +370,15 @@ O parse_arguments(const char* b, const nlohmann::json& a, std::span<const std::s
   detail::require_object_arguments(b, a);
   O o;
   if (!a.is_object()) return o;
-  for (const auto& item : a.items()) check_known(b, item.key(), known);
+  std::vector<std::string> ignored;  // reported in one log line, so nothing vanishes unseen
+  for (const auto& item : a.items()) {
+    check_known(b, item.key(), known);
+    const auto& n = item.key();
+    if (n == "socket_keepalive" || n == "socket_keepalive_options" || n == "thread_local_lock" ||
+        n == "lock_blocking") {
+      ignored.push_back(n);
+    }
+  }
   // redis-py's `connection_kwargs` is where dogpile's cluster backend wants the password and
   // the timeouts: those it holds are applied first (a top-level argument wins, as in dogpile);
   // the rest are redis-py knobs with no meaning here.
@@ -382,8 +391,17 @@ O parse_arguments(const char* b, const nlohmann::json& a, std::span<const std::s
       if (n == "username" || n == "password" || n == "socket_timeout" ||
           n == "socket_connect_timeout") {
         common_arg(b, n, item.value(), o);
+      } else {
+        ignored.push_back("connection_kwargs." + n);
       }
     }
+  }
+  if (!ignored.empty()) {
+    std::string names;
+    for (const auto& n : ignored) names += (names.empty() ? "" : ", ") + n;
+    detail::log(LogLevel::warning, std::string(b) + " backend: ignored " + names +
+                                       " (Python/redis-py settings with no effect here; see "
+                                       "docs/backends.md)");
   }
   for (const auto& item : a.items()) {
     if (!common_arg(b, item.key(), item.value(), o)) specific(item.key(), item.value(), o);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "dogpile/error.hpp"
+#include "dogpile/log.hpp"
 
 namespace dogpile::redis_detail {
 
@@ -46,6 +47,10 @@ Pool::Lease Pool::acquire() {
   lk.unlock();
   try {
     auto c = std::make_unique<Connection>(ep_, settings_);
+    if (lost_.exchange(false)) {
+      detail::log(LogLevel::info,
+                  "redis at " + ep_.str() + ": reconnected after a lost connection");
+    }
     return Lease(this, std::move(c), false);
   } catch (...) {
     lk.lock();
@@ -63,6 +68,7 @@ void Pool::give_back(std::unique_ptr<Connection> c) {
     if (out_ > 0) --out_;
     if (c->broken()) {
       epoch_.fetch_add(1);
+      lost_.store(true);
     } else {
       idle_.push_back(std::move(c));
     }

@@ -89,6 +89,7 @@ class Pool {
   std::size_t out_ = 0;  // connections on loan
   int pid_;
   std::atomic<std::uint64_t> epoch_{0};
+  std::atomic<bool> lost_{false};  // a connection broke since the last one opened (log line)
 };
 
 }  // namespace dogpile::redis_detail

@@ -32,6 +32,7 @@
 
 #include "client.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/log.hpp"
 #include "subscriber.hpp"
 
 namespace dogpile::redis_detail {
@@ -219,7 +220,7 @@ class SentinelClient final : public Client {
       announced_.reset();
     }
     if (write && holding_ && !held_.wait_until(lk, deadline, [&] { return !holding_; })) {
-      detail::throw_error<BackendError>(
+      detail::throw_error<ClusterDownError>(
           describe() + ": a failover is in progress (" + hold_event_ +
           ") and the new master was not named within socket_timeout (" +
           std::to_string(master_settings_.socket_timeout.count()) +
@@ -233,6 +234,11 @@ class SentinelClient final : public Client {
       } else {
         ep = discover();
       }
+      if (last_master_ && !(*last_master_ == ep)) {
+        detail::log(LogLevel::warning, describe() + ": failover followed, the master is now " +
+                                           ep.str() + " (was " + last_master_->str() + ")");
+      }
+      last_master_ = ep;
       master_ = std::make_shared<Pool>(ep, master_settings_, pool_size_);
     }
     return {master_, hold_gen_.load()};
@@ -245,7 +251,7 @@ class SentinelClient final : public Client {
     const auto wait = std::min(master_settings_.socket_timeout / 2, milliseconds(100));
     const Reply r = c.command({"WAIT", "1", std::to_string(wait.count())});
     if (r.type != Reply::Type::integer || r.integer < 1) {
-      detail::throw_error<BackendError>(
+      detail::throw_error<ClusterDownError>(
           describe() + ": a failover began while a write was in flight to " + c.endpoint().str() +
           ", and no replica confirmed it (WAIT 1 " + std::to_string(wait.count()) +
           " ms): it may be lost, so it is not acknowledged");
@@ -380,8 +386,9 @@ class SentinelClient final : public Client {
   std::size_t pool_size_;
   std::mutex m_;
   std::shared_ptr<Pool> master_;
-  std::optional<Endpoint> announced_;  // the new master named by +promoted-/+switch-master
-  bool holding_ = false;               // a failover is between election and promotion
+  std::optional<Endpoint> announced_;    // the new master named by +promoted-/+switch-master
+  std::optional<Endpoint> last_master_;  // for the failover log line
+  bool holding_ = false;                 // a failover is between election and promotion
   Clock::time_point hold_since_{};
   milliseconds failover_timeout_{180'000};  // the service's, from SENTINEL MASTER
   std::size_t hold_source_ = 0;             // the sentinel that leads it

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -422,7 +423,7 @@ TEST_CASE("on_backend_error: treat_as_miss keeps the app up", "[errors][backend_
     }) == std::vector<int>{3, 3});
     CHECK(r.stats().backend_errors >= 6);
     CHECK(seen.size() == r.stats().backend_errors);
-    CHECK(seen.front() == "backend is down");
+    CHECK(seen.front() == "an unnamed region: get key 'k': backend is down");
     // the backend comes back
     failing->failing = false;
     CHECK(r.get_or_create("k", creator) == 3);
@@ -454,12 +455,14 @@ TEST_CASE("on_backend_error: propagate (default) rethrows, callback still called
 
   auto plain = dogpile::make_region();
   plain.configure("memory", {.wrap = {failing}});
-  CHECK_THROWS_WITH(plain.get<int>("k"), "backend is down");
+  CHECK_THROWS_WITH(plain.get<int>("k"), "an unnamed region: get key 'k': backend is down");
 }
 
 TEST_CASE("listener: a backend_error event carries the exception", "[errors][backend_error]") {
   auto failing = std::make_shared<FailingProxy>();
   std::vector<std::string> messages;
+  std::vector<std::string> keys;
+  std::vector<std::exception_ptr> kept;
   int without_error = 0;
   auto r =
       dogpile::make_region({.on_backend_error = dogpile::treat_as_miss(),
@@ -471,13 +474,19 @@ TEST_CASE("listener: a backend_error event carries the exception", "[errors][bac
                               REQUIRE(e.error != nullptr);
                               CHECK(dynamic_cast<const dogpile::BackendError*>(e.error) != nullptr);
                               messages.emplace_back(e.error->what());
+                              keys.emplace_back(e.key);
+                              REQUIRE(e.exception != nullptr);  // owned: kept past the call
+                              kept.push_back(e.exception);
                             }});
   r.configure("memory", {.wrap = {failing}});
   CHECK_FALSE(r.get<int>("k"));
   r.set("k", 1);
   REQUIRE(messages.size() == 2);
-  CHECK(messages[0] == "backend is down");
-  CHECK(messages[1] == "backend is down");
+  CHECK(messages[0] == "an unnamed region: get key 'k': backend is down");
+  CHECK(messages[1] == "an unnamed region: set key 'k': backend is down");
+  CHECK(keys == std::vector<std::string>{"k", "k"});
+  CHECK_THROWS_WITH(std::rethrow_exception(kept[1]),
+                    "an unnamed region: set key 'k': backend is down");
   CHECK(without_error >= 1);  // the miss: no error attached
 }
 
@@ -606,12 +615,17 @@ TEST_CASE("Stats: lock_timeout makes a waiter give up with TimeoutError", "[stat
   auto m = r.mutex_for("k");
   REQUIRE(m->acquire(false));
   int calls = 0;
-  CHECK_THROWS_AS(r.get_or_create("k",
-                                  [&] {
-                                    ++calls;
-                                    return 1;
-                                  }),
-                  dogpile::TimeoutError);
+  std::string what;
+  try {
+    (void)r.get_or_create("k", [&] {
+      ++calls;
+      return 1;
+    });
+  } catch (const dogpile::TimeoutError& e) {
+    what = e.what();
+  }
+  // The region names itself, the operation and the key here too.
+  CHECK(what == "an unnamed region: get_or_create key 'k': timed out waiting for the dogpile lock");
   CHECK(calls == 0);
   CHECK(r.stats().lock_waits == 1);
   CHECK_THROWS_AS(

@@ -81,7 +81,7 @@ bool eventually(F&& done) {
 }  // namespace
 
 // [guide:down_backend]
-// A byte backend whose server is down: every call throws BackendError.
+// A byte backend whose server is down: every call throws ConnectionError (a BackendError).
 class DownBackend final : public dogpile::CacheBackend {
  public:
   DownBackend() : CacheBackend("down") {}
@@ -92,7 +92,7 @@ class DownBackend final : public dogpile::CacheBackend {
   void do_erase(std::string_view /*key*/) override { fail(); }
 
  private:
-  [[noreturn]] static void fail() { throw dogpile::BackendError("down: connection refused"); }
+  [[noreturn]] static void fail() { throw dogpile::ConnectionError("down: connection refused"); }
 };
 // [/guide:down_backend]
 
@@ -397,16 +397,44 @@ TEST_CASE("guide: backend errors", "[guide]") {
        })});
   region.configure(std::make_shared<DownBackend>());
   std::string v = region.get_or_create("k", [] { return "computed"; });  // the app stays up
-  // v == "computed"; errors holds "down: connection refused" (read, re-read, write)
+  // v == "computed"; errors holds "an unnamed region: get key 'k': down: connection refused"
+  // (read, re-read, write)
   // [/guide:backend_errors]
   CHECK(v == "computed");
   CHECK_FALSE(errors.empty());
-  CHECK(errors.front() == "down: connection refused");
+  CHECK(errors.front() == "an unnamed region: get key 'k': down: connection refused");
   CHECK(region.stats().backend_errors == errors.size());
 
   auto strict = dogpile::make_region();  // propagate (the default)
   strict.configure(std::make_shared<DownBackend>());
   CHECK_THROWS_AS(strict.get<std::string>("k"), dogpile::BackendError);
+}
+
+TEST_CASE("guide: backend error types", "[guide]") {
+  std::string what, region_name, op, key;
+  std::vector<std::string> lines;
+  // [guide:backend_error_types]
+  auto region = dogpile::make_region({.name = "users"});
+  region.configure(std::make_shared<DownBackend>());
+  try {
+    region.get<std::string>("user:1");
+  } catch (const dogpile::ConnectionError& e) {  // TimeoutError, ReplyError, ClusterDownError…
+    what = e.what();           // "region 'users': get key 'user:1': down: connection refused"
+    region_name = e.region();  // "users"; e.operation() == "get", e.key() == "user:1",
+    op = e.operation();        // e.detail() == "down: connection refused"
+    key = e.key();
+  }
+  // Warnings that are not errors (ignored arguments, lost leases, reconnects, failovers):
+  dogpile::Logger previous =
+      dogpile::set_logger([&](dogpile::LogLevel level, std::string_view message) {
+        if (level == dogpile::LogLevel::warning) lines.emplace_back(message);  // not thread-safe: a test
+      });
+  // [/guide:backend_error_types]
+  dogpile::set_logger(std::move(previous));
+  CHECK(what == "region 'users': get key 'user:1': down: connection refused");
+  CHECK(region_name == "users");
+  CHECK(op == "get");
+  CHECK(key == "user:1");
 }
 
 TEST_CASE("guide: lost lease", "[guide]") {

@@ -692,3 +692,33 @@ TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledge
   // The new master serves the slot; the old one is its replica now.
   CHECK(c.port_for_slot(std::stoi(c.cli(replica, {"cluster", "keyslot", tag}))) == replica);
 }
+
+TEST_CASE("redis_cluster: a cluster that is down (a slot unassigned) is a ClusterDownError",
+          "[redis][cluster][errors]") {
+  const std::string key = "errors:down";
+  const int slot = slot_of(key);
+  const int owner = cluster().port_for_slot(slot);
+  auto o = options(false);
+  o.socket_timeout = 300ms;  // how long CLUSTERDOWN is retried before it is the caller's error
+  auto b = std::make_shared<RedisClusterBackend>(o);
+  dogpile_conformance::Region r(b, {}, {.name = "sharded"});
+  r.region.set(key, std::string("v"));
+  // With cluster-require-full-coverage (the default) the owner answers CLUSTERDOWN once it
+  // serves a slot less.
+  cluster().cli(owner, {"cluster", "delslots", std::to_string(slot)});
+  std::string what;
+  try {
+    (void)r.region.get<std::string>(key);
+  } catch (const dogpile::ClusterDownError& e) {
+    what = e.what();
+  }
+  cluster().cli(owner, {"cluster", "addslots", std::to_string(slot)});
+  REQUIRE(dogpile::test::detail::poll_until(
+      [&] {
+        return cluster().cli(owner, {"cluster", "info"}).find("cluster_state:ok") !=
+               std::string::npos;
+      },
+      5000ms));
+  CHECK_THAT(what, Catch::StartsWith("region 'sharded': get key 'errors:down': "));
+  CHECK(r.region.get<std::string>(key) == "v");  // the value was never lost
+}

@@ -19,6 +19,7 @@
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
+#include "support/captured_log.hpp"
 #include "support/fake_server.hpp"
 #include "support/servers.hpp"
 #include "support/tls_certs.hpp"
@@ -224,6 +225,7 @@ TEST_CASE("redis_sentinel: SENTINEL FAILOVER under a writer every 2 ms loses no 
   o.socket_timeout = 1500ms;  // the hold lasts until +promoted-slave, ~0.9 s
   RedisSentinelBackend b(o);
   const auto before = sentinels().current_master();
+  dogpile::test::CapturedLog log;
   Writer w(b, unique_key("fw"));
   // Led by the last sentinel listed: the first one still names the old master for a while.
   sentinels().failover(2);  // returns once the leader names the new master and its ROLE agrees
@@ -245,6 +247,10 @@ TEST_CASE("redis_sentinel: SENTINEL FAILOVER under a writer every 2 ms loses no 
   CHECK(dogpile::test::redis_cli(after.second, {"get", w.last_acked.first}) ==
         w.last_acked.second + "\n");
   CHECK(lost == 0);
+  // The writer's backend logged the failover it followed (`fresh`'s first discovery is none).
+  CHECK_FALSE(log.containing("failover followed, the master is now 127.0.0.1:" +
+                             std::to_string(after.second))
+                  .empty());
 }
 
 // Measurements for docs/backends.md (hidden: each takes ~3 s): an unplanned failover with the

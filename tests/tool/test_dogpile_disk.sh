@@ -221,6 +221,12 @@ while IFS= read -r k; do
 done <"$TMP/out"
 expect 0 "$TOOL" "$TMP/rk" get "b'a\x00b\n'" --key-type repr
 out_is "nul"
+# Without --key-type, a quoted key as `keys` printed it works too (text first, then the repr);
+# numbers are not guessed (the text key '-3' is not the int key -3).
+expect 0 "$TOOL" "$TMP/rk" get "'it\'s'"
+out_is "quote"
+expect 1 "$TOOL" "$TMP/rk" get "'nope'"
+expect 1 "$TOOL" "$TMP/rk" get -- -3
 expect 2 "$TOOL" "$TMP/rk" get "b'unterminated" --key-type repr
 expect 2 "$TOOL" "$TMP/rk" get "'bad \q escape'" --key-type repr
 expect 0 "$TOOL" "$TMP/rk" erase "b'a\x00b\n'" --key-type repr

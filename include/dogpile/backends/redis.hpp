@@ -28,7 +28,8 @@
 /// reply is bounded by `max_value_bytes`; a malformed or oversized reply is a `BackendError`
 /// and closes that connection (it never goes back to the pool). A dead connection is dropped and
 /// re-dialled; after a server restart the next call succeeds. A call on a down server throws
-/// `BackendError` (`TimeoutError` when a reply timed out) within the timeouts, so a region with
+/// `BackendError` (`ConnectionError`, `TimeoutError` when a reply timed out, `ReplyError`,
+/// `ClusterDownError`: docs/backends.md, "Errors") within the timeouts, so a region with
 /// `on_backend_error = treat_as_miss` keeps serving. A forked child opens its own connections.
 ///
 /// **The distributed lock** (`distributed_lock`, on by default for `redis_sentinel` as in
