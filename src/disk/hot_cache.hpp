@@ -102,7 +102,7 @@ class HotCache {
   std::uint32_t admit_tick_ = 0;
 };
 
-/// The calling process's fork generation (bumped in a child after fork()); cache.cpp owns it.
+/// The calling process's fork generation (bumped in a child after fork()); cache_txn.cpp owns it.
 std::uint64_t fork_generation() noexcept;
 
 }  // namespace dogpile::detail
