@@ -42,7 +42,9 @@ std::optional<Item<DiskValue>> DiskCache::get_record(const Key& key, bool with_m
       return item;
     }
     // A fill needs the lookup to start a fresh read transaction: no other statement of this
-    // connection may still be stepping (it would pin an older snapshot).
+    // connection may still be stepping (it would pin an older snapshot). No fill without a
+    // ticket (not admitted, standing down): then no need to look.
+    hot = ticket.valid;
     for (sqlite3_stmt* s = sqlite3_next_stmt(c.db(), nullptr); s != nullptr && hot;
          s = sqlite3_next_stmt(c.db(), s)) {
       hot = sqlite3_stmt_busy(s) == 0;
