@@ -235,6 +235,7 @@ bool HotCache::judge_window_locked() noexcept {
   }
   stand_down_ = stand_down_ == 0 ? kMinStandDown : std::min(kMaxStandDown, stand_down_ * 2);
   skip_.store(stand_down_, std::memory_order_relaxed);
+  skip_assigned_ += static_cast<std::uint64_t>(stand_down_);
   ++counters_.stand_downs;
   // The next window fills every miss again (the admission sampling starts afresh).
   admit_every_ = 1;
@@ -255,7 +256,6 @@ std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& 
   ticket.valid = false;
   if (skip_.load(std::memory_order_relaxed) > 0 &&
       skip_.fetch_sub(1, std::memory_order_relaxed) > 0) {
-    skipped_.fetch_add(1, std::memory_order_relaxed);
     return std::nullopt;  // standing down: SQLite answers
   }
   std::lock_guard lk(mu_);
@@ -359,7 +359,10 @@ void HotCache::after_own_commit(const Token& pre, const Key& key) noexcept {
 HotCacheStats HotCache::stats() noexcept {
   std::lock_guard lk(mu_);
   HotCacheStats s = counters_;
-  s.skipped = skipped_.load(std::memory_order_relaxed);
+  // Every lookup of a stand-down but those still to come was skipped (a racing lookup that
+  // found the budget spent takes it below zero without skipping: counted by the max).
+  s.skipped = skip_assigned_ - static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                   0, skip_.load(std::memory_order_relaxed)));
   s.entries = map_.size();
   s.bytes = bytes_;
   return s;

@@ -105,10 +105,10 @@ class HotCache {
   std::uint32_t admit_every_ = 1;  // a miss may fill every admit_every_-th time
   std::uint32_t admit_tick_ = 0;
   // Standing down (judge_window_locked): lookups still to send straight to SQLite, without the
-  // mutex or the header read. Outside the mutex, hence atomic.
+  // mutex or the header read. Outside the mutex, hence atomic (one decrement per skipped lookup).
   std::atomic<std::int64_t> skip_{0};
-  std::atomic<std::uint64_t> skipped_{0};
-  std::uint32_t win_lookups_ = 0;  // lookups of the current judging window
+  std::uint64_t skip_assigned_ = 0;  // lookups of every stand-down so far (for stats().skipped)
+  std::uint32_t win_lookups_ = 0;    // lookups of the current judging window
   std::uint32_t win_hits_ = 0;
   bool win_wasted_ = false;      // entries were dropped (commit) or evicted in the window
   std::int64_t stand_down_ = 0;  // length of the next stand-down (0: the shortest)
