@@ -168,7 +168,7 @@ std::vector<std::optional<DiskValue>> DiskCache::get_many_values(std::span<const
   return out;
 }
 
-// ---- whole cache -------------------------------------------------------------------------------
+// ---- listing keys ------------------------------------------------------------------------------
 
 void DiskCache::for_each_key(const std::function<bool(const Key&)>& fn, bool reverse) {
   auto& impl = *impl_;

@@ -66,6 +66,8 @@ std::uint64_t fork_generation() noexcept {
 
 std::uint64_t next_cache_serial() noexcept { return g_serial.fetch_add(1) + 1; }
 
+// ---- connections (one per thread) ------------------------------------------------------------
+
 Connection& DiskCacheImpl::conn() {
   struct Tl {
     std::uint64_t serial = 0;
