@@ -31,6 +31,20 @@
 // WAL needs an exclusive lock the anchor's shared lock denies). Non-WAL journal modes have no
 // -shm: the hot cache stays off there (every read goes to SQLite).
 //
+// Standing down. On a workload it cannot help — many keys each read about once between two
+// commits (a writer elsewhere committing every millisecond), or uniform reads over many more
+// keys than fit — the cache would only add its lookup and its fills to every get. It judges
+// itself every kWindow lookups: when fewer than 1 in kPayingHits of them were hits AND it
+// dropped entries in that window (a commit invalidated them, or the bound evicted them: filling
+// did not build anything up), it sends the next lookups straight to SQLite — no mutex, no
+// header read, no fill — for kMinStandDown lookups, twice that after each further window that
+// does not pay, up to kMaxStandDown; then it tries one window again (with the entries it kept:
+// still valid if nothing committed meanwhile, dropped at that first lookup otherwise). A window
+// that pays resets the length. A cache still warming up (entries filled, nothing dropped) is
+// never judged as not paying. A hit saves a SQLite read (2–7 µs); a miss costs the lookup and
+// maybe a fill (~0.3–0.7 µs), so below about one hit in four the cache loses on the mean.
+// Standing down changes only which reads go to SQLite, never what a hit may return.
+//
 // Fork. A child inherits the mapping and the entries but not the anchor's POSIX locks: it
 // abandons the parent's anchor (never closing the parent's SQLite handle), unmaps, drops the
 // entries and attaches afresh.
@@ -75,6 +89,11 @@ constexpr std::size_t kMapBytes = 4096;
 constexpr off_t kDmsByte = 128;
 // An entry's own overhead beyond its value and key bytes (node, hash slot, optionals).
 constexpr std::size_t kEntryOverhead = 96;
+// Standing down (see the top of this file).
+constexpr std::uint32_t kWindow = 512;
+constexpr std::uint32_t kPayingHits = 4;  // a window pays with ≥ 1 hit in 4 lookups
+constexpr std::int64_t kMinStandDown = 4096;
+constexpr std::int64_t kMaxStandDown = 65536;
 
 std::size_t value_bytes(const DiskValue& v) {
   if (const auto* s = std::get_if<std::string>(&v)) return s->size();
@@ -205,6 +224,27 @@ void HotCache::adapt_locked() noexcept {
   run_hits_ = 0;
 }
 
+bool HotCache::judge_window_locked() noexcept {
+  const bool pays = win_hits_ * kPayingHits >= win_lookups_ || !win_wasted_;
+  win_lookups_ = 0;
+  win_hits_ = 0;
+  win_wasted_ = false;
+  if (pays) {
+    stand_down_ = 0;
+    return false;
+  }
+  stand_down_ = stand_down_ == 0 ? kMinStandDown : std::min(kMaxStandDown, stand_down_ * 2);
+  skip_.store(stand_down_, std::memory_order_relaxed);
+  skip_assigned_ += static_cast<std::uint64_t>(stand_down_);
+  ++counters_.stand_downs;
+  // The next window fills every miss again (the admission sampling starts afresh).
+  admit_every_ = 1;
+  admit_tick_ = 0;
+  run_fills_ = 0;
+  run_hits_ = 0;
+  return true;
+}
+
 void HotCache::clear_locked() noexcept {
   map_.clear();
   bytes_ = 0;
@@ -214,9 +254,14 @@ void HotCache::clear_locked() noexcept {
 std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& ticket,
                                             bool want_value) {
   ticket.valid = false;
+  if (skip_.load(std::memory_order_relaxed) > 0 &&
+      skip_.fetch_sub(1, std::memory_order_relaxed) > 0) {
+    return std::nullopt;  // standing down: SQLite answers
+  }
   std::lock_guard lk(mu_);
   ++counters_.misses;  // undone below on a hit
   if (!attach_locked()) return std::nullopt;
+  if (++win_lookups_ >= kWindow && judge_window_locked()) return std::nullopt;
   Token t;
   if (!read_token_locked(t)) return std::nullopt;  // a writer mid-update: SQLite decides
   // Admission: a miss hands out a fill ticket only every admit_every_-th time (see adapt_locked).
@@ -224,7 +269,10 @@ std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& 
   if (admit) admit_tick_ = 0;
   ticket = Ticket{t, epoch_, admit};
   if (!have_current_ || t != current_) {
-    if (!map_.empty()) ++counters_.invalidations;
+    if (!map_.empty()) {
+      ++counters_.invalidations;
+      win_wasted_ = true;
+    }
     adapt_locked();
     clear_locked();  // something committed: every entry may be stale
     current_ = t;
@@ -239,6 +287,7 @@ std::optional<HotCache::Hit> HotCache::find(const Key& key, double now, Ticket& 
   --counters_.misses;
   ++counters_.hits;
   ++run_hits_;
+  ++win_hits_;
   return h;
 }
 
@@ -260,6 +309,7 @@ void HotCache::insert(const Ticket& ticket, const Key& key, const DiskValue& val
     }
     // The bound: drop arbitrary entries (the map's first ones) until the new one fits.
     while (bytes_ + bytes > max_bytes_ && !map_.empty()) {
+      win_wasted_ = true;
       bytes_ -= map_.begin()->second.bytes;
       map_.erase(map_.begin());
     }
@@ -309,6 +359,10 @@ void HotCache::after_own_commit(const Token& pre, const Key& key) noexcept {
 HotCacheStats HotCache::stats() noexcept {
   std::lock_guard lk(mu_);
   HotCacheStats s = counters_;
+  // Every lookup of a stand-down but those still to come was skipped (a racing lookup that
+  // found the budget spent takes it below zero without skipping: counted by the max).
+  s.skipped = skip_assigned_ - static_cast<std::uint64_t>(std::max<std::int64_t>(
+                                   0, skip_.load(std::memory_order_relaxed)));
   s.entries = map_.size();
   s.bytes = bytes_;
   return s;

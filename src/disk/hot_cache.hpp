@@ -1,8 +1,10 @@
-// HotCache: DiskCache's opt-in process-local cache of hot inline values
-// (DiskCacheOptions::hot_cache_bytes). See hot_cache.cpp for the validation argument.
+// HotCache: DiskCache's process-local cache of hot inline values
+// (DiskCacheOptions::hot_cache_bytes). See hot_cache.cpp for the validation argument and for
+// standing down when it does not pay.
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -81,6 +83,8 @@ class HotCache {
   bool read_token_locked(Token& out) const noexcept;
   void clear_locked() noexcept;
   void adapt_locked() noexcept;
+  /// Every kWindow lookups: stands down (true) when the window did not pay.
+  bool judge_window_locked() noexcept;
 
   std::string db_path_;
   std::size_t max_bytes_;
@@ -100,9 +104,17 @@ class HotCache {
   std::uint64_t run_hits_ = 0;     // hits since the last invalidation
   std::uint32_t admit_every_ = 1;  // a miss may fill every admit_every_-th time
   std::uint32_t admit_tick_ = 0;
+  // Standing down (judge_window_locked): lookups still to send straight to SQLite, without the
+  // mutex or the header read. Outside the mutex, hence atomic (one decrement per skipped lookup).
+  std::atomic<std::int64_t> skip_{0};
+  std::uint64_t skip_assigned_ = 0;  // lookups of every stand-down so far (for stats().skipped)
+  std::uint32_t win_lookups_ = 0;    // lookups of the current judging window
+  std::uint32_t win_hits_ = 0;
+  bool win_wasted_ = false;      // entries were dropped (commit) or evicted in the window
+  std::int64_t stand_down_ = 0;  // length of the next stand-down (0: the shortest)
 };
 
-/// The calling process's fork generation (bumped in a child after fork()); cache.cpp owns it.
+/// The calling process's fork generation (bumped in a child after fork()); cache_txn.cpp owns it.
 std::uint64_t fork_generation() noexcept;
 
 }  // namespace dogpile::detail

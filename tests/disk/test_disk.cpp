@@ -847,6 +847,9 @@ TEST_CASE("connections of exited threads are closed", "[disk]") {
     for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
     return n;
   };
+  // A first read opens the hot cache's descriptors (one per cache, docs/disk.md "Hot-read
+  // cache"); what is counted here is what each thread leaves behind.
+  CHECK(cache.get<int>("k") == 1);
   std::size_t before = fds();
   for (int round = 0; round < 20; ++round) {
     std::thread t([&] { CHECK(cache.get<int>("k") == 1); });

@@ -117,10 +117,12 @@ TEST_CASE("hot cache: hits serve the stored value of every kind", "[disk][hot]")
   CHECK(st.bytes > 0);
   CHECK(st.bytes <= kHot);
 
-  // Off by default: no counters.
-  DiskCache cold(d.path);
+  // Off (hot_cache_bytes = 0): no counters.
+  DiskCache cold(d.path, {.hot_cache_bytes = 0});
+  CHECK(cold.get<int>("i") == 42);
   CHECK(cold.get<int>("i") == 42);
   CHECK(cold.hot_cache_stats().hits == 0);
+  CHECK(cold.hot_cache_stats().misses == 0);
 }
 
 TEST_CASE("hot cache: another connection's write is seen at once", "[disk][hot]") {
@@ -203,7 +205,7 @@ TEST_CASE("hot cache: delete, clear, evict and cull by another process", "[disk]
   };
   // Every key's answer must equal a fresh SQLite read (a cache with the hot cache off).
   auto agree = [&] {
-    DiskCache cold(d.path);
+    DiskCache cold(d.path, {.hot_cache_bytes = 0});
     int wrong = 0;
     for (int i = 0; i < 20; ++i) {
       if (hot.get<int>(i) != cold.get<int>(i)) ++wrong;
@@ -286,7 +288,9 @@ TEST_CASE("hot cache: statistics and LRU/LFU updates are the same with it on and
   dogpile::ManualClock clock;
   DiskCacheOptions o{.eviction_policy = policy, .statistics = true, .clock = clock};
   o.access_flush_interval = std::chrono::hours(1);
-  DiskCache off(d_off.path, o);
+  DiskCacheOptions o_off = o;
+  o_off.hot_cache_bytes = 0;
+  DiskCache off(d_off.path, o_off);
   DiskCache on(d_on.path, hot_opts(o));
   for (int i = 0; i < 10; ++i) {
     off.set(std::to_string(i), i);
@@ -559,4 +563,40 @@ TEST_CASE("hot cache: with a value serializer, hits return decoded values and se
   auto stored = raw.get<Bytes>("k");
   REQUIRE(stored);
   CHECK(stored->data.size() < big.size());
+}
+
+TEST_CASE("hot cache: on by default", "[disk][hot]") {
+  TempDir d;
+  DiskCache cache(d.path);
+  cache.set("k", 1);
+  CHECK(cache.get<int>("k") == 1);
+  CHECK(cache.get<int>("k") == 1);
+  CHECK(cache.hot_cache_stats().hits == 1);
+}
+
+TEST_CASE("hot cache: stands down where it does not pay, and comes back where it does",
+          "[disk][hot]") {
+  TempDir d;
+  DiskCache reader(d.path);  // the default: adaptive
+  DiskCache writer(d.path, {.hot_cache_bytes = 0});
+  for (int i = 0; i < 600; ++i) writer.set(i, i);
+  // Many keys, a commit between every two reads: every entry is dropped before its re-read.
+  for (int i = 0; i < 1200; ++i) {
+    REQUIRE(reader.get<int>(i % 600) == i % 600);
+    writer.set("w", i);
+  }
+  auto st = reader.hot_cache_stats();
+  CHECK(st.hits == 0);
+  CHECK(st.stand_downs >= 1);
+  CHECK(st.skipped > 0);
+  // While standing down every read is still a fresh SQLite read.
+  writer.set(1, -1);
+  CHECK(reader.get<int>(1) == -1);
+  // A hot key and no writer: after the stand-down (4,096 lookups at first) it fills and hits.
+  for (int i = 0; i < 6000; ++i) REQUIRE(reader.get<int>(7) == 7);
+  st = reader.hot_cache_stats();
+  CHECK(st.hits > 1000);
+  CHECK(reader.get<int>(7) == 7);
+  writer.set(7, 70);
+  CHECK(reader.get<int>(7) == 70);  // and never a stale hit
 }

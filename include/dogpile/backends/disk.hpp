@@ -98,8 +98,8 @@ class DiskBackend final : public CacheBackend {
   /// (`"least-recently-stored"` / `"least_recently_stored"`, …, `"none"`), `cull_limit`,
   /// `statistics`, `tag_index`, `disk_min_file_size`, `sqlite_auto_vacuum`, `sqlite_cache_size`,
   /// `sqlite_journal_mode`, `sqlite_mmap_size`, `sqlite_synchronous`, `timeout` (seconds),
-  /// `read_only`, `hot_cache_bytes` (0 = off; docs/disk.md "Hot-read cache"), `serializer`
-  /// (`"zlib"`: large values compressed; `"none"`), `expire` (seconds, native TTL),
+  /// `read_only`, `hot_cache_bytes` (default 8 MiB, 0 = off; docs/disk.md "Hot-read cache"),
+  /// `serializer` (`"zlib"`: large values compressed; `"none"`), `expire` (seconds, native TTL),
   /// `lock_timeout` (seconds, the lease), `lock_sleep` (seconds, backoff cap), `lock_prefix`.
   /// @throws ValidationError naming a missing, bad or unknown argument.
   static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& arguments);

@@ -121,13 +121,15 @@ struct DiskCacheOptions {
   /// the format python-diskcache's default `Disk` reads. It is not persisted: open a directory
   /// with the serializer it was written with (docs/disk.md, "Value serialization").
   std::shared_ptr<const ValueSerializer> serializer{};
-  /// Bytes of this process's hot-read cache (0 = off, the default): `get`, `get_item` and
+  /// Bytes of this process's hot-read cache (default 8 MiB; 0 = off): `get`, `get_item` and
   /// `contains` answer from memory for inline values while no commit by any connection or
   /// process happened since the SQLite read that filled the entry (checked against the WAL's
   /// shared-memory header, a few loads). Exact as SQLite reads: expiry against `clock`,
-  /// statistics and LRU/LFU updates. WAL journal mode only (otherwise off); off for read-only
-  /// opens; not a persisted setting. See docs/disk.md, "Hot-read cache".
-  std::size_t hot_cache_bytes = 0;
+  /// statistics and LRU/LFU updates. Where it does not pay (few hits, entries dropped by
+  /// commits or by the bound) it stands down for a while: those reads go straight to SQLite.
+  /// WAL journal mode only (otherwise off); off for read-only opens; not a persisted setting.
+  /// See docs/disk.md, "Hot-read cache".
+  std::size_t hot_cache_bytes = std::size_t{8} << 20;
 };
 
 /// The effective settings of an open cache (as stored in its Settings table).
@@ -431,8 +433,9 @@ class DiskCache {
   /// The hit/miss counters, then optionally zeroes them, then sets `statistics = enable`
   /// (diskcache semantics: the default call turns counting on).
   CacheStats stats(bool enable = true, bool reset = false);
-  /// This process's hot-read cache counters (all zero when `hot_cache_bytes` is 0), e.g. to
-  /// see its hit rate under a workload. Thread-safety: any thread. Never throws.
+  /// This process's hot-read cache counters (all zero when `hot_cache_bytes` is 0 or before the
+  /// first read), e.g. to see its hit rate under a workload. Thread-safety: any thread. Never
+  /// throws.
   [[nodiscard]] HotCacheStats hot_cache_stats() const noexcept;
   /// Creates the tag index and sets `tag_index = 1`.
   void create_tag_index();

@@ -200,6 +200,8 @@ struct HotCacheStats {
   std::uint64_t misses = 0;            ///< lookups that went to SQLite (absent, stale or expired)
   std::uint64_t invalidations = 0;     ///< times a commit (by anyone) dropped every entry
   std::uint64_t own_commits_kept = 0;  ///< own set/erase commits that kept the other entries
+  std::uint64_t stand_downs = 0;       ///< times it judged itself not paying and stood down
+  std::uint64_t skipped = 0;           ///< lookups sent straight to SQLite while standing down
   std::size_t entries = 0;             ///< entries held now
   std::size_t bytes = 0;               ///< their accounted size (≤ hot_cache_bytes)
 };
