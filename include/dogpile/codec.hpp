@@ -10,6 +10,7 @@
 ///   header instead. Payloads above `compress_threshold` are zlib-compressed (flagged in the
 ///   envelope; a Python reader does not understand that flag, so leave it off for interop).
 
+#include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -377,6 +378,148 @@ struct EnvelopeHeaderSax {
 };
 }  // namespace detail
 
+namespace detail {
+/// An envelope's metadata and a view of its payload, as stored (still compressed when
+/// `zipped`): what a reader needs before it decides to copy or inflate anything.
+struct EnvelopeView {
+  Metadata meta{};           // the envelope's metadata
+  std::string_view payload;  // the payload bytes inside the envelope
+  bool zipped = false;       // the payload is the length-prefixed zlib stream of section 3
+};
+
+/// One JSON number of the form `-?(0|[1-9][0-9]*)(\.[0-9]+)?` at the start of `in` (what
+/// Python's repr writes for a time in the envelope's range), as a double rounded as strtod
+/// (and so nlohmann) rounds it; sets `integral` when it has no fraction. Returns the number of
+/// bytes read, or 0 for anything else (an exponent, a leading zero, no digits, ...), which
+/// sends the caller to the general parser.
+inline std::size_t scan_simple_number(std::string_view in, double& out, bool& integral) {
+  std::size_t i = 0;
+  const std::size_t n = in.size();
+  const auto digit = [&](std::size_t k) { return k < n && in[k] >= '0' && in[k] <= '9'; };
+  if (i < n && in[i] == '-') ++i;
+  if (!digit(i)) return 0;
+  if (in[i] == '0') {
+    ++i;
+    if (digit(i)) return 0;  // a leading zero is not JSON
+  } else {
+    while (digit(i)) ++i;
+  }
+  integral = true;
+  if (i < n && in[i] == '.') {
+    ++i;
+    if (!digit(i)) return 0;
+    while (digit(i)) ++i;
+    integral = false;
+  }
+  if (i < n && (in[i] == 'e' || in[i] == 'E')) return 0;
+  if (i > 32) return 0;  // far more digits than a time in range needs: the general parser
+  // An integer of up to 32 digits is converted the way nlohmann converts it to a double
+  // (exactly, then rounded), which is what from_chars does for the same digits.
+  const auto r = std::from_chars(in.data(), in.data() + i, out);
+  if (r.ec != std::errc() || r.ptr != in.data() + i) return 0;
+  if (integral && out == 0) out = 0;  // nlohmann reads "-0" as the integer 0
+  return i;
+}
+
+/// The fast path for the exact header `pack_envelope` and Python's `json.dumps` write:
+/// `{"ct": <number>, "v": <int>[, "d": <number>][, "z": 1]}|`, members in that order, with
+/// Python's separators. Fills `out` and returns true only when the header is exactly that;
+/// anything else (other spacing, order, members, an exponent, ...) returns false and goes to
+/// the general parser, which then accepts or rejects it. Range checks are the caller's.
+inline bool parse_dogpile_header_fast(std::string_view bytes, EnvelopeView& out) {
+  constexpr std::string_view kCt = "{\"ct\": ";
+  constexpr std::string_view kV = ", \"v\": ";
+  constexpr std::string_view kD = ", \"d\": ";
+  constexpr std::string_view kZ = ", \"z\": 1";
+  if (bytes.substr(0, kCt.size()) != kCt) return false;
+  std::size_t pos = kCt.size();
+  bool integral = false;
+  std::size_t n = scan_simple_number(bytes.substr(pos), out.meta.ct, integral);
+  if (n == 0) return false;
+  pos += n;
+  if (bytes.substr(pos, kV.size()) != kV) return false;
+  pos += kV.size();
+  // The version: a small non-negative integer (Python writes 2); anything else goes to the
+  // general parser, which knows what nlohmann makes of it.
+  int v = 0;
+  std::size_t digits = 0;
+  while (pos + digits < bytes.size() && bytes[pos + digits] >= '0' && bytes[pos + digits] <= '9') {
+    if (digits == 9) return false;
+    v = v * 10 + (bytes[pos + digits] - '0');
+    ++digits;
+  }
+  if (digits == 0 || (digits > 1 && bytes[pos] == '0')) return false;
+  out.meta.v = v;
+  pos += digits;
+  out.meta.delta = 0;
+  if (bytes.substr(pos, kD.size()) == kD) {
+    pos += kD.size();
+    n = scan_simple_number(bytes.substr(pos), out.meta.delta, integral);
+    if (n == 0) return false;
+    pos += n;
+  }
+  out.zipped = false;
+  if (bytes.substr(pos, kZ.size()) == kZ) {
+    pos += kZ.size();
+    out.zipped = true;
+  }
+  if (bytes.substr(pos, 2) != "}|") return false;
+  out.payload = bytes.substr(pos + 2);
+  return true;
+}
+
+/// The general reader of a dogpile (JSON) header: any JSON object before the first `|` with a
+/// numeric `ct`, read with nlohmann's SAX parser. Range checks are the caller's.
+/// @throws CantDeserialize when there is no `|` or the header is not such an object.
+template <class = void>
+void parse_dogpile_header_general(std::string_view bytes, EnvelopeView& u) {
+  u = EnvelopeView{};
+  auto bar = bytes.find('|');
+  if (bar == std::string_view::npos) {
+    throw_error<CantDeserialize>("envelope has no '|' separator");
+  }
+  // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
+  // (the header is read for every value; the DOM's allocations dominated a cache hit).
+  EnvelopeHeaderSax sax;
+  const bool ok =
+      nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
+                                &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
+  if (!ok || !sax.object || !sax.has_ct) {
+    throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
+  }
+  u.meta.ct = sax.ct;
+  u.meta.v = sax.v;
+  if (sax.has_d) u.meta.delta = sax.d;
+  u.zipped = sax.has_z;
+  u.payload = bytes.substr(bar + 1);
+}
+
+/// The metadata and payload view of either envelope format (detected from the first bytes),
+/// without copying the payload.
+/// @throws CantDeserialize on corrupt or truncated bytes, and on a creation time outside
+/// +-`max_unix_seconds` (or a negative or absurd delta).
+/// (A template for the reason `unpack_envelope` is one.)
+template <class = void>
+EnvelopeView view_envelope(std::string_view bytes) {
+  EnvelopeView u;
+  if (bytes.size() >= 2 && bytes[0] == kCompactMagic0 && bytes[1] == kCompactMagic1) {
+    if (bytes.size() < 20) throw_error<CantDeserialize>("truncated compact envelope");
+    u.meta.v = static_cast<unsigned char>(bytes[2]);
+    u.zipped = (static_cast<unsigned char>(bytes[3]) & kFlagZlib) != 0;
+    u.meta.ct = static_cast<double>(static_cast<std::int64_t>(get_u64(bytes.substr(4)))) / 1e6;
+    u.meta.delta = static_cast<double>(static_cast<std::int64_t>(get_u64(bytes.substr(12)))) / 1e6;
+    u.payload = bytes.substr(20);
+  } else if (!parse_dogpile_header_fast(bytes, u)) {
+    parse_dogpile_header_general(bytes, u);
+  }
+  // A stored time outside the range is corrupt: converting it to a TimePoint would overflow.
+  if (!valid_envelope_ct(u.meta.ct) || !valid_envelope_delta(u.meta.delta)) {
+    throw_error<CantDeserialize>("envelope creation time or delta out of range");
+  }
+  return u;
+}
+}  // namespace detail
+
 /// Parses either envelope format (detected from the first bytes).
 /// @throws CantDeserialize on corrupt or truncated bytes, on a creation time outside
 /// +-`max_unix_seconds` (or a negative or absurd delta), and on a compressed payload that would
@@ -386,47 +529,13 @@ struct EnvelopeHeaderSax {
 template <class = void>
 Unpacked unpack_envelope(std::string_view bytes,
                          std::size_t max_value_bytes = default_max_value_bytes) {
+  const detail::EnvelopeView e = detail::view_envelope(bytes);
   Unpacked u;
-  bool zipped = false;
-  std::string_view payload;
-  if (bytes.size() >= 2 && bytes[0] == detail::kCompactMagic0 &&
-      bytes[1] == detail::kCompactMagic1) {
-    if (bytes.size() < 20) detail::throw_error<CantDeserialize>("truncated compact envelope");
-    u.meta.v = static_cast<unsigned char>(bytes[2]);
-    zipped = (static_cast<unsigned char>(bytes[3]) & detail::kFlagZlib) != 0;
-    u.meta.ct =
-        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(4)))) / 1e6;
-    u.meta.delta =
-        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(12)))) / 1e6;
-    payload = bytes.substr(20);
+  u.meta = e.meta;
+  if (e.zipped) {
+    u.payload = detail::zlib_decompress(e.payload, max_value_bytes);
   } else {
-    auto bar = bytes.find('|');
-    if (bar == std::string_view::npos) {
-      detail::throw_error<CantDeserialize>("envelope has no '|' separator");
-    }
-    // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
-    // (the header is read for every value; the DOM's allocations dominated a cache hit).
-    detail::EnvelopeHeaderSax sax;
-    const bool ok =
-        nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
-                                  &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
-    if (!ok || !sax.object || !sax.has_ct) {
-      detail::throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
-    }
-    u.meta.ct = sax.ct;
-    u.meta.v = sax.v;
-    if (sax.has_d) u.meta.delta = sax.d;
-    zipped = sax.has_z;
-    payload = bytes.substr(bar + 1);
-  }
-  // A stored time outside the range is corrupt: converting it to a TimePoint would overflow.
-  if (!detail::valid_envelope_ct(u.meta.ct) || !detail::valid_envelope_delta(u.meta.delta)) {
-    detail::throw_error<CantDeserialize>("envelope creation time or delta out of range");
-  }
-  if (zipped) {
-    u.payload = detail::zlib_decompress(payload, max_value_bytes);
-  } else {
-    u.payload.assign(payload.data(), payload.size());
+    u.payload.assign(e.payload.data(), e.payload.size());
   }
   return u;
 }
