@@ -387,38 +387,52 @@ struct EnvelopeView {
   bool zipped = false;       // the payload is the length-prefixed zlib stream of section 3
 };
 
-/// One JSON number of the form `-?(0|[1-9][0-9]*)(\.[0-9]+)?` at the start of `in` (what
-/// Python's repr writes for a time in the envelope's range), as a double rounded as strtod
-/// (and so nlohmann) rounds it; sets `integral` when it has no fraction. Returns the number of
-/// bytes read, or 0 for anything else (an exponent, a leading zero, no digits, ...), which
-/// sends the caller to the general parser.
-inline std::size_t scan_simple_number(std::string_view in, double& out, bool& integral) {
-  std::size_t i = 0;
-  const std::size_t n = in.size();
-  const auto digit = [&](std::size_t k) { return k < n && in[k] >= '0' && in[k] <= '9'; };
-  if (i < n && in[i] == '-') ++i;
-  if (!digit(i)) return 0;
-  if (in[i] == '0') {
-    ++i;
-    if (digit(i)) return 0;  // a leading zero is not JSON
+/// One JSON number of the form `-?(0|[1-9][0-9]*)(\.[0-9]+)?` at `[p, end)` (what Python's
+/// repr writes for a time in the envelope's range), as a double rounded as strtod (and so
+/// nlohmann) rounds it. Returns the end of the number, or null for anything else (an exponent,
+/// a leading zero, no digits, ...), which sends the caller to the general parser.
+inline const char* scan_simple_number(const char* p, const char* end, double& out) {
+  const auto digit = [&](const char* q) { return q < end && *q >= '0' && *q <= '9'; };
+  const bool negative = p < end && *p == '-';
+  if (negative) ++p;
+  const char* const magnitude = p;
+  if (!digit(p)) return nullptr;
+  // Every digit into one integer mantissa while it stays below 2^53 (exact in a double).
+  std::uint64_t mantissa = 0;
+  int digits = 0;
+  if (*p == '0') {
+    ++p;
+    if (digit(p)) return nullptr;  // a leading zero is not JSON
   } else {
-    while (digit(i)) ++i;
+    for (; digit(p); ++p, ++digits) mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
   }
-  integral = true;
-  if (i < n && in[i] == '.') {
-    ++i;
-    if (!digit(i)) return 0;
-    while (digit(i)) ++i;
+  int fraction = 0;
+  bool integral = true;
+  if (p < end && *p == '.') {
+    ++p;
+    if (!digit(p)) return nullptr;
     integral = false;
+    for (; digit(p); ++p, ++fraction, ++digits) {
+      mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
+    }
   }
-  if (i < n && (in[i] == 'e' || in[i] == 'E')) return 0;
-  if (i > 32) return 0;  // far more digits than a time in range needs: the general parser
-  // An integer of up to 32 digits is converted the way nlohmann converts it to a double
-  // (exactly, then rounded), which is what from_chars does for the same digits.
-  const auto r = std::from_chars(in.data(), in.data() + i, out);
-  if (r.ec != std::errc() || r.ptr != in.data() + i) return 0;
-  if (integral && out == 0) out = 0;  // nlohmann reads "-0" as the integer 0
-  return i;
+  if (p < end && (*p == 'e' || *p == 'E')) return nullptr;
+  // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 10^22 are both exact
+  // doubles, so one division rounds correctly, exactly as strtod would. (pack_envelope's
+  // microsecond times always fit; Python's 17-digit times take from_chars below.)
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  if (digits <= 18 && mantissa < (std::uint64_t{1} << 53) && fraction <= 22) {
+    out = static_cast<double>(mantissa) / kPow10[fraction];
+  } else {
+    if (p - magnitude > 40) return nullptr;  // far more digits than a time in range needs
+    const auto r = std::from_chars(magnitude, p, out);
+    if (r.ec != std::errc() || r.ptr != p) return nullptr;
+  }
+  // nlohmann reads "-0" as the integer 0, "-0.0" as the double -0.0.
+  if (negative && !(integral && out == 0)) out = -out;
+  return p;
 }
 
 /// The fast path for the exact header `pack_envelope` and Python's `json.dumps` write:
@@ -427,44 +441,35 @@ inline std::size_t scan_simple_number(std::string_view in, double& out, bool& in
 /// anything else (other spacing, order, members, an exponent, ...) returns false and goes to
 /// the general parser, which then accepts or rejects it. Range checks are the caller's.
 inline bool parse_dogpile_header_fast(std::string_view bytes, EnvelopeView& out) {
-  constexpr std::string_view kCt = "{\"ct\": ";
-  constexpr std::string_view kV = ", \"v\": ";
-  constexpr std::string_view kD = ", \"d\": ";
-  constexpr std::string_view kZ = ", \"z\": 1";
-  if (bytes.substr(0, kCt.size()) != kCt) return false;
-  std::size_t pos = kCt.size();
-  bool integral = false;
-  std::size_t n = scan_simple_number(bytes.substr(pos), out.meta.ct, integral);
-  if (n == 0) return false;
-  pos += n;
-  if (bytes.substr(pos, kV.size()) != kV) return false;
-  pos += kV.size();
+  const char* p = bytes.data();
+  const char* const end = p + bytes.size();
+  // `lit` (without its NUL) at p: advance past it.
+  const auto take = [&]<std::size_t N>(const char(&lit)[N]) {
+    if (static_cast<std::size_t>(end - p) < N - 1 || std::memcmp(p, lit, N - 1) != 0) return false;
+    p += N - 1;
+    return true;
+  };
+  if (!take("{\"ct\": ")) return false;
+  p = scan_simple_number(p, end, out.meta.ct);
+  if (p == nullptr || !take(", \"v\": ")) return false;
   // The version: a small non-negative integer (Python writes 2); anything else goes to the
   // general parser, which knows what nlohmann makes of it.
   int v = 0;
-  std::size_t digits = 0;
-  while (pos + digits < bytes.size() && bytes[pos + digits] >= '0' && bytes[pos + digits] <= '9') {
-    if (digits == 9) return false;
-    v = v * 10 + (bytes[pos + digits] - '0');
-    ++digits;
+  int digits = 0;
+  for (; p < end && *p >= '0' && *p <= '9'; ++p, ++digits) {
+    if (digits == 9 || (digits == 1 && v == 0)) return false;  // too long, or a leading zero
+    v = v * 10 + (*p - '0');
   }
-  if (digits == 0 || (digits > 1 && bytes[pos] == '0')) return false;
+  if (digits == 0) return false;
   out.meta.v = v;
-  pos += digits;
   out.meta.delta = 0;
-  if (bytes.substr(pos, kD.size()) == kD) {
-    pos += kD.size();
-    n = scan_simple_number(bytes.substr(pos), out.meta.delta, integral);
-    if (n == 0) return false;
-    pos += n;
+  if (take(", \"d\": ")) {
+    p = scan_simple_number(p, end, out.meta.delta);
+    if (p == nullptr) return false;
   }
-  out.zipped = false;
-  if (bytes.substr(pos, kZ.size()) == kZ) {
-    pos += kZ.size();
-    out.zipped = true;
-  }
-  if (bytes.substr(pos, 2) != "}|") return false;
-  out.payload = bytes.substr(pos + 2);
+  out.zipped = take(", \"z\": 1");
+  if (!take("}|")) return false;
+  out.payload = std::string_view(p, static_cast<std::size_t>(end - p));
   return true;
 }
 
