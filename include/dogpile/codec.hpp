@@ -10,6 +10,7 @@
 ///   header instead. Payloads above `compress_threshold` are zlib-compressed (flagged in the
 ///   envelope; a Python reader does not understand that flag, so leave it off for interop).
 
+#include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -398,6 +399,153 @@ struct EnvelopeHeaderSax {
 };
 }  // namespace detail
 
+namespace detail {
+/// An envelope's metadata and a view of its payload, as stored (still compressed when
+/// `zipped`): what a reader needs before it decides to copy or inflate anything.
+struct EnvelopeView {
+  Metadata meta{};           // the envelope's metadata
+  std::string_view payload;  // the payload bytes inside the envelope
+  bool zipped = false;       // the payload is the length-prefixed zlib stream of section 3
+};
+
+/// One JSON number of the form `-?(0|[1-9][0-9]*)(\.[0-9]+)?` at `[p, end)` (what Python's
+/// repr writes for a time in the envelope's range), as a double rounded as strtod (and so
+/// nlohmann) rounds it. Returns the end of the number, or null for anything else (an exponent,
+/// a leading zero, no digits, ...), which sends the caller to the general parser.
+inline const char* scan_simple_number(const char* p, const char* end, double& out) {
+  const auto digit = [&](const char* q) { return q < end && *q >= '0' && *q <= '9'; };
+  const bool negative = p < end && *p == '-';
+  if (negative) ++p;
+  const char* const magnitude = p;
+  if (!digit(p)) return nullptr;
+  // Every digit into one integer mantissa while it stays below 2^53 (exact in a double).
+  std::uint64_t mantissa = 0;
+  int digits = 0;
+  if (*p == '0') {
+    ++p;
+    if (digit(p)) return nullptr;  // a leading zero is not JSON
+  } else {
+    for (; digit(p); ++p, ++digits) mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
+  }
+  int fraction = 0;
+  bool integral = true;
+  if (p < end && *p == '.') {
+    ++p;
+    if (!digit(p)) return nullptr;
+    integral = false;
+    for (; digit(p); ++p, ++fraction, ++digits) {
+      mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
+    }
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) return nullptr;
+  // Clinger's fast path: a mantissa below 2^53 and a power of ten up to 10^22 are both exact
+  // doubles, so one division rounds correctly, exactly as strtod would. (pack_envelope's
+  // microsecond times always fit; Python's 17-digit times take from_chars below.)
+  static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                      1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                      1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  if (digits <= 18 && mantissa < (std::uint64_t{1} << 53) && fraction <= 22) {
+    out = static_cast<double>(mantissa) / kPow10[fraction];
+  } else {
+    if (p - magnitude > 40) return nullptr;  // far more digits than a time in range needs
+    const auto r = std::from_chars(magnitude, p, out);
+    if (r.ec != std::errc() || r.ptr != p) return nullptr;
+  }
+  // nlohmann reads "-0" as the integer 0, "-0.0" as the double -0.0.
+  if (negative && !(integral && out == 0)) out = -out;
+  return p;
+}
+
+/// The fast path for the exact header `pack_envelope` and Python's `json.dumps` write:
+/// `{"ct": <number>, "v": <int>[, "d": <number>][, "z": 1]}|`, members in that order, with
+/// Python's separators. Fills `out` and returns true only when the header is exactly that;
+/// anything else (other spacing, order, members, an exponent, ...) returns false and goes to
+/// the general parser, which then accepts or rejects it. Range checks are the caller's.
+inline bool parse_dogpile_header_fast(std::string_view bytes, EnvelopeView& out) {
+  const char* p = bytes.data();
+  const char* const end = p + bytes.size();
+  // `lit` (without its NUL) at p: advance past it.
+  const auto take = [&]<std::size_t N>(const char(&lit)[N]) {
+    if (static_cast<std::size_t>(end - p) < N - 1 || std::memcmp(p, lit, N - 1) != 0) return false;
+    p += N - 1;
+    return true;
+  };
+  if (!take("{\"ct\": ")) return false;
+  p = scan_simple_number(p, end, out.meta.ct);
+  if (p == nullptr || !take(", \"v\": ")) return false;
+  // The version: a small non-negative integer (Python writes 2); anything else goes to the
+  // general parser, which knows what nlohmann makes of it.
+  int v = 0;
+  int digits = 0;
+  for (; p < end && *p >= '0' && *p <= '9'; ++p, ++digits) {
+    if (digits == 9 || (digits == 1 && v == 0)) return false;  // too long, or a leading zero
+    v = v * 10 + (*p - '0');
+  }
+  if (digits == 0) return false;
+  out.meta.v = v;
+  out.meta.delta = 0;
+  if (take(", \"d\": ")) {
+    p = scan_simple_number(p, end, out.meta.delta);
+    if (p == nullptr) return false;
+  }
+  out.zipped = take(", \"z\": 1");
+  if (!take("}|")) return false;
+  out.payload = std::string_view(p, static_cast<std::size_t>(end - p));
+  return true;
+}
+
+/// The general reader of a dogpile (JSON) header: any JSON object before the first `|` with a
+/// numeric `ct`, read with nlohmann's SAX parser. Range checks are the caller's.
+/// @throws CantDeserialize when there is no `|` or the header is not such an object.
+template <class = void>
+void parse_dogpile_header_general(std::string_view bytes, EnvelopeView& u) {
+  u = EnvelopeView{};
+  auto bar = bytes.find('|');
+  if (bar == std::string_view::npos) {
+    throw_error<CantDeserialize>("envelope has no '|' separator");
+  }
+  // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
+  // (the header is read for every value; the DOM's allocations dominated a cache hit).
+  EnvelopeHeaderSax sax;
+  const bool ok =
+      nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
+                                &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
+  if (!ok || !sax.object || !sax.has_ct) {
+    throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
+  }
+  u.meta.ct = sax.ct;
+  u.meta.v = sax.v;
+  if (sax.has_d) u.meta.delta = sax.d;
+  u.zipped = sax.has_z;
+  u.payload = bytes.substr(bar + 1);
+}
+
+/// The metadata and payload view of either envelope format (detected from the first bytes),
+/// without copying the payload.
+/// @throws CantDeserialize on corrupt or truncated bytes, and on a creation time outside
+/// +-`max_unix_seconds` (or a negative or absurd delta).
+/// (A template for the reason `unpack_envelope` is one.)
+template <class = void>
+EnvelopeView view_envelope(std::string_view bytes) {
+  EnvelopeView u;
+  if (bytes.size() >= 2 && bytes[0] == kCompactMagic0 && bytes[1] == kCompactMagic1) {
+    if (bytes.size() < 20) throw_error<CantDeserialize>("truncated compact envelope");
+    u.meta.v = static_cast<unsigned char>(bytes[2]);
+    u.zipped = (static_cast<unsigned char>(bytes[3]) & kFlagZlib) != 0;
+    u.meta.ct = static_cast<double>(static_cast<std::int64_t>(get_u64(bytes.substr(4)))) / 1e6;
+    u.meta.delta = static_cast<double>(static_cast<std::int64_t>(get_u64(bytes.substr(12)))) / 1e6;
+    u.payload = bytes.substr(20);
+  } else if (!parse_dogpile_header_fast(bytes, u)) {
+    parse_dogpile_header_general(bytes, u);
+  }
+  // A stored time outside the range is corrupt: converting it to a TimePoint would overflow.
+  if (!valid_envelope_ct(u.meta.ct) || !valid_envelope_delta(u.meta.delta)) {
+    throw_error<CantDeserialize>("envelope creation time or delta out of range");
+  }
+  return u;
+}
+}  // namespace detail
+
 /// Parses either envelope format (detected from the first bytes).
 /// @throws CantDeserialize on corrupt or truncated bytes, on a creation time outside
 /// +-`max_unix_seconds` (or a negative or absurd delta), and on a compressed payload that would
@@ -407,47 +555,13 @@ struct EnvelopeHeaderSax {
 template <class = void>
 Unpacked unpack_envelope(std::string_view bytes,
                          std::size_t max_value_bytes = default_max_value_bytes) {
+  const detail::EnvelopeView e = detail::view_envelope(bytes);
   Unpacked u;
-  bool zipped = false;
-  std::string_view payload;
-  if (bytes.size() >= 2 && bytes[0] == detail::kCompactMagic0 &&
-      bytes[1] == detail::kCompactMagic1) {
-    if (bytes.size() < 20) detail::throw_error<CantDeserialize>("truncated compact envelope");
-    u.meta.v = static_cast<unsigned char>(bytes[2]);
-    zipped = (static_cast<unsigned char>(bytes[3]) & detail::kFlagZlib) != 0;
-    u.meta.ct =
-        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(4)))) / 1e6;
-    u.meta.delta =
-        static_cast<double>(static_cast<std::int64_t>(detail::get_u64(bytes.substr(12)))) / 1e6;
-    payload = bytes.substr(20);
+  u.meta = e.meta;
+  if (e.zipped) {
+    u.payload = detail::zlib_decompress(e.payload, max_value_bytes);
   } else {
-    auto bar = bytes.find('|');
-    if (bar == std::string_view::npos) {
-      detail::throw_error<CantDeserialize>("envelope has no '|' separator");
-    }
-    // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
-    // (the header is read for every value; the DOM's allocations dominated a cache hit).
-    detail::EnvelopeHeaderSax sax;
-    const bool ok =
-        nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
-                                  &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
-    if (!ok || !sax.object || !sax.has_ct) {
-      detail::throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
-    }
-    u.meta.ct = sax.ct;
-    u.meta.v = sax.v;
-    if (sax.has_d) u.meta.delta = sax.d;
-    zipped = sax.has_z;
-    payload = bytes.substr(bar + 1);
-  }
-  // A stored time outside the range is corrupt: converting it to a TimePoint would overflow.
-  if (!detail::valid_envelope_ct(u.meta.ct) || !detail::valid_envelope_delta(u.meta.delta)) {
-    detail::throw_error<CantDeserialize>("envelope creation time or delta out of range");
-  }
-  if (zipped) {
-    u.payload = detail::zlib_decompress(payload, max_value_bytes);
-  } else {
-    u.payload.assign(payload.data(), payload.size());
+    u.payload.assign(e.payload.data(), e.payload.size());
   }
   return u;
 }

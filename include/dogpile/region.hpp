@@ -76,6 +76,9 @@ struct RegionConfig {
 struct RegionState {
   RegionOptions opts;
   Clock clock;
+  // No clock was given: read system_clock directly instead of through the std::function (the
+  // read path asks for the time on every hit).
+  bool default_clock = false;
   std::atomic<const RegionConfig*> config{nullptr};
   std::mutex configure_mutex;
   std::vector<std::unique_ptr<RegionConfig>> configs;  // every published config stays alive
@@ -129,6 +132,7 @@ class CacheRegion {
   CacheRegion() : CacheRegion(RegionOptions{}) {}
   /// A region with `opts` (prefer `make_region`). Not configured yet: call `configure`.
   explicit CacheRegion(RegionOptions opts) : state_(std::make_shared<detail::RegionState>()) {
+    state_->default_clock = !opts.clock;
     state_->clock = opts.clock ? opts.clock : system_clock();
     state_->opts = std::move(opts);
     auto& lo = state_->lock_options;
@@ -196,7 +200,8 @@ class CacheRegion {
   template <class T>
   std::optional<T> get(std::string_view key, const GetOptions& opts = {}) const {
     const auto& c = cfg();
-    auto v = fetch<T>(c, mangle(key), false);
+    std::string mangled;
+    auto v = fetch<T>(c, mangled_key(key, mangled), false);
     if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
     count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
     if (!v) return std::nullopt;
@@ -207,16 +212,46 @@ class CacheRegion {
   template <class T>
   std::vector<std::optional<T>> get_multi(const std::vector<std::string>& keys,
                                           const GetOptions& opts = {}) const {
+    // Every value is decoded straight into its slot of `out`; the keys are not copied when
+    // there is no mangler, the clock is read once for the batch, and the counters are added
+    // once (per value only for a listener).
     std::vector<std::optional<T>> out(keys.size());
     if (keys.empty()) return out;
     const auto& c = cfg();
-    auto vs = fetch_multi<T>(c, mangle_all(keys), false);
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      auto& v = vs[i];
-      if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
-      count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
-      if (v) out[i] = std::move(v->value);
+    std::vector<std::string> mangled;
+    const std::vector<std::string>& mkeys = mangled_keys(keys, mangled);
+    std::optional<std::chrono::milliseconds> exp;
+    if (!opts.ignore_expiration) exp = effective_expiration(c, opts.expiration_time);
+    const TimePoint now = exp ? clock_now() : TimePoint{};
+    const auto keep = [&](std::optional<T>& slot, TimePoint created) {
+      if (!opts.ignore_expiration &&
+          ((exp && (now - created) > *exp) || c.invalidator->is_invalidated(created))) {
+        slot.reset();
+      }
+    };
+    if (c.stores_objects) {
+      auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
+                          [&] { return std::vector<std::optional<StoredObject>>(keys.size()); },
+                          {"get_multi", {}, keys.size()});
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        auto v = detail::from_object<T>(objs[i], mkeys[i]);
+        if (!v) continue;
+        out[i].emplace(std::move(v->value));
+        keep(out[i], v->created);
+      }
+    } else {
+      auto bytes = guarded([&] { return c.backend->get_multi(mkeys); },
+                           [&] { return std::vector<std::optional<std::string>>(keys.size()); },
+                           {"get_multi", {}, keys.size()});
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        TimePoint created;
+        if (detail::decode_bytes_into<T>(std::move(bytes[i]), false, c.codec, mkeys[i],
+                                         c.backend_name, out[i], created)) {
+          keep(out[i], created);
+        }
+      }
     }
+    count_batch(keys, out);
     return out;
   }
 
@@ -225,12 +260,12 @@ class CacheRegion {
   std::optional<CachedValue<T>> get_value_metadata(std::string_view key,
                                                    const GetOptions& opts = {}) const {
     const auto& c = cfg();
-    auto v = fetch<T>(c, mangle(key), false);
+    std::string mangled;
+    auto v = fetch<T>(c, mangled_key(key, mangled), false);
     if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
     if (!v) return std::nullopt;
     return CachedValue<T>{std::move(v->value),
-                          Metadata{to_unix_seconds(v->created), 2, v->delta.count()},
-                          state_->clock()};
+                          Metadata{to_unix_seconds(v->created), 2, v->delta.count()}, clock_now()};
   }
 
   // ---- get_or_create ---------------------------------------------------------------------
@@ -329,7 +364,7 @@ class CacheRegion {
                   "store a std::shared_ptr<T> instead");
     if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
       const auto& c = cfg();
-      store<T>(c, mangle(key), value, Metadata{to_unix_seconds(state_->clock()), 2, 0});
+      store<T>(c, mangle(key), value, Metadata{to_unix_seconds(clock_now()), 2, 0});
     }
   }
   /// `set("k", "literal")` stores a std::string.
@@ -346,7 +381,7 @@ class CacheRegion {
     if constexpr (std::is_copy_constructible_v<T>) {  // no follow-on errors after the assert
       if (items.empty()) return;
       const auto& c = cfg();
-      const Metadata meta{to_unix_seconds(state_->clock()), 2, 0};
+      const Metadata meta{to_unix_seconds(clock_now()), 2, 0};
       store_multi<T>(c, items, meta, true);
     }
   }
@@ -512,6 +547,44 @@ class CacheRegion {
     return *this;
   }
 
+  /// `key` mangled into `storage`, or `key` itself (no copy) without a mangler.
+  std::string_view mangled_key(std::string_view key, std::string& storage) const {
+    if (!state_->opts.key_mangler) return key;
+    storage = state_->opts.key_mangler(key);
+    return storage;
+  }
+  /// `keys` mangled into `storage`, or `keys` itself (no copy) without a mangler.
+  const std::vector<std::string>& mangled_keys(const std::vector<std::string>& keys,
+                                               std::vector<std::string>& storage) const {
+    if (!state_->opts.key_mangler) return keys;
+    storage = mangle_all(keys);
+    return storage;
+  }
+
+  /// Now, by the region's clock (system_clock without the std::function when defaulted).
+  [[nodiscard]] TimePoint clock_now() const {
+    return state_->default_clock ? std::chrono::system_clock::now() : state_->clock();
+  }
+
+  /// Counts a batch read: one hit or miss per result, added to the counters once.
+  template <class T>
+  void count_batch(const std::vector<std::string>& keys,
+                   const std::vector<std::optional<T>>& results) const {
+    if (state_->opts.listener) {
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        count(results[i] ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
+      }
+      return;
+    }
+    std::uint64_t hits = 0;
+    for (const auto& r : results) hits += r ? 1 : 0;
+    auto& s = state_->stats.local();
+    if (hits != 0) s.hits.fetch_add(hits, std::memory_order_relaxed);
+    if (hits != results.size()) {
+      s.misses.fetch_add(results.size() - hits, std::memory_order_relaxed);
+    }
+  }
+
   std::vector<std::string> mangle_all(const std::vector<std::string>& keys) const {
     if (!state_->opts.key_mangler) return keys;
     std::vector<std::string> out;
@@ -523,7 +596,7 @@ class CacheRegion {
   void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
              const std::exception* error = nullptr,
              const std::exception_ptr& exception = nullptr) const {
-    auto& s = state_->stats;
+    auto& s = state_->stats.local();
     constexpr auto r = std::memory_order_relaxed;
     switch (kind) {
       case RegionEvent::Kind::hit:
@@ -586,7 +659,7 @@ class CacheRegion {
   }
 
   template <class T>
-  std::optional<Cached<T>> fetch(const detail::RegionConfig& c, const std::string& mkey,
+  std::optional<Cached<T>> fetch(const detail::RegionConfig& c, std::string_view mkey,
                                  bool check_version) const {
     if (c.stores_objects) {
       return detail::from_object<T>(
@@ -617,8 +690,8 @@ class CacheRegion {
                            [&] { return std::vector<std::optional<std::string>>(mkeys.size()); },
                            {"get_multi", {}, mkeys.size()});
       for (std::size_t i = 0; i < mkeys.size(); ++i) {
-        out.push_back(
-            detail::from_bytes<T>(bytes[i], check_version, c.codec, mkeys[i], c.backend_name));
+        out.push_back(detail::from_bytes<T>(std::move(bytes[i]), check_version, c.codec, mkeys[i],
+                                            c.backend_name));
       }
     }
     return out;
@@ -667,7 +740,7 @@ class CacheRegion {
   template <class T>
   bool usable(const detail::RegionConfig& c, const Cached<T>& v, const Expiration& call) const {
     const auto exp = effective_expiration(c, call);
-    if (exp && (state_->clock() - v.created) > *exp) return false;
+    if (exp && (clock_now() - v.created) > *exp) return false;
     return !c.invalidator->is_invalidated(v.created);
   }
 
@@ -693,7 +766,7 @@ class CacheRegion {
     if (c.invalidator->is_hard_invalidated(v->created)) return std::nullopt;
     if (c.invalidator->is_soft_invalidated(v->created)) {
       require_expiration_for_soft(exp);
-      v->created = state_->clock() - *exp - std::chrono::microseconds(100);
+      v->created = clock_now() - *exp - std::chrono::microseconds(100);
     }
     return v;
   }
@@ -707,15 +780,18 @@ class CacheRegion {
     const auto t0 = std::chrono::steady_clock::now();
     T value = creator();
     const double delta = detail::seconds_of(std::chrono::steady_clock::now() - t0);
-    const TimePoint created = state_->clock();
+    const TimePoint created = clock_now();
     if (!should_cache || should_cache(value)) {
-      const auto errors_before = state_->stats.backend_errors.load(std::memory_order_relaxed);
+      // This thread's counter shard: a store that fails counts there (a thread sharing the
+      // shard may add one too, which only hands over a value that is fresh anyway).
+      auto& shard = state_->stats.local();
+      const auto errors_before = shard.backend_errors.load(std::memory_order_relaxed);
       store<T>(c, mkey, value, Metadata{to_unix_seconds(created), 2, delta});
       if constexpr (std::is_copy_constructible_v<T>) {
         // The store failed (treated as a miss; another thread's error may count too, which
         // only hands over a value that is fresh anyway): keep it for this key's waiters.
         if (handoff != nullptr &&
-            state_->stats.backend_errors.load(std::memory_order_relaxed) != errors_before) {
+            shard.backend_errors.load(std::memory_order_relaxed) != errors_before) {
           handoff->put(Cached<T>{value, created, std::chrono::duration<double>(delta)});
         }
       }
@@ -780,7 +856,7 @@ std::vector<T> CacheRegion::get_or_create_multi(
   if (keys.empty()) return {};
   const auto& c = cfg();
   const auto exp = effective_expiration(c, opts.expiration_time);
-  const auto now = [&] { return state_->clock(); };
+  const auto now = [&] { return clock_now(); };
 
   // Sorted unique keys: locks are always taken in this order, so two multi calls cannot
   // deadlock; creation happens in this order too (as dogpile).

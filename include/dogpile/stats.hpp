@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -50,22 +51,55 @@ struct RegionEvent {
 using RegionListener = std::function<void(const RegionEvent&)>;
 
 namespace detail {
-/// The live counters. Relaxed atomics: counters, not synchronization.
-struct StatsCounters {
+/// One set of counters, a cache line of its own. Relaxed atomics: counters, not
+/// synchronization.
+struct alignas(64) StatsShard {
   std::atomic<std::uint64_t> hits{0}, misses{0}, stale_served{0}, creations{0}, lock_waits{0},
       lock_wait_ns{0}, backend_errors{0}, locks_lost{0};
+};
+
+/// The shard of the calling thread: threads take shards in turn, so up to `kStatsShards`
+/// threads each write a cache line no other thread writes (a single shared hit counter was a
+/// contended write on every read of every thread).
+inline constexpr std::size_t kStatsShards = 16;
+inline std::size_t stats_shard_index() {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t index =
+      next.fetch_add(1, std::memory_order_relaxed) % kStatsShards;
+  return index;
+}
+
+/// The live counters of a region, sharded per thread; `snapshot` sums the shards.
+struct StatsCounters {
+  StatsShard shards[kStatsShards];
+
+  /// The calling thread's shard.
+  StatsShard& local() { return shards[stats_shard_index()]; }
+
   RegionStats snapshot() const {
     constexpr auto r = std::memory_order_relaxed;
-    return {hits.load(r),           misses.load(r),
-            stale_served.load(r),   creations.load(r),
-            lock_waits.load(r),     std::chrono::nanoseconds(lock_wait_ns.load(r)),
-            backend_errors.load(r), locks_lost.load(r)};
+    RegionStats out;
+    std::uint64_t wait_ns = 0;
+    for (const auto& s : shards) {
+      out.hits += s.hits.load(r);
+      out.misses += s.misses.load(r);
+      out.stale_served += s.stale_served.load(r);
+      out.creations += s.creations.load(r);
+      out.lock_waits += s.lock_waits.load(r);
+      wait_ns += s.lock_wait_ns.load(r);
+      out.backend_errors += s.backend_errors.load(r);
+      out.locks_lost += s.locks_lost.load(r);
+    }
+    out.lock_wait_time = std::chrono::nanoseconds(wait_ns);
+    return out;
   }
   void reset() {
     constexpr auto r = std::memory_order_relaxed;
-    for (auto* c : {&hits, &misses, &stale_served, &creations, &lock_waits, &lock_wait_ns,
-                    &backend_errors, &locks_lost}) {
-      c->store(0, r);
+    for (auto& s : shards) {
+      for (auto* c : {&s.hits, &s.misses, &s.stale_served, &s.creations, &s.lock_waits,
+                      &s.lock_wait_ns, &s.backend_errors, &s.locks_lost}) {
+        c->store(0, r);
+      }
     }
   }
 };

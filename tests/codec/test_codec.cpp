@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -449,4 +450,77 @@ TEST_CASE("a stored creation time out of range is a corrupt envelope (a miss), n
   CHECK(dogpile::to_unix_seconds(dogpile::from_unix_seconds(edge)) == edge);
   // A version beyond int is "no version of ours", not a narrowing surprise.
   CHECK(dogpile::unpack_envelope(R"({"ct": 1, "v": -4294967298}|1)").meta.v == -1);
+}
+
+TEST_CASE(
+    "the header fast path reads what pack_envelope and Python write, and agrees with the "
+    "general reader",
+    "[codec]") {
+  using dogpile::detail::EnvelopeView;
+  const auto fast = [](std::string_view b) {
+    EnvelopeView v;
+    return dogpile::detail::parse_dogpile_header_fast(b, v) ? std::optional<EnvelopeView>(v)
+                                                            : std::nullopt;
+  };
+  const auto general = [](std::string_view b) {
+    EnvelopeView v;
+    dogpile::detail::parse_dogpile_header_general(b, v);
+    return v;
+  };
+  // What pack_envelope writes: every optional member, every time shape Python's repr gives.
+  for (double ct : {1700000000.123, 1700000000.0, 0.0, 1.5, -12.25, 4102444800.0}) {
+    for (double d : {0.0, 0.25, 3.0}) {
+      for (std::size_t threshold : {std::size_t{0}, std::size_t{1}}) {
+        const std::string packed =
+            dogpile::pack_envelope(dogpile::Metadata{.ct = ct, .delta = d}, std::string(300, 'p'),
+                                   CodecOptions{.compress_threshold = threshold});
+        const auto f = fast(packed);
+        REQUIRE(f);
+        const EnvelopeView g = general(packed);
+        CHECK(f->meta.ct == g.meta.ct);
+        CHECK(f->meta.ct == ct);
+        CHECK(f->meta.v == 2);
+        CHECK(f->meta.delta == d);
+        CHECK(f->zipped == (threshold != 0));
+        CHECK(f->zipped == g.zipped);
+        CHECK(f->payload.data() == g.payload.data());
+        CHECK(f->payload.size() == g.payload.size());
+      }
+    }
+  }
+  // Python: json.dumps({"ct": time.time(), "v": 2}) and a payload holding '|'.
+  const auto py = fast(R"({"ct": 1733530000.4817953, "v": 2}|{"a": "x|y"})");
+  REQUIRE(py);
+  CHECK(py->meta.ct == 1733530000.4817953);
+  CHECK(py->payload == R"({"a": "x|y"})");
+  // Anything else is left to the general reader, which still reads (or refuses) it.
+  for (std::string_view other :
+       {R"({"ct":1.5,"v":2}|p)", R"({"v": 2, "ct": 1.5}|p)", R"({"ct": 1.5e0, "v": 2}|p)",
+        R"({"ct": 1.5, "v": 2.0}|p)", R"({"ct": 1.5, "v": 2, "z": 0}|p)", R"({"ct": 1.5}|p)",
+        R"({"ct": 1.5, "v": 2, "x": 1}|p)", R"({"ct": 01, "v": 2}|p)", R"({"ct": 1.5, "v": 02}|p)",
+        R"({"ct": -, "v": 2}|p)", R"({"ct": 1., "v": 2}|p)", R"({"ct": 1.5, "v": 2} |p)"}) {
+    INFO(other);
+    CHECK_FALSE(fast(other));
+  }
+  CHECK(dogpile::unpack_envelope(R"({"ct": 1.5e0, "x": [0], "v": 2}|p)").meta.ct == 1.5);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 01, "v": 2}|p)"), dogpile::CantDeserialize);
+  // Range checks apply to what the fast path reads too.
+  CHECK(fast(R"({"ct": 99999999999.5, "v": 2}|p)"));
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 99999999999.5, "v": 2}|p)"),
+                  dogpile::CantDeserialize);
+  CHECK_THROWS_AS(dogpile::unpack_envelope(R"({"ct": 1.5, "v": 2, "d": 9999999999}|p)"),
+                  dogpile::CantDeserialize);
+}
+
+TEST_CASE("a consumed string payload is the envelope's own buffer, header cut off", "[codec]") {
+  const std::string payload(200, 's');
+  std::optional<std::string> stored =
+      dogpile::pack_envelope(dogpile::Metadata{.ct = 1700000000.5}, payload, {});
+  const char* buffer = stored->data();
+  auto v = dogpile::detail::from_bytes<std::string>(std::move(stored), false, CodecOptions{}, "k",
+                                                    "test");
+  REQUIRE(v);
+  CHECK(v->value == payload);
+  CHECK(v->value.data() == buffer);  // taken over, not copied
+  CHECK(v->created == dogpile::from_unix_seconds(1700000000.5));
 }

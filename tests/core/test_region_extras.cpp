@@ -12,6 +12,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dogpile/dogpile.hpp"
@@ -584,6 +585,53 @@ TEST_CASE("Stats: hits, misses, stale served, creations, lock waits; listener ev
   bool saw_stale = false;
   for (const auto& e : events) saw_stale = saw_stale || e.first == K::stale_served;
   CHECK(saw_stale);
+}
+
+TEST_CASE("Stats: per-thread counters add up; get_multi counts every key once", "[stats]") {
+  ManualClock clock;
+  std::atomic<int> listened_hits{0};
+  for (bool listen : {false, true}) {
+    dogpile::RegionOptions o{.clock = clock};
+    if (listen) {
+      o.listener = [&](const dogpile::RegionEvent& e) {
+        if (e.kind == dogpile::RegionEvent::Kind::hit) ++listened_hits;
+      };
+    }
+    auto r = dogpile::make_region(std::move(o));
+    r.configure("memory_serialized", {.expiration_time = 10s});
+    r.set("a", std::string("1"));
+    r.set("b", std::string("2"));
+    clock.advance(5s);
+    r.set("fresh", std::string("3"));
+    clock.advance(6s);  // a and b expired, fresh not
+    // 20 threads (more than the counter shards), 50 reads each.
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 20; ++t) {
+      ts.emplace_back([&] {
+        for (int i = 0; i < 50; ++i) {
+          auto v = r.get_multi<std::string>({"a", "fresh", "none", "b"});
+          if (v != std::vector<std::optional<std::string>>{std::nullopt, "3", std::nullopt,
+                                                           std::nullopt}) {
+            ++wrong;
+          }
+          if (r.get<std::string>("fresh") != "3") ++wrong;
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    CHECK(wrong == 0);
+    const auto s = r.stats();
+    CHECK(s.hits == 20 * 50 * 2);
+    CHECK(s.misses == 20 * 50 * 3);
+    // ignore_expiration returns the expired ones too.
+    CHECK(r.get_multi<std::string>({"a", "b"}, {.ignore_expiration = true}) ==
+          std::vector<std::optional<std::string>>{"1", "2"});
+    r.reset_stats();
+    CHECK(r.stats().hits == 0);
+    CHECK(r.stats().misses == 0);
+  }
+  CHECK(listened_hits == 20 * 50 * 2 + 2);
 }
 
 TEST_CASE("Stats: a blocked caller counts one lock wait", "[stats]") {

@@ -4,6 +4,7 @@
 // a sanitizer report, a crash) is a bug.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <string>
 #include <string_view>
@@ -26,10 +27,32 @@ void decode_all_formats(std::string_view payload) {
   }
 }
 
+// The header fast path must agree with the general (nlohmann) reader on everything it accepts:
+// the same metadata bit for bit, the same payload. What it does not accept goes to the
+// general reader anyway, so only acceptance is checked.
+void check_fast_header(std::string_view bytes) {
+  dogpile::detail::EnvelopeView fast;
+  if (!dogpile::detail::parse_dogpile_header_fast(bytes, fast)) return;
+  dogpile::detail::EnvelopeView general;
+  try {
+    dogpile::detail::parse_dogpile_header_general(bytes, general);
+  } catch (const dogpile::CantDeserialize&) {
+    __builtin_trap();  // the fast path accepted a header the general reader refuses
+  }
+  const auto same = [](double a, double b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+  if (!same(fast.meta.ct, general.meta.ct) || fast.meta.v != general.meta.v ||
+      !same(fast.meta.delta, general.meta.delta) || fast.zipped != general.zipped ||
+      fast.payload.data() != general.payload.data() ||
+      fast.payload.size() != general.payload.size()) {
+    __builtin_trap();
+  }
+}
+
 }  // namespace
 
 DOGPILE_FUZZ_TARGET(envelope) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
+  check_fast_header(bytes);
   try {
     const dogpile::Unpacked u = dogpile::unpack_envelope(bytes);
     decode_all_formats<nlohmann::json>(u.payload);

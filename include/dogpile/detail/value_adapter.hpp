@@ -59,6 +59,86 @@ std::string to_bytes(const T& value, const Metadata& meta, const CodecOptions& c
   }
 }
 
+/// The payload of the envelope `e` as a `T`. `owned`, when not null, is the string `e` views
+/// into and may be consumed: a `std::string` payload takes its buffer over (the header is cut
+/// off in place) instead of being copied into a new one.
+/// @throws CantDeserialize, TypeMismatch (from the codec).
+template <class T>
+T decode_payload(const EnvelopeView& e, const CodecOptions& codec, std::string* owned) {
+  if (e.zipped) {
+    std::string inflated = zlib_decompress(e.payload, codec.max_value_bytes);
+    if constexpr (std::is_same_v<T, std::string>) {
+      return inflated;
+    } else {
+      return Codec<T>::decode(inflated, codec.format);
+    }
+  }
+  if constexpr (std::is_same_v<T, std::string>) {  // Codec<std::string> is the identity
+    if (owned != nullptr) {
+      owned->erase(0, static_cast<std::size_t>(e.payload.data() - owned->data()));
+      return std::move(*owned);
+    }
+  }
+  return Codec<T>::decode(e.payload, codec.format);
+}
+
+/// Envelope bytes decoded into `out` (left empty on a miss), with the creation time in
+/// `created`; returns whether `out` holds a value. `b` may be consumed (see decode_payload).
+/// Undecodable bytes (and, with `check_version`, a value of another dogpile version) are a
+/// miss, as dogpile's CantDeserializeException.
+/// @throws TypeMismatch when the bytes decode to something that is not a `T`; Error when `T`
+/// has no codec.
+template <class T>
+bool decode_bytes_into(std::optional<std::string>&& b, bool check_version,
+                       const CodecOptions& codec, std::string_view key, std::string_view backend,
+                       std::optional<T>& out, TimePoint& created) {
+  if constexpr (HasCodec<T>) {
+    if (!b) return false;
+    try {
+      // A dependent call: the JSON parser is instantiated only where a region reads bytes.
+      const EnvelopeView e = view_envelope<std::void_t<T>>(*b);
+      if (check_version && e.meta.v != 2) return false;
+      created = from_unix_seconds(e.meta.ct);
+      out.emplace(decode_payload<T>(e, codec, &*b));
+      return true;
+    } catch (const CantDeserialize&) {
+      return false;
+    } catch (const TypeMismatch& e) {
+      throw_error<TypeMismatch>("cache key '" + std::string(key) + "': " + e.what());
+    }
+  } else {
+    (void)b, (void)check_version, (void)codec, (void)key, (void)out, (void)created;
+    // fails even on a miss: before a creator runs for nothing
+    throw_error<Error>(no_codec_message<T>("the '" + std::string(backend) + "' backend"));
+  }
+}
+
+/// Envelope bytes as a `T`; `owned` is `b`'s string when the caller lets it be consumed (see
+/// decode_payload), else null. Internal to the two from_bytes.
+template <class T>
+std::optional<Cached<T>> from_bytes_impl(const std::optional<std::string>& b, std::string* owned,
+                                         bool check_version, const CodecOptions& codec,
+                                         std::string_view key, std::string_view backend) {
+  if constexpr (HasCodec<T>) {
+    if (!b) return std::nullopt;
+    try {
+      // A dependent call: the JSON parser is instantiated only where a region reads bytes.
+      const EnvelopeView e = view_envelope<std::void_t<T>>(*b);
+      if (check_version && e.meta.v != 2) return std::nullopt;
+      return Cached<T>{decode_payload<T>(e, codec, owned), from_unix_seconds(e.meta.ct),
+                       std::chrono::duration<double>(e.meta.delta)};
+    } catch (const CantDeserialize&) {
+      return std::nullopt;
+    } catch (const TypeMismatch& e) {
+      throw_error<TypeMismatch>("cache key '" + std::string(key) + "': " + e.what());
+    }
+  } else {
+    (void)b, (void)owned, (void)check_version, (void)codec, (void)key;  // fails even on a
+    // miss: before a creator runs for nothing
+    throw_error<Error>(no_codec_message<T>("the '" + std::string(backend) + "' backend"));
+  }
+}
+
 /// Envelope bytes as a `T`. Undecodable bytes (and, with `check_version`, a value of another
 /// dogpile version) are a miss, as dogpile's CantDeserializeException.
 /// @throws TypeMismatch when the bytes decode to something that is not a `T`; Error when `T`
@@ -67,24 +147,14 @@ template <class T>
 std::optional<Cached<T>> from_bytes(const std::optional<std::string>& b, bool check_version,
                                     const CodecOptions& codec, std::string_view key,
                                     std::string_view backend) {
-  if constexpr (HasCodec<T>) {
-    if (!b) return std::nullopt;
-    try {
-      // A dependent call: the JSON parser is instantiated only where a region reads bytes.
-      Unpacked u = unpack_envelope<std::void_t<T>>(*b, codec.max_value_bytes);
-      if (check_version && u.meta.v != 2) return std::nullopt;
-      return Cached<T>{Codec<T>::decode(u.payload, codec.format), from_unix_seconds(u.meta.ct),
-                       std::chrono::duration<double>(u.meta.delta)};
-    } catch (const CantDeserialize&) {
-      return std::nullopt;
-    } catch (const TypeMismatch& e) {
-      throw_error<TypeMismatch>("cache key '" + std::string(key) + "': " + e.what());
-    }
-  } else {
-    (void)b, (void)check_version, (void)codec, (void)key;  // fails even on a miss: before a
-                                                           // creator runs for nothing
-    throw_error<Error>(no_codec_message<T>("the '" + std::string(backend) + "' backend"));
-  }
+  return from_bytes_impl<T>(b, nullptr, check_version, codec, key, backend);
+}
+/// The same, consuming `b` (a string payload takes its buffer over).
+template <class T>
+std::optional<Cached<T>> from_bytes(std::optional<std::string>&& b, bool check_version,
+                                    const CodecOptions& codec, std::string_view key,
+                                    std::string_view backend) {
+  return from_bytes_impl<T>(b, b ? &*b : nullptr, check_version, codec, key, backend);
 }
 
 }  // namespace dogpile::detail
