@@ -55,6 +55,15 @@ PostgresDatabase::PostgresDatabase(PostgresDatabase&&) noexcept = default;
 PostgresDatabase& PostgresDatabase::operator=(PostgresDatabase&&) noexcept = default;
 PostgresDatabase::~PostgresDatabase() = default;
 
+void PostgresDatabase::exec_script(const std::string& sql) {
+  try {
+    pqxx::nontransaction tx(*impl_->conn);
+    tx.exec(sql);
+  } catch (const std::exception& e) {
+    throw DatabaseError(std::string("PostgreSQL: ") + e.what());
+  }
+}
+
 void PostgresDatabase::execute(std::string_view sql, std::span<const Value> params) {
   execute(sql, params, [](const Row&) {});
 }

@@ -36,6 +36,9 @@ class PostgresDatabase {
   void execute(std::string_view sql, std::span<const Value> params, const RowSink& sink);
   /// `execute` for statements whose rows are not wanted (DDL, writes).
   void execute(std::string_view sql, std::span<const Value> params = {});
+  /// Runs a script of `;`-separated statements without parameters (the simple query protocol).
+  /// @throws DatabaseError.
+  void exec_script(const std::string& sql);
   /// "$<i+1>".
   [[nodiscard]] static std::string placeholder(std::size_t i) {
     return "$" + std::to_string(i + 1);
