@@ -451,8 +451,8 @@ class RelationshipCache;
 class QueryCache {
  public:
   /// A query cache over `region` (configured or not yet; it must be by the first query).
-  explicit QueryCache(CacheRegion region)
-      : region_(std::move(region)), deps_(std::make_shared<Deps>()) {}
+  explicit QueryCache(CacheRegion cache_region)
+      : region_(std::move(cache_region)), deps_(std::make_shared<Deps>()) {}
 
   /// The region the rows live in.
   [[nodiscard]] const CacheRegion& region() const { return region_; }
@@ -641,8 +641,8 @@ class RelationshipCache {
  public:
   /// @throws ValidationError for a bad namespace, an SQL text without `:parents`, or a missing
   ///         `map` / `parent_of`.
-  RelationshipCache(QueryCache cache, Relationship<Child> rel)
-      : cache_(std::move(cache)), rel_(std::move(rel)) {
+  RelationshipCache(QueryCache query_cache, Relationship<Child> relationship)
+      : cache_(std::move(query_cache)), rel_(std::move(relationship)) {
     detail::check_namespace(rel_.ns);
     if (rel_.sql.find(":parents") == std::string::npos || !rel_.map || !rel_.parent_of) {
       dogpile::detail::throw_error<ValidationError>(
