@@ -26,8 +26,11 @@ class PostgresDatabase {
   /// `connect_timeout=5` is added when it names none.
   /// @throws DatabaseError when the connection fails.
   explicit PostgresDatabase(const std::string& conninfo);
-  PostgresDatabase(PostgresDatabase&&) noexcept;
-  PostgresDatabase& operator=(PostgresDatabase&&) noexcept;
+  /// Takes over `other`'s connection.
+  PostgresDatabase(PostgresDatabase&& other) noexcept;
+  /// Takes over `other`'s connection (closing this one's if it owns it).
+  PostgresDatabase& operator=(PostgresDatabase&& other) noexcept;
+  /// Finalizes the statements; closes the connection if this object opened it.
   ~PostgresDatabase();
 
   /// Runs `sql` with `params` ($1...), calling `sink` for each row.

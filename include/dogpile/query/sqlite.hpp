@@ -34,8 +34,11 @@ class SqliteDatabase {
   /// Opens (creating it if needed) the database file `path` (":memory:" works), with a 2 s
   /// busy timeout. @throws DatabaseError when it cannot be opened.
   static SqliteDatabase open(const std::string& path);
-  SqliteDatabase(SqliteDatabase&&) noexcept;
-  SqliteDatabase& operator=(SqliteDatabase&&) noexcept;
+  /// Takes over `other`'s connection.
+  SqliteDatabase(SqliteDatabase&& other) noexcept;
+  /// Takes over `other`'s connection (closing this one's if it owns it).
+  SqliteDatabase& operator=(SqliteDatabase&& other) noexcept;
+  /// Finalizes the statements; closes the connection if this object opened it.
   ~SqliteDatabase();
 
   /// Prepares (or reuses) `sql`, binds `params` in order, calls `sink` for each row, resets.
