@@ -1,7 +1,8 @@
 #pragma once
 // A throwaway PostgreSQL server for the query tests: initdb (trust auth, no fsync) in a temporary
-// directory owned by the `postgres` user (initdb refuses root), then `postgres` on a free
-// loopback port with its Unix socket in that directory, both run through setpriv as that user.
+// directory, then `postgres` on a free loopback port with its Unix socket in that directory. As
+// root (initdb refuses root) the directory is the `postgres` user's and both run through setpriv
+// as that user.
 // Stopped (SIGTERM, then SIGKILL) and removed by the destructor, like the other servers.
 #include <pwd.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "dogpile/query/postgres.hpp"
 #include "support/servers.hpp"
@@ -21,35 +23,47 @@ class PostgresServer {
   static constexpr const char* kBin = "/usr/lib/postgresql/15/bin";
 
   PostgresServer() {
-    const passwd* pw = ::getpwnam("postgres");
-    if (pw == nullptr) {
-      throw std::runtime_error(
-          "dogpile test harness: no 'postgres' user (Debian: apt-get install postgresql)");
+    // As root, initdb and postgres run as the postgres user (initdb refuses root); as anyone
+    // else, as that user.
+    const bool as_root = ::geteuid() == 0;
+    if (as_root) {
+      const passwd* pw = ::getpwnam("postgres");
+      if (pw == nullptr) {
+        throw std::runtime_error(
+            "dogpile test harness: no 'postgres' user (Debian: apt-get install postgresql)");
+      }
+      if (::chown(dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
+        dogpile::test::detail::throw_errno("chown " + dir_.path().string());
+      }
     }
-    if (::chown(dir_.path().c_str(), pw->pw_uid, pw->pw_gid) != 0) {
-      dogpile::test::detail::throw_errno("chown " + dir_.path().string());
-    }
+    const std::vector<std::string> as_postgres =
+        as_root ? std::vector<std::string>{"setpriv", "--reuid=postgres", "--regid=postgres",
+                                           "--clear-groups"}
+                : std::vector<std::string>{};
+    std::string prefix;
+    for (const auto& a : as_postgres) prefix += a + " ";
     const std::string data = (dir_.path() / "data").string();
-    const std::string initdb =
-        "timeout 60 setpriv --reuid=postgres --regid=postgres "
-        "--clear-groups " +
-        std::string(kBin) + "/initdb -D '" + data +
-        "' -A trust -U postgres --no-sync --no-instructions -E UTF8 "
-        "--locale=C.UTF-8 > '" +
-        (dir_.path() / "initdb.log").string() + "' 2>&1";
+    const std::string initdb = "timeout 60 " + prefix + std::string(kBin) + "/initdb -D '" + data +
+                               "' -A trust -U postgres --no-sync --no-instructions -E UTF8 "
+                               "--locale=C.UTF-8 > '" +
+                               (dir_.path() / "initdb.log").string() + "' 2>&1";
     if (std::system(initdb.c_str()) != 0) {
       throw std::runtime_error("initdb failed:\n" +
                                dogpile::test::detail::file_tail(dir_.path() / "initdb.log", 20));
     }
     for (int attempt = 0;; ++attempt) {
       port_ = dogpile::test::free_port();
-      process_ = std::make_unique<dogpile::test::ServerProcess>(
-          std::vector<std::string>{"setpriv", "--reuid=postgres", "--regid=postgres",
-                                   "--clear-groups", std::string(kBin) + "/postgres", "-D", data,
-                                   "-p", std::to_string(port_), "-k", dir_.path().string(), "-c",
-                                   "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c",
-                                   "synchronous_commit=off", "-c", "full_page_writes=off"},
-          dir_.path() / "postgres.log");
+      std::vector<std::string> argv = as_postgres;
+      for (const auto& a :
+           {std::string(kBin) + "/postgres", std::string("-D"), data, std::string("-p"),
+            std::to_string(port_), std::string("-k"), dir_.path().string(), std::string("-c"),
+            std::string("listen_addresses=127.0.0.1"), std::string("-c"), std::string("fsync=off"),
+            std::string("-c"), std::string("synchronous_commit=off"), std::string("-c"),
+            std::string("full_page_writes=off")}) {
+        argv.push_back(a);
+      }
+      process_ = std::make_unique<dogpile::test::ServerProcess>(std::move(argv),
+                                                                dir_.path() / "postgres.log");
       const bool up = dogpile::test::detail::poll_until(
           [&] {
             if (!process_->running()) return true;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <semaphore>
 #include <thread>
 
 #include "query/query_test_support.hpp"
@@ -358,4 +359,69 @@ TEST_CASE("relationship: children per parent, one IN query for the misses only")
           cache,
           Relationship<Post>{.ns = "x", .sql = kUserSql, .map = map_post, .parent_of = nullptr}),
       dogpile::ValidationError);
+}
+
+TEST_CASE("query: no stale rows after tables_changed or a parents' invalidation returns") {
+  // The stale-set race on the memory backend, with threads: a reader pauses after its SELECT
+  // (inside the row mapper); the writer commits and invalidates; the reader then stores what it
+  // read. The next read must see the write. (Across processes on Redis: test_query_redis.cpp.)
+  dogpile::test::TempDir dir;
+  const auto path = dir.path() / "app.db";
+  auto sqlite = qtest::make_db(path);
+  QueryCache cache(qtest::memory_region());
+  cache.depends_on("user", {"users"});
+  std::binary_semaphore paused(0);
+  std::binary_semaphore go(0);
+  std::atomic<bool> pause_next{false};
+  auto pause_point = [&] {
+    if (pause_next.exchange(false)) {
+      paused.release();
+      if (!go.try_acquire_for(std::chrono::seconds(5))) throw std::runtime_error("not resumed");
+    }
+  };
+  auto race = [&](const std::function<void(dogpile::query::SqliteDatabase&)>& read,
+                  const std::function<void()>& write) {
+    pause_next = true;
+    std::thread reader([&] {
+      auto db = dogpile::query::SqliteDatabase::open(path.string());
+      read(db);
+    });
+    REQUIRE(paused.try_acquire_for(std::chrono::seconds(5)));
+    write();
+    go.release();
+    reader.join();
+  };
+
+  race(
+      [&](dogpile::query::SqliteDatabase& db) {
+        (void)cache.one(db, "user", kUserSql, {1}, [&](const dogpile::query::Row& r) {
+          pause_point();
+          return map_user(r);
+        });
+      },
+      [&] {
+        sqlite.execute("UPDATE users SET name = 'edward' WHERE id = 1");
+        cache.tables_changed({"users"});
+      });
+  CHECK(cache.one(sqlite, "user", kUserSql, {1}, map_user)->name == "edward");
+
+  RelationshipCache<Post> posts(
+      cache, Relationship<Post>{.ns = "race_posts",
+                                .sql = kPostsSql,
+                                .map =
+                                    [&](const dogpile::query::Row& r) {
+                                      pause_point();
+                                      return map_post(r);
+                                    },
+                                .parent_of = [](const Post& p) { return Param(p.user_id); }});
+  race(
+      [&](dogpile::query::SqliteDatabase& db) {
+        (void)posts.load_many(db, {1, 2});
+      },
+      [&] {
+        sqlite.execute("UPDATE posts SET user_id = 2 WHERE id = 11");
+        posts.invalidate({1, 2});
+      });
+  CHECK(posts.load_many(sqlite, {1, 2}) ==
+        std::vector<std::vector<Post>>{{{10, 1, "a"}}, {{11, 2, "b"}, {12, 2, "c"}}});
 }
