@@ -78,8 +78,8 @@ struct Blob {
     j = std::vector<std::uint8_t>(b.bytes.begin(), b.bytes.end());
   }
   friend void from_json(const nlohmann::json& j, Blob& b) {
-    const auto bytes = j.get<std::vector<std::uint8_t>>();
-    b.bytes.assign(bytes.begin(), bytes.end());
+    const auto raw = j.get<std::vector<std::uint8_t>>();
+    b.bytes.assign(raw.begin(), raw.end());
   }
 };
 

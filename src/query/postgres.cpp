@@ -28,7 +28,8 @@ std::string bytea_hex(const std::string& bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\\x";
   out.reserve(2 + 2 * bytes.size());
-  for (unsigned char c : bytes) {
+  for (char ch : bytes) {
+    const auto c = static_cast<unsigned char>(ch);
     out.push_back(kHex[c >> 4]);
     out.push_back(kHex[c & 0xF]);
   }

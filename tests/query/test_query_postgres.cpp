@@ -97,7 +97,7 @@ TEST_CASE("query postgres: typed columns round-trip; errors name the query") {
   for (int pass = 0; pass < 2; ++pass) {
     const auto row = cache.one(pg, "pg_types", sql, params, raw).value();
     REQUIRE(row.size() == 10);
-    for (std::size_t i : {0, 1, 2, 4, 5, 6, 7}) CHECK(row[i] == params[i].value());
+    for (std::size_t i : {0u, 1u, 2u, 4u, 5u, 6u, 7u}) CHECK(row[i] == params[i].value());
     CHECK(std::isnan(std::get<double>(row[3])));
     CHECK(row[8] == Value(std::string("12.50")));  // numeric: its text
     CHECK(row[9] == Value(std::int64_t{7}));
