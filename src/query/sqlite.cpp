@@ -3,6 +3,7 @@
 
 #include <sqlite3.h>
 
+#include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -72,6 +73,56 @@ void SqliteDatabase::exec_script(const std::string& sql) {
     sqlite3_free(err);
     throw DatabaseError("SQLite exec: " + msg);
   }
+}
+
+namespace {
+
+struct TableSets {
+  std::set<std::string> read;
+  std::set<std::string> written;
+};
+
+int collect_tables(void* user, int action, const char* table, const char* /*column*/,
+                   const char* /*db*/, const char* /*trigger_or_view*/) {
+  auto* sets = static_cast<TableSets*>(user);
+  if (table == nullptr || std::string_view(table).substr(0, 7) == "sqlite_") return SQLITE_OK;
+  switch (action) {
+    case SQLITE_READ:
+      sets->read.insert(table);
+      break;
+    case SQLITE_INSERT:
+    case SQLITE_UPDATE:
+    case SQLITE_DELETE:
+      sets->written.insert(table);
+      break;
+    default:
+      break;
+  }
+  return SQLITE_OK;
+}
+
+// Prepares `sql` (not run) with an authorizer that records the tables it touches.
+TableSets table_sets(sqlite3* db, std::string_view sql) {
+  TableSets sets;
+  sqlite3_set_authorizer(db, collect_tables, &sets);
+  sqlite3_stmt* raw = nullptr;
+  const int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &raw, nullptr);
+  sqlite3_set_authorizer(db, nullptr, nullptr);
+  StmtPtr stmt(raw);
+  if (rc != SQLITE_OK) fail(db, "prepare");
+  return sets;
+}
+
+}  // namespace
+
+std::vector<std::string> SqliteDatabase::tables_read(std::string_view sql) {
+  auto sets = table_sets(impl_->db, sql);
+  return {sets.read.begin(), sets.read.end()};
+}
+
+std::vector<std::string> SqliteDatabase::tables_written(std::string_view sql) {
+  auto sets = table_sets(impl_->db, sql);
+  return {sets.written.begin(), sets.written.end()};
 }
 
 void SqliteDatabase::execute(std::string_view sql, std::span<const Value> params) {

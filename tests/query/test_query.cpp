@@ -425,3 +425,44 @@ TEST_CASE("query: no stale rows after tables_changed or a parents' invalidation 
   CHECK(posts.load_many(sqlite, {1, 2}) ==
         std::vector<std::vector<Post>>{{{10, 1, "a"}}, {{11, 2, "b"}, {12, 2, "c"}}});
 }
+
+TEST_CASE("query sqlite: the tables a statement reads and writes, from SQLite's authorizer") {
+  dogpile::test::TempDir dir;
+  auto db = qtest::make_db(dir.path() / "app.db");
+  db.exec_script(
+      "PRAGMA foreign_keys=ON;"
+      "CREATE TABLE authors(id INTEGER PRIMARY KEY);"
+      "CREATE TABLE books(id INTEGER PRIMARY KEY, author INTEGER REFERENCES authors(id) "
+      "  ON DELETE CASCADE);"
+      "CREATE TABLE audit(what TEXT);"
+      "CREATE TABLE kv(k TEXT PRIMARY KEY, v TEXT) WITHOUT ROWID;"
+      "CREATE TRIGGER users_audit AFTER UPDATE ON users BEGIN "
+      "  INSERT INTO audit VALUES ('users'); END;"
+      "CREATE VIEW user_posts AS SELECT u.name, p.title FROM users u JOIN posts p "
+      "  ON p.user_id = u.id;");
+  using V = std::vector<std::string>;
+  CHECK(db.tables_read("SELECT * FROM user_posts") == V{"posts", "user_posts", "users"});
+  CHECK(db.tables_read("WITH n AS (SELECT count(*) FROM posts) SELECT * FROM n") == V{"posts"});
+  CHECK(db.tables_written("UPDATE users SET name = ?") == V{"audit", "users"});  // the trigger
+  CHECK(db.tables_written("DELETE FROM authors WHERE id = 1") == V{"authors", "books"});
+  CHECK(db.tables_written("DELETE FROM posts") == V{"posts"});  // no WHERE: still reported
+  CHECK(db.tables_written("INSERT INTO kv VALUES ('a', 'b')") == V{"kv"});  // WITHOUT ROWID
+  CHECK(db.tables_written("SELECT 1").empty());
+  CHECK_THROWS_AS(db.tables_read("SELEKT"), dogpile::query::DatabaseError);
+
+  // Wired to the cache: declared from the statement, invalidated from the write.
+  QueryCache cache(qtest::memory_region());
+  const std::string sql = "SELECT name, title FROM user_posts ORDER BY title";
+  cache.depends_on("feed", db.tables_read(sql));
+  auto feed = [&] {
+    return cache.all(db, "feed", sql, {},
+                     [](const dogpile::query::Row& r) { return r.get<std::string>(1); });
+  };
+  CHECK(feed().size() == 3);
+  const std::string write = "DELETE FROM posts WHERE id = ?";
+  db.execute(write, std::vector<dogpile::query::Value>{std::int64_t{12}});
+  CHECK(cache.tables_changed(db.tables_written(write)) == V{"feed"});
+  CHECK(feed().size() == 2);
+  // The connection's statements still run (the authorizer is gone).
+  CHECK(cache.one(db, "user", kUserSql, {1}, map_user)->name == "ed");
+}

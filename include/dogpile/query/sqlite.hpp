@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "dogpile/query.hpp"
 
@@ -50,6 +51,16 @@ class SqliteDatabase {
   /// Runs a script of `;`-separated statements without parameters (`sqlite3_exec`).
   /// @throws DatabaseError.
   void exec_script(const std::string& sql);
+  /// The tables `sql` reads, as SQLite's authorizer names them when it prepares the statement:
+  /// a view and the base tables behind it, and those behind CTEs (for `QueryCache::depends_on`).
+  /// Sorted, unique, SQLite's own `sqlite_*` tables left out. Nothing is run. Replaces (and then
+  /// clears) any authorizer set on the connection.
+  /// @throws DatabaseError when `sql` does not prepare.
+  [[nodiscard]] std::vector<std::string> tables_read(std::string_view sql);
+  /// The tables `sql` writes (INSERT, UPDATE, DELETE), trigger targets and foreign-key cascades
+  /// included (cascades with `PRAGMA foreign_keys=ON`): what to pass to
+  /// `QueryCache::tables_changed` after it commits. As `tables_read`.
+  [[nodiscard]] std::vector<std::string> tables_written(std::string_view sql);
   /// The connection.
   [[nodiscard]] sqlite3* handle() const;
 
