@@ -316,7 +316,8 @@ using RowSink = std::function<void(const Row&)>;
 /// to the statement's placeholders), steps through the result and calls `sink` once per row,
 /// then resets the statement. It throws (any `std::exception`) when a step fails and lets
 /// the sink's exceptions through, leaving the connection usable. Optional:
-/// `placeholder(i) -> std::string` (the i-th, 0-based; "?" when absent, "$1".. for PostgreSQL).
+/// `placeholder(i) -> std::string` (the i-th, 0-based; "?" when absent, "$1".. for PostgreSQL),
+/// and `in_transaction() -> bool`: when true, queries bypass the cache (not read, not stored).
 template <class D>
 concept Database = requires(D& db, std::string_view sql, std::span<const Value> params,
                             const RowSink& sink) {
@@ -449,6 +450,17 @@ std::string placeholder(D& db, std::size_t i) {
   }
 }
 
+/// The driver's `in_transaction()`, or false for a driver without one.
+template <class D>
+bool in_transaction(D& db) {
+  if constexpr (requires { db.in_transaction(); }) {
+    return static_cast<bool>(db.in_transaction());
+  } else {
+    (void)db;
+    return false;
+  }
+}
+
 template <class M>
 using mapped_t = std::remove_cvref_t<std::invoke_result_t<M&, const Row&>>;
 
@@ -514,7 +526,8 @@ class QueryCache {
 
   /// Every row of `sql` with `params`, mapped by `mapper(const Row&) -> T`, through
   /// `region.get_or_create` (one creator per key under the dogpile lock). An empty result is
-  /// cached too. `T` needs a codec on a byte backend (nlohmann `to_json`/`from_json`).
+  /// cached too. While `db.in_transaction()` (when the driver has it) the query runs uncached. `T`
+  /// needs a codec on a byte backend (nlohmann `to_json`/`from_json`).
   /// @throws QueryError (naming `ns` and `sql`) when the statement fails, the mapper throws or
   ///         `T` has no codec: nothing is cached; what the region throws otherwise
   ///         (BackendError, TimeoutError).
@@ -630,6 +643,9 @@ class QueryCache {
       });
       return rows;
     };
+    // Inside a transaction the rows may include its own uncommitted writes (or be rolled back):
+    // neither served from nor stored in the cache.
+    if (detail::in_transaction(db)) return creator();
     return guard(ns, sql, [&] {
       return region_.get_or_create<std::vector<T>>(k, creator,
                                                    {.expiration_time = opts.expiration_time});
@@ -707,6 +723,7 @@ class RelationshipCache {
   template <Database D>
   std::vector<std::vector<Child>> load_many(D& db, const std::vector<Param>& parents) const {
     if (parents.empty()) return {};
+    if (detail::in_transaction(db)) return query_children(db, parents);  // see QueryCache::all
     const std::vector<std::string> keys = current_keys(parents);
     std::unordered_map<std::string, std::size_t> parent_of_key;
     for (std::size_t i = 0; i < keys.size(); ++i) parent_of_key.emplace(keys[i], i);

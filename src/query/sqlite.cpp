@@ -66,6 +66,8 @@ SqliteDatabase::~SqliteDatabase() = default;
 
 sqlite3* SqliteDatabase::handle() const { return impl_->db; }
 
+bool SqliteDatabase::in_transaction() const { return sqlite3_get_autocommit(impl_->db) == 0; }
+
 void SqliteDatabase::exec_script(const std::string& sql) {
   char* err = nullptr;
   if (sqlite3_exec(impl_->db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {

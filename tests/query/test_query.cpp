@@ -466,3 +466,36 @@ TEST_CASE("query sqlite: the tables a statement reads and writes, from SQLite's 
   // The connection's statements still run (the authorizer is gone).
   CHECK(cache.one(db, "user", kUserSql, {1}, map_user)->name == "ed");
 }
+
+TEST_CASE("query: inside a transaction queries bypass the cache; a rollback leaves it right") {
+  dogpile::test::TempDir dir;
+  auto sqlite = qtest::make_db(dir.path() / "app.db");
+  QueryCache cache(qtest::memory_region());
+  cache.depends_on("user", {"users"});
+  RelationshipCache<Post> posts(
+      cache, Relationship<Post>{.ns = "tx_posts",
+                                .sql = kPostsSql,
+                                .map = map_post,
+                                .parent_of = [](const Post& p) { return Param(p.user_id); }});
+  CHECK(cache.one(sqlite, "user", kUserSql, {1}, map_user)->name == "ed");
+  CHECK(posts.load(sqlite, 1).size() == 2);
+
+  sqlite.exec_script("BEGIN");
+  CHECK(sqlite.in_transaction());
+  sqlite.execute("UPDATE users SET name = 'uncommitted' WHERE id = 1");
+  sqlite.execute("DELETE FROM posts WHERE user_id = 1");
+  // The transaction sees its own writes, not the cached rows ...
+  CHECK(cache.one(sqlite, "user", kUserSql, {1}, map_user)->name == "uncommitted");
+  CHECK(posts.load(sqlite, 1).empty());
+  CHECK(cache.one(sqlite, "user", kUserSql, {3}, map_user)->name == "mary");
+  sqlite.exec_script("ROLLBACK");
+  CHECK_FALSE(sqlite.in_transaction());
+  // ... and stored nothing: after the rollback the cache still has the committed rows, and the
+  // query made inside the transaction was not cached (it runs now).
+  CountingDb db{&sqlite};
+  CHECK(cache.one(db, "user", kUserSql, {1}, map_user)->name == "ed");
+  CHECK(posts.load(db, 1).size() == 2);
+  CHECK(db.count == 0);
+  CHECK(cache.one(db, "user", kUserSql, {3}, map_user)->name == "mary");
+  CHECK(db.count == 1);
+}

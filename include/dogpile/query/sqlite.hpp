@@ -61,6 +61,9 @@ class SqliteDatabase {
   /// included (cascades with `PRAGMA foreign_keys=ON`): what to pass to
   /// `QueryCache::tables_changed` after it commits. As `tables_read`.
   [[nodiscard]] std::vector<std::string> tables_written(std::string_view sql);
+  /// True inside an explicit transaction (`BEGIN` ... `COMMIT`/`ROLLBACK`; SQLite's
+  /// autocommit is off): cached queries on this connection then bypass the cache.
+  [[nodiscard]] bool in_transaction() const;
   /// The connection.
   [[nodiscard]] sqlite3* handle() const;
 
