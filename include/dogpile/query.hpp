@@ -569,6 +569,7 @@ class QueryCache {
 
   /// Invalidates every cached query of `ns` without touching them: a new generation makes
   /// their keys unreachable (the old entries expire or are evicted by the backend).
+  /// @throws ValidationError for a bad namespace; BackendError as `tables_changed`.
   void invalidate_namespace(std::string_view ns) const {
     detail::check_namespace(ns);
     region_.set<std::string>(gen_key(ns), detail::new_generation());
@@ -576,6 +577,9 @@ class QueryCache {
 
   /// The hook for a write path, called after its transaction commits: invalidates every
   /// namespace declared (`depends_on`) as reading one of `tables`. Returns those namespaces.
+  /// @throws BackendError when the region cannot store the new generations (the namespaces
+  ///         are then not invalidated: retry). Under `on_backend_error = treat_as_miss` the
+  ///         region swallows that failure, and the region's expiration bounds the staleness.
   std::vector<std::string> tables_changed(const std::vector<std::string>& tables) const {
     std::set<std::string> nss;
     for (const auto& t : tables) {
