@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 ensure_packages build-essential cmake g++ pkg-config python3 \
   libsqlite3-dev nlohmann-json3-dev zlib1g-dev libssl-dev catch2 libbenchmark-dev \
-  libhiredis-dev libmemcached-dev libgdbm-dev \
+  libhiredis-dev libmemcached-dev libgdbm-dev libpqxx-dev postgresql \
   python3-diskcache redis-server memcached doxygen \
   redis-sentinel redis-tools python3-redis python3-dogpile.cache python3-pylibmc python3-gdbm \
   sasl2-bin stunnel4

@@ -17,6 +17,11 @@
 #include <dogpile/backends/redis.hpp>
 #endif
 
+#ifdef DOGPILE_CONSUMER_QUERY
+#include <dogpile/query.hpp>
+#include <dogpile/query/sqlite.hpp>
+#endif
+
 #ifdef DOGPILE_CONSUMER_MEMCACHED_DBM
 #include <dogpile/backends/dbm.hpp>
 #include <dogpile/backends/memcached.hpp>
@@ -329,6 +334,22 @@ int main() {
     check(rejected, 53, "a bad lock_prefix is a ValidationError");
   }
   std::cout << "redis ";
+#endif
+#ifdef DOGPILE_CONSUMER_QUERY
+  // §6b a cached query on an in-memory SQLite database: the second call is a hit.
+  {
+    auto db = dogpile::query::SqliteDatabase::open(":memory:");
+    db.exec_script("CREATE TABLE t(id INTEGER, name TEXT); INSERT INTO t VALUES (1, 'ed');");
+    dogpile::CacheRegion qr = dogpile::make_region({.name = "query"});
+    qr.configure("memory_serialized");
+    dogpile::query::QueryCache cache(qr);
+    auto name = [](const dogpile::query::Row& r) { return r.get<std::string>(0); };
+    const auto first = cache.one(db, "t", "SELECT name FROM t WHERE id = ?", {1}, name);
+    db.execute("UPDATE t SET name = 'edward'");
+    const auto second = cache.one(db, "t", "SELECT name FROM t WHERE id = ?", {1}, name);
+    check(first == "ed" && second == "ed", 60, "query component: a cached query");
+    std::cout << "query ";
+  }
 #endif
   if (failed != 0) return failed;
   std::cout << "consumer ok\n";

@@ -1,0 +1,123 @@
+// dogpile::query: a cached query hit against (1) the floor "plain region.get of the same rows"
+// (the rows already in the region under a fixed key: what a hand-written cache-aside costs) and
+// (2) the uncached SQLite query of the same rows through the same driver and mapper (the
+// speed-up). Backends: `memory` (live objects) and `memory_serialized` (codec bytes, as Redis
+// or memcached would store them). Rows: 1 user (`one`) and 20 users (`all`).
+#include <dogpile/dogpile.hpp>
+#include <dogpile/query.hpp>
+#include <dogpile/query/sqlite.hpp>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "support/ratio_reporter.hpp"
+
+namespace dq = dogpile::query;
+
+namespace {
+
+struct User {
+  std::int64_t id = 0;
+  std::string name;
+  NLOHMANN_DEFINE_TYPE_INTRUSIVE(User, id, name)
+};
+User to_user(const dq::Row& r) { return {r.get<std::int64_t>(0), r.get<std::string>(1)}; }
+
+const char* const kOne = "SELECT id, name FROM users WHERE id = ?";
+const char* const kMany = "SELECT id, name FROM users WHERE id BETWEEN ? AND ? ORDER BY id";
+
+dq::SqliteDatabase& db() {
+  static dq::SqliteDatabase* d = [] {
+    const auto path = std::filesystem::temp_directory_path() / "dogpile-query-bench.db";
+    std::filesystem::remove(path);
+    auto* out = new dq::SqliteDatabase(dq::SqliteDatabase::open(path.string()));
+    out->exec_script("CREATE TABLE users(id INTEGER PRIMARY KEY, name TEXT)");
+    for (int i = 1; i <= 1000; ++i) {
+      const std::vector<dq::Value> p = {std::int64_t{i}, "user number " + std::to_string(i)};
+      out->execute("INSERT INTO users VALUES (?, ?)", p);
+    }
+    return out;
+  }();
+  return *d;
+}
+
+dogpile::CacheRegion& region(bool serialized) {
+  static auto objects = [] {
+    auto r = dogpile::make_region();
+    r.configure("memory", {.expiration_time = std::chrono::minutes(10)});
+    return r;
+  }();
+  static auto bytes = [] {
+    auto r = dogpile::make_region();
+    r.configure("memory_serialized", {.expiration_time = std::chrono::minutes(10)});
+    return r;
+  }();
+  return serialized ? bytes : objects;
+}
+
+std::vector<User> uncached(bool many) {
+  std::vector<User> rows;
+  const std::vector<dq::Value> p1 = {std::int64_t{7}};
+  const std::vector<dq::Value> p2 = {std::int64_t{100}, std::int64_t{119}};
+  db().execute(many ? kMany : kOne, many ? std::span<const dq::Value>(p2) : p1,
+               [&](const dq::Row& r) { rows.push_back(to_user(r)); });
+  return rows;
+}
+
+// Floor: region.get of the rows under a fixed key (stored once).
+void floor_region_get(benchmark::State& state) {
+  const bool serialized = state.range(0) != 0;
+  const bool many = state.range(1) != 0;
+  auto& r = region(serialized);
+  const std::string key = many ? "plain:users:100-119" : "plain:user:7";
+  r.set(key, uncached(many));
+  for (auto _ : state) {
+    auto rows = r.get<std::vector<User>>(key);
+    benchmark::DoNotOptimize(rows);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void cached_query(benchmark::State& state) {
+  const bool serialized = state.range(0) != 0;
+  const bool many = state.range(1) != 0;
+  dq::QueryCache cache(region(serialized));
+  for (auto _ : state) {
+    if (many) {
+      auto rows = cache.all(db(), "bench", kMany, {100, 119}, to_user);
+      benchmark::DoNotOptimize(rows);
+    } else {
+      auto row = cache.one(db(), "bench", kOne, {7}, to_user);
+      benchmark::DoNotOptimize(row);
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+void uncached_sqlite(benchmark::State& state) {
+  const bool many = state.range(1) != 0;
+  for (auto _ : state) {
+    auto rows = uncached(many);
+    benchmark::DoNotOptimize(rows);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+
+// Args: {serialized backend, 20 rows}.
+void args(benchmark::internal::Benchmark* b) {
+  for (int s : {0, 1}) {
+    for (int m : {0, 1}) b->Args({s, m});
+  }
+}
+
+}  // namespace
+
+BENCHMARK(floor_region_get)->Name("hit/floor_region_get")->Apply(args)->UseRealTime();
+BENCHMARK(cached_query)->Name("hit/query_cache")->Apply(args)->UseRealTime();
+// The speed-up family: here the uncached query is the floor, so "x floor" < 1 is the speed-up.
+BENCHMARK(uncached_sqlite)->Name("vs_sqlite/floor_uncached_sqlite")->Apply(args)->UseRealTime();
+BENCHMARK(cached_query)->Name("vs_sqlite/query_cache")->Apply(args)->UseRealTime();
+
+int main(int argc, char** argv) { return dogpile::bench::run_with_ratios(argc, argv); }
