@@ -535,6 +535,32 @@ TEST_CASE("memcached: Python dogpile.cache (pylibmc) and dogpile-cpp read each o
   region.erase(k4);
 }
 
+// StringCodec::json: std::string values shared with a Python JSON serializer, both ways. Under
+// the raw default Python's json.loads fails on the C++ string (the script exits non-zero).
+TEST_CASE("memcached: with StringCodec::json, Python dogpile.cache and C++ share std::string",
+          "[memcached][python]") {
+  const auto urls = shared_servers();
+  const nlohmann::json py_args = {{"url", urls}, {"behaviors", {{"ketama", true}}}};
+  auto region = dogpile::make_region(
+      {.name = "interop_str", .codec = {.string_codec = dogpile::StringCodec::json}});
+  region.configure("memcached", {.arguments = {{"url", urls}}});
+  const auto k1 = ::dogpile_conformance::unique_key("str_from_cpp");
+  const auto k2 = ::dogpile_conformance::unique_key("str_from_py");
+  region.set(k1, std::string("caf\xC3\xA9 | \"quoted\""));
+  CHECK(python(py_args, {"get", k1}) == R"("caf\u00e9 | \"quoted\"")");
+  python(py_args, {"set", k2, R"("from python \u2603")"});
+  CHECK(region.get<std::string>(k2) == std::optional<std::string>("from python \xE2\x98\x83"));
+  CHECK(region.get_or_create(k2, [] { return std::string("not used"); }) ==
+        "from python \xE2\x98\x83");
+
+  auto raw = dogpile::make_region({.name = "interop_raw"});  // the default: raw bytes
+  raw.configure("memcached", {.arguments = {{"url", urls}}});
+  const auto k3 = ::dogpile_conformance::unique_key("raw_from_cpp");
+  raw.set(k3, std::string("plain text"));
+  CHECK_THROWS_AS(python(py_args, {"get", k3}), std::runtime_error);  // JSONDecodeError
+  region.erase_multi({k1, k2, k3});
+}
+
 TEST_CASE("memcached: a Python creator holding the lock makes a C++ caller wait for its value",
           "[memcached][python][lock]") {
   const auto urls = shared_servers();

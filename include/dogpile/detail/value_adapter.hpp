@@ -73,7 +73,7 @@ std::optional<Cached<T>> from_bytes(const std::optional<std::string>& b, bool ch
       // A dependent call: the JSON parser is instantiated only where a region reads bytes.
       Unpacked u = unpack_envelope<std::void_t<T>>(*b, codec.max_value_bytes);
       if (check_version && u.meta.v != 2) return std::nullopt;
-      return Cached<T>{Codec<T>::decode(u.payload, codec.format), from_unix_seconds(u.meta.ct),
+      return Cached<T>{decode_payload<T>(u.payload, codec), from_unix_seconds(u.meta.ct),
                        std::chrono::duration<double>(u.meta.delta)};
     } catch (const CantDeserialize&) {
       return std::nullopt;
