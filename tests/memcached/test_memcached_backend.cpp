@@ -24,6 +24,7 @@
 #include "dogpile/region.hpp"
 
 #include "backends/conformance.hpp"
+#include "support/captured_log.hpp"
 #include "support/servers.hpp"
 #include "support/tls_certs.hpp"
 
@@ -144,6 +145,58 @@ TEST_CASE("memcached: names, aliases and arguments validated by name", "[memcach
   CHECK(m->key_rules().max_length == 250);
   CHECK(m->key_rules().mangle_bad_keys);
   CHECK(b->get_mutex("k") == nullptr);  // distributed_lock defaults to false, as dogpile
+}
+
+// Issue 20 §1: a pymemcache/bmemcached/pylibmc configuration loads as is; what has no effect here
+// is listed in one warning through dogpile::set_logger, and a misspelling is still refused.
+TEST_CASE("memcached: Python-only arguments are accepted and reported once; typos refused",
+          "[memcached]") {
+  dogpile::test::CapturedLog log;
+  auto b = memcached({{"serde", nullptr},
+                      {"default_noreply", true},
+                      {"socket_keepalive", nullptr},
+                      {"enable_retry_client", true},
+                      {"retry_attempts", 3},
+                      {"retry_delay", 0.5},
+                      {"hashclient_retry_attempts", 2},
+                      {"hashclient_dead_timeout", 60},
+                      {"tls_context", nullptr},
+                      {"behaviors",
+                       {{"ketama", true},
+                        {"pickle_protocol", 2},
+                        {"_noreply", true},
+                        {"buffer_requests", true},
+                        {"_sort_hosts", false},
+                        {"_socket_send_size", 65536}}}});
+  const auto lines = log.containing("memcached backend: ignored");
+  REQUIRE(lines.size() == 1);
+  for (const char* n :
+       {"serde", "default_noreply", "socket_keepalive", "enable_retry_client", "retry_attempts",
+        "retry_delay", "hashclient_retry_attempts", "hashclient_dead_timeout", "tls_context",
+        "behaviors.pickle_protocol", "behaviors._noreply", "behaviors.buffer_requests"}) {
+    CAPTURE(n);
+    CHECK(lines[0].find(n) != std::string::npos);
+  }
+  CHECK(lines[0].find("_sort_hosts") == std::string::npos);  // applied: a libmemcached behavior
+  CHECK(lines[0].find("ketama") == std::string::npos);
+  // _noreply / buffer_requests ignored: a write is acknowledged and read back at once.
+  const auto k = ::dogpile_conformance::unique_key("noreply");
+  b->set(k, "v");
+  CHECK(b->get(k) == std::string("v"));
+  b->erase(k);
+  CHECK(memcached({{"socket_timeout", 1}}) != nullptr);
+  CHECK(log.containing("memcached backend: ignored").size() == 1);  // nothing to report
+
+  auto bad = [](nlohmann::json a) { return memcached(std::move(a)); };
+  CHECK_THROWS_WITH(bad({{"retry_attempt", 3}}),
+                    Catch::Contains("argument 'retry_attempt' is unknown; did you mean "
+                                    "'retry_attempts'?") &&
+                        Catch::Contains("accepted and ignored: serde, "));
+  CHECK_THROWS_WITH(bad({{"behaviors", {{"pickle_protocl", 2}}}}),
+                    Catch::Contains("'behaviors.pickle_protocl' is unknown; did you mean "
+                                    "'pickle_protocol'?"));
+  CHECK_THROWS_WITH(bad({{"tls_context", "ssl.create_default_context()"}}),
+                    Catch::Contains("argument 'tls_context' asks for TLS"));
 }
 
 TEST_CASE("memcached: hostile keys are mangled, never sent raw; or refused", "[memcached][keys]") {
