@@ -337,11 +337,42 @@ class AnyCache {
       dogpile::FanoutCacheOptions o;
       o.timeout = std::chrono::seconds(5);
       o.read_only = read_only;
+      // Counted before the open, which creates missing shards of the recorded count.
+      const bool recorded = fs::exists(dir / "dogpile-fanout.json", ec);
+      const std::size_t directories = shard_directories(dir);
       fan_.emplace(dir, o);
+      if (recorded && directories != fan_->shard_count()) {
+        warn_shard_mismatch(dir, fan_->shard_count(), directories);
+      }
     } else {
       throw NotACache{"'" + dir.string() +
                       "' is not a disk cache directory (no cache.db, no 000/cache.db)"};
     }
+  }
+
+  // The shard directories 000, 001, … that hold a cache.db (as FanoutCache counts them).
+  static std::size_t shard_directories(const fs::path& dir) {
+    std::size_t n = 0;
+    std::error_code ec;
+    char name[8];
+    for (;; ++n) {
+      std::snprintf(name, sizeof name, "%03zu", n);
+      if (!fs::is_regular_file(dir / name / "cache.db", ec)) return n;
+    }
+  }
+
+  // Python's diskcache.FanoutCache does not read dogpile-fanout.json: opened without
+  // `shards=` it adds shards up to its default 8 and routes keys by that count, so each side
+  // misses the other's keys. Said on every command (stderr), with the fix.
+  static void warn_shard_mismatch(const fs::path& dir, std::size_t recorded,
+                                  std::size_t directories) {
+    std::fprintf(stderr,
+                 "dogpile-disk: warning: %s records %zu shards (dogpile-fanout.json) but has %zu "
+                 "shard directories: it was opened with another shard count (Python's "
+                 "diskcache.FanoutCache defaults to 8 and ignores the recorded count), so keys "
+                 "written with that count are routed to shards this tool does not read; open it "
+                 "from Python with FanoutCache(directory, shards=%zu)\n",
+                 dir.c_str(), recorded, directories, recorded);
   }
 
   [[nodiscard]] bool fanout() const { return fan_.has_value(); }

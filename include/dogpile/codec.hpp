@@ -4,6 +4,8 @@
 ///
 /// * `Codec<T>` turns a `T` into payload bytes. Strings and byte vectors pass through; any type
 ///   nlohmann_json can convert goes through JSON (default), MessagePack or CBOR.
+///   `CodecOptions::string_codec = StringCodec::json` stores `std::string` as a JSON string
+///   instead, for fleets shared with Python JSON serializers (`encode_payload`).
 ///   Specialize `dogpile::Codec<T>` for a type of your own.
 /// * The envelope adds the creation time. By default it is byte-compatible with dogpile.cache:
 ///   `{"ct": 1700000000.123, "v": 2}|payload`. `EnvelopeFormat::compact` is a 20-byte binary
@@ -49,9 +51,24 @@ enum class EnvelopeFormat : std::uint8_t {
   compact,  ///< binary: magic, version, flags, fixed64 microseconds, payload
 };
 
+/// How a region stores a `std::string` value on a byte backend (`CodecOptions::string_codec`).
+/// The choice is a trade-off between C++ and Python: see docs/envelope.md, "Strings".
+enum class StringCodec : std::uint8_t {
+  /// The string's bytes are the payload (default): any bytes (binary data too), no quoting, no
+  /// copy through a JSON writer. A Python dogpile.cache JSON deserializer cannot read it.
+  raw,
+  /// A string of the region's `Format`: a JSON string (`"text"`, what Python's `json.dumps`
+  /// writes for a `str`), or a MessagePack/CBOR string. For fleets shared with a Python JSON
+  /// serializer. The string must be valid UTF-8 (else `ValidationError` on write); a read of
+  /// stored bytes that are not such a string is `TypeMismatch` (another type) or a miss (not
+  /// JSON at all, e.g. a raw string written before the switch).
+  json,
+};
+
 /// How a region serializes values for a byte backend. Plain aggregate.
 struct CodecOptions {
   Format format = Format::json;                       ///< payload encoding
+  StringCodec string_codec = StringCodec::raw;        ///< how `std::string` values are stored
   EnvelopeFormat envelope = EnvelopeFormat::dogpile;  ///< metadata layout
   std::size_t compress_threshold = 0;  ///< zlib-compress payloads at least this long; 0 = never
   int compress_level = 6;              ///< zlib level 1..9
@@ -566,13 +583,47 @@ Unpacked unpack_envelope(std::string_view bytes,
   return u;
 }
 
-/// Encodes `value` with `Codec<T>` and wraps it in an envelope.
+/// `value` as payload bytes under `opts`: `Codec<T>` with `opts.format`, except that a
+/// `std::string` is stored as `opts.string_codec` says.
+/// @throws ValidationError when the value cannot be written (e.g. a string that is not UTF-8
+/// under `StringCodec::json`).
+template <class T>
+std::string encode_payload(const T& value, const CodecOptions& opts) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (opts.string_codec == StringCodec::json) {
+      return Codec<nlohmann::json>::encode(nlohmann::json(value), opts.format);
+    }
+  }
+  return Codec<T>::encode(value, opts.format);
+}
+
+/// Payload bytes as a `T` under `opts` (the inverse of `encode_payload`).
+/// @throws CantDeserialize on bytes that are not valid in `opts.format`; TypeMismatch when they
+/// hold something that is not a `T` (under `StringCodec::json`, a `std::string` read of a
+/// stored number or object).
+template <class T>
+T decode_payload(std::string_view bytes, const CodecOptions& opts) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (opts.string_codec == StringCodec::json) {
+      nlohmann::json j = Codec<nlohmann::json>::decode(bytes, opts.format);
+      if (!j.is_string()) {
+        detail::throw_error<TypeMismatch>(
+            "the stored " + std::string(j.type_name()) +
+            " is not a string (the region stores strings with StringCodec::json)");
+      }
+      return std::move(j.get_ref<std::string&>());
+    }
+  }
+  return Codec<T>::decode(bytes, opts.format);
+}
+
+/// Encodes `value` with `encode_payload` (`Codec<T>`) and wraps it in an envelope.
 template <class T>
 std::string encode_value(const T& value, const Metadata& meta, const CodecOptions& opts) {
   static_assert(HasCodec<T>,
                 "dogpile::encode_value: T has no dogpile::Codec<T>; define to_json/from_json "
                 "for it (nlohmann_json) or specialize dogpile::Codec<T>");
-  return pack_envelope(meta, Codec<T>::encode(value, opts.format), opts);
+  return pack_envelope(meta, encode_payload(value, opts), opts);
 }
 
 }  // namespace dogpile

@@ -166,9 +166,9 @@ void acquire_blocking(CacheMutex& m, const LockOptions& o, Emit&& emit) {
 /// lease) passes through. Thread-safety: as `CacheMutex`.
 class FallbackMutex final : public CacheMutex {
  public:
-  /// `report` receives each BackendError the distributed lock threw.
-  FallbackMutex(std::shared_ptr<CacheMutex> distributed,
-                std::function<void(const std::exception&)> report)
+  /// `report` receives each BackendError the distributed lock threw (the exception in flight,
+  /// so it may add the caller's context before it is passed on).
+  FallbackMutex(std::shared_ptr<CacheMutex> distributed, std::function<void(BackendError&)> report)
       : distributed_(std::move(distributed)), report_(std::move(report)) {}
 
  protected:
@@ -186,7 +186,7 @@ class FallbackMutex final : public CacheMutex {
       } else {
         ok = distributed_->acquire(true);
       }
-    } catch (const BackendError& e) {
+    } catch (BackendError& e) {
       if (report_) report_(e);
       distributed_held_ = false;
       return true;  // degraded: in-process exclusion only
@@ -218,7 +218,7 @@ class FallbackMutex final : public CacheMutex {
     if (!std::exchange(distributed_held_, false)) return;
     try {
       distributed_->release();
-    } catch (const BackendError& e) {
+    } catch (BackendError& e) {
       if (report_) report_(e);  // the lock expires after its lease
     }
   }
@@ -233,7 +233,7 @@ class FallbackMutex final : public CacheMutex {
 
  private:
   std::shared_ptr<CacheMutex> distributed_;
-  std::function<void(const std::exception&)> report_;
+  std::function<void(BackendError&)> report_;
   ThreadMutex local_;
   bool distributed_held_ = false;  // guarded by holding local_
 };

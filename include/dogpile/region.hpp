@@ -509,13 +509,15 @@ class CacheRegion {
     std::weak_ptr<CacheBackend> weak = backend;
     // Under treat_as_miss a distributed lock that fails degrades to in-process exclusion
     // (detail::FallbackMutex) instead of failing the caller.
-    std::function<void(const std::exception&)> report;
+    // A lock failure names the region, "lock" and the key, as every other backend error does.
+    std::function<void(BackendError&, std::string_view)> report;
     if (state_->opts.on_backend_error.kind == BackendErrorPolicy::Kind::treat_as_miss) {
       std::weak_ptr<detail::RegionState> ws = state_;
-      report = [ws](const std::exception& e) {
+      report = [ws](BackendError& e, std::string_view key) {
         if (auto st = ws.lock()) {
           CacheRegion r(st);
-          r.count(RegionEvent::Kind::backend_error, {}, {}, &e, std::current_exception());
+          r.add_context(e, {"lock", key});
+          r.count(RegionEvent::Kind::backend_error, key, {}, &e, std::current_exception());
           if (const auto& cb = st->opts.on_backend_error.callback) cb(e);
         }
       };
@@ -526,13 +528,13 @@ class CacheRegion {
             std::shared_ptr<CacheMutex> m;
             try {
               m = b->get_mutex(key);
-            } catch (const BackendError& e) {
+            } catch (BackendError& e) {
               if (!report) throw;
-              report(e);
+              report(e, key);
             }
             if (m && report) {
-              return std::make_shared<detail::HandoffMutex>(
-                  std::make_shared<detail::FallbackMutex>(std::move(m), report));
+              return std::make_shared<detail::HandoffMutex>(std::make_shared<detail::FallbackMutex>(
+                  std::move(m), [report, k = std::string(key)](BackendError& e) { report(e, k); }));
             }
             if (m) return m;
           }
@@ -881,6 +883,16 @@ std::vector<T> CacheRegion::get_or_create_multi(
   const LockOptions& lo = state_->lock_options;
   std::vector<MutexHandle> held;
   std::vector<std::size_t> to_create;
+  // A lock failure (a distributed lock's server, a lock_timeout wait) names the key whose lock
+  // failed, as get_or_create's does; a read's error keeps the context it already has.
+  const auto on_lock = [this](const std::string& key, auto&& f) -> decltype(f()) {
+    try {
+      return f();
+    } catch (BackendError& e) {
+      add_context(e, {"lock", key});
+      throw;
+    }
+  };
   for (std::size_t i = 0; i < sorted.size(); ++i) {
     auto& v = snapshot[i];
     const auto emit = [&](LockEvent e, std::chrono::nanoseconds d) {
@@ -892,8 +904,9 @@ std::vector<T> CacheRegion::get_or_create_multi(
         count(RegionEvent::Kind::hit, sorted[i]);
         continue;
       }
-      auto m = c.locks->get(mkeys[i]);  // early refresh: nobody waits for a good value
-      if (!m->acquire(false)) {
+      // early refresh: nobody waits for a good value
+      auto m = on_lock(sorted[i], [&] { return c.locks->get(mkeys[i]); });
+      if (!on_lock(sorted[i], [&] { return m->acquire(false); })) {
         count(RegionEvent::Kind::hit, sorted[i]);
         continue;
       }
@@ -901,14 +914,14 @@ std::vector<T> CacheRegion::get_or_create_multi(
       to_create.push_back(i);
       continue;
     }
-    auto m = c.locks->get(mkeys[i]);
+    auto m = on_lock(sorted[i], [&] { return c.locks->get(mkeys[i]); });
     if (v && detail::may_serve_stale(lo.stale_policy, exp, v->created, t)) {
-      if (!m->acquire(false)) {
+      if (!on_lock(sorted[i], [&] { return m->acquire(false); })) {
         count(RegionEvent::Kind::stale_served, sorted[i]);
         continue;
       }
     } else {
-      detail::acquire_blocking(*m, lo, emit);
+      on_lock(sorted[i], [&] { detail::acquire_blocking(*m, lo, emit); });
       // Re-read after waiting: another caller may have just created it (dogpile does not,
       // and creates it a second time).
       auto again = read_for_create<T>(c, mkeys[i], exp);

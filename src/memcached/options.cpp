@@ -8,8 +8,13 @@
 #include <iterator>
 #include <map>
 #include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
 
 #include "dogpile/detail/backend_arguments.hpp"
+#include "dogpile/detail/did_you_mean.hpp"
+#include "dogpile/log.hpp"
 #include "pool.hpp"
 
 namespace dogpile::memcached_detail {
@@ -55,7 +60,64 @@ constexpr BehaviorName kBehaviors[] = {
     {"sort_hosts", MEMCACHED_BEHAVIOR_SORT_HOSTS},
     {"io_msg_watermark", MEMCACHED_BEHAVIOR_IO_MSG_WATERMARK},
     {"io_bytes_watermark", MEMCACHED_BEHAVIOR_IO_BYTES_WATERMARK},
+    // pylibmc's spellings of the same libmemcached behaviors (pylibmc.all_behaviors).
+    {"_hash_with_prefix_key", MEMCACHED_BEHAVIOR_HASH_WITH_PREFIX_KEY},
+    {"_sort_hosts", MEMCACHED_BEHAVIOR_SORT_HOSTS},
+    {"_io_msg_watermark", MEMCACHED_BEHAVIOR_IO_MSG_WATERMARK},
+    {"_io_bytes_watermark", MEMCACHED_BEHAVIOR_IO_BYTES_WATERMARK},
+    {"_io_key_prefetch", MEMCACHED_BEHAVIOR_IO_KEY_PREFETCH},
+    {"_socket_send_size", MEMCACHED_BEHAVIOR_SOCKET_SEND_SIZE},
+    {"_socket_recv_size", MEMCACHED_BEHAVIOR_SOCKET_RECV_SIZE},
 };
+
+// pylibmc behaviors accepted and ignored (docs/backends.md says why): `pickle_protocol` is
+// Python's serializer (the region's codec does that here); `buffer_requests` and `_noreply`
+// would send writes without waiting for the server's answer, losing errors and breaking the
+// lock's add/CAS, so every request keeps waiting for its reply.
+constexpr std::string_view kIgnoredBehaviors[] = {"pickle_protocol", "buffer_requests", "_noreply"};
+
+// The top-level arguments, dogpile's and pylibmc's names.
+constexpr std::string_view kArguments[] = {"url",
+                                           "distributed_lock",
+                                           "lock_timeout",
+                                           "lock_sleep",
+                                           "memcached_expire_time",
+                                           "min_compress_len",
+                                           "behaviors",
+                                           "binary",
+                                           "socket_timeout",
+                                           "dead_retry",
+                                           "remove_failed",
+                                           "username",
+                                           "password",
+                                           "pool_size",
+                                           "mangle_bad_keys",
+                                           "max_value_size",
+                                           "max_value_bytes"};
+
+// Names a dogpile.cache configuration for the pymemcache or bmemcached backends carries that
+// have no effect here: accepted and ignored (docs/backends.md says why, per name), reported in
+// one log line. `serde` is Python's serializer; the retry and hashclient settings are
+// pymemcache's client-side retries (here: dead_retry, remove_failed and the behaviors);
+// `default_noreply` is ignored as `_noreply` is; `socket_keepalive` is pymemcache's
+// KeepaliveOpts (here: behaviors.tcp_keepalive). `tls_context` is accepted only as null (a
+// configuration that asks for TLS is refused: libmemcached has no TLS).
+constexpr std::string_view kIgnoredArguments[] = {"serde",
+                                                  "default_noreply",
+                                                  "socket_keepalive",
+                                                  "enable_retry_client",
+                                                  "retry_attempts",
+                                                  "retry_delay",
+                                                  "retry_for",
+                                                  "do_not_retry_for",
+                                                  "hashclient_retry_attempts",
+                                                  "hashclient_retry_timeout",
+                                                  "hashclient_dead_timeout",
+                                                  "tls_context"};
+
+bool listed(std::span<const std::string_view> names, std::string_view name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
 
 // Behaviors whose value is a name (pylibmc's strings).
 std::optional<std::uint64_t> named_behavior_value(const std::string& behavior,
@@ -128,16 +190,17 @@ void set_user_behaviors(memcached_st* master, const nlohmann::json& behaviors) {
                    *value, name);
       continue;
     }
+    if (listed(kIgnoredBehaviors, item.key())) continue;  // reported by parse_arguments
     const auto* found = std::find_if(std::begin(kBehaviors), std::end(kBehaviors),
                                      [&](const BehaviorName& b) { return item.key() == b.name; });
     if (found == std::end(kBehaviors)) {
-      bad_argument(name,
-                   "is unknown (known: tcp_nodelay, ketama, ketama_weighted, ketama_hash, hash, "
-                   "distribution, no_block, binary_protocol, cas, connect_timeout, send_timeout, "
-                   "receive_timeout, poll_timeout, retry_timeout, dead_timeout, failure_limit, "
-                   "remove_failed, auto_eject, tcp_keepalive, tcp_keepidle, verify_keys, "
-                   "hash_with_prefix_key, num_replicas, sort_hosts, io_msg_watermark, "
-                   "io_bytes_watermark)");
+      std::vector<std::string_view> known = {"ketama_hash", "hash", "distribution"};
+      for (const auto& b : kBehaviors) known.emplace_back(b.name);
+      std::vector<std::string_view> all = known;
+      all.insert(all.end(), std::begin(kIgnoredBehaviors), std::end(kIgnoredBehaviors));
+      bad_argument(name, "is unknown" + detail::did_you_mean(item.key(), all) +
+                             " (known: " + detail::join_names(known) + "; accepted and ignored: " +
+                             detail::join_names(kIgnoredBehaviors) + ")");
     }
     std::uint64_t value = 0;
     if (v.is_boolean()) {
@@ -163,6 +226,7 @@ MemcachedOptions parse_arguments(const nlohmann::json& arguments) {
   }
   MemcachedOptions o;
   bool have_url = false;
+  std::vector<std::string> ignored;  // Python-only names, reported in one log line
   for (const auto& item : arguments.items()) {
     const std::string& name = item.key();
     const nlohmann::json& v = item.value();
@@ -211,15 +275,39 @@ MemcachedOptions parse_arguments(const nlohmann::json& arguments) {
       o.mangle_bad_keys = detail::bool_arg(kBackend, name, v);
     } else if (name == "remove_failed") {
       o.remove_failed = detail::bool_arg(kBackend, name, v);
+    } else if (name == "tls_context") {
+      if (!v.is_null()) {
+        bad_argument(name,
+                     "asks for TLS, which the memcached backend does not support "
+                     "(libmemcached has no TLS); remove it, or use a TLS proxy such as "
+                     "stunnel in front of the servers");
+      }
+      ignored.push_back(name);
+    } else if (listed(kIgnoredArguments, name)) {
+      ignored.push_back(name);
     } else {
-      bad_argument(name,
-                   "is unknown (known: url, distributed_lock, lock_timeout, lock_sleep, "
-                   "memcached_expire_time, min_compress_len, behaviors, binary, socket_timeout, "
-                   "dead_retry, remove_failed, username, password, pool_size, mangle_bad_keys, "
-                   "max_value_size, max_value_bytes)");
+      std::vector<std::string_view> all(std::begin(kArguments), std::end(kArguments));
+      all.insert(all.end(), std::begin(kIgnoredArguments), std::end(kIgnoredArguments));
+      bad_argument(name, "is unknown" + detail::did_you_mean(name, all) +
+                             " (known: " + detail::join_names(kArguments) +
+                             "; accepted and ignored: " + detail::join_names(kIgnoredArguments) +
+                             ")");
     }
   }
   if (!have_url) bad_argument("url", "is required (\"host:port\" or a list of them)");
+  if (o.behaviors.is_object()) {
+    for (const auto& item : o.behaviors.items()) {
+      if (listed(kIgnoredBehaviors, item.key())) ignored.push_back("behaviors." + item.key());
+    }
+  }
+  // One line per configuration, so a Python setting that has no effect here is never dropped
+  // without a trace (as the Redis backends do).
+  if (!ignored.empty()) {
+    detail::log(LogLevel::warning, std::string(kBackend) + " backend: ignored " +
+                                       detail::join_names(ignored) +
+                                       " (Python client settings with no effect here; see "
+                                       "docs/backends.md)");
+  }
   // `binary` given alongside `behaviors`: the later one in the object wins, as in a dict merge.
   return o;
 }

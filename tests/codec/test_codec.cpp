@@ -170,6 +170,83 @@ TEST_CASE("strings and bytes pass through unchanged", "[codec]") {
   CHECK(u.payload == "a|b");
 }
 
+// StringCodec::json (docs/envelope.md, "Strings"): a std::string is stored as the JSON string
+// Python's json.dumps writes for a str, so a Python JSON deserializer reads it (and the raw
+// default does not), and a str Python stored reads back as the std::string.
+TEST_CASE("StringCodec::json stores std::string as the JSON string Python reads", "[codec]") {
+  const CodecOptions js{.string_codec = dogpile::StringCodec::json};
+  const std::string text = "caf\xC3\xA9 \"q\" |x\n";
+  auto hex_of = [](const std::string& bytes) {
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string hex;
+    for (const char ch : bytes) {
+      const auto c = static_cast<unsigned char>(ch);
+      hex.push_back(kHex[c >> 4]);
+      hex.push_back(kHex[c & 0x0F]);
+    }
+    return hex;
+  };
+  // Python: dogpile.cache's read (split at the first '|', json.loads the payload).
+  auto python_reads = [&](const std::string& stored) {
+    return run_python(
+        "import json\n"
+        "meta, _, payload = bytes.fromhex(\"" +
+        hex_of(stored) +
+        "\").partition(b\"|\")\n"
+        "try:\n"
+        "    v = json.loads(payload)\n"
+        "    print(type(v).__name__, json.dumps(v))\n"
+        "except ValueError:\n"
+        "    print(\"JSONDecodeError\")\n");
+  };
+  const dogpile::Metadata meta{.ct = 1700000000.5};
+  const std::string stored = dogpile::detail::to_bytes(text, meta, js, "test");
+  CHECK(stored == R"({"ct": 1700000000.5, "v": 2}|"café \"q\" |x\n")");
+  CHECK(python_reads(stored) == "str \"caf\\u00e9 \\\"q\\\" |x\\n\"\n");
+  // The default stays raw: Python's JSON deserializer fails on it.
+  CHECK(python_reads(dogpile::detail::to_bytes(text, meta, CodecOptions{}, "test")) ==
+        "JSONDecodeError\n");
+
+  // What Python's JSON serializer stores for a str reads back as the std::string.
+  const std::string from_python = run_python(
+      "import json, sys\n"
+      "sys.stdout.buffer.write(json.dumps({\"ct\": 1700000000.5, \"v\": 2}).encode(\"ascii\") + "
+      "b\"|\" + json.dumps(\"caf\\u00e9 \\u2603\").encode())\n");
+  const auto got = dogpile::detail::from_bytes<std::string>(from_python, true, js, "k", "test");
+  REQUIRE(got);
+  CHECK(got->value == "caf\xC3\xA9 \xE2\x98\x83");
+  // Under the raw default the same bytes read back quoted and escaped.
+  CHECK(dogpile::detail::from_bytes<std::string>(from_python, true, CodecOptions{}, "k", "test")
+            ->value == R"("caf\u00e9 \u2603")");
+
+  // Every format round-trips; MessagePack/CBOR hold a string of that format.
+  for (Format f : {Format::json, Format::msgpack, Format::cbor}) {
+    const CodecOptions o{.format = f, .string_codec = dogpile::StringCodec::json};
+    const auto back = dogpile::detail::from_bytes<std::string>(
+        dogpile::detail::to_bytes(text, meta, o, "test"), true, o, "k", "test");
+    REQUIRE(back);
+    CHECK(back->value == text);
+  }
+  CHECK(dogpile::encode_payload(std::string("a"), {.format = Format::msgpack,
+                                                   .string_codec = dogpile::StringCodec::json}) ==
+        "\xA1"
+        "a");
+  // Other types and byte vectors are not affected.
+  CHECK(dogpile::encode_payload(7, js) == "7");
+  CHECK(dogpile::encode_payload(std::vector<char>{'"', 'x'}, js) == "\"x");
+
+  // Stored bytes that are not a JSON string: a raw string written before the switch is a miss
+  // (regenerated), another JSON type is TypeMismatch naming the key, and a string that is not
+  // UTF-8 cannot be written.
+  const std::string raw = dogpile::detail::to_bytes(text, meta, CodecOptions{}, "test");
+  CHECK_FALSE(dogpile::detail::from_bytes<std::string>(raw, true, js, "k", "test"));
+  const std::string number = dogpile::detail::to_bytes(42, meta, js, "test");
+  CHECK_THROWS_WITH(dogpile::detail::from_bytes<std::string>(number, true, js, "k", "test"),
+                    Catch::Contains("cache key 'k'") && Catch::Contains("number is not a string"));
+  CHECK_THROWS_AS(dogpile::detail::to_bytes(std::string("\xFF"), meta, js, "test"),
+                  dogpile::ValidationError);
+}
+
 TEST_CASE("compact envelope layout", "[codec]") {
   const CodecOptions opts{.envelope = EnvelopeFormat::compact};
   const std::string bytes =

@@ -5,12 +5,14 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <limits>
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -350,6 +352,85 @@ TEST_CASE("a lease lost before release reaches the stats, listener and callback,
   CHECK(ra.get_or_create("k", [] { return 2; }) == 1);  // stale; the runner created 2
   CHECK(ra.get<int>("k", {.ignore_expiration = true}) == 2);
   CHECK(ra.stats().locks_lost == 2);
+}
+
+// ---- 8b. a distributed lock's failure names the region, "lock" and the key ---------------------
+
+namespace {
+/// A distributed mutex whose server is down: acquire and release throw ConnectionError.
+class DownLockMutex : public dogpile::CacheMutex {
+ protected:
+  bool do_acquire(std::optional<std::chrono::milliseconds> /*timeout*/) override {
+    throw dogpile::ConnectionError("lock server down");
+  }
+  void do_release() override { throw dogpile::ConnectionError("lock server down"); }
+  [[nodiscard]] bool do_locked() const override { return false; }
+};
+/// A proxy whose key "b" has the down lock, and whose get_mutex fails for key "c".
+class DownLockBackend : public dogpile::ProxyBackend {
+ protected:
+  std::shared_ptr<dogpile::CacheMutex> do_get_mutex(std::string_view key) override {
+    if (key == "c") throw dogpile::ConnectionError("lock server unreachable");
+    if (key == "b") return std::make_shared<DownLockMutex>();
+    return nullptr;  // the region's in-process mutex
+  }
+};
+}  // namespace
+
+TEST_CASE("a distributed lock's failure names the region, the operation and the key",
+          "[lock][errors]") {
+  SECTION("treat_as_miss: reported with its context, the creator still runs") {
+    std::vector<std::string> errors;
+    std::vector<std::string> event_keys;
+    auto r =
+        dogpile::make_region({.name = "users",
+                              .on_backend_error = dogpile::treat_as_miss(
+                                  [&](const std::exception& e) { errors.emplace_back(e.what()); }),
+                              .listener = [&](const dogpile::RegionEvent& e) {
+                                if (e.kind != dogpile::RegionEvent::Kind::backend_error) return;
+                                event_keys.emplace_back(e.key);
+                                REQUIRE(e.exception);
+                                try {
+                                  std::rethrow_exception(e.exception);
+                                } catch (const dogpile::ConnectionError& ce) {
+                                  CHECK(ce.region() == "users");
+                                  CHECK(ce.operation() == "lock");
+                                }
+                              }});
+    r.configure("memory", {.wrap = {std::make_shared<DownLockBackend>()}});
+    CHECK(r.get_or_create("b", [] { return 1; }) == 1);
+    CHECK(r.get_or_create("c", [] { return 2; }) == 2);
+    r.erase("b");  // so the multi call takes b's lock too
+    CHECK(r.get_or_create_multi<int>({"a", "b"}, [](std::span<const std::string> ks) {
+      return std::vector<int>(ks.size(), 3);
+    }) == std::vector<int>{3, 3});
+    REQUIRE(errors.size() == 3);
+    CHECK(errors[0] == "region 'users': lock key 'b': lock server down");
+    CHECK(errors[2] == "region 'users': lock key 'b': lock server down");
+    CHECK(std::count(errors.begin(), errors.end(),
+                     "region 'users': lock key 'c': lock server unreachable") == 1);
+    CHECK(std::count(event_keys.begin(), event_keys.end(), "b") == 2);
+    CHECK(std::count(event_keys.begin(), event_keys.end(), "c") == 1);
+  }
+  SECTION("propagate: get_or_create_multi's lock failure names the key whose lock failed") {
+    auto r = dogpile::make_region({.name = "users"});
+    r.configure("memory", {.wrap = {std::make_shared<DownLockBackend>()}});
+    auto create = [](std::span<const std::string> ks) { return std::vector<int>(ks.size(), 7); };
+    std::string what, op, key;
+    try {
+      (void)r.get_or_create_multi<int>({"a", "b"}, create);
+    } catch (const dogpile::ConnectionError& e) {
+      what = e.what();
+      op = e.operation();
+      key = e.key();
+    }
+    CHECK(what == "region 'users': lock key 'b': lock server down");
+    CHECK(op == "lock");
+    CHECK(key == "b");
+    CHECK_THROWS_WITH(r.get_or_create_multi<int>({"c"}, create),
+                      "region 'users': lock key 'c': lock server unreachable");
+    CHECK_FALSE(r.get<int>("a"));  // nothing was created
+  }
 }
 
 // ---- 9. get_or_create_multi follows the same decision table

@@ -24,6 +24,7 @@
 #include "dogpile/region.hpp"
 
 #include "backends/conformance.hpp"
+#include "support/captured_log.hpp"
 #include "support/servers.hpp"
 #include "support/tls_certs.hpp"
 
@@ -144,6 +145,58 @@ TEST_CASE("memcached: names, aliases and arguments validated by name", "[memcach
   CHECK(m->key_rules().max_length == 250);
   CHECK(m->key_rules().mangle_bad_keys);
   CHECK(b->get_mutex("k") == nullptr);  // distributed_lock defaults to false, as dogpile
+}
+
+// Issue 20 §1: a pymemcache/bmemcached/pylibmc configuration loads as is; what has no effect here
+// is listed in one warning through dogpile::set_logger, and a misspelling is still refused.
+TEST_CASE("memcached: Python-only arguments are accepted and reported once; typos refused",
+          "[memcached]") {
+  dogpile::test::CapturedLog log;
+  auto b = memcached({{"serde", nullptr},
+                      {"default_noreply", true},
+                      {"socket_keepalive", nullptr},
+                      {"enable_retry_client", true},
+                      {"retry_attempts", 3},
+                      {"retry_delay", 0.5},
+                      {"hashclient_retry_attempts", 2},
+                      {"hashclient_dead_timeout", 60},
+                      {"tls_context", nullptr},
+                      {"behaviors",
+                       {{"ketama", true},
+                        {"pickle_protocol", 2},
+                        {"_noreply", true},
+                        {"buffer_requests", true},
+                        {"_sort_hosts", false},
+                        {"_socket_send_size", 65536}}}});
+  const auto lines = log.containing("memcached backend: ignored");
+  REQUIRE(lines.size() == 1);
+  for (const char* n :
+       {"serde", "default_noreply", "socket_keepalive", "enable_retry_client", "retry_attempts",
+        "retry_delay", "hashclient_retry_attempts", "hashclient_dead_timeout", "tls_context",
+        "behaviors.pickle_protocol", "behaviors._noreply", "behaviors.buffer_requests"}) {
+    CAPTURE(n);
+    CHECK(lines[0].find(n) != std::string::npos);
+  }
+  CHECK(lines[0].find("_sort_hosts") == std::string::npos);  // applied: a libmemcached behavior
+  CHECK(lines[0].find("ketama") == std::string::npos);
+  // _noreply / buffer_requests ignored: a write is acknowledged and read back at once.
+  const auto k = ::dogpile_conformance::unique_key("noreply");
+  b->set(k, "v");
+  CHECK(b->get(k) == std::string("v"));
+  b->erase(k);
+  CHECK(memcached({{"socket_timeout", 1}}) != nullptr);
+  CHECK(log.containing("memcached backend: ignored").size() == 1);  // nothing to report
+
+  auto bad = [](nlohmann::json a) { return memcached(std::move(a)); };
+  CHECK_THROWS_WITH(bad({{"retry_attempt", 3}}),
+                    Catch::Contains("argument 'retry_attempt' is unknown; did you mean "
+                                    "'retry_attempts'?") &&
+                        Catch::Contains("accepted and ignored: serde, "));
+  CHECK_THROWS_WITH(bad({{"behaviors", {{"pickle_protocl", 2}}}}),
+                    Catch::Contains("'behaviors.pickle_protocl' is unknown; did you mean "
+                                    "'pickle_protocol'?"));
+  CHECK_THROWS_WITH(bad({{"tls_context", "ssl.create_default_context()"}}),
+                    Catch::Contains("argument 'tls_context' asks for TLS"));
 }
 
 TEST_CASE("memcached: hostile keys are mangled, never sent raw; or refused", "[memcached][keys]") {
@@ -533,6 +586,32 @@ TEST_CASE("memcached: Python dogpile.cache (pylibmc) and dogpile-cpp read each o
   REQUIRE(zgot);
   CHECK(zgot->at("long") == std::string(5000, 'p'));
   region.erase(k4);
+}
+
+// StringCodec::json: std::string values shared with a Python JSON serializer, both ways. Under
+// the raw default Python's json.loads fails on the C++ string (the script exits non-zero).
+TEST_CASE("memcached: with StringCodec::json, Python dogpile.cache and C++ share std::string",
+          "[memcached][python]") {
+  const auto urls = shared_servers();
+  const nlohmann::json py_args = {{"url", urls}, {"behaviors", {{"ketama", true}}}};
+  auto region = dogpile::make_region(
+      {.name = "interop_str", .codec = {.string_codec = dogpile::StringCodec::json}});
+  region.configure("memcached", {.arguments = {{"url", urls}}});
+  const auto k1 = ::dogpile_conformance::unique_key("str_from_cpp");
+  const auto k2 = ::dogpile_conformance::unique_key("str_from_py");
+  region.set(k1, std::string("caf\xC3\xA9 | \"quoted\""));
+  CHECK(python(py_args, {"get", k1}) == R"("caf\u00e9 | \"quoted\"")");
+  python(py_args, {"set", k2, R"("from python \u2603")"});
+  CHECK(region.get<std::string>(k2) == std::optional<std::string>("from python \xE2\x98\x83"));
+  CHECK(region.get_or_create(k2, [] { return std::string("not used"); }) ==
+        "from python \xE2\x98\x83");
+
+  auto raw = dogpile::make_region({.name = "interop_raw"});  // the default: raw bytes
+  raw.configure("memcached", {.arguments = {{"url", urls}}});
+  const auto k3 = ::dogpile_conformance::unique_key("raw_from_cpp");
+  raw.set(k3, std::string("plain text"));
+  CHECK_THROWS_AS(python(py_args, {"get", k3}), std::runtime_error);  // JSONDecodeError
+  region.erase_multi({k1, k2, k3});
 }
 
 TEST_CASE("memcached: a Python creator holding the lock makes a C++ caller wait for its value",

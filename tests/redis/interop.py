@@ -3,6 +3,7 @@ the C++ tests, with a JSON serializer: the region configuration a mixed fleet us
 
 usage: interop.py PORT MODE KEY [ARG]
   read KEY          print json.dumps(region.get(KEY)) ("null" for a miss)
+  read_or_error KEY as read, but print the exception's type name if the value cannot be read
   write KEY JSON    region.set(KEY, json.loads(JSON))
   hold KEY SECONDS  get_or_create(KEY) whose creator prints "creating", sleeps SECONDS and
                     returns "from python"; prints the value it got
@@ -36,6 +37,12 @@ region = make_region(
 if mode == "read":
     v = region.get(key)
     print(json.dumps(None if v is NO_VALUE else v))
+elif mode == "read_or_error":
+    try:
+        v = region.get(key)
+        print(json.dumps(None if v is NO_VALUE else v))
+    except ValueError as e:  # json.JSONDecodeError
+        print(type(e).__name__)
 elif mode == "write":
     region.set(key, json.loads(sys.argv[4]))
 elif mode == "hold":

@@ -406,6 +406,23 @@ TEST_CASE("redis interop: Python dogpile.cache reads what C++ writes and the oth
   CHECK((*got)["tags"][1] == "b");
 }
 
+// StringCodec::json (docs/envelope.md, "Strings"): a std::string reaches Python's JSON
+// deserializer as a str, and a str Python stored reads back as the std::string, unquoted.
+TEST_CASE("redis interop: with StringCodec::json Python and C++ share std::string values",
+          "[redis][python]") {
+  const auto port = std::to_string(server().port());
+  const auto k = unique_key("pystr");
+  auto r = dogpile::make_region({.codec = {.string_codec = dogpile::StringCodec::json}});
+  r.configure(plain());
+  r.set(k, std::string("caf\xC3\xA9 | \"q\""));
+  CHECK(run_python({port, "read", k}) == "\"caf\\u00e9 | \\\"q\\\"\"\n");
+  run_python({port, "write", k + "2", R"("from python \u2603")"});
+  CHECK(r.get<std::string>(k + "2") == std::optional<std::string>("from python \xE2\x98\x83"));
+  // The raw default hands Python bytes its JSON deserializer cannot read.
+  real_region(plain()).set(k + "3", std::string("plain"));
+  CHECK(run_python({port, "read_or_error", k + "3"}) == "JSONDecodeError\n");
+}
+
 // The envelope's "ct" is Unix seconds on both sides: Python dogpile.cache must find a value C++
 // wrote now fresh and one C++ wrote a minute ago (its clock set back) expired; C++ must find a
 // value Python wrote now fresh, and expired once its clock is a minute on. A "ct" in

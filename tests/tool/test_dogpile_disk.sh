@@ -269,6 +269,25 @@ expect 0 "$TOOL" "$TMP/locked" stats
 kill "$holder" 2>/dev/null
 wait "$holder" 2>/dev/null
 
+# A 4-shard fanout cache (shard count recorded by a write through the tool) that Python's
+# FanoutCache then opens without shards=: it adds shards 004..007 and misses keys; every command
+# of the tool warns, with the fix (docs/disk.md, "FanoutCache from Python").
+"$PY" -c 'import diskcache, sys; f = diskcache.FanoutCache(sys.argv[1], shards=4); [f.set("k%d" % i, i) for i in range(50)]; f.close()' "$TMP/fan4"
+expect 0 "$TOOL" "$TMP/fan4" set made_here v
+[ -e "$TMP/fan4/dogpile-fanout.json" ] || fail "the tool did not record the shard count"
+expect 0 "$TOOL" "$TMP/fan4" stats
+if grep -q warning "$TMP/err"; then fail "warned about a consistent fanout cache: $(cat "$TMP/err")"; fi
+seen=$("$PY" -c 'import diskcache, sys; f = diskcache.FanoutCache(sys.argv[1]); print(sum(f.get("k%d" % i) is not None for i in range(50))); f.set("py8", 1); f.close()' "$TMP/fan4")
+[ "$seen" -lt 50 ] || fail "python FanoutCache without shards= saw all 50 keys: the case this warning is about did not happen"
+expect 0 "$TOOL" "$TMP/fan4" stats
+out_has "shards: 4"
+err_has "records 4 shards (dogpile-fanout.json) but has 8 shard directories"
+err_has "FanoutCache(directory, shards=4)"
+expect 0 "$TOOL" "$TMP/fan4" get k7 --value-type int
+err_has "records 4 shards"
+seen=$("$PY" -c 'import diskcache, sys; f = diskcache.FanoutCache(sys.argv[1], shards=4); print(sum(f.get("k%d" % i) is not None for i in range(50)), f.get("made_here"))' "$TMP/fan4")
+[ "$seen" == "50 v" ] || fail "python FanoutCache with shards=4 did not see every key: $seen"
+
 if [ "$FAILS" -ne 0 ]; then
   echo "$FAILS failure(s)" >&2
   exit 1

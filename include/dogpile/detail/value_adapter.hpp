@@ -65,21 +65,24 @@ std::string to_bytes(const T& value, const Metadata& meta, const CodecOptions& c
 /// @throws CantDeserialize, TypeMismatch (from the codec).
 template <class T>
 T decode_payload(const EnvelopeView& e, const CodecOptions& codec, std::string* owned) {
+  // A raw std::string payload is the bytes themselves (Codec<std::string> is the identity);
+  // under StringCodec::json it is a JSON string, decoded by dogpile::decode_payload.
+  constexpr bool is_string = std::is_same_v<T, std::string>;
+  const bool raw = is_string && codec.string_codec != StringCodec::json;
   if (e.zipped) {
     std::string inflated = zlib_decompress(e.payload, codec.max_value_bytes);
-    if constexpr (std::is_same_v<T, std::string>) {
-      return inflated;
-    } else {
-      return Codec<T>::decode(inflated, codec.format);
+    if constexpr (is_string) {
+      if (raw) return inflated;
     }
+    return ::dogpile::decode_payload<T>(inflated, codec);
   }
-  if constexpr (std::is_same_v<T, std::string>) {  // Codec<std::string> is the identity
-    if (owned != nullptr) {
+  if constexpr (is_string) {
+    if (raw && owned != nullptr) {
       owned->erase(0, static_cast<std::size_t>(e.payload.data() - owned->data()));
       return std::move(*owned);
     }
   }
-  return Codec<T>::decode(e.payload, codec.format);
+  return ::dogpile::decode_payload<T>(e.payload, codec);
 }
 
 /// Envelope bytes decoded into `out` (left empty on a miss), with the creation time in
