@@ -180,11 +180,11 @@ TEST_CASE("redis near cache: get_multi takes hits from L1 and reads the misses i
   REQUIRE(poll_until([&] { return b->near_cache_stats().tracking; }));
   // Written by another client, and their invalidations seen before the fills begin (a late
   // one would refuse a fill).
-  const auto inv = b->near_cache_stats().invalidations;
+  const auto inv0 = b->near_cache_stats().invalidations;
   cli({"SET", "nc:m1", "a"});
   cli({"SET", "nc:m2", "b"});
   cli({"SET", "nc:m3", "c", "PX", "60000"});
-  REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations >= inv + 3; }));
+  REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations >= inv0 + 3; }));
   REQUIRE(wait_serving(*b, "nc:m1"));
   const std::vector<std::optional<std::string>> want{"a", "b", "c", std::nullopt};
   cli({"CONFIG", "RESETSTAT"});
