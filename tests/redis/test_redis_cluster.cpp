@@ -776,6 +776,21 @@ TEST_CASE("redis_cluster near cache: L1 hits on every node, invalidated by anoth
     REQUIRE(near_serves(*b, k));
     CHECK(b->get(k) == std::optional<std::string>("v2"));
   }
+  // One node's subscriber killed: that node's L1 is emptied, the others keep serving.
+  const int killed = keys.front().first;
+  const auto flushes = b->near_cache_stats().flushes;
+  cluster().cli(killed, {"CLIENT", "KILL", "TYPE", "pubsub"});
+  REQUIRE(dogpile::test::detail::poll_until([&] { return b->near_cache_stats().flushes > flushes; },
+                                            1000ms));
+  CHECK(b->near_cache_stats().flushes == flushes + 1);
+  CHECK(b->near_cache_stats().last_flush_reason.rfind("127.0.0.1:" + std::to_string(killed), 0) ==
+        0);
+  for (std::size_t i = 1; i < keys.size(); ++i) {
+    const auto hits = b->near_cache_stats().l1_hits;
+    CHECK(b->get(keys[i].second) == std::optional<std::string>("v2"));
+    CHECK(b->near_cache_stats().l1_hits == hits + 1);
+  }
+  CHECK(b->get(keys.front().second) == std::optional<std::string>("v2"));
   for (const auto& [p, k] : keys) b->erase(k);
 }
 

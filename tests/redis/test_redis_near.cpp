@@ -300,6 +300,40 @@ TEST_CASE("redis near cache: FLUSHALL empties L1", "[redis][near]") {
   CHECK_THAT(b->near_cache_stats().last_flush_reason, Catch::Matchers::Contains("FLUSHALL"));
 }
 
+TEST_CASE("redis near cache: a server demoted to a replica stops L1 (ROLE before each fence)",
+          "[redis][near]") {
+  // A replica's fences prove nothing of the writes its master takes (replication lags): an old
+  // master that still answers after a failover must not keep L1 serving.
+  RedisServer tracked;
+  RedisServer other;
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = tracked.port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1000ms};
+  RedisBackend b(o);
+  other.cli({"SET", "nc:demoted", "v"});
+  b.set("nc:demoted", "v");
+  REQUIRE(wait_serving(b, "nc:demoted"));
+  tracked.cli({"REPLICAOF", "127.0.0.1", std::to_string(other.port())});
+  REQUIRE(poll_until([&] { return tracked.cli({"ROLE"}).rfind("slave", 0) == 0; }));
+  // At the next fence (within 200 ms) L1 is emptied, and it does not serve again (the full
+  // sync's nil invalidation empties it too; the reader's reconnections keep meeting ROLE).
+  CHECK(poll_until(
+      [&] {
+        return b.near_cache_stats().last_flush_reason.find("no longer a master") !=
+               std::string::npos;
+      },
+      1500ms));
+  const auto hits = b.near_cache_stats().l1_hits;
+  const auto end = Clock::now() + 300ms;
+  while (Clock::now() < end) {
+    REQUIRE(b.get("nc:demoted") == "v");
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(b.near_cache_stats().l1_hits == hits);
+}
+
 TEST_CASE("redis near cache: L1 stays within max_bytes", "[redis][near]") {
   RedisOptions o{.host = "127.0.0.1", .port = near_server().port(), .socket_timeout = 1000ms};
   o.near_cache = {.max_bytes = 4096, .max_staleness = 1000ms};
