@@ -140,32 +140,18 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
     }
   } guard{&nc, token};
   // One round trip: the value and its server TTL (honoured locally, since expiry messages
-  // come late).
+  // come late), pipelined. Not a transaction, on purpose: in a cluster the client may rerun a
+  // redirected or orphaned command on its own, which would split a MULTI from its EXEC (and
+  // leave a pooled connection inside MULTI). None is needed: a write between the GET and the
+  // PTTL executed after the token existed, so it dirties it or evicts the installed entry.
   const std::string k(key);
-  auto replies =
-      client_->run_many({{k, {"MULTI"}}, {k, {"GET", k}}, {k, {"PTTL", k}}, {k, {"EXEC"}}});
-  Reply& exec = replies.back();
-  if (exec.is_error() && exec.error_code() == "EXECABORT" &&
-      replies[1].type != Reply::Type::status) {
-    // In a cluster, a GET redirected inside MULTI (MOVED/ASK: the slot moves) aborts it, and
-    // the client has run the GET again on the new owner: that answer, not installed (the
-    // redirection bumped the topology generation anyway).
-    const Reply& get = replies[1];
-    if (get.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", get);
-    if (get.type == Reply::Type::string) return get.str;
-    return std::nullopt;
-  }
-  if (exec.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", exec);
-  if (exec.type != Reply::Type::array || exec.elements.size() != 2) {
-    for (const auto& r : replies) {
-      if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
-    }
-    detail::throw_error<ReplyError>(client_->describe() + ": MULTI GET PTTL EXEC failed");
+  auto replies = client_->run_many({{k, {"GET", k}}, {k, {"PTTL", k}}});
+  if (replies[0].is_error()) {
+    redis_detail::throw_reply_error(client_->describe(), "GET", replies[0]);
   }
   std::optional<std::string> value;
-  if (exec.elements[0].type == Reply::Type::string) value = std::move(exec.elements[0].str);
-  const long long pttl =
-      exec.elements[1].type == Reply::Type::integer ? exec.elements[1].integer : -1;
+  if (replies[0].type == Reply::Type::string) value = std::move(replies[0].str);
+  const long long pttl = replies[1].type == Reply::Type::integer ? replies[1].integer : -1;
   guard.armed = false;
   nc.end_fill(key, token, value, pttl);
   return value;

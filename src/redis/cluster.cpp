@@ -198,6 +198,14 @@ class ClusterClient final : public Client {
     return std::max<std::size_t>(n, 1);
   }
   [[nodiscard]] std::uint64_t topology_generation() const override { return topo_gen_.load(); }
+  // A master turned replica (a failover): the new owner's slots are learnt now, not at the
+  // next MOVED.
+  void not_a_master(const Endpoint& /*ep*/) override {
+    try {
+      refresh(false);
+    } catch (const ConnectionFailure&) {  // the next call asks again
+    }
+  }
   [[nodiscard]] const ConnectSettings& settings() const override { return settings_; }
   [[nodiscard]] std::string describe() const override {
     return "redis cluster via " + startup_.front().str();

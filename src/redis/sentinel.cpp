@@ -43,12 +43,10 @@ bool is_demoted(const Reply& r) {
   return code == "READONLY" || code == "MASTERDOWN" || code == "LOADING";
 }
 
-// Commands that only read, and so may still go to the old master during a failover. MULTI and
-// EXEC write nothing themselves (a transaction's writes are among its commands): the near
-// cache's fill, MULTI GET PTTL EXEC, is a read.
+// Commands that only read, and so may still go to the old master during a failover.
 bool is_read(const Argv& argv) {
   if (argv.empty()) return true;
-  for (const char* r : {"GET", "MGET", "EXISTS", "PTTL", "TTL", "PING", "MULTI", "EXEC"}) {
+  for (const char* r : {"GET", "MGET", "EXISTS", "PTTL", "TTL", "PING"}) {
     if (::strcasecmp(argv[0].c_str(), r) == 0) return true;
   }
   return false;
