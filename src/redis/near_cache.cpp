@@ -323,18 +323,21 @@ std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where,
 
 NearCache& NearCaches::for_key(std::string_view key) {
   if (single_) return *single_;
-  const std::string node = client_->endpoint_of(key).str();
+  const Endpoint ep = client_->endpoint_of(key);
+  const std::string node = ep.str();
+  std::size_t budget = 0;
   {
     std::shared_lock lk(m_);
     if (auto it = nodes_.find(node); it != nodes_.end()) return *it->second;
+    budget = node_bytes_;
   }
-  const Endpoint ep = client_->endpoint_of(key);
-  std::size_t budget = node_bytes_;
+  // Split between the masters serving slots when the first is made (asked outside the lock:
+  // it may load the slot map).
   if (budget == 0) budget = std::max<std::size_t>(max_bytes_ / client_->master_count(), 1);
   std::unique_lock lk(m_);
   if (auto it = nodes_.find(node); it != nodes_.end()) return *it->second;
-  node_bytes_ = budget;
-  auto nc = make([ep] { return ep; }, budget);
+  if (node_bytes_ == 0) node_bytes_ = budget;
+  auto nc = make([ep] { return ep; }, node_bytes_);
   if (hook_) nc->set_fill_hook(hook_);
   return *nodes_.emplace(node, std::move(nc)).first->second;
 }

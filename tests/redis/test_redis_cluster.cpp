@@ -836,3 +836,24 @@ TEST_CASE("redis_cluster near cache: a slot migration leaves no stale entry",
   CHECK(b->near_cache_stats().flushes >= 1);
   b->erase(k);
 }
+
+TEST_CASE("redis_cluster near cache: max_bytes bounds the L1s of every node together",
+          "[redis][cluster][near]") {
+  auto o = options(false);
+  o.near_cache = {.max_bytes = 4096, .max_staleness = 1s};
+  RedisClusterBackend b(o);
+  const std::string value(200, 'x');
+  std::vector<std::string> keys;
+  for (int i = 0; i < 90; ++i) keys.push_back(unique_key("nearbound" + std::to_string(i)));
+  for (const auto& k : keys) b.set(k, value);
+  // The first reads make each node's near cache; once all track, the next ones fill every
+  // node's L1 well past its share.
+  for (const auto& k : keys) REQUIRE(b.get(k) == value);
+  REQUIRE(dogpile::test::detail::poll_until([&] { return b.near_cache_stats().tracking; }, 2000ms));
+  for (const auto& k : keys) REQUIRE(b.get(k) == value);
+  const auto st = b.near_cache_stats();
+  CHECK(st.fills > 30);
+  CHECK(st.entries > 0);
+  CHECK(st.bytes <= 4096);
+  b.erase_multi(keys);
+}
