@@ -97,8 +97,8 @@ RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detai
     if (nc.max_staleness.count() <= 0) {
       detail::bad_argument(n, "near_cache", "max_staleness must be positive");
     }
-    near_ = std::make_unique<redis_detail::NearCache>(
-        [c = client_] { return c->subscribe_endpoint(); }, client_->settings(), nc.max_bytes,
+    near_ = std::make_unique<redis_detail::NearCaches>(
+        client_, this->name() == "redis_cluster", nc.max_bytes,
         std::chrono::duration_cast<std::chrono::milliseconds>(nc.max_staleness));
   }
 }
@@ -127,9 +127,10 @@ std::optional<std::string> RedisBackendBase::do_get(std::string_view key) {
 }
 
 std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
-  if (auto v = near_->lookup(key)) return v;
+  redis_detail::NearCache& nc = near_->for_key(key);
+  if (auto v = nc.lookup(key)) return v;
   // The token exists before the GET can execute: a write executed after it marks it dirty.
-  const std::uint64_t token = near_->begin_fill(key);
+  const std::uint64_t token = nc.begin_fill(key);
   struct Abandon {
     redis_detail::NearCache* nc;
     std::uint64_t token;
@@ -137,26 +138,22 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
     ~Abandon() {
       if (armed) nc->abandon_fill(token);
     }
-  } guard{near_.get(), token};
+  } guard{&nc, token};
   // One round trip: the value and its server TTL (honoured locally, since expiry messages
-  // come late).
+  // come late), pipelined. Not a transaction, on purpose: in a cluster the client may rerun a
+  // redirected or orphaned command on its own, which would split a MULTI from its EXEC (and
+  // leave a pooled connection inside MULTI). None is needed: a write between the GET and the
+  // PTTL executed after the token existed, so it dirties it or evicts the installed entry.
   const std::string k(key);
-  auto replies =
-      client_->run_many({{k, {"MULTI"}}, {k, {"GET", k}}, {k, {"PTTL", k}}, {k, {"EXEC"}}});
-  Reply& exec = replies.back();
-  if (exec.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", exec);
-  if (exec.type != Reply::Type::array || exec.elements.size() != 2) {
-    for (const auto& r : replies) {
-      if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
-    }
-    detail::throw_error<ReplyError>(client_->describe() + ": MULTI GET PTTL EXEC failed");
+  auto replies = client_->run_many({{k, {"GET", k}}, {k, {"PTTL", k}}});
+  if (replies[0].is_error()) {
+    redis_detail::throw_reply_error(client_->describe(), "GET", replies[0]);
   }
   std::optional<std::string> value;
-  if (exec.elements[0].type == Reply::Type::string) value = std::move(exec.elements[0].str);
-  const long long pttl =
-      exec.elements[1].type == Reply::Type::integer ? exec.elements[1].integer : -1;
+  if (replies[0].type == Reply::Type::string) value = std::move(replies[0].str);
+  const long long pttl = replies[1].type == Reply::Type::integer ? replies[1].integer : -1;
   guard.armed = false;
-  near_->end_fill(key, token, value, pttl);
+  nc.end_fill(key, token, value, pttl);
   return value;
 }
 
@@ -186,8 +183,75 @@ void RedisBackendBase::do_erase(std::string_view key) {
   if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
 }
 
+std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
+    std::span<const std::string> keys) {
+  std::vector<std::optional<std::string>> out(keys.size());
+  std::vector<std::size_t> miss;
+  std::vector<redis_detail::NearCache*> ncs;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    auto& nc = near_->for_key(keys[i]);
+    if (auto v = nc.lookup(keys[i])) {
+      out[i] = std::move(v);
+    } else {
+      miss.push_back(i);
+      ncs.push_back(&nc);
+    }
+  }
+  if (miss.empty()) return out;
+  // As near_get, per key: every token exists before the reads are sent.
+  struct Abandon {
+    std::vector<redis_detail::NearCache*>& ncs;
+    std::vector<std::uint64_t> tokens;
+    bool armed = true;
+    ~Abandon() {
+      if (!armed) return;
+      for (std::size_t j = 0; j < tokens.size(); ++j) ncs[j]->abandon_fill(tokens[j]);
+    }
+  } guard{ncs, {}};
+  std::vector<std::string> mkeys;
+  mkeys.reserve(miss.size());
+  for (std::size_t j = 0; j < miss.size(); ++j) {
+    mkeys.push_back(keys[miss[j]]);
+    guard.tokens.push_back(ncs[j]->begin_fill(mkeys.back()));
+  }
+  // One round trip: an MGET per slot group and a PTTL per key, pipelined (per node). Not a
+  // transaction: a write between a key's GET and its PTTL came after its token, so it refuses
+  // the install.
+  const auto groups = by_slot(*client_, mkeys);
+  std::vector<Routed> cmds;
+  cmds.reserve(groups.size() + mkeys.size());
+  for (const auto& g : groups) {
+    Argv argv{"MGET"};
+    argv.reserve(g.size() + 1);
+    for (auto j : g) argv.push_back(mkeys[j]);
+    cmds.push_back({mkeys[g.front()], std::move(argv)});
+  }
+  for (const auto& k : mkeys) cmds.push_back({k, Argv{"PTTL", k}});
+  auto replies = client_->run_many(cmds);
+  for (const auto& r : replies) {
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MGET", r);
+  }
+  std::vector<std::optional<std::string>> values(mkeys.size());
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    Reply& r = replies[gi];
+    for (std::size_t j = 0; j < groups[gi].size() && j < r.elements.size(); ++j) {
+      Reply& e = r.elements[j];
+      if (e.type == Reply::Type::string) values[groups[gi][j]] = std::move(e.str);
+    }
+  }
+  guard.armed = false;
+  for (std::size_t j = 0; j < mkeys.size(); ++j) {
+    const Reply& t = replies[groups.size() + j];
+    const long long pttl = t.type == Reply::Type::integer ? t.integer : -1;
+    ncs[j]->end_fill(mkeys[j], guard.tokens[j], values[j], pttl);
+    out[miss[j]] = std::move(values[j]);
+  }
+  return out;
+}
+
 std::vector<std::optional<std::string>> RedisBackendBase::do_get_multi(
     std::span<const std::string> keys) {
+  if (near_) return near_get_multi(keys);
   const auto groups = by_slot(*client_, keys);
   std::vector<Routed> cmds;
   cmds.reserve(groups.size());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -35,6 +36,16 @@ class Client {
   virtual std::vector<Reply> run_many(const std::vector<Routed>& cmds) = 0;
   /// Where a pub/sub subscriber connects: a master (a cluster forwards PUBLISH to every node).
   virtual Endpoint subscribe_endpoint() = 0;
+  /// The master serving `key` now (the near cache's node for it).
+  virtual Endpoint endpoint_of(std::string_view /*key*/) { return subscribe_endpoint(); }
+  /// Masters serving slots now (1 outside a cluster): the near cache splits its budget.
+  virtual std::size_t master_count() { return 1; }
+  /// Bumped whenever the master serving some key may have changed (a failover followed, the
+  /// master forgotten, a slot map change, an ASK redirection): the near cache empties L1 and
+  /// refuses fills begun before. 0 for one server.
+  [[nodiscard]] virtual std::uint64_t topology_generation() const { return 0; }
+  /// The near cache found `ep` is no longer a master (ROLE): forget it, ask again.
+  virtual void not_a_master(const Endpoint& /*ep*/) {}
   /// The settings new connections use.
   [[nodiscard]] virtual const ConnectSettings& settings() const = 0;
   /// "redis at 127.0.0.1:6379", "redis sentinel service 'mymaster'", "redis cluster …".

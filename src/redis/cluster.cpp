@@ -2,7 +2,9 @@
 // a new owner: update the map), ASK (one command goes to the importing node after ASKING),
 // TRYAGAIN / CLUSTERDOWN (retried with backoff). Multi-key commands arrive here already split
 // by slot (the backend does that), so no CROSSSLOT error can reach a user.
+#include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <map>
@@ -175,6 +177,35 @@ class ClusterClient final : public Client {
   }
 
   Endpoint subscribe_endpoint() override { return pool_for_slot(0)->endpoint(); }
+  Endpoint endpoint_of(std::string_view key) override {
+    try {
+      return pool_for_slot(key_slot(key))->endpoint();
+    } catch (const ConnectionFailure& e) {
+      throw_failure(e);
+    }
+  }
+  std::size_t master_count() override {
+    pool_for_slot(0);  // the map loaded
+    std::shared_lock lk(m_);
+    std::vector<bool> seen(nodes_.size());
+    std::size_t n = 0;
+    for (const int i : slots_) {
+      if (i >= 0 && !seen[static_cast<std::size_t>(i)]) {
+        seen[static_cast<std::size_t>(i)] = true;
+        ++n;
+      }
+    }
+    return std::max<std::size_t>(n, 1);
+  }
+  [[nodiscard]] std::uint64_t topology_generation() const override { return topo_gen_.load(); }
+  // A master turned replica (a failover): the new owner's slots are learnt now, not at the
+  // next MOVED.
+  void not_a_master(const Endpoint& /*ep*/) override {
+    try {
+      refresh(false);
+    } catch (const ConnectionFailure&) {  // the next call asks again
+    }
+  }
   [[nodiscard]] const ConnectSettings& settings() const override { return settings_; }
   [[nodiscard]] std::string describe() const override {
     return "redis cluster via " + startup_.front().str();
@@ -247,6 +278,9 @@ class ClusterClient final : public Client {
           pool = pool_for_slot(slot);
           asking = false;
         } else {
+          // The key is being migrated: a near-cache fill served by another node than the one
+          // it registered with must not be installed (that node's invalidations go elsewhere).
+          topo_gen_.fetch_add(1);
           pool = pool_for(target);
           asking = true;
         }
@@ -301,7 +335,9 @@ class ClusterClient final : public Client {
 
   void set_slot(int slot, const Endpoint& ep) {
     std::unique_lock lk(m_);
-    slots_[static_cast<std::size_t>(slot)] = node_index(ep);
+    const int idx = node_index(ep);
+    if (slots_[static_cast<std::size_t>(slot)] != idx) topo_gen_.fetch_add(1);
+    slots_[static_cast<std::size_t>(slot)] = idx;
   }
 
   // Reloads the slot map from the first node that answers CLUSTER SLOTS. Unless `force`, at
@@ -345,6 +381,7 @@ class ClusterClient final : public Client {
         const auto hi = std::min<long long>(kSlots - 1, range.elements[1].integer);
         for (auto s = lo; s <= hi; ++s) fresh[static_cast<std::size_t>(s)] = idx;
       }
+      if (fresh != slots_) topo_gen_.fetch_add(1);  // (the first load too: nothing cached yet)
       slots_ = fresh;
       return;
     }
@@ -360,6 +397,7 @@ class ClusterClient final : public Client {
   std::vector<std::shared_ptr<Pool>> nodes_;
   std::mutex refresh_m_;
   std::chrono::steady_clock::time_point last_refresh_{};
+  std::atomic<std::uint64_t> topo_gen_{0};  // bumped when slots_ changes, and on ASK
 };
 
 }  // namespace

@@ -25,7 +25,9 @@ std::string random_channel() {
 }  // namespace
 
 NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
-                     std::size_t max_bytes, milliseconds max_staleness)
+                     std::size_t max_bytes, milliseconds max_staleness,
+                     std::function<std::uint64_t()> generation,
+                     std::function<void(const Endpoint&)> not_master)
     : where_(std::move(where)),
       settings_(std::move(settings)),
       max_staleness_ns_(
@@ -34,6 +36,8 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
       fence_interval_(
           std::clamp<milliseconds>(max_staleness / 5, milliseconds(5), milliseconds(200))),
       fence_channel_(random_channel()),
+      generation_(std::move(generation)),
+      not_master_(std::move(not_master)),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
   thread_ = std::make_unique<std::thread>([this] { loop(); });
@@ -58,6 +62,8 @@ std::optional<std::string> NearCache::lookup(std::string_view key) {
   const std::int64_t now = now_ns();
   // No recent proof that every earlier write has reached us: do not serve (bounded staleness).
   if (proof == 0 || now - proof > max_staleness_ns_) return std::nullopt;
+  // The client follows a new master (failover, slot move): what we learnt is about the old one.
+  if (generation() != connected_gen_.load(std::memory_order_acquire)) return std::nullopt;
   auto e = l1_.get({key, detail::hash_key(key)});
   if (!e) return std::nullopt;
   // Server-side expiry reaches us late (active expiry is sampled): honour the TTL locally.
@@ -69,8 +75,10 @@ std::optional<std::string> NearCache::lookup(std::string_view key) {
 std::uint64_t NearCache::begin_fill(std::string_view key) {
   std::lock_guard lk(mu_);
   if (!ready_.load()) return 0;
+  const std::uint64_t gen = generation();
+  if (gen != connected_gen_.load()) return 0;
   const std::uint64_t t = ++next_token_;
-  pending_.emplace(t, Pending{std::string(key), epoch_.load(), false, now_ns()});
+  pending_.emplace(t, Pending{std::string(key), epoch_.load(), false, now_ns(), gen});
   return t;
 }
 
@@ -88,7 +96,11 @@ void NearCache::end_fill(std::string_view key, std::uint64_t token,
   auto it = pending_.find(token);
   if (it == pending_.end()) return;
   started_ns = it->second.started_ns;
-  const bool clean = !it->second.dirty && it->second.epoch == epoch_.load() && ready_.load();
+  // Same generation at both ends: no failover or slot move was noticed while the GET ran (a
+  // MOVED/ASK followed by the fill itself bumps it), so the value came from the tracked node.
+  const bool clean = !it->second.dirty && it->second.epoch == epoch_.load() && ready_.load() &&
+                     it->second.generation == connected_gen_.load() &&
+                     it->second.generation == generation();
   pending_.erase(it);
   if (!clean) {
     refused_.fetch_add(1, std::memory_order_relaxed);
@@ -132,6 +144,7 @@ void NearCache::flush(const std::string& reason) {
   epoch_.fetch_add(1);
   l1_.clear();
   flushes_.fetch_add(1, std::memory_order_relaxed);
+  last_flush_ns_.store(now_ns());
   last_flush_reason_ = reason;
 }
 
@@ -160,7 +173,10 @@ void NearCache::set_fill_hook(std::function<void(std::string_view)> hook) {
 void NearCache::connect_once() {
   // 1. I: its id, then SUBSCRIBE, and wait for both confirmations: messages generated before
   //    the subscription would be dropped by the server.
-  sub_ = std::make_unique<Connection>(where_(), settings_);
+  // The generation first: a change after it is noticed by the loop, and we connect again.
+  const std::uint64_t gen = generation();
+  endpoint_ = where_();
+  sub_ = std::make_unique<Connection>(endpoint_, settings_);
   const Reply id = sub_->command({"CLIENT", "ID"});
   if (id.type != Reply::Type::integer) {
     throw ConnectionFailure(Failure::protocol, "CLIENT ID failed: " + id.str);
@@ -178,7 +194,7 @@ void NearCache::connect_once() {
     }
   }
   // 2. A: BCAST tracking of every key, redirected to I (no per-key server memory).
-  anchor_ = std::make_unique<Connection>(where_(), settings_);
+  anchor_ = std::make_unique<Connection>(endpoint_, settings_);
   const Reply t = anchor_->command(
       {"CLIENT", "TRACKING", "on", "REDIRECT", std::to_string(id.integer), "BCAST"});
   if (t.is_error()) {
@@ -190,6 +206,7 @@ void NearCache::connect_once() {
     std::lock_guard lk(mu_);
     epoch_.fetch_add(1);
     l1_.clear();
+    connected_gen_.store(gen, std::memory_order_release);
     ready_.store(true, std::memory_order_release);
   }
 }
@@ -217,7 +234,9 @@ void NearCache::handle(const Reply& r) {
       invalidations_.fetch_add(1, std::memory_order_relaxed);
     }
   } else if (channel == fence_channel_) {
-    if (fence_inflight_ && payload.str == std::to_string(fence_seq_)) {
+    // A fence proves freshness only about the master the client still routes to.
+    if (fence_inflight_ && payload.str == std::to_string(fence_seq_) &&
+        generation() == connected_gen_.load()) {
       // Every write executed before the fence was sent has been applied above.
       last_proof_ns_.store(fence_sent_ns_, std::memory_order_release);
       fence_inflight_ = false;
@@ -236,11 +255,28 @@ void NearCache::loop() {
         connect_once();
         backoff = std::chrono::milliseconds(10);
       }
+      if (generation() != connected_gen_.load()) {
+        throw ConnectionFailure(Failure::closed,
+                                "the client follows a new master (a failover or a slot map "
+                                "change): tracking is re-established there");
+      }
       auto now = Clock::now();
       if (fence_inflight_ && std::chrono::nanoseconds(now_ns() - fence_sent_ns_) > fence_timeout) {
         throw ConnectionFailure(Failure::timeout, "no heartbeat fence came back in time");
       }
       if (!fence_inflight_ && now >= next_fence_) {
+        // An old master that still answers (demoted to a replica, the client not told yet)
+        // must not keep proving freshness: its fences say nothing of the writes the new master
+        // takes. ROLE before (not pipelined with) the fence, which must travel alone.
+        const Reply role = anchor_->command({"ROLE"});
+        if (role.type != Reply::Type::array || role.elements.empty() ||
+            role.elements[0].str != "master") {
+          if (not_master_) not_master_(endpoint_);
+          throw ConnectionFailure(Failure::protocol,
+                                  endpoint_.str() + " is no longer a master (ROLE: " +
+                                      (role.elements.empty() ? role.str : role.elements[0].str) +
+                                      ")");
+        }
         const std::int64_t sent = now_ns();
         const Reply p = anchor_->command({"PUBLISH", fence_channel_, std::to_string(++fence_seq_)});
         if (p.is_error()) throw ConnectionFailure(Failure::protocol, "PUBLISH: " + p.str);
@@ -268,6 +304,80 @@ void NearCache::loop() {
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     }
   }
+}
+
+NearCaches::NearCaches(std::shared_ptr<Client> client, bool per_node, std::size_t max_bytes,
+                       milliseconds max_staleness)
+    : client_(std::move(client)), max_bytes_(max_bytes), max_staleness_(max_staleness) {
+  if (!per_node) single_ = make([c = client_] { return c->subscribe_endpoint(); }, max_bytes);
+}
+
+std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where,
+                                            std::size_t max_bytes) {
+  // The client outlives us (the backend holds both, and destroys us first).
+  Client* c = client_.get();
+  return std::make_unique<NearCache>(
+      std::move(where), client_->settings(), max_bytes, max_staleness_,
+      [c] { return c->topology_generation(); }, [c](const Endpoint& ep) { c->not_a_master(ep); });
+}
+
+NearCache& NearCaches::for_key(std::string_view key) {
+  if (single_) return *single_;
+  const Endpoint ep = client_->endpoint_of(key);
+  const std::string node = ep.str();
+  std::size_t budget = 0;
+  {
+    std::shared_lock lk(m_);
+    if (auto it = nodes_.find(node); it != nodes_.end()) return *it->second;
+    budget = node_bytes_;
+  }
+  // Split between the masters serving slots when the first is made (asked outside the lock:
+  // it may load the slot map).
+  if (budget == 0) budget = std::max<std::size_t>(max_bytes_ / client_->master_count(), 1);
+  std::unique_lock lk(m_);
+  if (auto it = nodes_.find(node); it != nodes_.end()) return *it->second;
+  if (node_bytes_ == 0) node_bytes_ = budget;
+  auto nc = make([ep] { return ep; }, node_bytes_);
+  if (hook_) nc->set_fill_hook(hook_);
+  return *nodes_.emplace(node, std::move(nc)).first->second;
+}
+
+void NearCaches::invalidate_local(std::string_view key) {
+  if (single_) return single_->invalidate_local(key);
+  std::shared_lock lk(m_);
+  for (auto& [n, nc] : nodes_) nc->invalidate_local(key);
+}
+
+RedisNearCacheStats NearCaches::stats() {
+  if (single_) return single_->stats();
+  RedisNearCacheStats out;
+  out.enabled = true;
+  out.tracking = true;
+  std::int64_t latest = 0;
+  std::shared_lock lk(m_);
+  for (auto& [n, nc] : nodes_) {
+    const auto s = nc->stats();
+    out.tracking = out.tracking && s.tracking;
+    out.l1_hits += s.l1_hits;
+    out.fills += s.fills;
+    out.refused_fills += s.refused_fills;
+    out.invalidations += s.invalidations;
+    out.flushes += s.flushes;
+    out.entries += s.entries;
+    out.bytes += s.bytes;
+    if (!s.last_flush_reason.empty() && nc->last_flush_ns() >= latest) {
+      latest = nc->last_flush_ns();
+      out.last_flush_reason = n + ": " + s.last_flush_reason;
+    }
+  }
+  return out;
+}
+
+void NearCaches::set_fill_hook(std::function<void(std::string_view)> hook) {
+  if (single_) return single_->set_fill_hook(std::move(hook));
+  std::unique_lock lk(m_);
+  hook_ = hook;
+  for (auto& [n, nc] : nodes_) nc->set_fill_hook(hook);
 }
 
 }  // namespace dogpile::redis_detail

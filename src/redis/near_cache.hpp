@@ -31,10 +31,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <thread>
 
+#include "client.hpp"
 #include "connection.hpp"
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/detail/eviction.hpp"
@@ -44,8 +46,13 @@ namespace dogpile::redis_detail {
 class NearCache {
  public:
   /// Starts the reader thread; it connects to `where()` (asked again at every reconnect).
+  /// `generation()` is the client's topology generation (Client::topology_generation): when
+  /// it moves, L1 is emptied and tracking re-established on `where()` (a failover, a slot map
+  /// change); fills and fences begun under another generation are refused. `not_master(ep)`
+  /// is told when the server tracked says (ROLE) it is no longer a master.
   NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
-            milliseconds max_staleness);
+            milliseconds max_staleness, std::function<std::uint64_t()> generation = {},
+            std::function<void(const Endpoint&)> not_master = {});
   /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
   ~NearCache();
   NearCache(const NearCache&) = delete;
@@ -70,6 +77,8 @@ class NearCache {
   [[nodiscard]] RedisNearCacheStats stats();
   /// Test hook: called in end_fill before the install decision (deterministic fill races).
   void set_fill_hook(std::function<void(std::string_view)> hook);
+  /// When L1 was last emptied (steady clock, ns; 0 never).
+  std::int64_t last_flush_ns() const { return last_flush_ns_.load(); }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -81,8 +90,10 @@ class NearCache {
     std::string key;
     std::uint64_t epoch = 0;
     bool dirty = false;
-    std::int64_t started_ns = 0;  // before the GET was sent: the local TTL counts from here
+    std::int64_t started_ns = 0;   // before the GET was sent: the local TTL counts from here
+    std::uint64_t generation = 0;  // the client's topology generation at begin_fill
   };
+  std::uint64_t generation() const { return generation_ ? generation_() : 0; }
 
   void loop();
   void connect_once();
@@ -99,6 +110,11 @@ class NearCache {
   std::int64_t max_staleness_ns_;
   milliseconds fence_interval_;
   std::string fence_channel_;
+  std::function<std::uint64_t()> generation_;
+  std::function<void(const Endpoint&)> not_master_;
+  // The topology generation tracking was established under: L1 serves, and fills and fences
+  // count, only while the client's generation is still this one.
+  std::atomic<std::uint64_t> connected_gen_{0};
 
   detail::EvictingShard<Entry> l1_;
   std::mutex mu_;  // pending_, epoch_ changes, last_flush_reason_, hook_
@@ -115,10 +131,12 @@ class NearCache {
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> invalidations_{0};
   std::atomic<std::uint64_t> flushes_{0};
+  std::atomic<std::int64_t> last_flush_ns_{0};
 
   // Reader thread only.
   std::unique_ptr<Connection> sub_;
   std::unique_ptr<Connection> anchor_;
+  Endpoint endpoint_;  // where sub_ and anchor_ are connected
   std::uint64_t fence_seq_ = 0;
   bool fence_inflight_ = false;
   std::int64_t fence_sent_ns_ = 0;
@@ -129,6 +147,37 @@ class NearCache {
   std::condition_variable stop_cv_;
   int pid_;
   std::unique_ptr<std::thread> thread_;
+};
+
+/// The near caches of a backend: one for a server or a sentinel's master; one per master for a
+/// cluster (BCAST tracking is per node), each L1 holding only what its node served, with
+/// `max_bytes` split evenly between the masters known when the first is made. Thread-safe.
+class NearCaches {
+ public:
+  NearCaches(std::shared_ptr<Client> client, bool per_node, std::size_t max_bytes,
+             milliseconds max_staleness);
+  /// The near cache of the master serving `key` now (made at first use). Throws the client's
+  /// dogpile exceptions when the cluster cannot say.
+  NearCache& for_key(std::string_view key);
+  /// NearCache::invalidate_local on every node (the key's entry is in its old node's L1 if
+  /// the slot moved).
+  void invalidate_local(std::string_view key);
+  /// The counters summed over the nodes; `tracking` when every node tracks; the reason of
+  /// the latest flush (prefixed with the node's address in a cluster).
+  RedisNearCacheStats stats();
+  void set_fill_hook(std::function<void(std::string_view)> hook);
+
+ private:
+  std::unique_ptr<NearCache> make(std::function<Endpoint()> where, std::size_t max_bytes);
+
+  std::shared_ptr<Client> client_;
+  std::size_t max_bytes_;
+  milliseconds max_staleness_;
+  std::unique_ptr<NearCache> single_;  // not a cluster
+  std::shared_mutex m_;                // nodes_, hook_
+  std::map<std::string, std::unique_ptr<NearCache>> nodes_;
+  std::size_t node_bytes_ = 0;
+  std::function<void(std::string_view)> hook_;
 };
 
 }  // namespace dogpile::redis_detail

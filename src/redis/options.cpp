@@ -56,8 +56,8 @@ constexpr std::string_view kCommonArguments[] = {
 };
 constexpr std::string_view kRedisArguments[] = {"url", "host", "port", "db", "near_cache"};
 constexpr std::string_view kSentinelArguments[] = {"sentinels", "service_name", "db",
-                                                   "sentinel_kwargs"};
-constexpr std::string_view kClusterArguments[] = {"url", "startup_nodes"};
+                                                   "sentinel_kwargs", "near_cache"};
+constexpr std::string_view kClusterArguments[] = {"url", "startup_nodes", "near_cache"};
 // Names a Python dogpile.cache / redis-py configuration carries that have no effect here:
 // accepted and ignored (docs/backends.md says why, per name), so that configuration loads as is.
 // `connection_kwargs` is read for the arguments above it holds (see parse_arguments).
@@ -355,13 +355,6 @@ RedisNearCacheOptions near_cache_arg(const char* b, const nlohmann::json& v) {
   return nc;
 }
 
-// The near cache is built for one server so far: refuse it elsewhere rather than ignore it.
-void refuse_near_cache(const char* b, const nlohmann::json& a) {
-  if (a.is_object() && a.contains("near_cache") && !a["near_cache"].is_null()) {
-    bad_argument(b, "near_cache", "is only supported by the 'redis' backend so far");
-  }
-}
-
 // The options of backend `b` from its arguments: each name must be known (check_known), then
 // the common ones are parsed, then `specific(name, value, options)` takes the rest.
 template <class O, class F>
@@ -445,7 +438,6 @@ RedisSentinelBackend::RedisSentinelBackend(RedisSentinelOptions options)
 
 std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_sentinel";
-  refuse_near_cache(b, a);
   auto opts = parse_arguments<RedisSentinelOptions>(
       b, a, kSentinelArguments,
       [b](const std::string& name, const nlohmann::json& v, RedisSentinelOptions& o) {
@@ -455,6 +447,8 @@ std::shared_ptr<CacheBackend> RedisSentinelBackend::from_arguments(const nlohman
           o.service_name = detail::string_arg(b, name, v);
         } else if (name == "db") {
           o.db = static_cast<int>(detail::int_arg(b, name, v, 0));
+        } else if (name == "near_cache") {
+          o.near_cache = near_cache_arg(b, v);
         } else if (name == "sentinel_kwargs" && !v.is_null()) {
           if (!v.is_object()) bad_argument(b, name, "must be an object, got " + v.dump());
           if (v.contains("username") && !v["username"].is_null()) {
@@ -479,7 +473,6 @@ RedisClusterBackend::RedisClusterBackend(RedisClusterOptions options)
 
 std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann::json& a) {
   const char* b = "redis_cluster";
-  refuse_near_cache(b, a);
   auto opts = parse_arguments<RedisClusterOptions>(
       b, a, kClusterArguments,
       [b](const std::string& name, const nlohmann::json& v, RedisClusterOptions& o) {
@@ -487,6 +480,8 @@ std::shared_ptr<CacheBackend> RedisClusterBackend::from_arguments(const nlohmann
           o.url = v.is_null() ? "" : detail::string_arg(b, name, v);
         } else if (name == "startup_nodes") {
           o.startup_nodes = nodes_arg(b, name, v);
+        } else if (name == "near_cache") {
+          o.near_cache = near_cache_arg(b, v);
         }
       });
   return std::make_shared<RedisClusterBackend>(std::move(opts));

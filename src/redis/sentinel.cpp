@@ -168,6 +168,11 @@ class SentinelClient final : public Client {
     std::unique_lock lk(m_);
     return master(lk, false, std::chrono::steady_clock::now()).first->endpoint();
   }
+  [[nodiscard]] std::uint64_t topology_generation() const override { return topo_gen_.load(); }
+  void not_a_master(const Endpoint& ep) override {
+    std::lock_guard lk(m_);
+    if (master_ && master_->endpoint() == ep) drop_master();
+  }
   [[nodiscard]] const ConnectSettings& settings() const override { return master_settings_; }
   [[nodiscard]] std::string describe() const override {
     return "redis sentinel service '" + service_ + "'";
@@ -216,7 +221,7 @@ class SentinelClient final : public Client {
     if (holding_ && Clock::now() - hold_since_ > failover_timeout_) {
       // The sentinels have given this failover up by now: ask them again.
       release();
-      master_.reset();
+      drop_master();
       announced_.reset();
     }
     if (write && holding_ && !held_.wait_until(lk, deadline, [&] { return !holding_; })) {
@@ -267,7 +272,7 @@ class SentinelClient final : public Client {
       // A forked child's copies of the parent's: abandoned, not joined; the state is the parent's.
       events_.clear();
       holding_ = false;
-      master_.reset();
+      drop_master();
       announced_.reset();
     }
     std::vector<std::string> channels(std::begin(kHoldEvents), std::end(kHoldEvents));
@@ -296,14 +301,14 @@ class SentinelClient final : public Client {
     if (e->new_master) {
       // +promoted-slave or +switch-master: writes go to the new master from now on.
       if (!master_ || !(master_->endpoint() == *e->new_master)) {
-        master_.reset();  // leases out finish on the old pool; it goes with the last of them
+        drop_master();  // leases out finish on the old pool; it goes with the last of them
         announced_ = e->new_master;
       }
       release();
     } else if (std::find_if(std::begin(kEndEvents), std::end(kEndEvents),
                             [&](const char* c) { return channel == c; }) != std::end(kEndEvents)) {
       if (channel.rfind("-failover-abort", 0) == 0 && holding_) {
-        master_.reset();
+        drop_master();
         announced_.reset();
       }
       release();
@@ -323,9 +328,15 @@ class SentinelClient final : public Client {
     if (!gap) return;
     // Events may have been missed: ask the sentinels again at the next call. A hold whose
     // leader we lost is over (we cannot tell when the failover ends).
-    master_.reset();
+    drop_master();
     announced_.reset();
     if (holding_ && hold_source_ == from) release();
+  }
+
+  // The master may change: the near cache must not trust what it learnt from this one. m_ held.
+  void drop_master() {
+    master_.reset();
+    topo_gen_.fetch_add(1);
   }
 
   void release() {  // m_ held
@@ -335,7 +346,7 @@ class SentinelClient final : public Client {
 
   void forget(const std::shared_ptr<Pool>& p) {
     std::lock_guard lk(m_);
-    if (master_ == p) master_.reset();
+    if (master_ == p) drop_master();
   }
 
   // Asks every sentinel (get-master-addr-by-name, and SENTINEL MASTER for its config-epoch,
@@ -395,6 +406,7 @@ class SentinelClient final : public Client {
   std::string hold_event_;
   std::condition_variable held_;
   std::atomic<std::uint64_t> hold_gen_{0};  // bumped when a hold begins
+  std::atomic<std::uint64_t> topo_gen_{0};  // bumped when master_ is dropped
   std::vector<bool> ever_up_;
   std::vector<std::unique_ptr<Subscriber>> events_;
 };

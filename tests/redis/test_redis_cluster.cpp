@@ -722,3 +722,138 @@ TEST_CASE("redis_cluster: a cluster that is down (a slot unassigned) is a Cluste
   CHECK_THAT(what, Catch::StartsWith("region 'sharded': get key 'errors:down': "));
   CHECK(r.region.get<std::string>(key) == "v");  // the value was never lost
 }
+
+// ---- near cache -----------------------------------------------------------------------------
+
+namespace {
+
+std::shared_ptr<RedisClusterBackend> near_cluster() {
+  auto o = options(false);
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  return std::make_shared<RedisClusterBackend>(o);
+}
+
+// Reads `key` until one read is an L1 hit (its node's tracking up and a fence seen).
+bool near_serves(RedisClusterBackend& b, const std::string& key) {
+  return dogpile::test::detail::poll_until(
+      [&] {
+        const auto before = b.near_cache_stats().l1_hits;
+        (void)b.get(key);
+        return b.near_cache_stats().l1_hits > before;
+      },
+      2000ms);
+}
+
+// A fresh key whose slot `port` serves.
+std::string key_on(int port, const std::string& stem) {
+  for (int i = 0;; ++i) {
+    auto k = unique_key(stem + std::to_string(i));
+    if (cluster().port_for_slot(dogpile::redis_detail::key_slot(k)) == port) return k;
+  }
+}
+
+}  // namespace
+
+TEST_CASE("redis_cluster near cache: L1 hits on every node, invalidated by another client's write",
+          "[redis][cluster][near]") {
+  auto b = near_cluster();
+  std::vector<std::pair<int, std::string>> keys;
+  for (int p : cluster().ports()) keys.emplace_back(p, key_on(p, "near"));
+  for (const auto& [p, k] : keys) {
+    b->set(k, "v1");
+    REQUIRE(near_serves(*b, k));
+  }
+  const auto st = b->near_cache_stats();
+  CHECK(st.entries >= keys.size());
+  CHECK(st.tracking);
+  for (const auto& [p, k] : keys) {
+    const auto hits = b->near_cache_stats().l1_hits;
+    CHECK(b->get(k) == std::optional<std::string>("v1"));
+    CHECK(b->near_cache_stats().l1_hits == hits + 1);
+    // Another client writes on the key's node: that node's subscriber drops the copy.
+    cluster().cli(p, {"set", k, "v2"});
+    CHECK(dogpile::test::detail::poll_until([&] { return b->get(k) == "v2"; }, 500ms));
+    REQUIRE(near_serves(*b, k));
+    CHECK(b->get(k) == std::optional<std::string>("v2"));
+  }
+  // One node's subscriber killed: that node's L1 is emptied, the others keep serving.
+  const int killed = keys.front().first;
+  const auto flushes = b->near_cache_stats().flushes;
+  cluster().cli(killed, {"CLIENT", "KILL", "TYPE", "pubsub"});
+  REQUIRE(dogpile::test::detail::poll_until([&] { return b->near_cache_stats().flushes > flushes; },
+                                            1000ms));
+  CHECK(b->near_cache_stats().flushes == flushes + 1);
+  CHECK(b->near_cache_stats().last_flush_reason.rfind("127.0.0.1:" + std::to_string(killed), 0) ==
+        0);
+  for (std::size_t i = 1; i < keys.size(); ++i) {
+    const auto hits = b->near_cache_stats().l1_hits;
+    CHECK(b->get(keys[i].second) == std::optional<std::string>("v2"));
+    CHECK(b->near_cache_stats().l1_hits == hits + 1);
+  }
+  CHECK(b->get(keys.front().second) == std::optional<std::string>("v2"));
+  for (const auto& [p, k] : keys) b->erase(k);
+}
+
+TEST_CASE("redis_cluster near cache: a slot migration leaves no stale entry",
+          "[redis][cluster][near]") {
+  auto b = near_cluster();
+  const auto k = unique_key("nearmig");
+  const int slot = slot_of(k);
+  b->set(k, "before");
+  REQUIRE(near_serves(*b, k));
+  const auto [from, to] = owner_and_other(slot);
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
+  cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
+  cluster().cli(from, {"migrate", "127.0.0.1", std::to_string(to), k, "0", "5000"});
+  // The source's MIGRATE invalidates; the read goes there, is sent on (ASK), and is right.
+  CHECK(b->get(k) == std::optional<std::string>("before"));
+  // get_multi's fill (MGET, PTTL) is sent on by ASK too: what the target answers must not be
+  // installed in the source's L1 (the target's writes are invalidated on the target only).
+  const std::vector<std::string> just_k{k};
+  for (int i = 0; i < 3; ++i) {
+    CHECK(b->get_multi(just_k) == std::vector<std::optional<std::string>>{"before"});
+  }
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  // Another client writes on the new owner: every read from now on sees it.
+  cluster().cli(to, {"set", k, "moved"});
+  CHECK(b->get(k) == std::optional<std::string>("moved"));  // MOVED: the slot map changes
+  CHECK(b->get(k) == std::optional<std::string>("moved"));
+  // L1 serves it again, from the new owner's tracking: its writes invalidate.
+  REQUIRE(near_serves(*b, k));
+  cluster().cli(to, {"set", k, "moved2"});
+  CHECK(dogpile::test::detail::poll_until([&] { return b->get(k) == "moved2"; }, 500ms));
+  // Move it back: the backend's map is stale again, and the first MOVED corrects it.
+  cluster().cli(from, {"cluster", "setslot", s, "importing", to_id});
+  cluster().cli(to, {"cluster", "setslot", s, "migrating", from_id});
+  cluster().cli(to, {"migrate", "127.0.0.1", std::to_string(from), k, "0", "5000"});
+  for (int p : cluster().ports()) cluster().cli(p, {"cluster", "setslot", s, "node", from_id});
+  CHECK(b->get(k) == std::optional<std::string>("moved2"));
+  cluster().cli(from, {"set", k, "back"});
+  CHECK(dogpile::test::detail::poll_until([&] { return b->get(k) == "back"; }, 500ms));
+  CHECK(b->near_cache_stats().flushes >= 1);
+  b->erase(k);
+}
+
+TEST_CASE("redis_cluster near cache: max_bytes bounds the L1s of every node together",
+          "[redis][cluster][near]") {
+  auto o = options(false);
+  o.near_cache = {.max_bytes = 4096, .max_staleness = 1s};
+  RedisClusterBackend b(o);
+  const std::string value(200, 'x');
+  std::vector<std::string> keys;
+  for (int i = 0; i < 90; ++i) keys.push_back(unique_key("nearbound" + std::to_string(i)));
+  for (const auto& k : keys) b.set(k, value);
+  // The first reads make each node's near cache; once all track, the next ones fill every
+  // node's L1 well past its share.
+  for (const auto& k : keys) REQUIRE(b.get(k) == value);
+  REQUIRE(dogpile::test::detail::poll_until([&] { return b.near_cache_stats().tracking; }, 2000ms));
+  for (const auto& k : keys) REQUIRE(b.get(k) == value);
+  const auto st = b.near_cache_stats();
+  CHECK(st.fills > 30);
+  CHECK(st.entries > 0);
+  CHECK(st.bytes <= 4096);
+  b.erase_multi(keys);
+}

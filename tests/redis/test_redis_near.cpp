@@ -173,6 +173,53 @@ TEST_CASE("redis near cache: a write between a fill's GET and its install leaves
   b->set_near_cache_fill_hook_for_testing(nullptr);
 }
 
+TEST_CASE("redis near cache: get_multi takes hits from L1 and reads the misses in one round trip",
+          "[redis][near]") {
+  auto b = near_backend();
+  const std::vector<std::string> keys{"nc:m1", "nc:m2", "nc:m3", "nc:m-missing"};
+  REQUIRE(poll_until([&] { return b->near_cache_stats().tracking; }));
+  // Written by another client, and their invalidations seen before the fills begin (a late
+  // one would refuse a fill).
+  const auto inv0 = b->near_cache_stats().invalidations;
+  cli({"SET", "nc:m1", "a"});
+  cli({"SET", "nc:m2", "b"});
+  cli({"SET", "nc:m3", "c", "PX", "60000"});
+  REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations >= inv0 + 3; }));
+  REQUIRE(wait_serving(*b, "nc:m1"));
+  const std::vector<std::optional<std::string>> want{"a", "b", "c", std::nullopt};
+  cli({"CONFIG", "RESETSTAT"});
+  auto hits = b->near_cache_stats().l1_hits;
+  CHECK(b->get_multi(keys) == want);  // nc:m1 from L1, the rest filled
+  std::string info = cli({"INFO", "commandstats"});
+  CHECK(commandstat_calls(info, "mget") == 1);
+  CHECK(commandstat_calls(info, "pttl") == 3);
+  CHECK(b->near_cache_stats().l1_hits == hits + 1);
+  // Now every present key comes from L1: only the missing one goes to Redis.
+  hits = b->near_cache_stats().l1_hits;
+  CHECK(b->get_multi(keys) == want);
+  CHECK(b->near_cache_stats().l1_hits == hits + 3);
+  info = cli({"INFO", "commandstats"});
+  CHECK(commandstat_calls(info, "mget") == 2);
+  CHECK(commandstat_calls(info, "get") == 0);
+  // Another client's write invalidates a get_multi fill like a get's.
+  cli({"SET", "nc:m2", "b2"});
+  REQUIRE(poll_until([&] { return b->get_multi(keys)[1] == "b2"; }, 1000ms));
+  // The fill race, as for get: a write between the read and the install refuses it.
+  std::atomic<bool> armed{true};
+  b->set_near_cache_fill_hook_for_testing([&](std::string_view key) {
+    if (key != "nc:m3" || !armed.exchange(false)) return;
+    const auto inv = b->near_cache_stats().invalidations;
+    cli({"SET", "nc:m3", "c2"});
+    REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations > inv; }, 1000ms));
+  });
+  b->set("nc:m3", "c1");  // our own write drops the L1 copy; the next get_multi fills it
+  const auto refused = b->near_cache_stats().refused_fills;
+  CHECK(b->get_multi(keys)[2] == "c1");
+  CHECK(b->near_cache_stats().refused_fills >= refused + 1);
+  for (int i = 0; i < 20; ++i) REQUIRE(b->get_multi(keys)[2] == "c2");
+  b->set_near_cache_fill_hook_for_testing(nullptr);
+}
+
 TEST_CASE("redis near cache: a killed subscriber empties L1 and later reads are right",
           "[redis][near]") {
   auto b = near_backend();
@@ -251,6 +298,40 @@ TEST_CASE("redis near cache: FLUSHALL empties L1", "[redis][near]") {
   cli({"FLUSHALL"});
   REQUIRE(poll_until([&] { return !b->get("nc:flush").has_value(); }, 1000ms));
   CHECK_THAT(b->near_cache_stats().last_flush_reason, Catch::Matchers::Contains("FLUSHALL"));
+}
+
+TEST_CASE("redis near cache: a server demoted to a replica stops L1 (ROLE before each fence)",
+          "[redis][near]") {
+  // A replica's fences prove nothing of the writes its master takes (replication lags): an old
+  // master that still answers after a failover must not keep L1 serving.
+  RedisServer tracked;
+  RedisServer other;
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = tracked.port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1000ms};
+  RedisBackend b(o);
+  other.cli({"SET", "nc:demoted", "v"});
+  b.set("nc:demoted", "v");
+  REQUIRE(wait_serving(b, "nc:demoted"));
+  tracked.cli({"REPLICAOF", "127.0.0.1", std::to_string(other.port())});
+  REQUIRE(poll_until([&] { return tracked.cli({"ROLE"}).rfind("slave", 0) == 0; }));
+  // At the next fence (within 200 ms) L1 is emptied, and it does not serve again (the full
+  // sync's nil invalidation empties it too; the reader's reconnections keep meeting ROLE).
+  CHECK(poll_until(
+      [&] {
+        return b.near_cache_stats().last_flush_reason.find("no longer a master") !=
+               std::string::npos;
+      },
+      1500ms));
+  const auto hits = b.near_cache_stats().l1_hits;
+  const auto end = Clock::now() + 300ms;
+  while (Clock::now() < end) {
+    REQUIRE(b.get("nc:demoted") == "v");
+    std::this_thread::sleep_for(5ms);
+  }
+  CHECK(b.near_cache_stats().l1_hits == hits);
 }
 
 TEST_CASE("redis near cache: L1 stays within max_bytes", "[redis][near]") {
@@ -337,8 +418,19 @@ TEST_CASE("redis near cache: arguments", "[redis][near]") {
   CHECK_THROWS_AS(RedisBackend::from_arguments({{"near_cache", {{"size", 10}}}}),
                   dogpile::ValidationError);
   CHECK_THROWS_AS(RedisBackend::from_arguments({{"near_cache", 5}}), dogpile::ValidationError);
-  CHECK_THROWS_AS(dogpile::RedisSentinelBackend::from_arguments(
-                      {{"sentinels", {{"127.0.0.1", 1}}}, {"near_cache", {{"max_bytes", 10}}}}),
+  // The sentinel and cluster backends take it too (their tests: test_redis_sentinel and
+  // test_redis_cluster [near]); nothing listens on port 1, the reader just retries.
+  auto sb = dogpile::RedisSentinelBackend::from_arguments({{"sentinels", {{"127.0.0.1", 1}}},
+                                                           {"socket_connect_timeout", 0.05},
+                                                           {"near_cache", {{"max_bytes", 10}}}});
+  CHECK(dynamic_cast<dogpile::RedisSentinelBackend&>(*sb).options().near_cache.max_bytes == 10);
+  auto cb = dogpile::RedisClusterBackend::from_arguments(
+      {{"startup_nodes", {{"127.0.0.1", 1}}},
+       {"near_cache", {{"max_bytes", 10}, {"max_staleness", 0.5}}}});
+  CHECK(dynamic_cast<dogpile::RedisClusterBackend&>(*cb).options().near_cache.max_staleness ==
+        500ms);
+  CHECK_THROWS_AS(dogpile::RedisClusterBackend::from_arguments(
+                      {{"startup_nodes", {{"127.0.0.1", 1}}}, {"near_cache", 5}}),
                   dogpile::ValidationError);
 }
 

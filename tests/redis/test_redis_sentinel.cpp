@@ -523,3 +523,63 @@ TEST_CASE("redis_sentinel: a master over TLS, found and followed across a failov
   CHECK(set.replica().cli({"get", "tls-master-2"}) == "after\n");  // the new master
   CHECK(b->get("tls-master") == std::optional<std::string>("before"));
 }
+
+// ---- near cache -----------------------------------------------------------------------------
+
+namespace {
+
+// Reads `key` until one read is an L1 hit (tracking up on the master and a fence seen).
+bool near_serves(RedisSentinelBackend& b, const std::string& key) {
+  return dogpile::test::detail::poll_until(
+      [&] {
+        const auto before = b.near_cache_stats().l1_hits;
+        (void)b.get(key);
+        return b.near_cache_stats().l1_hits > before;
+      },
+      2000ms);
+}
+
+}  // namespace
+
+TEST_CASE("redis_sentinel near cache: L1 hits, another client's write, and a failover flushes it",
+          "[redis][sentinel][near][failover]") {
+  REQUIRE(sentinels().rejoin_old_master());
+  auto o = options();
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  RedisSentinelBackend b(o);
+  const auto k = unique_key("near");
+  b.set(k, "v1");
+  REQUIRE(near_serves(b, k));
+  const auto hits = b.near_cache_stats().l1_hits;
+  CHECK(b.get(k) == std::optional<std::string>("v1"));
+  CHECK(b.near_cache_stats().l1_hits == hits + 1);
+  // Another client writes on the master: the L1 copy is dropped within about a round trip.
+  const auto before = sentinels().current_master();
+  dogpile::test::redis_cli(before.second, {"set", k, "v2"});
+  CHECK(dogpile::test::detail::poll_until([&] { return b.get(k) == "v2"; }, 500ms));
+  REQUIRE(near_serves(b, k));
+
+  // A failover: the old master stays a master (it is converted to a replica only seconds
+  // later) and its tracking and fences go on, but they say nothing of the new master's writes.
+  const auto flushes = b.near_cache_stats().flushes;
+  sentinels().failover(2);
+  const auto after = sentinels().current_master();
+  REQUIRE(after != before);
+  // The backend follows the failover's events: L1 emptied, tracking moved to the new master.
+  CHECK(dogpile::test::detail::poll_until([&] { return b.near_cache_stats().flushes > flushes; },
+                                          1000ms));
+  CHECK(b.near_cache_stats().last_flush_reason.find("new master") != std::string::npos);
+  // Another client writes on the new master: no read returns the old value.
+  dogpile::test::redis_cli(after.second, {"set", k, "v3"});
+  const auto end = std::chrono::steady_clock::now() + 100ms;
+  while (std::chrono::steady_clock::now() < end) {
+    REQUIRE(b.get(k) == std::optional<std::string>("v3"));
+  }
+  // L1 serves again, tracked against the new master: its writes invalidate.
+  REQUIRE(near_serves(b, k));
+  dogpile::test::redis_cli(after.second, {"set", k, "v4"});
+  CHECK(dogpile::test::detail::poll_until([&] { return b.get(k) == "v4"; }, 500ms));
+  CHECK(b.near_cache_stats().tracking);
+  REQUIRE(sentinels().rejoin_old_master());
+  b.erase(k);
+}

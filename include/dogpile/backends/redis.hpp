@@ -46,7 +46,7 @@
 /// acquire gives up after `lock_blocking_timeout` (the region then throws `TimeoutError`). The
 /// handle may be released from another thread.
 ///
-/// **The near cache** (`near_cache`, off by default; `redis` only so far): an in-process L1 of
+/// **The near cache** (`near_cache`, off by default): an in-process L1 of
 /// the values read, kept coherent by Redis client-side caching (`CLIENT TRACKING … REDIRECT …
 /// BCAST`, two extra connections and a reader thread). A write by anyone drops the copy; fills
 /// are race-free; no read is served from L1 more than `max_staleness` after the last heartbeat
@@ -79,7 +79,7 @@ namespace dogpile {
 namespace redis_detail {
 class Client;
 class ReleaseNotifier;
-class NearCache;
+class NearCaches;
 }  // namespace redis_detail
 
 /// A `host, port` pair, as dogpile's `sentinels` and `startup_nodes` lists hold them.
@@ -174,6 +174,9 @@ struct RedisSentinelOptions {
   std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
   RedisTlsOptions tls{};           ///< TLS to the master and replicas (`ssl_*` arguments)
   RedisTlsOptions sentinel_tls{};  ///< TLS to the sentinels (`sentinel_kwargs`' `ssl_*`)
+  /// In-process L1 (off by default), tracked against the current master; emptied when a
+  /// failover is followed.
+  RedisNearCacheOptions near_cache{};
 };
 
 /// Options of `RedisClusterBackend`. Plain aggregate.
@@ -195,6 +198,9 @@ struct RedisClusterOptions {
   std::optional<Duration> lock_blocking_timeout{};       ///< longest blocking wait
   std::string lock_prefix{};                             ///< lock key prefix; empty = `_lock`
   RedisTlsOptions tls{};  ///< TLS to every node (`ssl=true` or a `rediss://` URL)
+  /// In-process L1 (off by default): tracked per master, `max_bytes` split between them;
+  /// emptied on a slot map change.
+  RedisNearCacheOptions near_cache{};
 };
 
 /// What the three Redis backends share: storage commands and the lock, over a router that
@@ -222,7 +228,7 @@ class RedisBackendBase : public CacheBackend {
     Duration lock_sleep = std::chrono::milliseconds(100);  ///< poll cap
     std::optional<Duration> lock_blocking_timeout{};       ///< blocking wait bound
     std::string lock_prefix{};                             ///< lock key prefix
-    RedisNearCacheOptions near_cache{};                    ///< L1 (standalone only)
+    RedisNearCacheOptions near_cache{};                    ///< L1 (off by default)
   };
 
  protected:
@@ -235,7 +241,8 @@ class RedisBackendBase : public CacheBackend {
   void do_set(std::string_view key, std::string_view value) override;
   /// `DEL`.
   void do_erase(std::string_view key) override;
-  /// One `MGET` per slot group, pipelined per node.
+  /// One `MGET` per slot group, pipelined per node. With a near cache: L1 hits first, then
+  /// the misses in one round trip (`MGET` per slot group and a `PTTL` per key), filled as `get`.
   std::vector<std::optional<std::string>> do_get_multi(std::span<const std::string> keys) override;
   /// `MSET` per slot group, or a pipeline of `SET … PX`.
   void do_set_multi(std::span<const BytesItem> items) override;
@@ -246,12 +253,13 @@ class RedisBackendBase : public CacheBackend {
 
  private:
   std::optional<std::string> near_get(std::string_view key);
+  std::vector<std::optional<std::string>> near_get_multi(std::span<const std::string> keys);
   void near_forget(std::string_view key);  // after this process's own write
 
   std::shared_ptr<redis_detail::Client> client_;
   Common common_;
   std::shared_ptr<redis_detail::ReleaseNotifier> notifier_;
-  std::unique_ptr<redis_detail::NearCache> near_;
+  std::unique_ptr<redis_detail::NearCaches> near_;
 };
 
 /// The `redis` backend: one server. See the file comment.
