@@ -351,9 +351,26 @@ class CacheRegion {
   /// Unlike dogpile, a key another caller created while this one waited is re-read, not
   /// created twice.
   template <class T, class F>
-  std::vector<T> get_or_create_multi(const std::vector<std::string>& keys, F&& creator,
-                                     const CreateOptions<std::type_identity_t<T>>& opts = {}) const;
+  std::vector<T> get_or_create_multi(
+      const std::vector<std::string>& keys, F&& creator,
+      const CreateOptions<std::type_identity_t<T>>& opts = {}) const {
+    static_assert(std::is_invocable_v<F&, std::span<const std::string>>,
+                  "get_or_create_multi: the creator must take the keys to create "
+                  "(std::span<const std::string>) and return a std::vector of their values, in "
+                  "the same order");
+    if constexpr (std::is_invocable_v<F&, std::span<const std::string>>) {
+      return get_or_create_multi_impl<T>(keys, std::forward<F>(creator), opts);
+    } else {
+      return {};  // not reached: the static_assert above failed
+    }
+  }
 
+ private:
+  template <class T, class F>
+  std::vector<T> get_or_create_multi_impl(const std::vector<std::string>& keys, F&& creator,
+                                          const CreateOptions<std::type_identity_t<T>>& opts) const;
+
+ public:
   // ---- writes ----------------------------------------------------------------------------
 
   /// Stores `value` under `key` (creation time: now). Never locks.
@@ -852,7 +869,7 @@ inline CacheRegion make_region(RegionOptions opts = {}) { return CacheRegion(std
 // ---- get_or_create_multi -----------------------------------------------------------------
 
 template <class T, class F>
-std::vector<T> CacheRegion::get_or_create_multi(
+std::vector<T> CacheRegion::get_or_create_multi_impl(
     const std::vector<std::string>& keys, F&& creator,
     const CreateOptions<std::type_identity_t<T>>& opts) const {
   if (keys.empty()) return {};

@@ -480,46 +480,62 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
   // The readers reach the server through a proxy the test can freeze (a partition the writer,
   // connected directly, does not see).
   dogpile::test::FreezableProxy proxy(near_server().port());
-  std::vector<pid_t> readers;
-  for (int p = 0; p < 2; ++p) {
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-      int code = 0;
-      try {
-        auto b = near_backend(staleness, 500ms, proxy.port());
-        auto read_loop = [&] {
-          while (!board->stop.load()) {
-            const std::int64_t start = now_ns();
-            const auto hits = b->near_cache_stats().l1_hits;
-            std::optional<std::string> v;
-            try {
-              v = b->get(key);
-            } catch (const dogpile::BackendError&) {  // the paused server: a read times out
-              continue;
-            }
-            board->reads.fetch_add(1);
-            if (b->near_cache_stats().l1_hits > hits) board->l1_hits.fetch_add(1);
-            if (!v) continue;  // FLUSHALL: no version
-            const int ver = std::stoi(*v);
-            if (ver + 1 >= StalenessBoard::kVersions) continue;
-            const std::int64_t overwritten = board->acked_ns[ver + 1].load();
-            if (overwritten != 0 && start > overwritten + staleness_ns) {
-              board->violations.fetch_add(1);
-              std::int64_t late = start - overwritten - staleness_ns;
-              std::int64_t worst = board->worst_late_ns.load();
-              while (late > worst && !board->worst_late_ns.compare_exchange_weak(worst, late)) {
-              }
+  // Each reader: its own backend (its own connections, subscriber and L1) and two threads;
+  // returns 0 when it ran to the end. A process of its own, except under ThreadSanitizer,
+  // which cannot start threads in a child forked from a process that has some: there the
+  // readers are threads of this process (still separate clients of the server).
+  auto reader = [&]() -> int {
+    int code = 0;
+    try {
+      auto b = near_backend(staleness, 500ms, proxy.port());
+      auto read_loop = [&] {
+        while (!board->stop.load()) {
+          const std::int64_t start = now_ns();
+          const auto hits = b->near_cache_stats().l1_hits;
+          std::optional<std::string> v;
+          try {
+            v = b->get(key);
+          } catch (const dogpile::BackendError&) {  // the paused server: a read times out
+            continue;
+          }
+          board->reads.fetch_add(1);
+          if (b->near_cache_stats().l1_hits > hits) board->l1_hits.fetch_add(1);
+          if (!v) continue;  // FLUSHALL: no version
+          const int ver = std::stoi(*v);
+          if (ver + 1 >= StalenessBoard::kVersions) continue;
+          const std::int64_t overwritten = board->acked_ns[ver + 1].load();
+          if (overwritten != 0 && start > overwritten + staleness_ns) {
+            board->violations.fetch_add(1);
+            std::int64_t late = start - overwritten - staleness_ns;
+            std::int64_t worst = board->worst_late_ns.load();
+            while (late > worst && !board->worst_late_ns.compare_exchange_weak(worst, late)) {
             }
           }
-        };
-        std::thread second(read_loop);
-        read_loop();
-        second.join();
-      } catch (...) {
-        code = 1;
-      }
-      ::_exit(code);
+        }
+      };
+      std::thread second(read_loop);
+      read_loop();
+      second.join();
+    } catch (...) {
+      code = 1;
     }
+    return code;
+  };
+#if defined(__SANITIZE_THREAD__)
+  constexpr bool kReaderProcesses = false;
+#else
+  constexpr bool kReaderProcesses = true;
+#endif
+  std::vector<pid_t> readers;
+  std::vector<std::thread> reader_threads;
+  std::atomic<int> reader_failures{0};
+  for (int p = 0; p < 2; ++p) {
+    if (!kReaderProcesses) {
+      reader_threads.emplace_back([&] { reader_failures += reader() != 0 ? 1 : 0; });
+      continue;
+    }
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(reader());
     readers.push_back(pid);
   }
 
@@ -591,6 +607,8 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
     REQUIRE(::waitpid(pid, &status, 0) == pid);
     CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
   }
+  for (auto& t : reader_threads) t.join();
+  CHECK(reader_failures.load() == 0);
   INFO("versions written " << version.load() << ", reads " << board->reads.load() << ", L1 hits "
                            << board->l1_hits.load() << ", worst lateness "
                            << board->worst_late_ns.load() / 1000 << " us");

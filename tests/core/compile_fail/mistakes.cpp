@@ -15,6 +15,9 @@ int main() {
   // A creator that takes an argument.
   // EXPECT: get_or_create: the creator must take no arguments
   (void)region.get_or_create("k", [](int id) { return id; });
+  // A get_or_create_multi creator that does not take the keys.
+  // EXPECT: get_or_create_multi: the creator must take the keys to create
+  (void)region.get_or_create_multi<int>({"a", "b"}, [] { return std::vector<int>{1, 2}; });
   // A value the memory backend cannot copy.
   // EXPECT: region.set: the value must be copyable
   region.set("p", std::make_unique<int>(1));
