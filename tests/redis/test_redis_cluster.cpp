@@ -5,13 +5,18 @@
 // a node played by the test, redirection loops that must end.
 #include <signal.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
+#include <functional>
+#include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "backends/conformance.hpp"
 #include "dogpile/backends/redis.hpp"
 #include "support/fake_server.hpp"
+#include "support/near_cache.hpp"
 #include "support/servers.hpp"
 #include "support/tls_certs.hpp"
 
@@ -540,6 +545,62 @@ TEST_CASE("redis_cluster over TLS: nodes learnt from the slot map are reached ov
   CHECK_THAT(e, Catch::Contains("certificate verify failed"));
 }
 
+namespace {
+
+// A writer thread for the failover and migration tests: calls `step(version)` with versions
+// 1, 2, … until stop(); `step` writes that version under some keys and returns them (a
+// BackendError counts as an error, the keys as not written). Remembers, per key, the last
+// version a write acknowledged.
+class AckedWriter {
+ public:
+  using Step = std::function<std::vector<std::string>(long version)>;
+  explicit AckedWriter(Step step) : thread_([this, step = std::move(step)] { run(step); }) {}
+  AckedWriter(const AckedWriter&) = delete;
+  AckedWriter& operator=(const AckedWriter&) = delete;
+  ~AckedWriter() {
+    if (thread_.joinable()) stop();
+  }
+  void stop() {
+    stop_ = true;
+    thread_.join();
+  }
+  // After stop():
+  [[nodiscard]] long versions() const { return version_; }
+  [[nodiscard]] int errors() const { return errors_; }
+  [[nodiscard]] const std::string& first_error() const { return first_error_; }
+  /// How many of `keys` hold (`got`, read after stop()) another value than the last version a
+  /// write acknowledged (keys never acknowledged are skipped).
+  [[nodiscard]] int lost(const std::vector<std::string>& keys,
+                         const std::vector<std::optional<std::string>>& got) const {
+    int n = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const auto a = acked_.find(keys[i]);
+      if (a != acked_.end() && got[i] != std::optional<std::string>(std::to_string(a->second))) ++n;
+    }
+    return n;
+  }
+
+ private:
+  void run(const Step& step) {
+    while (!stop_.load()) {
+      ++version_;
+      try {
+        for (const auto& k : step(version_)) acked_[k] = version_;
+      } catch (const dogpile::BackendError& e) {
+        if (errors_++ == 0) first_error_ = e.what();
+      }
+    }
+  }
+  std::atomic<bool> stop_{false};
+  long version_ = 0;
+  int errors_ = 0;
+  std::string first_error_;
+  std::map<std::string, long> acked_;
+  std::thread thread_;  // last: started once the members above exist
+};
+
+}  // namespace
+
 TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no write",
           "[redis][cluster][migration]") {
   // Every key in one slot (hash tag); a writer sets single keys and small batches without a
@@ -557,33 +618,20 @@ TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no 
   const int slot = slot_of(keys[0]);
   const auto [home, other] = owner_and_other(slot);
 
-  std::map<std::string, long> acked;  // the writer's: last acknowledged version per key
-  for (const auto& k : keys) acked[k] = 0;
-  std::atomic<bool> stop{false};
-  std::atomic<int> errors{0};
-  std::string first_error;
-  long version = 0;
-  std::thread writer([&] {
-    std::size_t i = 0;
-    while (!stop.load()) {
-      ++version;
-      try {
-        if (version % 5 == 0) {  // a batch of 5 keys
-          std::vector<dogpile::BytesItem> batch;
-          for (int j = 0; j < 5; ++j)
-            batch.emplace_back(keys[(i + j) % keys.size()], std::to_string(version));
-          b->set_multi(batch);
-          for (const auto& [k, v] : batch) acked[k] = version;
-          i += 5;
-        } else {
-          const auto& k = keys[i++ % keys.size()];
-          b->set(k, std::to_string(version));
-          acked[k] = version;
-        }
-      } catch (const dogpile::BackendError& e) {
-        if (errors.fetch_add(1) == 0) first_error = e.what();
-      }
+  std::size_t next = 0;
+  AckedWriter writer([&](long version) -> std::vector<std::string> {
+    if (version % 5 == 0) {  // a batch of 5 keys
+      std::vector<dogpile::BytesItem> batch;
+      for (int j = 0; j < 5; ++j)
+        batch.emplace_back(keys[next++ % keys.size()], std::to_string(version));
+      b->set_multi(batch);
+      std::vector<std::string> wrote;
+      for (const auto& item : batch) wrote.push_back(item.first);
+      return wrote;
     }
+    const auto& k = keys[next++ % keys.size()];
+    b->set(k, std::to_string(version));
+    return {k};
   });
   auto move_slot = [&](int from, int to) {
     const auto from_id = node_id(from);
@@ -615,17 +663,12 @@ TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no 
   std::this_thread::sleep_for(50ms);
   move_slot(other, home);
   std::this_thread::sleep_for(50ms);
-  stop = true;
-  writer.join();
-  INFO("writes " << version << ", errors " << errors.load() << ": " << first_error);
-  CHECK(version > 200);
-  CHECK(errors.load() == 0);
-  int lost = 0;
-  const auto got = b->get_multi(keys);
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (got[i] != std::optional<std::string>(std::to_string(acked[keys[i]]))) ++lost;
-  }
-  CHECK(lost == 0);
+  writer.stop();
+  INFO("writes " << writer.versions() << ", errors " << writer.errors() << ": "
+                 << writer.first_error());
+  CHECK(writer.versions() > 200);
+  CHECK(writer.errors() == 0);
+  CHECK(writer.lost(keys, b->get_multi(keys)) == 0);
   b->erase_multi(keys);
 }
 
@@ -648,23 +691,12 @@ TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledge
   }
   std::vector<std::string> keys;
   for (int i = 0; i < 100; ++i) keys.push_back(tag + std::to_string(i));
-  std::map<std::string, long> acked;
-  std::atomic<bool> stop{false};
-  std::atomic<int> errors{0};
-  std::string first_error;
-  long version = 0;
-  std::thread writer([&] {
-    std::size_t i = 0;
-    while (!stop.load()) {
-      const auto& k = keys[i++ % keys.size()];
-      try {
-        b->set(k, std::to_string(++version));
-        acked[k] = version;
-      } catch (const dogpile::BackendError& e) {
-        if (errors.fetch_add(1) == 0) first_error = e.what();
-      }
-      std::this_thread::sleep_for(1ms);
-    }
+  std::size_t next = 0;
+  AckedWriter writer([&](long version) -> std::vector<std::string> {
+    std::this_thread::sleep_for(1ms);
+    const auto& k = keys[next++ % keys.size()];
+    b->set(k, std::to_string(version));
+    return {k};
   });
   std::this_thread::sleep_for(100ms);
   REQUIRE(c.cli(replica, {"cluster", "failover"}).rfind("OK", 0) == 0);
@@ -675,20 +707,12 @@ TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledge
   }
   REQUIRE(c.cli(replica, {"role"}).rfind("master", 0) == 0);
   std::this_thread::sleep_for(200ms);  // writes go on to the new master
-  stop = true;
-  writer.join();
-  INFO("writes " << version << ", errors " << errors.load() << ": " << first_error);
-  CHECK(version > 100);
-  CHECK(errors.load() == 0);
-  const auto got = b->get_multi(keys);
-  int lost = 0;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    if (acked.count(keys[i]) != 0 &&
-        got[i] != std::optional<std::string>(std::to_string(acked[keys[i]]))) {
-      ++lost;
-    }
-  }
-  CHECK(lost == 0);
+  writer.stop();
+  INFO("writes " << writer.versions() << ", errors " << writer.errors() << ": "
+                 << writer.first_error());
+  CHECK(writer.versions() > 100);
+  CHECK(writer.errors() == 0);
+  CHECK(writer.lost(keys, b->get_multi(keys)) == 0);
   // The new master serves the slot; the old one is its replica now.
   CHECK(c.port_for_slot(std::stoi(c.cli(replica, {"cluster", "keyslot", tag}))) == replica);
 }
@@ -735,13 +759,7 @@ std::shared_ptr<RedisClusterBackend> near_cluster() {
 
 // Reads `key` until one read is an L1 hit (its node's tracking up and a fence seen).
 bool near_serves(RedisClusterBackend& b, const std::string& key) {
-  return dogpile::test::detail::poll_until(
-      [&] {
-        const auto before = b.near_cache_stats().l1_hits;
-        (void)b.get(key);
-        return b.near_cache_stats().l1_hits > before;
-      },
-      2000ms);
+  return dogpile::test::l1_serves(b, key);
 }
 
 // A fresh key whose slot `port` serves.

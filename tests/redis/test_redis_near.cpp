@@ -22,6 +22,7 @@
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/error.hpp"
 #include "support/fake_server.hpp"
+#include "support/near_cache.hpp"
 #include "support/servers.hpp"
 
 using namespace std::chrono_literals;
@@ -64,11 +65,7 @@ bool poll_until(F pred, std::chrono::milliseconds limit = 2000ms) {
 
 // Reads `key` until one read is an L1 hit (tracking up and a fence seen).
 bool wait_serving(RedisBackend& b, const std::string& key) {
-  return poll_until([&] {
-    const auto before = b.near_cache_stats().l1_hits;
-    (void)b.get(key);
-    return b.near_cache_stats().l1_hits > before;
-  });
+  return dogpile::test::l1_serves(b, key);
 }
 
 std::string cli(const std::vector<std::string>& args) { return near_server().cli(args); }

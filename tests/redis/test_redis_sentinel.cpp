@@ -21,6 +21,7 @@
 #include "dogpile/backends/redis.hpp"
 #include "support/captured_log.hpp"
 #include "support/fake_server.hpp"
+#include "support/near_cache.hpp"
 #include "support/servers.hpp"
 #include "support/tls_certs.hpp"
 
@@ -530,13 +531,7 @@ namespace {
 
 // Reads `key` until one read is an L1 hit (tracking up on the master and a fence seen).
 bool near_serves(RedisSentinelBackend& b, const std::string& key) {
-  return dogpile::test::detail::poll_until(
-      [&] {
-        const auto before = b.near_cache_stats().l1_hits;
-        (void)b.get(key);
-        return b.near_cache_stats().l1_hits > before;
-      },
-      2000ms);
+  return dogpile::test::l1_serves(b, key);
 }
 
 }  // namespace
