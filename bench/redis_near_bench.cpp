@@ -127,8 +127,7 @@ void register_benchmarks() {
       ->UseRealTime();
   benchmark::RegisterBenchmark("near_miss/floor_near_region_get", region_get<&Env::near_region>)
       ->UseRealTime();
-  benchmark::RegisterBenchmark("near_miss/no_near_cache_region_get",
-                               region_get<&Env::plain_region>)
+  benchmark::RegisterBenchmark("near_miss/no_near_cache_region_get", region_get<&Env::plain_region>)
       ->UseRealTime();
 }
 
@@ -170,8 +169,8 @@ void invalidation_latency(int trials) {
     const auto t0 = std::chrono::steady_clock::now();
     while (!seen.load(std::memory_order_acquire)) {
     }
-    us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
-                     .count());
+    us.push_back(
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     want.store(-1, std::memory_order_release);
   }
   want.store(-2);
@@ -181,8 +180,8 @@ void invalidation_latency(int trials) {
       "\ninvalidation latency over %d overwrites by another client (us, from its set() returning "
       "to the reader's first get() of the new value):\n  p50 %.1f  p99 %.1f  p99.9 %.1f  max "
       "%.1f\n  (L1 hits meanwhile: %llu; invalidations: %llu; flushes: %llu, last: '%s')\n",
-      trials, percentile(us, 0.5), percentile(us, 0.99), percentile(us, 0.999),
-      percentile(us, 1.0), static_cast<unsigned long long>(st.l1_hits - hits0),
+      trials, percentile(us, 0.5), percentile(us, 0.99), percentile(us, 0.999), percentile(us, 1.0),
+      static_cast<unsigned long long>(st.l1_hits - hits0),
       static_cast<unsigned long long>(st.invalidations),
       static_cast<unsigned long long>(st.flushes), st.last_flush_reason.c_str());
 }

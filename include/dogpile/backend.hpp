@@ -14,7 +14,8 @@
 /// * reports a miss as `std::nullopt`, never as an exception;
 /// * throws `BackendError` when its storage fails — a network backend the subclass that says
 ///   why: `ConnectionError`, `TimeoutError`, `ReplyError`, `ClusterDownError` (error.hpp) —
-///   and `ValidationError` for input it refuses; other exceptions are wrapped into `BackendError` by the public call;
+///   and `ValidationError` for input it refuses; other exceptions are wrapped into `BackendError`
+///   by the public call;
 /// * is thread-safe: a region calls it from many threads at once.
 
 #include <cstddef>

@@ -427,7 +427,8 @@ TEST_CASE("guide: backend error types", "[guide]") {
   // Warnings that are not errors (ignored arguments, lost leases, reconnects, failovers):
   dogpile::Logger previous =
       dogpile::set_logger([&](dogpile::LogLevel level, std::string_view message) {
-        if (level == dogpile::LogLevel::warning) lines.emplace_back(message);  // not thread-safe: a test
+        // (not thread-safe: a test)
+        if (level == dogpile::LogLevel::warning) lines.emplace_back(message);
       });
   // [/guide:backend_error_types]
   dogpile::set_logger(std::move(previous));
