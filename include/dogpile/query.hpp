@@ -595,12 +595,12 @@ class QueryCache {
   [[nodiscard]] std::string generation(std::string_view ns) const {
     const std::string gk = gen_key(ns);
     if (auto g = region_.get<std::string>(gk, {.ignore_expiration = true})) return std::move(*g);
-    // Missing (never set, evicted or lost): a new random one. A plain set is enough: whichever
-    // value ends up stored, the rows a reader stores are keyed by the generation it read
-    // before its SELECT, and a value that was replaced never comes back.
-    std::string g = detail::new_generation();
-    region_.set<std::string>(gk, g);
-    return g;
+    // Missing (never set, evicted or lost): a new random one, made under the dogpile lock so
+    // that concurrent readers agree on it (each with its own would key the same query apart,
+    // and each run the SELECT). Whichever value ends up stored, the rows a reader stores are
+    // keyed by the generation it read before its SELECT, and a replaced value never comes back.
+    return region_.get_or_create<std::string>(gk, [] { return detail::new_generation(); },
+                                              {.expiration_time = dogpile::never});
   }
 
   /// The region key holding the generation of `ns`.
@@ -762,14 +762,27 @@ class RelationshipCache {
     gkeys.push_back(QueryCache::gen_key(rel_.ns));
     for (const auto& p : parents) gkeys.push_back(parent_gen_key(p));
     auto gens = cache_.region_.get_multi<std::string>(gkeys, {.ignore_expiration = true});
-    std::vector<std::pair<std::string, std::string>> fresh;
+    // Missing generations are made under the dogpile lock, as QueryCache::generation does, so
+    // that concurrent loads of one parent agree on its key.
+    std::vector<std::string> missing;
     for (std::size_t i = 0; i < gens.size(); ++i) {
-      if (!gens[i]) {
-        gens[i] = detail::new_generation();
-        fresh.emplace_back(gkeys[i], *gens[i]);
+      if (!gens[i]) missing.push_back(gkeys[i]);
+    }
+    if (!missing.empty()) {
+      const auto made = cache_.region_.get_or_create_multi<std::string>(
+          missing,
+          [](std::span<const std::string> ks) {
+            std::vector<std::string> out;
+            out.reserve(ks.size());
+            for (std::size_t j = 0; j < ks.size(); ++j) out.push_back(detail::new_generation());
+            return out;
+          },
+          {.expiration_time = dogpile::never});
+      std::size_t m = 0;
+      for (auto& g : gens) {
+        if (!g) g = made[m++];
       }
     }
-    if (!fresh.empty()) cache_.region_.set_multi(fresh);
     std::vector<std::string> keys;
     keys.reserve(parents.size());
     for (std::size_t i = 0; i < parents.size(); ++i) {
