@@ -51,7 +51,9 @@ struct FanoutCacheOptions {
   bool private_cache = false;
   /// The value serializer of every shard (`DiskCacheOptions::serializer`); null = native values.
   std::shared_ptr<const ValueSerializer> serializer{};
-  std::size_t hot_cache_bytes = 0;  ///< per shard: DiskCacheOptions::hot_cache_bytes (0 = off)
+  /// Per shard: DiskCacheOptions::hot_cache_bytes (0 = off). The default, 1 MiB per shard, is
+  /// the 8 MiB of a default `DiskCache` spread over the default 8 shards.
+  std::size_t hot_cache_bytes = std::size_t{1} << 20;
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools
