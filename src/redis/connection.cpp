@@ -436,6 +436,10 @@ std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
 
 void Connection::abandon() noexcept { broken_ = true; }
 
+void Connection::interrupt() noexcept {
+  if (ctx_ != nullptr && ctx_->fd >= 0) (void)::shutdown(ctx_->fd, SHUT_RDWR);
+}
+
 void Connection::send(const Argv& argv) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
   RawArgv raw(argv);

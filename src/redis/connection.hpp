@@ -161,6 +161,10 @@ class Connection {
                                    std::chrono::steady_clock::time_point deadline);
   /// Marks the connection `broken()` (its replies will not be read): a pool drops it.
   void abandon() noexcept;
+  /// Shuts the socket down (no close): a read waiting in another thread returns at once and
+  /// throws ConnectionFailure(closed). The one call that may race a call in another thread;
+  /// the caller keeps the object alive meanwhile.
+  void interrupt() noexcept;
   /// Sends without reading (a subscriber's SUBSCRIBE). @throws ConnectionFailure.
   void send(const Argv& argv);
   /// The next reply already sent by the server (a pub/sub message), waiting at most `wait`;

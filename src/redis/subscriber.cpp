@@ -30,6 +30,8 @@ void Subscriber::request_stop() noexcept {
   {
     std::lock_guard lk(m_);
     stop_ = true;
+    // A read waiting out its poll returns now: a destructor does not wait up to kPoll.
+    if (live_ != nullptr) live_->interrupt();
   }
   cv_.notify_all();
 }
@@ -56,10 +58,23 @@ void Subscriber::loop() {
   constexpr auto kPoll = std::chrono::milliseconds(100);
   auto backoff = std::chrono::milliseconds(10);
   std::unique_ptr<Connection> conn;
+  // live_ names conn for request_stop() only while it is alive (set and cleared under m_).
+  const auto drop = [&] {
+    {
+      std::lock_guard lk(m_);
+      live_ = nullptr;
+    }
+    conn.reset();
+  };
   while (!stop_.load()) {
     try {
       if (!conn) {
         conn = std::make_unique<Connection>(where_(), settings_);
+        {
+          std::lock_guard lk(m_);
+          live_ = conn.get();
+          if (stop_.load()) break;  // stopped while connecting: the interrupt missed this one
+        }
         Argv argv{"SUBSCRIBE"};
         argv.insert(argv.end(), channels_.begin(), channels_.end());
         conn->send(argv);
@@ -76,13 +91,15 @@ void Subscriber::loop() {
       }
     } catch (const std::exception&) {
       // Lost (or never reached) the server: report the gap, then re-dial with backoff.
-      conn.reset();
+      drop();
+      if (stop_.load()) break;
       set_up(false);
       std::unique_lock lk(m_);
       cv_.wait_for(lk, backoff, [&] { return stop_.load(); });
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
     }
   }
+  drop();
 }
 
 }  // namespace dogpile::redis_detail

@@ -64,6 +64,7 @@ class Subscriber {
   std::atomic<std::uint64_t> epoch_{0};
   std::mutex m_;
   std::condition_variable cv_;  // wakes a reconnect backoff at stop, and wait_tried()
+  Connection* live_ = nullptr;  // m_: the loop's connection, which request_stop() interrupts
   int pid_;
   std::unique_ptr<std::thread> thread_;
 };
