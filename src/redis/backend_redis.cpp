@@ -252,6 +252,19 @@ std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
 std::vector<std::optional<std::string>> RedisBackendBase::do_get_multi(
     std::span<const std::string> keys) {
   if (near_) return near_get_multi(keys);
+  if (!client_->sharded()) {
+    // One master: one MGET of the caller's keys as they are (no copy, no grouping), each
+    // value moved out of the reply into its slot.
+    Reply r = client_->run_keys("MGET", keys);
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MGET", r);
+    std::vector<std::optional<std::string>> out(keys.size());
+    const std::size_t n = std::min(keys.size(), r.elements.size());
+    for (std::size_t i = 0; i < n; ++i) {
+      Reply& e = r.elements[i];
+      if (e.type == Reply::Type::string) out[i].emplace(std::move(e.str));
+    }
+    return out;
+  }
   const auto groups = by_slot(*client_, keys);
   std::vector<Routed> cmds;
   cmds.reserve(groups.size());
@@ -307,6 +320,13 @@ void RedisBackendBase::do_set_multi(std::span<const BytesItem> items) {
 }
 
 void RedisBackendBase::do_erase_multi(std::span<const std::string> keys) {
+  if (!client_->sharded()) {
+    for (const auto& k : keys) near_forget(k);  // also when the DEL fails after the server ran it
+    const Reply r = client_->run_keys("DEL", keys);
+    for (const auto& k : keys) near_forget(k);
+    if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
+    return;
+  }
   std::vector<Routed> cmds;
   for (const auto& g : by_slot(*client_, keys)) {
     Argv argv{"DEL"};

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -34,6 +35,19 @@ class Client {
   virtual Reply run(std::string_view key, const Argv& argv) = 0;
   /// Runs every command on the master serving its key, pipelined per server; replies in order.
   virtual std::vector<Reply> run_many(const std::vector<Routed>& cmds) = 0;
+  /// True where keys are spread over several masters (a cluster): a multi-key command must be
+  /// split by hash slot. False: any set of keys can go in one command.
+  [[nodiscard]] virtual bool sharded() const { return false; }
+  /// Runs `name keys...` (MGET, DEL: keys that share one master) on the master serving
+  /// `keys.front()`; `keys` must not be empty. A client with one master sends the caller's
+  /// keys as they are (no copy); this default copies them into an `Argv` for `run`.
+  virtual Reply run_keys(std::string_view name, std::span<const std::string> keys) {
+    Argv argv;
+    argv.reserve(keys.size() + 1);
+    argv.emplace_back(name);
+    argv.insert(argv.end(), keys.begin(), keys.end());
+    return run(keys.front(), argv);
+  }
   /// Where a pub/sub subscriber connects: a master (a cluster forwards PUBLISH to every node).
   virtual Endpoint subscribe_endpoint() = 0;
   /// The master serving `key` now (the near cache's node for it).

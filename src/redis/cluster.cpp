@@ -59,6 +59,7 @@ class ClusterClient final : public Client {
   }
 
   [[nodiscard]] int slot_of(std::string_view key) const override { return key_slot(key); }
+  [[nodiscard]] bool sharded() const override { return true; }
 
   Reply run(std::string_view key, const Argv& argv) override {
     try {

@@ -1,5 +1,5 @@
 // hiredis 0.14.1's blocking API behind `Connection`: the only file that sees redisContext and
-// redisReply.
+// hiredis's reader.
 #include "connection.hpp"
 
 // sds.h (the command buffer's type) declares C functions without extern "C".
@@ -13,6 +13,7 @@ extern "C" {
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -27,73 +28,93 @@ timeval to_timeval(milliseconds d) {
   return tv;
 }
 
-Reply convert(const redisReply* r) {
-  Reply out;
-  switch (r->type) {
-    case REDIS_REPLY_STRING:
-      out.type = Reply::Type::string;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_STATUS:
-      out.type = Reply::Type::status;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_ERROR:
-      out.type = Reply::Type::error;
-      out.str.assign(r->str, r->len);
-      break;
-    case REDIS_REPLY_INTEGER:
-      out.type = Reply::Type::integer;
-      out.integer = r->integer;
-      break;
-    case REDIS_REPLY_ARRAY:
-      out.type = Reply::Type::array;
-      out.elements.reserve(r->elements);
-      for (std::size_t i = 0; i < r->elements; ++i) out.elements.push_back(convert(r->element[i]));
-      break;
-    default:
-      out.type = Reply::Type::nil;
-  }
-  return out;
+// hiredis's reader builds our `Reply` tree directly through its reply-object hooks: no
+// redisReply per element (two allocations each) converted into a `Reply` and freed. A string
+// is copied once, from the reader's buffer into its `Reply`; an array's elements are built in
+// place in its `elements`. Only the root is heap-allocated (the reader holds it as a void*,
+// frees it through `free_object` when it fails half-way). An element's address is stable while
+// the reader uses it: an array grows only when its next element starts, after the previous one
+// (and everything under it) is complete.
+//
+// The hooks also enforce the bounds: an element count the reply's byte budget cannot hold (each
+// element is at least 3 bytes on the wire; otherwise `*2e9` would make us allocate before a
+// single element arrived) and a string over max_value_bytes (the pending-bytes check allows a
+// read chunk of slack) are refused. `refused` tells the caller that hiredis's "out of memory"
+// was a refusal. The hooks never throw (hiredis is C): an allocation failure is a null return,
+// which hiredis reports as out of memory.
+Reply* place(const redisReadTask* task) {
+  if (task->parent == nullptr) return new Reply;
+  auto* parent = static_cast<Reply*>(task->parent->obj);
+  if (static_cast<std::size_t>(task->idx) != parent->elements.size()) return nullptr;
+  return &parent->elements.emplace_back();
 }
 
-// hiredis' own reply objects, with an array hook that refuses an element count the reply's
-// byte budget cannot hold (each element is at least 3 bytes on the wire): otherwise `*2e9`
-// makes hiredis calloc 16 GB before a single element arrived. `refused` tells the caller that
-// hiredis' "out of memory" was a refusal.
-const redisReplyObjectFunctions* g_default_fns = nullptr;
+// Elements reserved up front at most: beyond, an array grows as elements actually arrive.
+constexpr std::size_t kMaxReserve = 4096;
 
-void* create_array(const redisReadTask* task, int elements) {
+void* create_array(const redisReadTask* task, int elements) noexcept {
   auto* limits = static_cast<Connection::Limits*>(task->privdata);
   if (limits != nullptr && elements > 0 &&
       static_cast<std::size_t>(elements) > limits->max_elements) {
     limits->refused = true;
     return nullptr;  // hiredis reports "out of memory"; `refused` says why
   }
-  return g_default_fns->createArray(task, elements);
+  try {
+    Reply* r = place(task);
+    if (r == nullptr) return nullptr;
+    r->type = Reply::Type::array;
+    r->elements.reserve(
+        std::min<std::size_t>(static_cast<std::size_t>(std::max(elements, 0)), kMaxReserve));
+    return r;
+  } catch (...) {
+    return nullptr;
+  }
 }
 
-// And a string over max_value_bytes that arrived whole (the pending-bytes check allows a read
-// chunk of slack) is refused too, so the bound is exact.
-void* create_string(const redisReadTask* task, char* str, std::size_t len) {
+void* create_string(const redisReadTask* task, char* str, std::size_t len) noexcept {
   auto* limits = static_cast<Connection::Limits*>(task->privdata);
   if (limits != nullptr && len > limits->max_string) {
     limits->refused = true;
     return nullptr;
   }
-  return g_default_fns->createString(task, str, len);
+  try {
+    Reply* r = place(task);
+    if (r == nullptr) return nullptr;
+    r->type = task->type == REDIS_REPLY_ERROR    ? Reply::Type::error
+              : task->type == REDIS_REPLY_STATUS ? Reply::Type::status
+                                                 : Reply::Type::string;
+    r->str.assign(str, len);
+    return r;
+  } catch (...) {
+    return nullptr;
+  }
 }
 
-redisReplyObjectFunctions* bounded_fns(const redisReplyObjectFunctions* defaults) {
-  static redisReplyObjectFunctions fns = [defaults] {
-    g_default_fns = defaults;
-    redisReplyObjectFunctions f = *defaults;
-    f.createArray = create_array;
-    f.createString = create_string;
-    return f;
-  }();
-  return &fns;
+void* create_integer(const redisReadTask* task, long long value) noexcept {
+  try {
+    Reply* r = place(task);
+    if (r == nullptr) return nullptr;
+    r->type = Reply::Type::integer;
+    r->integer = value;
+    return r;
+  } catch (...) {
+    return nullptr;
+  }
 }
+
+void* create_nil(const redisReadTask* task) noexcept {
+  try {
+    return place(task);  // Type::nil
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+// Called by hiredis only for the root (an unfinished reply when the reader fails or is freed).
+void free_object(void* reply) noexcept { delete static_cast<Reply*>(reply); }
+
+redisReplyObjectFunctions g_reply_fns{create_string, create_array, create_integer, create_nil,
+                                      free_object};
 
 int remaining_ms(std::chrono::steady_clock::time_point deadline) {
   const auto left =
@@ -102,29 +123,16 @@ int remaining_ms(std::chrono::steady_clock::time_point deadline) {
   return left.count() > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(left.count());
 }
 
-struct ReplyDeleter {
-  void operator()(void* r) const { freeReplyObject(r); }
-};
-using ReplyPtr = std::unique_ptr<void, ReplyDeleter>;
-
-// hiredis wants parallel arrays of pointers and lengths. One object can be refilled for each
-// command of a pipeline (its buffers are reused).
-struct RawArgv {
-  RawArgv() = default;
-  explicit RawArgv(const Argv& argv) { assign(argv); }
-  void assign(const Argv& argv) {
-    ptrs.clear();
-    lens.clear();
-    ptrs.reserve(argv.size());
-    lens.reserve(argv.size());
-    for (const auto& a : argv) {
-      ptrs.push_back(a.data());
-      lens.push_back(a.size());
-    }
+// Points `ptrs`/`lens` at a command's arguments (hiredis wants parallel arrays); the buffers
+// are the connection's, reused by every call.
+void point_at(const Argv& argv, std::vector<const char*>& ptrs, std::vector<std::size_t>& lens) {
+  ptrs.clear();
+  lens.clear();
+  for (const auto& a : argv) {
+    ptrs.push_back(a.data());
+    lens.push_back(a.size());
   }
-  std::vector<const char*> ptrs;
-  std::vector<std::size_t> lens;
-};
+}
 
 }  // namespace
 
@@ -226,7 +234,7 @@ std::unique_ptr<Connection> Connection::adopt(int fd, const ConnectSettings& s) 
 }
 
 void Connection::bound_reader() {
-  ctx_->reader->fn = bounded_fns(ctx_->reader->fn);
+  ctx_->reader->fn = &g_reply_fns;
   ctx_->reader->privdata = &limits_;
 }
 
@@ -375,9 +383,9 @@ Reply Connection::read_one(Clock::time_point deadline, std::size_t args) {
   reply_bytes_ = ctx_->reader->len - ctx_->reader->pos;
   for (;;) {
     if (void* raw = buffered_reply()) {
-      ReplyPtr owned(raw);
+      const std::unique_ptr<Reply> owned(static_cast<Reply*>(raw));
       reply_bytes_ = 0;
-      return convert(static_cast<const redisReply*>(raw));
+      return std::move(*owned);
     }
     check_pending();
     if (!read_some(deadline)) {
@@ -390,13 +398,32 @@ Reply Connection::read_one(Clock::time_point deadline, std::size_t args) {
 Reply Connection::command(const Argv& argv) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
   const auto deadline = Clock::now() + socket_timeout_;
-  RawArgv raw(argv);
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), raw.ptrs.data(),
-                             raw.lens.data()) != REDIS_OK) {
+  point_at(argv, arg_ptrs_, arg_lens_);
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
+                             arg_lens_.data()) != REDIS_OK) {
     fail();
   }
   write_all(deadline);
   return read_one(deadline, argv.size());
+}
+
+Reply Connection::command(std::string_view name, std::span<const std::string> args) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  const auto deadline = Clock::now() + socket_timeout_;
+  arg_ptrs_.clear();
+  arg_lens_.clear();
+  arg_ptrs_.push_back(name.data());
+  arg_lens_.push_back(name.size());
+  for (const auto& a : args) {
+    arg_ptrs_.push_back(a.data());
+    arg_lens_.push_back(a.size());
+  }
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(arg_ptrs_.size()), arg_ptrs_.data(),
+                             arg_lens_.data()) != REDIS_OK) {
+    fail();
+  }
+  write_all(deadline);
+  return read_one(deadline, arg_ptrs_.size());
 }
 
 std::vector<Reply> Connection::pipeline(const std::vector<Argv>& cmds) {
@@ -414,11 +441,10 @@ std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
 
 void Connection::send_pipeline(std::span<const Argv* const> cmds, Clock::time_point deadline) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  RawArgv raw;
   for (const Argv* argv : cmds) {
-    raw.assign(*argv);
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv->size()), raw.ptrs.data(),
-                               raw.lens.data()) != REDIS_OK) {
+    point_at(*argv, arg_ptrs_, arg_lens_);
+    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv->size()), arg_ptrs_.data(),
+                               arg_lens_.data()) != REDIS_OK) {
       fail();
     }
   }
@@ -442,9 +468,9 @@ void Connection::interrupt() noexcept {
 
 void Connection::send(const Argv& argv) {
   if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  RawArgv raw(argv);
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), raw.ptrs.data(),
-                             raw.lens.data()) != REDIS_OK) {
+  point_at(argv, arg_ptrs_, arg_lens_);
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
+                             arg_lens_.data()) != REDIS_OK) {
     fail();
   }
   write_all(Clock::now() + socket_timeout_);
@@ -460,9 +486,9 @@ std::optional<Reply> Connection::read_push(milliseconds wait) {
   limits_.refused = false;
   for (int round = 0; round < 2; ++round) {
     if (void* raw = buffered_reply()) {
-      ReplyPtr owned(raw);
+      const std::unique_ptr<Reply> owned(static_cast<Reply*>(raw));
       reply_bytes_ = ctx_->reader->len - ctx_->reader->pos;
-      return convert(static_cast<const redisReply*>(raw));
+      return std::move(*owned);
     }
     check_pending();
     if (round == 1) break;

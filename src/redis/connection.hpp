@@ -1,5 +1,5 @@
-// One blocking hiredis connection, and the reply type the rest of src/redis sees (hiredis'
-// redisReply never leaves connection.cpp). Internal to dogpile::redis.
+// One blocking hiredis connection, and the reply type the rest of src/redis sees (hiredis's
+// reader builds it directly, in connection.cpp). Internal to dogpile::redis.
 #pragma once
 
 #include <chrono>
@@ -145,6 +145,9 @@ class Connection {
 
   /// Sends one command and reads its reply. @throws ConnectionFailure.
   Reply command(const Argv& argv);
+  /// The same for `name args...` (a multi-key command: `MGET k1 k2 ...`), sent straight from
+  /// the caller's strings, without copying them into an `Argv`. @throws ConnectionFailure.
+  Reply command(std::string_view name, std::span<const std::string> args);
   /// Sends every command in one write, then reads every reply, in order. @throws
   /// ConnectionFailure.
   std::vector<Reply> pipeline(const std::vector<Argv>& cmds);
@@ -225,6 +228,9 @@ class Connection {
   std::size_t reply_bytes_ = 0;   // bytes read towards it so far
   Limits limits_{};
   std::unique_ptr<char[]> rbuf_;
+  // The argument pointers and lengths hiredis formats a command from, reused by every call.
+  std::vector<const char*> arg_ptrs_;
+  std::vector<std::size_t> arg_lens_;
 };
 
 }  // namespace dogpile::redis_detail

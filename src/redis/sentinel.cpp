@@ -22,6 +22,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -44,13 +45,15 @@ bool is_demoted(const Reply& r) {
 }
 
 // Commands that only read, and so may still go to the old master during a failover.
-bool is_read(const Argv& argv) {
-  if (argv.empty()) return true;
+bool is_read(std::string_view name) {
   for (const char* r : {"GET", "MGET", "EXISTS", "PTTL", "TTL", "PING"}) {
-    if (::strcasecmp(argv[0].c_str(), r) == 0) return true;
+    if (name.size() == std::strlen(r) && ::strncasecmp(name.data(), r, name.size()) == 0) {
+      return true;
+    }
   }
   return false;
 }
+bool is_read(const Argv& argv) { return argv.empty() || is_read(argv[0]); }
 
 // Failover progress, in the order the leading sentinel publishes it.
 constexpr const char* kHoldEvents[] = {"+elected-leader", "+failover-state-select-slave",
@@ -130,28 +133,24 @@ class SentinelClient final : public Client {
   }
 
   Reply run(std::string_view /*key*/, const Argv& argv) override {
-    const bool write = !is_read(argv);
-    return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
-      auto r = p.run([&](Connection& c) {
-        auto reply = c.command(argv);
-        if (write && !reply.is_error()) confirm_if_held(c, hold_gen);
-        return reply;
-      });
-      return std::make_pair(is_demoted(r), std::move(r));
-    });
+    return run_one(!is_read(argv), [&](Connection& c) { return c.command(argv); });
+  }
+
+  Reply run_keys(std::string_view name, std::span<const std::string> keys) override {
+    return run_one(!is_read(name), [&](Connection& c) { return c.command(name, keys); });
   }
 
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
-    std::vector<Argv> argvs;
+    std::vector<const Argv*> argvs;  // the routed commands themselves: no copy of arguments
     argvs.reserve(cmds.size());
     bool write = false;
     for (const auto& c : cmds) {
-      argvs.push_back(c.argv);
+      argvs.push_back(&c.argv);
       write = write || !is_read(c.argv);
     }
     return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
       auto rs = p.run([&](Connection& c) {
-        auto replies = c.pipeline(argvs);
+        auto replies = c.pipeline(std::span<const Argv* const>(argvs));
         if (write && std::any_of(replies.begin(), replies.end(),
                                  [](const Reply& r) { return !r.is_error(); })) {
           confirm_if_held(c, hold_gen);
@@ -180,6 +179,19 @@ class SentinelClient final : public Client {
 
  private:
   using Clock = std::chrono::steady_clock;
+
+  // One command (`send(Connection&)` sends it and reads its reply) on the master.
+  template <class Send>
+  Reply run_one(bool write, const Send& send) {
+    return with_master(write, [&](Pool& p, std::uint64_t hold_gen) {
+      auto r = p.run([&](Connection& c) {
+        auto reply = send(c);
+        if (write && !reply.is_error()) confirm_if_held(c, hold_gen);
+        return reply;
+      });
+      return std::make_pair(is_demoted(r), std::move(r));
+    });
+  }
 
   // Runs `f(pool, hold generation)` on the master; on a failure before the command ran, or a
   // demoted reply, asks the sentinels again and retries, for at most about one socket timeout

@@ -29,6 +29,14 @@ class StandaloneClient final : public Client {
     }
   }
 
+  Reply run_keys(std::string_view name, std::span<const std::string> keys) override {
+    try {
+      return pool_.run([&](Connection& c) { return c.command(name, keys); });
+    } catch (const ConnectionFailure& e) {
+      throw_failure(e);
+    }
+  }
+
   Endpoint subscribe_endpoint() override { return pool_.endpoint(); }
   [[nodiscard]] const ConnectSettings& settings() const override { return pool_.settings(); }
   [[nodiscard]] std::string describe() const override {

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "backends/conformance.hpp"
@@ -123,6 +124,44 @@ TEST_CASE("redis hostile: max_value_bytes allows a value up to it, per key of an
   o.max_value_bytes = 200 * 1024;
   RedisBackend small(o);
   CHECK_THAT(backend_error([&] { small.get("k"); }), Catch::Contains("max_value_bytes"));
+}
+
+TEST_CASE("redis hostile: MGET answered with odd shapes: strings are values, the rest misses",
+          "[redis][hostile]") {
+  // Replies are built by hiredis's reader straight into dogpile's reply tree (nested arrays in
+  // place): every shape a server may send is read, a reply broken half-way is an error (the
+  // partial tree freed), and the next call works on a fresh connection.
+  std::atomic<int> n{0};
+  const std::string nested7 = "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n$1\r\nz\r\n";
+  const std::vector<std::string> replies{
+      // a, 7, [x, [nil]], nil, +OK, an array nested 7 deep
+      "*6\r\n$1\r\na\r\n:7\r\n*2\r\n$1\r\nx\r\n*1\r\n$-1\r\n$-1\r\n+OK\r\n" + nested7,
+      "*3\r\n$1\r\np\r\n$0\r\n\r\n$1\r\nr\r\n",  // more values than keys: the extra ignored
+      "*1\r\n$1\r\nq\r\n",                       // fewer: the rest are misses
+      "*3\r\n$1\r\na\r\n*2\r\n:1\r\n!bad\r\n",   // broken inside a nested array
+      "*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n*1\r\n:1\r\n",  // deeper than hiredis reads
+      "-ERR no such thing\r\n",
+      "+OK\r\n",  // not an array: every key misses
+  };
+  FakeServer fake([&](FakeConnection& c) {
+    while (!c.read_some().empty()) {
+      const auto i = static_cast<std::size_t>(n.fetch_add(1));
+      if (!c.send(i < replies.size() ? replies[i] : "*0\r\n")) return;
+    }
+  });
+  RedisBackend b(fake_options(fake));
+  const std::vector<std::string> six{"k1", "k2", "k3", "k4", "k5", "k6"};
+  const std::vector<std::optional<std::string>> first{"a",          std::nullopt, std::nullopt,
+                                                      std::nullopt, std::nullopt, std::nullopt};
+  CHECK(b.get_multi(six) == first);
+  const std::vector<std::string> two{"k1", "k2"};
+  CHECK(b.get_multi(two) == std::vector<std::optional<std::string>>{"p", ""});
+  CHECK(b.get_multi(two) == std::vector<std::optional<std::string>>{"q", std::nullopt});
+  CHECK_THAT(backend_error([&] { b.get_multi(two); }), Catch::Contains("protocol error"));
+  CHECK_THAT(backend_error([&] { b.get_multi(two); }), Catch::Contains("protocol error"));
+  CHECK_THAT(backend_error([&] { b.get_multi(two); }), Catch::Contains("no such thing"));
+  CHECK(b.get_multi(two) == std::vector<std::optional<std::string>>(2));
+  CHECK(fake.connections() == 3);  // one per protocol error, never reused after one
 }
 
 TEST_CASE("redis hostile: a protocol error closes the connection; it is never reused",
