@@ -30,7 +30,7 @@ std::string random_channel() {
 
 NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
                      std::size_t max_bytes, milliseconds max_staleness,
-                     std::function<std::uint64_t()> generation,
+                     const std::atomic<std::uint64_t>* generation,
                      std::function<void(const Endpoint&)> not_master)
     : where_(std::move(where)),
       settings_(std::move(settings)),
@@ -40,7 +40,7 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
       fence_interval_(
           std::clamp<milliseconds>(max_staleness / 5, milliseconds(5), milliseconds(200))),
       fence_channel_(random_channel()),
-      generation_(std::move(generation)),
+      generation_(generation),
       not_master_(std::move(not_master)),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
@@ -84,8 +84,11 @@ std::shared_ptr<NearCache::Node> NearCache::lookup_node(std::string_view key) {
   auto e = l1_.get({key, detail::hash_key(key)});
   if (!e) return nullptr;
   // Server-side expiry reaches us late (active expiry is sampled): honour the TTL locally.
-  if ((*e)->expires_ns != 0 && now >= (*e)->expires_ns) return nullptr;
-  hits_.fetch_add(1, std::memory_order_relaxed);
+  if ((*e)->expires_ns != 0 && now >= (*e)->expires_ns) {
+    // Counted by l1_ as a hit: L1 served none (l1_hits = l1_.hits() - expired_).
+    expired_.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
   return std::move(*e);
 }
 
@@ -181,7 +184,9 @@ RedisNearCacheStats NearCache::stats() {
   RedisNearCacheStats s;
   s.enabled = true;
   s.tracking = ready_.load();
-  s.l1_hits = hits_.load();
+  const std::uint64_t expired = expired_.load();  // first: each counts after its l1_ hit
+  const std::uint64_t found = l1_.hits();
+  s.l1_hits = found > expired ? found - expired : 0;
   s.fills = fills_.load();
   s.refused_fills = refused_.load();
   s.invalidations = invalidations_.load();
@@ -362,9 +367,9 @@ std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where,
                                             std::size_t max_bytes) {
   // The client outlives us (the backend holds both, and destroys us first).
   Client* c = client_.get();
-  return std::make_unique<NearCache>(
-      std::move(where), client_->settings(), max_bytes, max_staleness_,
-      [c] { return c->topology_generation(); }, [c](const Endpoint& ep) { c->not_a_master(ep); });
+  return std::make_unique<NearCache>(std::move(where), client_->settings(), max_bytes,
+                                     max_staleness_, c->topology_counter(),
+                                     [c](const Endpoint& ep) { c->not_a_master(ep); });
 }
 
 NearCache& NearCaches::for_key(std::string_view key) {

@@ -78,12 +78,12 @@ class NearCache {
   using Node = NearNode;
 
   /// Starts the reader thread; it connects to `where()` (asked again at every reconnect).
-  /// `generation()` is the client's topology generation (Client::topology_generation): when
+  /// `*generation` is the client's topology generation (Client::topology_counter, never null): when
   /// it moves, L1 is emptied and tracking re-established on `where()` (a failover, a slot map
   /// change); fills and fences begun under another generation are refused. `not_master(ep)`
   /// is told when the server tracked says (ROLE) it is no longer a master.
   NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
-            milliseconds max_staleness, std::function<std::uint64_t()> generation = {},
+            milliseconds max_staleness, const std::atomic<std::uint64_t>* generation,
             std::function<void(const Endpoint&)> not_master = {});
   /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
   ~NearCache();
@@ -128,7 +128,7 @@ class NearCache {
     std::int64_t started_ns = 0;   // before the GET was sent: the local TTL counts from here
     std::uint64_t generation = 0;  // the client's topology generation at begin_fill
   };
-  std::uint64_t generation() const { return generation_ ? generation_() : 0; }
+  std::uint64_t generation() const { return generation_->load(std::memory_order_acquire); }
 
   void loop();
   void connect_once();
@@ -148,7 +148,7 @@ class NearCache {
   std::int64_t max_staleness_ns_;
   milliseconds fence_interval_;
   std::string fence_channel_;
-  std::function<std::uint64_t()> generation_;
+  const std::atomic<std::uint64_t>* generation_;
   std::function<void(const Endpoint&)> not_master_;
   // The topology generation tracking was established under: L1 serves, and fills and fences
   // count, only while the client's generation is still this one.
@@ -165,7 +165,7 @@ class NearCache {
   std::function<void(std::string_view)> hook_;
   std::function<void(std::string_view)> listener_;
 
-  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> expired_{0};  // L1 entries found past their server TTL
   std::atomic<std::uint64_t> fills_{0};
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> invalidations_{0};
