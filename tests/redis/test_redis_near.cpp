@@ -781,3 +781,57 @@ TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidati
   CHECK(creations.load() == 0);
   CHECK(took < 150ms);
 }
+
+TEST_CASE("redis near cache: the read after a lock acquisition comes from the server, not L1",
+          "[redis][near]") {
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = near_server().port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  o.distributed_lock = true;
+  auto b = std::make_shared<RedisBackend>(o);
+  auto reader = dogpile::make_region({.stale_policy = dogpile::block});
+  reader.configure(b, {.expiration_time = 1s});
+  const auto plain = [](int db) {
+    return std::make_shared<RedisBackend>(
+        RedisOptions{.host = "127.0.0.1", .port = near_server().port(), .db = db});
+  };
+  auto old_writer =
+      dogpile::make_region({.clock = [] { return std::chrono::system_clock::now() - 10s; }});
+  old_writer.configure(plain(0));
+  auto new_writer = near_region(plain(1));
+  const std::string key = "nc:lock-read";
+  const std::string lock = b->lock_key(key);
+  old_writer.set(key, std::string("old"));  // expired for `reader` (made 10 s ago)
+  REQUIRE(wait_serving(*b, key));           // and held in L1
+  // The previous holder's value reaches the server with no invalidation this process hears
+  // before it acquires the lock (here never: SWAPDB sends none; in the field, the message is
+  // merely late), so L1 still holds the old value when the waiter gets the lock.
+  new_writer.set(key, std::string("new"));
+  cli({"SET", lock, "other-holder", "PX", "30000"});
+  cli({"-n", "1", "SET", lock, "other-holder", "PX", "30000"});
+  cli({"CONFIG", "RESETSTAT"});
+  std::atomic<int> creations{0};
+  std::string got;
+  std::thread waiter([&] {
+    got = reader.get_or_create(key, [&] {
+      ++creations;
+      return std::string("mine");
+    });
+  });
+  // The waiter read the expired value and found the lock held.
+  const bool waiting = poll_until(
+      [&] {
+        return commandstat_calls(cli({"INFO", "commandstats"}), "set") >= 1;
+      },
+      3000ms);
+  cli({"SWAPDB", "0", "1"});  // "new" and the held lock now in database 0
+  cli({"DEL", lock});
+  waiter.join();
+  cli({"SWAPDB", "0", "1"});
+  cli({"-n", "1", "DEL", key, lock});
+  REQUIRE(waiting);
+  CHECK(got == "new");
+  CHECK(creations.load() == 0);
+}
