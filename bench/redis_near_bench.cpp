@@ -5,6 +5,8 @@
 // Families (ratio table at the end, see support/ratio_reporter.hpp; lower is better):
 //   near_hit/...          region.get<std::string> of a 200-byte value served from L1 vs the same
 //                         region.get on a region over `memory` (the goal: <= 1.2x)
+//   near_hit_bounded/...  the same L1 hit vs region.get on a `memory` backend bounded like L1
+//                         (max_bytes, W-TinyLFU): what is left once both pay the eviction policy
 //   near_backend_hit/...  the backends alone (no region, no envelope): RedisBackend::get from L1
 //                         vs MemoryBackend::get
 //   near_miss/...         the same get with no near cache (a round trip) vs from L1: how much a
@@ -47,9 +49,11 @@ struct Env {
   std::shared_ptr<dogpile::RedisBackend> near;   // near cache on
   std::shared_ptr<dogpile::RedisBackend> plain;  // near cache off
   std::shared_ptr<dogpile::CacheBackend> memory;
+  std::shared_ptr<dogpile::CacheBackend> memory_bounded;
   dogpile::CacheRegion near_region = dogpile::make_region({.name = "near"});
   dogpile::CacheRegion plain_region = dogpile::make_region({.name = "plain"});
   dogpile::CacheRegion memory_region = dogpile::make_region({.name = "memory"});
+  dogpile::CacheRegion bounded_region = dogpile::make_region({.name = "memory_bounded"});
   std::string key = "bench:user:profile:42";
   std::string value = std::string(kValueBytes, 'v');
 };
@@ -68,11 +72,14 @@ void setup() {
   e.near = std::make_shared<dogpile::RedisBackend>(options(e.server->port(), true));
   e.plain = std::make_shared<dogpile::RedisBackend>(options(e.server->port(), false));
   e.memory = dogpile::make_backend("memory", nlohmann::json::object());
+  e.memory_bounded = dogpile::make_backend("memory", {{"max_bytes", std::size_t{64} << 20}});
   e.near_region.configure(e.near, {.expiration_time = 10min});
   e.plain_region.configure(e.plain, {.expiration_time = 10min});
   e.memory_region.configure(e.memory, {.expiration_time = 10min});
+  e.bounded_region.configure(e.memory_bounded, {.expiration_time = 10min});
   e.plain_region.set(e.key, e.value);
   e.memory_region.set(e.key, e.value);
+  e.bounded_region.set(e.key, e.value);
   // Wait until tracking is up and the key is in L1 (the first reads fill it).
   const auto deadline = std::chrono::steady_clock::now() + 5s;
   while (e.near->near_cache_stats().l1_hits == 0) {
@@ -118,6 +125,11 @@ void register_benchmarks() {
   benchmark::RegisterBenchmark("near_hit/floor_memory_region_get", region_get<&Env::memory_region>)
       ->UseRealTime();
   benchmark::RegisterBenchmark("near_hit/near_region_get", region_get<&Env::near_region>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("near_hit_bounded/floor_bounded_memory_region_get",
+                               region_get<&Env::bounded_region>)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark("near_hit_bounded/near_region_get", region_get<&Env::near_region>)
       ->UseRealTime();
   benchmark::RegisterBenchmark("near_backend_hit/floor_memory_backend_get",
                                backend_get<dogpile::CacheBackend, &Env::memory>)

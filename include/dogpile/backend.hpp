@@ -19,6 +19,7 @@
 /// * is thread-safe: a region calls it from many threads at once.
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <new>
@@ -45,6 +46,35 @@ struct StoredObject {
   std::type_index type = typeid(void);    ///< `typeid(T)`
   Metadata meta{};                        ///< creation time etc.
   std::size_t size_hint = 0;  ///< bytes the object costs (`dogpile::weigh`), for `max_bytes`
+};
+
+/// Which decoded values a region can use: its value type and how it turns bytes into a value
+/// (two regions that could decode the same bytes into different values differ in `decoding`
+/// or `limit`). Plain aggregate, compared member by member.
+struct DecodedKind {
+  std::type_index type = typeid(void);  ///< `typeid(T)`
+  std::uint64_t decoding = 0;           ///< the region's payload format and string codec
+  std::uint64_t limit = 0;              ///< the largest payload the region inflates
+  friend bool operator==(const DecodedKind&, const DecodedKind&) = default;
+};
+
+/// A value a byte backend keeps decoded next to the bytes it came from (the Redis near cache's
+/// L1), so that a region's hit is not decoded again. Immutable once made.
+struct DecodedValue {
+  std::shared_ptr<const void> object{};  ///< points to a `const T` (`kind.type`)
+  DecodedKind kind{};
+  Metadata meta{};            ///< the envelope's metadata (creation time, version, delta)
+  std::size_t size_hint = 0;  ///< bytes the object costs (`dogpile::weigh` + control block)
+};
+
+/// What `CacheBackend::get_decodable` returns: a decoded value of the asked kind, or the bytes.
+struct DecodableBytes {
+  /// A value of the asked kind decoded from the bytes stored now; null when there is none.
+  std::shared_ptr<const DecodedValue> decoded{};
+  /// The bytes stored under the key (empty when `decoded` is set, or on a miss).
+  std::optional<std::string> bytes{};
+  /// Where `keep_decoded` attaches the value decoded from `bytes`; null: nowhere (opaque).
+  std::shared_ptr<void> slot{};
 };
 
 /// One key/value pair of bytes for `set_multi`.
@@ -148,6 +178,27 @@ class CacheBackend {
   /// with the smaller of this and its own `CodecOptions::max_value_bytes`, so a stored payload
   /// that inflates past it is a miss (CantDeserialize). Never throws.
   [[nodiscard]] std::size_t max_value_bytes() const { return do_max_value_bytes(); }
+  /// True if this byte backend can keep values decoded next to their bytes
+  /// (`get_decodable` / `keep_decoded`): the `redis` backends with a near cache.
+  [[nodiscard]] bool keeps_decoded() const { return do_keeps_decoded(); }
+  /// The value stored under `key`: decoded, when the backend kept one of `kind` decoded from
+  /// the bytes it would return now, else the bytes with a slot to attach their decoded value
+  /// to. Serves under the same rules as `get` (an invalidation drops the decoded copy with the
+  /// bytes). Default: `get` and no slot. @throws as `get`.
+  DecodableBytes get_decodable(std::string_view key, const DecodedKind& kind) {
+    if (trivial_rules()) return call([&] { return do_get_decodable(key, kind); });
+    std::string m;
+    const auto k = checked(key, &m);
+    return call([&] { return do_get_decodable(k, kind); });
+  }
+  /// Attaches `value`, decoded from the bytes `get_decodable` returned with `slot`, to those
+  /// bytes: a later `get_decodable` of the same kind returns it while the same bytes are
+  /// served. A no-op for a null slot, or when those bytes were dropped or replaced since.
+  /// Never throws (the value is just not kept).
+  void keep_decoded(const std::shared_ptr<void>& slot,
+                    std::shared_ptr<const DecodedValue> value) noexcept {
+    if (slot) do_keep_decoded(slot, std::move(value));
+  }
   /// The object stored under `key` (only when `stores_objects()`). @throws as `get`.
   std::optional<StoredObject> get_object(std::string_view key) {
     if (trivial_rules()) return call([&] { return do_get_object(key); });
@@ -208,6 +259,15 @@ class CacheBackend {
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
   /// Default: `default_max_value_bytes`.
   [[nodiscard]] virtual std::size_t do_max_value_bytes() const { return default_max_value_bytes; }
+  /// Default: false. Override together with the two hooks below.
+  [[nodiscard]] virtual bool do_keeps_decoded() const { return false; }
+  /// Default: `do_get` and no slot.
+  virtual DecodableBytes do_get_decodable(std::string_view key, const DecodedKind& /*kind*/) {
+    return DecodableBytes{nullptr, do_get(key), nullptr};
+  }
+  /// Default: nothing kept. Must not throw.
+  virtual void do_keep_decoded(const std::shared_ptr<void>& /*slot*/,
+                               std::shared_ptr<const DecodedValue> /*value*/) noexcept {}
   /// Object hooks: override all of them together with `do_stores_objects`.
   virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
     detail::throw_error<BackendError>(name_ + " backend does not store objects");
@@ -300,7 +360,9 @@ class CacheBackend {
 
 /// A backend that wraps another and forwards everything to it; override the hooks you want to
 /// intercept and call `ProxyBackend::do_…` (or `proxied()`) to pass on. dogpile's ProxyBackend.
-/// Listed in `ConfigureOptions::wrap`, the first proxy is the outermost.
+/// Listed in `ConfigureOptions::wrap`, the first proxy is the outermost. A proxy does not
+/// keep decoded values (`keeps_decoded()` is false), so every read of a region reaches its
+/// `do_get`.
 class ProxyBackend : public CacheBackend {
  public:
   /// A proxy named "proxy" with no key rules of its own (the wrapped backend checks its keys).

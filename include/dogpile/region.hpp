@@ -68,6 +68,9 @@ struct RegionConfig {
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
   bool stores_objects = false;
+  // A byte backend that keeps decoded values next to its bytes (the Redis near cache): reads
+  // go through get_decodable, and a hit returns the kept object instead of decoding again.
+  bool keeps_decoded = false;
   // The region's codec, its max_value_bytes lowered to the backend's: a payload stored small
   // must not inflate past what the backend was configured to return.
   CodecOptions codec;
@@ -509,6 +512,7 @@ class CacheRegion {
     cfgp->backend = backend;
     cfgp->expiration = opts.expiration_time;
     cfgp->stores_objects = backend->stores_objects();
+    cfgp->keeps_decoded = !cfgp->stores_objects && backend->keeps_decoded();
     cfgp->codec = state_->opts.codec;
     cfgp->codec.max_value_bytes =
         std::min(cfgp->codec.max_value_bytes, std::max<std::size_t>(1, backend->max_value_bytes()));
@@ -680,6 +684,9 @@ class CacheRegion {
   template <class T>
   std::optional<Cached<T>> fetch(const detail::RegionConfig& c, std::string_view mkey,
                                  bool check_version) const {
+    if constexpr (HasCodec<T> && std::is_copy_constructible_v<T>) {
+      if (c.keeps_decoded) return fetch_decodable<T>(c, mkey, check_version);
+    }
     if (c.stores_objects) {
       return detail::from_object<T>(
           guarded([&] { return c.backend->get_object(mkey); },
@@ -691,6 +698,30 @@ class CacheRegion {
                 {"get", mkey}),
         check_version, c.codec, mkey, c.backend_name);
   }
+  /// `fetch` from a backend that keeps decoded values: the kept `T` when there is one of this
+  /// region's kind (type and codec), else the bytes decoded here and the result attached to
+  /// them for the next hit. Same results as decoding the bytes every time.
+  template <class T>
+  std::optional<Cached<T>> fetch_decodable(const detail::RegionConfig& c, std::string_view mkey,
+                                           bool check_version) const {
+    const DecodedKind kind = detail::decoded_kind<T>(c.codec);
+    DecodableBytes r = guarded([&] { return c.backend->get_decodable(mkey, kind); },
+                               [] { return DecodableBytes{}; }, {"get", mkey});
+    if (r.decoded && r.decoded->kind == kind) {
+      const DecodedValue& d = *r.decoded;
+      if (check_version && d.meta.v != 2) return std::nullopt;
+      return Cached<T>{*static_cast<const T*>(d.object.get()), from_unix_seconds(d.meta.ct),
+                       std::chrono::duration<double>(d.meta.delta)};
+    }
+    if (!r.bytes) return std::nullopt;
+    auto d = detail::decode_for_keeping<T>(*r.bytes, check_version, kind, c.codec, mkey);
+    if (!d) return std::nullopt;
+    Cached<T> out{*static_cast<const T*>(d->object.get()), from_unix_seconds(d->meta.ct),
+                  std::chrono::duration<double>(d->meta.delta)};
+    c.backend->keep_decoded(r.slot, std::move(d));
+    return out;
+  }
+
   template <class T>
   std::vector<std::optional<Cached<T>>> fetch_multi(const detail::RegionConfig& c,
                                                     const std::vector<std::string>& mkeys,

@@ -97,9 +97,14 @@ RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detai
     if (nc.max_staleness.count() <= 0) {
       detail::bad_argument(n, "near_cache", "max_staleness must be positive");
     }
-    near_ = std::make_unique<redis_detail::NearCaches>(
+    near_ = std::make_shared<redis_detail::NearCaches>(
         client_, this->name() == "redis_cluster", nc.max_bytes,
         std::chrono::duration_cast<std::chrono::milliseconds>(nc.max_staleness));
+    if (notifier_) {
+      // Tracking covers the lock keys too: the DEL (or expiry) of a lock key by any holder,
+      // Python's included (it publishes no release notice), wakes this process's waiters.
+      near_->set_invalidation_listener([n = notifier_](std::string_view key) { n->released(key); });
+    }
   }
 }
 
@@ -129,6 +134,35 @@ std::optional<std::string> RedisBackendBase::do_get(std::string_view key) {
 std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
   redis_detail::NearCache& nc = near_->for_key(key);
   if (auto v = nc.lookup(key)) return v;
+  return near_fill(nc, key, nullptr);
+}
+
+DecodableBytes RedisBackendBase::do_get_decodable(std::string_view key, const DecodedKind& kind) {
+  if (!near_) return DecodableBytes{nullptr, do_get(key), nullptr};
+  redis_detail::NearCache& nc = near_->for_key(key);
+  if (auto n = nc.lookup_node(key)) {
+    // The decoded copy goes with its node: served under the same checks as the bytes.
+    if (const DecodedValue* d = n->decoded(); d != nullptr && d->kind == kind) {
+      // Shares the node's ownership: the copy lives as long as its node.
+      return DecodableBytes{std::shared_ptr<const DecodedValue>(std::move(n), d), std::nullopt,
+                            nullptr};
+    }
+    return DecodableBytes{nullptr, n->value, std::move(n)};
+  }
+  std::shared_ptr<redis_detail::NearCache::Node> node;
+  auto value = near_fill(nc, key, &node);
+  return DecodableBytes{nullptr, std::move(value), std::move(node)};
+}
+
+void RedisBackendBase::do_keep_decoded(const std::shared_ptr<void>& slot,
+                                       std::shared_ptr<const DecodedValue> value) noexcept {
+  // Every slot this backend hands out is a NearCache::Node (do_get_decodable).
+  static_cast<redis_detail::NearNode*>(slot.get())->set_decoded(std::move(value));
+}
+
+std::optional<std::string> RedisBackendBase::near_fill(
+    redis_detail::NearCache& nc, std::string_view key,
+    std::shared_ptr<redis_detail::NearNode>* installed) {
   // The token exists before the GET can execute: a write executed after it marks it dirty.
   const std::uint64_t token = nc.begin_fill(key);
   struct Abandon {
@@ -153,7 +187,8 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
   if (replies[0].type == Reply::Type::string) value = std::move(replies[0].str);
   const long long pttl = replies[1].type == Reply::Type::integer ? replies[1].integer : -1;
   guard.armed = false;
-  nc.end_fill(key, token, value, pttl);
+  auto node = nc.end_fill(key, token, value, pttl);
+  if (installed != nullptr) *installed = std::move(node);
   return value;
 }
 
@@ -349,7 +384,18 @@ std::shared_ptr<CacheMutex> RedisBackendBase::do_get_mutex(std::string_view key)
       std::min<std::chrono::milliseconds>(std::chrono::milliseconds(1), common_.lock_sleep);
   lo.renew = true;
   if (common_.lock_blocking_timeout) lo.blocking_timeout = *common_.lock_blocking_timeout;
-  return redis_detail::make_redis_lock(client_, notifier_, lock_key(key), lo);
+  std::function<void()> on_acquired;
+  if (near_) {
+    // The previous holder's value may have reached the server just before its release, its
+    // invalidation not yet this process's L1: the read that follows an acquisition must come
+    // from the server, or a waiter would create a second time.
+    // Weak: a lock handle may outlive the backend.
+    on_acquired = [w = std::weak_ptr<redis_detail::NearCaches>(near_), k = std::string(key)] {
+      if (auto n = w.lock()) n->invalidate_local(k);
+    };
+  }
+  return redis_detail::make_redis_lock(client_, notifier_, lock_key(key), lo,
+                                       std::move(on_acquired));
 }
 
 }  // namespace dogpile

@@ -3,6 +3,7 @@
 // speak only to this interface. Internal to dogpile::redis.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -58,6 +59,12 @@ class Client {
   /// master forgotten, a slot map change, an ASK redirection): the near cache empties L1 and
   /// refuses fills begun before. 0 for one server.
   [[nodiscard]] virtual std::uint64_t topology_generation() const { return 0; }
+  /// The counter topology_generation() reads (the near cache reads it on every hit, without a
+  /// virtual call). A constant 0 for one server.
+  [[nodiscard]] virtual const std::atomic<std::uint64_t>* topology_counter() const {
+    static const std::atomic<std::uint64_t> zero{0};
+    return &zero;
+  }
   /// The near cache found `ep` is no longer a master (ROLE): forget it, ask again.
   virtual void not_a_master(const Endpoint& /*ep*/) {}
   /// The settings new connections use.

@@ -199,6 +199,9 @@ class ClusterClient final : public Client {
     return std::max<std::size_t>(n, 1);
   }
   [[nodiscard]] std::uint64_t topology_generation() const override { return topo_gen_.load(); }
+  [[nodiscard]] const std::atomic<std::uint64_t>* topology_counter() const override {
+    return &topo_gen_;
+  }
   // A master turned replica (a failover): the new owner's slots are learnt now, not at the
   // next MOVED.
   void not_a_master(const Endpoint& /*ep*/) override {

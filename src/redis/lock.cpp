@@ -42,8 +42,12 @@ Reply eval(Client& c, const std::string& key, const char* script, const std::str
 
 class RedisLeaseStore final : public LeaseStore {
  public:
-  RedisLeaseStore(std::shared_ptr<Client> c, std::shared_ptr<ReleaseNotifier> n, std::string key)
-      : client_(std::move(c)), notifier_(std::move(n)), key_(std::move(key)) {}
+  RedisLeaseStore(std::shared_ptr<Client> c, std::shared_ptr<ReleaseNotifier> n, std::string key,
+                  std::function<void()> on_acquired)
+      : client_(std::move(c)),
+        notifier_(std::move(n)),
+        key_(std::move(key)),
+        on_acquired_(std::move(on_acquired)) {}
   ~RedisLeaseStore() override {
     if (watching_.load() && notifier_) notifier_->unwatch(key_);
   }
@@ -61,7 +65,10 @@ class RedisLeaseStore final : public LeaseStore {
         key_, {"SET", key_, std::string(token), "NX", "PX", std::to_string(lease.count())});
     if (r.is_error()) throw_reply_error(client_->describe(), "the lock's SET NX", r);
     if (r.is_nil()) return false;  // someone holds it
-    if (r.type == Reply::Type::status && r.str == "OK") return true;
+    if (r.type == Reply::Type::status && r.str == "OK") {
+      if (on_acquired_) on_acquired_();
+      return true;
+    }
     // Anything else is not Redis answering SET NX: "held by someone" would wait forever.
     unexpected("the lock's SET NX", r);
   }
@@ -118,6 +125,7 @@ class RedisLeaseStore final : public LeaseStore {
   std::shared_ptr<Client> client_;
   std::shared_ptr<ReleaseNotifier> notifier_;
   std::string key_;
+  std::function<void()> on_acquired_;
   std::atomic<bool> watching_{false};
   std::atomic<std::uint64_t> seen_{0};
 };
@@ -156,10 +164,12 @@ std::uint64_t ReleaseNotifier::generation(const std::string& key) {
   return it == watched_.end() ? 0 : it->second.generation;
 }
 
-void ReleaseNotifier::on_message(const std::string& payload) {
+void ReleaseNotifier::on_message(const std::string& payload) { released(payload); }
+
+void ReleaseNotifier::released(std::string_view key) {
   {
     std::lock_guard lk(m_);
-    auto it = watched_.find(payload);
+    auto it = watched_.find(key);
     if (it == watched_.end()) return;
     ++it->second.generation;
   }
@@ -169,11 +179,9 @@ void ReleaseNotifier::on_message(const std::string& payload) {
 void ReleaseNotifier::wait(const std::string& key, std::uint64_t seen,
                            std::chrono::microseconds d) {
   std::unique_lock lk(m_);
-  if (!subscriber().up()) {
-    lk.unlock();
-    std::this_thread::sleep_for(d);  // no live subscription: poll
-    return;
-  }
+  // Started at the first wait. While it is down, a release is heard only through the near
+  // cache's invalidation of the lock key (released()), or when `d` has passed: a poll.
+  (void)subscriber();
   cv_.wait_for(lk, d, [&] {
     auto it = watched_.find(key);
     return it != watched_.end() && it->second.generation != seen;
@@ -182,10 +190,11 @@ void ReleaseNotifier::wait(const std::string& key, std::uint64_t seen,
 
 std::shared_ptr<CacheMutex> make_redis_lock(std::shared_ptr<Client> client,
                                             std::shared_ptr<ReleaseNotifier> notifier,
-                                            std::string lock_key, LeaseLockOptions options) {
+                                            std::string lock_key, LeaseLockOptions options,
+                                            std::function<void()> on_acquired) {
   return std::make_shared<LeaseLock>(
-      std::make_shared<RedisLeaseStore>(std::move(client), std::move(notifier),
-                                        std::move(lock_key)),
+      std::make_shared<RedisLeaseStore>(std::move(client), std::move(notifier), std::move(lock_key),
+                                        std::move(on_acquired)),
       options);
 }
 

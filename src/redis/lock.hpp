@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,9 @@ class ReleaseNotifier {
   std::uint64_t generation(const std::string& key);
   /// Waits at most `d` for a release of `key` after generation `seen`.
   void wait(const std::string& key, std::uint64_t seen, std::chrono::microseconds d);
+  /// A release of `key` heard elsewhere: the near cache's invalidation of the lock key (its
+  /// DEL or expiry, by anyone: a Python holder publishes no notice). Wakes its waiters.
+  void released(std::string_view key);
 
  private:
   struct Watched {
@@ -53,9 +57,10 @@ class ReleaseNotifier {
   std::unique_ptr<Subscriber> sub_;
 };
 
-/// The lease lock on `lock_key`.
+/// The lease lock on `lock_key`. `on_acquired` (may be empty) runs after each acquisition.
 std::shared_ptr<CacheMutex> make_redis_lock(std::shared_ptr<Client> client,
                                             std::shared_ptr<ReleaseNotifier> notifier,
-                                            std::string lock_key, LeaseLockOptions options);
+                                            std::string lock_key, LeaseLockOptions options,
+                                            std::function<void()> on_acquired = {});
 
 }  // namespace dogpile::redis_detail

@@ -1,5 +1,6 @@
 #include "near_cache.hpp"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +13,9 @@ constexpr auto kPoll = std::chrono::milliseconds(50);
 constexpr const char* kInvalidate = "__redis__:invalidate";
 // Bookkeeping per L1 entry (map node, list hooks, the Entry itself), charged to max_bytes.
 constexpr std::size_t kEntryOverhead = 96;
+// The decoded copy of an entry may cost this much more than its bytes (a std::string's header
+// and the shared_ptr control blocks of a short value).
+constexpr std::size_t kDecodedSlack = 96;
 
 std::string random_channel() {
   std::random_device rd;
@@ -26,7 +30,7 @@ std::string random_channel() {
 
 NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
                      std::size_t max_bytes, milliseconds max_staleness,
-                     std::function<std::uint64_t()> generation,
+                     const std::atomic<std::uint64_t>* generation,
                      std::function<void(const Endpoint&)> not_master)
     : where_(std::move(where)),
       settings_(std::move(settings)),
@@ -36,7 +40,7 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
       fence_interval_(
           std::clamp<milliseconds>(max_staleness / 5, milliseconds(5), milliseconds(200))),
       fence_channel_(random_channel()),
-      generation_(std::move(generation)),
+      generation_(generation),
       not_master_(std::move(not_master)),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
@@ -56,20 +60,42 @@ NearCache::~NearCache() {
   thread_->join();
 }
 
-std::optional<std::string> NearCache::lookup(std::string_view key) {
-  if (!ready_.load(std::memory_order_acquire)) return std::nullopt;
+std::int64_t NearCache::now_upper_ns() noexcept {
+  // CLOCK_MONOTONIC_COARSE is CLOCK_MONOTONIC (steady_clock's) as of the last tick: adding its
+  // resolution bounds the exact time from above, so a check against it can only be stricter.
+  static const std::int64_t tick = [] {
+    timespec r{};
+    if (::clock_getres(CLOCK_MONOTONIC_COARSE, &r) != 0) return std::int64_t{-1};
+    return std::int64_t{r.tv_sec} * 1'000'000'000 + r.tv_nsec;
+  }();
+  timespec t{};
+  if (tick < 0 || ::clock_gettime(CLOCK_MONOTONIC_COARSE, &t) != 0) return now_ns();
+  return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec + tick;
+}
+
+std::shared_ptr<NearCache::Node> NearCache::lookup_node(std::string_view key) {
+  if (!ready_.load(std::memory_order_acquire)) return nullptr;
   const std::int64_t proof = last_proof_ns_.load(std::memory_order_acquire);
-  const std::int64_t now = now_ns();
+  const std::int64_t now = now_upper_ns();
   // No recent proof that every earlier write has reached us: do not serve (bounded staleness).
-  if (proof == 0 || now - proof > max_staleness_ns_) return std::nullopt;
+  if (proof == 0 || now - proof > max_staleness_ns_) return nullptr;
   // The client follows a new master (failover, slot move): what we learnt is about the old one.
-  if (generation() != connected_gen_.load(std::memory_order_acquire)) return std::nullopt;
+  if (generation() != connected_gen_.load(std::memory_order_acquire)) return nullptr;
   auto e = l1_.get({key, detail::hash_key(key)});
-  if (!e) return std::nullopt;
+  if (!e) return nullptr;
   // Server-side expiry reaches us late (active expiry is sampled): honour the TTL locally.
-  if (e->expires_ns != 0 && now >= e->expires_ns) return std::nullopt;
-  hits_.fetch_add(1, std::memory_order_relaxed);
-  return std::move(e->value);
+  if ((*e)->expires_ns != 0 && now >= (*e)->expires_ns) {
+    // Counted by l1_ as a hit: L1 served none (l1_hits = l1_.hits() - expired_).
+    expired_.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  return std::move(*e);
+}
+
+std::optional<std::string> NearCache::lookup(std::string_view key) {
+  auto n = lookup_node(key);
+  if (!n) return std::nullopt;
+  return n->value;
 }
 
 std::uint64_t NearCache::begin_fill(std::string_view key) {
@@ -82,10 +108,11 @@ std::uint64_t NearCache::begin_fill(std::string_view key) {
   return t;
 }
 
-void NearCache::end_fill(std::string_view key, std::uint64_t token,
-                         const std::optional<std::string>& value, long long pttl_ms) {
+std::shared_ptr<NearCache::Node> NearCache::end_fill(std::string_view key, std::uint64_t token,
+                                                     const std::optional<std::string>& value,
+                                                     long long pttl_ms) {
   std::int64_t started_ns = 0;
-  if (token == 0) return;
+  if (token == 0) return nullptr;
   std::function<void(std::string_view)> hook;
   {
     std::lock_guard lk(mu_);
@@ -94,7 +121,7 @@ void NearCache::end_fill(std::string_view key, std::uint64_t token,
   if (hook) hook(key);
   std::lock_guard lk(mu_);
   auto it = pending_.find(token);
-  if (it == pending_.end()) return;
+  if (it == pending_.end()) return nullptr;
   started_ns = it->second.started_ns;
   // Same generation at both ends: no failover or slot move was noticed while the GET ran (a
   // MOVED/ASK followed by the fill itself bumps it), so the value came from the tracked node.
@@ -104,18 +131,23 @@ void NearCache::end_fill(std::string_view key, std::uint64_t token,
   pending_.erase(it);
   if (!clean) {
     refused_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return nullptr;
   }
-  if (!value) return;  // misses are not cached
+  if (!value) return nullptr;  // misses are not cached
   // -1: no TTL. 0 (under a millisecond left) or -2 (gone): not worth caching. Otherwise the
   // TTL counts from the fill's start, which is before the server measured it: L1 never
   // outlives the server's copy.
-  if (pttl_ms == 0 || pttl_ms < -1) return;
-  Entry e{*value, 0};
-  if (pttl_ms > 0) e.expires_ns = started_ns + pttl_ms * 1'000'000;
-  const std::size_t weight = key.size() + value->size() + kEntryOverhead;
-  l1_.set({key, detail::hash_key(key)}, std::move(e), weight);
+  if (pttl_ms == 0 || pttl_ms < -1) return nullptr;
+  // Each entry is charged for its bytes and, as much again (plus a small object's worth), for
+  // the decoded copy a region may attach (NearNode::set_decoded refuses a larger one, such as
+  // a payload zlib inflates): max_bytes bounds both.
+  const std::size_t budget = value->size() + kDecodedSlack;
+  auto node =
+      std::make_shared<Node>(*value, pttl_ms > 0 ? started_ns + pttl_ms * 1'000'000 : 0, budget);
+  const std::size_t weight = key.size() + value->size() + budget + kEntryOverhead;
+  l1_.set({key, detail::hash_key(key)}, node, weight);
   fills_.fetch_add(1, std::memory_order_relaxed);
+  return node;
 }
 
 void NearCache::abandon_fill(std::uint64_t token) {
@@ -152,7 +184,9 @@ RedisNearCacheStats NearCache::stats() {
   RedisNearCacheStats s;
   s.enabled = true;
   s.tracking = ready_.load();
-  s.l1_hits = hits_.load();
+  const std::uint64_t expired = expired_.load();  // first: each counts after its l1_ hit
+  const std::uint64_t found = l1_.hits();
+  s.l1_hits = found > expired ? found - expired : 0;
   s.fills = fills_.load();
   s.refused_fills = refused_.load();
   s.invalidations = invalidations_.load();
@@ -168,6 +202,11 @@ RedisNearCacheStats NearCache::stats() {
 void NearCache::set_fill_hook(std::function<void(std::string_view)> hook) {
   std::lock_guard lk(mu_);
   hook_ = std::move(hook);
+}
+
+void NearCache::set_invalidation_listener(std::function<void(std::string_view)> listener) {
+  std::lock_guard lk(mu_);
+  listener_ = std::move(listener);
 }
 
 void NearCache::connect_once() {
@@ -225,13 +264,25 @@ void NearCache::handle(const Reply& r) {
       ready_.store(true, std::memory_order_release);
       return;
     }
-    std::lock_guard lk(mu_);
-    if (payload.type == Reply::Type::array) {
-      for (const auto& k : payload.elements) invalidate_key(k.str);
-      invalidations_.fetch_add(payload.elements.size(), std::memory_order_relaxed);
-    } else {
-      invalidate_key(payload.str);
-      invalidations_.fetch_add(1, std::memory_order_relaxed);
+    std::function<void(std::string_view)> listener;
+    {
+      std::lock_guard lk(mu_);
+      if (payload.type == Reply::Type::array) {
+        for (const auto& k : payload.elements) invalidate_key(k.str);
+        invalidations_.fetch_add(payload.elements.size(), std::memory_order_relaxed);
+      } else {
+        invalidate_key(payload.str);
+        invalidations_.fetch_add(1, std::memory_order_relaxed);
+      }
+      listener = listener_;
+    }
+    // After L1 dropped the keys: a waiter woken for a lock key's DEL reads past the old value.
+    if (listener) {
+      if (payload.type == Reply::Type::array) {
+        for (const auto& k : payload.elements) listener(k.str);
+      } else {
+        listener(payload.str);
+      }
     }
   } else if (channel == fence_channel_) {
     // A fence proves freshness only about the master the client still routes to.
@@ -316,9 +367,9 @@ std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where,
                                             std::size_t max_bytes) {
   // The client outlives us (the backend holds both, and destroys us first).
   Client* c = client_.get();
-  return std::make_unique<NearCache>(
-      std::move(where), client_->settings(), max_bytes, max_staleness_,
-      [c] { return c->topology_generation(); }, [c](const Endpoint& ep) { c->not_a_master(ep); });
+  return std::make_unique<NearCache>(std::move(where), client_->settings(), max_bytes,
+                                     max_staleness_, c->topology_counter(),
+                                     [c](const Endpoint& ep) { c->not_a_master(ep); });
 }
 
 NearCache& NearCaches::for_key(std::string_view key) {
@@ -339,6 +390,7 @@ NearCache& NearCaches::for_key(std::string_view key) {
   if (node_bytes_ == 0) node_bytes_ = budget;
   auto nc = make([ep] { return ep; }, node_bytes_);
   if (hook_) nc->set_fill_hook(hook_);
+  if (listener_) nc->set_invalidation_listener(listener_);
   return *nodes_.emplace(node, std::move(nc)).first->second;
 }
 
@@ -378,6 +430,13 @@ void NearCaches::set_fill_hook(std::function<void(std::string_view)> hook) {
   std::unique_lock lk(m_);
   hook_ = hook;
   for (auto& [n, nc] : nodes_) nc->set_fill_hook(hook);
+}
+
+void NearCaches::set_invalidation_listener(std::function<void(std::string_view)> listener) {
+  if (single_) return single_->set_invalidation_listener(std::move(listener));
+  std::unique_lock lk(m_);
+  listener_ = listener;
+  for (auto& [n, nc] : nodes_) nc->set_invalidation_listener(listener);
 }
 
 }  // namespace dogpile::redis_detail

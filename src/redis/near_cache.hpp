@@ -43,15 +43,47 @@
 
 namespace dogpile::redis_detail {
 
+/// One L1 entry: the bytes Redis served and, next to them, the value the first region that read
+/// them decoded (CacheBackend::keep_decoded). Shared with readers: an invalidation removes the
+/// node from L1, and with it the decoded copy (a reader still holding the node got it while it
+/// was fresh; an attach to a removed node reaches nobody).
+struct NearNode {
+  NearNode(std::string v, std::int64_t expires, std::size_t budget)
+      : value(std::move(v)), expires_ns(expires), decoded_budget(budget) {}
+  /// The decoded copy, or null; valid while this node is (see set_decoded).
+  [[nodiscard]] const DecodedValue* decoded() const noexcept {
+    return decoded_.load(std::memory_order_acquire);
+  }
+  /// Keeps `v` when no copy is kept yet and it fits `decoded_budget`; else drops it.
+  /// Write-once, so that a hit reads the copy with one load, no lock and no reference count
+  /// of its own (it lives as long as the node the reader holds).
+  void set_decoded(std::shared_ptr<const DecodedValue> v) noexcept {
+    if (!v || v->size_hint > decoded_budget || claimed_.test_and_set()) return;
+    owner_ = std::move(v);
+    decoded_.store(owner_.get(), std::memory_order_release);
+  }
+
+  const std::string value;
+  const std::int64_t expires_ns;     // steady clock; 0 = no server TTL
+  const std::size_t decoded_budget;  // bytes charged to max_bytes for the decoded copy
+
+ private:
+  std::atomic_flag claimed_{};
+  std::shared_ptr<const DecodedValue> owner_;  // written once, by the claimer
+  std::atomic<const DecodedValue*> decoded_{nullptr};
+};
+
 class NearCache {
  public:
+  using Node = NearNode;
+
   /// Starts the reader thread; it connects to `where()` (asked again at every reconnect).
-  /// `generation()` is the client's topology generation (Client::topology_generation): when
+  /// `*generation` is the client's topology generation (Client::topology_counter, never null): when
   /// it moves, L1 is emptied and tracking re-established on `where()` (a failover, a slot map
   /// change); fills and fences begun under another generation are refused. `not_master(ep)`
   /// is told when the server tracked says (ROLE) it is no longer a master.
   NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
-            milliseconds max_staleness, std::function<std::uint64_t()> generation = {},
+            milliseconds max_staleness, const std::atomic<std::uint64_t>* generation,
             std::function<void(const Endpoint&)> not_master = {});
   /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
   ~NearCache();
@@ -61,13 +93,16 @@ class NearCache {
   /// The L1 value of `key` when L1 may serve (tracking up, last fence recent enough, entry not
   /// past its server TTL); nullopt otherwise.
   std::optional<std::string> lookup(std::string_view key);
+  /// The same, as the shared L1 node (its bytes and any decoded copy); null when not served.
+  std::shared_ptr<Node> lookup_node(std::string_view key);
   /// Registers a fill of `key` before its GET is sent: a token, or 0 when L1 cannot take fills
   /// now (tracking not established).
   std::uint64_t begin_fill(std::string_view key);
   /// Ends fill `token`: installs `value` (server TTL `pttl_ms` as PTTL gives it: -1 = none) only if
   /// no invalidation of `key` and no flush happened since begin_fill. Token 0 is a no-op.
-  void end_fill(std::string_view key, std::uint64_t token, const std::optional<std::string>& value,
-                long long pttl_ms);
+  /// Returns the installed node (null when nothing was installed).
+  std::shared_ptr<Node> end_fill(std::string_view key, std::uint64_t token,
+                                 const std::optional<std::string>& value, long long pttl_ms);
   /// Forgets fill `token` (the GET failed).
   void abandon_fill(std::uint64_t token);
   /// Drops `key` from L1 and refuses fills of it in flight (after this process's own write, so
@@ -77,15 +112,15 @@ class NearCache {
   [[nodiscard]] RedisNearCacheStats stats();
   /// Test hook: called in end_fill before the install decision (deterministic fill races).
   void set_fill_hook(std::function<void(std::string_view)> hook);
+  /// `listener(key)` runs on the reader thread for every key an invalidation message names
+  /// (after L1 dropped it; not under any lock of this class).
+  void set_invalidation_listener(std::function<void(std::string_view)> listener);
   /// When L1 was last emptied (steady clock, ns; 0 never).
   std::int64_t last_flush_ns() const { return last_flush_ns_.load(); }
 
  private:
   using Clock = std::chrono::steady_clock;
-  struct Entry {
-    std::string value;
-    std::int64_t expires_ns = 0;  // steady clock; 0 = no server TTL
-  };
+  using Entry = std::shared_ptr<Node>;
   struct Pending {
     std::string key;
     std::uint64_t epoch = 0;
@@ -93,7 +128,7 @@ class NearCache {
     std::int64_t started_ns = 0;   // before the GET was sent: the local TTL counts from here
     std::uint64_t generation = 0;  // the client's topology generation at begin_fill
   };
-  std::uint64_t generation() const { return generation_ ? generation_() : 0; }
+  std::uint64_t generation() const { return generation_->load(std::memory_order_acquire); }
 
   void loop();
   void connect_once();
@@ -104,13 +139,16 @@ class NearCache {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
         .count();
   }
+  // A bound on now_ns() read from the coarse monotonic clock (the same clock, a few ns instead
+  // of a few tens): its last tick plus one tick, so never earlier than now_ns(). Hits use it.
+  static std::int64_t now_upper_ns() noexcept;
 
   std::function<Endpoint()> where_;
   ConnectSettings settings_;
   std::int64_t max_staleness_ns_;
   milliseconds fence_interval_;
   std::string fence_channel_;
-  std::function<std::uint64_t()> generation_;
+  const std::atomic<std::uint64_t>* generation_;
   std::function<void(const Endpoint&)> not_master_;
   // The topology generation tracking was established under: L1 serves, and fills and fences
   // count, only while the client's generation is still this one.
@@ -125,8 +163,9 @@ class NearCache {
   std::atomic<std::int64_t> last_proof_ns_{0};  // send time of the last fence seen on I; 0 none
   std::string last_flush_reason_;
   std::function<void(std::string_view)> hook_;
+  std::function<void(std::string_view)> listener_;
 
-  std::atomic<std::uint64_t> hits_{0};
+  std::atomic<std::uint64_t> expired_{0};  // L1 entries found past their server TTL
   std::atomic<std::uint64_t> fills_{0};
   std::atomic<std::uint64_t> refused_{0};
   std::atomic<std::uint64_t> invalidations_{0};
@@ -166,6 +205,8 @@ class NearCaches {
   /// the latest flush (prefixed with the node's address in a cluster).
   RedisNearCacheStats stats();
   void set_fill_hook(std::function<void(std::string_view)> hook);
+  /// NearCache::set_invalidation_listener on every node (and on those made later).
+  void set_invalidation_listener(std::function<void(std::string_view)> listener);
 
  private:
   std::unique_ptr<NearCache> make(std::function<Endpoint()> where, std::size_t max_bytes);
@@ -178,6 +219,7 @@ class NearCaches {
   std::map<std::string, std::unique_ptr<NearCache>> nodes_;
   std::size_t node_bytes_ = 0;
   std::function<void(std::string_view)> hook_;
+  std::function<void(std::string_view)> listener_;
 };
 
 }  // namespace dogpile::redis_detail

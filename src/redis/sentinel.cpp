@@ -168,6 +168,9 @@ class SentinelClient final : public Client {
     return master(lk, false, std::chrono::steady_clock::now()).first->endpoint();
   }
   [[nodiscard]] std::uint64_t topology_generation() const override { return topo_gen_.load(); }
+  [[nodiscard]] const std::atomic<std::uint64_t>* topology_counter() const override {
+    return &topo_gen_;
+  }
   void not_a_master(const Endpoint& ep) override {
     std::lock_guard lk(m_);
     if (master_ && master_->endpoint() == ep) drop_master();

@@ -17,13 +17,32 @@
 #include <new>
 #include <optional>
 #include <sstream>
+#include <string>
 #include <thread>
 
 #include "dogpile/backends/redis.hpp"
 #include "dogpile/error.hpp"
+#include "dogpile/region.hpp"
 #include "support/fake_server.hpp"
 #include "support/near_cache.hpp"
 #include "support/servers.hpp"
+
+// A value whose decodings are counted: a region hit served from the decoded copy kept in L1
+// does not decode.
+struct NearDecodeCounted {
+  int v = 0;
+  static inline std::atomic<int> decodes{0};
+};
+template <>
+struct dogpile::Codec<NearDecodeCounted> {
+  static std::string encode(const NearDecodeCounted& x, Format /*format*/) {
+    return std::to_string(x.v);
+  }
+  static NearDecodeCounted decode(std::string_view b, Format /*format*/) {
+    NearDecodeCounted::decodes.fetch_add(1);
+    return NearDecodeCounted{std::stoi(std::string(b))};
+  }
+};
 
 using namespace std::chrono_literals;
 using dogpile::RedisBackend;
@@ -614,4 +633,205 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
   CHECK(board->violations.load() == 0);
   board->~StalenessBoard();
   ::munmap(mem, sizeof(StalenessBoard));
+}
+
+// ---- decoded values kept in L1 (a region's hit is not decoded again) ----------------------
+
+namespace {
+
+dogpile::CacheRegion near_region(std::shared_ptr<dogpile::CacheBackend> b,
+                                 dogpile::CodecOptions codec = {}) {
+  auto r = dogpile::make_region({.codec = codec});
+  r.configure(std::move(b));
+  return r;
+}
+
+// Reads `key` through `r` until the backend's L1 served one read.
+template <class T>
+bool region_l1_serves(const dogpile::CacheRegion& r, RedisBackend& b, const std::string& key) {
+  return poll_until([&] {
+    const auto before = b.near_cache_stats().l1_hits;
+    (void)r.get<T>(key);
+    return b.near_cache_stats().l1_hits > before;
+  });
+}
+
+}  // namespace
+
+TEST_CASE("redis near cache: a region hit returns the kept decoded value, and a write drops it",
+          "[redis][near]") {
+  auto b = near_backend();
+  auto region = near_region(b);
+  // Another client, as another process would be (no near cache).
+  auto other = near_region(std::make_shared<RedisBackend>(
+      RedisOptions{.host = "127.0.0.1", .port = near_server().port()}));
+  region.set("nc:decoded", NearDecodeCounted{1});
+  REQUIRE(region_l1_serves<NearDecodeCounted>(region, *b, "nc:decoded"));
+  const int decodes = NearDecodeCounted::decodes.load();
+  const auto hits = b->near_cache_stats().l1_hits;
+  for (int i = 0; i < 100; ++i) REQUIRE(region.get<NearDecodeCounted>("nc:decoded")->v == 1);
+  CHECK(b->near_cache_stats().l1_hits >= hits + 100);
+  CHECK(NearDecodeCounted::decodes.load() - decodes <= 1);  // at most the first hit decodes
+  // A write elsewhere drops the decoded copy with its bytes.
+  other.set("nc:decoded", NearDecodeCounted{2});
+  REQUIRE(poll_until([&] { return region.get<NearDecodeCounted>("nc:decoded")->v == 2; }));
+  REQUIRE(region_l1_serves<NearDecodeCounted>(region, *b, "nc:decoded"));
+  for (int i = 0; i < 20; ++i) REQUIRE(region.get<NearDecodeCounted>("nc:decoded")->v == 2);
+  // This process's own write is read back at once, decoded copy or not.
+  region.set("nc:decoded", NearDecodeCounted{3});
+  CHECK(region.get<NearDecodeCounted>("nc:decoded")->v == 3);
+  // So is an erase.
+  region.erase("nc:decoded");
+  CHECK_FALSE(region.get<NearDecodeCounted>("nc:decoded").has_value());
+}
+
+TEST_CASE("redis near cache: regions of other types or codecs never get each other's decoded copy",
+          "[redis][near]") {
+  auto b = near_backend();
+  auto ints = near_region(b);
+  auto doubles = near_region(b);
+  auto json_strings = near_region(b, {.string_codec = dogpile::StringCodec::json});
+  auto raw_strings = near_region(b);
+  ints.set("nc:typed", 42);
+  REQUIRE(region_l1_serves<int>(ints, *b, "nc:typed"));
+  for (int round = 0; round < 3; ++round) {
+    // The same bytes, decoded by each region as its own type: an int kept by one is never
+    // handed to the other as a double (nor the other way round).
+    CHECK(ints.get<int>("nc:typed") == 42);
+    CHECK(ints.get<int>("nc:typed") == 42);
+    CHECK(doubles.get<double>("nc:typed") == 42.0);
+    CHECK(doubles.get<double>("nc:typed") == 42.0);
+  }
+  json_strings.set("nc:typed-s", std::string("abc"));
+  REQUIRE(region_l1_serves<std::string>(json_strings, *b, "nc:typed-s"));
+  for (int round = 0; round < 3; ++round) {
+    // One type, two string codecs: the JSON region reads the text, the raw region the bytes.
+    CHECK(json_strings.get<std::string>("nc:typed-s") == "abc");
+    CHECK(json_strings.get<std::string>("nc:typed-s") == "abc");
+    CHECK(raw_strings.get<std::string>("nc:typed-s") == "\"abc\"");
+    CHECK(raw_strings.get<std::string>("nc:typed-s") == "\"abc\"");
+  }
+}
+
+TEST_CASE("redis near cache: a lost subscriber drops the decoded copies too", "[redis][near]") {
+  auto b = near_backend();
+  auto region = near_region(b);
+  region.set("nc:decoded-kill", NearDecodeCounted{1});
+  REQUIRE(region_l1_serves<NearDecodeCounted>(region, *b, "nc:decoded-kill"));
+  REQUIRE(region.get<NearDecodeCounted>("nc:decoded-kill")->v == 1);  // decoded copy kept
+  const auto flushes = b->near_cache_stats().flushes;
+  cli({"CLIENT", "KILL", "TYPE", "pubsub"});
+  // No subscriber listens: this write's invalidation is lost; only the flush can drop the copy.
+  near_region(std::make_shared<RedisBackend>(
+                  RedisOptions{.host = "127.0.0.1", .port = near_server().port()}))
+      .set("nc:decoded-kill", NearDecodeCounted{2});
+  REQUIRE(poll_until([&] { return b->near_cache_stats().flushes > flushes; }, 1000ms));
+  for (int i = 0; i < 20; ++i) REQUIRE(region.get<NearDecodeCounted>("nc:decoded-kill")->v == 2);
+  REQUIRE(region_l1_serves<NearDecodeCounted>(region, *b, "nc:decoded-kill"));
+  CHECK(region.get<NearDecodeCounted>("nc:decoded-kill")->v == 2);
+}
+
+TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidation, not its poll",
+          "[redis][near]") {
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = near_server().port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  o.distributed_lock = true;
+  o.lock_sleep = 10s;  // the naps grow to 10 s: only a wake-up ends one early
+  auto b = std::make_shared<RedisBackend>(o);
+  auto region = near_region(b);
+  // The other process: it writes the value; the lock is held and released by redis-cli, as a
+  // Python dogpile.cache holder does it (a DEL, no release notice published).
+  auto writer = near_region(std::make_shared<RedisBackend>(
+      RedisOptions{.host = "127.0.0.1", .port = near_server().port()}));
+  const std::string key = "nc:lock-wake";
+  b->set("nc:lock-wake-warm", "x");
+  REQUIRE(wait_serving(*b, "nc:lock-wake-warm"));  // tracking is up
+  cli({"SET", b->lock_key(key), "python-holder", "PX", "30000"});
+  cli({"CONFIG", "RESETSTAT"});
+  std::atomic<int> creations{0};
+  std::atomic<bool> done{false};
+  std::string got;
+  std::thread waiter([&] {
+    got = region.get_or_create(key, [&] {
+      ++creations;
+      return std::string("mine");
+    });
+    done = true;
+  });
+  // Eleven failed SET NX attempts: the waiter's next nap is at least 512 ms (the backoff
+  // doubles from 1 ms, each nap jittered to 0.5..1 of it), of which redis-cli's polling here
+  // may take a few tens.
+  const bool waiting = poll_until(
+      [&] {
+        return commandstat_calls(cli({"INFO", "commandstats"}), "set") >= 11;
+      },
+      3000ms);
+  writer.set(key, std::string("theirs"));
+  cli({"DEL", b->lock_key(key)});
+  const auto released = Clock::now();
+  const bool returned = poll_until([&] { return done.load(); }, 3000ms);
+  const auto took = Clock::now() - released;
+  waiter.join();
+  REQUIRE(waiting);
+  REQUIRE(returned);
+  CHECK(got == "theirs");
+  CHECK(creations.load() == 0);
+  CHECK(took < 150ms);
+}
+
+TEST_CASE("redis near cache: the read after a lock acquisition comes from the server, not L1",
+          "[redis][near]") {
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = near_server().port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  o.distributed_lock = true;
+  auto b = std::make_shared<RedisBackend>(o);
+  auto reader = dogpile::make_region({.stale_policy = dogpile::block});
+  reader.configure(b, {.expiration_time = 1s});
+  const auto plain = [](int db) {
+    return std::make_shared<RedisBackend>(
+        RedisOptions{.host = "127.0.0.1", .port = near_server().port(), .db = db});
+  };
+  auto old_writer =
+      dogpile::make_region({.clock = [] { return std::chrono::system_clock::now() - 10s; }});
+  old_writer.configure(plain(0));
+  auto new_writer = near_region(plain(1));
+  const std::string key = "nc:lock-read";
+  const std::string lock = b->lock_key(key);
+  old_writer.set(key, std::string("old"));  // expired for `reader` (made 10 s ago)
+  REQUIRE(wait_serving(*b, key));           // and held in L1
+  // The previous holder's value reaches the server with no invalidation this process hears
+  // before it acquires the lock (here never: SWAPDB sends none; in the field, the message is
+  // merely late), so L1 still holds the old value when the waiter gets the lock.
+  new_writer.set(key, std::string("new"));
+  cli({"SET", lock, "other-holder", "PX", "30000"});
+  cli({"-n", "1", "SET", lock, "other-holder", "PX", "30000"});
+  cli({"CONFIG", "RESETSTAT"});
+  std::atomic<int> creations{0};
+  std::string got;
+  std::thread waiter([&] {
+    got = reader.get_or_create(key, [&] {
+      ++creations;
+      return std::string("mine");
+    });
+  });
+  // The waiter read the expired value and found the lock held.
+  const bool waiting = poll_until(
+      [&] {
+        return commandstat_calls(cli({"INFO", "commandstats"}), "set") >= 1;
+      },
+      3000ms);
+  cli({"SWAPDB", "0", "1"});  // "new" and the held lock now in database 0
+  cli({"DEL", lock});
+  waiter.join();
+  cli({"SWAPDB", "0", "1"});
+  cli({"-n", "1", "DEL", key, lock});
+  REQUIRE(waiting);
+  CHECK(got == "new");
+  CHECK(creations.load() == 0);
 }

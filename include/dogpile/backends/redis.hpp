@@ -80,6 +80,8 @@ namespace redis_detail {
 class Client;
 class ReleaseNotifier;
 class NearCaches;
+class NearCache;
+struct NearNode;
 }  // namespace redis_detail
 
 /// A `host, port` pair, as dogpile's `sentinels` and `startup_nodes` lists hold them.
@@ -250,16 +252,28 @@ class RedisBackendBase : public CacheBackend {
   void do_erase_multi(std::span<const std::string> keys) override;
   /// The Redis lease lock of `key`, or nullptr when `distributed_lock` is off.
   std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key) override;
+  /// True with a near cache: a region's decoded value is kept next to the L1 bytes.
+  [[nodiscard]] bool do_keeps_decoded() const override { return near_ != nullptr; }
+  /// With a near cache: the decoded value of `kind` kept in L1, else the bytes (from L1 or a
+  /// fill) with their L1 entry as the slot.
+  DecodableBytes do_get_decodable(std::string_view key, const DecodedKind& kind) override;
+  /// Attaches a decoded value to its L1 entry (see NearCache::Node).
+  void do_keep_decoded(const std::shared_ptr<void>& slot,
+                       std::shared_ptr<const DecodedValue> value) noexcept override;
 
  private:
   std::optional<std::string> near_get(std::string_view key);
+  // A near-cache miss: GET + PTTL, installed in L1 if no invalidation raced it; `installed`
+  // (when given) receives the L1 entry (null if none).
+  std::optional<std::string> near_fill(redis_detail::NearCache& nc, std::string_view key,
+                                       std::shared_ptr<redis_detail::NearNode>* installed);
   std::vector<std::optional<std::string>> near_get_multi(std::span<const std::string> keys);
   void near_forget(std::string_view key);  // after this process's own write
 
   std::shared_ptr<redis_detail::Client> client_;
   Common common_;
   std::shared_ptr<redis_detail::ReleaseNotifier> notifier_;
-  std::unique_ptr<redis_detail::NearCaches> near_;
+  std::shared_ptr<redis_detail::NearCaches> near_;
 };
 
 /// The `redis` backend: one server. See the file comment.

@@ -238,6 +238,7 @@ class EvictingShard {
     auto it = map_.find(k);
     if (it == map_.end()) return std::nullopt;
     if (bounded_) on_access(it->second);
+    ++hits_;  // under the mutex: no atomic on the hit path
     return it->second.value;
   }
 
@@ -316,6 +317,11 @@ class EvictingShard {
   [[nodiscard]] std::size_t evictions() {
     std::lock_guard lk(mutex_);
     return evictions_;
+  }
+  /// Successful `get`s so far.
+  [[nodiscard]] std::size_t hits() {
+    std::lock_guard lk(mutex_);
+    return hits_;
   }
 
  private:
@@ -508,6 +514,7 @@ class EvictingShard {
   std::size_t pending_count_ = 0;
   std::uint64_t rng_ = 0x2545F4914F6CDD1DULL;
   std::size_t evictions_ = 0;
+  std::size_t hits_ = 0;
 };
 
 }  // namespace detail

@@ -5,6 +5,7 @@
 // runtime error on a byte backend.
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -113,6 +114,39 @@ bool decode_bytes_into(std::optional<std::string>&& b, bool check_version,
     (void)b, (void)check_version, (void)codec, (void)key, (void)out, (void)created;
     // fails even on a miss: before a creator runs for nothing
     throw_error<Error>(no_codec_message<T>("the '" + std::string(backend) + "' backend"));
+  }
+}
+
+/// The kind of decoded value a region of `T` with `codec` makes from bytes: two regions whose
+/// decodings of the same bytes could differ (string codec, payload format, inflate limit) never
+/// share a kept value.
+template <class T>
+DecodedKind decoded_kind(const CodecOptions& codec) {
+  return DecodedKind{typeid(T),
+                     static_cast<std::uint64_t>(codec.format) |
+                         (static_cast<std::uint64_t>(codec.string_codec) << 8),
+                     static_cast<std::uint64_t>(codec.max_value_bytes)};
+}
+
+/// Envelope bytes decoded into a value to keep next to them (`CacheBackend::keep_decoded`), or
+/// nullptr when they are undecodable (a miss, as `from_bytes`), or of another dogpile version
+/// with `check_version` (not decoded at all, as `from_bytes`).
+/// @throws TypeMismatch when the bytes decode to something that is not a `T`.
+template <class T>
+std::shared_ptr<const DecodedValue> decode_for_keeping(const std::string& b, bool check_version,
+                                                       const DecodedKind& kind,
+                                                       const CodecOptions& codec,
+                                                       std::string_view key) {
+  try {
+    const EnvelopeView e = view_envelope<std::void_t<T>>(b);
+    if (check_version && e.meta.v != 2) return nullptr;
+    auto obj = std::make_shared<const T>(decode_payload<T>(e, codec, nullptr));
+    const std::size_t size = weigh(*obj) + kSharedBlockOverhead;
+    return std::make_shared<const DecodedValue>(DecodedValue{std::move(obj), kind, e.meta, size});
+  } catch (const CantDeserialize&) {
+    return nullptr;
+  } catch (const TypeMismatch& e) {
+    throw_error<TypeMismatch>("cache key '" + std::string(key) + "': " + e.what());
   }
 }
 
