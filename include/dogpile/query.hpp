@@ -693,7 +693,8 @@ class QueryCache {
                              std::string_view sql, const QueryOptions& opts, Select& select) const {
     using Rows = std::vector<T>;
     const CacheRegion& r = region_;
-    const Expiration& e = opts.expiration_time.or_else(r.expiration_time());
+    const Expiration region_exp = r.expiration_time();  // by value: or_else returns a reference
+    const Expiration& e = opts.expiration_time.or_else(region_exp);
     const std::optional<std::chrono::milliseconds> exp =
         e.is_set() ? e.resolve() : std::optional<std::chrono::milliseconds>{};
     std::string gen;  // the generation of the latest read, taken before any SELECT
