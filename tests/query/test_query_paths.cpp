@@ -51,7 +51,8 @@ TEST_CASE("query: a hit is one backend read, on object and byte backends") {
     auto sqlite = qtest::make_db(dir.path() / "app.db");
     qtest::CountingDb db{&sqlite};
     auto counter = std::make_shared<ReadCounter>();
-    auto region = dogpile::make_region();
+    dogpile::TimePoint now = std::chrono::system_clock::now();
+    auto region = dogpile::make_region({.clock = [&] { return now; }});
     region.configure(backend, {.wrap = {counter}});
     dogpile::query::QueryCache cache(region);
     cache.depends_on("user", {"users"});
@@ -74,6 +75,21 @@ TEST_CASE("query: a hit is one backend read, on object and byte backends") {
     cache.tables_changed({"users"});
     CHECK(cache.one(db, "user", qtest::kUserSql, {1}, qtest::map_user)->name == "edward");
     CHECK(db.count == 3);
+
+    // The region's own invalidation applies to the entries (hard: a miss) ...
+    region.invalidate();
+    now += std::chrono::seconds(1);
+    CHECK(cache.one(db, "user", qtest::kUserSql, {1}, qtest::map_user)->name == "edward");
+    CHECK(db.count == 4);
+    CHECK(cache.one(db, "user", qtest::kUserSql, {1}, qtest::map_user)->name == "edward");
+    CHECK(db.count == 4);
+    // ... and so does the query's expiration (by the region's clock).
+    const dogpile::query::QueryOptions minute{.expiration_time = std::chrono::minutes(1)};
+    CHECK(cache.one(db, "user", qtest::kUserSql, {1}, qtest::map_user, minute)->name == "edward");
+    CHECK(db.count == 4);
+    now += std::chrono::minutes(2);
+    CHECK(cache.one(db, "user", qtest::kUserSql, {1}, qtest::map_user, minute)->name == "edward");
+    CHECK(db.count == 5);
   }
 }
 
