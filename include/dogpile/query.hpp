@@ -14,28 +14,31 @@
 /// ```
 ///
 /// Keys (stable across processes and runs; another language can compute them):
-///   `dq:<namespace>:<generation>:<sha1hex(canonical)>`, where `<generation>` is the value of
-///   the region key `dqg:<namespace>` (32 lowercase hex chars, random; created when missing) and
-///   `canonical` is the bytes
+///   a cached query's rows live under `dq:<namespace>:<sha1hex(canonical)>`; a relationship's
+///   under `dq:<namespace>:<generation>:<sha1hex(canonical)>`, where `<generation>` is the
+///   value of the region key `dqg:<namespace>` (32 lowercase hex chars, random; created when
+///   missing) and `canonical` is the bytes
 ///     `"dq1\n"`, then `s<len>:<sql>`, then per parameter: `N` (NULL), `b0`/`b1` (bool),
 ///     `i<decimal>;` (int64), `d<16 hex>` (a double's IEEE-754 bits, big-endian; every NaN is
 ///     `7ff8000000000000`, `-0.0` stays distinct), `t<len>:<utf-8>` (text), `x<len>:<bytes>`
 ///     (blob), then `e<len>:<extra>` (the query's version; `one:` prefixed for `one`; the
 ///     parent's generation for relationships). `<len>` is a decimal byte count.
 ///   So `1`, `"1"`, `1.0`, `true` and NULL are five keys; the SQL is used byte for byte.
+///   A cached query's value is the namespace generation it was read under plus the rows (on a
+///   byte backend: `<generation>\n<rows encoded by the rows' codec>`).
 ///
 /// Invalidation and the stale-set race: a reader reads the namespace's generation *before*
-/// running its SELECT and stores its rows under a key that contains it. A writer that commits
-/// and then bumps the generation (`tables_changed`, `invalidate_namespace`) makes every key
-/// built before the bump unreachable, so rows a slow reader read before the commit and stores
-/// after the bump are never served. Generations live in the region itself (get/set only), so
-/// this works on every backend; an evicted generation is replaced by a new random one, which
-/// fails safe (a miss, never old rows).
+/// running its SELECT and stores it with its rows; a hit reads the generation and the entry in
+/// one `get_multi` and serves the rows only if they carry the current generation. A writer
+/// that commits and then bumps the generation (`tables_changed`, `invalidate_namespace`,
+/// `WriteScope`) makes every entry made before the bump unservable, so rows a slow reader read
+/// before the commit and stores after the bump are never served. Generations live in the region
+/// itself (get/set only), so this works on every backend; an evicted generation is replaced by
+/// a new random one, which fails safe (a miss, never old rows).
 ///
 /// Thread-safety: a `QueryCache` is safe to share between threads (the region is); the
 /// `Database` handed to a call is used only by that call, for as long as it runs.
 
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -330,35 +333,26 @@ struct QueryOptions {
   /// Part of the key: change it when the row mapper or the row type changes shape, so that old
   /// entries (another layout) are not read back.
   std::string version{};
+  /// A result of more rows than this is returned but not cached (logged at `info`); 0: no
+  /// limit. Keeps one huge result from filling the cache or a memcached slab.
+  std::size_t max_rows = 0;
+  /// A result whose encoding is longer than this many bytes is returned but not cached
+  /// (logged at `info`); 0: no limit. The size is that of `dogpile::Codec<std::vector<T>>`'s
+  /// encoding in the region's format (computed only when set, on a miss); a `T` without a
+  /// codec (possible on the `memory` backend) cannot be measured: QueryError.
+  std::size_t max_bytes = 0;
 };
 
 namespace detail {
 
-/// SHA-1 hex, as `dogpile::detail::sha1_hex` (Python's `hashlib.sha1().hexdigest()`), with the
-/// digest fetched once and a context per thread: OpenSSL 3's `EVP_Digest(..., EVP_sha1())`
-/// fetches the algorithm on every call, which is 3/4 of its cost on a short key (422 ns against
-/// 98 ns here), and a cached hit computes one digest.
-inline std::string sha1_hex(std::string_view data) {
-  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA1", nullptr);
-  struct CtxFree {
-    void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
-  };
-  thread_local std::unique_ptr<EVP_MD_CTX, CtxFree> ctx(EVP_MD_CTX_new());
-  unsigned char out[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (md == nullptr || !ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1 ||
-      EVP_DigestUpdate(ctx.get(), data.data(), data.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), out, &len) != 1) {
-    return dogpile::detail::sha1_hex(data);  // throws if SHA-1 is unavailable
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex(2 * static_cast<std::size_t>(len), '\0');
-  for (unsigned int i = 0; i < len; ++i) {
-    hex[2 * i] = kHex[out[i] >> 4];
-    hex[2 * i + 1] = kHex[out[i] & 0xF];
-  }
-  return hex;
-}
+/// What a cached query stores under its key: the rows and the generation of the namespace
+/// they were read under (read before the SELECT). A reader serves them only while that is
+/// still the namespace's generation.
+template <class T>
+struct Entry {
+  std::string gen;      ///< 32 hex characters
+  std::vector<T> rows;  ///< the mapped rows
+};
 
 inline void append_len(std::string& out, char tag, std::string_view bytes) {
   out.push_back(tag);
@@ -492,6 +486,36 @@ inline std::vector<Value> values_of(std::span<const Param> params) {
 
 }  // namespace detail
 
+}  // namespace dogpile::query
+
+/// @cond
+namespace dogpile {
+/// A cached query's entry on a byte backend: `<generation>\n<rows>`, the rows encoded by the
+/// rows' own codec (`Codec<std::vector<T>>`, so any `T` with a codec works) in the region's
+/// format. Defined only when the rows have a codec, so `HasCodec` stays false otherwise and
+/// the region reports the missing codec at run time.
+template <class T>
+struct Codec<query::detail::Entry<T>, std::enable_if_t<HasCodec<std::vector<T>>>> {
+  static std::string encode(const query::detail::Entry<T>& e, Format f) {
+    std::string out = e.gen;
+    out.push_back('\n');
+    out += Codec<std::vector<T>>::encode(e.rows, f);
+    return out;
+  }
+  static query::detail::Entry<T> decode(std::string_view b, Format f) {
+    const auto nl = b.find('\n');
+    if (nl == std::string_view::npos) {
+      detail::throw_error<CantDeserialize>(
+          "dogpile::query: a cached entry without its generation line");
+    }
+    return {std::string(b.substr(0, nl)), Codec<std::vector<T>>::decode(b.substr(nl + 1), f)};
+  }
+};
+}  // namespace dogpile
+/// @endcond
+
+namespace dogpile::query {
+
 template <class Child>
 class RelationshipCache;
 
@@ -546,17 +570,18 @@ class QueryCache {
     return std::move(rows.front());
   }
 
-  /// The key `all` uses now (it contains the namespace's current generation).
+  /// The key `all` stores the rows of (`ns`, `sql`, `params`) under: `dq:<ns>:<sha1>` (no
+  /// generation: the entry holds it).
   [[nodiscard]] std::string key(std::string_view ns, std::string_view sql, const Params& params,
                                 const QueryOptions& opts = {}) const {
     detail::check_namespace(ns);
-    return make_key(ns, generation(ns), sql, params, opts.version);
+    return make_key(ns, "", sql, params, opts.version);
   }
-  /// The key `one` uses now.
+  /// The key `one` uses.
   [[nodiscard]] std::string key_one(std::string_view ns, std::string_view sql, const Params& params,
                                     const QueryOptions& opts = {}) const {
     detail::check_namespace(ns);
-    return make_key(ns, generation(ns), sql, params, "one:" + opts.version);
+    return make_key(ns, "", sql, params, "one:" + opts.version);
   }
 
   /// Invalidates one cached query (`all` and `one` with the same SQL, parameters and version):
@@ -606,16 +631,19 @@ class QueryCache {
   /// The region key holding the generation of `ns`.
   [[nodiscard]] static std::string gen_key(std::string_view ns) { return "dqg:" + std::string(ns); }
 
-  /// The key for (`ns`, `generation`, `sql`, `params`, `extra`); see the file comment.
+  /// The key for (`ns`, `generation`, `sql`, `params`, `extra`): `dq:<ns>:<generation>:<sha1>`,
+  /// or `dq:<ns>:<sha1>` for an empty generation (cached queries); see the file comment.
   [[nodiscard]] static std::string make_key(std::string_view ns, std::string_view generation,
                                             std::string_view sql, std::span<const Param> params,
                                             std::string_view extra) {
     std::string k = "dq:";
     k.append(ns);
     k.push_back(':');
-    k.append(generation);
-    k.push_back(':');
-    k += detail::sha1_hex(detail::canonical(sql, params, extra));
+    if (!generation.empty()) {
+      k.append(generation);
+      k.push_back(':');
+    }
+    k += dogpile::detail::sha1_hex(detail::canonical(sql, params, extra));
     return k;
   }
 
@@ -635,10 +663,7 @@ class QueryCache {
                   "the row mapper must take a `const dogpile::query::Row&`");
     const std::string ns(ns_view);
     detail::check_namespace(ns);
-    // The generation is read here, before the creator's SELECT: see the file comment.
-    const std::string k = make_key(ns, generation(ns), sql, params,
-                                   first_only ? "one:" + opts.version : opts.version);
-    auto creator = [&]() {
+    auto select = [&]() {
       const std::vector<Value> values = detail::values_of(params);
       std::vector<T> rows;
       detail::run(db, ns, sql, values, [&](const Row& row) {
@@ -649,11 +674,84 @@ class QueryCache {
     };
     // Inside a transaction the rows may include its own uncommitted writes (or be rolled back):
     // neither served from nor stored in the cache.
-    if (detail::in_transaction(db)) return creator();
+    if (detail::in_transaction(db)) return select();
     return guard(ns, sql, [&] {
-      return region_.get_or_create<std::vector<T>>(k, creator,
-                                                   {.expiration_time = opts.expiration_time});
+      return cached_rows<T>(
+          ns, make_key(ns, "", sql, params, first_only ? "one:" + opts.version : opts.version), sql,
+          opts, select);
     });
+  }
+
+  /// The rows under `rows_key`, or `select()`'s, under the region's dogpile lock for that key.
+  /// One backend round trip on a hit: the namespace's generation and the entry are read with
+  /// one `get_multi`, and the entry is served only if it was made under that generation (a
+  /// mismatch is a miss). The generation a creator stores is the one its caller read before
+  /// the SELECT, so rows read before a writer's commit and stored after its bump carry the old
+  /// generation and are never served (the stale-set race; see the file comment).
+  template <class T, class Select>
+  std::vector<T> cached_rows(const std::string& ns, const std::string& rows_key,
+                             std::string_view sql, const QueryOptions& opts, Select& select) const {
+    using Rows = std::vector<T>;
+    const CacheRegion& r = region_;
+    const Expiration region_exp = r.expiration_time();  // by value: or_else returns a reference
+    const Expiration& e = opts.expiration_time.or_else(region_exp);
+    const std::optional<std::chrono::milliseconds> exp =
+        e.is_set() ? e.resolve() : std::optional<std::chrono::milliseconds>{};
+    std::string gen;  // the generation of the latest read, taken before any SELECT
+    auto read = [&]() -> std::optional<Cached<Rows>> {
+      auto [gens, entries] = r.get_multi_cached<std::string, detail::Entry<T>>(
+          {gen_key(ns), rows_key}, 1, {.ignore_expiration = true},
+          {.expiration_time = opts.expiration_time});
+      gen = gens[0] ? std::move(gens[0]->value) : generation(ns);  // made under its lock
+      auto& entry = entries[0];
+      if (!entry || entry->value.gen != gen) return std::nullopt;
+      return Cached<Rows>{std::move(entry->value.rows), entry->created, entry->delta};
+    };
+    auto create = [&]() -> Cached<Rows> {
+      const std::string under = gen;
+      const auto t0 = std::chrono::steady_clock::now();
+      Rows rows = select();
+      const std::chrono::duration<double> took = std::chrono::steady_clock::now() - t0;
+      if (cacheable(ns, sql, rows, opts)) r.set(rows_key, detail::Entry<T>{under, rows});
+      return {std::move(rows), std::chrono::system_clock::now(), took};
+    };
+    const RegionOptions& ro = r.options();
+    const LockOptions lo{.expiration = exp,
+                         .stale_policy = ro.stale_policy,
+                         .early_refresh = ro.early_refresh,
+                         .lock_timeout = ro.lock_timeout,
+                         .clock = ro.clock};
+    return dogpile::detail::run_dogpile_lock<Rows>([&] { return r.mutex_for(rows_key); }, read,
+                                                   create, nullptr, false, lo, exp,
+                                                   [](LockEvent, std::chrono::nanoseconds) {});
+  }
+
+  /// False (and logged) when `rows` exceed the query's `max_rows` or `max_bytes`.
+  template <class T>
+  bool cacheable(const std::string& ns, std::string_view sql, const std::vector<T>& rows,
+                 const QueryOptions& opts) const {
+    std::string why;
+    if (opts.max_rows != 0 && rows.size() > opts.max_rows) {
+      why = std::to_string(rows.size()) + " rows, above max_rows " + std::to_string(opts.max_rows);
+    } else if (opts.max_bytes != 0) {
+      if constexpr (HasCodec<std::vector<T>>) {
+        const std::size_t n =
+            Codec<std::vector<T>>::encode(rows, region_.options().codec.format).size();
+        if (n > opts.max_bytes) {
+          why = std::to_string(n) + " bytes encoded, above max_bytes " +
+                std::to_string(opts.max_bytes);
+        }
+      } else {
+        throw QueryError(ns, std::string(sql),
+                         "max_bytes needs a codec for the row type " +
+                             dogpile::detail::type_name<T>() + " to measure the rows");
+      }
+    }
+    if (why.empty()) return true;
+    dogpile::detail::log(LogLevel::info, "dogpile::query: namespace '" + ns + "', statement \"" +
+                                             std::string(sql.substr(0, 200)) + "\": " + why +
+                                             ": returned, not cached");
+    return false;
   }
 
   /// Region errors other than backend failures (a type without a codec, a type mismatch)
@@ -673,6 +771,60 @@ class QueryCache {
 
   CacheRegion region_;
   std::shared_ptr<Deps> deps_;
+};
+
+/// A write path's scope: bumps the generations of the namespaces that depend on `tables`
+/// when it is made (before the write transaction begins) and again when it ends (after the
+/// commit, or the rollback). The second bump is the one that closes the stale-set race: a
+/// reader that read the generation after the first bump and the old rows before the commit
+/// stores them under a generation that the second bump has already replaced. The first one
+/// makes rows cached before the write unreachable even if the process dies between its commit
+/// and the second bump.
+///
+/// ```
+/// {
+///   dogpile::query::WriteScope scope(cache, {"users"});
+///   db.execute("BEGIN"); db.execute("UPDATE users ..."); db.execute("COMMIT");
+///   scope.finish();  // the second bump; its failure throws (else the destructor bumps)
+/// }
+/// ```
+/// Thread-safety: one scope per write, used by one thread.
+class WriteScope {
+ public:
+  /// Bumps the namespaces of `tables` (`QueryCache::tables_changed`).
+  /// @throws BackendError when the region cannot store the generations (nothing was written
+  ///         yet: retry or fail the write).
+  WriteScope(QueryCache cache, std::vector<std::string> tables)
+      : cache_(std::move(cache)), tables_(std::move(tables)) {
+    cache_.tables_changed(tables_);
+  }
+  WriteScope(const WriteScope&) = delete;
+  WriteScope& operator=(const WriteScope&) = delete;
+  /// The second bump, if `finish` did not run; a failure is logged (a warning), not thrown:
+  /// the rows cached during the write then live until they expire.
+  ~WriteScope() {
+    if (done_) return;
+    try {
+      cache_.tables_changed(tables_);
+    } catch (const std::exception& e) {
+      dogpile::detail::log(LogLevel::warning,
+                           std::string("dogpile::query: WriteScope could not bump the "
+                                       "generations after the write: ") +
+                               e.what());
+    }
+  }
+  /// The second bump, now (call after the commit returns); returns the namespaces bumped.
+  /// @throws BackendError as `tables_changed` (the destructor then tries once more).
+  std::vector<std::string> finish() {
+    auto nss = cache_.tables_changed(tables_);
+    done_ = true;
+    return nss;
+  }
+
+ private:
+  QueryCache cache_;
+  std::vector<std::string> tables_;
+  bool done_ = false;
 };
 
 /// A relationship: the child rows of a parent key (`RelationshipCache`'s declaration).
@@ -796,7 +948,7 @@ class RelationshipCache {
  private:
   std::string parent_gen_key(const Param& p) const {
     return QueryCache::gen_key(rel_.ns) + ":" +
-           detail::sha1_hex(detail::canonical("", std::span<const Param>(&p, 1), ""));
+           dogpile::detail::sha1_hex(detail::canonical("", std::span<const Param>(&p, 1), ""));
   }
 
   template <class D>

@@ -258,6 +258,68 @@ class CacheRegion {
     return out;
   }
 
+  /// Values of two types in ONE backend round trip, with their creation times: the first
+  /// `count_a` of `keys` as `A`, the rest as `B`. For a caller that runs its own
+  /// `dogpile::Lock` over what it reads (dogpile::query reads a namespace's generation and a
+  /// query's rows together). Expired values are returned, not dropped: the caller decides.
+  /// Unless a group's `ignore_expiration`, a hard-invalidated value of it is a miss and a
+  /// soft-invalidated one is made to look expired, as `get_or_create` reads them.
+  /// @throws as `get_multi`; Error for a soft invalidation without an expiration.
+  template <class A, class B>
+  std::pair<std::vector<std::optional<Cached<A>>>, std::vector<std::optional<Cached<B>>>>
+  get_multi_cached(std::vector<std::string> keys, std::size_t count_a,
+                   const GetOptions& opts_a = {}, const GetOptions& opts_b = {}) const {
+    const auto& c = cfg();
+    if (state_->opts.key_mangler) {
+      for (auto& k : keys) k = mangle(k);
+    }
+    count_a = std::min(count_a, keys.size());
+    std::pair<std::vector<std::optional<Cached<A>>>, std::vector<std::optional<Cached<B>>>> out;
+    out.first.reserve(count_a);
+    out.second.reserve(keys.size() - count_a);
+    const auto filter = [&](auto& v, const GetOptions& o) {
+      if (!v || o.ignore_expiration) return;
+      if (c.invalidator->is_hard_invalidated(v->created)) {
+        v.reset();
+      } else if (c.invalidator->is_soft_invalidated(v->created)) {
+        const auto exp = effective_expiration(c, o.expiration_time);
+        require_expiration_for_soft(exp);
+        v->created = clock_now() - *exp - std::chrono::microseconds(100);
+      }
+    };
+    const auto put = [&](std::size_t i, auto decode) {
+      if (i < count_a) {
+        out.first.push_back(decode(std::type_identity<A>{}));
+        filter(out.first.back(), opts_a);
+        count(out.first.back() ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
+      } else {
+        out.second.push_back(decode(std::type_identity<B>{}));
+        filter(out.second.back(), opts_b);
+        count(out.second.back() ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
+      }
+    };
+    if (c.stores_objects) {
+      auto objs = guarded([&] { return c.backend->get_objects(keys); },
+                          [&] { return std::vector<std::optional<StoredObject>>(keys.size()); },
+                          {"get_multi", {}, keys.size()});
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        put(i, [&]<class T>(std::type_identity<T>) {
+          return detail::from_object<T>(objs[i], keys[i]);
+        });
+      }
+    } else {
+      auto bytes = guarded([&] { return c.backend->get_multi(keys); },
+                           [&] { return std::vector<std::optional<std::string>>(keys.size()); },
+                           {"get_multi", {}, keys.size()});
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        put(i, [&]<class T>(std::type_identity<T>) {
+          return detail::from_bytes<T>(std::move(bytes[i]), true, c.codec, keys[i], c.backend_name);
+        });
+      }
+    }
+    return out;
+  }
+
   /// The value with its metadata (creation time, age), or nullopt; same filter as `get`.
   template <class T>
   std::optional<CachedValue<T>> get_value_metadata(std::string_view key,

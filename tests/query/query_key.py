@@ -3,7 +3,8 @@
 
 Usage: query_key.py NAMESPACE GENERATION EXTRA SQL PARAM...
 where each PARAM is N (NULL), b0/b1, i<int>, d<float>, t<text>, x<hex bytes>.
-Prints dq:<namespace>:<generation>:<sha1hex(canonical)>.
+Prints dq:<namespace>:<generation>:<sha1hex(canonical)>, or dq:<namespace>:<sha1hex(canonical)>
+when GENERATION is empty (a cached query's key; relationships key by a generation).
 """
 import hashlib
 import struct
@@ -34,4 +35,5 @@ def canonical(sql, params, extra):
 
 
 ns, gen, extra, sql, *params = sys.argv[1:]
-print("dq:%s:%s:%s" % (ns, gen, hashlib.sha1(canonical(sql, params, extra)).hexdigest()))
+digest = hashlib.sha1(canonical(sql, params, extra)).hexdigest()
+print("dq:%s:%s%s" % (ns, gen + ":" if gen else "", digest))

@@ -141,6 +141,10 @@ TEST_CASE("query: keys are typed, stable and match the Python reference") {
   const Params mixed = {1, "x", nullptr, 2.5, Blob{std::string("\0b", 2)}, false};
   CHECK(QueryCache::make_key("user", gen, kUserSql, mixed, "v2") ==
         run_key_py({"user", gen, "v2", kUserSql, "i1", "tx", "N", "d2.5", "x0062", "b0"}));
+  // A cached query's key has no generation (its entry holds it): dq:<ns>:<sha1>.
+  CHECK(cache.key("user", kUserSql, mixed, {.version = "v2"}) ==
+        run_key_py({"user", "", "v2", kUserSql, "i1", "tx", "N", "d2.5", "x0062", "b0"}));
+  CHECK(cache.key_one("user", kUserSql, {1}) == run_key_py({"user", "", "one:", kUserSql, "i1"}));
 
   // A 1 MB IN (...) statement still has a short key (memcached: <= 250 bytes).
   std::string big = "SELECT id FROM users WHERE id IN (";

@@ -95,6 +95,26 @@ TEST_CASE("guide: docs/query.md snippets") {
   CHECK(cache.one(db, "user", "SELECT id, name FROM users WHERE id = ?", {1}, to_user)->name ==
         "edward");
 
+  // [guide:query_write_scope]
+  {
+    dogpile::query::WriteScope scope(cache, {"users"});  // bumps "user" (before the write)
+    db.execute("BEGIN");
+    db.execute("UPDATE users SET name = 'ted' WHERE id = 1");
+    db.execute("COMMIT");
+    scope.finish();  // bumps again, after the commit (the destructor does it if you do not)
+  }
+  // [/guide:query_write_scope]
+  CHECK(cache.one(db, "user", "SELECT id, name FROM users WHERE id = ?", {1}, to_user)->name ==
+        "ted");
+
+  // [guide:query_limits]
+  // Returned either way; cached only if at most 1000 rows and 64 KiB encoded.
+  std::vector<User> page =
+      cache.all(db, "user", "SELECT id, name FROM users ORDER BY id", {}, to_user,
+                {.version = "page", .max_rows = 1000, .max_bytes = 64 * 1024});
+  // [/guide:query_limits]
+  CHECK(page.size() == 2);
+
   // [guide:query_relationship]
   dogpile::query::RelationshipCache<Post> user_posts(
       cache,

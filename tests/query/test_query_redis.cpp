@@ -3,6 +3,10 @@
 // and relationships over the network backend.
 #include <catch2/catch.hpp>
 
+#include <atomic>
+#include <latch>
+#include <thread>
+
 #include "dogpile/backends/redis.hpp"
 #include "query/query_test_support.hpp"
 #include "support/servers.hpp"
@@ -139,4 +143,78 @@ TEST_CASE("query redis: cached queries and relationships over the network backen
   CHECK(posts.load(db, 2) == std::vector<qtest::Post>{{12, 2, "C"}});
   CHECK(posts.load(db, 1).size() == 2);
   CHECK(db.count == 3);
+}
+
+TEST_CASE("query redis: 64 threads in two processes miss one query: one SELECT") {
+  // 32 threads in this process and 32 in a forked one, on one redis-server with the
+  // distributed dogpile lock, start together (a barrier across both) and ask for one query
+  // that is not cached. The SELECT's mapper holds the lock a little while, so every other
+  // thread arrives while it runs; the SELECTs of both processes are counted exactly.
+  constexpr int kThreads = 32;
+  dogpile::test::TempDir dir;
+  const auto path = dir.path() / "app.db";
+  qtest::make_db(path);
+  const std::string ns = "stampede" + std::to_string(::getpid());
+  auto locked_region = [] {
+    auto r = dogpile::make_region();
+    r.configure(std::make_shared<dogpile::RedisBackend>(
+        dogpile::RedisOptions{.host = "127.0.0.1",
+                              .port = query_redis().port(),
+                              .socket_timeout = 1s,
+                              .socket_connect_timeout = 500ms,
+                              .distributed_lock = true,
+                              .lock_sleep = 5ms}));
+    return r;
+  };
+  // Runs the threads; returns how many SELECTs this process ran, or -1 if a read went wrong.
+  auto run = [&](int ready_fd, int go_fd) {
+    dogpile::query::QueryCache cache(locked_region());
+    std::atomic<int> selects{0};
+    std::atomic<int> right{0};
+    std::latch ready(kThreads);
+    std::latch go(1);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&] {
+        auto db = dogpile::query::SqliteDatabase::open(path.string());
+        ready.count_down();
+        go.wait();
+        try {
+          const auto u = cache.one(db, ns, qtest::kUserSql, {1}, [&](const dogpile::query::Row& r) {
+            ++selects;
+            std::this_thread::sleep_for(100ms);  // keep the lock while the others arrive
+            return qtest::map_user(r);
+          });
+          if (u && u->name == "ed") ++right;
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "stampede reader: %s\n", e.what());
+        }
+      });
+    }
+    ready.wait();
+    qtest::signal_fd(ready_fd);  // this process's threads are at the barrier
+    const bool other_ready = qtest::wait_fd(go_fd);
+    go.count_down();
+    for (auto& th : threads) th.join();
+    return other_ready && right == kThreads ? selects.load() : -1;
+  };
+
+  int to_parent[2];
+  int to_child[2];
+  REQUIRE(::pipe(to_parent) == 0);
+  REQUIRE(::pipe(to_child) == 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const int n = run(to_parent[1], to_child[0]);
+    ::_exit(n < 0 ? 100 : n);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  const int here = run(to_child[1], to_parent[0]);
+  const int there = qtest::wait_child(child);
+  for (int fd : {to_parent[0], to_parent[1], to_child[0], to_child[1]}) ::close(fd);
+  CHECK(here >= 0);
+  CHECK(there >= 0);
+  CHECK(there != 100);
+  CHECK(here + there == 1);
+  CHECK(std::chrono::steady_clock::now() - t0 < 2s);
 }
