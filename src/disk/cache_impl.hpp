@@ -59,6 +59,24 @@ std::string as_text(const DiskValue& v, std::string_view name);
 /// Why `value` cannot be the setting `name` (type and range), or nullopt when it can.
 std::optional<std::string> setting_error(const std::string& name, const DiskValue& value);
 
+/// The settings a cache opens with, from the Settings table's rows and the options given.
+struct OpenSettings {
+  /// Every setting: the defaults, overridden by valid stored rows, overridden by `given`. Each
+  /// named setting of the defaults is valid here (setting_error is nullopt).
+  std::map<std::string, DiskValue> settings;
+  std::vector<std::string> problems;      ///< stored settings replaced or recomputed (why)
+  std::vector<std::string> bad_counters;  ///< count/size/hits/misses to recompute
+  EvictionPolicy policy = EvictionPolicy::least_recently_stored;
+};
+/// Merges the Settings table's (key, value) rows (`stored`; any SQLite type) with the options
+/// given now (`given`): a stored setting of a wrong type or range is replaced by its default
+/// (reported in `problems`), a bad counter is recomputed (`bad_counters`). Pure.
+/// @throws DatabaseError for a bad counter of a `read_only` cache (it cannot be recomputed),
+/// ValidationError for a bad `given` option (the caller's error).
+OpenSettings merge_settings(const std::map<std::string, DiskValue>& stored,
+                            const std::map<std::string, DiskValue>& given, bool read_only,
+                            const std::string& db_path);
+
 // ---- row helpers -------------------------------------------------------------------------------
 
 inline std::optional<DiskValue> column_value(sqlite3_stmt* s, int i) {

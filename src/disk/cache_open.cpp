@@ -161,21 +161,7 @@ void DiskCacheImpl::init() {
         false);
 
   // 1. Existing settings (the table may not exist yet).
-  const std::map<std::string, DiskValue> defaults = {
-      {"statistics", std::int64_t{0}},
-      {"tag_index", std::int64_t{0}},
-      {"eviction_policy", std::string("least-recently-stored")},
-      {"size_limit", std::int64_t{1} << 30},
-      {"cull_limit", std::int64_t{10}},
-      {"sqlite_auto_vacuum", std::int64_t{1}},
-      {"sqlite_cache_size", std::int64_t{1} << 13},
-      {"sqlite_journal_mode", std::string("wal")},
-      {"sqlite_mmap_size", std::int64_t{1} << 26},
-      {"sqlite_synchronous", std::int64_t{1}},
-      {"disk_min_file_size", std::int64_t{1} << 15},
-      {"disk_pickle_protocol", std::int64_t{5}},
-  };
-  std::map<std::string, DiskValue> settings = defaults;
+  std::map<std::string, DiskValue> stored;
   {
     sqlite3_stmt* s = nullptr;
     int rc = sqlite3_prepare_v2(c.db(), kSettingsAll, -1, &s, nullptr);
@@ -183,7 +169,7 @@ void DiskCacheImpl::init() {
       while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         auto name = column_opt_text(s, 0);
         auto value = column_value(s, 1);
-        if (name && value) settings[*name] = *value;
+        if (name && value) stored[*name] = *value;
       }
       sqlite3_finalize(s);
       if (rc != SQLITE_DONE) c.fail(rc, "read Settings");
@@ -211,39 +197,11 @@ void DiskCacheImpl::init() {
   give("sqlite_journal_mode", opts_.sqlite_journal_mode);
   give("sqlite_mmap_size", opts_.sqlite_mmap_size);
   give("sqlite_synchronous", opts_.sqlite_synchronous);
-  // A stored setting that cannot be read back (written by an older version, by hand, or by a
-  // bad reset) does not make the cache unopenable: the default replaces it and the problem is
-  // reported by `setting_problems()`. A bad option given now is the caller's error.
-  // The counters (count, size, hits, misses) have no default: a bad one is recomputed from
-  // the Cache table (hits/misses restart at 0) in the write transaction below.
-  std::vector<std::string> bad_counters;
-  for (auto& [k, v] : settings) {
-    if (given.count(k) != 0) continue;
-    if (auto why = setting_error(k, v)) {
-      auto d = defaults.find(k);
-      if (d == defaults.end()) {
-        if (opts_.read_only) {
-          throw DatabaseError("disk cache " + db_path_ + ": stored setting " + *why +
-                              " (a corrupt or tampered Settings table; opening it writable "
-                              "once recomputes it)");
-        }
-        setting_problems_.push_back("stored setting " + *why + "; recomputed");
-        bad_counters.push_back(k);
-        continue;
-      }
-      setting_problems_.push_back("stored setting " + *why + "; using the default " +
-                                  describe_setting(d->second));
-      v = d->second;
-    }
-  }
-  for (auto& [k, v] : given) {
-    if (auto why = setting_error(k, v)) throw_error<ValidationError>(*why);
-    settings[k] = v;
-  }
-
-  // Validate before touching anything.
-  EvictionPolicy pol =
-      eviction_policy_from_string(as_text(settings["eviction_policy"], "eviction_policy"));
+  OpenSettings merged = merge_settings(stored, given, opts_.read_only, db_path_);
+  setting_problems_ = std::move(merged.problems);
+  std::map<std::string, DiskValue>& settings = merged.settings;
+  const std::vector<std::string>& bad_counters = merged.bad_counters;
+  const EvictionPolicy pol = merged.policy;
 
   // 3. Pragmas in sorted order before any table exists (auto_vacuum must come first).
   for (const auto& [name, value] : settings) {

@@ -94,6 +94,59 @@ std::optional<std::string> setting_error(const std::string& name, const DiskValu
   return std::nullopt;
 }
 
+OpenSettings merge_settings(const std::map<std::string, DiskValue>& stored,
+                            const std::map<std::string, DiskValue>& given, bool read_only,
+                            const std::string& db_path) {
+  static const std::map<std::string, DiskValue> defaults = {
+      {"statistics", std::int64_t{0}},
+      {"tag_index", std::int64_t{0}},
+      {"eviction_policy", std::string("least-recently-stored")},
+      {"size_limit", std::int64_t{1} << 30},
+      {"cull_limit", std::int64_t{10}},
+      {"sqlite_auto_vacuum", std::int64_t{1}},
+      {"sqlite_cache_size", std::int64_t{1} << 13},
+      {"sqlite_journal_mode", std::string("wal")},
+      {"sqlite_mmap_size", std::int64_t{1} << 26},
+      {"sqlite_synchronous", std::int64_t{1}},
+      {"disk_min_file_size", std::int64_t{1} << 15},
+      {"disk_pickle_protocol", std::int64_t{5}},
+  };
+  OpenSettings out;
+  out.settings = defaults;
+  for (const auto& [k, v] : stored) out.settings[k] = v;
+  // A stored setting that cannot be read back (written by an older version, by hand, or by a
+  // bad reset) does not make the cache unopenable: the default replaces it and the problem is
+  // reported by `setting_problems()`. A bad option given now is the caller's error.
+  // The counters (count, size, hits, misses) have no default: a bad one is recomputed from
+  // the Cache table (hits/misses restart at 0) in the open's write transaction.
+  for (auto& [k, v] : out.settings) {
+    if (given.count(k) != 0) continue;
+    if (auto why = setting_error(k, v)) {
+      auto d = defaults.find(k);
+      if (d == defaults.end()) {
+        if (read_only) {
+          throw DatabaseError("disk cache " + db_path + ": stored setting " + *why +
+                              " (a corrupt or tampered Settings table; opening it writable "
+                              "once recomputes it)");
+        }
+        out.problems.push_back("stored setting " + *why + "; recomputed");
+        out.bad_counters.push_back(k);
+        continue;
+      }
+      out.problems.push_back("stored setting " + *why + "; using the default " +
+                             describe_setting(d->second));
+      v = d->second;
+    }
+  }
+  for (const auto& [k, v] : given) {
+    if (auto why = setting_error(k, v)) throw_error<ValidationError>(*why);
+    out.settings[k] = v;
+  }
+  out.policy =
+      eviction_policy_from_string(as_text(out.settings["eviction_policy"], "eviction_policy"));
+  return out;
+}
+
 void DiskCacheImpl::apply_setting_locally(const std::string& name, const DiskValue& value) {
   if (name == "size_limit") {
     size_limit_ = static_cast<std::uint64_t>(std::max<std::int64_t>(0, as_int(value, name)));

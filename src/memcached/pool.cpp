@@ -7,33 +7,14 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
-#include <regex>
+#include <string_view>
 
 #include "dogpile/error.hpp"
 #include "options.hpp"
+#include "values.hpp"
 
 namespace dogpile::memcached_detail {
 namespace {
-
-// libmemcached's last error message reads "(0x5625…) CONNECTION FAILURE,  host: h:p ->
-// ./src/libmemcached/get.cc:233": the client's address and libmemcached's source line mean
-// nothing to a user (and the pointer makes every message unique, defeating log grouping). Keep
-// what is left after the return code's own text: the host:port and any system reason.
-std::string clean_error_detail(std::string d, const std::string& rc_name) {
-  static const std::regex pointer(R"(^\s*\((0x[0-9a-fA-F]+|nil)\)\s*)");
-  static const std::regex location(R"(\s*->\s*\S+:[0-9]+\s*$)");
-  static const std::regex spaces(R"(\s+)");
-  d = std::regex_replace(d, pointer, "");
-  d = std::regex_replace(d, location, "");
-  d = std::regex_replace(d, spaces, " ");
-  if (d.rfind(rc_name, 0) == 0) {
-    d.erase(0, rc_name.size());
-    const auto first = d.find_first_not_of(", ");
-    d.erase(0, first == std::string::npos ? d.size() : first);
-  }
-  while (!d.empty() && (d.back() == ' ' || d.back() == ',')) d.pop_back();
-  return d;
-}
 
 bool is_timeout(memcached_return_t rc) { return rc == MEMCACHED_TIMEOUT; }
 
@@ -95,7 +76,99 @@ void* bounded_calloc(const memcached_st*, size_t n, const size_t size, void* con
 }
 void bounded_free(const memcached_st*, void* mem, void*) { std::free(mem); }
 
+// \s of the regexes this replaced (the "C" locale's blanks).
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_hex(char c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+// The length of a leading "(0x<hex>)" or "(nil)" after leading blanks, with the blanks after
+// it; 0 when `d` does not start so.
+std::size_t pointer_prefix(std::string_view d) {
+  std::size_t i = 0;
+  while (i < d.size() && is_space(d[i])) ++i;
+  if (i >= d.size() || d[i] != '(') return 0;
+  ++i;
+  if (d.substr(i, 3) == "nil") {
+    i += 3;
+  } else if (d.substr(i, 2) == "0x" && i + 2 < d.size() && is_hex(d[i + 2])) {
+    i += 2;
+    while (i < d.size() && is_hex(d[i])) ++i;
+  } else {
+    return 0;
+  }
+  if (i >= d.size() || d[i] != ')') return 0;
+  ++i;
+  while (i < d.size() && is_space(d[i])) ++i;
+  return i;
+}
+
+// Where a trailing " -> <file>:<line>" (blanks around the arrow optional, the file one run of
+// non-blanks, blanks after the line) begins, or npos. Its leftmost possible start, as a regex
+// search for \s*->\s*\S+:[0-9]+\s*$ finds it, in one pass from the end.
+std::size_t location_suffix(std::string_view d) {
+  std::size_t e = d.size();
+  while (e > 0 && is_space(d[e - 1])) --e;
+  std::size_t j = e;
+  while (j > 0 && is_digit(d[j - 1])) --j;
+  if (j == e || j < 2 || d[j - 1] != ':') return std::string_view::npos;
+  const std::size_t colon = j - 1;
+  std::size_t r = colon;  // the start of the last run of non-blanks (the file, maybe the arrow)
+  while (r > 0 && !is_space(d[r - 1])) --r;
+  std::size_t arrow = std::string_view::npos;
+  // An arrow ending the run before the blanks before the file (" -> file:1"), else the first
+  // arrow inside the last run that leaves at least one character of file (" ->file:1").
+  if (r < colon) {
+    std::size_t g = r;
+    while (g > 0 && is_space(d[g - 1])) --g;
+    if (g < r && g >= 2 && d[g - 2] == '-' && d[g - 1] == '>') arrow = g - 2;
+  }
+  if (arrow == std::string_view::npos) {
+    for (std::size_t p = r; p + 2 < colon; ++p) {
+      if (d[p] == '-' && d[p + 1] == '>') {
+        arrow = p;
+        break;
+      }
+    }
+  }
+  if (arrow == std::string_view::npos) return std::string_view::npos;
+  while (arrow > 0 && is_space(d[arrow - 1])) --arrow;
+  return arrow;
+}
 }  // namespace
+
+// libmemcached's last error message reads "(0x5625…) CONNECTION FAILURE,  host: h:p ->
+// ./src/libmemcached/get.cc:233": the client's address and libmemcached's source line mean
+// nothing to a user (and the pointer makes every message unique, defeating log grouping). Keep
+// what is left after the return code's own text: the host:port and any system reason.
+// The message may carry a server's SERVER_ERROR line (up to libmemcached's 2 KiB): it is
+// scanned in linear time. (It was std::regex: its search for the trailing location backtracks
+// quadratically, 4 KiB of blanks took 40 s under the fuzz build, and its executor recurses per
+// character.) The result is the one the regexes ^\s*\((0x[0-9a-fA-F]+|nil)\)\s* and
+// \s*->\s*\S+:[0-9]+\s*$ removed, and \s+ made one blank.
+std::string clean_error_detail(std::string d, const std::string& rc_name) {
+  d.erase(0, pointer_prefix(d));
+  if (const auto at = location_suffix(d); at != std::string_view::npos) d.erase(at);
+  std::string out;
+  out.reserve(d.size());
+  for (std::size_t i = 0; i < d.size();) {
+    if (!is_space(d[i])) {
+      out += d[i++];
+      continue;
+    }
+    out += ' ';
+    while (i < d.size() && is_space(d[i])) ++i;
+  }
+  d = std::move(out);
+  if (d.rfind(rc_name, 0) == 0) {
+    d.erase(0, rc_name.size());
+    const auto first = d.find_first_not_of(", ");
+    d.erase(0, first == std::string::npos ? d.size() : first);
+  }
+  while (!d.empty() && (d.back() == ' ' || d.back() == ',')) d.pop_back();
+  return d;
+}
 
 std::string rc_text(const memcached_st* mc, memcached_return_t rc) {
   std::string m = memcached_strerror(mc, rc);

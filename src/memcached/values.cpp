@@ -2,11 +2,12 @@
 // limit, expiry, and the single-key writes.
 #include <zlib.h>
 
-#include <cstdlib>
+#include <charconv>
 
 #include "dogpile/detail/zlib.hpp"
 #include "dogpile/error.hpp"
 #include "pool.hpp"
+#include "values.hpp"
 
 namespace dogpile::memcached_detail {
 namespace {
@@ -52,18 +53,29 @@ time_t Pool::expiry(std::chrono::milliseconds ttl) const {
   return s;
 }
 
-std::optional<std::string> Pool::decode(const char* data, std::size_t len,
-                                        std::uint32_t flags) const {
-  if (len > opts.max_value_bytes) {
-    detail::throw_error<ReplyError>("memcached backend: the server sent a " + std::to_string(len) +
-                                    "-byte value, over max_value_bytes (" +
-                                    std::to_string(opts.max_value_bytes) + ")");
+std::optional<std::string> decode_value(std::string_view bytes, std::uint32_t flags,
+                                        std::size_t max_value_bytes) {
+  if (bytes.size() > max_value_bytes) {
+    detail::throw_error<ReplyError>(
+        "memcached backend: the server sent a " + std::to_string(bytes.size()) +
+        "-byte value, over max_value_bytes (" + std::to_string(max_value_bytes) + ")");
   }
   if ((flags & kFlagPickle) != 0) return std::nullopt;
-  if ((flags & kFlagZlib) != 0) {
-    return zlib_decompress(std::string_view(data, len), opts.max_value_bytes);
-  }
-  return std::string(data, len);
+  if ((flags & kFlagZlib) != 0) return zlib_decompress(bytes, max_value_bytes);
+  return std::string(bytes);
+}
+
+std::size_t parse_item_size_max(std::string_view value) {
+  // The whole value is the number (strtoull read "-1" as 2^64 - 1 and stopped at junk).
+  std::size_t v = 0;
+  const auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), v);
+  if (ec != std::errc() || p != value.data() + value.size()) return 0;
+  return v;
+}
+
+std::optional<std::string> Pool::decode(const char* data, std::size_t len,
+                                        std::uint32_t flags) const {
+  return decode_value(std::string_view(data, len), flags, opts.max_value_bytes);
 }
 
 std::size_t Pool::limit() {
@@ -74,7 +86,7 @@ std::size_t Pool::limit() {
   auto cb = [](const memcached_instance_st*, const char* key, size_t key_len, const char* value,
                size_t value_len, void* ctx) -> memcached_return_t {
     if (std::string_view(key, key_len) == "item_size_max") {
-      const auto v = std::strtoull(std::string(value, value_len).c_str(), nullptr, 10);
+      const auto v = parse_item_size_max(std::string_view(value, value_len));
       auto* s = static_cast<std::size_t*>(ctx);
       if (v != 0 && (*s == 0 || v < *s)) *s = static_cast<std::size_t>(v);
     }

@@ -66,6 +66,11 @@ expect 2 "$TOOL" "$TMP/dc" stats --bogus
 expect 2 "$TOOL" "$TMP/dc" stats --fix
 expect 2 "$TOOL" "$TMP/dc" get 7x --key-type int
 expect 2 "$TOOL" "$TMP/dc" get k --key-type complex
+# std::stod reads these; none is a number of seconds (fuzz_disk_cli_args found nan and inf).
+for e in nan NAN inf -inf infinity -1 1e400 1.5x; do
+  expect 2 "$TOOL" "$TMP/dc" set k v --expire "$e"
+  err_has "--expire needs a non-negative number of seconds, got '$e'"
+done
 
 # ---- not a cache / corrupt --------------------------------------------------------------------
 expect 3 "$TOOL" "$TMP/nonexistent" stats
