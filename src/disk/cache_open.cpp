@@ -105,6 +105,13 @@ void DiskCacheImpl::configure(Connection& c) {
 void DiskCacheImpl::apply_pragma(Connection& c, const std::string& name, const DiskValue& value,
                                  bool force) {
   std::string pragma = name.substr(7);  // strip "sqlite_"
+  // The name comes from a Settings row, which anyone who can write cache.db controls: only a
+  // bare pragma name reaches SQL ("sqlite_temp_store_directory='/x'--" would set another
+  // pragma than the row names, with a value the value check below never saw).
+  const bool bare = !pragma.empty() && std::all_of(pragma.begin(), pragma.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+  });
+  if (!bare) throw_error<ValidationError>("Settings row '" + name + "' is not a pragma name");
   std::string v;
   if (auto* s = std::get_if<std::string>(&value)) {
     for (char ch : *s) {

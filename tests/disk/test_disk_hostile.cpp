@@ -297,6 +297,23 @@ TEST_CASE("a Settings counter of the wrong type is recomputed at open, a clear e
   }
 }
 
+TEST_CASE("a Settings row whose sqlite_ name is not a bare pragma name is refused, never run",
+          "[disk][hostile][settings]") {
+  TempDir d;
+  { DiskCache cache(d.path); }
+  // Without the check this row would run PRAGMA temp_store_directory='<elsewhere>' at open.
+  const fs::path elsewhere = d.path / "elsewhere";
+  fs::create_directory(elsewhere);
+  sql(d.path, "INSERT INTO Settings (key, value) VALUES ('sqlite_temp_store_directory=''" +
+                  elsewhere.string() + "''--', 1)");
+  try {
+    DiskCache cache(d.path);
+    FAIL("opened");
+  } catch (const dogpile::ValidationError& e) {
+    CHECK(std::string(e.what()).find("not a pragma name") != std::string::npos);
+  }
+}
+
 // ---- private_cache (issue 19 §4) -----------------------------------------------------------
 
 namespace {
