@@ -1,8 +1,10 @@
 // dogpile::query: a cached query hit against (1) the floor "plain region.get of the same rows"
 // (the rows already in the region under a fixed key: what a hand-written cache-aside costs) and
 // (2) the uncached SQLite query of the same rows through the same driver and mapper (the
-// speed-up). Backends: `memory` (live objects) and `memory_serialized` (codec bytes, as Redis
-// or memcached would store them). Rows: 1 user (`one`) and 20 users (`all`). The `read` family
+// speed-up). Backends: `memory` (live objects), `memory_serialized` (codec bytes, as Redis
+// or memcached would store them) and, when the redis component is built, `redis` on a
+// redis-server the test harness starts (a hit is one round trip there: the generation and the
+// rows in one MGET). Rows: 1 user (`one`) and 20 users (`all`). The `read` family
 // isolates the region read of a hit (generation + entry, one get_multi) from the key derivation.
 #include <dogpile/dogpile.hpp>
 #include <dogpile/query.hpp>
@@ -14,6 +16,12 @@
 #include <vector>
 
 #include "support/ratio_reporter.hpp"
+
+#ifdef DOGPILE_BENCH_QUERY_REDIS
+#include <dogpile/backends/redis.hpp>
+
+#include "support/servers.hpp"
+#endif
 
 namespace dq = dogpile::query;
 
@@ -44,7 +52,8 @@ dq::SqliteDatabase& db() {
   return *d;
 }
 
-dogpile::CacheRegion& region(bool serialized) {
+// Backend kinds (the first benchmark argument): 0 memory, 1 memory_serialized, 2 redis.
+dogpile::CacheRegion& region(int kind) {
   static auto objects = [] {
     auto r = dogpile::make_region();
     r.configure("memory", {.expiration_time = std::chrono::minutes(10)});
@@ -55,7 +64,20 @@ dogpile::CacheRegion& region(bool serialized) {
     r.configure("memory_serialized", {.expiration_time = std::chrono::minutes(10)});
     return r;
   }();
-  return serialized ? bytes : objects;
+#ifdef DOGPILE_BENCH_QUERY_REDIS
+  if (kind == 2) {
+    static dogpile::test::RedisServer server;
+    static auto redis = [] {
+      auto r = dogpile::make_region();
+      r.configure(std::make_shared<dogpile::RedisBackend>(
+                      dogpile::RedisOptions{.host = "127.0.0.1", .port = server.port()}),
+                  {.expiration_time = std::chrono::minutes(10)});
+      return r;
+    }();
+    return redis;
+  }
+#endif
+  return kind == 1 ? bytes : objects;
 }
 
 std::vector<User> uncached(bool many) {
@@ -69,9 +91,9 @@ std::vector<User> uncached(bool many) {
 
 // Floor: region.get of the rows under a fixed key (stored once).
 void floor_region_get(benchmark::State& state) {
-  const bool serialized = state.range(0) != 0;
+  const int kind = static_cast<int>(state.range(0));
   const bool many = state.range(1) != 0;
-  auto& r = region(serialized);
+  auto& r = region(kind);
   const std::string key = many ? "plain:users:100-119" : "plain:user:7";
   r.set(key, uncached(many));
   for (auto _ : state) {
@@ -82,9 +104,9 @@ void floor_region_get(benchmark::State& state) {
 }
 
 void cached_query(benchmark::State& state) {
-  const bool serialized = state.range(0) != 0;
+  const int kind = static_cast<int>(state.range(0));
   const bool many = state.range(1) != 0;
-  dq::QueryCache cache(region(serialized));
+  dq::QueryCache cache(region(kind));
   // Warm: the database and the entry exist before the timing (a hit is what is measured).
   if (many) {
     cache.all(db(), "bench", kMany, {100, 119}, to_user);
@@ -107,9 +129,9 @@ void cached_query(benchmark::State& state) {
 // get_multi_cached (no key derivation, no lock): what one round trip for two values costs
 // against `floor_region_get`'s one value.
 void two_key_read(benchmark::State& state) {
-  const bool serialized = state.range(0) != 0;
+  const int kind = static_cast<int>(state.range(0));
   const bool many = state.range(1) != 0;
-  dq::QueryCache cache(region(serialized));
+  dq::QueryCache cache(region(kind));
   const std::string key =
       many ? cache.key("bench", kMany, {100, 119}) : cache.key_one("bench", kOne, {7});
   if (many) {
@@ -135,9 +157,13 @@ void uncached_sqlite(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
-// Args: {serialized backend, 20 rows}.
+// Args: {backend kind, 20 rows}.
 void args(benchmark::internal::Benchmark* b) {
+#ifdef DOGPILE_BENCH_QUERY_REDIS
+  for (int s : {0, 1, 2}) {
+#else
   for (int s : {0, 1}) {
+#endif
     for (int m : {0, 1}) b->Args({s, m});
   }
 }
