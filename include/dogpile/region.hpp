@@ -681,10 +681,12 @@ class CacheRegion {
   std::optional<Cached<T>> fetch(const detail::RegionConfig& c, std::string_view mkey,
                                  bool check_version) const {
     if (c.stores_objects) {
-      return detail::from_object<T>(
-          guarded([&] { return c.backend->get_object(mkey); },
-                  [] { return std::optional<StoredObject>{}; }, {"get", mkey}),
-          mkey);
+      // Copied straight out of the backend's node: no shared_ptr copy on a hit.
+      std::optional<T> value;
+      const auto info =
+          guarded([&] { return c.backend->read_object(mkey, detail::object_sink(value)); },
+                  [] { return std::optional<ObjectInfo>{}; }, {"get", mkey});
+      return detail::from_read_object<T>(info, value, mkey);
     }
     return detail::from_bytes<T>(
         guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; },
@@ -720,8 +722,10 @@ class CacheRegion {
   void store(const detail::RegionConfig& c, const std::string& mkey, const T& value,
              const Metadata& meta) const {
     if (c.stores_objects) {
-      StoredObject o = detail::to_object(value, meta);
-      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {}, {"set", mkey});
+      // The backend may keep a small value inline in its node (one allocation per entry).
+      const std::size_t size_hint = weigh(value) + detail::kSharedBlockOverhead;
+      guarded([&] { c.backend->set_object_copy(mkey, &value, object_ops<T>, meta, size_hint); },
+              [] {}, {"set", mkey});
     } else {
       std::string bytes = detail::to_bytes(value, meta, state_->opts.codec, c.backend_name);
       guarded([&] { c.backend->set(mkey, bytes); }, [] {}, {"set", mkey});
