@@ -68,6 +68,9 @@ struct RegionConfig {
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
   bool stores_objects = false;
+  // The backend is `memory` itself (no proxy): batch reads copy each value straight out of its
+  // node (read_object per key) instead of sharing it through get_objects.
+  bool memory_objects = false;
   // The region's codec, its max_value_bytes lowered to the backend's: a payload stored small
   // must not inflate past what the backend was configured to return.
   CodecOptions codec;
@@ -201,6 +204,7 @@ class CacheRegion {
   std::optional<T> get(std::string_view key, const GetOptions& opts = {}) const {
     const auto& c = cfg();
     std::string mangled;
+    if (c.stores_objects) return get_object_value<T>(c, mangled_key(key, mangled), key, opts);
     auto v = fetch<T>(c, mangled_key(key, mangled), false);
     if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
     count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
@@ -229,7 +233,20 @@ class CacheRegion {
         slot.reset();
       }
     };
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      guarded(
+          [&] {
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+              const auto info = c.backend->read_object(mkeys[i], detail::object_sink(out[i]));
+              if (info && !out[i]) detail::throw_object_mismatch<T>(*info, mkeys[i]);
+              if (out[i]) keep(out[i], from_unix_seconds(info->meta.ct));
+            }
+          },
+          [&] {
+            for (auto& o : out) o.reset();
+          },
+          {"get_multi", {}, keys.size()});
+    } else if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
                           [&] { return std::vector<std::optional<StoredObject>>(keys.size()); },
                           {"get_multi", {}, keys.size()});
@@ -509,6 +526,7 @@ class CacheRegion {
     cfgp->backend = backend;
     cfgp->expiration = opts.expiration_time;
     cfgp->stores_objects = backend->stores_objects();
+    cfgp->memory_objects = dynamic_cast<const MemoryBackend*>(backend.get()) != nullptr;
     cfgp->codec = state_->opts.codec;
     cfgp->codec.max_value_bytes =
         std::min(cfgp->codec.max_value_bytes, std::max<std::size_t>(1, backend->max_value_bytes()));
@@ -699,7 +717,9 @@ class CacheRegion {
                                                     bool check_version) const {
     std::vector<std::optional<Cached<T>>> out;
     out.reserve(mkeys.size());
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      for (const auto& k : mkeys) out.push_back(fetch<T>(c, k, check_version));
+    } else if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
                           [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); },
                           {"get_multi", {}, mkeys.size()});
@@ -735,7 +755,19 @@ class CacheRegion {
   void store_multi(const detail::RegionConfig& c,
                    const std::vector<std::pair<std::string, T>>& items, const Metadata& meta,
                    bool needs_mangling) const {
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      // Each value copied into its node (kept inline when small), as `set` does.
+      guarded(
+          [&] {
+            for (const auto& [k, v] : items) {
+              const std::string mkey = needs_mangling ? mangle(k) : std::string();
+              c.backend->set_object_copy(
+                  needs_mangling ? std::string_view(mkey) : std::string_view(k), &v, object_ops<T>,
+                  meta, weigh(v) + detail::kSharedBlockOverhead);
+            }
+          },
+          [] {}, {"set_multi", {}, items.size()});
+    } else if (c.stores_objects) {
       std::vector<ObjectItem> objs;
       objs.reserve(items.size());
       for (const auto& [k, v] : items) {
@@ -762,9 +794,31 @@ class CacheRegion {
   /// The `get` filter: not expired (strict '>') and not invalidated.
   template <class T>
   bool usable(const detail::RegionConfig& c, const Cached<T>& v, const Expiration& call) const {
+    return usable_created(c, v.created, call);
+  }
+  bool usable_created(const detail::RegionConfig& c, TimePoint created,
+                      const Expiration& call) const {
     const auto exp = effective_expiration(c, call);
-    if (exp && (clock_now() - v.created) > *exp) return false;
-    return !c.invalidator->is_invalidated(v.created);
+    if (exp && (clock_now() - created) > *exp) return false;
+    return !c.invalidator->is_invalidated(created);
+  }
+
+  /// `get` on an object backend: the value is copied straight from the backend's node into the
+  /// result (no Cached<T> in between), then filtered as `get` does.
+  template <class T>
+  std::optional<T> get_object_value(const detail::RegionConfig& c, std::string_view mkey,
+                                    std::string_view key, const GetOptions& opts) const {
+    std::optional<T> value;
+    const auto info =
+        guarded([&] { return c.backend->read_object(mkey, detail::object_sink(value)); },
+                [] { return std::optional<ObjectInfo>{}; }, {"get", mkey});
+    if (info && !value) detail::throw_object_mismatch<T>(*info, mkey);
+    if (value && !opts.ignore_expiration &&
+        !usable_created(c, from_unix_seconds(info->meta.ct), opts.expiration_time)) {
+      value.reset();
+    }
+    count(value ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+    return value;
   }
 
   static void require_expiration_for_soft(const std::optional<std::chrono::milliseconds>& exp) {

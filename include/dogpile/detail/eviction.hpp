@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -160,6 +162,38 @@ class FrequencySketch {
   std::size_t additions_ = 0;
 };
 
+/// The shard lock: a test-and-test-and-set spin lock that pauses, then yields, while another
+/// thread holds it (TBB's spin_mutex shape). A shard holds it only for a lookup, a policy
+/// update and the copy of a hit (values are destroyed after it is released), so a waiter
+/// rarely spins long, and an uncontended lock and unlock cost one atomic exchange and a store
+/// instead of two calls into pthreads. BasicLockable.
+class ShardLock {
+ public:
+  void lock() noexcept {
+    if (!locked_.exchange(true, std::memory_order_acquire)) return;
+    lock_slow();
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  [[gnu::noinline]] void lock_slow() noexcept {
+    unsigned spins = 0;
+    do {
+      while (locked_.load(std::memory_order_relaxed)) {
+        if (spins < 64) {
+          ++spins;
+#if defined(__x86_64__) || defined(__i386__)
+          __builtin_ia32_pause();
+#endif
+        } else {
+          std::this_thread::yield();
+        }
+      }
+    } while (locked_.exchange(true, std::memory_order_acquire));
+  }
+  std::atomic<bool> locked_{false};
+};
+
 /// Links of an intrusive doubly-linked list node.
 struct ListHook {
   ListHook* prev = nullptr;
@@ -273,7 +307,7 @@ class EvictingShard {
     Node* n = find(k);
     if (n == nullptr) return false;
     if (bounded_) on_access(*n);
-    f(static_cast<const V&>(n->value), n->weight);
+    f(static_cast<const V&>(n->value()), n->weight);
     return true;
   }
 
@@ -361,27 +395,34 @@ class EvictingShard {
 
  private:
   enum class Queue : std::uint8_t { none, window, probation, protect };
+  // A node: this header, the key's bytes, then the value (aligned), so that a lookup reads the
+  // hash and the key from the node's first cache line and a hit the value right after them.
   struct Node {
-    template <class... A>
-    Node(std::size_t h, std::size_t w, std::uint32_t ks, A&&... args)
-        : hash(h), weight(w), key_size(ks), value(std::forward<A>(args)...) {}
+    Node(std::size_t h, std::size_t w, std::uint32_t ks, bool l) noexcept
+        : hash(h), weight(w), key_size(ks), linked(l) {}
     Node* chain = nullptr;  // next node in the bucket (or in a graveyard)
     std::size_t hash;
     std::size_t weight;
     std::uint32_t key_size;
     Queue queue = Queue::none;
-    bool linked = false;  // has list links in front (the shard was bounded when it was made)
-    V value;
-    // followed by the key's bytes
+    bool linked;  // has list links in front (the shard was bounded when it was made)
+
     [[nodiscard]] const char* key_data() const noexcept {
       return reinterpret_cast<const char*>(this) + sizeof(Node);
     }
     [[nodiscard]] std::string_view key() const noexcept { return {key_data(), key_size}; }
+    [[nodiscard]] static std::size_t value_offset(std::size_t key_size) noexcept {
+      return (sizeof(Node) + key_size + alignof(V) - 1) / alignof(V) * alignof(V);
+    }
+    [[nodiscard]] V& value() noexcept {
+      return *std::launder(
+          reinterpret_cast<V*>(reinterpret_cast<char*>(this) + value_offset(key_size)));
+    }
   };
-  static_assert(alignof(Node) <= alignof(std::max_align_t), "over-aligned values");
-  // The list links in front of a bounded node; a multiple of the node's alignment.
-  static constexpr std::size_t kPrefix =
-      (sizeof(ListHook) + alignof(Node) - 1) / alignof(Node) * alignof(Node);
+  static_assert(alignof(V) <= alignof(std::max_align_t), "over-aligned values");
+  // The list links in front of a bounded node; a multiple of the node's and value's alignment.
+  static constexpr std::size_t kAlign = std::max(alignof(Node), alignof(V));
+  static constexpr std::size_t kPrefix = (sizeof(ListHook) + kAlign - 1) / kAlign * kAlign;
 
   /// Nodes to free once the mutex is released (declared before the lock_guard).
   struct Graveyard {
@@ -410,22 +451,23 @@ class EvictingShard {
     }
     const bool linked = bounded_;
     const std::size_t prefix = linked ? kPrefix : 0;
-    char* raw = static_cast<char*>(::operator new(prefix + sizeof(Node) + k.key.size()));
-    Node* n;
+    const std::size_t at = Node::value_offset(k.key.size());
+    char* raw = static_cast<char*>(::operator new(prefix + at + sizeof(V)));
     try {
-      n = ::new (raw + prefix)
-          Node(k.hash, weight, static_cast<std::uint32_t>(k.key.size()), std::forward<A>(args)...);
+      ::new (raw + prefix + at) V(std::forward<A>(args)...);
     } catch (...) {
       ::operator delete(raw);
       throw;
     }
-    n->linked = linked;
+    Node* n =
+        ::new (raw + prefix) Node(k.hash, weight, static_cast<std::uint32_t>(k.key.size()), linked);
     if (linked) ::new (raw) ListHook();
     if (!k.key.empty()) std::memcpy(raw + prefix + sizeof(Node), k.key.data(), k.key.size());
     return n;
   }
   static void free_node(Node* n) noexcept {
     char* raw = reinterpret_cast<char*>(n) - (n->linked ? kPrefix : 0);
+    n->value().~V();
     n->~Node();
     ::operator delete(raw);
   }
@@ -661,7 +703,7 @@ class EvictingShard {
     return e;
   }
 
-  std::mutex mutex_;
+  ShardLock mutex_;
   std::vector<Node*> buckets_;  // power-of-two count; chains through Node::chain
   std::size_t mask_ = 0;
   std::size_t size_ = 0;

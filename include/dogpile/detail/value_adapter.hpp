@@ -56,16 +56,20 @@ ObjectSink object_sink(std::optional<T>& out) {
                     &out};
 }
 
+/// @throws TypeMismatch: `key` holds `info.type`, not a `T`.
+template <class T>
+[[noreturn, gnu::cold]] void throw_object_mismatch(const ObjectInfo& info, std::string_view key) {
+  throw_error<TypeMismatch>("cache key '" + std::string(key) + "' holds a " + type_name(info.type) +
+                            ", not the requested " + type_name<T>());
+}
+
 /// What `read_object` found (`info`) and copied (`value`) as a `T`.
 /// @throws TypeMismatch (naming both types) when it holds another type.
 template <class T>
 std::optional<Cached<T>> from_read_object(const std::optional<ObjectInfo>& info,
                                           std::optional<T>& value, std::string_view key) {
   if (!info) return std::nullopt;
-  if (!value) {
-    throw_error<TypeMismatch>("cache key '" + std::string(key) + "' holds a " +
-                              type_name(info->type) + ", not the requested " + type_name<T>());
-  }
+  if (!value) throw_object_mismatch<T>(*info, key);
   return Cached<T>{std::move(*value), from_unix_seconds(info->meta.ct),
                    std::chrono::duration<double>(info->meta.delta)};
 }
