@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -66,6 +67,8 @@ struct RegionConfig {
   std::string backend_name;                      // as configured, for error messages
   Expiration expiration;
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
+  // `invalidator` when it is exactly the default strategy: checked without a virtual call.
+  const DefaultInvalidationStrategy* default_invalidator = nullptr;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
   bool stores_objects = false;
   // The backend is `memory` itself (no proxy): batch reads copy each value straight out of its
@@ -541,6 +544,11 @@ class CacheRegion {
     } else {
       cfgp->invalidator = std::make_shared<DefaultInvalidationStrategy>(state_->clock);
     }
+    if (const RegionInvalidationStrategy& strategy = *cfgp->invalidator;
+        typeid(strategy) == typeid(DefaultInvalidationStrategy)) {
+      cfgp->default_invalidator =
+          static_cast<const DefaultInvalidationStrategy*>(cfgp->invalidator.get());
+    }
     std::weak_ptr<CacheBackend> weak = backend;
     // Under treat_as_miss a distributed lock that fails degrades to in-process exclusion
     // (detail::FallbackMutex) instead of failing the caller.
@@ -800,6 +808,9 @@ class CacheRegion {
                       const Expiration& call) const {
     const auto exp = effective_expiration(c, call);
     if (exp && (clock_now() - created) > *exp) return false;
+    if (c.default_invalidator != nullptr) {
+      return !c.default_invalidator->DefaultInvalidationStrategy::is_invalidated(created);
+    }
     return !c.invalidator->is_invalidated(created);
   }
 

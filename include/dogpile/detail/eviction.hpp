@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <array>
-#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +20,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -160,38 +158,6 @@ class FrequencySketch {
   std::uint64_t block_mask_ = 0;
   std::size_t sample_size_ = 0;
   std::size_t additions_ = 0;
-};
-
-/// The shard lock: a test-and-test-and-set spin lock that pauses, then yields, while another
-/// thread holds it (TBB's spin_mutex shape). A shard holds it only for a lookup, a policy
-/// update and the copy of a hit (values are destroyed after it is released), so a waiter
-/// rarely spins long, and an uncontended lock and unlock cost one atomic exchange and a store
-/// instead of two calls into pthreads. BasicLockable.
-class ShardLock {
- public:
-  void lock() noexcept {
-    if (!locked_.exchange(true, std::memory_order_acquire)) return;
-    lock_slow();
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
-
- private:
-  [[gnu::noinline]] void lock_slow() noexcept {
-    unsigned spins = 0;
-    do {
-      while (locked_.load(std::memory_order_relaxed)) {
-        if (spins < 64) {
-          ++spins;
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        } else {
-          std::this_thread::yield();
-        }
-      }
-    } while (locked_.exchange(true, std::memory_order_acquire));
-  }
-  std::atomic<bool> locked_{false};
 };
 
 /// Links of an intrusive doubly-linked list node.
@@ -703,7 +669,7 @@ class EvictingShard {
     return e;
   }
 
-  ShardLock mutex_;
+  std::mutex mutex_;
   std::vector<Node*> buckets_;  // power-of-two count; chains through Node::chain
   std::size_t mask_ = 0;
   std::size_t size_ = 0;
