@@ -814,6 +814,21 @@ class CacheRegion {
     return !c.invalidator->is_invalidated(created);
   }
 
+  /// `usable_created` for a stored creation time `ct` (Unix seconds), converted only when an
+  /// expiration or an invalidation needs it.
+  bool usable_stored(const detail::RegionConfig& c, double ct, const Expiration& call) const {
+    const auto exp = effective_expiration(c, call);
+    const auto* d = c.default_invalidator;
+    if (!exp && d != nullptr && !d->DefaultInvalidationStrategy::was_hard_invalidated() &&
+        !d->DefaultInvalidationStrategy::was_soft_invalidated()) {
+      return true;
+    }
+    const TimePoint created = from_unix_seconds(ct);
+    if (exp && (clock_now() - created) > *exp) return false;
+    if (d != nullptr) return !d->DefaultInvalidationStrategy::is_invalidated(created);
+    return !c.invalidator->is_invalidated(created);
+  }
+
   /// `get` on an object backend: the value is copied straight from the backend's node into the
   /// result (no Cached<T> in between), then filtered as `get` does.
   template <class T>
@@ -825,7 +840,7 @@ class CacheRegion {
                 [] { return std::optional<ObjectInfo>{}; }, {"get", mkey});
     if (info && !value) detail::throw_object_mismatch<T>(*info, mkey);
     if (value && !opts.ignore_expiration &&
-        !usable_created(c, from_unix_seconds(info->meta.ct), opts.expiration_time)) {
+        !usable_stored(c, info->meta.ct, opts.expiration_time)) {
       value.reset();
     }
     count(value ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
