@@ -86,16 +86,16 @@ inline const ObjectOps object_ops{
 /// (under the backend's lock, so it must not call back into the backend) only when the stored
 /// object is a `*type`.
 struct ObjectSink {
-  const std::type_info* type;
-  void (*copy)(const void* object, void* out);
-  void* out;
+  const std::type_info* type;                   ///< `&typeid(T)`: the type the caller wants
+  void (*copy)(const void* object, void* out);  ///< copies the `const T` at `object` into `out`
+  void* out;                                    ///< the caller's storage, passed to `copy`
 };
 
 /// What `read_object` found under a key (whether or not it was copied).
 struct ObjectInfo {
   std::type_index type = typeid(void);  ///< the stored object's type
-  Metadata meta{};
-  std::size_t size_hint = 0;
+  Metadata meta{};                      ///< creation time etc., as stored
+  std::size_t size_hint = 0;            ///< as given to `set_object` / `set_object_copy`
 };
 
 /// One key/value pair of bytes for `set_multi`.
