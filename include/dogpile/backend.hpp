@@ -29,6 +29,7 @@
 #include <string_view>
 #include <type_traits>
 #include <typeindex>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -75,6 +76,56 @@ struct DecodableBytes {
   std::optional<std::string> bytes{};
   /// Where `keep_decoded` attaches the value decoded from `bytes`; null: nowhere (opaque).
   std::shared_ptr<void> slot{};
+};
+
+/// How to copy, share and destroy a `T` without naming `T` (`object_ops<T>` is the table for
+/// `T`): lets a region hand an in-process backend a value that it may keep inline in its own
+/// node instead of behind a `shared_ptr` (`CacheBackend::set_object_copy`).
+struct ObjectOps {
+  const std::type_info* type;                   ///< `&typeid(T)`
+  std::size_t size;                             ///< `sizeof(T)`
+  std::size_t align;                            ///< `alignof(T)`
+  bool nothrow_move;                            ///< `T` has a non-throwing move constructor
+  void (*copy)(void* dst, const void* src);     ///< copy-constructs a `T` at `dst`
+  void (*move)(void* dst, void* src) noexcept;  ///< move-constructs (only if nothrow_move)
+  void (*destroy)(void* object) noexcept;       ///< destroys the `T` at `object`
+  std::shared_ptr<const void> (*share)(const void* src);  ///< `make_shared<const T>(copy)`
+};
+
+/// The `ObjectOps` of a copyable `T`.
+template <class T>
+inline const ObjectOps object_ops{
+    &typeid(T),
+    sizeof(T),
+    alignof(T),
+    std::is_nothrow_move_constructible_v<T>,
+    [](void* dst, const void* src) { ::new (dst) T(*static_cast<const T*>(src)); },
+    [](void* dst, void* src) noexcept {
+      if constexpr (std::is_nothrow_move_constructible_v<T>) {
+        ::new (dst) T(std::move(*static_cast<T*>(src)));
+      } else {
+        (void)dst, (void)src;  // never called: nothrow_move is false
+      }
+    },
+    [](void* object) noexcept { static_cast<T*>(object)->~T(); },
+    [](const void* src) -> std::shared_ptr<const void> {
+      return std::make_shared<const T>(*static_cast<const T*>(src));
+    }};
+
+/// Where `CacheBackend::read_object` copies a stored object: `copy(object, out)` is called
+/// (under the backend's lock, so it must not call back into the backend) only when the stored
+/// object is a `*type`.
+struct ObjectSink {
+  const std::type_info* type;                   ///< `&typeid(T)`: the type the caller wants
+  void (*copy)(const void* object, void* out);  ///< copies the `const T` at `object` into `out`
+  void* out;                                    ///< the caller's storage, passed to `copy`
+};
+
+/// What `read_object` found under a key (whether or not it was copied).
+struct ObjectInfo {
+  std::type_index type = typeid(void);  ///< the stored object's type
+  Metadata meta{};                      ///< creation time etc., as stored
+  std::size_t size_hint = 0;            ///< as given to `set_object` / `set_object_copy`
 };
 
 /// One key/value pair of bytes for `set_multi`.
@@ -206,6 +257,29 @@ class CacheBackend {
     const auto k = checked(key, &m);
     return call([&] { return do_get_object(k); });
   }
+  /// Reads the object stored under `key` without sharing it: when it is a `*sink.type` it is
+  /// copied into `sink` (see `ObjectSink`); returns its type and metadata, or nullopt on a
+  /// miss. Same result as `get_object`, but `memory` copies straight from its node (no
+  /// `shared_ptr` copy). Only when `stores_objects()`. @throws as `get`, and what the copy
+  /// throws.
+  std::optional<ObjectInfo> read_object(std::string_view key, const ObjectSink& sink) {
+    if (trivial_rules()) return call([&] { return do_read_object(key, sink); });
+    std::string m;
+    const auto k = checked(key, &m);
+    return call([&] { return do_read_object(k, sink); });
+  }
+  /// Stores a copy of the `T` at `value` (`ops` = `object_ops<T>`): the same as `set_object`
+  /// with a `StoredObject` made by `ops.share`, but `memory` keeps a small value inline in its
+  /// node (one allocation per entry). Only when `stores_objects()`. @throws as `set`.
+  void set_object_copy(std::string_view key, const void* value, const ObjectOps& ops,
+                       const Metadata& meta, std::size_t size_hint) {
+    if (trivial_rules()) {
+      return call([&] { do_set_object_copy(key, value, ops, meta, size_hint); });
+    }
+    std::string m;
+    const auto k = checked(key, &m);
+    call([&] { do_set_object_copy(k, value, ops, meta, size_hint); });
+  }
   /// One object per key, in order (only when `stores_objects()`). @throws as `get`.
   std::vector<std::optional<StoredObject>> get_objects(std::span<const std::string> keys) {
     if (keys.empty()) return {};
@@ -283,6 +357,18 @@ class CacheBackend {
   /// Stores an object.
   virtual void do_set_object(std::string_view /*key*/, StoredObject /*obj*/) {
     detail::throw_error<BackendError>(name_ + " backend does not store objects");
+  }
+  /// Default: `do_get_object`, then the copy from its payload.
+  virtual std::optional<ObjectInfo> do_read_object(std::string_view key, const ObjectSink& sink) {
+    auto o = do_get_object(key);
+    if (!o) return std::nullopt;
+    if (o->type == *sink.type) sink.copy(o->payload.get(), sink.out);
+    return ObjectInfo{o->type, o->meta, o->size_hint};
+  }
+  /// Default: `do_set_object` with a shared copy (`ops.share`).
+  virtual void do_set_object_copy(std::string_view key, const void* value, const ObjectOps& ops,
+                                  const Metadata& meta, std::size_t size_hint) {
+    do_set_object(key, StoredObject{ops.share(value), *ops.type, meta, size_hint});
   }
   /// Default: one `do_set_object` per item.
   virtual void do_set_objects(std::span<const ObjectItem> items) {

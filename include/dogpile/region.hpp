@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -66,11 +67,16 @@ struct RegionConfig {
   std::string backend_name;                      // as configured, for error messages
   Expiration expiration;
   std::shared_ptr<RegionInvalidationStrategy> invalidator;
+  // `invalidator` when it is exactly the default strategy: checked without a virtual call.
+  const DefaultInvalidationStrategy* default_invalidator = nullptr;
   std::shared_ptr<NameRegistry<CacheMutex>> locks;
   bool stores_objects = false;
   // A byte backend that keeps decoded values next to its bytes (the Redis near cache): reads
   // go through get_decodable, and a hit returns the kept object instead of decoding again.
   bool keeps_decoded = false;
+  // The backend is `memory` itself (no proxy): batch reads copy each value straight out of its
+  // node (read_object per key) instead of sharing it through get_objects.
+  bool memory_objects = false;
   // The region's codec, its max_value_bytes lowered to the backend's: a payload stored small
   // must not inflate past what the backend was configured to return.
   CodecOptions codec;
@@ -204,6 +210,7 @@ class CacheRegion {
   std::optional<T> get(std::string_view key, const GetOptions& opts = {}) const {
     const auto& c = cfg();
     std::string mangled;
+    if (c.stores_objects) return get_object_value<T>(c, mangled_key(key, mangled), key, opts);
     auto v = fetch<T>(c, mangled_key(key, mangled), false);
     if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
     count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
@@ -232,7 +239,20 @@ class CacheRegion {
         slot.reset();
       }
     };
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      guarded(
+          [&] {
+            for (std::size_t i = 0; i < keys.size(); ++i) {
+              const auto info = c.backend->read_object(mkeys[i], detail::object_sink(out[i]));
+              if (info && !out[i]) detail::throw_object_mismatch<T>(*info, mkeys[i]);
+              if (out[i]) keep(out[i], from_unix_seconds(info->meta.ct));
+            }
+          },
+          [&] {
+            for (auto& o : out) o.reset();
+          },
+          {"get_multi", {}, keys.size()});
+    } else if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
                           [&] { return std::vector<std::optional<StoredObject>>(keys.size()); },
                           {"get_multi", {}, keys.size()});
@@ -575,6 +595,7 @@ class CacheRegion {
     cfgp->expiration = opts.expiration_time;
     cfgp->stores_objects = backend->stores_objects();
     cfgp->keeps_decoded = !cfgp->stores_objects && backend->keeps_decoded();
+    cfgp->memory_objects = dynamic_cast<const MemoryBackend*>(backend.get()) != nullptr;
     cfgp->codec = state_->opts.codec;
     cfgp->codec.max_value_bytes =
         std::min(cfgp->codec.max_value_bytes, std::max<std::size_t>(1, backend->max_value_bytes()));
@@ -588,6 +609,11 @@ class CacheRegion {
           backend, "_dogpile_invalidation:" + state_->opts.name, inv.poll, state_->clock);
     } else {
       cfgp->invalidator = std::make_shared<DefaultInvalidationStrategy>(state_->clock);
+    }
+    if (const RegionInvalidationStrategy& strategy = *cfgp->invalidator;
+        typeid(strategy) == typeid(DefaultInvalidationStrategy)) {
+      cfgp->default_invalidator =
+          static_cast<const DefaultInvalidationStrategy*>(cfgp->invalidator.get());
     }
     std::weak_ptr<CacheBackend> weak = backend;
     // Under treat_as_miss a distributed lock that fails degrades to in-process exclusion
@@ -750,10 +776,12 @@ class CacheRegion {
       if (c.keeps_decoded) return fetch_decodable<T>(c, mkey, check_version);
     }
     if (c.stores_objects) {
-      return detail::from_object<T>(
-          guarded([&] { return c.backend->get_object(mkey); },
-                  [] { return std::optional<StoredObject>{}; }, {"get", mkey}),
-          mkey);
+      // Copied straight out of the backend's node: no shared_ptr copy on a hit.
+      std::optional<T> value;
+      const auto info =
+          guarded([&] { return c.backend->read_object(mkey, detail::object_sink(value)); },
+                  [] { return std::optional<ObjectInfo>{}; }, {"get", mkey});
+      return detail::from_read_object<T>(info, value, mkey);
     }
     return detail::from_bytes<T>(
         guarded([&] { return c.backend->get(mkey); }, [] { return std::optional<std::string>{}; },
@@ -790,7 +818,9 @@ class CacheRegion {
                                                     bool check_version) const {
     std::vector<std::optional<Cached<T>>> out;
     out.reserve(mkeys.size());
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      for (const auto& k : mkeys) out.push_back(fetch<T>(c, k, check_version));
+    } else if (c.stores_objects) {
       auto objs = guarded([&] { return c.backend->get_objects(mkeys); },
                           [&] { return std::vector<std::optional<StoredObject>>(mkeys.size()); },
                           {"get_multi", {}, mkeys.size()});
@@ -813,8 +843,10 @@ class CacheRegion {
   void store(const detail::RegionConfig& c, const std::string& mkey, const T& value,
              const Metadata& meta) const {
     if (c.stores_objects) {
-      StoredObject o = detail::to_object(value, meta);
-      guarded([&] { c.backend->set_object(mkey, std::move(o)); }, [] {}, {"set", mkey});
+      // The backend may keep a small value inline in its node (one allocation per entry).
+      const std::size_t size_hint = weigh(value) + detail::kSharedBlockOverhead;
+      guarded([&] { c.backend->set_object_copy(mkey, &value, object_ops<T>, meta, size_hint); },
+              [] {}, {"set", mkey});
     } else {
       std::string bytes = detail::to_bytes(value, meta, state_->opts.codec, c.backend_name);
       guarded([&] { c.backend->set(mkey, bytes); }, [] {}, {"set", mkey});
@@ -824,7 +856,19 @@ class CacheRegion {
   void store_multi(const detail::RegionConfig& c,
                    const std::vector<std::pair<std::string, T>>& items, const Metadata& meta,
                    bool needs_mangling) const {
-    if (c.stores_objects) {
+    if (c.memory_objects) {
+      // Each value copied into its node (kept inline when small), as `set` does.
+      guarded(
+          [&] {
+            for (const auto& [k, v] : items) {
+              const std::string mkey = needs_mangling ? mangle(k) : std::string();
+              c.backend->set_object_copy(
+                  needs_mangling ? std::string_view(mkey) : std::string_view(k), &v, object_ops<T>,
+                  meta, weigh(v) + detail::kSharedBlockOverhead);
+            }
+          },
+          [] {}, {"set_multi", {}, items.size()});
+    } else if (c.stores_objects) {
       std::vector<ObjectItem> objs;
       objs.reserve(items.size());
       for (const auto& [k, v] : items) {
@@ -851,9 +895,49 @@ class CacheRegion {
   /// The `get` filter: not expired (strict '>') and not invalidated.
   template <class T>
   bool usable(const detail::RegionConfig& c, const Cached<T>& v, const Expiration& call) const {
+    return usable_created(c, v.created, call);
+  }
+  bool usable_created(const detail::RegionConfig& c, TimePoint created,
+                      const Expiration& call) const {
     const auto exp = effective_expiration(c, call);
-    if (exp && (clock_now() - v.created) > *exp) return false;
-    return !c.invalidator->is_invalidated(v.created);
+    if (exp && (clock_now() - created) > *exp) return false;
+    if (c.default_invalidator != nullptr) {
+      return !c.default_invalidator->DefaultInvalidationStrategy::is_invalidated(created);
+    }
+    return !c.invalidator->is_invalidated(created);
+  }
+
+  /// `usable_created` for a stored creation time `ct` (Unix seconds), converted only when an
+  /// expiration or an invalidation needs it.
+  bool usable_stored(const detail::RegionConfig& c, double ct, const Expiration& call) const {
+    const auto exp = effective_expiration(c, call);
+    const auto* d = c.default_invalidator;
+    if (!exp && d != nullptr && !d->DefaultInvalidationStrategy::was_hard_invalidated() &&
+        !d->DefaultInvalidationStrategy::was_soft_invalidated()) {
+      return true;
+    }
+    const TimePoint created = from_unix_seconds(ct);
+    if (exp && (clock_now() - created) > *exp) return false;
+    if (d != nullptr) return !d->DefaultInvalidationStrategy::is_invalidated(created);
+    return !c.invalidator->is_invalidated(created);
+  }
+
+  /// `get` on an object backend: the value is copied straight from the backend's node into the
+  /// result (no Cached<T> in between), then filtered as `get` does.
+  template <class T>
+  std::optional<T> get_object_value(const detail::RegionConfig& c, std::string_view mkey,
+                                    std::string_view key, const GetOptions& opts) const {
+    std::optional<T> value;
+    const auto info =
+        guarded([&] { return c.backend->read_object(mkey, detail::object_sink(value)); },
+                [] { return std::optional<ObjectInfo>{}; }, {"get", mkey});
+    if (info && !value) detail::throw_object_mismatch<T>(*info, mkey);
+    if (value && !opts.ignore_expiration &&
+        !usable_stored(c, info->meta.ct, opts.expiration_time)) {
+      value.reset();
+    }
+    count(value ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+    return value;
   }
 
   static void require_expiration_for_soft(const std::optional<std::chrono::milliseconds>& exp) {

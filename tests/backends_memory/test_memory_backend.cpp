@@ -393,3 +393,116 @@ TEST_CASE("bad arguments throw ValidationError naming the option", "[memory][arg
   CHECK_THROWS_AS(MemorySerializedBackend(MemoryOptions{.shards = 1u << 20}),
                   dogpile::ValidationError);
 }
+
+namespace {
+
+// A small value kept inline whose destructor reads the cache (deadlocks under the shard mutex).
+struct Reentrant {
+  std::weak_ptr<MemoryBackend> backend;
+  std::atomic<int>* destroyed = nullptr;
+  bool armed = true;
+  Reentrant(std::weak_ptr<MemoryBackend> b, std::atomic<int>* d)
+      : backend(std::move(b)), destroyed(d) {}
+  Reentrant(const Reentrant& o) = default;
+  Reentrant(Reentrant&& o) noexcept : backend(std::move(o.backend)), destroyed(o.destroyed) {
+    o.armed = false;
+  }
+  ~Reentrant() {
+    if (!armed) return;
+    if (auto b = backend.lock()) {
+      (void)b->get_object("probe");
+      ++*destroyed;
+    }
+  }
+};
+
+struct Big {
+  std::string text;
+  char pad[64] = {};
+};
+
+template <class T>
+std::optional<T> read_as(dogpile::CacheBackend& b, std::string_view k,
+                         std::optional<dogpile::ObjectInfo>* info = nullptr) {
+  std::optional<T> out;
+  const dogpile::ObjectSink sink{
+      &typeid(T),
+      [](const void* o, void* dst) {
+        static_cast<std::optional<T>*>(dst)->emplace(*static_cast<const T*>(o));
+      },
+      &out};
+  auto i = b.read_object(k, sink);
+  if (info != nullptr) *info = i;
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("set_object_copy keeps small values inline and big ones shared; read_object copies",
+          "[memory][inline]") {
+  MemoryBackend b;
+  const dogpile::Metadata meta{12.5, 2, 0.25};
+  const std::string small(32, 's');  // a heap string: the node holds the std::string itself
+  b.set_object_copy("small", &small, dogpile::object_ops<std::string>, meta, 77);
+  const Big big{std::string(40, 'b')};
+  static_assert(sizeof(Big) > dogpile::detail::ObjectSlot::kInline);
+  b.set_object_copy("big", &big, dogpile::object_ops<Big>, meta, 99);
+
+  std::optional<dogpile::ObjectInfo> info;
+  CHECK(read_as<std::string>(b, "small", &info) == small);
+  REQUIRE(info);
+  CHECK(info->type == typeid(std::string));
+  CHECK(info->meta.ct == 12.5);
+  CHECK(info->meta.delta == 0.25);
+  CHECK(info->size_hint == 77);
+  const auto got_big = read_as<Big>(b, "big", &info);
+  REQUIRE(got_big);
+  CHECK(got_big->text == big.text);
+  CHECK(info->size_hint == 99);
+  CHECK(b.bytes() == 5 + 77 + 3 + 99);
+
+  // The wrong type: found, reported, not copied.
+  CHECK_FALSE(read_as<int>(b, "small", &info).has_value());
+  REQUIRE(info);
+  CHECK(info->type == typeid(std::string));
+  CHECK_FALSE(read_as<int>(b, "missing", &info).has_value());
+  CHECK_FALSE(info.has_value());
+
+  // get_object still hands out a shared object (an inline one is copied into it).
+  auto o = b.get_object("small");
+  REQUIRE(o);
+  CHECK(o->type == typeid(std::string));
+  CHECK(*static_cast<const std::string*>(o->payload.get()) == small);
+  CHECK(o->size_hint == 77);
+  CHECK(o->meta.ct == 12.5);
+  // Byte access sees the inline string, and a raw set is readable as an object.
+  CHECK(b.get("small") == small);
+  b.set("raw", "bytes");
+  CHECK(read_as<std::string>(b, "raw") == std::string("bytes"));
+  // A StoredObject given to set_object is read back through read_object too.
+  b.set_object("shared", object_of(41, 4));
+  CHECK(read_as<int>(b, "shared") == 41);
+}
+
+TEST_CASE("inline values are destroyed outside the shard lock", "[memory][inline]") {
+  auto b = std::make_shared<MemoryBackend>(
+      MemoryOptions{.shards = 1, .max_entries = 2, .eviction = MemoryEviction::lru});
+  std::atomic<int> destroyed{0};
+  {
+    const Reentrant r(b, &destroyed);
+    static_assert(sizeof(Reentrant) <= dogpile::detail::ObjectSlot::kInline);
+    b->set_object_copy("a", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    b->set_object_copy("b", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    destroyed = 0;                     // `r` itself is destroyed at the end of this scope
+    b->set_object("c", object_of(3));  // evicts a
+    CHECK(destroyed == 1);
+    b->set_object("b", object_of(4));  // replaces b
+    CHECK(destroyed == 2);
+    b->set_object_copy("d", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    b->erase("d");
+    CHECK(destroyed == 3);
+    b->set_object_copy("e", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    b->clear();
+    CHECK(destroyed == 4);
+  }
+}

@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <limits>
@@ -567,4 +568,44 @@ TEST_CASE("Duration: out-of-range durations saturate, NaN is zero, rounding is h
   CHECK(D(duration<double>(0.0016)) == milliseconds(2));
   CHECK(D(duration<double, std::milli>(1.6 - huge * 0)) == milliseconds(2));
   CHECK(D(std::chrono::microseconds(2500)) == milliseconds(2));
+}
+
+namespace {
+// Bigger than the memory backend's inline buffer: kept behind a shared_ptr.
+struct LargeValue {
+  std::string text;
+  std::array<std::int64_t, 8> numbers{};
+  bool operator==(const LargeValue&) const = default;
+};
+}  // namespace
+
+TEST_CASE("memory keeps small values inline and large ones shared, with and without a proxy",
+          "[memory][inline]") {
+  static_assert(sizeof(LargeValue) > dogpile::detail::ObjectSlot::kInline);
+  for (const bool proxied : {false, true}) {
+    CAPTURE(proxied);
+    auto r = dogpile::make_region();
+    dogpile::ConfigureOptions o;
+    if (proxied) o.wrap = {std::make_shared<dogpile::ProxyBackend>()};
+    r.configure("memory", o);
+    const std::string small(40, 's');
+    const LargeValue large{std::string(50, 'l'), {1, 2, 3, 4, 5, 6, 7, 8}};
+    r.set("s", small);
+    r.set("l", large);
+    r.set_multi<std::string>({{"s1", "one"}, {"s2", std::string(64, 'x')}});
+    r.set_multi<LargeValue>({{"l1", large}});
+    CHECK(r.get<std::string>("s") == small);
+    CHECK(r.get<LargeValue>("l") == large);
+    CHECK(r.get_multi<std::string>({"s1", "s2", "nope"}) ==
+          std::vector<std::optional<std::string>>{"one", std::string(64, 'x'), std::nullopt});
+    CHECK(r.get_multi<LargeValue>({"l1", "l"}) ==
+          std::vector<std::optional<LargeValue>>{large, large});
+    CHECK(r.get_or_create("s", [] { return std::string("new"); }) == small);
+    CHECK_THROWS_AS(r.get<LargeValue>("s"), dogpile::TypeMismatch);
+    CHECK_THROWS_AS(r.get_multi<std::string>({"s", "l"}), dogpile::TypeMismatch);
+    // The backend still hands out shared objects to direct callers.
+    auto obj = r.actual_backend()->get_object("s");
+    REQUIRE(obj);
+    CHECK(*static_cast<const std::string*>(obj->payload.get()) == small);
+  }
 }

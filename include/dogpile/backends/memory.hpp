@@ -18,10 +18,13 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <typeindex>
 #include <typeinfo>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -86,9 +89,22 @@ class ShardedStore {
     const PrehashedKey k{key, hash_key(key)};
     return shard(k).get(k);
   }
+  /// Calls `f(value, weight)` under the shard's mutex if `key` is present; see
+  /// `EvictingShard::visit`.
+  template <class F>
+  bool visit(std::string_view key, F&& f) {
+    const PrehashedKey k{key, hash_key(key)};
+    return shard(k).visit(k, std::forward<F>(f));
+  }
   void set(std::string_view key, V value, std::size_t weight) {
     const PrehashedKey k{key, hash_key(key)};
     shard(k).set(k, std::move(value), key.size() + weight);
+  }
+  /// `set` with the value constructed from `args` in its node.
+  template <class... A>
+  void emplace(std::string_view key, std::size_t weight, A&&... args) {
+    const PrehashedKey k{key, hash_key(key)};
+    shard(k).emplace(k, key.size() + weight, std::forward<A>(args)...);
   }
   void erase(std::string_view key) {
     const PrehashedKey k{key, hash_key(key)};
@@ -131,6 +147,77 @@ class ShardedStore {
 
   std::size_t count_;
   std::unique_ptr<Shard[]> shards_;
+};
+
+/// What the `memory` backend keeps per entry: a live object and its metadata. An object of at
+/// most `kInline` bytes (with a non-throwing move) lives inline, in the map's node: one
+/// allocation per entry; a bigger one, or one given as a `StoredObject`, is held by its
+/// `shared_ptr`. Not copyable or movable (built in place in its node).
+class ObjectSlot {
+ public:
+  static constexpr std::size_t kInline = 32;
+
+  /// A copy of the object at `value`, described by `ops`.
+  ObjectSlot(const void* value, const ObjectOps& ops, const Metadata& meta) : meta_(meta) {
+    if (ops.size <= kInline && ops.align <= alignof(std::max_align_t) &&
+        ops.align <= kInlineAlign && ops.nothrow_move) {
+      ops.copy(buf_, value);
+      ops_ = &ops;
+    } else {
+      ::new (buf_) Shared{ops.share(value), *ops.type};
+    }
+  }
+  /// A string moved in (inline).
+  ObjectSlot(std::string&& value, const Metadata& meta) noexcept
+      : ops_(&object_ops<std::string>), meta_(meta) {
+    static_assert(sizeof(std::string) <= kInline && alignof(std::string) <= kInlineAlign);
+    ops_->move(buf_, &value);
+  }
+  /// The object `o` holds, shared.
+  ObjectSlot(StoredObject&& o) noexcept : meta_(o.meta) {
+    ::new (buf_) Shared{std::move(o.payload), o.type};
+  }
+  ObjectSlot(const ObjectSlot&) = delete;
+  ObjectSlot& operator=(const ObjectSlot&) = delete;
+  ~ObjectSlot() {
+    if (ops_ != nullptr) {
+      ops_->destroy(buf_);
+    } else {
+      shared()->~Shared();
+    }
+  }
+
+  [[nodiscard]] std::type_index type() const noexcept {
+    return ops_ != nullptr ? std::type_index(*ops_->type) : shared()->type;
+  }
+  [[nodiscard]] bool is(const std::type_info& t) const noexcept {
+    return ops_ != nullptr ? *ops_->type == t : shared()->type == std::type_index(t);
+  }
+  /// The object's address.
+  [[nodiscard]] const void* get() const noexcept {
+    return ops_ != nullptr ? static_cast<const void*>(buf_) : shared()->payload.get();
+  }
+  /// A `shared_ptr` to the object (an inline one is copied into a new one).
+  [[nodiscard]] std::shared_ptr<const void> share() const {
+    return ops_ != nullptr ? ops_->share(buf_) : shared()->payload;
+  }
+  [[nodiscard]] const Metadata& meta() const noexcept { return meta_; }
+
+ private:
+  static constexpr std::size_t kInlineAlign = 8;
+  struct Shared {
+    std::shared_ptr<const void> payload;
+    std::type_index type;
+  };
+  static_assert(sizeof(Shared) <= kInline);
+  [[nodiscard]] const Shared* shared() const noexcept {
+    return std::launder(reinterpret_cast<const Shared*>(buf_));
+  }
+  [[nodiscard]] Shared* shared() noexcept { return std::launder(reinterpret_cast<Shared*>(buf_)); }
+
+  const ObjectOps* ops_ = nullptr;  // the inline object's type, or nullptr: buf_ is a Shared
+  alignas(kInlineAlign) unsigned char buf_[kInline];
+  Metadata meta_;
 };
 
 inline const nlohmann::json* memory_option(const nlohmann::json& a, const char* name) {
@@ -188,8 +275,12 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
 }
 }  // namespace detail
 
-/// The `memory` backend: live objects in a sharded map; a hit copies one `shared_ptr`.
-/// Thread-safe: one mutex per shard, held only for the map lookup and the policy update.
+/// The `memory` backend: live objects in a sharded map. A region's value of at most 32 bytes
+/// (a `std::string`, a `std::vector`, a small struct) is kept in the map's node, one
+/// allocation per entry, and a region's hit copies it straight out (`read_object`); a bigger
+/// one, or a `StoredObject` given to `set_object`, is kept behind its `shared_ptr`.
+/// Thread-safe: one mutex per shard, held only for the map lookup, the policy update and the
+/// copy of a hit.
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
@@ -218,27 +309,44 @@ class MemoryBackend final : public CacheBackend {
  protected:
   // Byte access stores the bytes as a std::string object, so proxies and raw tests work.
   std::optional<std::string> do_get(std::string_view key) override {
-    auto o = map_.get(key);
-    if (!o || o->type != typeid(std::string)) return std::nullopt;
-    return *static_cast<const std::string*>(o->payload.get());
+    std::optional<std::string> out;
+    map_.visit(key, [&](const detail::ObjectSlot& s, std::size_t) {
+      if (s.is(typeid(std::string))) out.emplace(*static_cast<const std::string*>(s.get()));
+    });
+    return out;
   }
   void do_set(std::string_view key, std::string_view value) override {
-    map_.set(key,
-             StoredObject{
-                 std::make_shared<const std::string>(value), typeid(std::string), {}, value.size()},
-             value.size());
+    map_.emplace(key, value.size(), std::string(value), Metadata{});
   }
   void do_erase(std::string_view key) override { map_.erase(key); }
   [[nodiscard]] bool do_stores_objects() const override { return true; }
-  std::optional<StoredObject> do_get_object(std::string_view key) override { return map_.get(key); }
+  std::optional<StoredObject> do_get_object(std::string_view key) override {
+    std::optional<StoredObject> out;
+    map_.visit(key, [&](const detail::ObjectSlot& s, std::size_t w) {
+      out.emplace(StoredObject{s.share(), s.type(), s.meta(), w - key.size()});
+    });
+    return out;
+  }
   void do_set_object(std::string_view key, StoredObject obj) override {
     const std::size_t w = obj.size_hint;
-    map_.set(key, std::move(obj), w);
+    map_.emplace(key, w, std::move(obj));
+  }
+  std::optional<ObjectInfo> do_read_object(std::string_view key, const ObjectSink& sink) override {
+    std::optional<ObjectInfo> out;
+    map_.visit(key, [&](const detail::ObjectSlot& s, std::size_t w) {
+      out.emplace(ObjectInfo{s.type(), s.meta(), w - key.size()});
+      if (s.is(*sink.type)) sink.copy(s.get(), sink.out);
+    });
+    return out;
+  }
+  void do_set_object_copy(std::string_view key, const void* value, const ObjectOps& ops,
+                          const Metadata& meta, std::size_t size_hint) override {
+    map_.emplace(key, size_hint, value, ops, meta);
   }
 
  private:
   MemoryOptions opts_;
-  detail::ShardedStore<StoredObject> map_;
+  detail::ShardedStore<detail::ObjectSlot> map_;
 };
 
 /// The `memory_serialized` backend: envelope bytes in a sharded map (a get copies them out).

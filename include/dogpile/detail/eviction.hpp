@@ -1,8 +1,9 @@
 #pragma once
 /// @file eviction.hpp
 /// Internals of the bounded in-process backends: a 4-bit count-min frequency sketch with aging
-/// (TinyLFU's admission filter), an intrusive doubly-linked list, and one cache shard that runs
-/// either W-TinyLFU (window LRU + segmented LRU main + sketch admission) or plain LRU.
+/// (TinyLFU's admission filter), an intrusive doubly-linked list, and one cache shard (an
+/// intrusive hash table, one allocation per entry) that runs either W-TinyLFU (window LRU +
+/// segmented LRU main + sketch admission) or plain LRU when bounded.
 /// Not part of the public API. Every `EvictingShard` member locks the shard's own mutex.
 
 #include <algorithm>
@@ -10,10 +11,13 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <mutex>
+#include <new>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -181,6 +185,14 @@ class HookList {
     n->next->prev = n->prev;
     n->prev = n->next = nullptr;
   }
+  /// Puts `n` at `old`'s place in its list; `old` leaves it.
+  static void replace(ListHook* old, ListHook* n) noexcept {
+    n->prev = old->prev;
+    n->next = old->next;
+    n->prev->next = n;
+    n->next->prev = n;
+    old->prev = old->next = nullptr;
+  }
   void move_to_back(ListHook* n) noexcept {
     if (head_.prev == n) return;
     unlink(n);
@@ -206,12 +218,26 @@ inline constexpr std::size_t kUnbounded = std::numeric_limits<std::size_t>::max(
 /// Thread-safe: every public member takes the shard mutex. Values that leave the shard
 /// (evicted, replaced, erased) are destroyed after the mutex is released, so a destructor may
 /// call back into the cache.
+///
+/// The map is an intrusive chained hash table of one allocation per entry: the node holds the
+/// chain link, the hash, the weight, the value and the key's bytes; the policy's list links sit
+/// in front of the node and exist only when the shard is bounded. A new node is built (and the
+/// value moved or constructed into it) before the mutex is taken; a replaced node is swapped
+/// in whole, so no value is moved or destroyed under the mutex.
 template <class V>
 class EvictingShard {
  public:
-  /// Sets the bounds (kUnbounded for none) and the policy. Call before use.
+  EvictingShard() = default;
+  EvictingShard(const EvictingShard&) = delete;
+  EvictingShard& operator=(const EvictingShard&) = delete;
+  ~EvictingShard() { free_all(take_all()); }
+
+  /// Sets the bounds (kUnbounded for none) and the policy. Call before use (it drops any
+  /// entries already stored: a bounded node has a different layout).
   void configure(Usage limits, MemoryEviction policy) {
+    Graveyard dead;
     std::lock_guard lk(mutex_);
+    dead.head = take_all();
     limits_ = limits;
     policy_ = policy;
     bounded_ = limits.entries != kUnbounded || limits.bytes != kUnbounded;
@@ -234,80 +260,95 @@ class EvictingShard {
 
   /// The value under `k`, or nullopt; a hit counts as an access for the policy.
   std::optional<V> get(const PrehashedKey& k) {
+    std::optional<V> out;
+    visit(k, [&](const V& v, std::size_t) { out.emplace(v); });
+    return out;
+  }
+
+  /// Calls `f(value, weight)` under the shard mutex if `k` is present (a hit counts as an
+  /// access for the policy); returns whether it was. `f` must not call back into the shard.
+  template <class F>
+  bool visit(const PrehashedKey& k, F&& f) {
     std::lock_guard lk(mutex_);
-    auto it = map_.find(k);
-    if (it == map_.end()) return std::nullopt;
-    if (bounded_) on_access(it->second);
+    Node* n = find(k);
+    if (n == nullptr) return false;
+    if (bounded_) on_access(*n);
     ++hits_;  // under the mutex: no atomic on the hit path
-    return it->second.value;
+    f(static_cast<const V&>(n->value()), n->weight);
+    return true;
   }
 
   /// Stores `value` (of `weight` bytes) under `k`, then evicts down to the bounds. An entry
   /// heavier than the whole shard is not stored (and any older value under `k` is dropped).
   void set(const PrehashedKey& k, V value, std::size_t weight) {
-    std::vector<V> graveyard;  // destroyed after `lk` below is released
+    emplace(k, weight, std::move(value));
+  }
+
+  /// `set` with the value constructed in place from `args` (before the mutex is taken).
+  template <class... A>
+  void emplace(const PrehashedKey& k, std::size_t weight, A&&... args) {
+    Node* fresh = make_node(k, weight, std::forward<A>(args)...);
+    Graveyard dead;  // freed after `lk` below is released
     std::lock_guard lk(mutex_);
-    auto it = map_.find(k);
+    Node** slot = find_slot(k);
+    Node* old = slot != nullptr ? *slot : nullptr;
     if (bounded_ && (weight > limits_.bytes || limits_.entries == 0)) {
-      if (it != map_.end()) graveyard.push_back(remove(it));
-      graveyard.push_back(std::move(value));
+      if (old != nullptr) dead.add(unlink_slot(slot));
+      dead.add(fresh);
       return;
     }
-    if (it != map_.end()) {
-      Entry& e = it->second;
-      graveyard.push_back(std::exchange(e.value, std::move(value)));
-      usage_of(e.queue).bytes += weight;
-      usage_of(e.queue).bytes -= e.weight;
+    if (old != nullptr) {
+      // Swap the new node in at the old one's place, in the chain and in its policy list.
+      fresh->chain = old->chain;
+      *slot = fresh;
+      fresh->queue = old->queue;
+      if (old->queue != Queue::none) HookList::replace(hook(old), hook(fresh));
+      usage_of(old->queue).bytes += weight;
+      usage_of(old->queue).bytes -= old->weight;
+      scratch_ = {};
       total_.bytes += weight;
-      total_.bytes -= e.weight;
-      e.weight = weight;
+      total_.bytes -= old->weight;
+      dead.add(old);
       if (bounded_) {
-        on_access(e);
-        evict(graveyard);
+        on_access(*fresh);
+        evict(dead);
       }
       return;
     }
-    auto [pos, inserted] = map_.try_emplace(std::string(k.key), std::move(value), weight, k.hash);
-    (void)inserted;
-    Entry& e = pos->second;
-    e.key = &pos->first;
+    insert(fresh);
     ++total_.entries;
     total_.bytes += weight;
     if (!bounded_) return;
     if (policy_ == MemoryEviction::lru) {
-      e.queue = Queue::probation;
-      probation_.push_back(&e);
+      fresh->queue = Queue::probation;
+      probation_.push_back(hook(fresh));
     } else {
-      if (map_.size() > sketch_.capacity()) grow_sketch();
+      if (size_ > sketch_.capacity()) grow_sketch();
       drain_pending();
-      sketch_.increment(e.hash);
-      e.queue = Queue::window;
-      window_.push_back(&e);
+      sketch_.increment(fresh->hash);
+      fresh->queue = Queue::window;
+      window_.push_back(hook(fresh));
       window_usage_.entries += 1;
       window_usage_.bytes += weight;
     }
-    evict(graveyard);
+    evict(dead);
   }
 
   /// Removes `k`; true if it was present.
   bool erase(const PrehashedKey& k) {
-    std::optional<V> old;  // destroyed after `lk` below is released
+    Graveyard dead;  // freed after `lk` below is released
     std::lock_guard lk(mutex_);
-    auto it = map_.find(k);
-    if (it == map_.end()) return false;
-    old.emplace(remove(it));
+    Node** slot = find_slot(k);
+    if (slot == nullptr) return false;
+    dead.add(unlink_slot(slot));
     return true;
   }
 
   /// Removes everything (the eviction counter is kept).
   void clear() {
-    decltype(map_) old;
+    Graveyard dead;
     std::lock_guard lk(mutex_);
-    old.swap(map_);
-    window_.reset();
-    probation_.reset();
-    protected_.reset();
-    total_ = window_usage_ = protected_usage_ = {};
+    dead.head = take_all();
   }
 
   [[nodiscard]] Usage usage() {
@@ -326,17 +367,154 @@ class EvictingShard {
 
  private:
   enum class Queue : std::uint8_t { none, window, probation, protect };
-  struct Entry : ListHook {
-    Entry(V v, std::size_t w, std::size_t h) : value(std::move(v)), weight(w), hash(h) {}
-    V value;
-    std::size_t weight;
+  // A node: this header, the key's bytes, then the value (aligned), so that a lookup reads the
+  // hash and the key from the node's first cache line and a hit the value right after them.
+  struct Node {
+    Node(std::size_t h, std::size_t w, std::uint32_t ks, bool l) noexcept
+        : hash(h), weight(w), key_size(ks), linked(l) {}
+    Node* chain = nullptr;  // next node in the bucket (or in a graveyard)
     std::size_t hash;
-    const std::string* key = nullptr;
+    std::size_t weight;
+    std::uint32_t key_size;
     Queue queue = Queue::none;
-  };
-  using Map = std::unordered_map<std::string, Entry, PrehashedHash, PrehashedEq>;
+    bool linked;  // has list links in front (the shard was bounded when it was made)
 
-  static Entry* entry(ListHook* h) noexcept { return static_cast<Entry*>(h); }
+    [[nodiscard]] const char* key_data() const noexcept {
+      return reinterpret_cast<const char*>(this) + sizeof(Node);
+    }
+    [[nodiscard]] std::string_view key() const noexcept { return {key_data(), key_size}; }
+    [[nodiscard]] static std::size_t value_offset(std::size_t key_size) noexcept {
+      return (sizeof(Node) + key_size + alignof(V) - 1) / alignof(V) * alignof(V);
+    }
+    [[nodiscard]] V& value() noexcept {
+      return *std::launder(
+          reinterpret_cast<V*>(reinterpret_cast<char*>(this) + value_offset(key_size)));
+    }
+  };
+  static_assert(alignof(V) <= alignof(std::max_align_t), "over-aligned values");
+  // The list links in front of a bounded node; a multiple of the node's and value's alignment.
+  static constexpr std::size_t kAlign = std::max(alignof(Node), alignof(V));
+  static constexpr std::size_t kPrefix = (sizeof(ListHook) + kAlign - 1) / kAlign * kAlign;
+
+  /// Nodes to free once the mutex is released (declared before the lock_guard).
+  struct Graveyard {
+    Node* head = nullptr;
+    Graveyard() = default;
+    Graveyard(const Graveyard&) = delete;
+    Graveyard& operator=(const Graveyard&) = delete;
+    void add(Node* n) noexcept {
+      n->chain = head;
+      head = n;
+    }
+    ~Graveyard() { free_all(head); }
+  };
+
+  static ListHook* hook(Node* n) noexcept {
+    return reinterpret_cast<ListHook*>(reinterpret_cast<char*>(n) - kPrefix);
+  }
+  static Node* entry(ListHook* h) noexcept {
+    return reinterpret_cast<Node*>(reinterpret_cast<char*>(h) + kPrefix);
+  }
+
+  template <class... A>
+  Node* make_node(const PrehashedKey& k, std::size_t weight, A&&... args) {
+    if (k.key.size() > std::numeric_limits<std::uint32_t>::max()) {
+      throw std::length_error("memory backend: key longer than 4 GiB");
+    }
+    const bool linked = bounded_;
+    const std::size_t prefix = linked ? kPrefix : 0;
+    const std::size_t at = Node::value_offset(k.key.size());
+    char* raw = static_cast<char*>(::operator new(prefix + at + sizeof(V)));
+    try {
+      ::new (raw + prefix + at) V(std::forward<A>(args)...);
+    } catch (...) {
+      ::operator delete(raw);
+      throw;
+    }
+    Node* n =
+        ::new (raw + prefix) Node(k.hash, weight, static_cast<std::uint32_t>(k.key.size()), linked);
+    if (linked) ::new (raw) ListHook();
+    if (!k.key.empty()) std::memcpy(raw + prefix + sizeof(Node), k.key.data(), k.key.size());
+    return n;
+  }
+  static void free_node(Node* n) noexcept {
+    char* raw = reinterpret_cast<char*>(n) - (n->linked ? kPrefix : 0);
+    n->value().~V();
+    n->~Node();
+    ::operator delete(raw);
+  }
+  static void free_all(Node* n) noexcept {
+    while (n != nullptr) {
+      Node* next = n->chain;
+      free_node(n);
+      n = next;
+    }
+  }
+
+  // ---- the hash table (mutex held) ------------------------------------------------------------
+  Node* find(const PrehashedKey& k) const noexcept {
+    if (buckets_.empty()) return nullptr;
+    for (Node* n = buckets_[k.hash & mask_]; n != nullptr; n = n->chain) {
+      if (n->hash == k.hash && n->key() == k.key) return n;
+    }
+    return nullptr;
+  }
+  /// The link that points to `k`'s node, or nullptr.
+  Node** find_slot(const PrehashedKey& k) noexcept {
+    if (buckets_.empty()) return nullptr;
+    for (Node** s = &buckets_[k.hash & mask_]; *s != nullptr; s = &(*s)->chain) {
+      if ((*s)->hash == k.hash && (*s)->key() == k.key) return s;
+    }
+    return nullptr;
+  }
+  Node** slot_of(Node* n) noexcept {
+    Node** s = &buckets_[n->hash & mask_];
+    while (*s != n) s = &(*s)->chain;
+    return s;
+  }
+  void insert(Node* n) {
+    if (size_ + 1 > buckets_.size()) rehash(std::max<std::size_t>(16, 2 * buckets_.size()));
+    Node*& b = buckets_[n->hash & mask_];
+    n->chain = b;
+    b = n;
+    ++size_;
+  }
+  void rehash(std::size_t count) {
+    std::vector<Node*> fresh(count, nullptr);
+    const std::size_t mask = count - 1;
+    for (Node* head : buckets_) {
+      while (head != nullptr) {
+        Node* next = head->chain;
+        Node*& b = fresh[head->hash & mask];
+        head->chain = b;
+        b = head;
+        head = next;
+      }
+    }
+    buckets_.swap(fresh);
+    mask_ = mask;
+  }
+  /// Every node, unlinked from the table and the lists, chained for free_all; resets the counts.
+  Node* take_all() noexcept {
+    Node* all = nullptr;
+    for (Node*& head : buckets_) {
+      while (head != nullptr) {
+        Node* next = head->chain;
+        head->chain = all;
+        all = head;
+        head = next;
+      }
+    }
+    size_ = 0;
+    window_.reset();
+    probation_.reset();
+    protected_.reset();
+    total_ = window_usage_ = protected_usage_ = {};
+    pending_count_ = 0;
+    return all;
+  }
+
+  // ---- the policy (mutex held) ----------------------------------------------------------------
   Usage& usage_of(Queue q) noexcept {
     switch (q) {
       case Queue::window:
@@ -357,24 +535,24 @@ class EvictingShard {
         return probation_;
     }
   }
-  void move_to(Entry& e, Queue q) {
+  void move_to(Node& e, Queue q) {
     if (e.queue != Queue::none) {
-      HookList::unlink(&e);
+      HookList::unlink(hook(&e));
       Usage& from = usage_of(e.queue);
       from.entries -= 1;
       from.bytes -= e.weight;
     }
     e.queue = q;
-    list_of(q).push_back(&e);
+    list_of(q).push_back(hook(&e));
     Usage& to = usage_of(q);
     to.entries += 1;
     to.bytes += e.weight;
     scratch_ = {};
   }
 
-  void on_access(Entry& e) {
+  void on_access(Node& e) {
     if (policy_ == MemoryEviction::lru) {
-      probation_.move_to_back(&e);
+      probation_.move_to_back(hook(&e));
       return;
     }
     // Hits are counted in batches: a sketch update right on the hit path stalls behind the
@@ -384,16 +562,16 @@ class EvictingShard {
     if (pending_count_ == pending_.size()) drain_pending();
     switch (e.queue) {
       case Queue::window:
-        window_.move_to_back(&e);
+        window_.move_to_back(hook(&e));
         break;
       case Queue::protect:
-        protected_.move_to_back(&e);
+        protected_.move_to_back(hook(&e));
         break;
       default:  // probation: promote, and demote protected's LRU entries that no longer fit
         move_to(e, Queue::protect);
         while (protected_usage_.over(protected_limit_)) {
           ListHook* lru = protected_.front();
-          if (lru == &e || lru == nullptr) break;
+          if (lru == hook(&e) || lru == nullptr) break;
           move_to(*entry(lru), Queue::probation);
         }
         break;
@@ -404,10 +582,12 @@ class EvictingShard {
   // doubling), so the entries already cached don't look colder than the next newcomer.
   void grow_sketch() {
     const std::size_t before = sketch_.capacity();
-    sketch_.ensure_capacity(std::min(limits_.entries, 2 * map_.size()));
+    sketch_.ensure_capacity(std::min(limits_.entries, 2 * size_));
     if (sketch_.capacity() == before) return;
     pending_count_ = 0;
-    for (const auto& kv : map_) sketch_.increment(kv.second.hash);
+    for (Node* head : buckets_) {
+      for (Node* n = head; n != nullptr; n = n->chain) sketch_.increment(n->hash);
+    }
   }
 
   void drain_pending() noexcept {
@@ -417,14 +597,14 @@ class EvictingShard {
   }
 
   /// Main region's victim: probation's LRU entry, else protected's.
-  Entry* main_victim() noexcept {
+  Node* main_victim() noexcept {
     if (ListHook* h = probation_.front()) return entry(h);
     if (ListHook* h = protected_.front()) return entry(h);
     return nullptr;
   }
 
   /// TinyLFU admission: does the window's candidate deserve the main victim's place?
-  bool admit(const Entry& candidate, const Entry& victim) noexcept {
+  bool admit(const Node& candidate, const Node& victim) noexcept {
     const unsigned cf = sketch_.frequency(candidate.hash);
     const unsigned vf = sketch_.frequency(victim.hash);
     if (cf > vf) return true;
@@ -437,31 +617,31 @@ class EvictingShard {
     return (rng_ & 127) == 0;
   }
 
-  void evict(std::vector<V>& graveyard) {
+  void evict(Graveyard& dead) {
     if (policy_ == MemoryEviction::lru) {
       while (total_.over(limits_)) {
         ListHook* h = probation_.front();
         if (h == nullptr) break;
-        graveyard.push_back(drop(*entry(h)));
+        dead.add(drop(*entry(h)));
       }
       return;
     }
     drain_pending();
     while (total_.over(limits_)) {
-      Entry* victim = main_victim();
+      Node* victim = main_victim();
       ListHook* w = window_.front();
       if (w != nullptr && (victim == nullptr || window_usage_.over(window_limit_))) {
-        Entry& candidate = *entry(w);
+        Node& candidate = *entry(w);
         if (victim == nullptr) {
-          graveyard.push_back(drop(candidate));
+          dead.add(drop(candidate));
         } else if (admit(candidate, *victim)) {
-          graveyard.push_back(drop(*victim));
+          dead.add(drop(*victim));
           move_to(candidate, Queue::probation);
         } else {
-          graveyard.push_back(drop(candidate));
+          dead.add(drop(candidate));
         }
       } else if (victim != nullptr) {
-        graveyard.push_back(drop(*victim));
+        dead.add(drop(*victim));
       } else {
         break;
       }
@@ -472,31 +652,33 @@ class EvictingShard {
     }
   }
 
-  /// Unlinks and erases an evicted entry; returns its value for destruction outside the lock.
-  V drop(Entry& e) {
+  /// Unlinks an evicted entry; returns it for freeing outside the lock.
+  Node* drop(Node& e) {
     ++evictions_;
-    auto it = map_.find(PrehashedKey{*e.key, e.hash});
-    return remove(it);
+    return unlink_slot(slot_of(&e));
   }
 
-  V remove(typename Map::iterator it) {
-    Entry& e = it->second;
-    if (e.queue != Queue::none) {
-      HookList::unlink(&e);
-      Usage& u = usage_of(e.queue);
+  /// Takes the node `*slot` out of the table, its list and the counts.
+  Node* unlink_slot(Node** slot) noexcept {
+    Node* e = *slot;
+    *slot = e->chain;
+    --size_;
+    if (e->queue != Queue::none) {
+      HookList::unlink(hook(e));
+      Usage& u = usage_of(e->queue);
       u.entries -= 1;
-      u.bytes -= e.weight;
+      u.bytes -= e->weight;
       scratch_ = {};
     }
     total_.entries -= 1;
-    total_.bytes -= e.weight;
-    V v = std::move(e.value);
-    map_.erase(it);
-    return v;
+    total_.bytes -= e->weight;
+    return e;
   }
 
   std::mutex mutex_;
-  Map map_;
+  std::vector<Node*> buckets_;  // power-of-two count; chains through Node::chain
+  std::size_t mask_ = 0;
+  std::size_t size_ = 0;
   bool bounded_ = false;
   MemoryEviction policy_ = MemoryEviction::tiny_lfu;
   Usage limits_{kUnbounded, kUnbounded};

@@ -47,6 +47,34 @@ std::optional<Cached<T>> from_object(const std::optional<StoredObject>& o, std::
                    std::chrono::duration<double>(o->meta.delta)};
 }
 
+/// Where `CacheBackend::read_object` copies a stored `T`: into `out`.
+template <class T>
+ObjectSink object_sink(std::optional<T>& out) {
+  return ObjectSink{&typeid(T),
+                    [](const void* object, void* o) {
+                      static_cast<std::optional<T>*>(o)->emplace(*static_cast<const T*>(object));
+                    },
+                    &out};
+}
+
+/// @throws TypeMismatch: `key` holds `info.type`, not a `T`.
+template <class T>
+[[noreturn, gnu::cold]] void throw_object_mismatch(const ObjectInfo& info, std::string_view key) {
+  throw_error<TypeMismatch>("cache key '" + std::string(key) + "' holds a " + type_name(info.type) +
+                            ", not the requested " + type_name<T>());
+}
+
+/// What `read_object` found (`info`) and copied (`value`) as a `T`.
+/// @throws TypeMismatch (naming both types) when it holds another type.
+template <class T>
+std::optional<Cached<T>> from_read_object(const std::optional<ObjectInfo>& info,
+                                          std::optional<T>& value, std::string_view key) {
+  if (!info) return std::nullopt;
+  if (!value) throw_object_mismatch<T>(*info, key);
+  return Cached<T>{std::move(*value), from_unix_seconds(info->meta.ct),
+                   std::chrono::duration<double>(info->meta.delta)};
+}
+
 /// `value` as envelope bytes for a byte backend.
 /// @throws Error (naming `T` and saying how to make it serializable) when `T` has no codec.
 template <class T>
