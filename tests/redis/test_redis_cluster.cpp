@@ -1,8 +1,9 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
 // the same cluster over TLS (every node also serves TLS and the bus runs over it),
 // multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
-// slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
-// a node played by the test, redirection loops that must end.
+// slot map (the servers' errorstats), MOVED / ASK during a live slot migration, no write lost
+// across a migration or a CLUSTER FAILOVER, the near cache and its staleness checker across
+// both; and against a node played by the test, redirection loops that must end.
 #include <signal.h>
 
 #include <atomic>

@@ -1,7 +1,7 @@
 // The `redis_sentinel` backend against a master, a replica and three sentinels the harness
 // starts: conformance; a SENTINEL FAILOVER under a writer every 2 ms that loses no acknowledged
 // write; the failover hold's edges, driven by a sentinel played by the test (FakeSentinel, on
-// support/fake_server.hpp).
+// support/fake_server.hpp); the near cache, and its staleness checker across a failover.
 #include <strings.h>
 
 #include <catch2/catch.hpp>
@@ -601,7 +601,7 @@ TEST_CASE(
     o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
     return std::make_shared<RedisSentinelBackend>(o);
   });
-  const auto settle = [] { std::this_thread::sleep_for(300ms); };
+  const auto settle = [] { std::this_thread::sleep_for(250ms); };
   settle();
   const auto before = sentinels().current_master();
   sentinels().failover(2);
