@@ -990,9 +990,9 @@ TEST_CASE("redis_cluster near cache: staleness checker across a slot migration a
   dogpile::test::StalenessChecker checker(unique_key("nearstale"), kCheckerStaleness);
   const int slot = slot_of(checker.key());
   const auto [home, other] = owner_and_other(slot);
-  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
   const auto nodes = cluster().startup_nodes();
   checker.start_readers([&] { return near_reader(nodes, kCheckerStaleness); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
   const auto settle = [] { std::this_thread::sleep_for(300ms); };
   settle();
   move_slot(slot, home, other, 300ms);
@@ -1018,8 +1018,8 @@ TEST_CASE("redis_cluster near cache: staleness checker across a CLUSTER FAILOVER
   auto writer = std::make_shared<RedisClusterBackend>(options);
   dogpile::test::StalenessChecker checker(tag_on(fc.cluster(), fc.master(), "nearstale"),
                                           kCheckerStaleness);
-  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
   checker.start_readers([&] { return near_reader(options.startup_nodes, kCheckerStaleness); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
   const auto settle = [] { std::this_thread::sleep_for(300ms); };
   settle();
   REQUIRE(fc.fail_over());

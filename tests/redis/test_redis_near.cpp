@@ -462,8 +462,8 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
   // connected directly, does not see).
   dogpile::test::FreezableProxy proxy(near_server().port());
   dogpile::test::StalenessChecker checker("nc:staleness", staleness);
-  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
   checker.start_readers([&] { return near_backend(staleness, 500ms, proxy.port()); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
 
   // The faults, one after another, each given time to heal.
   auto settle = [] { std::this_thread::sleep_for(300ms); };

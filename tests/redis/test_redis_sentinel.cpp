@@ -594,13 +594,13 @@ TEST_CASE(
   writer_options.socket_timeout = 1500ms;  // the failover hold lasts until +promoted-slave
   RedisSentinelBackend writer(writer_options);
   dogpile::test::StalenessChecker checker(unique_key("nearstale"), staleness);
-  checker.start_writer([&](const std::string& v) { writer.set(checker.key(), v); });
   checker.start_readers([&] {
     auto o = options();
     o.socket_timeout = 500ms;
     o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
     return std::make_shared<RedisSentinelBackend>(o);
   });
+  checker.start_writer([&](const std::string& v) { writer.set(checker.key(), v); });
   const auto settle = [] { std::this_thread::sleep_for(250ms); };
   settle();
   const auto before = sentinels().current_master();

@@ -2,6 +2,7 @@
 // "support/near_cache.hpp".
 #pragma once
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -98,7 +99,8 @@ class StalenessChecker {
   }
 
   /// Starts `processes` readers; each calls `make()` (in its own process) for a backend with
-  /// near caching (a shared_ptr to any redis backend: get(), near_cache_stats()).
+  /// near caching (a shared_ptr to any redis backend: get(), near_cache_stats()). Call it
+  /// before start_writer(): a fork is safest with the fewest threads running.
   template <class Make>
   void start_readers(Make make, int processes = 2) {
     for (int p = 0; p < processes; ++p) {
@@ -116,11 +118,21 @@ class StalenessChecker {
   Summary stop() {
     board_->stop = true;
     if (writer_.joinable()) writer_.join();
+    // A reader stops within a read (socket_timeout); one that does not (stuck) is killed after
+    // 10 s and counts as failed, so that a test never hangs here.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     for (const pid_t pid : reader_pids_) {
       int status = 0;
-      if (::waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        ++reader_failures_;
+      pid_t got = 0;
+      while ((got = ::waitpid(pid, &status, WNOHANG)) == 0 &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
+      if (got == 0) {
+        ::kill(pid, SIGKILL);
+        got = ::waitpid(pid, &status, 0);
+      }
+      if (got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) ++reader_failures_;
     }
     reader_pids_.clear();
     for (auto& t : reader_threads_) t.join();
