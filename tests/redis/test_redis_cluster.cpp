@@ -1,8 +1,9 @@
 // The `redis_cluster` backend against a three-master cluster the harness starts: conformance,
 // the same cluster over TLS (every node also serves TLS and the bus runs over it),
 // multi-key calls across slots, key slots against CLUSTER KEYSLOT, no redirection on a settled
-// slot map (the servers' errorstats), and MOVED / ASK during a live slot migration; and against
-// a node played by the test, redirection loops that must end.
+// slot map (the servers' errorstats), MOVED / ASK during a live slot migration, no write lost
+// across a migration or a CLUSTER FAILOVER, the near cache and its staleness checker across
+// both; and against a node played by the test, redirection loops that must end.
 #include <signal.h>
 
 #include <atomic>
@@ -68,8 +69,8 @@ std::pair<int, int> owner_and_other(int slot) {
   return {0, 0};
 }
 
-std::string node_id(int port) {
-  auto id = cluster().cli(port, {"cluster", "myid"});
+std::string node_id(int port, RedisCluster& c = cluster()) {
+  auto id = c.cli(port, {"cluster", "myid"});
   while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
   return id;
 }
@@ -547,6 +548,106 @@ TEST_CASE("redis_cluster over TLS: nodes learnt from the slot map are reached ov
 
 namespace {
 
+// Moves `slot` of cluster() from the master on port `from` to the one on `to` as
+// `redis-cli --cluster reshard` does: IMPORTING on the target, MIGRATING on the source, its
+// keys MIGRATEd 10 at a time (2 ms apart: a writer meets the half-moved slot), `ask_phase`
+// more with every key moved (each call for a key there is sent on with ASK), then SETSLOT
+// NODE. The old owner learns first and the others 40 ms later: meanwhile each sends a client
+// to the other (MOVED ping-pong), as in any SETSLOT NODE round not done target-first.
+void move_slot(int slot, int from, int to,
+               std::chrono::milliseconds ask_phase = std::chrono::milliseconds(0)) {
+  const auto from_id = node_id(from);
+  const auto to_id = node_id(to);
+  const auto s = std::to_string(slot);
+  cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
+  cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
+  for (;;) {
+    std::istringstream listed(cluster().cli(from, {"cluster", "getkeysinslot", s, "10"}));
+    std::vector<std::string> mig = {"migrate", "127.0.0.1", std::to_string(to), "", "0",
+                                    "5000",    "KEYS"};
+    for (std::string k; std::getline(listed, k);) {
+      if (!k.empty()) mig.push_back(k);
+    }
+    if (mig.size() == 7) break;
+    cluster().cli(from, mig);
+    std::this_thread::sleep_for(2ms);
+  }
+  std::this_thread::sleep_for(ask_phase);
+  cluster().cli(from, {"cluster", "setslot", s, "node", to_id});
+  std::this_thread::sleep_for(40ms);
+  for (int p : cluster().ports()) {
+    if (p != from) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
+  }
+}
+
+// A hash tag ("{<stem>N}") whose slot the master on `port` of `c` serves.
+std::string tag_on(RedisCluster& c, int port, const std::string& stem) {
+  for (int i = 0;; ++i) {
+    const std::string t = "{" + stem + std::to_string(i) + "}";
+    if (c.port_for_slot(std::stoi(c.cli(port, {"cluster", "keyslot", t}))) == port) return t;
+  }
+}
+
+// A cluster for the failover tests, of its own (a failover changes who is master): three
+// masters, the first with a replica; started by the first failover test (before it forks),
+// shared by the others (~5 s each saved).
+class FailoverCluster {
+ public:
+  /// The pair's master now, and its replica.
+  [[nodiscard]] int master() const { return master_; }
+  [[nodiscard]] int replica() const { return replica_; }
+  /// redis_cluster options that start from the cluster's nodes.
+  [[nodiscard]] RedisClusterOptions options() const {
+    auto o = ::options(false);
+    o.startup_nodes = cluster_.startup_nodes();
+    return o;
+  }
+  RedisCluster& cluster() { return cluster_; }
+
+  /// CLUSTER FAILOVER on the replica once a manual failover can succeed (its link up, and every
+  /// master lists it as the master's replica: they vote); true once the replica says (ROLE) it
+  /// is the master (within 10 s), after which master() and replica() have swapped.
+  bool fail_over() {
+    const std::string master_id = node_id(master_, cluster_);
+    const std::string replica_id = node_id(replica_, cluster_);
+    const bool ready = dogpile::test::detail::poll_until(
+        [&] {
+          if (cluster_.cli(replica_, {"info", "replication"}).find("master_link_status:up") ==
+              std::string::npos) {
+            return false;
+          }
+          for (int p : cluster_.ports()) {
+            const auto nodes = cluster_.cli(p, {"cluster", "nodes"});
+            const auto at = nodes.find(replica_id);
+            if (at == std::string::npos ||
+                nodes.substr(at, nodes.find('\n', at) - at).find("slave " + master_id) ==
+                    std::string::npos) {
+              return false;
+            }
+          }
+          return true;
+        },
+        10'000ms);
+    if (!ready || cluster_.cli(replica_, {"cluster", "failover"}).rfind("OK", 0) != 0) return false;
+    if (!dogpile::test::detail::poll_until(
+            [&] { return cluster_.cli(replica_, {"role"}).rfind("master", 0) == 0; }, 10'000ms)) {
+      return false;
+    }
+    std::swap(master_, replica_);
+    return true;
+  }
+
+ private:
+  RedisCluster cluster_{3};
+  int master_ = cluster_.ports()[0];
+  int replica_ = cluster_.add_replica(master_);
+};
+
+FailoverCluster& failover_cluster() {
+  static FailoverCluster c;
+  return c;
+}
+
 // A writer thread for the failover and migration tests: calls `step(version)` with versions
 // 1, 2, … until stop(); `step` writes that version under some keys and returns them (a
 // BackendError counts as an error, the keys as not written). Remembers, per key, the last
@@ -633,35 +734,10 @@ TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no 
     b->set(k, std::to_string(version));
     return {k};
   });
-  auto move_slot = [&](int from, int to) {
-    const auto from_id = node_id(from);
-    const auto to_id = node_id(to);
-    const auto s = std::to_string(slot);
-    cluster().cli(to, {"cluster", "setslot", s, "importing", from_id});
-    cluster().cli(from, {"cluster", "setslot", s, "migrating", to_id});
-    for (;;) {
-      std::istringstream listed(cluster().cli(from, {"cluster", "getkeysinslot", s, "10"}));
-      std::vector<std::string> mig = {"migrate", "127.0.0.1", std::to_string(to), "", "0",
-                                      "5000",    "KEYS"};
-      for (std::string k; std::getline(listed, k);) {
-        if (!k.empty()) mig.push_back(k);
-      }
-      if (mig.size() == 7) break;
-      cluster().cli(from, mig);
-      std::this_thread::sleep_for(2ms);  // let the writer meet the half-moved slot
-    }
-    // The old owner learns first and the new one 40 ms later: meanwhile each sends the writer
-    // to the other (MOVED ping-pong), as in any SETSLOT NODE round not done target-first.
-    cluster().cli(from, {"cluster", "setslot", s, "node", to_id});
-    std::this_thread::sleep_for(40ms);
-    for (int p : cluster().ports()) {
-      if (p != from) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
-    }
-  };
   std::this_thread::sleep_for(50ms);
-  move_slot(home, other);
+  move_slot(slot, home, other);
   std::this_thread::sleep_for(50ms);
-  move_slot(other, home);
+  move_slot(slot, other, home);
   std::this_thread::sleep_for(50ms);
   writer.stop();
   INFO("writes " << writer.versions() << ", errors " << writer.errors() << ": "
@@ -674,21 +750,15 @@ TEST_CASE("redis_cluster: a slot migrated away and back under a writer loses no 
 
 TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledged write",
           "[redis][cluster][failover]") {
-  // A cluster of its own (the failover changes who is master), one master with a replica. A
-  // writer sets keys of that master's slots every millisecond while its replica takes over
-  // (CLUSTER FAILOVER: the master holds writes until the replica has them, then answers MOVED).
-  RedisCluster c(3);
-  const int master = c.ports()[0];
-  const int replica = c.add_replica(master);
-  RedisClusterOptions o = options(false);
-  o.startup_nodes = c.startup_nodes();
-  auto b = std::make_shared<RedisClusterBackend>(o);
-  // Keys of one slot the master serves.
-  std::string tag;
-  for (int i = 0; tag.empty(); ++i) {
-    const std::string t = "{fo" + std::to_string(i) + "}";
-    if (c.port_for_slot(std::stoi(c.cli(master, {"cluster", "keyslot", t}))) == master) tag = t;
-  }
+  // failover_cluster(): one master with a replica. A writer sets keys of that master's slots every
+  // millisecond while its replica takes over (CLUSTER FAILOVER: the master holds writes until the
+  // replica has them, then answers MOVED).
+  FailoverCluster& fc = failover_cluster();
+  RedisCluster& c = fc.cluster();
+  const int master = fc.master();
+  const int replica = fc.replica();
+  auto b = std::make_shared<RedisClusterBackend>(fc.options());
+  const std::string tag = tag_on(c, master, "fo");  // keys of one slot the master serves
   std::vector<std::string> keys;
   for (int i = 0; i < 100; ++i) keys.push_back(tag + std::to_string(i));
   std::size_t next = 0;
@@ -699,13 +769,7 @@ TEST_CASE("redis_cluster: a CLUSTER FAILOVER under a writer loses no acknowledge
     return {k};
   });
   std::this_thread::sleep_for(100ms);
-  REQUIRE(c.cli(replica, {"cluster", "failover"}).rfind("OK", 0) == 0);
-  const auto deadline = std::chrono::steady_clock::now() + 10s;
-  while (c.cli(replica, {"role"}).rfind("master", 0) != 0 &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(10ms);
-  }
-  REQUIRE(c.cli(replica, {"role"}).rfind("master", 0) == 0);
+  REQUIRE(fc.fail_over());
   std::this_thread::sleep_for(200ms);  // writes go on to the new master
   writer.stop();
   INFO("writes " << writer.versions() << ", errors " << writer.errors() << ": "
@@ -887,4 +951,78 @@ TEST_CASE("redis_cluster near cache: max_bytes bounds the L1s of every node toge
   CHECK(st.entries > 0);
   CHECK(st.bytes <= 4096);
   b.erase_multi(keys);
+}
+
+namespace {
+
+// A cluster backend reading through L1 with `max_staleness`, for the staleness checker's readers.
+std::shared_ptr<RedisClusterBackend> near_reader(
+    const std::vector<std::pair<std::string, int>>& startup_nodes,
+    std::chrono::milliseconds max_staleness) {
+  auto o = options(false);
+  o.startup_nodes = startup_nodes;
+  o.socket_timeout = 500ms;
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = max_staleness};
+  return std::make_shared<RedisClusterBackend>(o);
+}
+
+constexpr auto kCheckerStaleness = 200ms;
+
+// What a staleness checker's run must show: every reader ran to the end, the writer got on,
+// L1 served, and no read was staler than max_staleness.
+void check_staleness(const dogpile::test::StalenessChecker::Summary& seen) {
+  INFO(seen.describe());
+  CHECK(seen.reader_failures == 0);
+  CHECK(seen.versions > 100);
+  CHECK(seen.l1_hits > 1000);
+  CHECK(seen.violations == 0);
+}
+
+}  // namespace
+
+TEST_CASE("redis_cluster near cache: staleness checker across a slot migration and back",
+          "[redis][cluster][near][migration][staleness]") {
+  // One writer writes increasing versions of one key; readers in other processes read it
+  // through L1 (support/near_cache.hpp) while its slot is migrated to another master
+  // (MIGRATING/IMPORTING, MIGRATE, 300 ms of ASK, SETSLOT NODE) and back. No read may return a
+  // version overwritten more than max_staleness before it began.
+  auto writer = plain();
+  dogpile::test::StalenessChecker checker(unique_key("nearstale"), kCheckerStaleness);
+  const int slot = slot_of(checker.key());
+  const auto [home, other] = owner_and_other(slot);
+  const auto nodes = cluster().startup_nodes();
+  checker.start_readers([&] { return near_reader(nodes, kCheckerStaleness); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
+  const auto settle = [] { std::this_thread::sleep_for(300ms); };
+  settle();
+  move_slot(slot, home, other, 300ms);
+  settle();
+  move_slot(slot, other, home, 300ms);
+  settle();
+  check_staleness(checker.stop());
+  writer->erase(checker.key());
+}
+
+TEST_CASE("redis_cluster near cache: staleness checker across a CLUSTER FAILOVER",
+          "[redis][cluster][near][failover][staleness]") {
+  // failover_cluster(): one master with a replica. One writer writes increasing versions of a
+  // key of that master; readers in other processes read it through L1 while the replica takes
+  // over (CLUSTER FAILOVER: the master holds writes until the replica has them, then answers
+  // MOVED; the old master becomes the new one's replica). No read may return a version
+  // overwritten more than max_staleness before it began. Redis itself keeps the readers' L1
+  // right here: the old master replicates the new one's writes and invalidates them (this
+  // passes with the ROLE check and the slot-map flushes planted out); the check is that
+  // nothing in the switch (MOVED, the write pause, the re-routing) lets a stale read through.
+  FailoverCluster& fc = failover_cluster();
+  const auto options = fc.options();
+  auto writer = std::make_shared<RedisClusterBackend>(options);
+  dogpile::test::StalenessChecker checker(tag_on(fc.cluster(), fc.master(), "nearstale"),
+                                          kCheckerStaleness);
+  checker.start_readers([&] { return near_reader(options.startup_nodes, kCheckerStaleness); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
+  const auto settle = [] { std::this_thread::sleep_for(300ms); };
+  settle();
+  REQUIRE(fc.fail_over());
+  settle();
+  check_staleness(checker.stop());
 }

@@ -4,7 +4,6 @@
 // max_staleness bound while the server is paused (SIGSTOP), and a staleness checker across
 // processes under every single fault in turn. Each case was checked to fail with
 // its mechanism planted out of src/redis/near_cache.cpp.
-#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,9 +11,7 @@
 
 #include <atomic>
 #include <chrono>
-#include <cstdint>
 #include <cstdlib>
-#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -450,131 +447,23 @@ TEST_CASE("redis near cache: arguments", "[redis][near]") {
                   dogpile::ValidationError);
 }
 
-namespace {
-
-// Shared between the writer (this process) and the reader processes: when each version's
-// successor was acknowledged, and what the readers saw. Lock-free atomics work across fork().
-struct StalenessBoard {
-  static constexpr int kVersions = 1 << 16;
-  std::atomic<std::int64_t> acked_ns[kVersions];  // ack time of version v's SET (0: not yet)
-  std::atomic<std::int64_t> reads{0};
-  std::atomic<std::int64_t> l1_hits{0};
-  std::atomic<std::int64_t> violations{0};
-  std::atomic<std::int64_t> worst_late_ns{0};  // how far past max_staleness the worst read was
-  std::atomic<bool> stop{false};
-};
-
-std::int64_t now_ns() {  // CLOCK_MONOTONIC: one clock for every process
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads under faults",
           "[redis][near][staleness]") {
   // One writer writes increasing versions; readers in other processes read through L1 while
   // the faults of the design are injected one after another (subscriber killed, anchor killed,
-  // server paused, partition, FLUSHALL, pub/sub output-buffer kill). A read that began more than
-  // max_staleness after the version it returned had been overwritten (its successor's SET
-  // acknowledged) is a violation. The ack time is the latest the overwrite can have happened,
-  // so the check never blames a correct read.
+  // server paused, partition, FLUSHALL, pub/sub output-buffer kill): no read may return a
+  // version overwritten more than max_staleness before it began (support/near_cache.hpp).
   constexpr auto staleness = 200ms;
-  const std::int64_t staleness_ns = std::chrono::nanoseconds(staleness).count();
-  const std::string key = "nc:staleness";
-  void* mem = ::mmap(nullptr, sizeof(StalenessBoard), PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  REQUIRE(mem != MAP_FAILED);
-  auto* board = new (mem) StalenessBoard();
   auto writer = std::make_shared<RedisBackend>(RedisOptions{.host = "127.0.0.1",
                                                             .port = near_server().port(),
                                                             .socket_timeout = 1000ms,
                                                             .socket_connect_timeout = 500ms});
-  writer->set(key, "0");
-  board->acked_ns[0] = now_ns();
-
   // The readers reach the server through a proxy the test can freeze (a partition the writer,
   // connected directly, does not see).
   dogpile::test::FreezableProxy proxy(near_server().port());
-  // Each reader: its own backend (its own connections, subscriber and L1) and two threads;
-  // returns 0 when it ran to the end. A process of its own, except under ThreadSanitizer,
-  // which cannot start threads in a child forked from a process that has some: there the
-  // readers are threads of this process (still separate clients of the server).
-  auto reader = [&]() -> int {
-    int code = 0;
-    try {
-      auto b = near_backend(staleness, 500ms, proxy.port());
-      auto read_loop = [&] {
-        while (!board->stop.load()) {
-          const std::int64_t start = now_ns();
-          const auto hits = b->near_cache_stats().l1_hits;
-          std::optional<std::string> v;
-          try {
-            v = b->get(key);
-          } catch (const dogpile::BackendError&) {  // the paused server: a read times out
-            continue;
-          }
-          board->reads.fetch_add(1);
-          if (b->near_cache_stats().l1_hits > hits) board->l1_hits.fetch_add(1);
-          if (!v) continue;  // FLUSHALL: no version
-          const int ver = std::stoi(*v);
-          if (ver + 1 >= StalenessBoard::kVersions) continue;
-          const std::int64_t overwritten = board->acked_ns[ver + 1].load();
-          if (overwritten != 0 && start > overwritten + staleness_ns) {
-            board->violations.fetch_add(1);
-            std::int64_t late = start - overwritten - staleness_ns;
-            std::int64_t worst = board->worst_late_ns.load();
-            while (late > worst && !board->worst_late_ns.compare_exchange_weak(worst, late)) {
-            }
-          }
-        }
-      };
-      std::thread second(read_loop);
-      read_loop();
-      second.join();
-    } catch (...) {
-      code = 1;
-    }
-    return code;
-  };
-#if defined(__SANITIZE_THREAD__)
-  constexpr bool kReaderProcesses = false;
-#else
-  constexpr bool kReaderProcesses = true;
-#endif
-  std::vector<pid_t> readers;
-  std::vector<std::thread> reader_threads;
-  std::atomic<int> reader_failures{0};
-  for (int p = 0; p < 2; ++p) {
-    if (!kReaderProcesses) {
-      reader_threads.emplace_back([&] { reader_failures += reader() != 0 ? 1 : 0; });
-      continue;
-    }
-    const pid_t pid = ::fork();
-    if (pid == 0) ::_exit(reader());
-    readers.push_back(pid);
-  }
-
-  // The writer: a new version every millisecond, each retried until acknowledged.
-  std::atomic<bool> writing{true};
-  std::atomic<int> version{0};
-  std::thread write_thread([&] {
-    int v = 0;
-    while (writing.load() && v + 1 < StalenessBoard::kVersions) {
-      ++v;
-      for (;;) {
-        try {
-          writer->set(key, std::to_string(v));
-          break;
-        } catch (const dogpile::BackendError&) {
-          if (!writing.load()) return;
-        }
-      }
-      board->acked_ns[v] = now_ns();
-      version = v;
-      std::this_thread::sleep_for(1ms);
-    }
-  });
+  dogpile::test::StalenessChecker checker("nc:staleness", staleness);
+  checker.start_readers([&] { return near_backend(staleness, 500ms, proxy.port()); });
+  checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
 
   // The faults, one after another, each given time to heal.
   auto settle = [] { std::this_thread::sleep_for(300ms); };
@@ -615,24 +504,12 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
   CHECK_THAT(near_server().process().log_tail(50), Catch::Contains("output buffer limits"));
   settle();
 
-  board->stop = true;
-  writing = false;
-  write_thread.join();
-  for (const pid_t pid : readers) {
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
-  }
-  for (auto& t : reader_threads) t.join();
-  CHECK(reader_failures.load() == 0);
-  INFO("versions written " << version.load() << ", reads " << board->reads.load() << ", L1 hits "
-                           << board->l1_hits.load() << ", worst lateness "
-                           << board->worst_late_ns.load() / 1000 << " us");
-  CHECK(version.load() > 500);
-  CHECK(board->l1_hits.load() > 1000);  // L1 really served reads between the faults
-  CHECK(board->violations.load() == 0);
-  board->~StalenessBoard();
-  ::munmap(mem, sizeof(StalenessBoard));
+  const auto seen = checker.stop();
+  INFO(seen.describe());
+  CHECK(seen.reader_failures == 0);
+  CHECK(seen.versions > 500);
+  CHECK(seen.l1_hits > 1000);  // L1 really served reads between the faults
+  CHECK(seen.violations == 0);
 }
 
 // ---- decoded values kept in L1 (a region's hit is not decoded again) ----------------------

@@ -1,7 +1,7 @@
 // The `redis_sentinel` backend against a master, a replica and three sentinels the harness
 // starts: conformance; a SENTINEL FAILOVER under a writer every 2 ms that loses no acknowledged
 // write; the failover hold's edges, driven by a sentinel played by the test (FakeSentinel, on
-// support/fake_server.hpp).
+// support/fake_server.hpp); the near cache, and its staleness checker across a failover.
 #include <strings.h>
 
 #include <catch2/catch.hpp>
@@ -577,4 +577,43 @@ TEST_CASE("redis_sentinel near cache: L1 hits, another client's write, and a fai
   CHECK(b.near_cache_stats().tracking);
   REQUIRE(sentinels().rejoin_old_master());
   b.erase(k);
+}
+
+TEST_CASE(
+    "redis_sentinel near cache: staleness checker across a failover and the old master's "
+    "demotion",
+    "[redis][sentinel][near][failover][staleness]") {
+  // One writer writes increasing versions through the backend (held during the failover, then
+  // on the new master); readers in other processes read through L1 (support/near_cache.hpp)
+  // while SENTINEL FAILOVER moves the master, then while the old master, which stays a master
+  // with its tracking and fences going on, is demoted to the new one's replica (a full resync).
+  // No read may return a version overwritten more than max_staleness before it began.
+  REQUIRE(sentinels().rejoin_old_master());
+  constexpr auto staleness = 200ms;
+  auto writer_options = options();
+  writer_options.socket_timeout = 1500ms;  // the failover hold lasts until +promoted-slave
+  RedisSentinelBackend writer(writer_options);
+  dogpile::test::StalenessChecker checker(unique_key("nearstale"), staleness);
+  checker.start_readers([&] {
+    auto o = options();
+    o.socket_timeout = 500ms;
+    o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
+    return std::make_shared<RedisSentinelBackend>(o);
+  });
+  checker.start_writer([&](const std::string& v) { writer.set(checker.key(), v); });
+  const auto settle = [] { std::this_thread::sleep_for(250ms); };
+  settle();
+  const auto before = sentinels().current_master();
+  sentinels().failover(2);
+  REQUIRE(sentinels().current_master() != before);
+  settle();
+  REQUIRE(sentinels().rejoin_old_master());
+  settle();
+
+  const auto seen = checker.stop();
+  INFO(seen.describe());
+  CHECK(seen.reader_failures == 0);
+  CHECK(seen.versions > 300);
+  CHECK(seen.l1_hits > 1000);  // L1 really served reads before and after the failover
+  CHECK(seen.violations == 0);
 }
