@@ -108,7 +108,7 @@ inline void bind_text(sqlite3_stmt* s, int i, std::string_view t) {
 /// Characters (code points) of UTF-8 text: diskcache compares `len(str)` to the threshold.
 inline std::size_t utf8_length(const std::string& s) {
   std::size_t n = 0;
-  for (unsigned char c : s) n += (c & 0xC0) != 0x80 ? 1 : 0;
+  for (const char c : s) n += (static_cast<unsigned char>(c) & 0xC0) != 0x80 ? 1 : 0;
   return n;
 }
 

@@ -45,8 +45,8 @@ inline constexpr const char* kPolicyCull[] = {
 inline constexpr const char* kIncrUpdate[] = {
     "UPDATE Cache SET value = ?1, store_time = ?2 WHERE rowid = ?3",
     "UPDATE Cache SET value = ?1, store_time = ?2, access_time = ?2 WHERE rowid = ?3",
-    "UPDATE Cache SET value = ?1, store_time = ?2, access_count = access_count + 1 WHERE rowid = "
-    "?3",
+    ("UPDATE Cache SET value = ?1, store_time = ?2, access_count = access_count + 1 "
+     "WHERE rowid = ?3"),
     "UPDATE Cache SET value = ?1, store_time = ?2 WHERE rowid = ?3",
 };
 // diskcache's _cull step 2 (reference §2.7): the expired rows first, in expire_time order

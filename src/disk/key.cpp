@@ -8,7 +8,8 @@ namespace dogpile {
 
 namespace {
 void append_escaped(std::string& out, const std::string& s, bool bytes) {
-  for (unsigned char ch : s) {
+  for (const char c : s) {
+    const auto ch = static_cast<unsigned char>(c);
     if (ch == '\\' || ch == '\'') {
       out += '\\';
       out += static_cast<char>(ch);

@@ -14,8 +14,9 @@ constexpr std::array<std::uint16_t, 256> make_table() {
   for (unsigned i = 0; i < 256; ++i) {
     auto crc = static_cast<std::uint16_t>(i << 8U);
     for (int b = 0; b < 8; ++b) {
-      crc = (crc & 0x8000U) != 0 ? static_cast<std::uint16_t>((crc << 1U) ^ 0x1021U)
-                                 : static_cast<std::uint16_t>(crc << 1U);
+      const unsigned wide = crc;
+      crc = (wide & 0x8000U) != 0 ? static_cast<std::uint16_t>((wide << 1U) ^ 0x1021U)
+                                  : static_cast<std::uint16_t>(wide << 1U);
     }
     t[i] = crc;
   }
