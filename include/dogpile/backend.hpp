@@ -63,7 +63,7 @@ struct DecodedKind {
 /// L1), so that a region's hit is not decoded again. Immutable once made.
 struct DecodedValue {
   std::shared_ptr<const void> object{};  ///< points to a `const T` (`kind.type`)
-  DecodedKind kind{};
+  DecodedKind kind{};                    ///< what it was decoded as (type, codec, limit)
   Metadata meta{};            ///< the envelope's metadata (creation time, version, delta)
   std::size_t size_hint = 0;  ///< bytes the object costs (`dogpile::weigh` + control block)
 };

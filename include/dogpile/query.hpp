@@ -25,7 +25,7 @@
 ///     parent's generation for relationships). `<len>` is a decimal byte count.
 ///   So `1`, `"1"`, `1.0`, `true` and NULL are five keys; the SQL is used byte for byte.
 ///   A cached query's value is the namespace generation it was read under plus the rows (on a
-///   byte backend: `<generation>\n<rows encoded by the rows' codec>`).
+///   byte backend: the generation, a newline, then the rows encoded by the rows' codec).
 ///
 /// Invalidation and the stale-set race: a reader reads the namespace's generation *before*
 /// running its SELECT and stores it with its rows; a hit reads the generation and the entry in
