@@ -12,24 +12,16 @@
 /// weigher.hpp). An entry heavier than a shard's share of `max_bytes`
 /// is not stored.
 
-#include <algorithm>
-#include <bit>
 #include <cstddef>
-#include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <typeinfo>
 
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/detail/did_you_mean.hpp"
-#include "dogpile/detail/eviction.hpp"
-#include "dogpile/detail/json_text.hpp"
-#include "dogpile/error.hpp"
+#include "dogpile/detail/memory_eviction.hpp"
 #include "dogpile/registry.hpp"
 
 namespace dogpile {
@@ -49,143 +41,8 @@ struct MemoryOptions {
 };
 
 namespace detail {
-
-inline constexpr std::size_t kMaxMemoryShards = std::size_t{1} << 16;
-
-/// @throws ValidationError naming the bad field.
-inline void validate_memory_options(const MemoryOptions& o) {
-  if (o.shards == 0 || o.shards > kMaxMemoryShards) {
-    throw_error<ValidationError>("memory backend option 'shards' must be in 1..65536, got " +
-                                 std::to_string(o.shards));
-  }
-  if (o.eviction != MemoryEviction::tiny_lfu && o.eviction != MemoryEviction::lru) {
-    throw_error<ValidationError>("memory backend option 'eviction' has an unknown value");
-  }
-}
-
-/// The shard count actually used for `o` (see `MemoryOptions::shards`). @throws ValidationError.
-inline std::size_t effective_memory_shards(const MemoryOptions& o) {
-  validate_memory_options(o);
-  std::size_t n = std::bit_ceil(std::clamp<std::size_t>(o.shards, 1, kMaxMemoryShards));
-  while (n > 1 && o.max_entries != 0 && o.max_entries / n < 16) n >>= 1;
-  while (n > 1 && o.max_bytes != 0 && o.max_bytes / n < (std::size_t{64} << 10)) n >>= 1;
-  return n;
-}
-
-/// A sharded map from string keys to `V`, optionally bounded. Thread-safe.
 template <class V>
-class ShardedStore {
- public:
-  explicit ShardedStore(const MemoryOptions& o)
-      : count_(effective_memory_shards(o)), shards_(std::make_unique<Shard[]>(count_)) {
-    for (std::size_t i = 0; i < count_; ++i) {
-      shards_[i].s.configure({share(o.max_entries, i), share(o.max_bytes, i)}, o.eviction);
-    }
-  }
-  std::optional<V> get(std::string_view key) {
-    const PrehashedKey k{key, hash_key(key)};
-    return shard(k).get(k);
-  }
-  void set(std::string_view key, V value, std::size_t weight) {
-    const PrehashedKey k{key, hash_key(key)};
-    shard(k).set(k, std::move(value), key.size() + weight);
-  }
-  void erase(std::string_view key) {
-    const PrehashedKey k{key, hash_key(key)};
-    shard(k).erase(k);
-  }
-  void clear() {
-    for (std::size_t i = 0; i < count_; ++i) shards_[i].s.clear();
-  }
-  [[nodiscard]] Usage usage() const {
-    Usage u;
-    for (std::size_t i = 0; i < count_; ++i) {
-      const Usage s = shards_[i].s.usage();
-      u.entries += s.entries;
-      u.bytes += s.bytes;
-    }
-    return u;
-  }
-  [[nodiscard]] std::size_t evictions() const {
-    std::size_t n = 0;
-    for (std::size_t i = 0; i < count_; ++i) n += shards_[i].s.evictions();
-    return n;
-  }
-  [[nodiscard]] std::size_t shard_count() const noexcept { return count_; }
-
- private:
-  struct alignas(64) Shard {
-    mutable EvictingShard<V> s;
-  };
-  /// Shard i's part of `total` (0 = unbounded); the parts add up to `total` exactly.
-  [[nodiscard]] std::size_t share(std::size_t total, std::size_t i) const noexcept {
-    if (total == 0) return kUnbounded;
-    return total / count_ + (i < total % count_ ? 1 : 0);
-  }
-  // Fibonacci hashing of the raw hash: independent of the mix64 bits the sketch uses.
-  EvictingShard<V>& shard(const PrehashedKey& k) noexcept {
-    if (count_ == 1) return shards_[0].s;
-    const std::uint64_t x = static_cast<std::uint64_t>(k.hash) * 0x9E3779B97F4A7C15ULL;
-    return shards_[static_cast<std::size_t>(x >> (64 - std::countr_zero(count_)))].s;
-  }
-
-  std::size_t count_;
-  std::unique_ptr<Shard[]> shards_;
-};
-
-inline const nlohmann::json* memory_option(const nlohmann::json& a, const char* name) {
-  auto it = a.find(name);
-  return it == a.end() ? nullptr : &*it;
-}
-
-inline std::size_t memory_size_option(const nlohmann::json& v, const char* name, bool positive) {
-  const bool ok = v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0);
-  if (!ok || (positive && v.get<std::uint64_t>() == 0)) {
-    throw_error<ValidationError>(std::string("memory backend option '") + name + "' must be a " +
-                                 (positive ? "positive" : "non-negative") + " integer, got " +
-                                 detail::json_text(v));
-  }
-  return static_cast<std::size_t>(v.get<std::uint64_t>());
-}
-
-/// Parses the backend arguments (never modifies them). @throws ValidationError naming the option.
-inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
-  MemoryOptions o;
-  if (a.is_null()) return o;
-  if (!a.is_object()) {
-    throw_error<ValidationError>("memory backend arguments must be a JSON object, got " +
-                                 detail::json_text(a));
-  }
-  for (const auto& [name, value] : a.items()) {
-    if (name != "shards" && name != "max_entries" && name != "max_bytes" && name != "eviction") {
-      static constexpr std::string_view known[] = {"shards", "max_entries", "max_bytes",
-                                                   "eviction"};
-      throw_error<ValidationError>("memory backend: unknown option '" + name + "'" +
-                                   detail::did_you_mean(name, known) +
-                                   " (known: shards, max_entries, max_bytes, eviction)");
-    }
-  }
-  if (const auto* v = memory_option(a, "shards")) o.shards = memory_size_option(*v, "shards", true);
-  if (const auto* v = memory_option(a, "max_entries")) {
-    o.max_entries = memory_size_option(*v, "max_entries", false);
-  }
-  if (const auto* v = memory_option(a, "max_bytes")) {
-    o.max_bytes = memory_size_option(*v, "max_bytes", false);
-  }
-  if (const auto* v = memory_option(a, "eviction")) {
-    if (v->is_string() && v->get_ref<const std::string&>() == "tiny_lfu") {
-      o.eviction = MemoryEviction::tiny_lfu;
-    } else if (v->is_string() && v->get_ref<const std::string&>() == "lru") {
-      o.eviction = MemoryEviction::lru;
-    } else {
-      throw_error<ValidationError>(
-          "memory backend option 'eviction' must be \"tiny_lfu\" or \"lru\", got " +
-          detail::json_text(*v));
-    }
-  }
-  validate_memory_options(o);
-  return o;
-}
+class ShardedStore;  // src/core/memory.cpp: the sharded, optionally bounded map
 }  // namespace detail
 
 /// The `memory` backend: live objects in a sharded map; a hit copies one `shared_ptr`.
@@ -193,52 +50,40 @@ inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
-  explicit MemoryBackend(MemoryOptions opts = {})
-      : CacheBackend("memory"), opts_(opts), map_(opts) {}
+  explicit MemoryBackend(MemoryOptions opts = {});
+  ~MemoryBackend() override;
+  MemoryBackend(const MemoryBackend&) = delete;
+  MemoryBackend& operator=(const MemoryBackend&) = delete;
   /// Arguments (JSON object, not modified): `shards` (positive integer), `max_entries`,
   /// `max_bytes` (non-negative integers, 0 = unbounded), `eviction` ("tiny_lfu" | "lru").
   /// @throws ValidationError naming the bad or unknown option.
-  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
-    return std::make_shared<MemoryBackend>(detail::memory_options_from_json(a));
-  }
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a);
 
   /// The options this backend was built with.
   [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
   /// Entries currently stored. Thread-safe (locks each shard in turn: a snapshot, not atomic).
-  [[nodiscard]] std::size_t size() const { return map_.usage().entries; }
+  [[nodiscard]] std::size_t size() const;
   /// Current total weight (see the file comment). Thread-safe.
-  [[nodiscard]] std::size_t bytes() const { return map_.usage().bytes; }
+  [[nodiscard]] std::size_t bytes() const;
   /// Entries dropped by the eviction policy so far (not erases, not replacements). Thread-safe.
-  [[nodiscard]] std::size_t evictions() const { return map_.evictions(); }
+  [[nodiscard]] std::size_t evictions() const;
   /// Number of shards in use (see `MemoryOptions::shards`).
-  [[nodiscard]] std::size_t shard_count() const noexcept { return map_.shard_count(); }
+  [[nodiscard]] std::size_t shard_count() const noexcept;
   /// Removes every entry. Thread-safe.
-  void clear() { map_.clear(); }
+  void clear();
 
  protected:
   // Byte access stores the bytes as a std::string object, so proxies and raw tests work.
-  std::optional<std::string> do_get(std::string_view key) override {
-    auto o = map_.get(key);
-    if (!o || o->type != typeid(std::string)) return std::nullopt;
-    return *static_cast<const std::string*>(o->payload.get());
-  }
-  void do_set(std::string_view key, std::string_view value) override {
-    map_.set(key,
-             StoredObject{
-                 std::make_shared<const std::string>(value), typeid(std::string), {}, value.size()},
-             value.size());
-  }
-  void do_erase(std::string_view key) override { map_.erase(key); }
-  [[nodiscard]] bool do_stores_objects() const override { return true; }
-  std::optional<StoredObject> do_get_object(std::string_view key) override { return map_.get(key); }
-  void do_set_object(std::string_view key, StoredObject obj) override {
-    const std::size_t w = obj.size_hint;
-    map_.set(key, std::move(obj), w);
-  }
+  std::optional<std::string> do_get(std::string_view key) override;
+  void do_set(std::string_view key, std::string_view value) override;
+  void do_erase(std::string_view key) override;
+  [[nodiscard]] bool do_stores_objects() const override;
+  std::optional<StoredObject> do_get_object(std::string_view key) override;
+  void do_set_object(std::string_view key, StoredObject obj) override;
 
  private:
   MemoryOptions opts_;
-  detail::ShardedStore<StoredObject> map_;
+  std::unique_ptr<detail::ShardedStore<StoredObject>> map_;
 };
 
 /// The `memory_serialized` backend: envelope bytes in a sharded map (a get copies them out).
@@ -246,54 +91,39 @@ class MemoryBackend final : public CacheBackend {
 class MemorySerializedBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
-  explicit MemorySerializedBackend(MemoryOptions opts = {})
-      : CacheBackend("memory_serialized"), opts_(opts), map_(opts) {}
+  explicit MemorySerializedBackend(MemoryOptions opts = {});
+  ~MemorySerializedBackend() override;
+  MemorySerializedBackend(const MemorySerializedBackend&) = delete;
+  MemorySerializedBackend& operator=(const MemorySerializedBackend&) = delete;
   /// Same arguments as `MemoryBackend::from_arguments`. @throws ValidationError.
-  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
-    return std::make_shared<MemorySerializedBackend>(detail::memory_options_from_json(a));
-  }
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a);
 
   /// The options this backend was built with.
   [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
   /// Entries currently stored. Thread-safe.
-  [[nodiscard]] std::size_t size() const { return map_.usage().entries; }
+  [[nodiscard]] std::size_t size() const;
   /// Current total weight (key + value bytes). Thread-safe.
-  [[nodiscard]] std::size_t bytes() const { return map_.usage().bytes; }
+  [[nodiscard]] std::size_t bytes() const;
   /// Entries dropped by the eviction policy so far. Thread-safe.
-  [[nodiscard]] std::size_t evictions() const { return map_.evictions(); }
+  [[nodiscard]] std::size_t evictions() const;
   /// Number of shards in use.
-  [[nodiscard]] std::size_t shard_count() const noexcept { return map_.shard_count(); }
+  [[nodiscard]] std::size_t shard_count() const noexcept;
   /// Removes every entry. Thread-safe.
-  void clear() { map_.clear(); }
+  void clear();
 
  protected:
-  std::optional<std::string> do_get(std::string_view key) override { return map_.get(key); }
-  void do_set(std::string_view key, std::string_view value) override {
-    map_.set(key, std::string(value), value.size());
-  }
-  void do_erase(std::string_view key) override { map_.erase(key); }
+  std::optional<std::string> do_get(std::string_view key) override;
+  void do_set(std::string_view key, std::string_view value) override;
+  void do_erase(std::string_view key) override;
 
  private:
   MemoryOptions opts_;
-  detail::ShardedStore<std::string> map_;
+  std::unique_ptr<detail::ShardedStore<std::string>> map_;
 };
 
-/// Registers `memory` and `memory_serialized` (idempotent, thread-safe). Runs before `main` in
-/// every program that includes this header.
-inline void register_memory_backends() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    register_backend("memory",
-                     [](const nlohmann::json& a) { return MemoryBackend::from_arguments(a); });
-    register_backend("memory_serialized", [](const nlohmann::json& a) {
-      return MemorySerializedBackend::from_arguments(a);
-    });
-  });
-}
-
-namespace detail {
-/// Makes `configure("memory", …)` work for any program that includes this header.
-inline const bool memory_backends_registered = (register_memory_backends(), true);
-}  // namespace detail
+/// Registers `memory` and `memory_serialized` (idempotent, thread-safe). They are registered
+/// before the registry is first used, so calling this is never needed; it is kept for
+/// `<dogpile/all.hpp>` and programs that call it.
+void register_memory_backends();
 
 }  // namespace dogpile

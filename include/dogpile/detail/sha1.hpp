@@ -1,32 +1,14 @@
 #pragma once
-// SHA-1 through OpenSSL libcrypto's EVP interface (linked by dogpile::core). Never hand-written.
+// SHA-1 through OpenSSL libcrypto's EVP interface, compiled in dogpile::core (src/core/sha1.cpp)
+// so that <openssl/evp.h> stays out of the public headers. Never hand-written.
 
-#include <openssl/evp.h>
-
-#include <array>
 #include <string>
 #include <string_view>
-
-#include "dogpile/error.hpp"
 
 namespace dogpile::detail {
 
 /// Lowercase hex SHA-1 of `data`, as Python's `hashlib.sha1(data).hexdigest()`.
 /// @throws Error if libcrypto fails (e.g. SHA-1 disabled by the system policy).
-inline std::string sha1_hex(std::string_view data) {
-  std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
-  unsigned int len = 0;
-  if (EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha1(), nullptr) != 1) {
-    throw_error<Error>("SHA-1 digest failed (OpenSSL EVP_Digest)");
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * static_cast<std::size_t>(len));
-  for (unsigned int i = 0; i < len; ++i) {
-    out.push_back(kHex[md[i] >> 4]);
-    out.push_back(kHex[md[i] & 0x0F]);
-  }
-  return out;
-}
+std::string sha1_hex(std::string_view data);
 
 }  // namespace dogpile::detail
