@@ -45,6 +45,13 @@ enum class Format : std::uint8_t {
   cbor,     ///< nlohmann::json::to_cbor
 };
 
+namespace detail {
+/// `j` written as `format` (text JSON, MessagePack or CBOR). Compiled in dogpile::core
+/// (src/core/json_decode.cpp): nlohmann's writers are instantiated once there.
+/// @throws nlohmann::json::exception (e.g. a string that is not UTF-8 cannot be JSON text).
+std::string json_bytes(const nlohmann::json& j, Format format);
+}  // namespace detail
+
 /// Envelope (metadata) layout.
 enum class EnvelopeFormat : std::uint8_t {
   dogpile,  ///< `{"ct": <float seconds>, "v": 2}|payload`, readable by Python dogpile.cache
@@ -137,20 +144,7 @@ struct Codec {
   /// that is not UTF-8 cannot be JSON text).
   static std::string encode(const T& value, Format format) requires JsonConvertible<T> {
     try {
-      nlohmann::json j = value;
-      switch (format) {
-        case Format::msgpack: {
-          auto v = nlohmann::json::to_msgpack(j);
-          return {v.begin(), v.end()};
-        }
-        case Format::cbor: {
-          auto v = nlohmann::json::to_cbor(j);
-          return {v.begin(), v.end()};
-        }
-        case Format::json:
-          break;
-      }
-      return j.dump();
+      return detail::json_bytes(nlohmann::json(value), format);
     } catch (const nlohmann::json::exception& e) {
       // e.g. a string that is not valid UTF-8 cannot be written as JSON text.
       detail::throw_error<ValidationError>(std::string("cannot encode value: ") + e.what());

@@ -23,7 +23,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <typeindex>
 #include <typeinfo>
@@ -102,11 +101,8 @@ struct LockOptions {
 
 namespace detail {
 
-inline double uniform_open01() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  // (0, 1]: log(0) must never happen.
-  return 1.0 - std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
+/// A uniform random number in (0, 1], from a per-thread generator (src/core/lock.cpp).
+double uniform_open01();
 
 // ---- the decision table, one row per function ---------------------------------------------
 // `run_dogpile_lock` (one key) and the region's `get_or_create_multi` (many keys) both decide

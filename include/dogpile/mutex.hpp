@@ -62,28 +62,9 @@ class CacheMutex {
 /// The in-process mutex a region uses when its backend has none. Not tied to a thread.
 class ThreadMutex final : public CacheMutex {
  protected:
-  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
-    std::unique_lock lk(m_);
-    if (!timeout) {
-      cv_.wait(lk, [&] { return !held_; });
-    } else if (!cv_.wait_for(lk, *timeout, [&] { return !held_; })) {
-      return false;
-    }
-    held_ = true;
-    return true;
-  }
-  void do_release() override {
-    {
-      std::lock_guard lk(m_);
-      if (!held_) detail::throw_error<LockError>("release of a mutex that is not held");
-      held_ = false;
-    }
-    cv_.notify_one();
-  }
-  [[nodiscard]] bool do_locked() const override {
-    std::lock_guard lk(m_);
-    return held_;
-  }
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override;
+  void do_release() override;
+  [[nodiscard]] bool do_locked() const override;
 
  private:
   mutable std::mutex m_;

@@ -361,9 +361,7 @@ class CacheRegion {
     }
   }
   /// `set("k", "literal")` stores a std::string.
-  void set(std::string_view key, const char* value) const {
-    set<std::string>(key, std::string(value));
-  }
+  void set(std::string_view key, const char* value) const;
 
   /// Stores many values with one shared creation time.
   template <class T>

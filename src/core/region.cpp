@@ -162,4 +162,8 @@ void CacheRegion::add_context(BackendError& e, const CallSite& at) const {
                     : std::string(at.key));
 }
 
+void CacheRegion::set(std::string_view key, const char* value) const {
+  set<std::string>(key, std::string(value));
+}
+
 }  // namespace dogpile
