@@ -378,37 +378,25 @@ class CacheRegion {
   }
 
   /// Removes `key` (dogpile's delete); removing a missing key is fine.
-  void erase(std::string_view key) const {
-    const auto& c = cfg();
-    guarded([&] { c.backend->erase(mangle(key)); }, [] {}, {"delete", key});
-  }
+  void erase(std::string_view key) const;
   /// Removes many keys.
-  void erase_multi(const std::vector<std::string>& keys) const {
-    if (keys.empty()) return;
-    const auto& c = cfg();
-    auto mk = mangle_all(keys);
-    guarded([&] { c.backend->erase_multi(mk); }, [] {}, {"delete_multi", {}, mk.size()});
-  }
+  void erase_multi(const std::vector<std::string>& keys) const;
 
   // ---- invalidation, locks, stats --------------------------------------------------------
 
   /// Invalidates every value created before now: hard (default) makes them misses, soft
   /// makes them expired. Applies to this process, or to all with `shared_invalidation`.
-  void invalidate(InvalidateOptions opts = {}) const { cfg().invalidator->invalidate(opts.hard); }
+  void invalidate(InvalidateOptions opts = {}) const;
 
   /// True if someone holds the dogpile lock of `key` (the key is mangled first).
-  [[nodiscard]] bool key_is_locked(std::string_view key) const {
-    return cfg().locks->get(mangle(key))->locked();
-  }
+  [[nodiscard]] bool key_is_locked(std::string_view key) const;
   /// The mutex `get_or_create` uses for `key` (mangled first).
-  [[nodiscard]] std::shared_ptr<CacheMutex> mutex_for(std::string_view key) const {
-    return cfg().locks->get(mangle(key));
-  }
+  [[nodiscard]] std::shared_ptr<CacheMutex> mutex_for(std::string_view key) const;
 
   /// A snapshot of the counters.
-  [[nodiscard]] RegionStats stats() const { return state_->stats.snapshot(); }
+  [[nodiscard]] RegionStats stats() const;
   /// Zeroes the counters.
-  void reset_stats() const { state_->stats.reset(); }
+  void reset_stats() const;
 
   /// The region's key mangler applied to `key` (identity without one).
   [[nodiscard]] std::string mangle(std::string_view key) const {
@@ -702,27 +690,7 @@ class CacheRegion {
     return Cached<T>{std::move(value), created, std::chrono::duration<double>(delta)};
   }
 
-  void on_lock_event(LockEvent e, std::string_view key, std::chrono::nanoseconds d) const {
-    switch (e) {
-      case LockEvent::hit:
-        count(RegionEvent::Kind::hit, key);
-        break;
-      case LockEvent::stale_served:
-        count(RegionEvent::Kind::stale_served, key);
-        break;
-      case LockEvent::waited:
-        count(RegionEvent::Kind::lock_wait, key, d);
-        break;
-      case LockEvent::created:
-      case LockEvent::async_started:
-        count(RegionEvent::Kind::miss, key);
-        count(RegionEvent::Kind::created, key);
-        break;
-      case LockEvent::lease_lost:
-        report_lease_lost(key);
-        break;
-    }
-  }
+  void on_lock_event(LockEvent e, std::string_view key, std::chrono::nanoseconds d) const;
 
   /// A lock whose lease ran out under a creator: the value is fine, so the caller gets it; the
   /// loss goes to the statistics, the listener and the error callback.

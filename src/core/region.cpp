@@ -166,4 +166,55 @@ void CacheRegion::set(std::string_view key, const char* value) const {
   set<std::string>(key, std::string(value));
 }
 
+void CacheRegion::erase(std::string_view key) const {
+  const auto& c = cfg();
+  guarded([&] { c.backend->erase(mangle(key)); }, [] {}, {"delete", key});
+}
+
+void CacheRegion::erase_multi(const std::vector<std::string>& keys) const {
+  if (keys.empty()) return;
+  const auto& c = cfg();
+  auto mk = mangle_all(keys);
+  guarded([&] { c.backend->erase_multi(mk); }, [] {}, {"delete_multi", {}, mk.size()});
+}
+
+void CacheRegion::invalidate(InvalidateOptions opts) const {
+  cfg().invalidator->invalidate(opts.hard);
+}
+
+bool CacheRegion::key_is_locked(std::string_view key) const {
+  return cfg().locks->get(mangle(key))->locked();
+}
+
+std::shared_ptr<CacheMutex> CacheRegion::mutex_for(std::string_view key) const {
+  return cfg().locks->get(mangle(key));
+}
+
+RegionStats CacheRegion::stats() const { return state_->stats.snapshot(); }
+
+void CacheRegion::reset_stats() const { state_->stats.reset(); }
+
+void CacheRegion::on_lock_event(LockEvent e, std::string_view key,
+                                std::chrono::nanoseconds d) const {
+  switch (e) {
+    case LockEvent::hit:
+      count(RegionEvent::Kind::hit, key);
+      break;
+    case LockEvent::stale_served:
+      count(RegionEvent::Kind::stale_served, key);
+      break;
+    case LockEvent::waited:
+      count(RegionEvent::Kind::lock_wait, key, d);
+      break;
+    case LockEvent::created:
+    case LockEvent::async_started:
+      count(RegionEvent::Kind::miss, key);
+      count(RegionEvent::Kind::created, key);
+      break;
+    case LockEvent::lease_lost:
+      report_lease_lost(key);
+      break;
+  }
+}
+
 }  // namespace dogpile
