@@ -3,6 +3,8 @@
 # seconds, the minimum of N runs (the machines are shared: the minimum is the least disturbed
 # run), and the compiler's max RSS where /usr/bin/time gives it.
 #   bench/compile_cost.sh [runs=7] [header ...]
+# CXX picks the compiler (g++); DOGPILE_INCLUDE another include directory (e.g. an older
+# checkout's, for a before/after in the same run).
 #
 # 1. Parse (`g++ -std=c++20 -fsyntax-only`) of a file that includes one header, as a ratio to
 #    <nlohmann/json.hpp> alone. Goals: the umbrella <dogpile/dogpile.hpp> <= 1.3x; a file using
@@ -19,6 +21,7 @@ headers=("$@")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cxx=${CXX:-g++}
+inc=${DOGPILE_INCLUDE:-include}
 if [ ! -x /usr/bin/time ]; then
   echo "compile_cost.sh: needs /usr/bin/time (Debian: apt install time)" >&2
   exit 1
@@ -29,7 +32,7 @@ run() {
   local src=$1 best="" rss="" out t m
   shift
   for _ in $(seq "$runs"); do
-    out=$( { /usr/bin/time -f '%U %M' "$cxx" -std=c++20 "$@" -Iinclude "$src" >/dev/null; } 2>&1 | tail -1)
+    out=$( { /usr/bin/time -f '%U %M' "$cxx" -std=c++20 "$@" -I"$inc" "$src" >/dev/null; } 2>&1 | tail -1)
     read -r t m <<<"$out"
     if [ -z "$best" ] || awk "BEGIN{exit !($t < $best)}"; then best=$t rss=$m; fi
   done

@@ -1,9 +1,9 @@
 #pragma once
 /// @file registry.hpp
-/// The backend registry: `configure("memory", …)` looks names up here. Backends register
-/// themselves: including a backend's header registers its names (`memory`,
-/// `memory_serialized` and `null` come with `<dogpile/region.hpp>`; `disk` and `fanout` with
-/// `<dogpile/backends/disk.hpp>`, and so on). A program that reads its backend name from a
+/// The backend registry: `configure("memory", …)` looks names up here. `memory`,
+/// `memory_serialized` and `null` (dogpile::core) are always registered; the other backends
+/// register themselves: including a backend's header registers its names (`disk` and `fanout`
+/// with `<dogpile/backends/disk.hpp>`, and so on). A program that reads its backend name from a
 /// config file calls `dogpile::register_all_backends()` from `<dogpile/all.hpp>` once, which
 /// covers every component that was built. `dogpile.cache.<name>` is accepted as an alias of
 /// `<name>`.
