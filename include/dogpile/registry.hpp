@@ -38,6 +38,6 @@ std::vector<std::string> registered_backends();
 /// @throws PluginNotFound for an unknown name (the message lists the registered names and
 /// says what to include or link for a known one); ValidationError for bad arguments.
 std::shared_ptr<CacheBackend> make_backend(
-    std::string_view name, const nlohmann::json& arguments = nlohmann::json::object());
+    std::string_view name, const nlohmann::json& arguments = nlohmann::json::value_t::object);
 
 }  // namespace dogpile
