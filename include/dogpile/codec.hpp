@@ -505,6 +505,11 @@ inline bool parse_dogpile_header_fast(std::string_view bytes, EnvelopeView& out)
   return true;
 }
 
+/// `header` through nlohmann's SAX parser (strict JSON) into `sax`; false when it is not JSON.
+/// Compiled in dogpile::core (src/core/json_decode.cpp), so nlohmann's parser is instantiated
+/// there once. @throws what nlohmann's parser throws.
+bool sax_parse_header(std::string_view header, EnvelopeHeaderSax& sax);
+
 /// The general reader of a dogpile (JSON) header: any JSON object before the first `|` with a
 /// numeric `ct`, read with nlohmann's SAX parser. Range checks are the caller's.
 /// @throws CantDeserialize when there is no `|` or the header is not such an object.
@@ -518,9 +523,7 @@ void parse_dogpile_header_general(std::string_view bytes, EnvelopeView& u) {
   // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
   // (the header is read for every value; the DOM's allocations dominated a cache hit).
   EnvelopeHeaderSax sax;
-  const bool ok =
-      nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
-                                &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
+  const bool ok = sax_parse_header(bytes.substr(0, bar), sax);
   if (!ok || !sax.object || !sax.has_ct) {
     throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
   }

@@ -77,6 +77,11 @@ nlohmann::json parse_json_limited(std::string_view bytes, nlohmann::json::input_
   return result;
 }
 
+bool sax_parse_header(std::string_view header, EnvelopeHeaderSax& sax) {
+  return nlohmann::json::sax_parse(header.begin(), header.end(), &sax,
+                                   nlohmann::json::input_format_t::json, /*strict=*/true);
+}
+
 std::string json_bytes(const nlohmann::json& j, Format format) {
   switch (format) {
     case Format::msgpack: {
