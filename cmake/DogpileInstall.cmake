@@ -36,6 +36,7 @@ foreach(comp query redis memcached dbm disk)
     string(APPEND _pc_libs " -ldogpile_${comp}")
   endif()
 endforeach()
+string(APPEND _pc_libs " -ldogpile_core")  # after the components, which call into it
 if("disk" IN_LIST DOGPILE_BUILT_COMPONENTS OR "query" IN_LIST DOGPILE_BUILT_COMPONENTS)
   list(APPEND _pc_requires sqlite3)
 endif()

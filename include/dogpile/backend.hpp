@@ -33,7 +33,6 @@
 #include <utility>
 #include <vector>
 
-#include "dogpile/detail/sha1.hpp"
 #include "dogpile/error.hpp"
 #include "dogpile/limits.hpp"
 #include "dogpile/metadata.hpp"
@@ -148,7 +147,7 @@ struct KeyRules {
 /// to call from many threads at once; a custom backend must be too.
 class CacheBackend {
  public:
-  virtual ~CacheBackend() = default;
+  virtual ~CacheBackend();
   /// A backend with no key rules, named "custom" in error messages.
   CacheBackend() = default;
   /// A backend named `name` (in error messages) whose keys follow `rules`.
@@ -163,10 +162,7 @@ class CacheBackend {
   [[nodiscard]] const KeyRules& key_rules() const noexcept { return rules_; }
   /// The key the storage sees for `key`: itself, or its SHA-1 hex when it breaks a rule and
   /// the backend mangles bad keys. @throws ValidationError when it breaks a rule otherwise.
-  [[nodiscard]] std::string storage_key(std::string_view key) const {
-    std::string m;
-    return std::string(checked(key, &m));
-  }
+  [[nodiscard]] std::string storage_key(std::string_view key) const;
 
   /// The bytes stored under `key`, or nullopt. @throws BackendError on I/O failure,
   /// ValidationError for a key the backend cannot take.
@@ -192,35 +188,16 @@ class CacheBackend {
     call([&] { do_set(k, value); });
   }
   /// Stores many. An empty list does not touch the backend. @throws as `set`.
-  void set_multi(std::span<const BytesItem> items) {
-    if (items.empty()) return;
-    if (trivial_rules()) return call([&] { do_set_multi(items); });
-    std::vector<BytesItem> copy(items.begin(), items.end());
-    for (auto& [k, v] : copy) k = storage_key(k);
-    call([&] { do_set_multi(copy); });
-  }
+  void set_multi(std::span<const BytesItem> items);
   /// Removes `key`; removing a missing key is not an error. @throws as `set`.
-  void erase(std::string_view key) {
-    std::string m;
-    const auto k = checked(key, &m);
-    call([&] { do_erase(k); });
-  }
+  void erase(std::string_view key);
   /// Removes many; missing keys are fine. @throws as `set`.
-  void erase_multi(std::span<const std::string> keys) {
-    if (keys.empty()) return;
-    std::vector<std::string> m;
-    const auto ks = checked_all(keys, m);
-    call([&] { do_erase_multi(ks); });
-  }
+  void erase_multi(std::span<const std::string> keys);
 
   /// A mutex for the dogpile lock on `key`, or nullptr to let the region use an in-process
   /// per-key mutex. Distributed backends return a lock that spans processes or hosts.
   /// @throws BackendError, ValidationError (a key the backend cannot take).
-  std::shared_ptr<CacheMutex> get_mutex(std::string_view key) {
-    std::string m;
-    const auto k = checked(key, &m);
-    return call([&] { return do_get_mutex(k); });
-  }
+  std::shared_ptr<CacheMutex> get_mutex(std::string_view key);
 
   /// True if this backend keeps live C++ objects (`get_object`/`set_object`) instead of bytes.
   [[nodiscard]] bool stores_objects() const { return do_stores_objects(); }
@@ -295,13 +272,7 @@ class CacheBackend {
     call([&] { do_set_object(k, std::move(obj)); });
   }
   /// Stores many objects (only when `stores_objects()`). @throws as `set`.
-  void set_objects(std::span<const ObjectItem> items) {
-    if (items.empty()) return;
-    if (trivial_rules()) return call([&] { do_set_objects(items); });
-    std::vector<ObjectItem> copy(items.begin(), items.end());
-    for (auto& [k, v] : copy) k = storage_key(k);
-    call([&] { do_set_objects(copy); });
-  }
+  void set_objects(std::span<const ObjectItem> items);
 
  protected:
   /// The bytes under `key` or nullopt.
@@ -319,15 +290,11 @@ class CacheBackend {
     return out;
   }
   /// Default: one `do_set` per item.
-  virtual void do_set_multi(std::span<const BytesItem> items) {
-    for (const auto& [k, v] : items) do_set(k, v);
-  }
+  virtual void do_set_multi(std::span<const BytesItem> items);
   /// Default: one `do_erase` per key.
-  virtual void do_erase_multi(std::span<const std::string> keys) {
-    for (const auto& k : keys) do_erase(k);
-  }
+  virtual void do_erase_multi(std::span<const std::string> keys);
   /// Default: nullptr (the region's in-process mutex).
-  virtual std::shared_ptr<CacheMutex> do_get_mutex(std::string_view /*key*/) { return nullptr; }
+  virtual std::shared_ptr<CacheMutex> do_get_mutex(std::string_view key);
 
   /// Default: false (a byte backend).
   [[nodiscard]] virtual bool do_stores_objects() const { return false; }
@@ -343,81 +310,30 @@ class CacheBackend {
   virtual void do_keep_decoded(const std::shared_ptr<void>& /*slot*/,
                                std::shared_ptr<const DecodedValue> /*value*/) noexcept {}
   /// Object hooks: override all of them together with `do_stores_objects`.
-  virtual std::optional<StoredObject> do_get_object(std::string_view /*key*/) {
-    detail::throw_error<BackendError>(name_ + " backend does not store objects");
-  }
+  virtual std::optional<StoredObject> do_get_object(std::string_view key);
   /// Default: one `do_get_object` per key.
   virtual std::vector<std::optional<StoredObject>> do_get_objects(
-      std::span<const std::string> keys) {
-    std::vector<std::optional<StoredObject>> out;
-    out.reserve(keys.size());
-    for (const auto& k : keys) out.push_back(do_get_object(k));
-    return out;
-  }
+      std::span<const std::string> keys);
   /// Stores an object.
-  virtual void do_set_object(std::string_view /*key*/, StoredObject /*obj*/) {
-    detail::throw_error<BackendError>(name_ + " backend does not store objects");
-  }
+  virtual void do_set_object(std::string_view key, StoredObject obj);
   /// Default: `do_get_object`, then the copy from its payload.
-  virtual std::optional<ObjectInfo> do_read_object(std::string_view key, const ObjectSink& sink) {
-    auto o = do_get_object(key);
-    if (!o) return std::nullopt;
-    if (o->type == *sink.type) sink.copy(o->payload.get(), sink.out);
-    return ObjectInfo{o->type, o->meta, o->size_hint};
-  }
+  virtual std::optional<ObjectInfo> do_read_object(std::string_view key, const ObjectSink& sink);
   /// Default: `do_set_object` with a shared copy (`ops.share`).
   virtual void do_set_object_copy(std::string_view key, const void* value, const ObjectOps& ops,
-                                  const Metadata& meta, std::size_t size_hint) {
-    do_set_object(key, StoredObject{ops.share(value), *ops.type, meta, size_hint});
-  }
+                                  const Metadata& meta, std::size_t size_hint);
   /// Default: one `do_set_object` per item.
-  virtual void do_set_objects(std::span<const ObjectItem> items) {
-    for (const auto& [k, o] : items) do_set_object(k, o);
-  }
+  virtual void do_set_objects(std::span<const ObjectItem> items);
 
  private:
   [[nodiscard]] bool trivial_rules() const noexcept {
     return rules_.max_length == 0 && !rules_.no_spaces_or_control;
   }
   /// The first rule `key` breaks, or nullptr.
-  [[nodiscard]] const char* broken_rule(std::string_view key) const noexcept {
-    if (rules_.max_length != 0 && key.size() > rules_.max_length) return "is too long";
-    if (rules_.no_spaces_or_control) {
-      for (const char ch : key) {
-        const auto c = static_cast<unsigned char>(ch);
-        if (c <= 0x20 || c == 0x7f) return "contains a space or control character";
-      }
-    }
-    return nullptr;
-  }
+  [[nodiscard]] const char* broken_rule(std::string_view key) const noexcept;
   /// `key`, or its mangled form stored in `*storage`. @throws ValidationError.
-  std::string_view checked(std::string_view key, std::string* storage) const {
-    if (trivial_rules()) return key;
-    const char* why = broken_rule(key);
-    if (why == nullptr) return key;
-    if (!rules_.mangle_bad_keys) {
-      std::string shown(key.substr(0, 64));
-      detail::throw_error<ValidationError>(
-          name_ + " backend cannot take the key '" + shown + (key.size() > 64 ? "...'" : "'") +
-          " (" + std::to_string(key.size()) + " bytes): it " + why +
-          (rules_.max_length ? " (at most " + std::to_string(rules_.max_length) +
-                                   " bytes, no spaces or control characters)"
-                             : std::string()) +
-          "; give the region a key_mangler such as dogpile::sha1_mangle_key");
-    }
-    *storage = detail::sha1_hex(key);
-    return *storage;
-  }
+  std::string_view checked(std::string_view key, std::string* storage) const;
   std::span<const std::string> checked_all(std::span<const std::string> keys,
-                                           std::vector<std::string>& storage) const {
-    if (trivial_rules()) return keys;
-    bool all_ok = true;
-    for (const auto& k : keys) all_ok = all_ok && broken_rule(k) == nullptr;
-    if (all_ok) return keys;
-    storage.reserve(keys.size());
-    for (const auto& k : keys) storage.push_back(storage_key(k));
-    return storage;
-  }
+                                           std::vector<std::string>& storage) const;
   /// Runs a hook; an exception that is not a dogpile::Error (a client library's) becomes
   /// BackendError naming the backend. Out-of-memory passes through unchanged.
   template <class F>
@@ -428,17 +344,7 @@ class CacheBackend {
       rethrow_translated();  // out of line: the hot path keeps one small landing pad
     }
   }
-  [[noreturn, gnu::noinline, gnu::cold]] void rethrow_translated() const {
-    try {
-      throw;
-    } catch (const Error&) {
-      throw;
-    } catch (const std::bad_alloc&) {
-      throw;
-    } catch (const std::exception& e) {
-      detail::throw_error<BackendError>(name_ + " backend failed: " + e.what());
-    }
-  }
+  [[noreturn, gnu::noinline, gnu::cold]] void rethrow_translated() const;
 
   std::string name_ = "custom";
   KeyRules rules_{};

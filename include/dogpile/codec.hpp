@@ -45,6 +45,13 @@ enum class Format : std::uint8_t {
   cbor,     ///< nlohmann::json::to_cbor
 };
 
+namespace detail {
+/// `j` written as `format` (text JSON, MessagePack or CBOR). Compiled in dogpile::core
+/// (src/core/json_decode.cpp): nlohmann's writers are instantiated once there.
+/// @throws nlohmann::json::exception (e.g. a string that is not UTF-8 cannot be JSON text).
+std::string json_bytes(const nlohmann::json& j, Format format);
+}  // namespace detail
+
 /// Envelope (metadata) layout.
 enum class EnvelopeFormat : std::uint8_t {
   dogpile,  ///< `{"ct": <float seconds>, "v": 2}|payload`, readable by Python dogpile.cache
@@ -137,20 +144,7 @@ struct Codec {
   /// that is not UTF-8 cannot be JSON text).
   static std::string encode(const T& value, Format format) requires JsonConvertible<T> {
     try {
-      nlohmann::json j = value;
-      switch (format) {
-        case Format::msgpack: {
-          auto v = nlohmann::json::to_msgpack(j);
-          return {v.begin(), v.end()};
-        }
-        case Format::cbor: {
-          auto v = nlohmann::json::to_cbor(j);
-          return {v.begin(), v.end()};
-        }
-        case Format::json:
-          break;
-      }
-      return j.dump();
+      return detail::json_bytes(nlohmann::json(value), format);
     } catch (const nlohmann::json::exception& e) {
       // e.g. a string that is not valid UTF-8 cannot be written as JSON text.
       detail::throw_error<ValidationError>(std::string("cannot encode value: ") + e.what());
@@ -511,6 +505,11 @@ inline bool parse_dogpile_header_fast(std::string_view bytes, EnvelopeView& out)
   return true;
 }
 
+/// `header` through nlohmann's SAX parser (strict JSON) into `sax`; false when it is not JSON.
+/// Compiled in dogpile::core (src/core/json_decode.cpp), so nlohmann's parser is instantiated
+/// there once. @throws what nlohmann's parser throws.
+bool sax_parse_header(std::string_view header, EnvelopeHeaderSax& sax);
+
 /// The general reader of a dogpile (JSON) header: any JSON object before the first `|` with a
 /// numeric `ct`, read with nlohmann's SAX parser. Range checks are the caller's.
 /// @throws CantDeserialize when there is no `|` or the header is not such an object.
@@ -524,9 +523,7 @@ void parse_dogpile_header_general(std::string_view bytes, EnvelopeView& u) {
   // nlohmann's SAX parser: the same JSON grammar as json::parse without building a DOM
   // (the header is read for every value; the DOM's allocations dominated a cache hit).
   EnvelopeHeaderSax sax;
-  const bool ok =
-      nlohmann::json::sax_parse(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(bar),
-                                &sax, nlohmann::json::input_format_t::json, /*strict=*/true);
+  const bool ok = sax_parse_header(bytes.substr(0, bar), sax);
   if (!ok || !sax.object || !sax.has_ct) {
     throw_error<CantDeserialize>("envelope metadata is not {\"ct\": <number>, ...}");
   }

@@ -6,19 +6,15 @@
 /// strategy stores the invalidation time in the backend so every process sees it.
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
-#include <cmath>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <system_error>
 
 #include "dogpile/backend.hpp"
 #include "dogpile/clock.hpp"
-#include "dogpile/detail/python_float.hpp"
 #include "dogpile/duration.hpp"
 
 namespace dogpile {
@@ -95,31 +91,13 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
 
   /// Writes now and `hard` to the backend (every process sees it within `poll`).
   /// @throws BackendError if the write fails.
-  void invalidate(bool hard) override {
-    const auto now = clock_();
-    std::string text;
-    detail::append_python_float(text, to_unix_seconds(now));
-    text += hard ? " hard" : " soft";
-    backend_->set(key_, text);
-    std::lock_guard lk(mutex_);
-    state_ = State{now, hard};
-    next_poll_ = now + poll_;
-  }
+  void invalidate(bool hard) override;
   /// True if `created` is before the last invalidation known to this process.
-  [[nodiscard]] bool is_invalidated(TimePoint created) const override {
-    auto s = current();
-    return s && created < s->at;
-  }
+  [[nodiscard]] bool is_invalidated(TimePoint created) const override;
   /// True if the last known invalidation was hard.
-  [[nodiscard]] bool was_hard_invalidated() const override {
-    auto s = current();
-    return s && s->hard;
-  }
+  [[nodiscard]] bool was_hard_invalidated() const override;
   /// True if the last known invalidation was soft.
-  [[nodiscard]] bool was_soft_invalidated() const override {
-    auto s = current();
-    return s && !s->hard;
-  }
+  [[nodiscard]] bool was_soft_invalidated() const override;
 
  private:
   struct State {
@@ -127,39 +105,8 @@ class SharedInvalidationStrategy : public RegionInvalidationStrategy {
     bool hard = true;
   };
   /// `<seconds> hard|soft`, or nullopt.
-  static std::optional<State> parse(std::string_view text) {
-    const auto sp = text.find(' ');
-    if (sp == std::string_view::npos) return std::nullopt;
-    const std::string_view kind = text.substr(sp + 1);
-    if (kind != "hard" && kind != "soft") return std::nullopt;
-    double t = 0;
-    const auto r = std::from_chars(text.data(), text.data() + sp, t);
-    // Out of range is corrupt (ignored), as for a stored ct: clamped, a time in 2100 would
-    // invalidate every value until then.
-    if (r.ec != std::errc() || r.ptr != text.data() + sp || !std::isfinite(t) ||
-        std::fabs(t) > max_unix_seconds) {
-      return std::nullopt;
-    }
-    return State{from_unix_seconds(t), kind == "hard"};
-  }
-  std::optional<State> current() const {
-    const auto now = clock_();
-    std::lock_guard lk(mutex_);
-    if (now >= next_poll_) {
-      next_poll_ = now + poll_;
-      std::optional<std::string> raw;
-      try {
-        raw = backend_->get(key_);
-      } catch (const BackendError&) {
-        // Keep the last known state and retry at the next poll: a dead backend must not make
-        // every region call throw here, outside the region's on_backend_error policy.
-      }
-      if (raw) {
-        if (auto parsed = parse(*raw)) state_ = parsed;
-      }
-    }
-    return state_;
-  }
+  static std::optional<State> parse(std::string_view text);
+  std::optional<State> current() const;
   std::shared_ptr<CacheBackend> backend_;
   std::string key_;
   std::chrono::milliseconds poll_;

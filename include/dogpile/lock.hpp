@@ -23,7 +23,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <string>
 #include <typeindex>
 #include <typeinfo>
@@ -102,11 +101,8 @@ struct LockOptions {
 
 namespace detail {
 
-inline double uniform_open01() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  // (0, 1]: log(0) must never happen.
-  return 1.0 - std::uniform_real_distribution<double>(0.0, 1.0)(rng);
-}
+/// A uniform random number in (0, 1], from a per-thread generator (src/core/lock.cpp).
+double uniform_open01();
 
 // ---- the decision table, one row per function ---------------------------------------------
 // `run_dogpile_lock` (one key) and the region's `get_or_create_multi` (many keys) both decide
@@ -172,63 +168,9 @@ class FallbackMutex final : public CacheMutex {
       : distributed_(std::move(distributed)), report_(std::move(report)) {}
 
  protected:
-  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
-    using SteadyClock = std::chrono::steady_clock;
-    const auto t0 = SteadyClock::now();
-    if (!(timeout ? local_.try_acquire_for(*timeout) : local_.acquire(true))) return false;
-    bool ok = false;
-    try {
-      if (timeout) {
-        const auto left = std::max(*timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                  SteadyClock::now() - t0),
-                                   std::chrono::milliseconds(0));
-        ok = distributed_->try_acquire_for(left);
-      } else {
-        ok = distributed_->acquire(true);
-      }
-    } catch (BackendError& e) {
-      if (report_) report_(e);
-      distributed_held_ = false;
-      return true;  // degraded: in-process exclusion only
-    } catch (...) {
-      local_.release();
-      throw;
-    }
-    if (!ok) {
-      local_.release();
-      return false;
-    }
-    distributed_held_ = true;
-    return true;
-  }
-  void do_release() override {
-    // Only the holder gets here, so `distributed_held_` is stable.
-    struct LocalRelease {
-      explicit LocalRelease(ThreadMutex& m) : m_(m) {}
-      LocalRelease(const LocalRelease&) = delete;
-      LocalRelease& operator=(const LocalRelease&) = delete;
-      ~LocalRelease() {
-        try {
-          m_.release();
-        } catch (...) {
-        }
-      }
-      ThreadMutex& m_;
-    } on_exit(local_);
-    if (!std::exchange(distributed_held_, false)) return;
-    try {
-      distributed_->release();
-    } catch (BackendError& e) {
-      if (report_) report_(e);  // the lock expires after its lease
-    }
-  }
-  [[nodiscard]] bool do_locked() const override {
-    try {
-      return distributed_->locked() || local_.locked();
-    } catch (const BackendError&) {
-      return local_.locked();
-    }
-  }
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override;
+  void do_release() override;
+  [[nodiscard]] bool do_locked() const override;
   [[nodiscard]] bool do_is_lease() const override { return distributed_->is_lease(); }
 
  private:
@@ -249,13 +191,7 @@ class ReportingMutex final : public CacheMutex {
   bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
     return timeout ? inner_->try_acquire_for(*timeout) : inner_->acquire(true);
   }
-  void do_release() override {
-    try {
-      inner_->release();
-    } catch (const LockError&) {
-      if (on_lost_) on_lost_();
-    }
-  }
+  void do_release() override;
   [[nodiscard]] bool do_locked() const override { return inner_->locked(); }
   [[nodiscard]] bool do_is_lease() const override { return inner_->is_lease(); }
 

@@ -5,7 +5,6 @@
 /// lock files, SQLite leases).
 
 #include <chrono>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,34 +60,23 @@ class CacheMutex {
 
 /// The in-process mutex a region uses when its backend has none. Not tied to a thread.
 class ThreadMutex final : public CacheMutex {
+ public:
+  /// An unlocked mutex.
+  ThreadMutex();
+  ~ThreadMutex() override;
+  ThreadMutex(const ThreadMutex&) = delete;
+  ThreadMutex& operator=(const ThreadMutex&) = delete;
+
  protected:
-  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override {
-    std::unique_lock lk(m_);
-    if (!timeout) {
-      cv_.wait(lk, [&] { return !held_; });
-    } else if (!cv_.wait_for(lk, *timeout, [&] { return !held_; })) {
-      return false;
-    }
-    held_ = true;
-    return true;
-  }
-  void do_release() override {
-    {
-      std::lock_guard lk(m_);
-      if (!held_) detail::throw_error<LockError>("release of a mutex that is not held");
-      held_ = false;
-    }
-    cv_.notify_one();
-  }
-  [[nodiscard]] bool do_locked() const override {
-    std::lock_guard lk(m_);
-    return held_;
-  }
+  bool do_acquire(std::optional<std::chrono::milliseconds> timeout) override;
+  void do_release() override;
+  [[nodiscard]] bool do_locked() const override;
 
  private:
-  mutable std::mutex m_;
-  std::condition_variable cv_;
-  bool held_ = false;
+  // A std::mutex, a std::condition_variable and the flag, in src/core/mutex.cpp: keeps
+  // <condition_variable> (and the <thread>/<stop_token> machinery it brings) out of the headers.
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 /// A mutex that never excludes (the `null` backend's): acquire always succeeds.

@@ -68,9 +68,11 @@ struct RegionOptions {
 /// Options of `configure`. Plain aggregate.
 struct ConfigureOptions {
   Expiration expiration_time{};  ///< default expiration of the region; unset = never
-  nlohmann::json arguments = nlohmann::json::object();  ///< backend arguments (by-name form)
-  std::vector<std::shared_ptr<ProxyBackend>> wrap{};    ///< proxies; the first is outermost
-  bool replace_existing_backend = false;                ///< allow reconfiguring
+  /// Backend arguments (by-name form); an empty object by default. (`value_t::object` rather than
+  /// `json::object()`: the same value without instantiating the initializer-list constructor.)
+  nlohmann::json arguments = nlohmann::json::value_t::object;
+  std::vector<std::shared_ptr<ProxyBackend>> wrap{};  ///< proxies; the first is outermost
+  bool replace_existing_backend = false;              ///< allow reconfiguring
   std::shared_ptr<RegionInvalidationStrategy> region_invalidator{};  ///< custom strategy
 };
 

@@ -1,17 +1,15 @@
 #pragma once
 /// @file registry.hpp
-/// The backend registry: `configure("memory", …)` looks names up here. Backends register
-/// themselves: including a backend's header registers its names (`memory`,
-/// `memory_serialized` and `null` come with `<dogpile/region.hpp>`; `disk` and `fanout` with
-/// `<dogpile/backends/disk.hpp>`, and so on). A program that reads its backend name from a
+/// The backend registry: `configure("memory", …)` looks names up here. `memory`,
+/// `memory_serialized` and `null` (dogpile::core) are always registered; the other backends
+/// register themselves: including a backend's header registers its names (`disk` and `fanout`
+/// with `<dogpile/backends/disk.hpp>`, and so on). A program that reads its backend name from a
 /// config file calls `dogpile::register_all_backends()` from `<dogpile/all.hpp>` once, which
 /// covers every component that was built. `dogpile.cache.<name>` is accepted as an alias of
 /// `<name>`.
 
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -19,9 +17,6 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/detail/did_you_mean.hpp"
-#include "dogpile/detail/json_text.hpp"
-#include "dogpile/error.hpp"
 
 namespace dogpile {
 
@@ -30,109 +25,19 @@ namespace dogpile {
 using BackendFactory =
     std::function<std::shared_ptr<CacheBackend>(const nlohmann::json& arguments)>;
 
-namespace detail {
-
-/// Where a backend name that is not registered comes from, so the error says what to do.
-struct BackendHint {
-  std::string_view name;       ///< the registered name
-  std::string_view component;  ///< the CMake target that provides it
-  std::string_view header;     ///< the header whose inclusion registers it
-};
-inline constexpr BackendHint kBackendHints[] = {
-    {"memory", "dogpile::core", "dogpile/backends/memory.hpp"},
-    {"memory_serialized", "dogpile::core", "dogpile/backends/memory.hpp"},
-    {"null", "dogpile::core", "dogpile/backends/null.hpp"},
-    {"disk", "dogpile::disk", "dogpile/backends/disk.hpp"},
-    {"fanout", "dogpile::disk", "dogpile/backends/disk.hpp"},
-    {"redis", "dogpile::redis", "dogpile/backends/redis.hpp"},
-    {"redis_sentinel", "dogpile::redis", "dogpile/backends/redis.hpp"},
-    {"redis_cluster", "dogpile::redis", "dogpile/backends/redis.hpp"},
-    {"memcached", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
-    {"pylibmc", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
-    {"bmemcached", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
-    {"pymemcache", "dogpile::memcached", "dogpile/backends/memcached.hpp"},
-    {"dbm", "dogpile::dbm", "dogpile/backends/dbm.hpp"},
-};
-
-struct Registry {
-  std::mutex mutex;
-  std::map<std::string, BackendFactory, std::less<>> factories;
-  static Registry& instance() {
-    static Registry r;
-    return r;
-  }
-};
-
-inline std::string_view strip_alias(std::string_view name) {
-  constexpr std::string_view prefix = "dogpile.cache.";
-  if (name.substr(0, prefix.size()) == prefix) name.remove_prefix(prefix.size());
-  return name;
-}
-
-[[noreturn]] inline void throw_plugin_not_found(std::string_view name,
-                                                const std::vector<std::string>& known) {
-  const std::string_view bare = strip_alias(name);
-  std::string msg = "no cache backend named '" + std::string(name) + "'";
-  for (const auto& h : kBackendHints) {
-    if (h.name == bare) {
-      msg += ": it is provided by " + std::string(h.component) + "; link that target, include <" +
-             std::string(h.header) +
-             "> somewhere in the program (or call dogpile::register_all_backends() from "
-             "<dogpile/all.hpp>)";
-      throw_error<PluginNotFound>(msg);
-    }
-  }
-  msg += did_you_mean(bare, known);
-  msg += " (registered: " + join_names(known) +
-         "; add your own with dogpile::register_backend(name, factory))";
-  throw_error<PluginNotFound>(msg);
-}
-
-}  // namespace detail
-
 /// Adds (or replaces) a backend under `name`. Thread-safe.
-inline void register_backend(std::string name, BackendFactory factory) {
-  auto& r = detail::Registry::instance();
-  std::lock_guard lk(r.mutex);
-  r.factories[std::string(detail::strip_alias(name))] = std::move(factory);
-}
+void register_backend(std::string name, BackendFactory factory);
 
 /// True if `name` (or its `dogpile.cache.` alias) is registered. Thread-safe.
-inline bool is_backend_registered(std::string_view name) {
-  auto& r = detail::Registry::instance();
-  std::lock_guard lk(r.mutex);
-  return r.factories.find(detail::strip_alias(name)) != r.factories.end();
-}
+bool is_backend_registered(std::string_view name);
 
 /// The registered names, sorted. Thread-safe.
-inline std::vector<std::string> registered_backends() {
-  auto& r = detail::Registry::instance();
-  std::lock_guard lk(r.mutex);
-  std::vector<std::string> out;
-  out.reserve(r.factories.size());
-  for (const auto& [name, f] : r.factories) out.push_back(name);
-  return out;
-}
+std::vector<std::string> registered_backends();
 
 /// Creates the backend registered under `name` with `arguments`.
 /// @throws PluginNotFound for an unknown name (the message lists the registered names and
 /// says what to include or link for a known one); ValidationError for bad arguments.
-inline std::shared_ptr<CacheBackend> make_backend(
-    std::string_view name, const nlohmann::json& arguments = nlohmann::json::object()) {
-  BackendFactory f;
-  {
-    auto& r = detail::Registry::instance();
-    std::lock_guard lk(r.mutex);
-    auto it = r.factories.find(detail::strip_alias(name));
-    if (it != r.factories.end()) f = it->second;
-  }
-  if (!f) detail::throw_plugin_not_found(name, registered_backends());
-  if (!arguments.is_null() && !arguments.is_object()) {
-    detail::throw_error<ValidationError>("backend arguments for '" + std::string(name) +
-                                         "' must be a JSON object, got " +
-                                         detail::json_text(arguments));
-  }
-  return f(arguments.is_null() ? nlohmann::json::object() : arguments);
-}
+std::shared_ptr<CacheBackend> make_backend(
+    std::string_view name, const nlohmann::json& arguments = nlohmann::json::value_t::object);
 
 }  // namespace dogpile

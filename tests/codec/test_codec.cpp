@@ -1,5 +1,6 @@
 // Codec<T>, the two envelopes and zlib: round trips, byte-exact dogpile.cache headers (checked
 // against CPython's json.dumps), and corrupt input that must give CantDeserialize, never a crash.
+#include <zlib.h>
 #include <catch2/catch.hpp>
 
 #include <cstddef>

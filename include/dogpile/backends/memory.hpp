@@ -17,7 +17,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <optional>
 #include <string>
@@ -29,9 +28,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dogpile/backend.hpp"
-#include "dogpile/detail/did_you_mean.hpp"
 #include "dogpile/detail/eviction.hpp"
-#include "dogpile/detail/json_text.hpp"
 #include "dogpile/error.hpp"
 #include "dogpile/registry.hpp"
 
@@ -53,27 +50,13 @@ struct MemoryOptions {
 
 namespace detail {
 
-inline constexpr std::size_t kMaxMemoryShards = std::size_t{1} << 16;
-
-/// @throws ValidationError naming the bad field.
-inline void validate_memory_options(const MemoryOptions& o) {
-  if (o.shards == 0 || o.shards > kMaxMemoryShards) {
-    throw_error<ValidationError>("memory backend option 'shards' must be in 1..65536, got " +
-                                 std::to_string(o.shards));
-  }
-  if (o.eviction != MemoryEviction::tiny_lfu && o.eviction != MemoryEviction::lru) {
-    throw_error<ValidationError>("memory backend option 'eviction' has an unknown value");
-  }
-}
-
 /// The shard count actually used for `o` (see `MemoryOptions::shards`). @throws ValidationError.
-inline std::size_t effective_memory_shards(const MemoryOptions& o) {
-  validate_memory_options(o);
-  std::size_t n = std::bit_ceil(std::clamp<std::size_t>(o.shards, 1, kMaxMemoryShards));
-  while (n > 1 && o.max_entries != 0 && o.max_entries / n < 16) n >>= 1;
-  while (n > 1 && o.max_bytes != 0 && o.max_bytes / n < (std::size_t{64} << 10)) n >>= 1;
-  return n;
-}
+/// Compiled in dogpile::core (src/core/memory.cpp), with the option parsing.
+std::size_t effective_memory_shards(const MemoryOptions& o);
+
+// The store, the slot and the backends' reads and writes stay in this header: a region's hit
+// on `memory` is a virtual call into an inlined shard lookup and copy, with no pointer to the
+// store in between.
 
 /// A sharded map from string keys to `V`, optionally bounded. Thread-safe.
 template <class V>
@@ -220,59 +203,8 @@ class ObjectSlot {
   Metadata meta_;
 };
 
-inline const nlohmann::json* memory_option(const nlohmann::json& a, const char* name) {
-  auto it = a.find(name);
-  return it == a.end() ? nullptr : &*it;
-}
-
-inline std::size_t memory_size_option(const nlohmann::json& v, const char* name, bool positive) {
-  const bool ok = v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0);
-  if (!ok || (positive && v.get<std::uint64_t>() == 0)) {
-    throw_error<ValidationError>(std::string("memory backend option '") + name + "' must be a " +
-                                 (positive ? "positive" : "non-negative") + " integer, got " +
-                                 detail::json_text(v));
-  }
-  return static_cast<std::size_t>(v.get<std::uint64_t>());
-}
-
 /// Parses the backend arguments (never modifies them). @throws ValidationError naming the option.
-inline MemoryOptions memory_options_from_json(const nlohmann::json& a) {
-  MemoryOptions o;
-  if (a.is_null()) return o;
-  if (!a.is_object()) {
-    throw_error<ValidationError>("memory backend arguments must be a JSON object, got " +
-                                 detail::json_text(a));
-  }
-  for (const auto& [name, value] : a.items()) {
-    if (name != "shards" && name != "max_entries" && name != "max_bytes" && name != "eviction") {
-      static constexpr std::string_view known[] = {"shards", "max_entries", "max_bytes",
-                                                   "eviction"};
-      throw_error<ValidationError>("memory backend: unknown option '" + name + "'" +
-                                   detail::did_you_mean(name, known) +
-                                   " (known: shards, max_entries, max_bytes, eviction)");
-    }
-  }
-  if (const auto* v = memory_option(a, "shards")) o.shards = memory_size_option(*v, "shards", true);
-  if (const auto* v = memory_option(a, "max_entries")) {
-    o.max_entries = memory_size_option(*v, "max_entries", false);
-  }
-  if (const auto* v = memory_option(a, "max_bytes")) {
-    o.max_bytes = memory_size_option(*v, "max_bytes", false);
-  }
-  if (const auto* v = memory_option(a, "eviction")) {
-    if (v->is_string() && v->get_ref<const std::string&>() == "tiny_lfu") {
-      o.eviction = MemoryEviction::tiny_lfu;
-    } else if (v->is_string() && v->get_ref<const std::string&>() == "lru") {
-      o.eviction = MemoryEviction::lru;
-    } else {
-      throw_error<ValidationError>(
-          "memory backend option 'eviction' must be \"tiny_lfu\" or \"lru\", got " +
-          detail::json_text(*v));
-    }
-  }
-  validate_memory_options(o);
-  return o;
-}
+MemoryOptions memory_options_from_json(const nlohmann::json& a);
 }  // namespace detail
 
 /// The `memory` backend: live objects in a sharded map. A region's value of at most 32 bytes
@@ -289,9 +221,7 @@ class MemoryBackend final : public CacheBackend {
   /// Arguments (JSON object, not modified): `shards` (positive integer), `max_entries`,
   /// `max_bytes` (non-negative integers, 0 = unbounded), `eviction` ("tiny_lfu" | "lru").
   /// @throws ValidationError naming the bad or unknown option.
-  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
-    return std::make_shared<MemoryBackend>(detail::memory_options_from_json(a));
-  }
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a);
 
   /// The options this backend was built with.
   [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
@@ -357,9 +287,7 @@ class MemorySerializedBackend final : public CacheBackend {
   explicit MemorySerializedBackend(MemoryOptions opts = {})
       : CacheBackend("memory_serialized"), opts_(opts), map_(opts) {}
   /// Same arguments as `MemoryBackend::from_arguments`. @throws ValidationError.
-  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a) {
-    return std::make_shared<MemorySerializedBackend>(detail::memory_options_from_json(a));
-  }
+  static std::shared_ptr<CacheBackend> from_arguments(const nlohmann::json& a);
 
   /// The options this backend was built with.
   [[nodiscard]] const MemoryOptions& options() const noexcept { return opts_; }
@@ -386,22 +314,9 @@ class MemorySerializedBackend final : public CacheBackend {
   detail::ShardedStore<std::string> map_;
 };
 
-/// Registers `memory` and `memory_serialized` (idempotent, thread-safe). Runs before `main` in
-/// every program that includes this header.
-inline void register_memory_backends() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    register_backend("memory",
-                     [](const nlohmann::json& a) { return MemoryBackend::from_arguments(a); });
-    register_backend("memory_serialized", [](const nlohmann::json& a) {
-      return MemorySerializedBackend::from_arguments(a);
-    });
-  });
-}
-
-namespace detail {
-/// Makes `configure("memory", …)` work for any program that includes this header.
-inline const bool memory_backends_registered = (register_memory_backends(), true);
-}  // namespace detail
+/// Registers `memory` and `memory_serialized` (idempotent, thread-safe). They are registered
+/// before the registry is first used, so calling this is never needed; it is kept for
+/// `<dogpile/all.hpp>` and programs that call it.
+void register_memory_backends();
 
 }  // namespace dogpile

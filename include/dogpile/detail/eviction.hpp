@@ -24,13 +24,9 @@
 #include <utility>
 #include <vector>
 
-namespace dogpile {
+#include "dogpile/detail/memory_eviction.hpp"
 
-/// Which entry a bounded memory backend drops when it is full.
-enum class MemoryEviction {
-  tiny_lfu,  ///< W-TinyLFU (Caffeine's policy): scan- and one-hit-wonder-resistant; the default
-  lru,       ///< plain least-recently-used, for comparison
-};
+namespace dogpile {
 
 namespace detail {
 
