@@ -2,7 +2,6 @@
 // master and a cluster (the Client routes).
 #include <algorithm>
 #include <cctype>
-#include <map>
 
 #include "client.hpp"
 #include "dogpile/backends/redis.hpp"
@@ -55,20 +54,6 @@ bool valid_lock_prefix(std::string_view p) {
     if (!(std::isalnum(c) != 0 || c == '_' || c == '-' || c == '.' || c == ':')) return false;
   }
   return true;
-}
-
-// Key positions grouped by hash slot, in first-seen order of the slots.
-std::vector<std::vector<std::size_t>> by_slot(const redis_detail::Client& c,
-                                              std::span<const std::string> keys) {
-  std::map<int, std::size_t> index;
-  std::vector<std::vector<std::size_t>> groups;
-  for (std::size_t i = 0; i < keys.size(); ++i) {
-    const int slot = c.slot_of(keys[i]);
-    auto [it, fresh] = index.try_emplace(slot, groups.size());
-    if (fresh) groups.emplace_back();
-    groups[it->second].push_back(i);
-  }
-  return groups;
 }
 
 }  // namespace
@@ -252,10 +237,11 @@ std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
   // One round trip: an MGET per slot group and a PTTL per key, pipelined (per node). Not a
   // transaction: a write between a key's GET and its PTTL came after its token, so it refuses
   // the install.
-  const auto groups = by_slot(*client_, mkeys);
+  const auto groups = redis_detail::group_by_slot(*client_, mkeys);
   std::vector<Routed> cmds;
   cmds.reserve(groups.size() + mkeys.size());
-  for (const auto& g : groups) {
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const auto g = groups.group(gi);
     Argv argv{"MGET"};
     argv.reserve(g.size() + 1);
     for (auto j : g) argv.push_back(mkeys[j]);
@@ -269,9 +255,10 @@ std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
   std::vector<std::optional<std::string>> values(mkeys.size());
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     Reply& r = replies[gi];
-    for (std::size_t j = 0; j < groups[gi].size() && j < r.elements.size(); ++j) {
+    const auto g = groups.group(gi);
+    for (std::size_t j = 0; j < g.size() && j < r.elements.size(); ++j) {
       Reply& e = r.elements[j];
-      if (e.type == Reply::Type::string) values[groups[gi][j]] = std::move(e.str);
+      if (e.type == Reply::Type::string) values[g[j]] = std::move(e.str);
     }
   }
   guard.armed = false;
@@ -300,23 +287,18 @@ std::vector<std::optional<std::string>> RedisBackendBase::do_get_multi(
     }
     return out;
   }
-  const auto groups = by_slot(*client_, keys);
-  std::vector<Routed> cmds;
-  cmds.reserve(groups.size());
-  for (const auto& g : groups) {
-    Argv argv{"MGET"};
-    argv.reserve(g.size() + 1);
-    for (auto i : g) argv.push_back(keys[i]);
-    cmds.push_back({keys[g.front()], std::move(argv)});
-  }
-  auto replies = client_->run_many(cmds);
+  // A cluster: one MGET per hash slot, every node's share sent before any reply is read.
+  const auto groups = redis_detail::group_by_slot(*client_, keys);
+  auto replies = client_->run_key_groups("MGET", keys, groups);
   std::vector<std::optional<std::string>> out(keys.size());
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     Reply& r = replies[gi];
     if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "MGET", r);
-    for (std::size_t j = 0; j < groups[gi].size() && j < r.elements.size(); ++j) {
+    const auto g = groups.group(gi);
+    const std::size_t m = std::min(g.size(), r.elements.size());
+    for (std::size_t j = 0; j < m; ++j) {
       Reply& e = r.elements[j];
-      if (e.type == Reply::Type::string) out[groups[gi][j]] = std::move(e.str);
+      if (e.type == Reply::Type::string) out[g[j]].emplace(std::move(e.str));
     }
   }
   return out;
@@ -333,7 +315,9 @@ void RedisBackendBase::do_set_multi(std::span<const BytesItem> items) {
     std::vector<std::string> keys;
     keys.reserve(items.size());
     for (const auto& it : items) keys.push_back(it.first);
-    for (const auto& g : by_slot(*client_, keys)) {
+    const auto groups = redis_detail::group_by_slot(*client_, keys);
+    for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+      const auto g = groups.group(gi);
       Argv argv{"MSET"};
       argv.reserve(2 * g.size() + 1);
       for (auto i : g) {
@@ -362,13 +346,8 @@ void RedisBackendBase::do_erase_multi(std::span<const std::string> keys) {
     if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);
     return;
   }
-  std::vector<Routed> cmds;
-  for (const auto& g : by_slot(*client_, keys)) {
-    Argv argv{"DEL"};
-    for (auto i : g) argv.push_back(keys[i]);
-    cmds.push_back({keys[g.front()], std::move(argv)});
-  }
-  const auto replies = client_->run_many(cmds);
+  const auto replies =
+      client_->run_key_groups("DEL", keys, redis_detail::group_by_slot(*client_, keys));
   for (const auto& k : keys) near_forget(k);
   for (const auto& r : replies) {
     if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "DEL", r);

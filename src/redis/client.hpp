@@ -23,6 +23,19 @@ struct Routed {
   Argv argv;
 };
 
+/// The keys of a multi-key call grouped by hash slot: group g is the key positions
+/// `order[start[g] .. start[g + 1])`, in the caller's order, all in slot `slot[g]`. Outside a
+/// cluster, one group of every key.
+struct KeyGroups {
+  std::vector<std::uint32_t> order;
+  std::vector<std::uint32_t> start;  // size() + 1 offsets into order
+  std::vector<int> slot;
+  [[nodiscard]] std::size_t size() const noexcept { return slot.size(); }
+  [[nodiscard]] std::span<const std::uint32_t> group(std::size_t g) const noexcept {
+    return std::span<const std::uint32_t>(order).subspan(start[g], start[g + 1] - start[g]);
+  }
+};
+
 /// Routes commands to the right master. Error replies that are about routing (MOVED, ASK,
 /// TRYAGAIN, CLUSTERDOWN, READONLY, MASTERDOWN) are handled inside; other error replies are
 /// returned to the caller. Connection failures become `ConnectionError`, reply timeouts
@@ -48,6 +61,23 @@ class Client {
     argv.emplace_back(name);
     argv.insert(argv.end(), keys.begin(), keys.end());
     return run(keys.front(), argv);
+  }
+  /// Runs `name k...` (MGET, DEL) once per group of `groups` (from `group_by_slot`: the keys of
+  /// one hash slot), each on the master serving it, pipelined per server; replies in group
+  /// order. Routing errors are handled as in `run_many`. This default copies every group into
+  /// a command for `run_many`; a cluster sends the keys straight from `keys`.
+  virtual std::vector<Reply> run_key_groups(std::string_view name,
+                                            std::span<const std::string> keys,
+                                            const KeyGroups& groups) {
+    std::vector<Routed> cmds(groups.size());
+    for (std::size_t g = 0; g < groups.size(); ++g) {
+      const auto pick = groups.group(g);
+      cmds[g].key = keys[pick.front()];
+      cmds[g].argv.reserve(pick.size() + 1);
+      cmds[g].argv.emplace_back(name);
+      for (const auto i : pick) cmds[g].argv.push_back(keys[i]);
+    }
+    return run_many(cmds);
   }
   /// Where a pub/sub subscriber connects: a master (a cluster forwards PUBLISH to every node).
   virtual Endpoint subscribe_endpoint() = 0;
@@ -99,5 +129,9 @@ Endpoint redirect_target(std::string_view error_reply);
 
 /// The cluster hash slot of `key` (CRC16-XMODEM of the key or its `{hash tag}`, mod 16384).
 int key_slot(std::string_view key) noexcept;
+
+/// `keys` grouped by `c.slot_of` (one group when `!c.sharded()`); groups in slot order.
+/// @throws std::bad_alloc only.
+KeyGroups group_by_slot(const Client& c, std::span<const std::string> keys);
 
 }  // namespace dogpile::redis_detail

@@ -440,15 +440,8 @@ std::vector<Reply> Connection::pipeline(std::span<const Argv* const> cmds) {
 }
 
 void Connection::send_pipeline(std::span<const Argv* const> cmds, Clock::time_point deadline) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  for (const Argv* argv : cmds) {
-    point_at(*argv, arg_ptrs_, arg_lens_);
-    if (redisAppendCommandArgv(ctx_, static_cast<int>(argv->size()), arg_ptrs_.data(),
-                               arg_lens_.data()) != REDIS_OK) {
-      fail();
-    }
-  }
-  write_all(deadline);
+  for (const Argv* argv : cmds) append(*argv);
+  flush(deadline);
 }
 
 std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
@@ -458,6 +451,42 @@ std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
   out.reserve(cmds.size());
   for (const Argv* argv : cmds) out.push_back(read_one(deadline, argv->size()));
   return out;
+}
+
+void Connection::append(const Argv& argv) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  point_at(argv, arg_ptrs_, arg_lens_);
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
+                             arg_lens_.data()) != REDIS_OK) {
+    fail();
+  }
+}
+
+void Connection::append_keys(std::string_view name, std::span<const std::string> keys,
+                             std::span<const std::uint32_t> pick) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  arg_ptrs_.clear();
+  arg_lens_.clear();
+  arg_ptrs_.push_back(name.data());
+  arg_lens_.push_back(name.size());
+  for (const std::uint32_t i : pick) {
+    arg_ptrs_.push_back(keys[i].data());
+    arg_lens_.push_back(keys[i].size());
+  }
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(arg_ptrs_.size()), arg_ptrs_.data(),
+                             arg_lens_.data()) != REDIS_OK) {
+    fail();
+  }
+}
+
+void Connection::flush(Clock::time_point deadline) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  write_all(deadline);
+}
+
+Reply Connection::read_reply(Clock::time_point deadline, std::size_t args) {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  return read_one(deadline, args);
 }
 
 void Connection::abandon() noexcept { broken_ = true; }

@@ -162,6 +162,17 @@ class Connection {
                      std::chrono::steady_clock::time_point deadline);
   std::vector<Reply> read_pipeline(std::span<const Argv* const> cmds,
                                    std::chrono::steady_clock::time_point deadline);
+  /// The pieces of a pipeline, for callers that route each command on their own (a cluster's
+  /// multi-key call): `append` queues a command without sending it; `append_keys` queues
+  /// `name keys[pick[0]] keys[pick[1]] ...` straight from the caller's strings (no `Argv`);
+  /// `flush` writes everything queued by `deadline`; `read_reply` reads the next reply, for a
+  /// command of `args` arguments (its size bound). Between `flush` and the last `read_reply`
+  /// the connection owes replies: read them or `abandon()` it. @throws ConnectionFailure.
+  void append(const Argv& argv);
+  void append_keys(std::string_view name, std::span<const std::string> keys,
+                   std::span<const std::uint32_t> pick);
+  void flush(std::chrono::steady_clock::time_point deadline);
+  Reply read_reply(std::chrono::steady_clock::time_point deadline, std::size_t args);
   /// Marks the connection `broken()` (its replies will not be read): a pool drops it.
   void abandon() noexcept;
   /// Shuts the socket down (no close): a read waiting in another thread returns at once and

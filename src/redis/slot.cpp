@@ -1,8 +1,10 @@
 // Redis Cluster key slots: CRC16 (XMODEM polynomial 0x1021, as the cluster specification's
 // reference implementation) of the key or of its hash tag, modulo 16384. No library we use
 // ships this CRC, and the routing code around the client is ours to write.
+#include <algorithm>
 #include <array>
 #include <cstdint>
+#include <numeric>
 
 #include "client.hpp"
 
@@ -47,6 +49,41 @@ int key_slot(std::string_view key) noexcept {
     }
   }
   return crc16(key) & 16383;
+}
+
+KeyGroups group_by_slot(const Client& c, std::span<const std::string> keys) {
+  KeyGroups out;
+  const auto n = static_cast<std::uint32_t>(keys.size());
+  out.order.resize(n);
+  if (n == 0) {
+    out.start = {0};
+    return out;
+  }
+  if (!c.sharded()) {
+    std::iota(out.order.begin(), out.order.end(), 0U);
+    out.start = {0, n};
+    out.slot = {0};
+    return out;
+  }
+  // (slot, position) packed into one integer and sorted: the groups in slot order, each
+  // group's keys in the caller's order, without a map or a vector per group.
+  std::vector<std::uint64_t> packed(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    packed[i] = (static_cast<std::uint64_t>(c.slot_of(keys[i])) << 32U) | i;
+  }
+  std::sort(packed.begin(), packed.end());
+  int prev = -1;
+  for (std::uint32_t j = 0; j < n; ++j) {
+    const auto slot = static_cast<int>(packed[j] >> 32U);
+    out.order[j] = static_cast<std::uint32_t>(packed[j]);
+    if (slot != prev) {
+      out.start.push_back(j);
+      out.slot.push_back(slot);
+      prev = slot;
+    }
+  }
+  out.start.push_back(n);
+  return out;
 }
 
 }  // namespace dogpile::redis_detail

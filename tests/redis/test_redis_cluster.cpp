@@ -377,6 +377,37 @@ TEST_CASE("redis_cluster: get_multi over every node equals one get per key, miss
   for (const auto& k : keys) CHECK_FALSE(b->get(k));
 }
 
+// Keys grouped by slot keep the caller's positions: several keys of one slot ({tag}s) scattered
+// among keys of other slots, a key given twice, each value back at its own index.
+TEST_CASE("redis_cluster: get_multi keeps the caller's order across slot groups and duplicates",
+          "[redis][cluster][multi]") {
+  auto b = plain();
+  std::vector<std::string> keys;
+  for (int i = 0; i < 30; ++i) {
+    keys.push_back("{t" + std::to_string(i % 4) + "}order" + std::to_string(i));
+    keys.push_back("order-free" + std::to_string(i));
+  }
+  keys.push_back(keys[5]);
+  keys.push_back(keys[0]);
+  std::vector<dogpile::BytesItem> items;
+  for (std::size_t i = 0; i + 2 < keys.size(); ++i) {
+    if (i % 5 != 4) items.emplace_back(keys[i], "v:" + keys[i]);
+  }
+  b->set_multi(items);
+  const auto got = b->get_multi(keys);
+  REQUIRE(got.size() == keys.size());
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    const std::size_t origin = i == keys.size() - 2 ? 5 : i == keys.size() - 1 ? 0 : i;
+    if (origin % 5 == 4) {
+      CHECK_FALSE(got[i]);
+    } else {
+      CHECK(got[i] == "v:" + keys[i]);
+    }
+  }
+  b->erase_multi(keys);
+  for (const auto& v : b->get_multi(keys)) CHECK_FALSE(v);
+}
+
 // The parallel property itself: with one node paused, the other nodes have run their share of
 // the call before the paused node answers. Done node after node, the nodes after the paused one
 // (whichever it is, in some round) would see nothing until it answered.
