@@ -721,9 +721,15 @@ class QueryCache {
                          .early_refresh = ro.early_refresh,
                          .lock_timeout = ro.lock_timeout,
                          .clock = ro.clock};
+    // The lock's outcomes count as get_or_create's do: a hit, a miss and its creation, a wait,
+    // a lease lost under a slow SELECT (reported, not lost in silence). The SELECT always runs
+    // in the caller's thread, never on the region's async_creation_runner: it uses the
+    // caller's database connection, which another thread must not touch.
+    auto observe = [&](LockEvent ev, std::chrono::nanoseconds d) {
+      r.report_lock_event(ev, rows_key, d);
+    };
     return dogpile::detail::run_dogpile_lock<Rows>([&] { return r.mutex_for(rows_key); }, read,
-                                                   create, nullptr, false, lo, exp,
-                                                   [](LockEvent, std::chrono::nanoseconds) {});
+                                                   create, nullptr, false, lo, exp, observe);
   }
 
   /// False (and logged) when `rows` exceed the query's `max_rows` or `max_bytes`.

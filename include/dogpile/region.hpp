@@ -258,6 +258,8 @@ class CacheRegion {
   /// `count_a` of `keys` as `A`, the rest as `B`. For a caller that runs its own
   /// `dogpile::Lock` over what it reads (dogpile::query reads a namespace's generation and a
   /// query's rows together). Expired values are returned, not dropped: the caller decides.
+  /// Not counted in the statistics: the caller's lock reports the outcome it decides (a hit,
+  /// a creation) through `report_lock_event`, as `get_or_create`'s lock does.
   /// Unless a group's `ignore_expiration`, a hard-invalidated value of it is a miss and a
   /// soft-invalidated one is made to look expired, as `get_or_create` reads them.
   /// @throws as `get_multi`; Error for a soft invalidation without an expiration.
@@ -287,11 +289,9 @@ class CacheRegion {
       if (i < count_a) {
         out.first.push_back(decode(std::type_identity<A>{}));
         filter(out.first.back(), opts_a);
-        count(out.first.back() ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
       } else {
         out.second.push_back(decode(std::type_identity<B>{}));
         filter(out.second.back(), opts_b);
-        count(out.second.back() ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, keys[i]);
       }
     };
     if (c.stores_objects) {
@@ -477,6 +477,16 @@ class CacheRegion {
   [[nodiscard]] bool key_is_locked(std::string_view key) const;
   /// The mutex `get_or_create` uses for `key` (mangled first).
   [[nodiscard]] std::shared_ptr<CacheMutex> mutex_for(std::string_view key) const;
+
+  /// For a component that runs the dogpile lock itself over `get_multi_cached` reads
+  /// (dogpile::query): records one of the lock's outcomes for `key` exactly as
+  /// `get_or_create` does (a hit, a stale value served, a wait of `waited`, a miss and its
+  /// creation, a lease lost under the creator) in the statistics, the listener and, for a lost
+  /// lease, the error callback. Thread-safe. @throws what the listener throws.
+  void report_lock_event(LockEvent e, std::string_view key,
+                         std::chrono::nanoseconds waited = {}) const {
+    on_lock_event(e, key, waited);
+  }
 
   /// A snapshot of the counters.
   [[nodiscard]] RegionStats stats() const;

@@ -3,10 +3,12 @@
 // invalidation by query / namespace / table, the error paths, relationships.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <mutex>
 #include <semaphore>
 #include <thread>
 
@@ -307,6 +309,39 @@ TEST_CASE("query: concurrent misses on one query run one SELECT (the dogpile loc
   for (auto& th : threads) th.join();
   CHECK(ok == 8);
   CHECK(selects == 1);
+}
+
+// The query's dogpile lock reports to the region as get_or_create's does: a miss and its
+// creation, then a hit, under the query's key (before, a cached query's lock reported nothing,
+// and a lease lost under a slow SELECT vanished).
+TEST_CASE("query: a cached query counts in the region's statistics and listener") {
+  dogpile::test::TempDir dir;
+  auto sqlite = qtest::make_db(dir.path() / "app.db");
+  std::mutex m;
+  std::vector<std::pair<dogpile::RegionEvent::Kind, std::string>> events;
+  auto region = dogpile::make_region({.listener = [&](const dogpile::RegionEvent& e) {
+    const std::lock_guard lk(m);
+    events.emplace_back(e.kind, std::string(e.key));
+  }});
+  region.configure("memory");
+  QueryCache cache(region);
+  const std::string key = cache.key_one("user", kUserSql, {1});
+  const auto of_key = [&](dogpile::RegionEvent::Kind k) {
+    const std::lock_guard lk(m);
+    return std::count(events.begin(), events.end(), std::make_pair(k, key));
+  };
+  using Kind = dogpile::RegionEvent::Kind;
+  REQUIRE(cache.one(sqlite, "user", kUserSql, {1}, map_user) == User{1, "ed"});
+  CHECK(of_key(Kind::miss) == 1);
+  CHECK(of_key(Kind::created) == 1);
+  CHECK(of_key(Kind::hit) == 0);
+  REQUIRE(cache.one(sqlite, "user", kUserSql, {1}, map_user) == User{1, "ed"});
+  CHECK(of_key(Kind::hit) == 1);
+  CHECK(of_key(Kind::created) == 1);
+  // The namespace's generation, made once by get_or_create, counts once as well.
+  const auto s = region.stats();
+  CHECK(s.creations == 2);
+  CHECK(s.hits == 1);
 }
 
 TEST_CASE("relationship: children per parent, one IN query for the misses only") {
