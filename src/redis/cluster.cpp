@@ -177,10 +177,11 @@ class ClusterClient final : public Client {
       throw_failure(e);
     }
     const auto deadline = std::chrono::steady_clock::now() + settings_.socket_timeout;
-    const auto read_share = [&](Connection& c, const Share& sh) {
+    const auto read_share = [&](Connection& c, const Share& sh,
+                                std::chrono::steady_clock::time_point by) {
       std::vector<Reply> rs;
       rs.reserve(sh.idx.size());
-      for (const auto i : sh.idx) rs.push_back(c.read_reply(deadline, b.args(i)));
+      for (const auto i : sh.idx) rs.push_back(c.read_reply(by, b.args(i)));
       return rs;
     };
     try {
@@ -196,7 +197,7 @@ class ClusterClient final : public Client {
       for (auto& sh : shares) {
         if (sh.failure) continue;
         try {
-          sh.replies = read_share(**sh.lease, sh);
+          sh.replies = read_share(**sh.lease, sh, deadline);
         } catch (const ConnectionFailure& e) {
           sh.failure = e;
         }
@@ -227,9 +228,11 @@ class ClusterClient final : public Client {
     for (Share* sh : timeout ? std::vector<Share*>{} : stale) {
       try {
         sh->replies = sh->pool->run([&](Connection& c) {
+          // A fresh call on a fresh connection: its own socket_timeout, as Pool::run gives one.
+          const auto by = std::chrono::steady_clock::now() + settings_.socket_timeout;
           for (const auto i : sh->idx) b.append(c, i);
-          c.flush(std::chrono::steady_clock::now() + settings_.socket_timeout);
-          return read_share(c, *sh);
+          c.flush(by);
+          return read_share(c, *sh, by);
         });
         sh->failure.reset();
       } catch (const ConnectionFailure& e) {

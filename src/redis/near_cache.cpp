@@ -31,7 +31,7 @@ std::string random_channel() {
 NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
                      std::size_t max_bytes, milliseconds max_staleness,
                      const std::atomic<std::uint64_t>* generation,
-                     std::function<void(const Endpoint&)> not_master)
+                     std::function<void(const Endpoint&)> not_master, bool cluster_node)
     : where_(std::move(where)),
       settings_(std::move(settings)),
       max_staleness_ns_(
@@ -42,6 +42,7 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
       fence_channel_(random_channel()),
       generation_(generation),
       not_master_(std::move(not_master)),
+      cluster_node_(cluster_node),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
   thread_ = std::make_unique<std::thread>([this] { loop(); });
@@ -241,6 +242,7 @@ void NearCache::connect_once() {
   }
   fence_inflight_ = false;
   next_fence_ = Clock::now();
+  my_slots_.clear();
   {
     std::lock_guard lk(mu_);
     epoch_.fetch_add(1);
@@ -288,11 +290,68 @@ void NearCache::handle(const Reply& r) {
     // A fence proves freshness only about the master the client still routes to.
     if (fence_inflight_ && payload.str == std::to_string(fence_seq_) &&
         generation() == connected_gen_.load()) {
+      fence_inflight_ = false;
+      // A cluster node that lost a slot without MIGRATE (a forced SETSLOT elsewhere, a higher
+      // config epoch learnt by gossip) deletes the slot's keys without an invalidation on
+      // Redis 7.0 (fixed in 7.2). The fence proves nothing then: the slots must be the ones
+      // seen before it was sent.
+      if (cluster_node_) {
+        std::string now = own_slots();
+        if (now != my_slots_) {
+          slots_changed(std::move(now));
+          return;
+        }
+      }
       // Every write executed before the fence was sent has been applied above.
       last_proof_ns_.store(fence_sent_ns_, std::memory_order_release);
-      fence_inflight_ = false;
     }
   }
+}
+
+std::string NearCache::own_slots() {
+  const Reply r = anchor_->command({"CLUSTER", "NODES"});
+  if (r.type != Reply::Type::string) {
+    throw ConnectionFailure(Failure::protocol, "CLUSTER NODES: " + r.str);
+  }
+  // One line per node: <id> <ip:port@cport> <flags> <master> <ping> <pong> <epoch> <link>
+  // <slot> ...; ours has `myself` among its flags. Migration marks ([slot->-id]) are left out:
+  // a MIGRATE invalidates what it moves.
+  std::string_view text = r.str;
+  while (!text.empty()) {
+    const auto eol = text.find('\n');
+    std::string_view line = text.substr(0, eol);
+    text = eol == std::string_view::npos ? std::string_view{} : text.substr(eol + 1);
+    std::string out;
+    bool mine = false;
+    int field = 0;
+    while (!line.empty()) {
+      const auto sp = line.find(' ');
+      std::string_view f = line.substr(0, sp);
+      line = sp == std::string_view::npos ? std::string_view{} : line.substr(sp + 1);
+      if (field == 2) mine = f.find("myself") != std::string_view::npos;
+      if (field == 2 && !mine) break;
+      if (field >= 8 && !f.empty() && f.front() != '[') {
+        out.append(f);
+        out.push_back(' ');
+      }
+      ++field;
+    }
+    if (mine) return out.empty() ? std::string("-") : out;  // "-": serves no slot
+  }
+  throw ConnectionFailure(Failure::protocol, "CLUSTER NODES names no `myself` node");
+}
+
+void NearCache::slots_changed(std::string now) {
+  const std::string was = std::move(my_slots_);
+  my_slots_ = std::move(now);
+  flush(endpoint_.str() + " serves other hash slots now (" + was + "-> " + my_slots_ +
+        "): a slot lost without MIGRATE loses its keys without an invalidation on Redis 7.0");
+  {
+    // Tracking itself is intact: serve again after the next fence proves freshness.
+    std::lock_guard lk(mu_);
+    ready_.store(true, std::memory_order_release);
+  }
+  if (not_master_) not_master_(endpoint_);  // the client reloads its slot map
 }
 
 void NearCache::loop() {
@@ -328,6 +387,14 @@ void NearCache::loop() {
                                       (role.elements.empty() ? role.str : role.elements[0].str) +
                                       ")");
         }
+        if (cluster_node_) {
+          std::string now_slots = own_slots();
+          if (!my_slots_.empty() && now_slots != my_slots_) {
+            slots_changed(std::move(now_slots));
+          } else {
+            my_slots_ = std::move(now_slots);
+          }
+        }
         const std::int64_t sent = now_ns();
         const Reply p = anchor_->command({"PUBLISH", fence_channel_, std::to_string(++fence_seq_)});
         if (p.is_error()) throw ConnectionFailure(Failure::protocol, "PUBLISH: " + p.str);
@@ -360,16 +427,18 @@ void NearCache::loop() {
 NearCaches::NearCaches(std::shared_ptr<Client> client, bool per_node, std::size_t max_bytes,
                        milliseconds max_staleness)
     : client_(std::move(client)), max_bytes_(max_bytes), max_staleness_(max_staleness) {
-  if (!per_node) single_ = make([c = client_] { return c->subscribe_endpoint(); }, max_bytes);
+  if (!per_node) {
+    single_ = make([c = client_] { return c->subscribe_endpoint(); }, max_bytes, false);
+  }
 }
 
-std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where,
-                                            std::size_t max_bytes) {
+std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where, std::size_t max_bytes,
+                                            bool cluster_node) {
   // The client outlives us (the backend holds both, and destroys us first).
   Client* c = client_.get();
-  return std::make_unique<NearCache>(std::move(where), client_->settings(), max_bytes,
-                                     max_staleness_, c->topology_counter(),
-                                     [c](const Endpoint& ep) { c->not_a_master(ep); });
+  return std::make_unique<NearCache>(
+      std::move(where), client_->settings(), max_bytes, max_staleness_, c->topology_counter(),
+      [c](const Endpoint& ep) { c->not_a_master(ep); }, cluster_node);
 }
 
 NearCache& NearCaches::for_key(std::string_view key) {
@@ -388,7 +457,7 @@ NearCache& NearCaches::for_key(std::string_view key) {
   std::unique_lock lk(m_);
   if (auto it = nodes_.find(node); it != nodes_.end()) return *it->second;
   if (node_bytes_ == 0) node_bytes_ = budget;
-  auto nc = make([ep] { return ep; }, node_bytes_);
+  auto nc = make([ep] { return ep; }, node_bytes_, true);
   if (hook_) nc->set_fill_hook(hook_);
   if (listener_) nc->set_invalidation_listener(listener_);
   return *nodes_.emplace(node, std::move(nc)).first->second;

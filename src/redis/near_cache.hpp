@@ -81,10 +81,11 @@ class NearCache {
   /// `*generation` is the client's topology generation (Client::topology_counter, never null): when
   /// it moves, L1 is emptied and tracking re-established on `where()` (a failover, a slot map
   /// change); fills and fences begun under another generation are refused. `not_master(ep)`
-  /// is told when the server tracked says (ROLE) it is no longer a master.
+  /// is told when the server tracked says (ROLE) it is no longer a master, or (`cluster_node`)
+  /// when the hash slots it serves changed.
   NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
             milliseconds max_staleness, const std::atomic<std::uint64_t>* generation,
-            std::function<void(const Endpoint&)> not_master = {});
+            std::function<void(const Endpoint&)> not_master = {}, bool cluster_node = false);
   /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
   ~NearCache();
   NearCache(const NearCache&) = delete;
@@ -135,6 +136,11 @@ class NearCache {
   void handle(const Reply& r);
   void invalidate_key(std::string_view key);  // mu_ held
   void flush(const std::string& reason);      // empties L1, bumps the epoch
+  // A cluster node's own slot ranges (CLUSTER NODES, its `myself` line). @throws
+  // ConnectionFailure(protocol) when it cannot say.
+  std::string own_slots();
+  // The node's slots differ from `my_slots_`: remember `now`, empty L1, tell the client.
+  void slots_changed(std::string now);
   static std::int64_t now_ns() {
     return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
         .count();
@@ -180,6 +186,9 @@ class NearCache {
   bool fence_inflight_ = false;
   std::int64_t fence_sent_ns_ = 0;
   Clock::time_point next_fence_{};
+  // A cluster node: the slots it served at the last check (empty: not checked since connect).
+  bool cluster_node_ = false;
+  std::string my_slots_;
 
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;
@@ -209,7 +218,8 @@ class NearCaches {
   void set_invalidation_listener(std::function<void(std::string_view)> listener);
 
  private:
-  std::unique_ptr<NearCache> make(std::function<Endpoint()> where, std::size_t max_bytes);
+  std::unique_ptr<NearCache> make(std::function<Endpoint()> where, std::size_t max_bytes,
+                                  bool cluster_node);
 
   std::shared_ptr<Client> client_;
   std::size_t max_bytes_;
