@@ -396,19 +396,15 @@ Reply Connection::read_one(Clock::time_point deadline, std::size_t args) {
 }
 
 Reply Connection::command(const Argv& argv) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   const auto deadline = Clock::now() + socket_timeout_;
-  point_at(argv, arg_ptrs_, arg_lens_);
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
-                             arg_lens_.data()) != REDIS_OK) {
-    fail();
-  }
+  append(argv);
   write_all(deadline);
   return read_one(deadline, argv.size());
 }
 
 Reply Connection::command(std::string_view name, std::span<const std::string> args) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   const auto deadline = Clock::now() + socket_timeout_;
   arg_ptrs_.clear();
   arg_lens_.clear();
@@ -418,10 +414,7 @@ Reply Connection::command(std::string_view name, std::span<const std::string> ar
     arg_ptrs_.push_back(a.data());
     arg_lens_.push_back(a.size());
   }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(arg_ptrs_.size()), arg_ptrs_.data(),
-                             arg_lens_.data()) != REDIS_OK) {
-    fail();
-  }
+  append_pointed();
   write_all(deadline);
   return read_one(deadline, arg_ptrs_.size());
 }
@@ -446,7 +439,7 @@ void Connection::send_pipeline(std::span<const Argv* const> cmds, Clock::time_po
 
 std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
                                              Clock::time_point deadline) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   std::vector<Reply> out;
   out.reserve(cmds.size());
   for (const Argv* argv : cmds) out.push_back(read_one(deadline, argv->size()));
@@ -454,17 +447,25 @@ std::vector<Reply> Connection::read_pipeline(std::span<const Argv* const> cmds,
 }
 
 void Connection::append(const Argv& argv) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   point_at(argv, arg_ptrs_, arg_lens_);
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
+  append_pointed();
+}
+
+void Connection::append_pointed() {
+  if (redisAppendCommandArgv(ctx_, static_cast<int>(arg_ptrs_.size()), arg_ptrs_.data(),
                              arg_lens_.data()) != REDIS_OK) {
     fail();
   }
 }
 
+void Connection::ensure_open() const {
+  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+}
+
 void Connection::append_keys(std::string_view name, std::span<const std::string> keys,
                              std::span<const std::uint32_t> pick) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   arg_ptrs_.clear();
   arg_lens_.clear();
   arg_ptrs_.push_back(name.data());
@@ -473,19 +474,16 @@ void Connection::append_keys(std::string_view name, std::span<const std::string>
     arg_ptrs_.push_back(keys[i].data());
     arg_lens_.push_back(keys[i].size());
   }
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(arg_ptrs_.size()), arg_ptrs_.data(),
-                             arg_lens_.data()) != REDIS_OK) {
-    fail();
-  }
+  append_pointed();
 }
 
 void Connection::flush(Clock::time_point deadline) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   write_all(deadline);
 }
 
 Reply Connection::read_reply(Clock::time_point deadline, std::size_t args) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   return read_one(deadline, args);
 }
 
@@ -496,17 +494,12 @@ void Connection::interrupt() noexcept {
 }
 
 void Connection::send(const Argv& argv) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
-  point_at(argv, arg_ptrs_, arg_lens_);
-  if (redisAppendCommandArgv(ctx_, static_cast<int>(argv.size()), arg_ptrs_.data(),
-                             arg_lens_.data()) != REDIS_OK) {
-    fail();
-  }
+  append(argv);
   write_all(Clock::now() + socket_timeout_);
 }
 
 std::optional<Reply> Connection::read_push(milliseconds wait) {
-  if (broken_) throw ConnectionFailure(Failure::closed, "redis connection already failed");
+  ensure_open();
   // A pushed message is one value: the same bounds as a one-argument reply. The budget spans
   // calls (a message may arrive over several waits); it restarts after each message.
   reply_budget_ = max_value_bytes_ + kMaxReplyLine;

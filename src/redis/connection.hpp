@@ -195,6 +195,10 @@ class Connection {
   using Clock = std::chrono::steady_clock;
   [[noreturn]] void fail();
   [[noreturn]] void fail_with(Failure kind, const std::string& why);
+  // @throws ConnectionFailure(closed) once the connection has failed.
+  void ensure_open() const;
+  // Appends the command that arg_ptrs_ / arg_lens_ point at to the output buffer.
+  void append_pointed();
   void write_all(Clock::time_point deadline);
   Reply read_one(Clock::time_point deadline, std::size_t args);
   // A complete reply already buffered, or nullptr; throws on a protocol error.
