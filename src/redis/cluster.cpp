@@ -62,17 +62,6 @@ class ClusterClient final : public Client {
 
   Reply run(std::string_view key, const Argv& argv) override { return run_at(key_slot(key), argv); }
 
-  Reply run_at(int slot, const Argv& argv) {
-    try {
-      return run_slot(slot, argv);
-    } catch (const ConnectionFailure& e) {
-      // A slot left without a node while CLUSTERDOWN was retried: a dogpile exception too
-      // (ClusterDownError), not the internal failure that CacheBackend would wrap as a plain
-      // BackendError.
-      throw_failure(e);
-    }
-  }
-
   std::vector<Reply> run_many(const std::vector<Routed>& cmds) override {
     struct Batch {
       const std::vector<Routed>& cmds;
@@ -152,6 +141,18 @@ class ClusterClient final : public Client {
   }
 
  private:
+  // One command on the node serving `slot`, following MOVED/ASK.
+  Reply run_at(int slot, const Argv& argv) {
+    try {
+      return run_slot(slot, argv);
+    } catch (const ConnectionFailure& e) {
+      // A slot left without a node while CLUSTERDOWN was retried: a dogpile exception too
+      // (ClusterDownError), not the internal failure that CacheBackend would wrap as a plain
+      // BackendError.
+      throw_failure(e);
+    }
+  }
+
   // Runs every command of `b` on the node serving its slot: one pipeline per node, every
   // node's share sent before any reply is read, under one deadline for the whole call (the
   // nodes work in parallel; a node that does not answer costs one socket_timeout, not one per
