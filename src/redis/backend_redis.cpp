@@ -56,6 +56,40 @@ bool valid_lock_prefix(std::string_view p) {
   return true;
 }
 
+// The prefixes the server tracks for a near cache limited to `prefixes`: each of them, and the
+// lock keys under them (`lock_prefix` + p: a lock key's DEL wakes this process's waiters).
+// Empty for no limit. @throws ValidationError for an empty prefix or two that overlap (one
+// starts the other: Redis refuses them).
+std::vector<std::string> tracked_prefixes(const char* backend,
+                                          const std::vector<std::string>& prefixes,
+                                          const std::string& lock_prefix) {
+  std::vector<std::string> tracked;
+  for (const auto& p : prefixes) {
+    if (p.empty()) {
+      detail::bad_argument(backend, "near_cache.prefixes",
+                           "has an empty prefix (it would cover every key: leave `prefixes` "
+                           "empty to cover them all)");
+    }
+    tracked.push_back(p);
+  }
+  for (const auto& p : prefixes) tracked.push_back(lock_prefix + p);
+  for (std::size_t i = 0; i < tracked.size(); ++i) {
+    for (std::size_t j = i + 1; j < tracked.size(); ++j) {
+      if (tracked[i].starts_with(tracked[j]) || tracked[j].starts_with(tracked[i])) {
+        const auto named = [&](std::size_t k) {
+          return k < prefixes.size() ? "'" + tracked[k] + "'"
+                                     : "'" + tracked[k] + "' (the lock keys of '" +
+                                           prefixes[k - prefixes.size()] + "')";
+        };
+        detail::bad_argument(backend, "near_cache.prefixes",
+                             "has overlapping prefixes " + named(i) + " and " + named(j) +
+                                 " (Redis refuses them: keep the shorter one)");
+      }
+    }
+  }
+  return tracked;
+}
+
 }  // namespace
 
 RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detail::Client> client,
@@ -84,7 +118,8 @@ RedisBackendBase::RedisBackendBase(std::string name, std::shared_ptr<redis_detai
     }
     near_ = std::make_shared<redis_detail::NearCaches>(
         client_, this->name() == "redis_cluster", nc.max_bytes,
-        std::chrono::duration_cast<std::chrono::milliseconds>(nc.max_staleness));
+        std::chrono::duration_cast<std::chrono::milliseconds>(nc.max_staleness), nc.prefixes,
+        tracked_prefixes(n, nc.prefixes, common_.lock_prefix));
     if (notifier_) {
       // Tracking covers the lock keys too: the DEL (or expiry) of a lock key by any holder,
       // Python's included (it publishes no release notice), wakes this process's waiters.
@@ -108,8 +143,15 @@ void RedisBackendBase::set_near_cache_fill_hook_for_testing(
   if (near_) near_->set_fill_hook(std::move(hook));
 }
 
+bool RedisBackendBase::near_covers(std::string_view key) const noexcept {
+  return near_ && near_->covers(key);
+}
+
 std::optional<std::string> RedisBackendBase::do_get(std::string_view key) {
-  if (near_) return near_get(key);
+  return near_covers(key) ? near_get(key) : server_get(key);
+}
+
+std::optional<std::string> RedisBackendBase::server_get(std::string_view key) {
   Reply r = client_->run(key, {"GET", std::string(key)});
   if (r.is_error()) redis_detail::throw_reply_error(client_->describe(), "GET", r);
   if (r.type != Reply::Type::string) return std::nullopt;
@@ -123,7 +165,7 @@ std::optional<std::string> RedisBackendBase::near_get(std::string_view key) {
 }
 
 DecodableBytes RedisBackendBase::do_get_decodable(std::string_view key, const DecodedKind& kind) {
-  if (!near_) return DecodableBytes{nullptr, do_get(key), nullptr};
+  if (!near_covers(key)) return DecodableBytes{nullptr, server_get(key), nullptr};
   redis_detail::NearCache& nc = near_->for_key(key);
   if (auto n = nc.lookup_node(key)) {
     // The decoded copy goes with its node: served under the same checks as the bytes.
@@ -205,6 +247,25 @@ void RedisBackendBase::do_erase(std::string_view key) {
 
 std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
     std::span<const std::string> keys) {
+  // Keys outside the near cache's prefixes are read as without one: all of them in one call,
+  // or, in a batch of both kinds, in a call of their own (a second round trip).
+  const auto outside = std::count_if(keys.begin(), keys.end(),
+                                     [&](const std::string& k) { return !near_->covers(k); });
+  if (outside == static_cast<std::ptrdiff_t>(keys.size())) return server_get_multi(keys);
+  if (outside > 0) {
+    std::vector<std::string> in_keys;
+    std::vector<std::string> out_keys;
+    for (const auto& k : keys) (near_->covers(k) ? in_keys : out_keys).push_back(k);
+    auto in_values = near_get_multi(in_keys);
+    auto out_values = server_get_multi(out_keys);
+    std::vector<std::optional<std::string>> out(keys.size());
+    std::size_t a = 0;
+    std::size_t b = 0;
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      out[i] = near_->covers(keys[i]) ? std::move(in_values[a++]) : std::move(out_values[b++]);
+    }
+    return out;
+  }
   std::vector<std::optional<std::string>> out(keys.size());
   std::vector<std::size_t> miss;
   std::vector<redis_detail::NearCache*> ncs;
@@ -273,7 +334,11 @@ std::vector<std::optional<std::string>> RedisBackendBase::near_get_multi(
 
 std::vector<std::optional<std::string>> RedisBackendBase::do_get_multi(
     std::span<const std::string> keys) {
-  if (near_) return near_get_multi(keys);
+  return near_ ? near_get_multi(keys) : server_get_multi(keys);
+}
+
+std::vector<std::optional<std::string>> RedisBackendBase::server_get_multi(
+    std::span<const std::string> keys) {
   if (!client_->sharded()) {
     // One master: one MGET of the caller's keys as they are (no copy, no grouping), each
     // value moved out of the reply into its slot.

@@ -31,7 +31,8 @@ std::string random_channel() {
 NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
                      std::size_t max_bytes, milliseconds max_staleness,
                      const std::atomic<std::uint64_t>* generation,
-                     std::function<void(const Endpoint&)> not_master, bool cluster_node)
+                     std::function<void(const Endpoint&)> not_master, bool cluster_node,
+                     std::vector<std::string> prefixes)
     : where_(std::move(where)),
       settings_(std::move(settings)),
       max_staleness_ns_(
@@ -43,6 +44,7 @@ NearCache::NearCache(std::function<Endpoint()> where, ConnectSettings settings,
       generation_(generation),
       not_master_(std::move(not_master)),
       cluster_node_(cluster_node),
+      prefixes_(std::move(prefixes)),
       pid_(::getpid()) {
   l1_.configure({detail::kUnbounded, max_bytes}, MemoryEviction::tiny_lfu);
   thread_ = std::make_unique<std::thread>([this] { loop(); });
@@ -233,10 +235,15 @@ void NearCache::connect_once() {
       ++confirmed;
     }
   }
-  // 2. A: BCAST tracking of every key, redirected to I (no per-key server memory).
+  // 2. A: BCAST tracking of every key (or of the prefixes), redirected to I (no per-key
+  // server memory).
   anchor_ = std::make_unique<Connection>(endpoint_, settings_);
-  const Reply t = anchor_->command(
-      {"CLIENT", "TRACKING", "on", "REDIRECT", std::to_string(id.integer), "BCAST"});
+  Argv tracking{"CLIENT", "TRACKING", "on", "REDIRECT", std::to_string(id.integer), "BCAST"};
+  for (const auto& p : prefixes_) {
+    tracking.emplace_back("PREFIX");
+    tracking.push_back(p);
+  }
+  const Reply t = anchor_->command(tracking);
   if (t.is_error()) {
     throw ConnectionFailure(Failure::protocol, "CLIENT TRACKING refused: " + t.str);
   }
@@ -425,8 +432,13 @@ void NearCache::loop() {
 }
 
 NearCaches::NearCaches(std::shared_ptr<Client> client, bool per_node, std::size_t max_bytes,
-                       milliseconds max_staleness)
-    : client_(std::move(client)), max_bytes_(max_bytes), max_staleness_(max_staleness) {
+                       milliseconds max_staleness, std::vector<std::string> prefixes,
+                       std::vector<std::string> tracked)
+    : client_(std::move(client)),
+      max_bytes_(max_bytes),
+      max_staleness_(max_staleness),
+      prefixes_(std::move(prefixes)),
+      tracked_(std::move(tracked)) {
   if (!per_node) {
     single_ = make([c = client_] { return c->subscribe_endpoint(); }, max_bytes, false);
   }
@@ -438,7 +450,13 @@ std::unique_ptr<NearCache> NearCaches::make(std::function<Endpoint()> where, std
   Client* c = client_.get();
   return std::make_unique<NearCache>(
       std::move(where), client_->settings(), max_bytes, max_staleness_, c->topology_counter(),
-      [c](const Endpoint& ep) { c->not_a_master(ep); }, cluster_node);
+      [c](const Endpoint& ep) { c->not_a_master(ep); }, cluster_node, tracked_);
+}
+
+bool NearCaches::covers(std::string_view key) const noexcept {
+  if (prefixes_.empty()) return true;
+  return std::any_of(prefixes_.begin(), prefixes_.end(),
+                     [key](const std::string& p) { return key.starts_with(p); });
 }
 
 NearCache& NearCaches::for_key(std::string_view key) {

@@ -35,6 +35,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "client.hpp"
 #include "connection.hpp"
@@ -83,9 +84,11 @@ class NearCache {
   /// change); fills and fences begun under another generation are refused. `not_master(ep)`
   /// is told when the server tracked says (ROLE) it is no longer a master, or (`cluster_node`)
   /// when the hash slots it serves changed.
+  /// `prefixes`: the key prefixes tracked (BCAST PREFIX each; empty: every key).
   NearCache(std::function<Endpoint()> where, ConnectSettings settings, std::size_t max_bytes,
             milliseconds max_staleness, const std::atomic<std::uint64_t>* generation,
-            std::function<void(const Endpoint&)> not_master = {}, bool cluster_node = false);
+            std::function<void(const Endpoint&)> not_master = {}, bool cluster_node = false,
+            std::vector<std::string> prefixes = {});
   /// Stops and joins the reader. In a forked child (no reader there) the thread is abandoned.
   ~NearCache();
   NearCache(const NearCache&) = delete;
@@ -189,6 +192,7 @@ class NearCache {
   // A cluster node: the slots it served at the last check (empty: not checked since connect).
   bool cluster_node_ = false;
   std::string my_slots_;
+  std::vector<std::string> prefixes_;  // tracked (empty: every key)
 
   std::atomic<bool> stop_{false};
   std::mutex stop_mu_;
@@ -202,8 +206,13 @@ class NearCache {
 /// `max_bytes` split evenly between the masters known when the first is made. Thread-safe.
 class NearCaches {
  public:
+  /// `prefixes`: the keys L1 may hold (empty: every key); `tracked`: the prefixes the server
+  /// tracks for us (those, and the lock keys under them).
   NearCaches(std::shared_ptr<Client> client, bool per_node, std::size_t max_bytes,
-             milliseconds max_staleness);
+             milliseconds max_staleness, std::vector<std::string> prefixes = {},
+             std::vector<std::string> tracked = {});
+  /// Whether `key` may be kept in L1 (it starts with one of the prefixes, or there are none).
+  [[nodiscard]] bool covers(std::string_view key) const noexcept;
   /// The near cache of the master serving `key` now (made at first use). Throws the client's
   /// dogpile exceptions when the cluster cannot say.
   NearCache& for_key(std::string_view key);
@@ -224,6 +233,8 @@ class NearCaches {
   std::shared_ptr<Client> client_;
   std::size_t max_bytes_;
   milliseconds max_staleness_;
+  std::vector<std::string> prefixes_;
+  std::vector<std::string> tracked_;
   std::unique_ptr<NearCache> single_;  // not a cluster
   std::shared_mutex m_;                // nodes_, hook_
   std::map<std::string, std::unique_ptr<NearCache>> nodes_;

@@ -332,7 +332,7 @@ std::shared_ptr<redis_detail::Client> cluster_client(RedisClusterOptions& o) {
   return redis_detail::make_cluster_client(std::move(eps), settings_of(b, o, 0), o.pool_size);
 }
 
-// `{"max_bytes": N, "max_staleness": seconds}`.
+// `{"max_bytes": N, "max_staleness": seconds, "prefixes": ["p", ...]}`.
 RedisNearCacheOptions near_cache_arg(const char* b, const nlohmann::json& v) {
   RedisNearCacheOptions nc;
   if (v.is_null()) return nc;
@@ -347,9 +347,20 @@ RedisNearCacheOptions near_cache_arg(const char* b, const nlohmann::json& v) {
           static_cast<std::size_t>(detail::int_arg(b, "near_cache.max_bytes", item.value(), 0));
     } else if (item.key() == "max_staleness") {
       nc.max_staleness = detail::seconds_arg(b, "near_cache.max_staleness", item.value());
+    } else if (item.key() == "prefixes") {
+      const auto& ps = item.value();
+      const bool strings = ps.is_array() && std::all_of(ps.begin(), ps.end(), [](const auto& p) {
+                             return p.is_string();
+                           });
+      if (!strings) {
+        bad_argument(b, "near_cache.prefixes",
+                     "must be a list of key prefixes (strings), got " + ps.dump());
+      }
+      for (const auto& p : ps) nc.prefixes.push_back(p.template get<std::string>());
     } else {
-      bad_argument(b, "near_cache",
-                   "has an unknown key '" + item.key() + "' (known: max_bytes, max_staleness)");
+      bad_argument(
+          b, "near_cache",
+          "has an unknown key '" + item.key() + "' (known: max_bytes, max_staleness, prefixes)");
     }
   }
   return nc;

@@ -233,6 +233,53 @@ TEST_CASE("redis near cache: get_multi takes hits from L1 and reads the misses i
   b->set_near_cache_fill_hook_for_testing(nullptr);
 }
 
+TEST_CASE("redis near cache: prefixes limit L1 and the server's messages to the keys under them",
+          "[redis][near]") {
+  RedisOptions o{.host = "127.0.0.1",
+                 .port = near_server().port(),
+                 .socket_timeout = 1000ms,
+                 .socket_connect_timeout = 500ms};
+  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s, .prefixes = {"ncp:a:", "ncp:b:"}};
+  auto b = std::make_shared<RedisBackend>(o);
+  auto other = std::make_shared<RedisBackend>(
+      RedisOptions{.host = "127.0.0.1", .port = near_server().port()});
+  b->set("ncp:a:1", "a1");
+  b->set("ncp:z:1", "z1");
+  REQUIRE(wait_serving(*b, "ncp:a:1"));
+
+  // A key outside the prefixes is never kept: each read is a GET on the server.
+  cli({"CONFIG", "RESETSTAT"});
+  const auto before = b->near_cache_stats();
+  for (int i = 0; i < 20; ++i) REQUIRE(b->get("ncp:z:1") == "z1");
+  CHECK(commandstat_calls(cli({"INFO", "commandstats"}), "get") == 20);
+  CHECK(b->near_cache_stats().l1_hits == before.l1_hits);
+  CHECK(b->near_cache_stats().fills == before.fills);
+  // So another client's write to it is read at once, with no message needed.
+  other->set("ncp:z:1", "z2");
+  CHECK(b->get("ncp:z:1") == "z2");
+  // A batch of both kinds: the covered key from L1, the others from the server, in order.
+  const auto hits = b->near_cache_stats().l1_hits;
+  const std::vector<std::optional<std::string>> want{"z2", "a1", std::nullopt};
+  const std::vector<std::string> mixed{"ncp:z:1", "ncp:a:1", "ncp:z:missing"};
+  CHECK(b->get_multi(mixed) == want);
+  CHECK(b->near_cache_stats().l1_hits == hits + 1);
+
+  // Writes outside the prefixes send this process nothing: 50 of them, then one under a
+  // prefix, whose message is the only one that arrives (tracked without PREFIX, all 51 do).
+  const auto inv0 = b->near_cache_stats().invalidations;
+  other->set("ncp:b:marker", "1");
+  REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations >= inv0 + 1; }));
+  const auto inv1 = b->near_cache_stats().invalidations;
+  for (int i = 0; i < 50; ++i) other->set("ncp:z:w" + std::to_string(i), "x");
+  other->set("ncp:b:marker", "2");
+  REQUIRE(poll_until([&] { return b->near_cache_stats().invalidations >= inv1 + 1; }));
+  std::this_thread::sleep_for(20ms);  // a later message would be counted by now
+  CHECK(b->near_cache_stats().invalidations == inv1 + 1);
+  // And a foreign write under a prefix still drops the L1 copy.
+  other->set("ncp:a:1", "a2");
+  CHECK(poll_until([&] { return b->get("ncp:a:1") == "a2"; }, 1000ms));
+}
+
 TEST_CASE("redis near cache: a killed subscriber empties L1 and later reads are right",
           "[redis][near]") {
   auto b = near_backend();
@@ -431,6 +478,29 @@ TEST_CASE("redis near cache: arguments", "[redis][near]") {
   CHECK_THROWS_AS(RedisBackend::from_arguments({{"near_cache", {{"size", 10}}}}),
                   dogpile::ValidationError);
   CHECK_THROWS_AS(RedisBackend::from_arguments({{"near_cache", 5}}), dogpile::ValidationError);
+  // prefixes: a list of strings, none empty, none starting another (nor the lock keys' of
+  // another: lock_prefix + p is tracked too).
+  auto pb = RedisBackend::from_arguments(
+      {{"host", "127.0.0.1"},
+       {"port", near_server().port()},
+       {"near_cache", {{"max_bytes", 4096}, {"prefixes", {"app:", "web:"}}}}});
+  CHECK(dynamic_cast<RedisBackend&>(*pb).options().near_cache.prefixes ==
+        std::vector<std::string>{"app:", "web:"});
+  const auto refused = [](const nlohmann::json& prefixes) {
+    try {
+      (void)RedisBackend::from_arguments(
+          {{"near_cache", {{"max_bytes", 4096}, {"prefixes", prefixes}}}});
+    } catch (const dogpile::ValidationError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  CHECK_THAT(refused("app:"), Catch::Contains("must be a list of key prefixes"));
+  CHECK_THAT(refused({"app:", 3}), Catch::Contains("must be a list of key prefixes"));
+  CHECK_THAT(refused({""}), Catch::Contains("empty prefix"));
+  CHECK_THAT(refused({"app:", "app:user:"}),
+             Catch::Contains("overlapping prefixes 'app:' and 'app:user:'"));
+  CHECK_THAT(refused({"x:", "_lockx:"}), Catch::Contains("the lock keys of 'x:'"));
   // The sentinel and cluster backends take it too (their tests: test_redis_sentinel and
   // test_redis_cluster [near]); nothing listens on port 1, the reader just retries.
   auto sb = dogpile::RedisSentinelBackend::from_arguments({{"sentinels", {{"127.0.0.1", 1}}},
@@ -615,6 +685,9 @@ TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidati
                  .socket_timeout = 1000ms,
                  .socket_connect_timeout = 500ms};
   o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  // Limited to prefixes, the lock keys under them are tracked too.
+  const bool limited = GENERATE(false, true);
+  if (limited) o.near_cache.prefixes = {"nc:"};
   o.distributed_lock = true;
   o.lock_sleep = 10s;  // the naps grow to 10 s: only a wake-up ends one early
   auto b = std::make_shared<RedisBackend>(o);
@@ -623,7 +696,7 @@ TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidati
   // Python dogpile.cache holder does it (a DEL, no release notice published).
   auto writer = near_region(std::make_shared<RedisBackend>(
       RedisOptions{.host = "127.0.0.1", .port = near_server().port()}));
-  const std::string key = "nc:lock-wake";
+  const std::string key = limited ? "nc:lock-wake-limited" : "nc:lock-wake";
   b->set("nc:lock-wake-warm", "x");
   REQUIRE(wait_serving(*b, "nc:lock-wake-warm"));  // tracking is up
   cli({"SET", b->lock_key(key), "python-holder", "PX", "30000"});

@@ -109,6 +109,14 @@ struct RedisNearCacheOptions {
   /// Longest time after the last proof of freshness (a heartbeat fence seen on the
   /// invalidation connection) that L1 may still serve a value; reads then go to Redis.
   Duration max_staleness = std::chrono::seconds(1);
+  /// The key prefixes L1 covers (`CLIENT TRACKING … BCAST PREFIX p …`, the lock keys under
+  /// them too): only keys starting with one of them are kept in L1, every other key is read
+  /// from Redis each time, and writes to other keys, by anyone, send this process nothing.
+  /// Empty (the default): every key, and every write on the server reaches every near-cache
+  /// process. Keep them few and shared by the fleet (the server compares each written key
+  /// with every distinct prefix). Two prefixes where one starts the other are refused
+  /// (`ValidationError`), as Redis refuses them.
+  std::vector<std::string> prefixes{};
 };
 
 /// What the near cache did. Plain aggregate (a snapshot).
@@ -269,6 +277,10 @@ class RedisBackendBase : public CacheBackend {
                                        std::shared_ptr<redis_detail::NearNode>* installed);
   std::vector<std::optional<std::string>> near_get_multi(std::span<const std::string> keys);
   void near_forget(std::string_view key);  // after this process's own write
+  // Whether `key` goes through the near cache (one is configured and its prefixes cover it).
+  [[nodiscard]] bool near_covers(std::string_view key) const noexcept;
+  std::optional<std::string> server_get(std::string_view key);  // a GET, no near cache
+  std::vector<std::optional<std::string>> server_get_multi(std::span<const std::string> keys);
 
   std::shared_ptr<redis_detail::Client> client_;
   Common common_;
@@ -286,8 +298,9 @@ class RedisBackend final : public RedisBackendBase {
   /// `socket_timeout`, `socket_connect_timeout` (seconds), `connection_pool` / `pool_size` /
   /// `max_connections` (an integer), `max_value_bytes` (an integer), `redis_expiration_time`
   /// (seconds), `distributed_lock`, `lock_timeout`, `lock_sleep`, `lock_blocking_timeout`
-  /// (seconds), `lock_prefix`, `near_cache` (an object: `max_bytes`, `max_staleness` seconds),
-  /// `thread_local_lock` (accepted and ignored: handles may be released from any thread),
+  /// (seconds), `lock_prefix`, `near_cache` (an object: `max_bytes`, `max_staleness` seconds,
+  /// `prefixes` a list of strings), `thread_local_lock` (accepted and ignored: handles may be
+  /// released from any thread),
   /// `connection_kwargs` (its username/password/timeouts applied, other keys ignored),
   /// `socket_keepalive[_options]` (ignored), redis-py's `ssl`/`ssl_*` names. An unknown name is
   /// refused (unlike dogpile) with a "did you mean" and the known names.
