@@ -10,6 +10,7 @@ usage: interop_persistent.py MODE DIR
 Exit status 0 on success; mismatches are printed to stderr.
 """
 import sys
+import time
 
 import diskcache
 
@@ -52,7 +53,15 @@ def main():
         print(repr(list(deque)))
     elif mode == 'append-many':
         deque = diskcache.Deque(directory=directory)
-        for i in range(300):
+        deque.append('py-0')
+        # Wait (up to 10 s) for the C++ writer's next append before going on, so the two
+        # writers overlap in every run: a burst of 300 appends can otherwise finish while the
+        # C++ side sleeps in SQLite's busy handler (seen under ASan).
+        seen = len(deque)
+        deadline = time.monotonic() + 10
+        while len(deque) == seen and time.monotonic() < deadline:
+            time.sleep(0.001)
+        for i in range(1, 300):
             deque.append('py-%d' % i)
     elif mode == 'write-index':
         index = diskcache.Index(directory)
