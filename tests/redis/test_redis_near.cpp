@@ -56,16 +56,22 @@ RedisServer& near_server() {
   return s;
 }
 
-// `port`: 0 = near_server()'s (another: a proxy in front of it).
-std::shared_ptr<RedisBackend> near_backend(std::chrono::milliseconds staleness = 1000ms,
-                                           std::chrono::milliseconds socket_timeout = 1000ms,
-                                           int port = 0) {
+// The options of a near-cached backend. `port`: 0 = near_server()'s (another: a proxy in front
+// of it, or a server of the test's own).
+RedisOptions near_options(std::chrono::milliseconds staleness = 1000ms,
+                          std::chrono::milliseconds socket_timeout = 1000ms, int port = 0) {
   RedisOptions o{.host = "127.0.0.1",
                  .port = port != 0 ? port : near_server().port(),
                  .socket_timeout = socket_timeout,
                  .socket_connect_timeout = 500ms};
   o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
-  return std::make_shared<RedisBackend>(o);
+  return o;
+}
+
+std::shared_ptr<RedisBackend> near_backend(std::chrono::milliseconds staleness = 1000ms,
+                                           std::chrono::milliseconds socket_timeout = 1000ms,
+                                           int port = 0) {
+  return std::make_shared<RedisBackend>(near_options(staleness, socket_timeout, port));
 }
 
 // Polls `pred` every millisecond for at most `limit`; true as soon as it holds.
@@ -235,11 +241,8 @@ TEST_CASE("redis near cache: get_multi takes hits from L1 and reads the misses i
 
 TEST_CASE("redis near cache: prefixes limit L1 and the server's messages to the keys under them",
           "[redis][near]") {
-  RedisOptions o{.host = "127.0.0.1",
-                 .port = near_server().port(),
-                 .socket_timeout = 1000ms,
-                 .socket_connect_timeout = 500ms};
-  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s, .prefixes = {"ncp:a:", "ncp:b:"}};
+  RedisOptions o = near_options();
+  o.near_cache.prefixes = {"ncp:a:", "ncp:b:"};
   auto b = std::make_shared<RedisBackend>(o);
   auto other = std::make_shared<RedisBackend>(
       RedisOptions{.host = "127.0.0.1", .port = near_server().port()});
@@ -366,11 +369,7 @@ TEST_CASE("redis near cache: a server demoted to a replica stops L1 (ROLE before
   // master that still answers after a failover must not keep L1 serving.
   RedisServer tracked;
   RedisServer other;
-  RedisOptions o{.host = "127.0.0.1",
-                 .port = tracked.port(),
-                 .socket_timeout = 1000ms,
-                 .socket_connect_timeout = 500ms};
-  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1000ms};
+  const RedisOptions o = near_options(1000ms, 1000ms, tracked.port());
   RedisBackend b(o);
   other.cli({"SET", "nc:demoted", "v"});
   b.set("nc:demoted", "v");
@@ -680,11 +679,7 @@ TEST_CASE("redis near cache: a lost subscriber drops the decoded copies too", "[
 
 TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidation, not its poll",
           "[redis][near]") {
-  RedisOptions o{.host = "127.0.0.1",
-                 .port = near_server().port(),
-                 .socket_timeout = 1000ms,
-                 .socket_connect_timeout = 500ms};
-  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  RedisOptions o = near_options();
   // Limited to prefixes, the lock keys under them are tracked too.
   const bool limited = GENERATE(false, true);
   if (limited) o.near_cache.prefixes = {"nc:"};
@@ -734,11 +729,7 @@ TEST_CASE("redis near cache: a lock waiter is woken by the lock key's invalidati
 
 TEST_CASE("redis near cache: the read after a lock acquisition comes from the server, not L1",
           "[redis][near]") {
-  RedisOptions o{.host = "127.0.0.1",
-                 .port = near_server().port(),
-                 .socket_timeout = 1000ms,
-                 .socket_connect_timeout = 500ms};
-  o.near_cache = {.max_bytes = 1 << 20, .max_staleness = 1s};
+  RedisOptions o = near_options();
   o.distributed_lock = true;
   auto b = std::make_shared<RedisBackend>(o);
   auto reader = dogpile::make_region({.stale_policy = dogpile::block});
