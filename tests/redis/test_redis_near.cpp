@@ -4,6 +4,7 @@
 // max_staleness bound while the server is paused (SIGSTOP), and a staleness checker across
 // processes under every single fault in turn. Each case was checked to fail with
 // its mechanism planted out of src/redis/near_cache.cpp.
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -529,9 +531,22 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
                                                             .socket_connect_timeout = 500ms});
   // The readers reach the server through a proxy the test can freeze (a partition the writer,
   // connected directly, does not see).
-  dogpile::test::FreezableProxy proxy(near_server().port());
+  // The reader processes are forked before the proxy's thread starts: a child forked while
+  // another thread holds the allocator's lock (ASan's is not fork-safe) deadlocks in its first
+  // malloc (seen as readers still running 10 s after stop). They learn the proxy's port
+  // through shared memory.
+  void* shared = ::mmap(nullptr, sizeof(std::atomic<int>), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(shared != MAP_FAILED);
+  auto* proxy_port = new (shared) std::atomic<int>(0);
   dogpile::test::StalenessChecker checker("nc:staleness", staleness);
-  checker.start_readers([&] { return near_backend(staleness, 500ms, proxy.port()); });
+  checker.start_readers([&] {
+    const auto until = Clock::now() + 10s;
+    while (proxy_port->load() == 0 && Clock::now() < until) std::this_thread::sleep_for(1ms);
+    return near_backend(staleness, 500ms, proxy_port->load());
+  });
+  dogpile::test::FreezableProxy proxy(near_server().port());
+  proxy_port->store(proxy.port());
   checker.start_writer([&](const std::string& v) { writer->set(checker.key(), v); });
 
   // The faults, one after another, each given time to heal.
@@ -579,6 +594,7 @@ TEST_CASE("redis near cache: staleness checker, 2 reader processes x 2 threads u
   CHECK(seen.versions > 500);
   CHECK(seen.l1_hits > 1000);  // L1 really served reads between the faults
   CHECK(seen.violations == 0);
+  ::munmap(shared, sizeof(std::atomic<int>));
 }
 
 // ---- decoded values kept in L1 (a region's hit is not decoded again) ----------------------

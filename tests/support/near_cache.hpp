@@ -10,7 +10,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <functional>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -128,11 +130,19 @@ class StalenessChecker {
              std::chrono::steady_clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      if (got == 0) {
+      const bool stuck = got == 0;
+      if (stuck) {
         ::kill(pid, SIGKILL);
         got = ::waitpid(pid, &status, 0);
       }
-      if (got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) ++reader_failures_;
+      if (got != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        ++reader_failures_;
+        std::fprintf(stderr, "staleness reader process %d: %s %d\n", static_cast<int>(pid),
+                     stuck                 ? "still running 10 s after stop, killed; status"
+                     : WIFSIGNALED(status) ? "killed by signal"
+                                           : "exit status",
+                     WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+      }
     }
     reader_pids_.clear();
     for (auto& t : reader_threads_) t.join();
@@ -208,11 +218,27 @@ class StalenessChecker {
           if (v) judge(std::stoi(*v), start);  // (FLUSHALL: no version)
         }
       };
-      std::thread second(loop);
-      loop();
+      // Whatever ends a reader early is said on stderr: a failed reader must be explainable.
+      std::string failure;
+      std::mutex failure_m;
+      auto guarded = [&] {
+        try {
+          loop();
+        } catch (const std::exception& e) {
+          const std::lock_guard lk(failure_m);
+          failure = e.what();
+        } catch (...) {
+          const std::lock_guard lk(failure_m);
+          failure = "an exception that is not a std::exception";
+        }
+      };
+      std::thread second(guarded);
+      guarded();
       second.join();
-      return true;
-    } catch (...) {
+      if (!failure.empty()) std::fprintf(stderr, "staleness reader failed: %s\n", failure.c_str());
+      return failure.empty();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "staleness reader failed: %s\n", e.what());
       return false;
     }
   }
