@@ -517,7 +517,14 @@ struct DbmBackend::Impl {
       if (gdbm_errno == GDBM_ITEM_NOT_FOUND) return std::nullopt;
       gdbm_fail("cannot read from");
     }
-    std::string out(v.dptr, static_cast<std::size_t>(v.dsize));
+    const auto n = static_cast<std::size_t>(v.dsize);
+    if (n > opts.max_value_bytes) {
+      // Over the bound: a miss, as documented. GDBM has already read it (its API has no size
+      // query), but it is not copied, decoded or returned.
+      std::free(v.dptr);
+      return std::nullopt;
+    }
+    std::string out(v.dptr, n);
     std::free(v.dptr);
     return out;
   }

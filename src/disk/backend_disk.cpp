@@ -175,6 +175,22 @@ std::optional<std::string> read_one(DiskCache& cache, const Key& key) {
     return envelope_of(std::move(rec->value));
   } catch (const UnsupportedFormat&) {
     return std::nullopt;  // pickled by Python: not a region value
+  } catch (const ValueTooLargeError&) {
+    return std::nullopt;  // over max_value_bytes, refused unread: a miss the next set replaces
+  }
+}
+
+// The envelopes of `keys` from one snapshot, appended to `out`; false if one value cannot be
+// read in bulk (pickled, or over max_value_bytes): then read key by key, where it is a miss.
+bool many_values(DiskCache& cache, std::span<const Key> keys,
+                 std::vector<std::optional<std::string>>& out) {
+  try {
+    for (auto& v : cache.get_many_values(keys)) out.push_back(envelope_of(std::move(v)));
+    return true;
+  } catch (const UnsupportedFormat&) {
+    return false;
+  } catch (const ValueTooLargeError&) {
+    return false;
   }
 }
 
@@ -255,17 +271,28 @@ const std::filesystem::path& required_dir(const char* backend, const std::filesy
   return p;
 }
 
+// The cache options with the backend's max_value_bytes (or the caller's own, if lower): the
+// cache then refuses a larger stored value before reading it.
+template <class CacheOpts>
+CacheOpts bounded(const char* backend, CacheOpts o, std::size_t max_value_bytes) {
+  if (max_value_bytes == 0) {
+    detail::throw_error<ValidationError>(std::string(backend) +
+                                         " backend: 'max_value_bytes' must be at least 1");
+  }
+  o.max_value_bytes = std::min(o.max_value_bytes.value_or(max_value_bytes), max_value_bytes);
+  return o;
+}
+
 }  // namespace
 
 // ---- DiskBackend ----------------------------------------------------------------------------
 
 DiskBackend::DiskBackend(DiskBackendOptions options)
-    : opts_(std::move(options)), cache_(required_dir("disk", opts_.directory), opts_.cache) {
+    : opts_(std::move(options)),
+      cache_(required_dir("disk", opts_.directory),
+             bounded("disk", opts_.cache, opts_.max_value_bytes)) {
   if (opts_.lock.lock_timeout.count() <= 0) {
     detail::throw_error<ValidationError>("disk backend: 'lock_timeout' must be positive");
-  }
-  if (opts_.max_value_bytes == 0) {
-    detail::throw_error<ValidationError>("disk backend: 'max_value_bytes' must be at least 1");
   }
 }
 
@@ -294,10 +321,9 @@ std::vector<std::optional<std::string>> DiskBackend::do_get_multi(
   std::vector<Key> ks(keys.begin(), keys.end());
   std::vector<std::optional<std::string>> out;
   out.reserve(keys.size());
-  try {
-    for (auto& v : cache_.get_many_values(ks)) out.push_back(envelope_of(std::move(v)));
-  } catch (const UnsupportedFormat&) {
-    out.clear();  // one pickled value: fall back to key-by-key, where it reads as a miss
+  if (!many_values(cache_, ks, out)) {
+    // One value read key by key reads as a miss there (pickled, or over max_value_bytes).
+    out.clear();
     for (const auto& k : ks) out.push_back(read_one(cache_, k));
   }
   return out;
@@ -322,12 +348,11 @@ std::shared_ptr<CacheMutex> DiskBackend::do_get_mutex(std::string_view key) {
 // ---- FanoutBackend --------------------------------------------------------------------------
 
 FanoutBackend::FanoutBackend(FanoutBackendOptions options)
-    : opts_(std::move(options)), cache_(required_dir("fanout", opts_.directory), opts_.cache) {
+    : opts_(std::move(options)),
+      cache_(required_dir("fanout", opts_.directory),
+             bounded("fanout", opts_.cache, opts_.max_value_bytes)) {
   if (opts_.lock.lock_timeout.count() <= 0) {
     detail::throw_error<ValidationError>("fanout backend: 'lock_timeout' must be positive");
-  }
-  if (opts_.max_value_bytes == 0) {
-    detail::throw_error<ValidationError>("fanout backend: 'max_value_bytes' must be at least 1");
   }
 }
 
@@ -376,10 +401,11 @@ std::vector<std::optional<std::string>> FanoutBackend::do_get_multi(
     sub.reserve(idx.size());
     for (auto i : idx) sub.push_back(ks[i]);
     DiskCache& c = cache_.shard(shard);
-    try {
-      auto vals = c.get_many_values(sub);
-      for (std::size_t j = 0; j < idx.size(); ++j) out[idx[j]] = envelope_of(std::move(vals[j]));
-    } catch (const UnsupportedFormat&) {
+    std::vector<std::optional<std::string>> vals;
+    vals.reserve(idx.size());
+    if (many_values(c, sub, vals)) {
+      for (std::size_t j = 0; j < idx.size(); ++j) out[idx[j]] = std::move(vals[j]);
+    } else {
       for (auto i : idx) out[i] = read_one(c, ks[i]);
     }
   }

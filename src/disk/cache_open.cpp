@@ -43,6 +43,9 @@ DiskCacheImpl::DiskCacheImpl(const fs::path& directory, DiskCacheOptions options
   if (opts_.disk_min_file_size && *opts_.disk_min_file_size < 0) {
     throw_error<ValidationError>("disk_min_file_size: must not be negative");
   }
+  if (opts_.max_value_bytes && *opts_.max_value_bytes == 0) {
+    throw_error<ValidationError>("max_value_bytes: must be at least 1");
+  }
   if (directory.empty()) throw_error<ValidationError>("directory: must not be empty");
   std::error_code ec;
   dir_ = fs::absolute(directory, ec);
@@ -94,6 +97,10 @@ void DiskCacheImpl::configure(Connection& c) {
   // its own timeout.
   c.arm(opts_.read_only ? opts_.timeout : std::max<std::chrono::milliseconds>(opts_.timeout, 60s),
         false);
+  if (opts_.max_value_bytes) {
+    c.value_limit = static_cast<int>(
+        std::min<std::size_t>(*opts_.max_value_bytes, std::numeric_limits<int>::max()));
+  }
   // Per-connection pragmas (diskcache re-applies every sqlite_* setting on each connection).
   for (const auto& [name, value] : pragmas_) {
     if (name == "sqlite_cache_size" || name == "sqlite_mmap_size" || name == "sqlite_synchronous") {

@@ -101,7 +101,7 @@ std::optional<Item<DiskValue>> head_loop(DiskCacheImpl& impl, bool retry, bool r
         sqlite3_stmt* s = select(c);
         {
           StmtGuard g(s);
-          if (!detail::step(c, s, "queue select")) {
+          if (!detail::step_value_row(c, s, "queue select")) {
             sqlite3_reset(s);
             tx.commit();
             return std::nullopt;

@@ -18,7 +18,7 @@ std::optional<Row> lookup(DiskCacheImpl& impl, Connection& c, const Key& key) {
   c.arm(impl.options().timeout, false);
   detail::bind_key(s, 1, key);
   sqlite3_bind_double(s, 2, impl.now());
-  if (!detail::step(c, s, "get")) return std::nullopt;
+  if (!detail::step_value_row(c, s, "get")) return std::nullopt;
   return detail::read_row(s);
 }
 }  // namespace
@@ -145,7 +145,7 @@ std::vector<std::optional<DiskValue>> DiskCache::get_many_values(std::span<const
         StmtGuard g(s);
         detail::bind_key(s, 1, keys[i]);
         sqlite3_bind_double(s, 2, now);
-        if (detail::step(c, s, "get_many")) {
+        if (detail::step_value_row(c, s, "get_many")) {
           rows[i] = detail::read_row(s);
           found[i] = true;
         }

@@ -59,7 +59,7 @@ inline constexpr const char* kBeginImmediate = "BEGIN IMMEDIATE";
 inline constexpr const char* kCommit = "COMMIT";
 inline constexpr const char* kRollback = "ROLLBACK";
 // The old row of a set: its rowid (the row set_value updates in place), its expiry (for add)
-// and its file (to delete after the commit).
+// and its file (to delete after the commit); not its value, which a set never needs to load.
 inline constexpr const char* kSelectOld =
     "SELECT rowid, expire_time, filename FROM Cache WHERE key = ? AND raw = 1";
 // set_value's write once kSelectOld has told whether the row exists (inside BEGIN IMMEDIATE, so

@@ -18,6 +18,18 @@ Stored DiskCacheImpl::store(const DiskValue& value) const {
   std::optional<DiskValue> encoded;
   if (opts_.serializer) encoded = opts_.serializer->encode(value);
   const DiskValue& v = encoded ? *encoded : value;
+  if (opts_.max_value_bytes) {
+    std::size_t n = 0;
+    if (const auto* t = std::get_if<std::string>(&v)) n = t->size();
+    if (const auto* b = std::get_if<Bytes>(&v)) n = b->data.size();
+    if (n > *opts_.max_value_bytes) {
+      throw_error<ValidationError>(
+          "disk cache " + dir_.string() + ": cannot store a value of " + std::to_string(n) +
+          " bytes" + (encoded ? " (as the serializer encoded it)" : "") +
+          ": more than max_value_bytes (" + std::to_string(*opts_.max_value_bytes) +
+          "); raise max_value_bytes, or use set_stream");
+    }
+  }
   Stored out;
   auto min = static_cast<std::size_t>(min_file_size_.load(std::memory_order_relaxed));
   if (const auto* t = std::get_if<std::string>(&v)) {
@@ -59,7 +71,13 @@ std::optional<DiskValue> DiskCacheImpl::materialize_stored(Row& row, const Key& 
     case kModeBinary:
     case kModeText: {
       if (!row.filename) break;
-      auto data = read_value_file(dir_, *row.filename);
+      std::optional<std::string> data;
+      try {
+        data = read_value_file(dir_, *row.filename, opts_.max_value_bytes.value_or(SIZE_MAX));
+      } catch (const ValueTooLargeError& e) {
+        throw ValueTooLargeError("disk cache " + dir_.string() + ": the value of key " +
+                                 key.repr() + ": " + e.what());
+      }
       if (!data) return std::nullopt;  // removed by a concurrent writer: a miss
       if (row.mode == kModeText) return DiskValue(std::move(*data));
       return DiskValue(Bytes{std::move(*data)});

@@ -95,10 +95,10 @@ bool DiskCache::set_stream(const Key& key, std::istream& in, const SetOptions& o
   double now = impl.now();
   std::optional<std::string> old_file;
   {
-    sqlite3_stmt* s = c.prepare(detail::kSelectAny);
+    sqlite3_stmt* s = c.prepare(detail::kSelectOld);  // only the old file: no value loaded
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
-    if (detail::step(c, s, "select")) old_file = detail::column_opt_text(s, 3);
+    if (detail::step(c, s, "select")) old_file = detail::column_opt_text(s, 2);
   }
   {
     sqlite3_stmt* s = c.prepare(detail::kUpsert);
@@ -167,7 +167,7 @@ std::int64_t DiskCache::incr(const Key& key, std::int64_t delta,
     sqlite3_stmt* s = c.prepare(detail::kSelectAny);
     StmtGuard g(s);
     detail::bind_key(s, 1, key);
-    if (detail::step(c, s, "incr select")) {
+    if (detail::step_value_row(c, s, "incr select")) {
       rowid = sqlite3_column_int64(s, 0);
       auto exp = detail::column_opt_double(s, 1);
       expired = exp && *exp < now;
@@ -245,7 +245,7 @@ std::optional<Item<DiskValue>> DiskCache::pop_record(const Key& key, bool retry)
       StmtGuard g(s);
       detail::bind_key(s, 1, key);
       sqlite3_bind_double(s, 2, impl.now());
-      if (!detail::step(c, s, "pop")) {
+      if (!detail::step_value_row(c, s, "pop")) {
         tx.commit();
         return std::nullopt;
       }
@@ -306,10 +306,10 @@ void DiskCache::set_many_values(std::span<const std::pair<Key, DiskValue>> items
     std::string rel = stored[i].file.rel();
     tx.adopt(stored[i].file);
     {
-      sqlite3_stmt* s = c.prepare(detail::kSelectAny);
+      sqlite3_stmt* s = c.prepare(detail::kSelectOld);  // only the old file: no value loaded
       StmtGuard g(s);
       detail::bind_key(s, 1, key);
-      if (detail::step(c, s, "select")) tx.cleanup(detail::column_opt_text(s, 3));
+      if (detail::step(c, s, "select")) tx.cleanup(detail::column_opt_text(s, 2));
     }
     sqlite3_stmt* s = c.prepare(detail::kUpsert);
     StmtGuard g(s);

@@ -219,6 +219,7 @@ FanoutCache::FanoutCache(const fs::path& directory, FanoutCacheOptions options)
     o.read_only = options.read_only;
     o.serializer = options.serializer;
     o.hot_cache_bytes = options.hot_cache_bytes;
+    o.max_value_bytes = options.max_value_bytes;
     o.private_cache = options.private_cache;
     if (o.read_only) o.size_limit.reset();
     st.shards.emplace_back(st.dir / shard_name(i), std::move(o));

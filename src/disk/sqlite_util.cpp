@@ -33,6 +33,11 @@ void throw_sqlite_message(int rc, const std::string& errmsg, const std::string& 
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       throw TimeoutError(msg + " (database locked past the timeout)");
+    case SQLITE_TOOBIG:
+      // Only reads of values under max_value_bytes have a limit this low (SQLite's is 1 GB).
+      throw ValueTooLargeError(msg +
+                               " (a stored value is larger than max_value_bytes; it was refused "
+                               "before it was read: raise max_value_bytes, or delete the entry)");
     case SQLITE_READONLY:
       throw ReadOnlyError(msg);
     case SQLITE_CORRUPT:
@@ -253,6 +258,18 @@ std::optional<Key> column_key(sqlite3_stmt* s, int i) {
 
 bool step(Connection& c, sqlite3_stmt* s, std::string_view what) {
   int rc = sqlite3_step(s);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  c.fail(rc, what);
+}
+
+bool step_value_row(Connection& c, sqlite3_stmt* s, std::string_view what) {
+  if (c.value_limit < 0) return step(c, s, what);
+  // The limit is checked where a column is loaded (OP_Column), per column: the values this
+  // step returns are loaded by the time it returns, so the limit is lifted again at once.
+  const int prior = sqlite3_limit(c.db(), SQLITE_LIMIT_LENGTH, c.value_limit);
+  const int rc = sqlite3_step(s);
+  sqlite3_limit(c.db(), SQLITE_LIMIT_LENGTH, prior);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
   c.fail(rc, what);

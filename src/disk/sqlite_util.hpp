@@ -83,6 +83,8 @@ class Connection {
   /// rollback of that level, dropped by the outermost COMMIT.
   std::vector<std::pair<std::size_t, std::function<void()>>> undo_on_rollback;
   std::int64_t size_rowid = 0;  ///< rowid of Settings 'size' once seen (0: unknown)
+  /// SQLITE_LIMIT_LENGTH for the selects that read values (step_value_row); -1 = SQLite's.
+  int value_limit = -1;
 
  private:
   static int busy_handler(void* self, int count);
@@ -121,5 +123,9 @@ void bind_opt_key(sqlite3_stmt* s, int i, const std::optional<Key>& key);
 std::optional<Key> column_key(sqlite3_stmt* s, int i);
 /// Steps; returns true for a row, false when done; throws on errors.
 bool step(Connection& c, sqlite3_stmt* s, std::string_view what);
+/// As step, for a select of stored values: a string or blob longer than `c.value_limit` makes
+/// SQLite fail the step (SQLITE_TOOBIG, `ValueTooLargeError`) before it loads the value. Only
+/// these steps are bounded: a delete, a cull or `check` must still reach an oversized row.
+bool step_value_row(Connection& c, sqlite3_stmt* s, std::string_view what);
 
 }  // namespace dogpile::detail

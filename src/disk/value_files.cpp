@@ -350,11 +350,19 @@ ValueFileState stat_value_file(const fs::path& dir, const std::string& rel, std:
   return state;
 }
 
-std::optional<std::string> read_value_file(const fs::path& dir, const std::string& rel) {
+std::optional<std::string> read_value_file(const fs::path& dir, const std::string& rel,
+                                           std::size_t max_bytes) {
   ValueFileState state{};
   std::int64_t size = 0;
   Fd fd(open_value(dir, rel, state, &size));
   if (fd.fd < 0) return std::nullopt;
+  auto too_large = [&](const std::string& how) {
+    throw ValueTooLargeError("value file " + (dir / rel).string() + " is " + how +
+                             " bytes, more than max_value_bytes (" + std::to_string(max_bytes) +
+                             "); refused before reading it (raise max_value_bytes, or stream "
+                             "it with read())");
+  };
+  if (static_cast<std::uint64_t>(size) > max_bytes) too_large(std::to_string(size));
   std::string out;
   if (size > 0) out.reserve(static_cast<std::size_t>(size));
   char buf[1 << 16];
@@ -365,6 +373,9 @@ std::optional<std::string> read_value_file(const fs::path& dir, const std::strin
       io_fail(dir / rel, "cannot read value file", errno);
     }
     if (r == 0) break;
+    // The file may grow after fstat (someone appending to it): the bound holds for the read.
+    if (static_cast<std::size_t>(r) > max_bytes - out.size())
+      too_large("over " + std::to_string(max_bytes));
     out.append(buf, static_cast<std::size_t>(r));
   }
   return out;

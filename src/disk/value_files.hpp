@@ -63,9 +63,10 @@ enum class ValueFileState : std::uint8_t {
 ValueFileState stat_value_file(const std::filesystem::path& dir, const std::string& rel,
                                std::int64_t* size);
 /// The content of a value file, or nullopt if it is missing or unsafe (see ValueFileState).
-/// @throws BackendError on I/O failure.
-std::optional<std::string> read_value_file(const std::filesystem::path& dir,
-                                           const std::string& rel);
+/// @throws ValueTooLargeError when the file is over `max_bytes` (checked before reading, and
+///   while reading: it may grow); BackendError on I/O failure.
+std::optional<std::string> read_value_file(const std::filesystem::path& dir, const std::string& rel,
+                                           std::size_t max_bytes);
 /// A stream over a value file (reading the file opened safely), or nullptr as read_value_file.
 std::unique_ptr<std::istream> open_value_stream(const std::filesystem::path& dir,
                                                 const std::string& rel);

@@ -494,6 +494,21 @@ inline void max_value_bytes(const SizedFactory& factory) {
   CHECK_FALSE(s.region.get<std::string>(big));         // over the backend's bound: a miss
   CHECK(s.region.get_or_create(big, [] { return std::string("fresh"); }) == "fresh");
   CHECK(s.region.get<std::string>(fits) == fitting_value);
+  // Stored uncompressed over the bound (a writer with a larger bound): never returned; a miss,
+  // or a BackendError where a server's reply is over it. Either way the backend stays usable.
+  Region plain(roomy);
+  const auto raw = unique_key("mvb_raw");
+  plain.region.set(raw, big_value);
+  CHECK(plain.region.get<std::string>(raw) == big_value);
+  std::optional<std::string> got;
+  try {
+    got = s.region.get<std::string>(raw);
+  } catch (const dogpile::BackendError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("max_value_bytes"));
+  }
+  CHECK_FALSE(got);
+  CHECK(s.region.get<std::string>(fits) == fitting_value);
+  plain.region.erase(raw);
   r.region.erase(big);
   r.region.erase(fits);
 }

@@ -435,3 +435,63 @@ TEST_CASE("private_cache refuses an existing directory others can read or write"
     CHECK(cache.set("k", 1));
   }
 }
+
+// max_value_bytes bounds a stored value *before* it is read (issue 18): a value file by its
+// size, an inline value by SQLite's length limit. A planted file of 64 GiB (sparse)
+// would otherwise be reserved and read whole (std::bad_alloc or the machine's memory), and a
+// planted 8 MiB inline blob returned.
+TEST_CASE("max_value_bytes refuses a planted large value before reading it", "[disk][hostile]") {
+  TempDir root;
+  const fs::path dir = root / "cache";
+  dogpile::DiskCacheOptions o;
+  o.sqlite_synchronous = 0;
+  o.max_value_bytes = std::size_t{1} << 20;
+  DiskCache cache(dir, o);
+  REQUIRE(cache.set("file", Bytes{std::string(40000, 'v')}));
+  REQUIRE(cache.set("inline", Bytes{std::string(100, 'i')}));
+  REQUIRE(cache.set("other", 7));
+
+  SECTION("a value file grown to 64 GiB") {
+    auto full = cache.file_path("file");
+    REQUIRE(full);
+    fs::resize_file(*full, std::uintmax_t{64} << 30);  // sparse: no disk taken
+    CHECK_THROWS_AS(cache.get<Bytes>("file"), dogpile::ValueTooLargeError);
+    CHECK_THROWS_WITH(cache.get<Bytes>("file"),
+                      Catch::Contains("max_value_bytes") && Catch::Contains("'file'"));
+    auto stream = cache.read("file");  // streaming takes no memory: still allowed
+    REQUIRE(stream);
+    char head[4] = {};
+    stream->read(head, 4);
+    CHECK(std::string(head, 4) == "vvvv");
+    auto warnings = cache.check();  // the file's size no longer matches its row
+    REQUIRE(warnings.size() == 1);
+    CHECK_THAT(warnings[0].message, Catch::Contains("size"));
+  }
+  SECTION("an inline blob of 8 MiB") {
+    sql(dir, "UPDATE Cache SET value = zeroblob(8388608) WHERE key = 'inline'");
+    CHECK_THROWS_AS(cache.get<Bytes>("inline"), dogpile::ValueTooLargeError);
+    CHECK_THROWS_AS(cache.pop<Bytes>("inline"), dogpile::ValueTooLargeError);
+    CHECK(cache.erase("inline"));  // and the way out works
+    CHECK_FALSE(cache.get<Bytes>("inline"));
+    REQUIRE(cache.set("inline", Bytes{std::string(100, 'i')}));
+    CHECK(cache.check().empty());
+  }
+  // Other keys still read, and the cache's count is unchanged.
+  CHECK(cache.get<std::int64_t>("other") == 7);
+  CHECK(cache.size() == 3);
+
+  // Writes over the bound are refused with the way out; set_stream writes any size.
+  CHECK_THROWS_WITH(cache.set("big", Bytes{std::string(std::size_t{2} << 20, 'b')}),
+                    Catch::Contains("max_value_bytes") && Catch::Contains("set_stream"));
+  std::istringstream in(std::string(std::size_t{2} << 20, 's'));
+  REQUIRE(cache.set_stream("streamed", in));
+  CHECK_THROWS_AS(cache.get<std::string>("streamed"), dogpile::ValueTooLargeError);
+  CHECK(cache.read("streamed"));
+  CHECK_THROWS_WITH(DiskCache(root / "zero",
+                              [] {
+                                dogpile::DiskCacheOptions z;
+                                z.max_value_bytes = 0;
+                                return z;
+                              }()),
+                    Catch::Contains("max_value_bytes"));
+}

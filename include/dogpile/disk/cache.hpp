@@ -106,14 +106,15 @@ struct DiskCacheOptions {
   Duration timeout = std::chrono::seconds(60);       ///< deadline for the write lock, then
                                                      ///< TimeoutError (`60s`, `0.5s`…)
   Clock clock = system_clock();  ///< source of "now" for expiry, store/access times
-  bool read_only = false;        ///< open SQLITE_OPEN_READONLY: no writes at open, writes throw
+  /// Open SQLITE_OPEN_READONLY: no writes at open, writes throw ReadOnlyError; the cache must
+  /// already exist.
+  bool read_only = false;
   /// Keep the cache to this user: the directory is made 0700 and the database, its WAL/shm and
   /// the value files 0600; an existing directory that group or others can read or write, or
   /// that another user owns, is refused (`DatabaseError` naming it and its mode). Default
   /// false: modes follow the process umask, as python-diskcache's do (0777/0666 & ~umask).
   /// Not a persisted setting: every process opening the directory should set it.
   bool private_cache = false;
-  ///< ReadOnlyError; the cache must already exist
   std::size_t access_flush_events = 1024;  ///< flush buffered LRU/LFU/stat updates after this many
   Duration access_flush_interval = std::chrono::seconds(1);  ///< …or this long
   /// Encodes every stored value and decodes every value read (`<dogpile/disk/serializer.hpp>`:
@@ -130,6 +131,15 @@ struct DiskCacheOptions {
   /// WAL journal mode only (otherwise off); off for read-only opens; not a persisted setting.
   /// See docs/disk.md, "Hot-read cache".
   std::size_t hot_cache_bytes = std::size_t{8} << 20;
+  /// Largest value (as stored: after the serializer) a read takes into memory, and a write
+  /// accepts; nullopt (the default, as python-diskcache) = no bound but SQLite's 1 GB per inline
+  /// value. A larger stored value is refused *before* it is read: a value file by its size, an
+  /// inline value or a key by SQLite (`SQLITE_LIMIT_LENGTH`, set to this plus 1 MiB for the
+  /// key), so a tampered `cache.db` or a planted value file cannot make one `get` take the
+  /// memory. Reads over it throw `ValueTooLargeError`, writes `ValidationError`. `read` and
+  /// `set_stream` stream a value file of any size. The `disk` and `fanout` backends set it to
+  /// their `max_value_bytes` (default 64 MiB). At least 1; not a persisted setting.
+  std::optional<std::size_t> max_value_bytes{};
 };
 
 /// The effective settings of an open cache (as stored in its Settings table).

@@ -54,6 +54,8 @@ struct FanoutCacheOptions {
   /// Per shard: DiskCacheOptions::hot_cache_bytes (0 = off). The default, 1 MiB per shard, is
   /// the 8 MiB of a default `DiskCache` spread over the default 8 shards.
   std::size_t hot_cache_bytes = std::size_t{1} << 20;
+  /// Per shard: DiskCacheOptions::max_value_bytes (nullopt = unbounded, as python-diskcache).
+  std::optional<std::size_t> max_value_bytes{};
 };
 
 /// diskcache's portable key hash (`Disk.hash`): adler32 over the serialized key. Exposed so tools

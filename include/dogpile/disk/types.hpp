@@ -239,6 +239,14 @@ class CorruptDatabaseError : public DatabaseError {
   using DatabaseError::DatabaseError;
 };
 
+/// A stored value or key is larger than the cache's `max_value_bytes`: refused before it was
+/// read, so it took no memory. What to do: raise `max_value_bytes`, stream a file value with
+/// `read`, or delete the entry. The `disk` and `fanout` backends read it as a miss.
+class ValueTooLargeError : public DatabaseError {
+ public:
+  using DatabaseError::DatabaseError;
+};
+
 /// A write was attempted on a cache opened read-only, or the directory/database is not writable.
 class ReadOnlyError : public DatabaseError {
  public:
