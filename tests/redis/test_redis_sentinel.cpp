@@ -590,9 +590,6 @@ TEST_CASE(
   // No read may return a version overwritten more than max_staleness before it began.
   REQUIRE(sentinels().rejoin_old_master());
   constexpr auto staleness = 200ms;
-  auto writer_options = options();
-  writer_options.socket_timeout = 1500ms;  // the failover hold lasts until +promoted-slave
-  RedisSentinelBackend writer(writer_options);
   dogpile::test::StalenessChecker checker(unique_key("nearstale"), staleness);
   checker.start_readers([&] {
     auto o = options();
@@ -600,6 +597,11 @@ TEST_CASE(
     o.near_cache = {.max_bytes = 1 << 20, .max_staleness = staleness};
     return std::make_shared<RedisSentinelBackend>(o);
   });
+  // The writer's backend starts its sentinel subscriber threads: built only after the readers
+  // are forked (a child forked while one of them held ASan's allocator lock would deadlock).
+  auto writer_options = options();
+  writer_options.socket_timeout = 1500ms;  // the failover hold lasts until +promoted-slave
+  RedisSentinelBackend writer(writer_options);
   checker.start_writer([&](const std::string& v) { writer.set(checker.key(), v); });
   const auto settle = [] { std::this_thread::sleep_for(250ms); };
   settle();
