@@ -506,3 +506,92 @@ TEST_CASE("inline values are destroyed outside the shard lock", "[memory][inline
     CHECK(destroyed == 4);
   }
 }
+
+// An unbounded shard's reads take no lock (detail/epoch.hpp): while a writer grows the table
+// (every resize relinks the chains), replaces and erases values, a reader never misses a key
+// that stays present, never sees a value that was not stored, and never reads a freed node
+// (ASan, TSan). One shard, so that every write meets the readers; many small tables in turn,
+// so that the readers meet many resizes (a reader that walked a chain while it was relinked,
+// and did not look again, would miss keys here).
+TEST_CASE("unbounded reads without a lock: no false miss, no torn or freed value",
+          "[memory][threads][lockfree]") {
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+  constexpr int kRounds = 15;  // the sanitizers check what happens, not how often: fewer rounds
+#else
+  constexpr int kRounds = 200;
+#endif
+  constexpr int kStable = 64;
+  constexpr int kGrown = 2000;
+  auto stable_value = [](int i) { return "stable value number " + std::to_string(i) + "....."; };
+  std::vector<std::shared_ptr<MemoryBackend>> backends;
+  for (int r = 0; r < kRounds; ++r) {
+    auto b = std::make_shared<MemoryBackend>(MemoryOptions{.shards = 1});
+    for (int i = 0; i < kStable; ++i) {
+      const std::string v = stable_value(i);
+      b->set_object_copy("s" + std::to_string(i), &v, dogpile::object_ops<std::string>, {}, 0);
+    }
+    backends.push_back(std::move(b));
+  }
+  std::atomic<int> round{0};
+  std::atomic<int> misses{0}, wrong{0};
+  std::atomic<long> reads{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t) {
+    readers.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t + 11));
+      for (int r = round.load(); r < kRounds; r = round.load()) {
+        MemoryBackend& b = *backends[static_cast<std::size_t>(r)];
+        const int i = static_cast<int>(rng() % kStable);
+        const auto got = read_as<std::string>(b, "s" + std::to_string(i));
+        if (!got) {
+          ++misses;
+        } else if (*got != stable_value(i)) {
+          ++wrong;
+        }
+        const int h = static_cast<int>(rng() % 16);
+        if (auto v = read_as<std::string>(b, "h" + std::to_string(h))) {
+          if (v->rfind("h" + std::to_string(h) + "-", 0) != 0) ++wrong;
+        }
+        ++reads;
+      }
+    });
+  }
+  for (int r = 0; r < kRounds; ++r) {
+    MemoryBackend& b = *backends[static_cast<std::size_t>(r)];
+    for (int n = 0; n < kGrown; ++n) {
+      const std::string g = "g" + std::to_string(n);
+      const std::string gv = "grown value " + g + " padded past the SSO";
+      b.set_object_copy(g, &gv, dogpile::object_ops<std::string>, {}, 0);  // grows the table
+      const std::string h = "h" + std::to_string(n % 16);
+      const std::string hv = h + "-" + std::to_string(n) + " replaced, heap-allocated";
+      b.set_object_copy(h, &hv, dogpile::object_ops<std::string>, {}, 0);
+      if (n % 3 == 0) b.erase("g" + std::to_string(n / 2));
+    }
+    CHECK(b.size() == kStable + 16 + kGrown - (kGrown + 2) / 3);
+    round = r + 1;
+  }
+  for (auto& th : readers) th.join();
+  INFO("reads " << reads.load());
+  CHECK(reads > 0);
+  CHECK(misses == 0);
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("unbounded: a replaced or erased value is destroyed at once when no read is running",
+          "[memory][inline][lockfree]") {
+  auto b = std::make_shared<MemoryBackend>(MemoryOptions{.shards = 1});
+  std::atomic<int> destroyed{0};
+  {
+    const Reentrant r(b, &destroyed);
+    b->set_object_copy("a", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    b->set_object_copy("b", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    destroyed = 0;
+    b->set_object("a", object_of(1));  // replaces a: its destructor reads the cache
+    CHECK(destroyed == 1);
+    b->erase("b");
+    CHECK(destroyed == 2);
+    b->set_object_copy("c", &r, dogpile::object_ops<Reentrant>, {}, 0);
+    b->clear();
+    CHECK(destroyed == 3);
+  }
+}

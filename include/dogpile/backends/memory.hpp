@@ -72,7 +72,7 @@ class ShardedStore {
     const PrehashedKey k{key, hash_key(key)};
     return shard(k).get(k);
   }
-  /// Calls `f(value, weight)` under the shard's mutex if `key` is present; see
+  /// Calls `f(value, weight)` if `key` is present (under the shard's mutex if bounded); see
   /// `EvictingShard::visit`.
   template <class F>
   bool visit(std::string_view key, F&& f) {
@@ -211,8 +211,12 @@ MemoryOptions memory_options_from_json(const nlohmann::json& a);
 /// (a `std::string`, a `std::vector`, a small struct) is kept in the map's node, one
 /// allocation per entry, and a region's hit copies it straight out (`read_object`); a bigger
 /// one, or a `StoredObject` given to `set_object`, is kept behind its `shared_ptr`.
-/// Thread-safe: one mutex per shard, held only for the map lookup, the policy update and the
-/// copy of a hit.
+/// Thread-safe. Unbounded, a read takes no lock and writes nothing shared (it pins an epoch,
+/// walks the map through atomic links and copies the value out of its node, which is never
+/// changed once stored and is freed only once no read can hold it); the copy of a value may
+/// run in several threads at once, as for any `const` object. Bounded, a read locks its shard's
+/// mutex (a hit updates the eviction policy). Writes lock their shard's mutex; a replaced or
+/// erased value is destroyed outside it (unbounded: once no read can still be copying it).
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.

@@ -4,10 +4,12 @@
 /// (TinyLFU's admission filter), an intrusive doubly-linked list, and one cache shard (an
 /// intrusive hash table, one allocation per entry) that runs either W-TinyLFU (window LRU +
 /// segmented LRU main + sketch admission) or plain LRU when bounded.
-/// Not part of the public API. Every `EvictingShard` member locks the shard's own mutex.
+/// Not part of the public API. Every `EvictingShard` member locks the shard's own mutex, except
+/// the reads of an unbounded shard (lock-free, see `EvictingShard`).
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +26,7 @@
 #include <utility>
 #include <vector>
 
+#include "dogpile/detail/epoch.hpp"
 #include "dogpile/detail/memory_eviction.hpp"
 
 namespace dogpile {
@@ -211,9 +214,15 @@ struct Usage {
 inline constexpr std::size_t kUnbounded = std::numeric_limits<std::size_t>::max();
 
 /// One shard of a memory backend: a hash map plus (when bounded) the eviction policy.
-/// Thread-safe: every public member takes the shard mutex. Values that leave the shard
-/// (evicted, replaced, erased) are destroyed after the mutex is released, so a destructor may
-/// call back into the cache.
+/// Thread-safe: writes take the shard mutex, and so do the reads of a bounded shard (a hit
+/// updates the policy). Reads of an unbounded shard take no lock and write nothing shared: they
+/// pin the epoch (detail/epoch.hpp), walk the table through atomic links and copy the value
+/// out of its node, which stays alive (nodes are never changed once published: a set swaps in
+/// a new node) until no reader can still hold it. A read that misses while the table was being
+/// resized looks again under the mutex. Values that leave the shard (evicted, replaced, erased)
+/// are destroyed after the mutex is released, so a destructor may call back into the cache; in
+/// an unbounded shard, once no read can still be copying them (at once when no read is in
+/// progress, else at a later write to the shard).
 ///
 /// The map is an intrusive chained hash table of one allocation per entry: the node holds the
 /// chain link, the hash, the weight, the value and the key's bytes; the policy's list links sit
@@ -226,7 +235,13 @@ class EvictingShard {
   EvictingShard() = default;
   EvictingShard(const EvictingShard&) = delete;
   EvictingShard& operator=(const EvictingShard&) = delete;
-  ~EvictingShard() { free_all(take_all()); }
+  ~EvictingShard() {
+    // No reader is left (the store is being destroyed): everything is freed at once.
+    for (auto& r : limbo_) release(r);
+    limbo_.clear();
+    free_all(take_all());
+    Table::destroy(table_.load(std::memory_order_relaxed));
+  }
 
   /// Sets the bounds (kUnbounded for none) and the policy. Call before use (it drops any
   /// entries already stored: a bounded node has a different layout).
@@ -265,11 +280,23 @@ class EvictingShard {
   /// access for the policy); returns whether it was. `f` must not call back into the shard.
   template <class F>
   bool visit(const PrehashedKey& k, F&& f) {
+    if (!bounded_) {
+      EpochGuard pin;
+      const std::uint64_t v = version_.load(std::memory_order_seq_cst);
+      if ((v & 1) == 0) {
+        if (Node* n = find(k)) {
+          f(static_cast<const V&>(n->value()), n->weight);
+          return true;
+        }
+        // A miss counts only if no resize moved the chains meanwhile.
+        if (version_.load(std::memory_order_seq_cst) == v) return false;
+      }
+    }
     std::lock_guard lk(mutex_);
     Node* n = find(k);
     if (n == nullptr) return false;
     if (bounded_) on_access(*n);
-    ++hits_;  // under the mutex: no atomic on the hit path
+    ++hits_;  // under the mutex: no atomic on the hit path (unbounded reads are not counted)
     f(static_cast<const V&>(n->value()), n->weight);
     return true;
   }
@@ -286,8 +313,8 @@ class EvictingShard {
     Node* fresh = make_node(k, weight, std::forward<A>(args)...);
     Graveyard dead;  // freed after `lk` below is released
     std::lock_guard lk(mutex_);
-    Node** slot = find_slot(k);
-    Node* old = slot != nullptr ? *slot : nullptr;
+    Link* slot = find_slot(k);
+    Node* old = slot != nullptr ? slot->load(std::memory_order_relaxed) : nullptr;
     if (bounded_ && (weight > limits_.bytes || limits_.entries == 0)) {
       if (old != nullptr) dead.add(unlink_slot(slot));
       dead.add(fresh);
@@ -295,8 +322,8 @@ class EvictingShard {
     }
     if (old != nullptr) {
       // Swap the new node in at the old one's place, in the chain and in its policy list.
-      fresh->chain = old->chain;
-      *slot = fresh;
+      fresh->chain.store(old->chain.load(std::memory_order_relaxed), std::memory_order_relaxed);
+      slot->store(fresh, std::memory_order_seq_cst);
       fresh->queue = old->queue;
       if (old->queue != Queue::none) HookList::replace(hook(old), hook(fresh));
       usage_of(old->queue).bytes += weight;
@@ -304,17 +331,23 @@ class EvictingShard {
       scratch_ = {};
       total_.bytes += weight;
       total_.bytes -= old->weight;
-      dead.add(old);
       if (bounded_) {
+        dead.add(old);
         on_access(*fresh);
         evict(dead);
+      } else {
+        retire(old);
+        reclaim(dead);
       }
       return;
     }
     insert(fresh);
     ++total_.entries;
     total_.bytes += weight;
-    if (!bounded_) return;
+    if (!bounded_) {
+      reclaim(dead);  // a resize may have retired the old table
+      return;
+    }
     if (policy_ == MemoryEviction::lru) {
       fresh->queue = Queue::probation;
       probation_.push_back(hook(fresh));
@@ -334,9 +367,15 @@ class EvictingShard {
   bool erase(const PrehashedKey& k) {
     Graveyard dead;  // freed after `lk` below is released
     std::lock_guard lk(mutex_);
-    Node** slot = find_slot(k);
+    Link* slot = find_slot(k);
     if (slot == nullptr) return false;
-    dead.add(unlink_slot(slot));
+    Node* gone = unlink_slot(slot);
+    if (bounded_) {
+      dead.add(gone);
+    } else {
+      retire(gone);
+      reclaim(dead);
+    }
     return true;
   }
 
@@ -344,7 +383,23 @@ class EvictingShard {
   void clear() {
     Graveyard dead;
     std::lock_guard lk(mutex_);
-    dead.head = take_all();
+    if (bounded_) {
+      dead.head = take_all();
+      return;
+    }
+    // Readers may be walking the chains: empty the buckets and retire each node as it is
+    // (its link intact), never relinking a chain a reader could follow.
+    if (Table* t = table_.load(std::memory_order_relaxed)) {
+      for (std::size_t i = 0; i <= t->mask; ++i) {
+        for (Node* n = t->slots()[i].exchange(nullptr, std::memory_order_seq_cst); n != nullptr;
+             n = n->chain.load(std::memory_order_relaxed)) {
+          retire(n);
+        }
+      }
+    }
+    size_ = 0;
+    total_ = {};
+    reclaim(dead);
   }
 
   [[nodiscard]] Usage usage() {
@@ -355,7 +410,8 @@ class EvictingShard {
     std::lock_guard lk(mutex_);
     return evictions_;
   }
-  /// Successful `get`s so far.
+  /// Successful `get`s of a bounded shard so far (an unbounded shard's reads take no lock and
+  /// are not counted).
   [[nodiscard]] std::size_t hits() {
     std::lock_guard lk(mutex_);
     return hits_;
@@ -368,7 +424,7 @@ class EvictingShard {
   struct Node {
     Node(std::size_t h, std::size_t w, std::uint32_t ks, bool l) noexcept
         : hash(h), weight(w), key_size(ks), linked(l) {}
-    Node* chain = nullptr;  // next node in the bucket (or in a graveyard)
+    std::atomic<Node*> chain{nullptr};  // next node in the bucket (or in a graveyard)
     std::size_t hash;
     std::size_t weight;
     std::uint32_t key_size;
@@ -391,6 +447,34 @@ class EvictingShard {
   // The list links in front of a bounded node; a multiple of the node's and value's alignment.
   static constexpr std::size_t kAlign = std::max(alignof(Node), alignof(V));
   static constexpr std::size_t kPrefix = (sizeof(ListHook) + kAlign - 1) / kAlign * kAlign;
+  using Link = std::atomic<Node*>;
+
+  /// The bucket array: a power-of-two count of links after this header, one allocation, so
+  /// that a reader loads the mask and the buckets from one pointer.
+  struct Table {
+    std::size_t mask;
+    Link* slots() noexcept { return reinterpret_cast<Link*>(this + 1); }
+    static Table* make(std::size_t count) {
+      void* raw = ::operator new(sizeof(Table) + count * sizeof(Link));
+      auto* t = ::new (raw) Table{count - 1};
+      for (std::size_t i = 0; i < count; ++i) ::new (t->slots() + i) Link(nullptr);
+      return t;
+    }
+    static void destroy(Table* t) noexcept {
+      if (t == nullptr) return;
+      for (std::size_t i = 0; i <= t->mask; ++i) t->slots()[i].~Link();
+      t->~Table();
+      ::operator delete(t);
+    }
+  };
+  static_assert(sizeof(Table) % alignof(Link) == 0);
+
+  /// A node or table unlinked from an unbounded shard, kept until no reader can hold it.
+  struct Retired {
+    void* p;
+    bool table;
+    std::uint64_t epoch;  // 0 until sealed by reclaim()
+  };
 
   /// Nodes to free once the mutex is released (declared before the lock_guard).
   struct Graveyard {
@@ -399,7 +483,7 @@ class EvictingShard {
     Graveyard(const Graveyard&) = delete;
     Graveyard& operator=(const Graveyard&) = delete;
     void add(Node* n) noexcept {
-      n->chain = head;
+      n->chain.store(head, std::memory_order_relaxed);
       head = n;
     }
     ~Graveyard() { free_all(head); }
@@ -441,64 +525,130 @@ class EvictingShard {
   }
   static void free_all(Node* n) noexcept {
     while (n != nullptr) {
-      Node* next = n->chain;
+      Node* next = n->chain.load(std::memory_order_relaxed);
       free_node(n);
       n = next;
     }
   }
 
+  // ---- deferred reclamation (unbounded shards; mutex held) ------------------------------------
+  void retire(Node* n) { limbo_.push_back({n, false, 0}); }
+  static void release(const Retired& r) noexcept {
+    if (r.table) {
+      Table::destroy(static_cast<Table*>(r.p));
+    } else {
+      free_node(static_cast<Node*>(r.p));
+    }
+  }
+  /// Tags what was retired since the last call with the current epoch (read after the unlinks),
+  /// then hands to `dead` (nodes) or frees (tables) whatever no reader can hold any more. With
+  /// no read in progress the epoch advances twice here and everything goes at once.
+  void reclaim(Graveyard& dead) {
+    if (limbo_.empty()) return;
+    const std::uint64_t now = epoch_global.load(std::memory_order_seq_cst);
+    std::uint64_t oldest = now;
+    for (auto& r : limbo_) {
+      if (r.epoch == 0) r.epoch = now;
+      oldest = std::min(oldest, r.epoch);
+    }
+    std::uint64_t e = epoch_try_advance();
+    if (e < oldest + 2) e = epoch_try_advance();
+    if (e < oldest + 2) return;
+    std::size_t kept = 0;
+    for (auto& r : limbo_) {
+      if (r.epoch + 2 > e) {
+        limbo_[kept++] = r;
+      } else if (r.table) {
+        release(r);
+      } else {
+        dead.add(static_cast<Node*>(r.p));
+      }
+    }
+    limbo_.resize(kept);
+  }
+
   // ---- the hash table (mutex held) ------------------------------------------------------------
+  // seq_cst loads: plain loads on x86; they order a lock-free reader against the unlinks and
+  // the retire tag (detail/epoch.hpp). Under the mutex they read what the mutex orders anyway.
   Node* find(const PrehashedKey& k) const noexcept {
-    if (buckets_.empty()) return nullptr;
-    for (Node* n = buckets_[k.hash & mask_]; n != nullptr; n = n->chain) {
+    Table* t = table_.load(std::memory_order_seq_cst);
+    if (t == nullptr) return nullptr;
+    for (Node* n = t->slots()[k.hash & t->mask].load(std::memory_order_seq_cst); n != nullptr;
+         n = n->chain.load(std::memory_order_seq_cst)) {
       if (n->hash == k.hash && n->key() == k.key) return n;
     }
     return nullptr;
   }
-  /// The link that points to `k`'s node, or nullptr.
-  Node** find_slot(const PrehashedKey& k) noexcept {
-    if (buckets_.empty()) return nullptr;
-    for (Node** s = &buckets_[k.hash & mask_]; *s != nullptr; s = &(*s)->chain) {
-      if ((*s)->hash == k.hash && (*s)->key() == k.key) return s;
+  /// The link that points to `k`'s node, or nullptr (mutex held).
+  Link* find_slot(const PrehashedKey& k) noexcept {
+    Table* t = table_.load(std::memory_order_relaxed);
+    if (t == nullptr) return nullptr;
+    for (Link* s = &t->slots()[k.hash & t->mask];; s = &n_of(s)->chain) {
+      Node* n = s->load(std::memory_order_relaxed);
+      if (n == nullptr) return nullptr;
+      if (n->hash == k.hash && n->key() == k.key) return s;
     }
-    return nullptr;
   }
-  Node** slot_of(Node* n) noexcept {
-    Node** s = &buckets_[n->hash & mask_];
-    while (*s != n) s = &(*s)->chain;
+  static Node* n_of(Link* s) noexcept { return s->load(std::memory_order_relaxed); }
+  Link* slot_of(Node* n) noexcept {
+    Table* t = table_.load(std::memory_order_relaxed);
+    Link* s = &t->slots()[n->hash & t->mask];
+    while (n_of(s) != n) s = &n_of(s)->chain;
     return s;
   }
+  [[nodiscard]] std::size_t bucket_count() const noexcept {
+    Table* t = table_.load(std::memory_order_relaxed);
+    return t == nullptr ? 0 : t->mask + 1;
+  }
   void insert(Node* n) {
-    if (size_ + 1 > buckets_.size()) rehash(std::max<std::size_t>(16, 2 * buckets_.size()));
-    Node*& b = buckets_[n->hash & mask_];
-    n->chain = b;
-    b = n;
+    if (size_ + 1 > bucket_count()) rehash(std::max<std::size_t>(16, 2 * bucket_count()));
+    Table* t = table_.load(std::memory_order_relaxed);
+    Link& b = t->slots()[n->hash & t->mask];
+    n->chain.store(b.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    b.store(n, std::memory_order_seq_cst);  // published whole
     ++size_;
   }
   void rehash(std::size_t count) {
-    std::vector<Node*> fresh(count, nullptr);
-    const std::size_t mask = count - 1;
-    for (Node* head : buckets_) {
-      while (head != nullptr) {
-        Node* next = head->chain;
-        Node*& b = fresh[head->hash & mask];
-        head->chain = b;
-        b = head;
-        head = next;
+    Table* fresh = Table::make(count);
+    Table* old = table_.load(std::memory_order_relaxed);
+    // Moving a node relinks its chain under a concurrent reader of an unbounded shard, which
+    // may then miss a present key: the odd version tells it to look again under the mutex.
+    // (Every chain it can follow still ends: moved nodes link only to moved nodes.)
+    version_.fetch_add(1, std::memory_order_seq_cst);
+    if (old != nullptr) {
+      for (std::size_t i = 0; i <= old->mask; ++i) {
+        Node* head = old->slots()[i].load(std::memory_order_relaxed);
+        while (head != nullptr) {
+          Node* next = head->chain.load(std::memory_order_relaxed);
+          Link& b = fresh->slots()[head->hash & fresh->mask];
+          head->chain.store(b.load(std::memory_order_relaxed), std::memory_order_seq_cst);
+          b.store(head, std::memory_order_relaxed);  // `fresh` is not published yet
+          head = next;
+        }
       }
     }
-    buckets_.swap(fresh);
-    mask_ = mask;
+    table_.store(fresh, std::memory_order_seq_cst);
+    version_.fetch_add(1, std::memory_order_seq_cst);
+    if (old == nullptr) return;
+    if (bounded_) {
+      Table::destroy(old);
+    } else {
+      limbo_.push_back({old, true, 0});
+    }
   }
   /// Every node, unlinked from the table and the lists, chained for free_all; resets the counts.
+  /// Only where no lock-free reader can run (bounded shards, configure, the destructor).
   Node* take_all() noexcept {
     Node* all = nullptr;
-    for (Node*& head : buckets_) {
-      while (head != nullptr) {
-        Node* next = head->chain;
-        head->chain = all;
-        all = head;
-        head = next;
+    if (Table* t = table_.load(std::memory_order_relaxed)) {
+      for (std::size_t i = 0; i <= t->mask; ++i) {
+        Node* head = t->slots()[i].exchange(nullptr, std::memory_order_relaxed);
+        while (head != nullptr) {
+          Node* next = head->chain.load(std::memory_order_relaxed);
+          head->chain.store(all, std::memory_order_relaxed);
+          all = head;
+          head = next;
+        }
       }
     }
     size_ = 0;
@@ -581,8 +731,12 @@ class EvictingShard {
     sketch_.ensure_capacity(std::min(limits_.entries, 2 * size_));
     if (sketch_.capacity() == before) return;
     pending_count_ = 0;
-    for (Node* head : buckets_) {
-      for (Node* n = head; n != nullptr; n = n->chain) sketch_.increment(n->hash);
+    Table* t = table_.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; t != nullptr && i <= t->mask; ++i) {
+      for (Node* n = t->slots()[i].load(std::memory_order_relaxed); n != nullptr;
+           n = n->chain.load(std::memory_order_relaxed)) {
+        sketch_.increment(n->hash);
+      }
     }
   }
 
@@ -655,9 +809,10 @@ class EvictingShard {
   }
 
   /// Takes the node `*slot` out of the table, its list and the counts.
-  Node* unlink_slot(Node** slot) noexcept {
-    Node* e = *slot;
-    *slot = e->chain;
+  Node* unlink_slot(Link* slot) noexcept {
+    Node* e = slot->load(std::memory_order_relaxed);
+    // The node keeps its own link: a reader standing on it walks on.
+    slot->store(e->chain.load(std::memory_order_relaxed), std::memory_order_seq_cst);
     --size_;
     if (e->queue != Queue::none) {
       HookList::unlink(hook(e));
@@ -672,8 +827,9 @@ class EvictingShard {
   }
 
   std::mutex mutex_;
-  std::vector<Node*> buckets_;  // power-of-two count; chains through Node::chain
-  std::size_t mask_ = 0;
+  std::atomic<Table*> table_{nullptr};  // chains through Node::chain; replaced by rehash
+  std::atomic<std::uint64_t> version_{0};  // odd while a rehash relinks the chains
+  std::vector<Retired> limbo_;  // unbounded: unlinked, not yet safe to free
   std::size_t size_ = 0;
   bool bounded_ = false;
   MemoryEviction policy_ = MemoryEviction::tiny_lfu;
