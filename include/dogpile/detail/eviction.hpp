@@ -284,7 +284,7 @@ class EvictingShard {
       EpochGuard pin;
       const std::uint64_t v = version_.load(std::memory_order_seq_cst);
       if ((v & 1) == 0) {
-        if (Node* n = find(k)) {
+        if (Node* n = find<std::memory_order_seq_cst>(k)) {
           f(static_cast<const V&>(n->value()), n->weight);
           return true;
         }
@@ -389,9 +389,9 @@ class EvictingShard {
     }
     // Readers may be walking the chains: empty the buckets and retire each node as it is
     // (its link intact), never relinking a chain a reader could follow.
-    if (Table* t = table_.load(std::memory_order_relaxed)) {
-      for (std::size_t i = 0; i <= t->mask; ++i) {
-        for (Node* n = t->slots()[i].exchange(nullptr, std::memory_order_seq_cst); n != nullptr;
+    if (const Table t = Table::of(table_.load(std::memory_order_relaxed)); t) {
+      for (std::size_t i = 0; i <= t.mask; ++i) {
+        for (Node* n = t.slots[i].exchange(nullptr, std::memory_order_seq_cst); n != nullptr;
              n = n->chain.load(std::memory_order_relaxed)) {
           retire(n);
         }
@@ -449,25 +449,31 @@ class EvictingShard {
   static constexpr std::size_t kPrefix = (sizeof(ListHook) + kAlign - 1) / kAlign * kAlign;
   using Link = std::atomic<Node*>;
 
-  /// The bucket array: a power-of-two count of links after this header, one allocation, so
-  /// that a reader loads the mask and the buckets from one pointer.
+  /// The bucket array: `1 << bits` links, aligned to 64 bytes. The shard keeps it as one word,
+  /// the array's address with `bits` in its six low bits, so that a lock-free reader gets the
+  /// buckets and their count from one load (and a consistent pair across a resize).
   struct Table {
-    std::size_t mask;
-    Link* slots() noexcept { return reinterpret_cast<Link*>(this + 1); }
-    static Table* make(std::size_t count) {
-      void* raw = ::operator new(sizeof(Table) + count * sizeof(Link));
-      auto* t = ::new (raw) Table{count - 1};
-      for (std::size_t i = 0; i < count; ++i) ::new (t->slots() + i) Link(nullptr);
-      return t;
+    Link* slots = nullptr;
+    std::size_t mask = 0;
+    explicit operator bool() const noexcept { return slots != nullptr; }
+    static Table of(std::uintptr_t w) noexcept {
+      if (w == 0) return {};
+      return {reinterpret_cast<Link*>(w & ~std::uintptr_t{63}), (std::size_t{1} << (w & 63)) - 1};
     }
-    static void destroy(Table* t) noexcept {
-      if (t == nullptr) return;
-      for (std::size_t i = 0; i <= t->mask; ++i) t->slots()[i].~Link();
-      t->~Table();
-      ::operator delete(t);
+    static std::uintptr_t make(std::size_t count) {
+      void* raw = ::operator new(count * sizeof(Link), std::align_val_t{64});
+      auto* links = static_cast<Link*>(raw);
+      for (std::size_t i = 0; i < count; ++i) ::new (links + i) Link(nullptr);
+      return reinterpret_cast<std::uintptr_t>(raw) |
+             static_cast<std::uintptr_t>(std::countr_zero(count));
+    }
+    static void destroy(std::uintptr_t w) noexcept {
+      const Table t = of(w);
+      if (!t) return;
+      for (std::size_t i = 0; i <= t.mask; ++i) t.slots[i].~Link();
+      ::operator delete(static_cast<void*>(t.slots), std::align_val_t{64});
     }
   };
-  static_assert(sizeof(Table) % alignof(Link) == 0);
 
   /// A node or table unlinked from an unbounded shard, kept until no reader can hold it.
   struct Retired {
@@ -535,7 +541,7 @@ class EvictingShard {
   void retire(Node* n) { limbo_.push_back({n, false, 0}); }
   static void release(const Retired& r) noexcept {
     if (r.table) {
-      Table::destroy(static_cast<Table*>(r.p));
+      Table::destroy(reinterpret_cast<std::uintptr_t>(r.p));
     } else {
       free_node(static_cast<Node*>(r.p));
     }
@@ -568,22 +574,22 @@ class EvictingShard {
   }
 
   // ---- the hash table (mutex held) ------------------------------------------------------------
-  // seq_cst loads: plain loads on x86; they order a lock-free reader against the unlinks and
-  // the retire tag (detail/epoch.hpp). Under the mutex they read what the mutex orders anyway.
+  // A lock-free reader loads seq_cst (plain loads on x86): that orders it against the unlinks
+  // and the retire tag (detail/epoch.hpp). Under the mutex (the default) no ordering is needed.
+  template <std::memory_order Order = std::memory_order_relaxed>
   Node* find(const PrehashedKey& k) const noexcept {
-    Table* t = table_.load(std::memory_order_seq_cst);
-    if (t == nullptr) return nullptr;
-    for (Node* n = t->slots()[k.hash & t->mask].load(std::memory_order_seq_cst); n != nullptr;
-         n = n->chain.load(std::memory_order_seq_cst)) {
+    const Table t = Table::of(table_.load(Order));
+    if (!t) return nullptr;
+    for (Node* n = t.slots[k.hash & t.mask].load(Order); n != nullptr; n = n->chain.load(Order)) {
       if (n->hash == k.hash && n->key() == k.key) return n;
     }
     return nullptr;
   }
   /// The link that points to `k`'s node, or nullptr (mutex held).
   Link* find_slot(const PrehashedKey& k) noexcept {
-    Table* t = table_.load(std::memory_order_relaxed);
-    if (t == nullptr) return nullptr;
-    for (Link* s = &t->slots()[k.hash & t->mask];; s = &n_of(s)->chain) {
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    if (!t) return nullptr;
+    for (Link* s = &t.slots[k.hash & t.mask];; s = &n_of(s)->chain) {
       Node* n = s->load(std::memory_order_relaxed);
       if (n == nullptr) return nullptr;
       if (n->hash == k.hash && n->key() == k.key) return s;
@@ -591,58 +597,60 @@ class EvictingShard {
   }
   static Node* n_of(Link* s) noexcept { return s->load(std::memory_order_relaxed); }
   Link* slot_of(Node* n) noexcept {
-    Table* t = table_.load(std::memory_order_relaxed);
-    Link* s = &t->slots()[n->hash & t->mask];
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    Link* s = &t.slots[n->hash & t.mask];
     while (n_of(s) != n) s = &n_of(s)->chain;
     return s;
   }
   [[nodiscard]] std::size_t bucket_count() const noexcept {
-    Table* t = table_.load(std::memory_order_relaxed);
-    return t == nullptr ? 0 : t->mask + 1;
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    return t ? t.mask + 1 : 0;
   }
   void insert(Node* n) {
     if (size_ + 1 > bucket_count()) rehash(std::max<std::size_t>(16, 2 * bucket_count()));
-    Table* t = table_.load(std::memory_order_relaxed);
-    Link& b = t->slots()[n->hash & t->mask];
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    Link& b = t.slots[n->hash & t.mask];
     n->chain.store(b.load(std::memory_order_relaxed), std::memory_order_relaxed);
     b.store(n, std::memory_order_seq_cst);  // published whole
     ++size_;
   }
   void rehash(std::size_t count) {
-    Table* fresh = Table::make(count);
-    Table* old = table_.load(std::memory_order_relaxed);
+    const std::uintptr_t fresh_word = Table::make(count);
+    const Table fresh = Table::of(fresh_word);
+    const std::uintptr_t old_word = table_.load(std::memory_order_relaxed);
+    const Table old = Table::of(old_word);
     // Moving a node relinks its chain under a concurrent reader of an unbounded shard, which
     // may then miss a present key: the odd version tells it to look again under the mutex.
     // (Every chain it can follow still ends: moved nodes link only to moved nodes.)
     version_.fetch_add(1, std::memory_order_seq_cst);
-    if (old != nullptr) {
-      for (std::size_t i = 0; i <= old->mask; ++i) {
-        Node* head = old->slots()[i].load(std::memory_order_relaxed);
+    if (old) {
+      for (std::size_t i = 0; i <= old.mask; ++i) {
+        Node* head = old.slots[i].load(std::memory_order_relaxed);
         while (head != nullptr) {
           Node* next = head->chain.load(std::memory_order_relaxed);
-          Link& b = fresh->slots()[head->hash & fresh->mask];
+          Link& b = fresh.slots[head->hash & fresh.mask];
           head->chain.store(b.load(std::memory_order_relaxed), std::memory_order_seq_cst);
           b.store(head, std::memory_order_relaxed);  // `fresh` is not published yet
           head = next;
         }
       }
     }
-    table_.store(fresh, std::memory_order_seq_cst);
+    table_.store(fresh_word, std::memory_order_seq_cst);
     version_.fetch_add(1, std::memory_order_seq_cst);
-    if (old == nullptr) return;
+    if (!old) return;
     if (bounded_) {
-      Table::destroy(old);
+      Table::destroy(old_word);
     } else {
-      limbo_.push_back({old, true, 0});
+      limbo_.push_back({reinterpret_cast<void*>(old_word), true, 0});
     }
   }
   /// Every node, unlinked from the table and the lists, chained for free_all; resets the counts.
   /// Only where no lock-free reader can run (bounded shards, configure, the destructor).
   Node* take_all() noexcept {
     Node* all = nullptr;
-    if (Table* t = table_.load(std::memory_order_relaxed)) {
-      for (std::size_t i = 0; i <= t->mask; ++i) {
-        Node* head = t->slots()[i].exchange(nullptr, std::memory_order_relaxed);
+    if (const Table t = Table::of(table_.load(std::memory_order_relaxed)); t) {
+      for (std::size_t i = 0; i <= t.mask; ++i) {
+        Node* head = t.slots[i].exchange(nullptr, std::memory_order_relaxed);
         while (head != nullptr) {
           Node* next = head->chain.load(std::memory_order_relaxed);
           head->chain.store(all, std::memory_order_relaxed);
@@ -731,9 +739,9 @@ class EvictingShard {
     sketch_.ensure_capacity(std::min(limits_.entries, 2 * size_));
     if (sketch_.capacity() == before) return;
     pending_count_ = 0;
-    Table* t = table_.load(std::memory_order_relaxed);
-    for (std::size_t i = 0; t != nullptr && i <= t->mask; ++i) {
-      for (Node* n = t->slots()[i].load(std::memory_order_relaxed); n != nullptr;
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    for (std::size_t i = 0; t && i <= t.mask; ++i) {
+      for (Node* n = t.slots[i].load(std::memory_order_relaxed); n != nullptr;
            n = n->chain.load(std::memory_order_relaxed)) {
         sketch_.increment(n->hash);
       }
@@ -827,7 +835,7 @@ class EvictingShard {
   }
 
   std::mutex mutex_;
-  std::atomic<Table*> table_{nullptr};  // chains through Node::chain; replaced by rehash
+  std::atomic<std::uintptr_t> table_{0};  // a Table word; chains through Node::chain
   std::atomic<std::uint64_t> version_{0};  // odd while a rehash relinks the chains
   std::vector<Retired> limbo_;  // unbounded: unlinked, not yet safe to free
   std::size_t size_ = 0;
