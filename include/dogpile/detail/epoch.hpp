@@ -22,8 +22,8 @@ namespace dogpile::detail {
 /// thread's record is reused by a later thread once it has exited.
 struct alignas(64) EpochRecord {
   std::atomic<std::uint64_t> pinned{0};
-  std::uint32_t depth = 0;              // nesting of guards on the owning thread
-  std::atomic<bool> in_use{false};      // owned by a live thread
+  std::uint32_t depth = 0;                  // nesting of guards on the owning thread
+  std::atomic<bool> in_use{false};          // owned by a live thread
   std::atomic<EpochRecord*> next{nullptr};  // the registry list (append-only)
 };
 
@@ -44,8 +44,7 @@ class EpochGuard {
  public:
   EpochGuard() : r_(epoch_tls != nullptr ? epoch_tls : epoch_register()) {
     if (r_->depth++ == 0) {
-      r_->pinned.exchange(epoch_global.load(std::memory_order_seq_cst),
-                          std::memory_order_seq_cst);
+      r_->pinned.exchange(epoch_global.load(std::memory_order_seq_cst), std::memory_order_seq_cst);
     }
   }
   ~EpochGuard() {

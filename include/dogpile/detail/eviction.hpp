@@ -461,7 +461,7 @@ class EvictingShard {
       return {reinterpret_cast<Link*>(w & ~std::uintptr_t{63}), (std::size_t{1} << (w & 63)) - 1};
     }
     static std::uintptr_t make(std::size_t count) {
-      void* raw = ::operator new(count * sizeof(Link), std::align_val_t{64});
+      void* raw = ::operator new (count * sizeof(Link), std::align_val_t{64});
       auto* links = static_cast<Link*>(raw);
       for (std::size_t i = 0; i < count; ++i) ::new (links + i) Link(nullptr);
       return reinterpret_cast<std::uintptr_t>(raw) |
@@ -471,7 +471,7 @@ class EvictingShard {
       const Table t = of(w);
       if (!t) return;
       for (std::size_t i = 0; i <= t.mask; ++i) t.slots[i].~Link();
-      ::operator delete(static_cast<void*>(t.slots), std::align_val_t{64});
+      ::operator delete (static_cast<void*>(t.slots), std::align_val_t{64});
     }
   };
 
@@ -835,9 +835,9 @@ class EvictingShard {
   }
 
   std::mutex mutex_;
-  std::atomic<std::uintptr_t> table_{0};  // a Table word; chains through Node::chain
+  std::atomic<std::uintptr_t> table_{0};   // a Table word; chains through Node::chain
   std::atomic<std::uint64_t> version_{0};  // odd while a rehash relinks the chains
-  std::vector<Retired> limbo_;  // unbounded: unlinked, not yet safe to free
+  std::vector<Retired> limbo_;             // unbounded: unlinked, not yet safe to free
   std::size_t size_ = 0;
   bool bounded_ = false;
   MemoryEviction policy_ = MemoryEviction::tiny_lfu;
