@@ -148,8 +148,51 @@ void BM_single_shard_tiny_lfu(benchmark::State& state) {
   run_backend(state, backend(dogpile::MemoryOptions{.shards = 1, .max_entries = 2 * kKeys}, 3));
 }
 
+// Overwrites of present keys (the write a region makes after a creator ran): the old value is
+// unlinked and freed, through the epoch in an unbounded shard (detail/epoch.hpp).
+void BM_floor_replace(benchmark::State& state) {
+  const auto& w = workload();
+  auto& m = floor_map();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    const std::uint32_t k = w.sequence[i++ & (kSequence - 1)];
+    m.set(w.keys[k], w.values[k]);
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+void run_replace(benchmark::State& state, dogpile::CacheBackend& b) {
+  const auto& w = workload();
+  std::size_t i = static_cast<std::size_t>(state.thread_index()) * 7919;
+  for (auto _ : state) {
+    const std::uint32_t k = w.sequence[i++ & (kSequence - 1)];
+    b.set_object(w.keys[k], dogpile::StoredObject{w.values[k], typeid(Value), {}, 64});
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+void BM_unbounded_replace(benchmark::State& state) {
+  run_replace(state, backend(dogpile::MemoryOptions{}, 0));
+}
+void BM_tiny_lfu_replace(benchmark::State& state) {
+  run_replace(state, backend(dogpile::MemoryOptions{.max_entries = 2 * kKeys}, 1));
+}
+
 }  // namespace
 
+BENCHMARK(BM_floor_replace)
+    ->Name("replace/floor_mutex_unordered_map")
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_unbounded_replace)
+    ->Name("replace/memory_unbounded")
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
+BENCHMARK(BM_tiny_lfu_replace)
+    ->Name("replace/memory_tiny_lfu")
+    ->Threads(1)
+    ->Threads(2)
+    ->UseRealTime();
 BENCHMARK(BM_floor)
     ->Name("get_hit/floor_mutex_unordered_map")
     ->Threads(1)

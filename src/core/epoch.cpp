@@ -16,9 +16,15 @@ namespace {
 std::atomic<EpochRecord*> registry_head{nullptr};
 std::mutex registry_mutex;  // serializes registration (the scan needs no lock)
 
+// The registry mutex is held across fork(): a child forked while another thread registered
+// would otherwise inherit it locked and hang at its own first registration.
+void before_fork() noexcept { registry_mutex.lock(); }
+void after_fork_in_parent() noexcept { registry_mutex.unlock(); }
+
 // A forked child has only the forking thread: the records of the parent's other threads would
 // stay "in use", and one pinned at the fork would stop the epoch forever. The child frees them.
 void after_fork_in_child() noexcept {
+  registry_mutex.unlock();
   for (EpochRecord* r = registry_head.load(std::memory_order_acquire); r != nullptr;
        r = r->next.load(std::memory_order_acquire)) {
     if (r == epoch_tls) continue;
@@ -43,7 +49,8 @@ struct Release {
 }  // namespace
 
 EpochRecord* epoch_register() {
-  static const bool at_fork = (::pthread_atfork(nullptr, nullptr, &after_fork_in_child), true);
+  static const bool at_fork =
+      (::pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child), true);
   (void)at_fork;
   static thread_local Release release;
   EpochRecord* mine = nullptr;
