@@ -77,6 +77,14 @@ EpochRecord* epoch_register() {
   return mine;
 }
 
+bool epoch_quiescent() noexcept {
+  for (EpochRecord* r = registry_head.load(std::memory_order_acquire); r != nullptr;
+       r = r->next.load(std::memory_order_acquire)) {
+    if (r->pinned.load(std::memory_order_seq_cst) != 0) return false;
+  }
+  return true;
+}
+
 std::uint64_t epoch_try_advance() noexcept {
   std::uint64_t g = epoch_global.load(std::memory_order_seq_cst);
   for (EpochRecord* r = registry_head.load(std::memory_order_acquire); r != nullptr;

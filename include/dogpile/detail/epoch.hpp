@@ -39,6 +39,10 @@ EpochRecord* epoch_register();
 /// returns the global epoch after the attempt.
 std::uint64_t epoch_try_advance() noexcept;
 
+/// True if no thread is pinned. Read after an unlink, it means no reader can hold what was
+/// unlinked: one that pinned later cannot reach it, one pinned earlier would still be pinned.
+bool epoch_quiescent() noexcept;
+
 /// Pins the calling thread at the current epoch for its lifetime (re-entrant).
 class EpochGuard {
  public:

@@ -546,11 +546,23 @@ class EvictingShard {
       free_node(static_cast<Node*>(r.p));
     }
   }
-  /// Tags what was retired since the last call with the current epoch (read after the unlinks),
-  /// then hands to `dead` (nodes) or frees (tables) whatever no reader can hold any more. With
-  /// no read in progress the epoch advances twice here and everything goes at once.
+  /// Hands to `dead` (nodes) or frees (tables) whatever no reader can hold any more: everything
+  /// when no read is in progress; else what was retired two epochs ago (what was retired since
+  /// the last call is tagged with the current epoch, read after the unlinks).
   void reclaim(Graveyard& dead) {
     if (limbo_.empty()) return;
+    if (epoch_quiescent()) {
+      // No read in progress (the common case for a write): everything goes, no epoch to move.
+      for (auto& r : limbo_) {
+        if (r.table) {
+          release(r);
+        } else {
+          dead.add(static_cast<Node*>(r.p));
+        }
+      }
+      limbo_.clear();
+      return;
+    }
     const std::uint64_t now = epoch_global.load(std::memory_order_seq_cst);
     std::uint64_t oldest = now;
     for (auto& r : limbo_) {
