@@ -65,7 +65,8 @@ class ShardedStore {
   explicit ShardedStore(const MemoryOptions& o)
       : count_(effective_memory_shards(o)), shards_(std::make_unique<Shard[]>(count_)) {
     for (std::size_t i = 0; i < count_; ++i) {
-      shards_[i].s.configure({share(o.max_entries, i), share(o.max_bytes, i)}, o.eviction);
+      shards_[i].s.configure({share(o.max_entries, i), share(o.max_bytes, i)}, o.eviction,
+                             /*lossy_access=*/true);
     }
   }
   std::optional<V> get(std::string_view key) {
@@ -214,9 +215,12 @@ MemoryOptions memory_options_from_json(const nlohmann::json& a);
 /// Thread-safe. Unbounded, a read takes no lock and writes nothing shared (it pins an epoch,
 /// walks the map through atomic links and copies the value out of its node, which is never
 /// changed once stored and is freed only once no read can hold it); the copy of a value may
-/// run in several threads at once, as for any `const` object. Bounded, a read locks its shard's
-/// mutex (a hit updates the eviction policy). Writes lock their shard's mutex; a replaced or
-/// erased value is destroyed outside it (unbounded: once no read can still be copying it).
+/// run in several threads at once, as for any `const` object. Bounded, a read never waits: it
+/// runs under its shard's mutex when that is free (the hit recorded for the eviction policy),
+/// and lock-free when another thread holds it (the access then not recorded: under contention
+/// the eviction order is approximate, as Caffeine's). Writes lock their shard's mutex; a
+/// replaced, erased or evicted value is destroyed outside it, once no read can still be
+/// copying it.
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.

@@ -215,7 +215,8 @@ inline constexpr std::size_t kUnbounded = std::numeric_limits<std::size_t>::max(
 
 /// One shard of a memory backend: a hash map plus (when bounded) the eviction policy.
 /// Thread-safe: writes take the shard mutex, and so do the reads of a bounded shard (a hit
-/// updates the policy). Reads of an unbounded shard take no lock and write nothing shared: they
+/// updates the policy; with `lossy_access` only when the mutex is free, see `configure`).
+/// Reads of an unbounded shard take no lock and write nothing shared: they
 /// pin the epoch (detail/epoch.hpp), walk the table through atomic links and copy the value
 /// out of its node, which stays alive (nodes are never changed once published: a set swaps in
 /// a new node) until no reader can still hold it. A read that misses while the table was being
@@ -245,13 +246,19 @@ class EvictingShard {
 
   /// Sets the bounds (kUnbounded for none) and the policy. Call before use (it drops any
   /// entries already stored: a bounded node has a different layout).
-  void configure(Usage limits, MemoryEviction policy) {
+  /// With `lossy_access`, a bounded shard's read never waits for the mutex: if it is free the
+  /// read runs under it as always (the hit recorded for the policy); if another thread holds
+  /// it the read goes on without it, lock-free, and the access is not recorded. Under
+  /// contention the eviction order is then approximate (Caffeine drops reads from a full
+  /// buffer likewise), and `hits()` counts only the recorded hits.
+  void configure(Usage limits, MemoryEviction policy, bool lossy_access = false) {
     Graveyard dead;
     std::lock_guard lk(mutex_);
     dead.head = take_all();
     limits_ = limits;
     policy_ = policy;
     bounded_ = limits.entries != kUnbounded || limits.bytes != kUnbounded;
+    lock_free_ = !bounded_ || lossy_access;
     // W-TinyLFU: a 1% admission window, the rest is main; 80% of main is "protected".
     auto part = [](std::size_t v, std::size_t num, std::size_t den, std::size_t min) {
       return v == kUnbounded ? kUnbounded : std::max(min, v / den * num + v % den * num / den);
@@ -276,11 +283,18 @@ class EvictingShard {
     return out;
   }
 
-  /// Calls `f(value, weight)` under the shard mutex if `k` is present (a hit counts as an
-  /// access for the policy); returns whether it was. `f` must not call back into the shard.
+  /// Calls `f(value, weight)` if `k` is present (a hit counts as an access for the policy,
+  /// except a lossy one: see `configure`); returns whether it was. `f` must not call back into
+  /// the shard.
   template <class F>
   bool visit(const PrehashedKey& k, F&& f) {
-    if (!bounded_) {
+    if (lock_free_) {
+      if (bounded_) {
+        // Uncontended, the hit is read and recorded under the mutex as always; only when
+        // another thread holds it does the read go on without it, unrecorded (lossy access).
+        std::unique_lock lk(mutex_, std::try_to_lock);
+        if (lk.owns_lock()) return visit_locked(k, f);
+      }
       EpochGuard pin;
       const std::uint64_t v = version_.load(std::memory_order_seq_cst);
       if ((v & 1) == 0) {
@@ -293,12 +307,7 @@ class EvictingShard {
       }
     }
     std::lock_guard lk(mutex_);
-    Node* n = find(k);
-    if (n == nullptr) return false;
-    if (bounded_) on_access(*n);
-    ++hits_;  // under the mutex: no atomic on the hit path (unbounded reads are not counted)
-    f(static_cast<const V&>(n->value()), n->weight);
-    return true;
+    return visit_locked(k, f);
   }
 
   /// Stores `value` (of `weight` bytes) under `k`, then evicts down to the bounds. An entry
@@ -316,8 +325,9 @@ class EvictingShard {
     Link* slot = find_slot(k);
     Node* old = slot != nullptr ? slot->load(std::memory_order_relaxed) : nullptr;
     if (bounded_ && (weight > limits_.bytes || limits_.entries == 0)) {
-      if (old != nullptr) dead.add(unlink_slot(slot));
-      dead.add(fresh);
+      if (old != nullptr) discard(unlink_slot(slot), dead);
+      dead.add(fresh);  // never published
+      reclaim(dead);
       return;
     }
     if (old != nullptr) {
@@ -326,19 +336,18 @@ class EvictingShard {
       slot->store(fresh, std::memory_order_seq_cst);
       fresh->queue = old->queue;
       if (old->queue != Queue::none) HookList::replace(hook(old), hook(fresh));
+      old->queue = Queue::none;  // out of the shard (a lock-free reader checks this)
       usage_of(old->queue).bytes += weight;
       usage_of(old->queue).bytes -= old->weight;
       scratch_ = {};
       total_.bytes += weight;
       total_.bytes -= old->weight;
+      discard(old, dead);
       if (bounded_) {
-        dead.add(old);
         on_access(*fresh);
         evict(dead);
-      } else {
-        retire(old);
-        reclaim(dead);
       }
+      reclaim(dead);
       return;
     }
     insert(fresh);
@@ -348,6 +357,11 @@ class EvictingShard {
       reclaim(dead);  // a resize may have retired the old table
       return;
     }
+    struct Reclaim {  // whatever return below: evicted nodes and an old table are reclaimed
+      EvictingShard& s;
+      Graveyard& d;
+      ~Reclaim() { s.reclaim(d); }
+    } at_end{*this, dead};
     if (policy_ == MemoryEviction::lru) {
       fresh->queue = Queue::probation;
       probation_.push_back(hook(fresh));
@@ -369,13 +383,8 @@ class EvictingShard {
     std::lock_guard lk(mutex_);
     Link* slot = find_slot(k);
     if (slot == nullptr) return false;
-    Node* gone = unlink_slot(slot);
-    if (bounded_) {
-      dead.add(gone);
-    } else {
-      retire(gone);
-      reclaim(dead);
-    }
+    discard(unlink_slot(slot), dead);
+    reclaim(dead);
     return true;
   }
 
@@ -383,7 +392,7 @@ class EvictingShard {
   void clear() {
     Graveyard dead;
     std::lock_guard lk(mutex_);
-    if (bounded_) {
+    if (!lock_free_) {
       dead.head = take_all();
       return;
     }
@@ -393,12 +402,17 @@ class EvictingShard {
       for (std::size_t i = 0; i <= t.mask; ++i) {
         for (Node* n = t.slots[i].exchange(nullptr, std::memory_order_seq_cst); n != nullptr;
              n = n->chain.load(std::memory_order_relaxed)) {
+          n->queue = Queue::none;
           retire(n);
         }
       }
     }
     size_ = 0;
-    total_ = {};
+    window_.reset();
+    probation_.reset();
+    protected_.reset();
+    total_ = window_usage_ = protected_usage_ = {};
+    pending_count_ = 0;
     reclaim(dead);
   }
 
@@ -419,6 +433,17 @@ class EvictingShard {
 
  private:
   enum class Queue : std::uint8_t { none, window, probation, protect };
+
+  // The mutex held: the lookup, the policy update and the copy.
+  template <class F>
+  bool visit_locked(const PrehashedKey& k, F& f) {
+    Node* n = find(k);
+    if (n == nullptr) return false;
+    if (bounded_) on_access(*n);
+    ++hits_;  // under the mutex: no atomic on the hit path (lock-free reads are not counted)
+    f(static_cast<const V&>(n->value()), n->weight);
+    return true;
+  }
   // A node: this header, the key's bytes, then the value (aligned), so that a lookup reads the
   // hash and the key from the node's first cache line and a hit the value right after them.
   struct Node {
@@ -539,6 +564,15 @@ class EvictingShard {
 
   // ---- deferred reclamation (unbounded shards; mutex held) ------------------------------------
   void retire(Node* n) { limbo_.push_back({n, false, 0}); }
+  /// A node that left the table: freed after the mutex (locked reads), or retired (lock-free
+  /// reads may still hold it).
+  void discard(Node* n, Graveyard& dead) {
+    if (lock_free_) {
+      retire(n);
+    } else {
+      dead.add(n);
+    }
+  }
   static void release(const Retired& r) noexcept {
     if (r.table) {
       Table::destroy(reinterpret_cast<std::uintptr_t>(r.p));
@@ -650,7 +684,7 @@ class EvictingShard {
     table_.store(fresh_word, std::memory_order_seq_cst);
     version_.fetch_add(1, std::memory_order_seq_cst);
     if (!old) return;
-    if (bounded_) {
+    if (!lock_free_) {
       Table::destroy(old_word);
     } else {
       limbo_.push_back({reinterpret_cast<void*>(old_word), true, 0});
@@ -792,7 +826,7 @@ class EvictingShard {
       while (total_.over(limits_)) {
         ListHook* h = probation_.front();
         if (h == nullptr) break;
-        dead.add(drop(*entry(h)));
+        discard(drop(*entry(h)), dead);
       }
       return;
     }
@@ -803,15 +837,15 @@ class EvictingShard {
       if (w != nullptr && (victim == nullptr || window_usage_.over(window_limit_))) {
         Node& candidate = *entry(w);
         if (victim == nullptr) {
-          dead.add(drop(candidate));
+          discard(drop(candidate), dead);
         } else if (admit(candidate, *victim)) {
-          dead.add(drop(*victim));
+          discard(drop(*victim), dead);
           move_to(candidate, Queue::probation);
         } else {
-          dead.add(drop(candidate));
+          discard(drop(candidate), dead);
         }
       } else if (victim != nullptr) {
-        dead.add(drop(*victim));
+        discard(drop(*victim), dead);
       } else {
         break;
       }
@@ -840,6 +874,7 @@ class EvictingShard {
       u.entries -= 1;
       u.bytes -= e->weight;
       scratch_ = {};
+      e->queue = Queue::none;  // out of the shard (a lock-free reader checks this)
     }
     total_.entries -= 1;
     total_.bytes -= e->weight;
@@ -852,6 +887,7 @@ class EvictingShard {
   std::vector<Retired> limbo_;             // unbounded: unlinked, not yet safe to free
   std::size_t size_ = 0;
   bool bounded_ = false;
+  bool lock_free_ = true;  // reads take no lock: unbounded, or bounded with lossy access
   MemoryEviction policy_ = MemoryEviction::tiny_lfu;
   Usage limits_{kUnbounded, kUnbounded};
   Usage window_limit_{kUnbounded, kUnbounded};
