@@ -515,8 +515,9 @@ TEST_CASE("inline values are destroyed outside the shard lock", "[memory][inline
 // and did not look again, would miss keys here).
 TEST_CASE("reads without a lock: no false miss, no torn or freed value",
           "[memory][threads][lockfree]") {
-#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
-  constexpr int kRounds = 15;  // the sanitizers check what happens, not how often: fewer rounds
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__) || !defined(NDEBUG)
+  // The sanitizers (and the Debug build) check what happens, not how often: fewer rounds.
+  constexpr int kRounds = 15;
 #else
   constexpr int kRounds = 200;
 #endif

@@ -981,11 +981,33 @@ bool all_nodes_say(int slot, int port) {
 // Redis 7.0 does without an invalidation (fixed in 7.2). Until the backend meets a MOVED its
 // map routes the key to the old master, whose L1 still holds it: the node's heartbeat must
 // notice that the node's own slots changed.
+// True if the node `id`'s config epoch, as `port` sees it (CLUSTER NODES: id, address, flags,
+// master, ping, pong, config epoch, ...), is greater than every other node's.
+bool epoch_is_greatest(int port, const std::string& id) {
+  std::istringstream lines(cluster().cli(port, {"cluster", "nodes"}));
+  long long mine = -1;
+  long long others = -1;
+  for (std::string line; std::getline(lines, line);) {
+    std::istringstream f(line);
+    std::string node, addr, flags, master, ping, pong;
+    long long epoch = -1;
+    if (!(f >> node >> addr >> flags >> master >> ping >> pong >> epoch)) continue;
+    long long& best = node == id ? mine : others;
+    best = std::max(best, epoch);
+  }
+  return mine > others;
+}
+
 void take_slot(int slot, int from, int to) {
   const auto s = std::to_string(slot);
   const auto to_id = node_id(to);
   cluster().cli(to, {"cluster", "setslot", s, "node", to_id});
-  cluster().cli(to, {"cluster", "bumpepoch"});
+  // BUMPEPOCH does nothing ("STILL") when the node's epoch already is the greatest, even if
+  // another node shares it; the old owner yields the slot only to a strictly greater one.
+  for (int i = 0; i < 10 && !epoch_is_greatest(to, to_id); ++i) {
+    cluster().cli(to, {"cluster", "bumpepoch"});
+  }
+  REQUIRE(epoch_is_greatest(to, to_id));
   for (int p : cluster().ports()) {
     if (p != to && p != from) cluster().cli(p, {"cluster", "setslot", s, "node", to_id});
   }
