@@ -407,12 +407,7 @@ class EvictingShard {
         }
       }
     }
-    size_ = 0;
-    window_.reset();
-    probation_.reset();
-    protected_.reset();
-    total_ = window_usage_ = protected_usage_ = {};
-    pending_count_ = 0;
+    forget_all();
     reclaim(dead);
   }
 
@@ -705,13 +700,17 @@ class EvictingShard {
         }
       }
     }
+    forget_all();
+    return all;
+  }
+  /// Empties the policy's lists and resets the counts (the table is already empty).
+  void forget_all() noexcept {
     size_ = 0;
     window_.reset();
     probation_.reset();
     protected_.reset();
     total_ = window_usage_ = protected_usage_ = {};
     pending_count_ = 0;
-    return all;
   }
 
   // ---- the policy (mutex held) ----------------------------------------------------------------
