@@ -14,7 +14,8 @@ thread_local constinit EpochRecord* epoch_tls = nullptr;
 namespace {
 
 std::atomic<EpochRecord*> registry_head{nullptr};
-std::mutex registry_mutex;  // serializes registration (the scan needs no lock)
+std::mutex registry_mutex;        // serializes registration (the scan needs no lock)
+std::uint32_t registry_size = 0;  // records created so far (registry_mutex)
 
 // The registry mutex is held across fork(): a child forked while another thread registered
 // would otherwise inherit it locked and hang at its own first registration.
@@ -67,6 +68,7 @@ EpochRecord* epoch_register() {
     if (mine == nullptr) {
       mine = new EpochRecord;  // never freed: a scan may be reading it
       mine->in_use.store(true, std::memory_order_relaxed);
+      mine->index = registry_size++;
       mine->next.store(registry_head.load(std::memory_order_relaxed), std::memory_order_relaxed);
       registry_head.store(mine, std::memory_order_release);
     }

@@ -164,6 +164,27 @@ TEST_CASE("lru policy evicts the least recently used entry", "[memory][lru]") {
   CHECK(b.size() == 3);
 }
 
+TEST_CASE("a bounded read is recorded without the lock and counts before the next write",
+          "[memory][lru][threads]") {
+  // A bounded read takes no lock: its hit waits in its thread's read buffer. Reads on threads
+  // that have exited, and more reads than a buffer holds, must still count, in order, before a
+  // write's eviction decision.
+  MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 3, .eviction = MemoryEviction::lru});
+  b.set_object("a", object_of(1));
+  b.set_object("b", object_of(2));
+  b.set_object("c", object_of(3));
+  std::thread([&] { CHECK(int_of(b.get_object("a")) == 1); }).join();  // order b, c, a
+  b.set_object("d", object_of(4));                                     // evicts b
+  CHECK_FALSE(b.get_object("b"));
+  CHECK(int_of(b.get_object("a")) == 1);
+  // 100 reads (several buffers' worth) alternating c and d, d last: order a, c, d.
+  for (int i = 0; i < 100; ++i) CHECK(b.get_object(i % 2 == 0 ? "c" : "d").has_value());
+  b.set_object("e", object_of(5));  // evicts a
+  CHECK_FALSE(b.get_object("a"));
+  CHECK(b.get_object("c").has_value());
+  CHECK(b.evictions() == 2);
+}
+
 TEST_CASE("lru policy: a scan larger than the cache flushes the hot set", "[memory][lru]") {
   MemoryBackend b(MemoryOptions{.shards = 1, .max_entries = 100, .eviction = MemoryEviction::lru});
   for (int round = 0; round < 5; ++round) {
@@ -282,7 +303,8 @@ TEST_CASE("many threads hammering a bounded backend", "[memory][threads]") {
         MemoryOptions{.shards = 4, .max_entries = c.max_entries, .eviction = c.policy});
     std::atomic<bool> bad{false};
     std::vector<std::thread> threads;
-    for (int t = 0; t < 4; ++t) {
+    // More threads than a shard has read-buffer stripes, so some share one.
+    for (int t = 0; t < 8; ++t) {
       threads.emplace_back([&, t] {
         std::mt19937 rng(static_cast<unsigned>(t + 1));
         for (int n = 0; n < 20000; ++n) {
@@ -528,7 +550,7 @@ TEST_CASE("reads without a lock: no false miss, no torn or freed value",
   auto stable_value = [](int i) { return "stable value number " + std::to_string(i) + "....."; };
   std::vector<std::shared_ptr<MemoryBackend>> backends;
   for (int r = 0; r < kRounds; ++r) {
-    // Bounded too (lock-free reads, accesses recorded by try_lock), large enough to evict
+    // Bounded too (lock-free reads, accesses buffered and replayed), large enough to evict
     // nothing: a miss is then always false.
     auto b = std::make_shared<MemoryBackend>(
         MemoryOptions{.shards = 1, .max_entries = bounded ? std::size_t{1} << 20 : 0});

@@ -215,10 +215,13 @@ MemoryOptions memory_options_from_json(const nlohmann::json& a);
 /// Thread-safe. Unbounded, a read takes no lock and writes nothing shared (it pins an epoch,
 /// walks the map through atomic links and copies the value out of its node, which is never
 /// changed once stored and is freed only once no read can hold it); the copy of a value may
-/// run in several threads at once, as for any `const` object. Bounded, a read never waits: it
-/// runs under its shard's mutex when that is free (the hit recorded for the eviction policy),
-/// and lock-free when another thread holds it (the access then not recorded: under contention
-/// the eviction order is approximate, as Caffeine's). Writes lock their shard's mutex; a
+/// run in several threads at once, as for any `const` object. Bounded, a read is the same
+/// lock-free lookup, and its hit goes to a per-thread read buffer that is replayed into the
+/// eviction policy under the shard's mutex, before the next write's decision or when the
+/// buffer fills (Caffeine's scheme: one thread's accesses count exactly, in order; under
+/// contention a hit may be dropped, so the eviction order is approximate). In `tiny_lfu`'s
+/// protected segment a hit marks its entry (CLOCK) instead of moving it, so a hot entry is not
+/// rewritten on every read. Writes lock their shard's mutex; a
 /// replaced, erased or evicted value is destroyed outside it, once no read can still be
 /// copying it.
 class MemoryBackend final : public CacheBackend {

@@ -25,6 +25,7 @@ struct alignas(64) EpochRecord {
   std::uint32_t depth = 0;                  // nesting of guards on the owning thread
   std::atomic<bool> in_use{false};          // owned by a live thread
   std::atomic<EpochRecord*> next{nullptr};  // the registry list (append-only)
+  std::uint32_t index = 0;                  // creation order: live threads' indexes differ
 };
 
 /// The global epoch (starts at 1; 0 means "not pinned").
@@ -56,6 +57,9 @@ class EpochGuard {
   }
   EpochGuard(const EpochGuard&) = delete;
   EpochGuard& operator=(const EpochGuard&) = delete;
+
+  /// The calling thread's record index: no two live threads share one (a per-thread stripe).
+  [[nodiscard]] std::uint32_t index() const noexcept { return r_->index; }
 
  private:
   EpochRecord* r_;

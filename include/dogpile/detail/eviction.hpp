@@ -16,6 +16,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -215,7 +216,7 @@ inline constexpr std::size_t kUnbounded = std::numeric_limits<std::size_t>::max(
 
 /// One shard of a memory backend: a hash map plus (when bounded) the eviction policy.
 /// Thread-safe: writes take the shard mutex, and so do the reads of a bounded shard (a hit
-/// updates the policy; with `lossy_access` only when the mutex is free, see `configure`).
+/// updates the policy) unless it has `lossy_access` (see `configure`).
 /// Reads of an unbounded shard take no lock and write nothing shared: they
 /// pin the epoch (detail/epoch.hpp), walk the table through atomic links and copy the value
 /// out of its node, which stays alive (nodes are never changed once published: a set swaps in
@@ -246,11 +247,14 @@ class EvictingShard {
 
   /// Sets the bounds (kUnbounded for none) and the policy. Call before use (it drops any
   /// entries already stored: a bounded node has a different layout).
-  /// With `lossy_access`, a bounded shard's read never waits for the mutex: if it is free the
-  /// read runs under it as always (the hit recorded for the policy); if another thread holds
-  /// it the read goes on without it, lock-free, and the access is not recorded. Under
-  /// contention the eviction order is then approximate (Caffeine drops reads from a full
-  /// buffer likewise), and `hits()` counts only the recorded hits.
+  /// With `lossy_access`, a bounded shard's read takes no lock either, as an unbounded one's:
+  /// a hit appends its key's hash to its thread's stripe of a read buffer (Caffeine's striped
+  /// read buffer), and the buffered hits are replayed into the policy, in order, under the
+  /// mutex: by the read that fills a stripe (if the mutex is free) and before every write's
+  /// policy decision. A single thread's accesses are therefore applied exactly as if each read
+  /// had taken the mutex. A hit is dropped only when its stripe is full and the mutex busy
+  /// (or when more threads than stripes race on one), so under contention the eviction order
+  /// is approximate, as Caffeine's; `hits()` counts the replayed hits.
   void configure(Usage limits, MemoryEviction policy, bool lossy_access = false) {
     Graveyard dead;
     std::lock_guard lk(mutex_);
@@ -259,6 +263,7 @@ class EvictingShard {
     policy_ = policy;
     bounded_ = limits.entries != kUnbounded || limits.bytes != kUnbounded;
     lock_free_ = !bounded_ || lossy_access;
+    reads_.reset(bounded_ && lossy_access ? new ReadStripe[kReadStripes] : nullptr);
     // W-TinyLFU: a 1% admission window, the rest is main; 80% of main is "protected".
     auto part = [](std::size_t v, std::size_t num, std::size_t den, std::size_t min) {
       return v == kUnbounded ? kUnbounded : std::max(min, v / den * num + v % den * num / den);
@@ -289,17 +294,12 @@ class EvictingShard {
   template <class F>
   bool visit(const PrehashedKey& k, F&& f) {
     if (lock_free_) {
-      if (bounded_) {
-        // Uncontended, the hit is read and recorded under the mutex as always; only when
-        // another thread holds it does the read go on without it, unrecorded (lossy access).
-        std::unique_lock lk(mutex_, std::try_to_lock);
-        if (lk.owns_lock()) return visit_locked(k, f);
-      }
       EpochGuard pin;
       const std::uint64_t v = version_.load(std::memory_order_seq_cst);
       if ((v & 1) == 0) {
         if (Node* n = find<std::memory_order_seq_cst>(k)) {
           f(static_cast<const V&>(n->value()), n->weight);
+          if (reads_) buffer_read(pin.index(), n->hash);
           return true;
         }
         // A miss counts only if no resize moved the chains meanwhile.
@@ -322,6 +322,7 @@ class EvictingShard {
     Node* fresh = make_node(k, weight, std::forward<A>(args)...);
     Graveyard dead;  // freed after `lk` below is released
     std::lock_guard lk(mutex_);
+    if (reads_) drain_reads();  // the reads before this write count before its decisions
     Link* slot = find_slot(k);
     Node* old = slot != nullptr ? slot->load(std::memory_order_relaxed) : nullptr;
     if (bounded_ && (weight > limits_.bytes || limits_.entries == 0)) {
@@ -335,6 +336,7 @@ class EvictingShard {
       fresh->chain.store(old->chain.load(std::memory_order_relaxed), std::memory_order_relaxed);
       slot->store(fresh, std::memory_order_seq_cst);
       fresh->queue = old->queue;
+      fresh->referenced = old->referenced;
       if (old->queue != Queue::none) HookList::replace(hook(old), hook(fresh));
       old->queue = Queue::none;  // out of the shard (a lock-free reader checks this)
       usage_of(old->queue).bytes += weight;
@@ -420,7 +422,7 @@ class EvictingShard {
     return evictions_;
   }
   /// Successful `get`s of a bounded shard so far (an unbounded shard's reads take no lock and
-  /// are not counted).
+  /// are not counted; with `lossy_access`, the hits replayed from the read buffer).
   [[nodiscard]] std::size_t hits() {
     std::lock_guard lk(mutex_);
     return hits_;
@@ -449,7 +451,8 @@ class EvictingShard {
     std::size_t weight;
     std::uint32_t key_size;
     Queue queue = Queue::none;
-    bool linked;  // has list links in front (the shard was bounded when it was made)
+    bool linked;              // has list links in front (the shard was bounded when it was made)
+    bool referenced = false;  // protected: hit since it last moved (see on_access)
 
     [[nodiscard]] const char* key_data() const noexcept {
       return reinterpret_cast<const char*>(this) + sizeof(Node);
@@ -614,6 +617,64 @@ class EvictingShard {
     limbo_.resize(kept);
   }
 
+  // ---- the read buffer (bounded with lossy_access) -------------------------------------------
+  static constexpr std::size_t kReadStripes = 4;  // a power of two
+  static constexpr std::size_t kReadSlots = 64;   // hashes per stripe, a power of two
+  /// One thread's lane: a ring of hit hashes it appends to with plain stores (no locked
+  /// instruction, no line shared with other readers) and the mutex holder consumes. Threads
+  /// sharing a stripe (more threads than stripes) can overwrite each other's hashes or move
+  /// `tail` back: only hits are lost, and `drain_reads` resets a stripe it cannot make sense of.
+  struct alignas(64) ReadStripe {
+    std::atomic<std::uint64_t> tail{0};  // next slot to write (readers)
+    std::atomic<std::uint64_t> head{0};  // next slot to replay (the mutex holder)
+    std::array<std::atomic<std::uint64_t>, kReadSlots> slots{};
+  };
+
+  /// Records a lock-free hit; the read that fills its stripe replays the buffer if the mutex
+  /// is free (else a later read or write will).
+  void buffer_read(std::uint32_t thread, std::uint64_t hash) noexcept {
+    ReadStripe& s = reads_[thread & (kReadStripes - 1)];
+    const std::uint64_t t = s.tail.load(std::memory_order_relaxed);
+    const std::uint64_t h = s.head.load(std::memory_order_acquire);  // slots up to it replayed
+    if (t - h < kReadSlots) {
+      s.slots[t & (kReadSlots - 1)].store(hash, std::memory_order_relaxed);
+      s.tail.store(t + 1, std::memory_order_release);
+      if (t + 1 - h < kReadSlots) return;
+    }
+    // Full (this hit is dropped if it did not fit): replay, unless another thread is busy.
+    std::unique_lock lk(mutex_, std::try_to_lock);
+    if (lk.owns_lock()) drain_reads();
+  }
+
+  /// Replays every stripe's buffered hits into the policy, oldest first (mutex held).
+  void drain_reads() noexcept {
+    for (std::size_t i = 0; i < kReadStripes; ++i) {
+      ReadStripe& s = reads_[i];
+      std::uint64_t h = s.head.load(std::memory_order_relaxed);
+      const std::uint64_t t = s.tail.load(std::memory_order_acquire);
+      if (t - h <= kReadSlots) {
+        for (; h != t; ++h) {
+          if (Node* n = find_hash(s.slots[h & (kReadSlots - 1)].load(std::memory_order_relaxed))) {
+            on_access(*n);
+            ++hits_;
+          }
+        }
+      }  // else racing writers moved `tail` back: skip what is there
+      s.head.store(t, std::memory_order_release);
+    }
+  }
+
+  /// A node with this hash (mutex held); nullptr if it left the shard since it was read.
+  Node* find_hash(std::uint64_t hash) const noexcept {
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    if (!t) return nullptr;
+    for (Node* n = t.slots[hash & t.mask].load(std::memory_order_relaxed); n != nullptr;
+         n = n->chain.load(std::memory_order_relaxed)) {
+      if (n->hash == hash) return n;
+    }
+    return nullptr;
+  }
+
   // ---- the hash table (mutex held) ------------------------------------------------------------
   // A lock-free reader loads seq_cst (plain loads on x86): that orders it against the unlinks
   // and the retire tag (detail/epoch.hpp). Under the mutex (the default) no ordering is needed.
@@ -711,6 +772,10 @@ class EvictingShard {
     protected_.reset();
     total_ = window_usage_ = protected_usage_ = {};
     pending_count_ = 0;
+    for (std::size_t i = 0; reads_ && i < kReadStripes; ++i) {  // buffered hits are moot
+      reads_[i].head.store(reads_[i].tail.load(std::memory_order_acquire),
+                           std::memory_order_release);
+    }
   }
 
   // ---- the policy (mutex held) ----------------------------------------------------------------
@@ -735,6 +800,7 @@ class EvictingShard {
     }
   }
   void move_to(Node& e, Queue q) {
+    e.referenced = false;
     if (e.queue != Queue::none) {
       HookList::unlink(hook(&e));
       Usage& from = usage_of(e.queue);
@@ -764,13 +830,23 @@ class EvictingShard {
         window_.move_to_back(hook(&e));
         break;
       case Queue::protect:
-        protected_.move_to_back(hook(&e));
+        // CLOCK instead of a move to the back: the protected list is ordered by promotion, and
+        // a hit only marks the entry, which then gets a second chance when it reaches the front
+        // (below). A hot entry's node is written once per trip through the list rather than on
+        // every hit: its first cache line holds the key that lock-free readers on other cores
+        // compare, and moving it would also write its two neighbours.
+        if (!e.referenced) e.referenced = true;
         break;
       default:  // probation: promote, and demote protected's LRU entries that no longer fit
         move_to(e, Queue::protect);
         while (protected_usage_.over(protected_limit_)) {
           ListHook* lru = protected_.front();
           if (lru == hook(&e) || lru == nullptr) break;
+          if (Node& old = *entry(lru); old.referenced) {
+            old.referenced = false;  // hit since its promotion: keep it, go round once more
+            protected_.move_to_back(lru);
+            continue;
+          }
           move_to(*entry(lru), Queue::probation);
         }
         break;
@@ -887,6 +963,7 @@ class EvictingShard {
   std::size_t size_ = 0;
   bool bounded_ = false;
   bool lock_free_ = true;  // reads take no lock: unbounded, or bounded with lossy access
+  std::unique_ptr<ReadStripe[]> reads_;  // bounded with lossy access: hits to replay
   MemoryEviction policy_ = MemoryEviction::tiny_lfu;
   Usage limits_{kUnbounded, kUnbounded};
   Usage window_limit_{kUnbounded, kUnbounded};
