@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "dogpile/backends/memory.hpp"
+#include "dogpile/detail/memory_store.hpp"  // ObjectSlot::kInline
 #include "dogpile/registry.hpp"
 
 using dogpile::MemoryBackend;

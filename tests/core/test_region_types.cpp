@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "dogpile/detail/memory_store.hpp"  // ObjectSlot::kInline
 #include "dogpile/dogpile.hpp"
 #include "support.hpp"
 

@@ -1,6 +1,6 @@
 #pragma once
 // `MemoryEviction`, on its own so that a header can name it without the eviction machinery
-// (detail/eviction.hpp, which <dogpile/backends/memory.hpp> includes for its inline store).
+// (detail/eviction.hpp).
 
 namespace dogpile {
 
