@@ -38,8 +38,8 @@ class ShardedStore {
     const PrehashedKey k{key, hash_key(key)};
     return shard(k).get(k);
   }
-  /// Calls `f(value, weight)` if `key` is present (under the shard's mutex if bounded); see
-  /// `EvictingShard::visit`.
+  /// Calls `f(value, weight)` if `key` is present (lock-free; a bounded hit is buffered for the
+  /// policy); see `EvictingShard::visit`.
   template <class F>
   bool visit(std::string_view key, F&& f) {
     const PrehashedKey k{key, hash_key(key)};
