@@ -165,6 +165,29 @@ TEST_CASE("lru policy evicts the least recently used entry", "[memory][lru]") {
   CHECK(b.size() == 3);
 }
 
+TEST_CASE("a replace with another weight keeps the segments' byte counts", "[memory][tinylfu]") {
+  // The window's and protected segment's byte counts decide demotions and the window's size;
+  // a replace must move them by the weight difference, wherever the entry sits.
+  using dogpile::detail::EvictingShard;
+  using dogpile::detail::PrehashedKey;
+  EvictingShard<std::string> shard;
+  shard.configure({dogpile::detail::kUnbounded, 100'000}, MemoryEviction::tiny_lfu);
+  auto k = [](const std::string& s) { return PrehashedKey{s, dogpile::detail::hash_key(s)}; };
+  for (int i = 0; i < 40; ++i) shard.set(k(key(i)), "v", 10);
+  REQUIRE(shard.consistent());
+  shard.set(k(key(39)), "v", 500);  // the newest entry: in the window
+  CHECK(shard.consistent());
+  for (int r = 0; r < 3; ++r) (void)shard.get(k(key(0)));  // promoted to protected
+  shard.set(k(key(0)), "v", 700);
+  CHECK(shard.consistent());
+  shard.set(k(key(0)), "v", 5);
+  shard.set(k(key(39)), "v", 1);
+  CHECK(shard.consistent());
+  CHECK(shard.erase(k(key(0))));
+  CHECK(shard.erase(k(key(39))));
+  CHECK(shard.consistent());
+}
+
 TEST_CASE("frequency sketch: never under the true count; conservative update limits collisions",
           "[memory][tinylfu]") {
   // 250 keys in a sketch of 1,024 counters (4 per key): many share counters. Before any

@@ -181,6 +181,8 @@ class HookList {
   HookList& operator=(const HookList&) = delete;
   [[nodiscard]] bool empty() const noexcept { return head_.next == &head_; }
   [[nodiscard]] ListHook* front() noexcept { return empty() ? nullptr : head_.next; }
+  /// The sentinel a walk from `front()` along `next` ends at.
+  [[nodiscard]] const ListHook* end() const noexcept { return &head_; }
   void push_back(ListHook* n) noexcept {
     n->prev = head_.prev;
     n->next = &head_;
@@ -345,9 +347,9 @@ class EvictingShard {
       fresh->queue = old->queue;
       fresh->referenced = old->referenced;
       if (old->queue != Queue::none) HookList::replace(hook(old), hook(fresh));
-      old->queue = Queue::none;  // out of the shard (a lock-free reader checks this)
-      usage_of(old->queue).bytes += weight;
-      usage_of(old->queue).bytes -= old->weight;
+      old->queue = Queue::none;                // out of the shard
+      usage_of(fresh->queue).bytes += weight;  // its segment's bytes follow the new weight
+      usage_of(fresh->queue).bytes -= old->weight;
       scratch_ = {};
       total_.bytes += weight;
       total_.bytes -= old->weight;
@@ -430,6 +432,35 @@ class EvictingShard {
   }
   /// Successful `get`s of a bounded shard so far (an unbounded shard's reads take no lock and
   /// are not counted; with `lossy_access`, the hits replayed from the read buffer).
+  /// Recounts the policy's segments and the table and compares them with the running counts
+  /// (entries and bytes of the window, protected and the whole shard); true if all agree. For
+  /// tests: O(entries), under the mutex.
+  [[nodiscard]] bool consistent() {
+    std::lock_guard lk(mutex_);
+    auto sum = [this](HookList& l) {
+      Usage u;
+      for (ListHook* h = l.front(); h != nullptr && h != l.end(); h = h->next) {
+        u.entries += 1;
+        u.bytes += entry(h)->weight;
+      }
+      return u;
+    };
+    auto same = [](const Usage& a, const Usage& b) {
+      return a.entries == b.entries && a.bytes == b.bytes;
+    };
+    Usage all;
+    const Table t = Table::of(table_.load(std::memory_order_relaxed));
+    for (std::size_t i = 0; t && i <= t.mask; ++i) {
+      for (Node* n = t.slots[i].load(std::memory_order_relaxed); n != nullptr;
+           n = n->chain.load(std::memory_order_relaxed)) {
+        all.entries += 1;
+        all.bytes += n->weight;
+      }
+    }
+    return same(all, total_) && all.entries == size_ &&
+           (!bounded_ ||
+            (same(sum(window_), window_usage_) && same(sum(protected_), protected_usage_)));
+  }
   [[nodiscard]] std::size_t hits() {
     std::lock_guard lk(mutex_);
     return hits_;
@@ -444,7 +475,7 @@ class EvictingShard {
     Node* n = find(k);
     if (n == nullptr) return false;
     if (bounded_) on_access(*n);
-    ++hits_;  // under the mutex: no atomic on the hit path (lock-free reads are not counted)
+    ++hits_;  // under the mutex: no atomic on the hit path (buffered reads count when replayed)
     f(static_cast<const V&>(n->value()), n->weight);
     return true;
   }
@@ -956,7 +987,7 @@ class EvictingShard {
       u.entries -= 1;
       u.bytes -= e->weight;
       scratch_ = {};
-      e->queue = Queue::none;  // out of the shard (a lock-free reader checks this)
+      e->queue = Queue::none;  // out of the shard
     }
     total_.entries -= 1;
     total_.bytes -= e->weight;
