@@ -188,19 +188,52 @@ TEST_CASE("a replace with another weight keeps the segments' byte counts", "[mem
   CHECK(shard.consistent());
 }
 
+TEST_CASE("tiny_lfu's frequency sample follows the shard up to its entry bound",
+          "[memory][tinylfu]") {
+  // The sample (increments between two agings of the sketch) is 10 x the entries it is sized
+  // for, and grows with the shard by half. The last step must reach the bound (3,125 here):
+  // a sample stuck at an earlier size forgets the moderately popular keys too soon.
+  using dogpile::detail::EvictingShard;
+  using dogpile::detail::PrehashedKey;
+  EvictingShard<int> shard;
+  shard.configure({3'125, dogpile::detail::kUnbounded}, MemoryEviction::tiny_lfu);
+  auto k = [](const std::string& s) { return PrehashedKey{s, dogpile::detail::hash_key(s)}; };
+  for (int i = 0; i < 1'100; ++i) shard.set(k(key(i)), i, 1);
+  const std::size_t partway = shard.sketch_capacity();
+  CHECK(partway > 1'100);
+  CHECK(partway <= 1'650);
+  for (int i = 1'100; i < 4'000; ++i) shard.set(k(key(i)), i, 1);
+  CHECK(shard.sketch_capacity() == 3'125);
+}
+
+TEST_CASE("frequency sketch: a larger capacity lengthens the sample", "[memory][tinylfu]") {
+  dogpile::detail::FrequencySketch sketch;
+  REQUIRE(sketch.ensure_capacity(2'050));
+  CHECK_FALSE(sketch.ensure_capacity(1'000));  // never shrinks
+  CHECK(sketch.ensure_capacity(3'125));
+  CHECK(sketch.capacity() == 3'125);
+  const std::uint64_t hot = 0x9e3779b97f4a7c15ULL;
+  for (int i = 0; i < 8; ++i) sketch.increment(hot);
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 30'000; ++i) sketch.increment(rng());  // short of 10 x 3,125
+  CHECK(sketch.frequency(hot) >= 8);                         // not aged yet
+  for (int i = 0; i < 2'000; ++i) sketch.increment(rng());   // past it
+  CHECK(sketch.frequency(hot) <= 5);                         // halved
+}
+
 TEST_CASE("frequency sketch: never under the true count; conservative update limits collisions",
           "[memory][tinylfu]") {
-  // 250 keys in a sketch of 1,024 counters (4 per key): many share counters. Before any
+  // 400 keys in a sketch of 2,048 counters (4 per key): many share counters. Before any
   // aging, a key's estimate is at least its count; incrementing only a key's smallest
   // counters (conservative update) keeps the others' estimates from growing with it. The
-  // plain count-min update (every counter) overestimates these keys by 54 in all, this by 16.
+  // plain count-min update (every counter) overestimates these keys by 55 in all, this by 11.
   dogpile::detail::FrequencySketch sketch;
   sketch.ensure_capacity(64);
   std::mt19937_64 rng(7);
-  std::vector<std::uint64_t> keys(250);
+  std::vector<std::uint64_t> keys(400);
   for (auto& k : keys) k = rng();
   std::vector<unsigned> truth(keys.size());
-  for (std::size_t round = 0; round < 3; ++round) {  // 459 increments: below the aging sample
+  for (std::size_t round = 0; round < 2; ++round) {  // 600 increments: below the aging sample
     for (std::size_t i = 0; i < keys.size(); i += round + 1) {
       sketch.increment(keys[i]);
       ++truth[i];
