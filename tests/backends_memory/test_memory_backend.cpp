@@ -248,6 +248,43 @@ TEST_CASE("frequency sketch: never under the true count; conservative update lim
   CHECK(over <= 30);
 }
 
+TEST_CASE("a protected entry's hits stop being buffered once its estimate is high, until aging",
+          "[memory][tinylfu]") {
+  // hits() of a lossy shard counts the hits replayed from the read buffer. An entry that is
+  // protected, marked and estimated at 4 or more is quiet: its hits are not buffered (they
+  // would only raise its estimate) until the sketch ages, which lowers every estimate.
+  using dogpile::detail::EvictingShard;
+  using dogpile::detail::PrehashedKey;
+  EvictingShard<int> shard;
+  shard.configure({1'000, dogpile::detail::kUnbounded}, MemoryEviction::tiny_lfu,
+                  /*lossy_access=*/true);
+  auto k = [](const std::string& s) { return PrehashedKey{s, dogpile::detail::hash_key(s)}; };
+  int next = 0;
+  auto write_other = [&] { shard.set(k("other" + std::to_string(next++)), 0, 1); };
+  shard.set(k("hot"), 1, 1);
+  for (int i = 0; i < 20; ++i) write_other();  // "hot" leaves the window for probation
+  CHECK(shard.get(k("hot")) == 1);             // promoted to protected at the next write
+  write_other();
+  for (int i = 0; i < 10; ++i) CHECK(shard.get(k("hot")) == 1);  // marked, then quiet
+  write_other();
+  const std::size_t quiet_from = shard.hits();
+  CHECK(quiet_from == 11);  // every hit so far was replayed
+  for (int i = 0; i < 100; ++i) CHECK(shard.get(k("hot")) == 1);
+  write_other();
+  CHECK(shard.hits() == quiet_from);  // none of the 100 was buffered
+  // One-time keys age the sketch (10 x its capacity of additions): "hot" stays protected, but
+  // its hits are buffered again (replayed at the next write) until its estimate is back at 4.
+  for (int i = 0; i < 12'000; ++i) write_other();
+  for (int i = 0; i < 11; ++i) REQUIRE(shard.get(k("hot")) == 1);
+  write_other();
+  const std::size_t after_aging = shard.hits();
+  CHECK(after_aging == quiet_from + 11);
+  for (int i = 0; i < 100; ++i) CHECK(shard.get(k("hot")) == 1);
+  write_other();
+  CHECK(shard.hits() == after_aging);  // quiet again
+  CHECK(shard.consistent());
+}
+
 TEST_CASE("a bounded read is recorded without the lock and counts before the next write",
           "[memory][lru][threads]") {
   // A bounded read takes no lock: its hit waits in its thread's read buffer. Reads on threads
