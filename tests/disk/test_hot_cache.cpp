@@ -160,6 +160,10 @@ TEST_CASE("hot cache: another process's committed write is seen at once", "[disk
     int code = 0;
     try {
       DiskCache writer(d.path);  // a fresh object: the child's own connections
+      // Ready: opening commits too (settings), and a commit between the parent's fill and its
+      // next read would rightly make that read miss the hot cache.
+      char ready = 1;
+      if (::write(to_parent[1], &ready, 1) != 1) ::_exit(98);
       for (int i = 1; i <= kRounds; ++i) {
         char b = 0;
         if (::read(to_child[0], &b, 1) != 1) break;
@@ -171,6 +175,10 @@ TEST_CASE("hot cache: another process's committed write is seen at once", "[disk
     }
     ::_exit(code);
   }
+  // Our copies of the child's ends closed: if the child dies, a read sees EOF, not a hang.
+  ::close(to_child[0]);
+  ::close(to_parent[1]);
+  REQUIRE(get_byte(to_parent[0]));  // the child has opened the cache
   int stale = 0;
   int served_from_memory = 0;
   for (int i = 1; i <= kRounds; ++i) {
@@ -188,7 +196,7 @@ TEST_CASE("hot cache: another process's committed write is seen at once", "[disk
   CHECK(WEXITSTATUS(st) == 0);
   CHECK(stale == 0);
   CHECK(served_from_memory == kRounds);
-  for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) ::close(fd);
+  for (int fd : {to_child[1], to_parent[0]}) ::close(fd);
 }
 
 TEST_CASE("hot cache: delete, clear, evict and cull by another process", "[disk][hot][process]") {
