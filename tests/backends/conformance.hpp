@@ -647,8 +647,11 @@ inline void lease_expiry(const Factory& factory) {
   const auto dropped = SteadyClock::now();
   CHECK_FALSE(other->acquire(false));  // the lease has not run out yet
   REQUIRE(other->try_acquire_for(lease * 3));
-  // The last renewal was at most lease/3 before the drop: the lock lived ≥ 2/3 lease after it.
-  CHECK(SteadyClock::now() - dropped >= lease / 2);
+  // Not released by the drop: it lived on after it. The last renewal was due lease/3 before
+  // the drop, so ~2/3 lease is typical; the floor is lower because a renewal runs late on a
+  // loaded machine (under the sanitizers, with the suite in parallel) and a server's expiry
+  // clock may lag (memcached's clock ticks once a second): CI once saw 0.90 s of a 2 s lease.
+  CHECK(SteadyClock::now() - dropped >= lease / 4);
   other->release();
   CHECK_FALSE(other->locked());
 }
