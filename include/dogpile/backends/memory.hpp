@@ -73,9 +73,9 @@ MemoryOptions memory_options_from_json(const nlohmann::json& a);
 /// contention a hit may be dropped, so the eviction order is approximate). In `tiny_lfu`'s
 /// protected segment a hit marks its entry (CLOCK) instead of moving it, so a hot entry is not
 /// rewritten on every read, and once its frequency estimate reaches 4 its hits are not
-/// buffered at all until the estimates age: reads of a hot set cost what unbounded reads do. Writes lock their shard's mutex; a
-/// replaced, erased or evicted value is destroyed outside it, once no read can still be
-/// copying it.
+/// buffered at all until the estimates age: reads of a hot set cost what unbounded reads do.
+/// Writes lock their shard's mutex; a replaced, erased or evicted value is destroyed outside
+/// it, once no read can still be copying it.
 class MemoryBackend final : public CacheBackend {
  public:
   /// @throws ValidationError if an option is out of range.
