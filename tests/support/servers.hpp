@@ -1076,6 +1076,42 @@ class RedisSentinelSet {
         deadline);
   }
 
+  /// Waits (up to `deadline`) until the set is at rest after whatever failovers ran before:
+  /// EVERY sentinel names the same master (the ones that did not lead a failover learn it from
+  /// the leader's hello messages, up to 2 s later), that server's ROLE is master, and the other
+  /// server replicates from it in sync (rejoin_old_master() if the sentinels have not converted
+  /// it yet). A test that gives the backend a single sentinel needs this: that sentinel may
+  /// still name the old master. Returns whether it happened.
+  bool wait_settled(std::chrono::milliseconds deadline = std::chrono::milliseconds(20'000)) {
+    const auto start = std::chrono::steady_clock::now();
+    const bool agreed = detail::poll_until(
+        [this] {
+          const auto m = current_master_or_none();
+          if (m.second == 0) return false;
+          for (std::size_t i = 0; i < sentinel_ports_.size(); ++i) {
+            try {
+              if (sentinel_at(i, {"sentinel", "get-master-addr-by-name", service_name()}) !=
+                  m.first + "\n" + std::to_string(m.second) + "\n") {
+                return false;
+              }
+            } catch (const std::exception&) {
+              return false;
+            }
+          }
+          const RedisServer& s = m.second == named_port(*master_) ? *master_ : *replica_;
+          try {
+            return s.cli({"role"}, std::chrono::milliseconds(1000)).rfind("master", 0) == 0;
+          } catch (const std::exception&) {
+            return false;
+          }
+        },
+        deadline);
+    if (!agreed) return false;
+    const auto left = deadline - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                     std::chrono::steady_clock::now() - start);
+    return rejoin_old_master(std::max(left, std::chrono::milliseconds(1)));
+  }
+
   /// Waits (up to `deadline`) until the server that is not the current master is a replica with
   /// master_link_status:up (after failover() the old master is turned into a replica by the
   /// sentinel only some seconds later). Returns whether it happened.
