@@ -8,6 +8,15 @@
 //   cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DDOGPILE_BUILD_BENCH=ON
 //   cmake --build build-rel --target region_hit_bench && build-rel/bench/region_hit_bench
 // (built only when CMake finds TBB: Debian's libtbb-dev, a bench-only dependency)
+//
+// Deterministic counts, where the timings cannot resolve a difference (at 100,000 keys the
+// machine's shared caches move every variant by ±50%): `--loop=VARIANT,KEYS,OPS` fills that
+// variant (tbb, mutex, unbounded or tiny_lfu) with KEYS keys, then runs OPS hits on one thread
+// inside `hit_loop` and exits. Under callgrind with a simulated cache, the collected totals
+// divided by OPS are instructions and cache misses per hit (docs/benchmarks.md):
+//   valgrind --tool=callgrind --cache-sim=yes --D1=32768,8,64 --LL=524288,8,64
+//            --toggle-collect='*hit_loop*'
+//            build-rel/bench/region_hit_bench --loop=tiny_lfu,100000,200000
 
 #include <benchmark/benchmark.h>
 #include <tbb/concurrent_hash_map.h>
@@ -18,6 +27,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -144,6 +154,57 @@ void BM_region(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 
+// The body of every benchmark above, one thread, OPS times, for callgrind (see the top).
+template <class Get>
+[[gnu::noinline]] std::size_t hit_loop(const Workload& w, std::size_t ops, Get&& get) {
+  std::size_t hits = 0;
+  for (std::size_t i = 0; i < ops; ++i) {
+    std::optional<std::string> v = get(w.keys[w.sequence[i & (kSequence - 1)]]);
+    hits += v ? 1 : 0;
+    benchmark::DoNotOptimize(v);
+  }
+  return hits;
+}
+
+// `--loop=VARIANT,KEYS,OPS`: 0 when every one of the OPS reads hit; 2 for bad arguments.
+int run_loop(const std::string& spec) {
+  char variant[16] = {};
+  std::size_t n = 0;
+  std::size_t ops = 0;
+  if (std::sscanf(spec.c_str(), "%15[a-z_],%zu,%zu", variant, &n, &ops) != 3 ||
+      (n != 1'000 && n != 100'000)) {
+    std::fprintf(stderr,
+                 "--loop=VARIANT,KEYS,OPS: VARIANT tbb|mutex|unbounded|tiny_lfu, "
+                 "KEYS 1000 or 100000\n");
+    return 2;
+  }
+  const auto& w = workload(n);
+  const std::string v = variant;
+  std::size_t hits = 0;
+  if (v == "tbb") {
+    auto& m = tbb_map(n);
+    hits = hit_loop(w, ops, [&](const std::string& k) {
+      TbbMap::const_accessor a;
+      return m.find(a, k) ? std::optional<std::string>(a->second) : std::nullopt;
+    });
+  } else if (v == "mutex") {
+    auto& m = mutex_map(n);
+    hits = hit_loop(w, ops, [&](const std::string& k) {
+      std::lock_guard lk(m.mutex);
+      auto it = m.map.find(k);
+      return it != m.map.end() ? std::optional<std::string>(it->second) : std::nullopt;
+    });
+  } else if (v == "unbounded" || v == "tiny_lfu") {
+    auto& r = region(n, v == "tiny_lfu");
+    hits = hit_loop(w, ops, [&](const std::string& k) { return r.get<std::string>(k); });
+  } else {
+    std::fprintf(stderr, "--loop: unknown variant '%s'\n", variant);
+    return 2;
+  }
+  std::printf("%s, %zu keys: %zu of %zu reads hit\n", variant, n, hits, ops);
+  return hits == ops ? 0 : 1;
+}
+
 void register_all() {
   for (std::int64_t n : {1'000, 100'000}) {
     const std::string fam = "region_hit_" + std::to_string(n) + "/";
@@ -171,6 +232,7 @@ void register_all() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string_view(argv[1]).starts_with("--loop=")) return run_loop(argv[1] + 7);
   register_all();
   return dogpile::bench::run_with_ratios(argc, argv);
 }

@@ -221,6 +221,33 @@ TEST_CASE("frequency sketch: a larger capacity lengthens the sample", "[memory][
   CHECK(sketch.frequency(hot) <= 5);                         // halved
 }
 
+TEST_CASE("frequency sketch: increment returns the estimate frequency() then gives",
+          "[memory][tinylfu]") {
+  // The read buffer's replay marks an entry quiet from increment's result alone: it must be
+  // the estimate after the increment, through saturation (15) and the agings it triggers.
+  dogpile::detail::FrequencySketch sketch;
+  CHECK(sketch.increment(1) == 0);  // no table yet
+  sketch.ensure_capacity(16);       // a sample of 160 increments: many agings below
+  std::mt19937_64 rng(3);
+  std::vector<std::uint64_t> keys(24);
+  for (auto& k : keys) k = rng();
+  int agings = 0;
+  int saturated = 0;
+  unsigned previous = 0;
+  for (int i = 0; i < 5'000; ++i) {
+    const std::uint64_t k = keys[rng() % (i < 2'500 ? keys.size() : 2)];  // then two hot keys
+    const unsigned before = sketch.frequency(k);
+    const unsigned got = sketch.increment(k);
+    CHECK(got == sketch.frequency(k));
+    if (got < before) ++agings;
+    if (before == 15) ++saturated;
+    previous = got;
+  }
+  CHECK(previous > 0);
+  CHECK(agings > 0);     // some increments aged the sketch...
+  CHECK(saturated > 0);  // ... and some found their key's counters full
+}
+
 TEST_CASE("frequency sketch: never under the true count; conservative update limits collisions",
           "[memory][tinylfu]") {
   // 400 keys in a sketch of 2,048 counters (4 per key): many share counters. Before any

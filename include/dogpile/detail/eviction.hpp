@@ -101,12 +101,7 @@ class FrequencySketch {
   /// Estimated number of recent accesses of the key with hash `h` (0..15).
   [[nodiscard]] unsigned frequency(std::uint64_t h) const noexcept {
     if (table_.empty()) return 0;
-    const Slots s = slots(h);
-    unsigned f = 15;
-    for (unsigned i = 0; i < 4; ++i) {
-      f = std::min(f, static_cast<unsigned>((table_[s.word[i]] >> s.shift[i]) & 0xF));
-    }
-    return f;
+    return counters(h).low();
   }
 
   /// Starts loading the counters of `h` into the cache (overlaps with the map lookup).
@@ -117,24 +112,22 @@ class FrequencySketch {
   /// Records one access of the key with hash `h`: its smallest counters go up by one
   /// (conservative update: a counter it shares with a more frequent key is left alone, so
   /// collisions inflate estimates less; +0.1–0.2 pt of hit rate on every eviction_hit_rate
-  /// trace against incrementing all four).
-  void increment(std::uint64_t h) noexcept {
-    if (table_.empty()) return;
-    const Slots s = slots(h);
-    bool added = false;
-    unsigned low = 15;
+  /// trace against incrementing all four). Returns the key's estimate after it (and after the
+  /// aging it may trigger), as `frequency(h)` would then.
+  unsigned increment(std::uint64_t h) noexcept {
+    if (table_.empty()) return 0;
+    const Counters c = counters(h);
+    const unsigned low = c.low();
+    if (low == 15) return 15;
+    // The four counters are in four different words: the updates are independent.
     for (unsigned i = 0; i < 4; ++i) {
-      low = std::min(low, static_cast<unsigned>((table_[s.word[i]] >> s.shift[i]) & 0xF));
+      if (c.value[i] == low) table_[c.word[i]] += std::uint64_t{1} << c.shift[i];
     }
-    if (low == 15) return;
-    for (unsigned i = 0; i < 4; ++i) {
-      std::uint64_t& word = table_[s.word[i]];
-      if (((word >> s.shift[i]) & 0xF) == low) {
-        word += std::uint64_t{1} << s.shift[i];
-        added = true;
-      }
+    if (++additions_ >= sample_size_) {
+      age();
+      return (low + 1) >> 1;  // every counter halved: so is their minimum
     }
-    if (added && ++additions_ >= sample_size_) age();
+    return low + 1;
   }
 
   /// A tag that changes whenever the counters go down (aging, a new table): a key's estimate
@@ -151,26 +144,33 @@ class FrequencySketch {
   static constexpr std::size_t kWordsPerKey = 2;
   // Caffeine 3's layout: a key's four counters all live in one 64-byte block (8 words), one
   // counter in each pair of words, so an update costs one cache miss, not four.
-  struct Slots {
-    std::size_t word[4];
+  struct Counters {
+    std::size_t word[4];  // indexes into table_
     unsigned shift[4];
+    unsigned value[4];  // as read
+    [[nodiscard]] unsigned low() const noexcept {
+      return std::min(std::min(value[0], value[1]), std::min(value[2], value[3]));
+    }
   };
   // The block of a mixed hash: its low 32 bits scaled to the block count (any count, not
   // only a power of two); the high 32 bits pick the counters within it.
   [[nodiscard]] std::size_t block_of(std::uint64_t x) const noexcept {
     return static_cast<std::size_t>(((x & 0xffffffffULL) * blocks_) >> 32);
   }
-  [[nodiscard]] Slots slots(std::uint64_t h) const noexcept {
+  // Located and read once for both halves of `increment` (and the replay no longer calls
+  // `frequency` after it): ~160 instructions per increment before, ~120 now.
+  [[nodiscard]] Counters counters(std::uint64_t h) const noexcept {
     const std::uint64_t x = mix64(h);
-    const std::size_t block = block_of(x) << 3;
+    const std::size_t block = base_ + (block_of(x) << 3);
     const std::uint64_t c = x >> 32;
-    Slots s{};
+    Counters r{};
     for (unsigned i = 0; i < 4; ++i) {
       const auto bits = static_cast<unsigned>(c >> (i << 3));
-      s.word[i] = base_ + block + (i << 1) + (bits & 1);
-      s.shift[i] = ((bits >> 1) & 15) << 2;
+      r.word[i] = block + (i << 1) + (bits & 1);
+      r.shift[i] = ((bits >> 1) & 15) << 2;
+      r.value[i] = static_cast<unsigned>((table_[r.word[i]] >> r.shift[i]) & 0xF);
     }
-    return s;
+    return r;
   }
   void age() noexcept {
     std::size_t odd = 0;
@@ -749,8 +749,7 @@ class EvictingShard {
               // entry is marked quiet: readers stop buffering its hits until the sketch ages
               // or the entry moves.
               drain_pending();
-              sketch_.increment(n->hash);
-              if (sketch_.frequency(n->hash) >= kQuietAt) {
+              if (sketch_.increment(n->hash) >= kQuietAt) {
                 n->mark.store(sketch_.quiet_mark(), std::memory_order_relaxed);
               }
               continue;
