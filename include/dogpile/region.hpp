@@ -189,7 +189,7 @@ class CacheRegion {
     if (c.stores_objects) return get_object_value<T>(c, mangled_key(key, mangled), key, opts);
     auto v = fetch<T>(c, mangled_key(key, mangled), false);
     if (v && !opts.ignore_expiration && !usable(c, *v, opts.expiration_time)) v.reset();
-    count(v ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+    count_read(v.has_value(), key);
     if (!v) return std::nullopt;
     return std::move(v->value);
   }
@@ -584,6 +584,17 @@ class CacheRegion {
     return out;
   }
 
+  /// `count` of a read's outcome, inline: this thread's hit or miss counter (a read's only
+  /// other work on a hit), or the listener's event through `count` when there is a listener.
+  void count_read(bool hit, std::string_view key) const {
+    if (state_->opts.listener) [[unlikely]] {
+      count(hit ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+      return;
+    }
+    auto& s = state_->stats.local();
+    (hit ? s.hits : s.misses).fetch_add(1, std::memory_order_relaxed);
+  }
+
   void count(RegionEvent::Kind kind, std::string_view key, std::chrono::nanoseconds d = {},
              const std::exception* error = nullptr,
              const std::exception_ptr& exception = nullptr) const {
@@ -811,7 +822,7 @@ class CacheRegion {
         !usable_stored(c, info->meta.ct, opts.expiration_time)) {
       value.reset();
     }
-    count(value ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
+    count_read(value.has_value(), key);
     return value;
   }
 
