@@ -584,8 +584,8 @@ class CacheRegion {
     return out;
   }
 
-  /// `count` of a read's outcome, inline: this thread's hit or miss counter (a read's only
-  /// other work on a hit), or the listener's event through `count` when there is a listener.
+  /// `count` for a read's hit or miss, inlined: one relaxed add to this thread's counter (all
+  /// the bookkeeping a hit needs); with a listener, the event goes through `count`.
   void count_read(bool hit, std::string_view key) const {
     if (state_->opts.listener) [[unlikely]] {
       count(hit ? RegionEvent::Kind::hit : RegionEvent::Kind::miss, key);
